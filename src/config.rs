@@ -1,0 +1,218 @@
+//! Tuning knobs for sessions, with defaults that follow the paper.
+
+use std::io;
+use std::time::Duration;
+
+/// Settings for a robust session, shared by [`RSocket`](crate::RSocket) and
+/// [`RServerSocket`](crate::RServerSocket).
+///
+/// The defaults follow Ekwall, Urbán and Schiper: a 16 KiB send buffer acknowledged every
+/// 8 KiB, reconnection attempts forever with an exponential backoff.
+///
+/// Setters take and return the `Config` so that they chain; the values are checked when the
+/// config is used (by `connect_with` or `bind_with`), which fail with
+/// [`io::ErrorKind::InvalidInput`] for a value that makes no sense, as std does for a zero
+/// timeout.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use robust_tcp::Config;
+///
+/// let config = Config::default()
+///     .send_buffer_size(64 * 1024)
+///     .ack_threshold(16 * 1024)
+///     .give_up_after(Some(Duration::from_secs(600)));
+/// assert_eq!(config.send_buffer_size_value(), 64 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    send_buffer_size: usize,
+    ack_threshold: usize,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    give_up_after: Option<Duration>,
+    max_sessions: usize,
+    handshake_timeout: Duration,
+    nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            send_buffer_size: 16 * 1024,
+            ack_threshold: 8 * 1024,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            give_up_after: None,
+            max_sessions: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            nodelay: false,
+        }
+    }
+}
+
+impl Config {
+    /// Bytes written but not yet acknowledged that a session keeps for retransmission
+    /// (default 16 KiB). A writer blocks while this buffer is full.
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.send_buffer_size = bytes;
+        self
+    }
+
+    /// How many received bytes make the receiver send an acknowledgement (default 8 KiB).
+    /// Must not exceed [`send_buffer_size`](Self::send_buffer_size) of the peer; a writer
+    /// that finds its buffer full asks for an acknowledgement anyway.
+    pub fn ack_threshold(mut self, bytes: usize) -> Self {
+        self.ack_threshold = bytes;
+        self
+    }
+
+    /// The reconnection backoff: the first retry goes at once, the second after `initial`,
+    /// and each later one after twice the previous delay, up to `max` (default 50 ms and 5 s).
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
+    }
+
+    /// How long a client keeps trying to reach its server before the session fails with
+    /// [`io::ErrorKind::TimedOut`]. `None` (the default) tries forever, as the paper
+    /// requires: only the application ends a session.
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// How many sessions a server holds at once, lingering ones included (default 1024).
+    /// Past it, new sessions are refused with a temporary reason and their clients retry.
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = sessions;
+        self
+    }
+
+    /// The bound on each connection attempt: the TCP connect and the exchange of handshake
+    /// messages (default 5 s). One SYN lost in a dead network costs this much, not the
+    /// kernel's minutes.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Whether the TCP connections of a session set `TCP_NODELAY` (default `false`).
+    /// [`RSocket::set_nodelay`](crate::RSocket::set_nodelay) changes it for one session.
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// The configured send buffer size in bytes.
+    pub fn send_buffer_size_value(&self) -> usize {
+        self.send_buffer_size
+    }
+
+    /// The configured acknowledgement threshold in bytes.
+    pub fn ack_threshold_value(&self) -> usize {
+        self.ack_threshold
+    }
+
+    /// The configured reconnection backoff, as `(initial, max)`.
+    pub fn reconnect_backoff_value(&self) -> (Duration, Duration) {
+        (self.backoff_initial, self.backoff_max)
+    }
+
+    /// The configured limit on reconnection attempts, if any.
+    pub fn give_up_after_value(&self) -> Option<Duration> {
+        self.give_up_after
+    }
+
+    /// The configured maximum number of sessions of a server.
+    pub fn max_sessions_value(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// The configured bound on one connection attempt.
+    pub fn handshake_timeout_value(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Whether new TCP connections set `TCP_NODELAY`.
+    pub fn nodelay_value(&self) -> bool {
+        self.nodelay
+    }
+
+    /// Checks every value, as `connect_with` and `bind_with` do.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
+    /// buffer, threshold, session limit or timeout, a threshold larger than the buffer, a
+    /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
+    /// or a backoff whose maximum is below its initial delay.
+    pub fn validate(&self) -> io::Result<()> {
+        let invalid = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        if self.send_buffer_size == 0 {
+            return invalid("send_buffer_size must not be zero");
+        }
+        if self.send_buffer_size > MAX_SEND_BUFFER {
+            return invalid("send_buffer_size must not exceed 1 GiB");
+        }
+        if self.ack_threshold == 0 {
+            return invalid("ack_threshold must not be zero");
+        }
+        if self.ack_threshold > self.send_buffer_size {
+            return invalid("ack_threshold must not exceed send_buffer_size");
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return invalid("reconnect_backoff needs 0 < initial <= max");
+        }
+        if self.give_up_after == Some(Duration::ZERO) {
+            return invalid("give_up_after must not be zero (use None to never give up)");
+        }
+        if self.max_sessions == 0 {
+            return invalid("max_sessions must not be zero");
+        }
+        if self.handshake_timeout.is_zero() {
+            return invalid("handshake_timeout must not be zero");
+        }
+        Ok(())
+    }
+}
+
+/// The largest send buffer: the 32-bit counters on the wire are unambiguous only while the
+/// unacknowledged window stays well below 2^32 bytes.
+const MAX_SEND_BUFFER: usize = 1 << 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_follows_the_paper() {
+        let c = Config::default();
+        assert_eq!(c.send_buffer_size_value(), 16 * 1024);
+        assert_eq!(c.ack_threshold_value(), 8 * 1024);
+        assert_eq!(c.give_up_after_value(), None);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn nonsense_is_invalid_input() {
+        let bad = [
+            Config::default().send_buffer_size(0),
+            Config::default().ack_threshold(0),
+            Config::default().ack_threshold(32 * 1024),
+            Config::default().handshake_timeout(Duration::ZERO),
+            Config::default().give_up_after(Some(Duration::ZERO)),
+            Config::default().max_sessions(0),
+            Config::default().reconnect_backoff(Duration::ZERO, Duration::from_secs(1)),
+            Config::default().reconnect_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+            Config::default().send_buffer_size(usize::MAX),
+        ];
+        for c in bad {
+            let err = c.validate().expect_err("should be rejected");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{c:?}");
+        }
+    }
+}

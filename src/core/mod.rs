@@ -1,0 +1,34 @@
+//! The protocol core: wire formats, counters, the send buffer and the session state
+//! machine. Nothing here does I/O or reads the clock; the driver passes time in.
+
+pub mod backoff;
+pub mod control;
+pub mod counter;
+pub mod handshake;
+pub mod send_buffer;
+pub mod session;
+
+use std::fmt;
+
+/// Bytes from a peer that do not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The bytes do not start with the robust-tcp magic: the peer speaks another protocol.
+    NotRobust,
+    /// The peer speaks another version of the protocol.
+    Version(u8),
+    /// The bytes are a robust-tcp message, but a broken one.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::NotRobust => f.write_str("the peer does not speak robust-tcp"),
+            WireError::Version(v) => write!(f, "the peer speaks robust-tcp version {v}"),
+            WireError::Malformed(what) => write!(f, "malformed robust-tcp message: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}

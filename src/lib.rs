@@ -1,0 +1,56 @@
+//! TCP connections that survive network failures.
+//!
+//! `robust-tcp` is a session layer over TCP after Ekwall, Urbán and Schiper, "Robust TCP
+//! connections for fault tolerant computing". [`RSocket`] and [`RServerSocket`] behave like
+//! [`std::net::TcpStream`] and [`std::net::TcpListener`]: blocking, [`Read`](std::io::Read)
+//! and [`Write`](std::io::Write), one thread per connection. When the TCP connection under
+//! a session fails, the client reconnects, both sides tell each other how many bytes they
+//! received, and each resends what the other lacks from a bounded send buffer: every byte
+//! arrives exactly once and in order. The application sees a slower call, never an error,
+//! until it closes the session.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use robust_tcp::{RServerSocket, RSocket};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let server = RServerSocket::bind("127.0.0.1:0")?;
+//! let addr = server.local_addr()?;
+//! let client = std::thread::spawn(move || -> std::io::Result<()> {
+//!     let mut sock = RSocket::connect(addr)?;
+//!     sock.write_all(b"hello")?;
+//!     Ok(())
+//! });
+//! let (mut sock, _peer) = server.accept()?;
+//! let mut text = String::new();
+//! sock.read_to_string(&mut text)?;
+//! assert_eq!(text, "hello");
+//! client.join().unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `docs/PROTOCOL.md` describes the wire formats byte by byte and `docs/ARCHITECTURE.md`
+//! where each behaviour lives. The protocol itself ([`core`] internally) does no I/O and
+//! reads no clock; the threads and sockets around it live in the driver.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod core;
+mod driver;
+mod server_socket;
+mod socket;
+mod status;
+
+pub use config::Config;
+pub use server_socket::{Incoming, RServerSocket};
+pub use socket::RSocket;
+pub use status::{SessionState, Status};
+
+/// The I/O-free protocol core, exposed for property tests and fuzzing: wire formats,
+/// counters, the send buffer and the session state machine. Not a stable API.
+#[doc(hidden)]
+pub mod protocol {
+    pub use crate::core::*;
+}

@@ -1,0 +1,143 @@
+//! [`RServerSocket`]: accepts robust sessions, in place of `std::net::TcpListener`.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::driver::server::{self, Accepted, ServerCore};
+use crate::{Config, RSocket};
+
+/// A server of robust sessions, like [`std::net::TcpListener`].
+///
+/// Each new session gets a connection identifier (CID). Reconnections of existing sessions
+/// are handled inside the library, whether or not the application calls `accept` again.
+/// Dropping the `RServerSocket` refuses new sessions; the listening port stays open while
+/// any of its sessions lives, so that they can still reconnect.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use robust_tcp::RServerSocket;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let server = RServerSocket::bind("127.0.0.1:7000")?;
+/// for sock in server.incoming() {
+///     let mut sock = sock?;
+///     std::thread::spawn(move || {
+///         let mut buf = [0; 4096];
+///         while let Ok(n) = sock.read(&mut buf) {
+///             if n == 0 || sock.write_all(&buf[..n]).is_err() {
+///                 break;
+///             }
+///         }
+///     });
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct RServerSocket {
+    core: Arc<ServerCore>,
+    accepted: Receiver<Accepted>,
+}
+
+impl RServerSocket {
+    /// Listens on `addr` with the default [`Config`]. Port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr).
+    ///
+    /// # Errors
+    ///
+    /// The error of binding the TCP listener or the process's UDP control socket.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:0")?;
+    /// println!("listening on {}", server.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<RServerSocket> {
+        RServerSocket::bind_with(addr, Config::default())
+    }
+
+    /// Listens on `addr` with `config`, which applies to every session of this server.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind), and `InvalidInput` for a config that makes no sense (see
+    /// [`Config::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use robust_tcp::{Config, RServerSocket};
+    ///
+    /// let server = RServerSocket::bind_with("127.0.0.1:0", Config::default().max_sessions(64))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind_with<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<RServerSocket> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let (core, accepted) = server::bind(&addrs, config)?;
+        Ok(RServerSocket { core, accepted })
+    }
+
+    /// Waits for a new session and returns it with the client's address.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the acceptor outlives every `RServerSocket`. The `Result`
+    /// mirrors `TcpListener::accept`.
+    pub fn accept(&self) -> io::Result<(RSocket, SocketAddr)> {
+        self.accepted
+            .recv()
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the server's acceptor stopped"))
+    }
+
+    /// An iterator over new sessions, as [`accept`](Self::accept) returns them. It never
+    /// ends.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { server: self }
+    }
+
+    /// The address the server listens on: the one clients connect to.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpListener::local_addr`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.core.local_addr())
+    }
+}
+
+impl Drop for RServerSocket {
+    fn drop(&mut self) {
+        // Sessions nobody accepted close now, as they would if accepted and dropped.
+        while self.accepted.try_recv().is_ok() {}
+        self.core.close();
+    }
+}
+
+impl fmt::Debug for RServerSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RServerSocket")
+            .field("local_addr", &self.core.local_addr())
+            .finish()
+    }
+}
+
+/// The iterator of [`RServerSocket::incoming`]: yields every new session and never ends.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    server: &'a RServerSocket,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<RSocket>;
+
+    fn next(&mut self) -> Option<io::Result<RSocket>> {
+        Some(self.server.accept().map(|(sock, _)| sock))
+    }
+}

@@ -1,0 +1,350 @@
+//! [`RSocket`]: a session endpoint, in place of `std::net::TcpStream`.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::driver::client;
+use crate::driver::session::Shared;
+use crate::{Config, Status};
+
+/// One end of a robust session: a byte stream like [`std::net::TcpStream`] that survives
+/// the failure of the TCP connection under it.
+///
+/// When the connection fails, the client reconnects (with backoff, forever unless
+/// [`Config::give_up_after`] says otherwise) and both sides resend what the other lacks:
+/// every byte arrives exactly once and in order. Meanwhile reads and writes wait; they fail
+/// only when the session itself ends: the peer reset it, the server forgot it (it
+/// restarted), or the client gave up.
+///
+/// `Read` and `Write` are implemented for `RSocket` and for `&RSocket`, so one thread may
+/// read while another writes, as with `TcpStream`; [`try_clone`](Self::try_clone) gives
+/// another handle on the same session. Dropping the last handle closes the session without
+/// losing what was written: it lingers in the background until the peer has every byte.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use robust_tcp::RSocket;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut sock = RSocket::connect("127.0.0.1:7000")?;
+/// sock.write_all(b"ping")?;
+/// let mut reply = [0; 4];
+/// sock.read_exact(&mut reply)?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RSocket {
+    handle: Arc<Handle>,
+}
+
+/// Closes the session when the last `RSocket` for it goes.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl RSocket {
+    /// Wraps a session whose driver runs already.
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> RSocket {
+        RSocket {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Opens a session with the server at `addr`, with the default [`Config`].
+    ///
+    /// Like [`TcpStream::connect`](std::net::TcpStream::connect), each resolved address is
+    /// tried in turn.
+    ///
+    /// # Errors
+    ///
+    /// The TCP error if no address accepts a connection; `ConnectionRefused` if the server
+    /// no longer accepts sessions; `InvalidData` if the peer does not speak robust-tcp;
+    /// `ConnectionAborted` if it hangs up on every handshake. A handshake cut by the
+    /// network, or a server at its session limit, is retried with backoff.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<RSocket> {
+        RSocket::connect_with(addr, Config::default())
+    }
+
+    /// Opens a session with the server at `addr`, with `config`.
+    ///
+    /// Retries (cut handshakes, a busy server) stop after
+    /// [`Config::give_up_after`], if set.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and `InvalidInput` for a config that makes no sense
+    /// (see [`Config::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use robust_tcp::{Config, RSocket};
+    ///
+    /// let config = Config::default().send_buffer_size(64 * 1024);
+    /// let sock = RSocket::connect_with("127.0.0.1:7000", config)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_with<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<RSocket> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let limit = config.give_up_after_value();
+        RSocket::open(&addrs, config, limit)
+    }
+
+    /// Opens a session with the server at `addr`, taking at most `timeout` for it (the TCP
+    /// connects, the handshakes and any retries).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); `TimedOut` when `timeout` passes; `InvalidInput` for
+    /// a zero `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// let sock = robust_tcp::RSocket::connect_timeout(&addr, Duration::from_secs(2))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<RSocket> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        let config = Config::default();
+        let config = if timeout < config.handshake_timeout_value() {
+            config.handshake_timeout(timeout)
+        } else {
+            config
+        };
+        RSocket::open(&[*addr], config, Some(timeout))
+    }
+
+    fn open(addrs: &[SocketAddr], config: Config, limit: Option<Duration>) -> io::Result<RSocket> {
+        let (shared, woken, server) = client::connect(addrs, &config, limit)?;
+        let reconnect = Box::new(move |shared: &Arc<Shared>, woken: &_| {
+            client::reconnect(shared, woken, server, &config)
+        });
+        shared.spawn_driver(woken, Some(reconnect))?;
+        Ok(RSocket::from_shared(shared))
+    }
+
+    /// Another handle on the same session. The session closes when the last handle is
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::try_clone`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// let reader = sock.try_clone()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<RSocket> {
+        Ok(RSocket {
+            handle: Arc::clone(&self.handle),
+        })
+    }
+
+    /// Shuts down reading, writing or both, and returns at once.
+    ///
+    /// After `Shutdown::Write` the session still delivers every byte written before it
+    /// (reconnecting if it must); the peer then reads end of stream. After
+    /// `Shutdown::Read`, reads return `Ok(0)`.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::shutdown`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// use std::net::Shutdown;
+    ///
+    /// let mut sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.write_all(b"request")?;
+    /// sock.shutdown(Shutdown::Write)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.shared().shutdown(how);
+        Ok(())
+    }
+
+    /// Bounds how long a read waits, reconnections included; `None` waits forever. A read
+    /// that times out fails with `WouldBlock`, as `TcpStream`'s do on Unix.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for `Some(Duration::ZERO)`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.shared().set_read_timeout(dur)
+    }
+
+    /// The read timeout.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::read_timeout`.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.shared().read_timeout())
+    }
+
+    /// Bounds how long a write waits for room in the send buffer (that is, for the peer to
+    /// acknowledge); `None` waits forever. A write that times out fails with `WouldBlock`
+    /// and has written nothing.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for `Some(Duration::ZERO)`.
+    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.shared().set_write_timeout(dur)
+    }
+
+    /// The write timeout.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::write_timeout`.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.shared().write_timeout())
+    }
+
+    /// Sets `TCP_NODELAY` on the current connection and on every later one.
+    ///
+    /// # Errors
+    ///
+    /// The error of setting the option on the current connection.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.shared().set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::nodelay`.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(self.shared().nodelay())
+    }
+
+    /// The peer's address on the current (or last) TCP connection.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if the session never had a connection.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.shared().peer_addr()
+    }
+
+    /// The local address of the current (or last) TCP connection.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if the session never had a connection.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared().local_addr()
+    }
+
+    /// The session's connection identifier (CID), chosen by the server; never 0.
+    pub fn session_id(&self) -> u32 {
+        self.shared().cid()
+    }
+
+    /// A snapshot of the session: its state, byte counts, what waits for acknowledgement,
+    /// blocked calls and reconnections.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// let status = sock.status();
+    /// println!("{} reconnections, {} bytes unacknowledged", status.reconnections, status.unacknowledged);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn status(&self) -> Status {
+        self.shared().status()
+    }
+}
+
+impl Read for RSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared().read(buf)
+    }
+}
+
+impl Write for RSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.shared().write(buf)
+    }
+
+    /// Returns at once: every write already went to TCP or waits in the send buffer for a
+    /// reconnection, which sends it without being asked.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for &RSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared().read(buf)
+    }
+}
+
+impl Write for &RSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.shared().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RSocket")
+            .field("session_id", &self.session_id())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}

@@ -1,0 +1,46 @@
+//! What a session exposes about itself (the paper's future work, and seed 001's argument for
+//! showing transport state to applications).
+
+use std::time::Duration;
+
+/// The phase a session is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// The opening handshake has not finished yet.
+    Connecting,
+    /// A TCP connection carries the session.
+    Connected,
+    /// The TCP connection failed; the client is reconnecting (or, on a server, waiting for
+    /// the client to reconnect). Reads and writes wait.
+    Reconnecting,
+    /// The application closed or half-closed the session; it lingers until the peer has
+    /// acknowledged every byte and confirmed the close.
+    Closing,
+    /// The session is over: closed by both sides, reset, or given up.
+    Closed,
+}
+
+/// A snapshot of a session, from [`RSocket::status`](crate::RSocket::status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The phase of the session.
+    pub state: SessionState,
+    /// Bytes the application wrote since the session began.
+    pub bytes_written: u64,
+    /// Bytes the application read since the session began.
+    pub bytes_read: u64,
+    /// Bytes written but not yet acknowledged by the peer (they sit in the send buffer).
+    pub unacknowledged: u64,
+    /// How long the oldest unacknowledged byte has waited, if any byte is unacknowledged.
+    pub oldest_unacknowledged: Option<Duration>,
+    /// How long the read call in progress has been blocked, if one is.
+    pub blocked_read: Option<Duration>,
+    /// How long the write call in progress has been blocked, if one is.
+    pub blocked_write: Option<Duration>,
+    /// How many times the session moved to a new TCP connection.
+    pub reconnections: u64,
+    /// Why the last TCP connection failed, if one did.
+    pub last_failure: Option<String>,
+}
