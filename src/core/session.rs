@@ -272,11 +272,15 @@ impl Session {
         self.buf.copy_from(from)
     }
 
-    /// `n` more bytes went out on connection `epoch`.
-    pub fn sent_on_tcp(&mut self, epoch: u32, n: usize) {
-        if self.connected && epoch == self.epoch {
-            self.tcp_sent = (self.tcp_sent + n as u64).min(self.buf.end());
-            self.high_water = self.high_water.max(self.tcp_sent);
+    /// The bytes `[from, from + n)` of the outgoing stream went out on connection `epoch`.
+    ///
+    /// Counted as possibly delivered even if that connection has failed meanwhile: the
+    /// peer may have them, so its count may include them.
+    pub fn sent_on_tcp(&mut self, epoch: u32, from: u64, n: usize) {
+        let end = (from + n as u64).min(self.buf.end());
+        self.high_water = self.high_water.max(end);
+        if self.connected && epoch == self.epoch && from == self.tcp_sent {
+            self.tcp_sent = end;
         }
     }
 

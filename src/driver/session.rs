@@ -261,7 +261,8 @@ impl Shared {
             }
             self.attach(st, stream);
         });
-        self.send_unsent(None);
+        // The caller holds the write lock (in `_quiesced`).
+        self.send_unsent_locked(None);
     }
 
     /// A server's client may come back from another address: route its messages.
@@ -432,7 +433,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return;
                 }
-                Ok(n) => self.update(|st, _| st.core.sent_on_tcp(epoch, n)),
+                Ok(n) => self.update(|st, _| st.core.sent_on_tcp(epoch, from, n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // The bytes stay buffered; the reconnection resends them.
