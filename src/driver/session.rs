@@ -63,6 +63,9 @@ pub(crate) struct State {
     pub(crate) unconfirmed_until: Option<Instant>,
 }
 
+/// What a client's driver runs whenever its session needs a connection.
+pub(crate) type Reconnector = Box<dyn FnMut(&Arc<Shared>, &Receiver<()>) + Send>;
+
 /// The next thing a read does.
 enum ReadStep {
     Eof,
@@ -543,7 +546,7 @@ impl Shared {
     pub(crate) fn spawn_driver(
         self: &Arc<Self>,
         woken: Receiver<()>,
-        mut reconnect: Option<Box<dyn FnMut(&Arc<Shared>, &Receiver<()>) + Send>>,
+        mut reconnect: Option<Reconnector>,
     ) -> io::Result<()> {
         let me = Arc::clone(self);
         thread::Builder::new()
