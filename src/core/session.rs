@@ -339,9 +339,11 @@ impl Session {
         true
     }
 
-    /// Whether the session needs a TCP connection it does not have.
+    /// Whether the session needs a TCP connection it does not have. Not once the peer has
+    /// closed and everything it sent was read: nothing can move in either direction.
     pub fn needs_connection(&self) -> bool {
-        !self.connected && self.fatal.is_none() && !self.is_finished()
+        let spent = self.peer_closed && self.peer_final == Some(self.received);
+        !self.connected && self.fatal.is_none() && !spent && !self.is_finished()
     }
 
     /// Checks the peer's received count from a reconnection handshake: the absolute

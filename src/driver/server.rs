@@ -209,6 +209,7 @@ impl ServerCore {
             .and_then(|body| Confirm::parse(&body).map_err(super::frames::invalid));
         match confirmed {
             Ok(c) if c.cid == cid => {
+                shared.lock().unconfirmed_until = None;
                 shared.attach_first(stream);
                 self.deliver(&shared, client);
                 Ok(())

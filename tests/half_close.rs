@@ -1,0 +1,143 @@
+//! Closing through cuts: a half-closed session still carries the reply, and a session
+//! dropped right after a large write still delivers every byte.
+
+mod support;
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use robust_tcp::RServerSocket;
+use support::bounded::{join, run_bounded};
+use support::payload::{expect_eof, Payload};
+use support::proxy::{CutPlan, FaultProxy};
+use support::session::{connect_pair, fast_config, spawn_writer};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn bind() -> RServerSocket {
+    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
+}
+
+fn expect_ok(seed: u64, what: &str, result: std::io::Result<()>) {
+    if let Err(e) = result {
+        panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
+    }
+}
+
+#[test]
+fn half_close_then_reply_through_cuts() {
+    run_bounded(LIMIT, || {
+        const LEN: u64 = 1 << 20;
+        let server = bind();
+        // Cut points up to 256 KiB: at least 8 cuts fit in the 2 MiB crossing the proxy.
+        let plan = CutPlan::random(20, 256 << 10);
+        let proxy = FaultProxy::start(server.local_addr().unwrap(), plan).unwrap();
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+
+        let request = Payload::new(0x0E, LEN);
+        let client_writer = spawn_writer(&client, request);
+        expect_ok(
+            seed,
+            "server reading the request",
+            request.verify_from(&accepted),
+        );
+        expect_ok(seed, "client writing the request", join(client_writer));
+        // End of stream is sticky, as on TCP.
+        expect_ok(seed, "second read at end", expect_eof(&accepted, LEN));
+
+        // The half-closed client still reads: the server replies after the client's end.
+        let reply = Payload::new(0x0F, LEN);
+        let server_writer = spawn_writer(&accepted, reply);
+        expect_ok(seed, "client reading the reply", reply.verify_from(&client));
+        expect_ok(seed, "server writing the reply", join(server_writer));
+
+        assert_eq!(accepted.status().bytes_read, LEN);
+        assert_eq!(client.status().bytes_read, LEN);
+        assert!(proxy.cuts() >= 5, "seed {seed}: only {} cuts", proxy.cuts());
+    });
+}
+
+#[test]
+fn shutdown_write_returns_at_once_and_the_peer_still_gets_every_byte() {
+    run_bounded(LIMIT, || {
+        const LEN: u64 = 8 << 10;
+        let server = bind();
+        let proxy = FaultProxy::start(server.local_addr().unwrap(), CutPlan::never()).unwrap();
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        // Less than the send buffer: the write returns without the peer reading anything.
+        let payload = Payload::new(0x5D, LEN);
+        payload.write_to(&client).expect("write");
+        let started = Instant::now();
+        client.shutdown(Shutdown::Write).expect("shutdown(Write)");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "shutdown(Write) blocked {took:?}"
+        );
+        proxy.cut_all();
+        expect_ok(
+            seed,
+            "reading after the cut",
+            payload.verify_from(&accepted),
+        );
+        // Nothing to read on the client: the server wrote nothing and has not closed.
+        drop(accepted);
+        let mut rest = Vec::new();
+        (&client)
+            .read_to_end(&mut rest)
+            .expect("client reads the server's close");
+        assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
+    });
+}
+
+#[test]
+fn drop_right_after_an_8_mib_write_delivers_everything_through_cuts() {
+    run_bounded(LIMIT, || {
+        const LEN: u64 = 8 << 20;
+        // Held back by the reader until the writer has dropped its socket: the drop then
+        // happens with bytes still unread, which the lingering session must deliver. 4 KiB
+        // stays well inside the 16 KiB send buffer, so the write can finish meanwhile.
+        const TAIL: u64 = 4 << 10;
+        let server = bind();
+        let plan = CutPlan::random(20, 512 << 10);
+        let proxy = FaultProxy::start(server.local_addr().unwrap(), plan).unwrap();
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+
+        let payload = Payload::new(0xD8, LEN);
+        let writer = thread::spawn(move || {
+            payload.write_to(&client)?;
+            let started = Instant::now();
+            drop(client);
+            Ok::<_, std::io::Error>(started.elapsed())
+        });
+        expect_ok(
+            seed,
+            "reading",
+            payload.verify_range(&accepted, 0..LEN - TAIL),
+        );
+        let drop_took = join(writer).unwrap_or_else(|e| panic!("seed {seed}: writing: {e}"));
+        assert!(
+            drop_took < Duration::from_secs(1),
+            "drop blocked {drop_took:?}"
+        );
+        // Cut whatever connection the lingering session has now (maybe none, if it
+        // already finished closing).
+        proxy.cut_all();
+        expect_ok(
+            seed,
+            "reading the tail",
+            payload.verify_range(&accepted, LEN - TAIL..LEN),
+        );
+        expect_ok(seed, "reading the end", expect_eof(&accepted, LEN));
+        assert!(
+            proxy.cuts() >= 10,
+            "seed {seed}: only {} cuts",
+            proxy.cuts()
+        );
+    });
+}

@@ -1,0 +1,119 @@
+//! Servers that refuse: one at its session limit (temporary: the client waits and gets in
+//! later) and one that was dropped (permanent for new sessions, yet its sessions live on).
+
+mod support;
+
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use robust_tcp::{RServerSocket, RSocket};
+use support::bounded::{join, run_bounded, wait_until};
+use support::payload::Payload;
+use support::proxy::{CutPlan, FaultProxy};
+use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Moves `len` bytes each way at once and checks them; `seed` (the proxy's) picks the
+/// payloads and goes into failure messages.
+fn exchange(a: &RSocket, b: &RSocket, len: u64, seed: u64) {
+    let (ab, ba) = (Payload::new(seed, len), Payload::new(seed ^ 1, len));
+    let threads = [
+        ("a writing", spawn_writer(a, ab)),
+        ("b writing", spawn_writer(b, ba)),
+        ("b reading", spawn_reader(b, ab)),
+        ("a reading", spawn_reader(a, ba)),
+    ];
+    for (what, thread) in threads {
+        if let Err(e) = join(thread) {
+            panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
+        }
+    }
+}
+
+#[test]
+fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
+    run_bounded(LIMIT, || {
+        let server =
+            RServerSocket::bind_with("127.0.0.1:0", fast_config().max_sessions(1)).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (first_client, first_accepted) = connect_pair(&server, addr, fast_config());
+
+        // The server goes to a thread blocked in accept, in case the library does its
+        // handshakes there; it is handed back with the second session.
+        let acceptor = thread::spawn(move || {
+            let accepted = server.accept();
+            (server, accepted)
+        });
+        // A proxy that never cuts shows each connection attempt of the second client.
+        let counter = FaultProxy::start(addr, CutPlan::never()).unwrap();
+        let via_counter = counter.local_addr();
+        let connector = thread::spawn(move || RSocket::connect_with(via_counter, fast_config()));
+        wait_until(
+            Duration::from_secs(10),
+            "the second client to be refused and retry twice",
+            || counter.connections() >= 3 || connector.is_finished(),
+        );
+        assert!(
+            !connector.is_finished(),
+            "the second client's connect returned while max_sessions(1) was taken: {:?}",
+            join(connector).map(|sock| sock.session_id())
+        );
+        assert!(
+            !acceptor.is_finished(),
+            "accept returned while max_sessions(1) was taken"
+        );
+
+        // The first session is unaffected, then closes on both sides.
+        exchange(&first_client, &first_accepted, 256 << 10, counter.seed());
+        drop(first_client);
+        drop(first_accepted);
+
+        wait_until(
+            Duration::from_secs(10),
+            "the second client to get in after the first session closed",
+            || connector.is_finished(),
+        );
+        let second_client = join(connector).expect("the second client's connect");
+        let (_server, accepted) = join(acceptor);
+        let (second_accepted, _peer) = accepted.expect("accept the second session");
+        assert_eq!(second_client.session_id(), second_accepted.session_id());
+        exchange(
+            &second_client,
+            &second_accepted,
+            256 << 10,
+            counter.seed() ^ 2,
+        );
+    });
+}
+
+#[test]
+fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
+    run_bounded(LIMIT, || {
+        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).unwrap();
+        let addr = server.local_addr().unwrap();
+        // 15 cut points of at most 128 KiB all fall within the 4 MiB exchanged below.
+        let proxy = FaultProxy::start(addr, CutPlan::random(15, 128 << 10)).unwrap();
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        drop(server);
+
+        // Bounded, so that a client that retries instead of failing fails the assertion
+        // (with TimedOut) rather than the watchdog.
+        let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
+        match RSocket::connect_with(addr, config) {
+            Ok(sock) => panic!("a dropped server accepted session {}", sock.session_id()),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+        }
+
+        exchange(&client, &accepted, 2 << 20, seed);
+        assert!(
+            proxy.cuts() >= 10,
+            "seed {seed}: only {} cuts",
+            proxy.cuts()
+        );
+        let status = client.status();
+        assert!(status.reconnections >= 1, "seed {seed}: {status:?}");
+    });
+}

@@ -1,0 +1,15 @@
+//! Shared helpers for the integration tests: a seeded fault-injecting TCP proxy, a
+//! watchdog, deterministic payloads and a few session helpers.
+//!
+//! Each test file includes this module with `mod support;` and uses only part of it; rustc
+//! compiles the module once per test crate and would warn about whatever that crate leaves
+//! unused, hence the crate-wide allowance below. (Items are reached by path, e.g.
+//! `support::proxy::FaultProxy`, rather than re-exported: an unused re-export is an
+//! `unused_imports` warning that `dead_code` does not cover.)
+#![allow(dead_code)]
+
+pub mod bounded;
+pub mod payload;
+pub mod proxy;
+pub mod rng;
+pub mod session;

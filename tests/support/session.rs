@@ -1,0 +1,77 @@
+//! Helpers around robust sessions shared by the test files.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::panic;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use robust_tcp::{Config, RServerSocket, RSocket};
+
+use super::payload::Payload;
+
+/// The default config with a short reconnection backoff (1 ms doubling to 20 ms): a test
+/// with dozens of cuts must not spend seconds in backoff, and the schedule itself is the
+/// library's own (unit-tested) business.
+pub fn fast_config() -> Config {
+    Config::default().reconnect_backoff(Duration::from_millis(1), Duration::from_millis(20))
+}
+
+/// Opens a session from a client connecting to `connect_to` (the server itself or a proxy
+/// in front of it) and accepts it on `server`; returns `(client, accepted)`.
+///
+/// `connect` runs on its own thread because it may need `accept` to make progress.
+///
+/// # Panics
+///
+/// If connect or accept fails, or the accepted session is not the client's (its session
+/// id differs).
+pub fn connect_pair(
+    server: &RServerSocket,
+    connect_to: SocketAddr,
+    config: Config,
+) -> (RSocket, RSocket) {
+    thread::scope(|s| {
+        let client = s.spawn(move || RSocket::connect_with(connect_to, config));
+        let (accepted, _peer) = server.accept().expect("accept the test session");
+        let client = client
+            .join()
+            .unwrap_or_else(|payload| panic::resume_unwind(payload))
+            .expect("connect the test session");
+        assert_eq!(
+            client.session_id(),
+            accepted.session_id(),
+            "accept returned another session than the client's"
+        );
+        (client, accepted)
+    })
+}
+
+/// Writes `payload` on a clone of `sock` from a new thread, then shuts down writing.
+///
+/// # Panics
+///
+/// If the clone fails; the thread's result carries write errors.
+pub fn spawn_writer(sock: &RSocket, payload: Payload) -> JoinHandle<io::Result<()>> {
+    let sock = sock.try_clone().expect("try_clone for the writer thread");
+    thread::Builder::new()
+        .name("payload-writer".into())
+        .spawn(move || {
+            payload.write_to(&sock)?;
+            sock.shutdown(Shutdown::Write)
+        })
+        .expect("spawn the writer thread")
+}
+
+/// Reads and checks `payload` then end of stream on a clone of `sock`, from a new thread.
+///
+/// # Panics
+///
+/// If the clone fails; the thread's result carries read and check errors.
+pub fn spawn_reader(sock: &RSocket, payload: Payload) -> JoinHandle<io::Result<()>> {
+    let sock = sock.try_clone().expect("try_clone for the reader thread");
+    thread::Builder::new()
+        .name("payload-reader".into())
+        .spawn(move || payload.verify_from(&sock))
+        .expect("spawn the reader thread")
+}

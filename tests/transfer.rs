@@ -1,0 +1,117 @@
+//! Bulk transfers through a proxy that cuts the TCP connection dozens of times: every byte
+//! must arrive exactly once and in order, and the application must see no error.
+
+mod support;
+
+use std::time::Duration;
+
+use robust_tcp::{RServerSocket, RSocket};
+use support::bounded::{join, run_bounded};
+use support::payload::Payload;
+use support::proxy::{CutPlan, FaultProxy};
+use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+
+const LEN: u64 = 64 << 20;
+const MIN_CUTS: usize = 50;
+/// Cut points up to 1 MiB average 0.5 MiB, so the 60 planned cuts use up about 30 MiB of
+/// the 64 MiB that must cross the proxy: all of them happen, with a wide margin.
+const PLAN_CUTS: usize = 60;
+const MAX_CUT_BYTES: u64 = 1 << 20;
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A server, a cutting proxy in front of it and a session through the proxy.
+struct Setup {
+    // Field order is drop order: the sessions go first, then the proxy, then the server.
+    client: RSocket,
+    accepted: RSocket,
+    proxy: FaultProxy,
+    _server: RServerSocket,
+}
+
+fn setup() -> Setup {
+    let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
+    let target = server.local_addr().expect("server address");
+    let proxy = FaultProxy::start(target, CutPlan::random(PLAN_CUTS, MAX_CUT_BYTES)).unwrap();
+    let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+    Setup {
+        client,
+        accepted,
+        proxy,
+        _server: server,
+    }
+}
+
+impl Setup {
+    /// The checks every transfer ends with: enough cuts, and the client saw them.
+    fn assert_cut_and_reconnected(&self) {
+        let seed = self.proxy.seed();
+        let cuts = self.proxy.cuts();
+        assert!(cuts >= MIN_CUTS, "seed {seed}: only {cuts} cuts happened");
+        let status = self.client.status();
+        assert!(
+            status.reconnections > 0,
+            "seed {seed}: {cuts} cuts but the client reports no reconnection: {status:?}"
+        );
+    }
+
+    fn expect_ok(&self, what: &str, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            panic!(
+                "seed {}: {what}: {e} (kind {:?})",
+                self.proxy.seed(),
+                e.kind()
+            );
+        }
+    }
+}
+
+#[test]
+fn client_to_server_64_mib_through_cuts() {
+    run_bounded(LIMIT, || {
+        let s = setup();
+        let payload = Payload::new(0xC2, LEN);
+        let writer = spawn_writer(&s.client, payload);
+        s.expect_ok("server reading", payload.verify_from(&s.accepted));
+        s.expect_ok("client writing", join(writer));
+        s.assert_cut_and_reconnected();
+        assert_eq!(s.client.status().bytes_written, LEN);
+        assert_eq!(s.accepted.status().bytes_read, LEN);
+    });
+}
+
+#[test]
+fn server_to_client_64_mib_through_cuts() {
+    run_bounded(LIMIT, || {
+        let s = setup();
+        let payload = Payload::new(0x52, LEN);
+        let writer = spawn_writer(&s.accepted, payload);
+        s.expect_ok("client reading", payload.verify_from(&s.client));
+        s.expect_ok("server writing", join(writer));
+        s.assert_cut_and_reconnected();
+        assert_eq!(s.client.status().bytes_read, LEN);
+        assert_eq!(s.accepted.status().bytes_written, LEN);
+    });
+}
+
+#[test]
+fn both_ways_at_once_64_mib_each_through_cuts() {
+    run_bounded(LIMIT, || {
+        let s = setup();
+        let upstream = Payload::new(0xB0, LEN);
+        let downstream = Payload::new(0xB1, LEN);
+        // A reader and a writer thread on each side, each on its own try_clone handle.
+        let threads = [
+            ("client writing", spawn_writer(&s.client, upstream)),
+            ("server writing", spawn_writer(&s.accepted, downstream)),
+            ("server reading", spawn_reader(&s.accepted, upstream)),
+            ("client reading", spawn_reader(&s.client, downstream)),
+        ];
+        for (what, thread) in threads {
+            s.expect_ok(what, join(thread));
+        }
+        s.assert_cut_and_reconnected();
+        let (client, server) = (s.client.status(), s.accepted.status());
+        assert_eq!((client.bytes_written, client.bytes_read), (LEN, LEN));
+        assert_eq!((server.bytes_written, server.bytes_read), (LEN, LEN));
+    });
+}
