@@ -44,3 +44,21 @@ fn echo_round_trip_and_clean_close() {
     assert_eq!(status.bytes_read, data.len() as u64);
     assert_eq!(status.state, SessionState::Closing);
 }
+
+#[test]
+fn a_small_write_then_drop_reaches_the_peer_with_end_of_stream() {
+    // Less than the acknowledgement threshold: the closing side must ask for the ACK.
+    let server = RServerSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let mut sock = RSocket::connect(addr).unwrap();
+        sock.write_all(b"hello").unwrap();
+    });
+    let (mut sock, _) = server.accept().unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello");
+    client.join().unwrap();
+}

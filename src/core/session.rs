@@ -311,7 +311,7 @@ impl Session {
     pub fn received_bytes(&mut self, n: usize) {
         self.received += n as u64;
         if self.received - self.ack_sent >= self.limits.ack_threshold as u64 {
-            self.send_ack(ControlKind::Ack(to_wire(self.received)));
+            self.send_ack();
         }
     }
 
@@ -344,6 +344,14 @@ impl Session {
     pub fn needs_connection(&self) -> bool {
         let spent = self.peer_closed && self.peer_final == Some(self.received);
         !self.connected && self.fatal.is_none() && !spent && !self.is_finished()
+    }
+
+    /// A first, loose check of the peer's received count, for a server before it aborts
+    /// the live connection: the count must lie within what was ever written. The exact
+    /// check ([`check_resume`](Self::check_resume)) needs the I/O locks, since a write in
+    /// flight may not be counted yet.
+    pub fn may_resume(&self, peer_received: u32) -> bool {
+        from_wire(peer_received, self.buf.acked(), self.buf.end()).is_some()
     }
 
     /// Checks the peer's received count from a reconnection handshake: the absolute
@@ -409,6 +417,11 @@ impl Session {
     pub fn shutdown_write(&mut self, now: Instant) {
         if self.write_shut.is_none() {
             self.write_shut = Some(self.buf.end());
+            if !self.buf.is_empty() {
+                // The receiver acknowledges only every `ack_threshold` bytes: ask for the
+                // rest, and keep asking while lingering.
+                self.request_ack(now);
+            }
         }
         self.advance_close(now);
     }
@@ -479,16 +492,14 @@ impl Session {
     /// Applies a control datagram addressed to this session.
     pub fn handle_control(&mut self, msg: &ControlMessage, now: Instant) {
         if msg.kind.needs_conf() {
-            self.send_ack(ControlKind::Conf);
-            if let Some(conf) = self.outbox.back_mut() {
-                conf.id = msg.id;
-            }
+            // Confirm duplicates too: our earlier confirmation may have been lost.
+            self.send_unreliable(ControlKind::Conf, msg.id);
         }
         match msg.kind {
             ControlKind::Ack(count) => self.handle_ack(count, now),
             ControlKind::ReqAck(count) => {
                 self.handle_ack(count, now);
-                self.send_ack(ControlKind::Ack(to_wire(self.received)));
+                self.send_ack();
             }
             ControlKind::HalfClose(total) => self.handle_peer_end(total),
             ControlKind::Close(total) => {
@@ -623,20 +634,22 @@ impl Session {
     }
 
     fn request_ack(&mut self, now: Instant) {
-        self.send_ack(ControlKind::ReqAck(to_wire(self.received)));
+        self.ack_sent = self.received;
+        self.send_unreliable(ControlKind::ReqAck(to_wire(self.received)), 0);
         self.next_req_ack = Some(now + REQ_ACK_INTERVAL);
     }
 
-    /// Queues an unconfirmed message (an ACK, a REQ_ACK or a CONF).
-    fn send_ack(&mut self, kind: ControlKind) {
-        if let ControlKind::Ack(n) | ControlKind::ReqAck(n) = kind {
-            self.ack_sent = self.ack_sent.max(self.received);
-            debug_assert_eq!(n, to_wire(self.received));
-        }
+    fn send_ack(&mut self) {
+        self.ack_sent = self.received;
+        self.send_unreliable(ControlKind::Ack(to_wire(self.received)), 0);
+    }
+
+    /// Queues a message that is sent once (an ACK, a REQ_ACK or a CONF).
+    fn send_unreliable(&mut self, kind: ControlKind, id: u16) {
         self.outbox.push_back(ControlMessage {
             cid: self.cid,
             from_server: self.role == Role::Server,
-            id: 0,
+            id,
             kind,
         });
     }

@@ -249,7 +249,8 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
             Ok(())
         }
         Answer::Refused(r) if r.is_temporary() => Err(io::Error::other("server busy")),
-        Answer::Refused(_) => {
+        Answer::Refused(reason) => {
+            log::debug!("session {}: reconnection refused: {reason:?}", shared.cid());
             shared.update(|st, _| st.core.unknown_to_peer());
             Ok(())
         }

@@ -152,6 +152,7 @@ impl ServerCore {
     }
 
     fn refuse(stream: &TcpStream, reason: Refusal) -> io::Result<()> {
+        log::debug!("refusing {:?}: {reason:?}", stream.peer_addr());
         write_frame(stream, &Answer::Refused(reason).encode())
     }
 
@@ -209,9 +210,9 @@ impl ServerCore {
             .and_then(|body| Confirm::parse(&body).map_err(super::frames::invalid));
         match confirmed {
             Ok(c) if c.cid == cid => {
-                shared.lock().unconfirmed_until = None;
-                shared.attach_first(stream);
-                self.deliver(&shared, client);
+                if shared.confirm_first(stream) {
+                    self.deliver(&shared, client);
+                }
                 Ok(())
             }
             Ok(_) => Err(io::Error::new(
@@ -237,7 +238,7 @@ impl ServerCore {
             return Self::refuse(&stream, Refusal::UnknownSession);
         };
         // Check before touching the live connection: a bad attempt must leave it alone.
-        if shared.lock().core.check_resume(hello.received).is_none() {
+        if !shared.lock().core.may_resume(hello.received) {
             return Self::refuse(&stream, Refusal::BadRequest);
         }
         shared.abort_current("the client reconnected");

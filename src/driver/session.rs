@@ -209,9 +209,29 @@ impl Shared {
         st.conn = Some(Arc::new(stream));
     }
 
-    /// Attaches the first connection of a session.
+    /// Attaches the first connection of a session, unless it already failed (then the
+    /// reconnection brings another).
     pub(crate) fn attach_first(&self, stream: TcpStream) {
-        self.update(|st, _| self.attach(st, stream));
+        self.update(|st, _| {
+            if st.core.is_connected() && st.core.epoch() == 0 {
+                self.attach(st, stream);
+            }
+        });
+    }
+
+    /// On a server, the client's CONFIRM arrived: attaches the first connection and
+    /// returns `true`, unless a reconnection confirmed the session first (it then carries
+    /// the session already, and was handed to `accept`).
+    pub(crate) fn confirm_first(&self, stream: TcpStream) -> bool {
+        self.update(|st, _| {
+            if st.unconfirmed_until.take().is_none() {
+                return false;
+            }
+            if st.core.is_connected() && st.core.epoch() == 0 {
+                self.attach(st, stream);
+            }
+            true
+        })
     }
 
     /// Reports that connection `epoch` failed; if it was the one in use, aborts it, which
