@@ -62,8 +62,10 @@ impl Config {
     }
 
     /// How many received bytes make the receiver send an acknowledgement (default 8 KiB).
-    /// Must not exceed [`send_buffer_size`](Self::send_buffer_size) of the peer; a writer
-    /// that finds its buffer full asks for an acknowledgement anyway.
+    /// Must not exceed [`send_buffer_size`](Self::send_buffer_size). Both ends should use
+    /// the same values: a writer whose buffer is smaller than the peer's threshold still
+    /// moves, since it asks for an acknowledgement whenever its buffer is full, but it
+    /// waits for a round trip each time.
     pub fn ack_threshold(mut self, bytes: usize) -> Self {
         self.ack_threshold = bytes;
         self
@@ -77,9 +79,12 @@ impl Config {
         self
     }
 
-    /// How long a client keeps trying to reach its server before the session fails with
-    /// [`io::ErrorKind::TimedOut`]. `None` (the default) tries forever, as the paper
-    /// requires: only the application ends a session.
+    /// How long a session may stay without a TCP connection: a client stops reconnecting
+    /// and a server stops waiting for its client. The session then fails with
+    /// [`io::ErrorKind::TimedOut`] and tells the peer with a RESET (whose calls then fail
+    /// with `ConnectionReset`). It also bounds the retries of
+    /// [`RSocket::connect_with`](crate::RSocket::connect_with). `None` (the default) waits
+    /// forever, as the paper requires: only the application ends a session.
     pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
         self.give_up_after = limit;
         self
@@ -93,8 +98,9 @@ impl Config {
     }
 
     /// The bound on each connection attempt: the TCP connect and the exchange of handshake
-    /// messages (default 5 s). One SYN lost in a dead network costs this much, not the
-    /// kernel's minutes.
+    /// messages (default 5 s, at most one hour). One SYN lost in a dead network costs this
+    /// much, not the kernel's minutes. A peer that accepts the first connection but sends
+    /// no answer within it is taken for a server of another protocol.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -147,7 +153,8 @@ impl Config {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
-    /// buffer, threshold, session limit or timeout, a threshold larger than the buffer, a
+    /// buffer, threshold, session limit or timeout, a handshake timeout over an hour, a
+    /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
     pub fn validate(&self) -> io::Result<()> {
@@ -176,9 +183,16 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return invalid("handshake_timeout must not be zero");
         }
+        if self.handshake_timeout > MAX_HANDSHAKE_TIMEOUT {
+            return invalid("handshake_timeout must not exceed one hour");
+        }
         Ok(())
     }
 }
+
+/// The longest handshake timeout: a server keeps an unconfirmed session for a multiple of
+/// it, and an attempt that takes longer is better retried.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The largest send buffer: the 32-bit counters on the wire are unambiguous only while the
 /// unacknowledged window stays well below 2^32 bytes.
@@ -204,6 +218,7 @@ mod tests {
             Config::default().ack_threshold(0),
             Config::default().ack_threshold(32 * 1024),
             Config::default().handshake_timeout(Duration::ZERO),
+            Config::default().handshake_timeout(Duration::MAX),
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().max_sessions(0),
             Config::default().reconnect_backoff(Duration::ZERO, Duration::from_secs(1)),

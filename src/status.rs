@@ -1,5 +1,5 @@
-//! What a session exposes about itself (the paper's future work, and seed 001's argument for
-//! showing transport state to applications).
+//! What a session exposes about itself: the paper's future work (bytes unacknowledged, how
+//! long calls have been blocked), so that applications can see transport state.
 
 use std::time::Duration;
 

@@ -375,8 +375,9 @@ impl Session {
             .retain(|m| !matches!(m.kind, ControlKind::Reconnect(_)));
     }
 
-    /// The server no longer knows this session (it restarted, or the session ended there).
-    pub fn unknown_to_peer(&mut self) {
+    /// The server refused to resume the session (it does not know it: it restarted, or
+    /// the session ended there; or it found our count impossible). `message` says which.
+    pub fn resume_refused(&mut self, message: String) {
         let delivered = self.buf.is_empty() && self.write_shut.is_some();
         if delivered && self.peer_final == Some(self.received) {
             // Both directions were complete: the session ended there while we lingered.
@@ -384,13 +385,7 @@ impl Session {
             self.closed = true;
             return;
         }
-        self.fail(
-            io::ErrorKind::ConnectionReset,
-            format!(
-                "the server does not know session {} (it restarted, or the session ended)",
-                self.cid
-            ),
-        );
+        self.fail(io::ErrorKind::ConnectionReset, message);
     }
 
     /// Fails the session for good; every later call reports `kind` and `message`.
@@ -450,7 +445,9 @@ impl Session {
         due
     }
 
-    /// Whether nothing is left to do: the session can free its state.
+    /// Whether nothing is left to do: the session can free its state. A closed session
+    /// waits for the confirmation of its CLOSE and for the acknowledgement of every byte it
+    /// wrote (unless the peer closed too: then nobody reads them).
     pub fn is_finished(&self) -> bool {
         let resetting = self
             .unconfirmed
@@ -459,31 +456,38 @@ impl Session {
         if self.fatal.is_some() {
             return !resetting;
         }
-        self.closed && (self.peer_closed || self.announced == Announced::Close { confirmed: true })
+        self.closed
+            && self.announced == Announced::Close { confirmed: true }
+            && (self.buf.is_empty() || self.peer_closed)
     }
 
-    /// Once every written byte is acknowledged, announces the end of our stream.
+    /// Announces the end of our stream: HALF_CLOSE once every byte written is
+    /// acknowledged; CLOSE at once when the application closed, because from then on
+    /// nothing here reads, and a peer blocked writing to us must learn it (as TCP's RST
+    /// tells it) instead of waiting for acknowledgements that never come.
     fn advance_close(&mut self, now: Instant) {
         let Some(total) = self.write_shut else { return };
-        if self.fatal.is_some() || self.peer_closed {
+        if self.fatal.is_some() {
             return;
         }
-        let kind = if self.closed {
-            ControlKind::Close(to_wire(total))
-        } else {
-            ControlKind::HalfClose(to_wire(total))
-        };
         let announce = match self.announced {
-            Announced::Nothing => self.buf.is_empty(),
-            Announced::HalfClose { confirmed } => self.closed && confirmed,
+            Announced::Nothing if self.closed => true,
+            Announced::Nothing => self.buf.is_empty() && !self.peer_closed,
+            Announced::HalfClose { .. } => self.closed,
             Announced::Close { .. } => false,
         };
-        if announce {
-            self.announced = match kind {
-                ControlKind::Close(_) => Announced::Close { confirmed: false },
-                _ => Announced::HalfClose { confirmed: false },
-            };
-            self.send_reliable(kind, now);
+        if !announce {
+            return;
+        }
+        if self.closed {
+            // A CLOSE carries the same total and supersedes a pending HALF_CLOSE.
+            self.unconfirmed
+                .retain(|m| !matches!(m.kind, ControlKind::HalfClose(_)));
+            self.announced = Announced::Close { confirmed: false };
+            self.send_reliable(ControlKind::Close(to_wire(total)), now);
+        } else {
+            self.announced = Announced::HalfClose { confirmed: false };
+            self.send_reliable(ControlKind::HalfClose(to_wire(total)), now);
         }
     }
 
@@ -556,11 +560,14 @@ impl Session {
         let Some(i) = self.unconfirmed.iter().position(|m| m.id == id) else {
             return;
         };
-        match self.unconfirmed.swap_remove(i).kind {
-            ControlKind::HalfClose(_) => self.announced = Announced::HalfClose { confirmed: true },
-            ControlKind::Close(_) => self.announced = Announced::Close { confirmed: true },
-            _ => {}
-        }
+        let kind = self.unconfirmed.swap_remove(i).kind;
+        self.announced = match (kind, self.announced) {
+            (ControlKind::HalfClose(_), Announced::HalfClose { .. }) => {
+                Announced::HalfClose { confirmed: true }
+            }
+            (ControlKind::Close(_), _) => Announced::Close { confirmed: true },
+            (_, announced) => announced,
+        };
         self.advance_close(now);
     }
 
@@ -570,10 +577,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmit = self.unconfirmed.iter().map(|m| m.due).min();
         let req_ack = self.wants_ack().then_some(self.next_req_ack).flatten();
-        let give_up = match (self.disconnected_since, self.limits.give_up_after) {
-            (Some(since), Some(limit)) if self.fatal.is_none() => Some(since + limit),
-            _ => None,
-        };
+        let give_up = self.give_up_at();
         [retransmit, req_ack, give_up].into_iter().flatten().min()
     }
 
@@ -613,12 +617,22 @@ impl Session {
         if self.wants_ack() && self.next_req_ack.is_some_and(|t| t <= now) {
             self.request_ack(now);
         }
-        if let (Some(since), Some(limit)) = (self.disconnected_since, self.limits.give_up_after) {
-            if self.fatal.is_none() && now >= since + limit {
-                let message = format!("no connection for {limit:?}: gave up on the session");
-                self.abort(io::ErrorKind::TimedOut, message, now);
-            }
+        if self.give_up_at().is_some_and(|t| now >= t) {
+            let limit = self.limits.give_up_after.unwrap_or_default();
+            let message = format!("no connection for {limit:?}: gave up on the session");
+            self.abort(io::ErrorKind::TimedOut, message, now);
         }
+    }
+
+    /// When the session gives up, if it is disconnected and has a limit (one too far in
+    /// the future to represent is no limit).
+    fn give_up_at(&self) -> Option<Instant> {
+        let since = self.disconnected_since?;
+        let limit = self.limits.give_up_after?;
+        if self.fatal.is_some() {
+            return None;
+        }
+        since.checked_add(limit)
     }
 
     /// The next control datagram to send, if any.

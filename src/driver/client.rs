@@ -108,7 +108,7 @@ fn open_once(
         token: 0,
         received: 0,
     };
-    let answer = exchange(&stream, &hello).map_err(|e| classify(e, addr))?;
+    let answer = exchange(&stream, &hello).map_err(|e| classify(e, addr, config))?;
     let (cid, token, control_port, epoch) = match answer {
         Answer::Accepted {
             cid,
@@ -173,14 +173,29 @@ fn exchange(stream: &TcpStream, hello: &Hello) -> io::Result<Answer> {
     Answer::parse(&body).map_err(super::frames::invalid)
 }
 
-fn classify(e: io::Error, addr: SocketAddr) -> OpenError {
-    match wire_error(&e) {
-        Some(w) => OpenError::Fatal(io::Error::new(
+/// Sorts a failed opening exchange: foreign bytes or silence mean the peer is not a
+/// robust-tcp server (fail at once); a cut is worth another try.
+fn classify(e: io::Error, addr: SocketAddr, config: &Config) -> OpenError {
+    if let Some(w) = wire_error(&e) {
+        return OpenError::Fatal(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{addr} is not a robust-tcp server: {w}"),
-        )),
-        None => OpenError::Handshake(e),
+        ));
     }
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        return OpenError::Fatal(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{addr} accepted the connection but sent no robust-tcp answer within {:?} \
+                 (is it a robust-tcp server?)",
+                config.handshake_timeout_value()
+            ),
+        ));
+    }
+    OpenError::Handshake(e)
 }
 
 /// The client's reconnection loop, run by the session's driver thread whenever the session
@@ -245,13 +260,22 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
                 });
                 return Ok(());
             };
-            shared.resume(&quiesced, stream, epoch, peer_received, None);
+            shared.resume(quiesced, stream, epoch, peer_received, None);
             Ok(())
         }
         Answer::Refused(r) if r.is_temporary() => Err(io::Error::other("server busy")),
         Answer::Refused(reason) => {
             log::debug!("session {}: reconnection refused: {reason:?}", shared.cid());
-            shared.update(|st, _| st.core.unknown_to_peer());
+            let cid = shared.cid();
+            let message = match reason {
+                Refusal::BadRequest => format!(
+                    "the server refused to resume session {cid}: our byte counts do not match"
+                ),
+                _ => format!(
+                    "the server does not know session {cid} (it restarted, or the session ended)"
+                ),
+            };
+            shared.update(|st, _| st.core.resume_refused(message));
             Ok(())
         }
     }

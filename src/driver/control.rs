@@ -136,9 +136,10 @@ impl ControlPlane {
         let session = self.sessions.lock().get(&key).cloned();
         match session {
             Some(session) => session.handle_control(msg),
-            None if matches!(msg.kind, ControlKind::Close(_) | ControlKind::Reset) => {
-                // The session is gone here already, most likely because our confirmation
-                // was lost: confirm again so that the sender can free its state too.
+            None if msg.kind.needs_conf() => {
+                // The session is gone here (our confirmation was lost, or it ended): confirm
+                // anyway, so that the sender stops repeating a message that has no one
+                // left to act on it.
                 let conf = ControlMessage {
                     cid: msg.cid,
                     from_server: ours == Role::Server,

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -17,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::control::{canonical, plane, ControlPlane};
-use super::frames::{read_frame, write_frame};
+use super::frames::{read_frame, wire_error, write_frame};
 use super::session::{SessionSpec, Shared};
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, Refusal};
@@ -37,13 +36,14 @@ pub(crate) struct ServerCore {
     config: Config,
     local_addr: SocketAddr,
     plane: Arc<ControlPlane>,
-    /// Whether the `RServerSocket` still exists (new sessions are welcome).
-    open: AtomicBool,
     sessions: Mutex<Sessions>,
     accepted: Sender<Accepted>,
 }
 
 struct Sessions {
+    /// Whether the `RServerSocket` still exists (new sessions are welcome). Under the same
+    /// lock as the table, so that no session is added once the acceptor decided to stop.
+    open: bool,
     by_cid: HashMap<u32, Arc<Shared>>,
     /// The next CID to hand out; starts at a random value (paper 3.1).
     next_cid: u32,
@@ -63,8 +63,8 @@ pub(crate) fn bind(
         config,
         local_addr,
         plane,
-        open: AtomicBool::new(true),
         sessions: Mutex::new(Sessions {
+            open: true,
             by_cid: HashMap::new(),
             next_cid: random_u32()?,
         }),
@@ -84,12 +84,13 @@ impl ServerCore {
 
     /// The `RServerSocket` is gone: refuse new sessions; stop once no session is left.
     pub(crate) fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
+        self.sessions.lock().open = false;
         self.wake_if_done();
     }
 
     fn done(&self) -> bool {
-        !self.open.load(Ordering::SeqCst) && self.sessions.lock().by_cid.is_empty()
+        let sessions = self.sessions.lock();
+        !sessions.open && sessions.by_cid.is_empty()
     }
 
     /// Wakes the acceptor (blocked in `accept`) so that it sees it is done.
@@ -144,7 +145,13 @@ impl ServerCore {
         let result = match hello {
             Ok(hello) if hello.cid == 0 => self.open_session(stream, client, hello),
             Ok(hello) => self.resume_session(stream, client, hello),
-            Err(e) => Err(e),
+            Err(e) => {
+                if wire_error(&e).is_some() {
+                    // Tell a stranger what it reached; it is closed either way.
+                    let _ = Self::refuse(&stream, Refusal::BadRequest);
+                }
+                Err(e)
+            }
         };
         if let Err(e) = result {
             log::debug!("handshake with {client}: {e}");
@@ -162,13 +169,14 @@ impl ServerCore {
         client: SocketAddr,
         hello: Hello,
     ) -> io::Result<()> {
-        if !self.open.load(Ordering::SeqCst) {
-            return Self::refuse(&stream, Refusal::Closed);
-        }
         let token = random_u64()?;
         let peer_control = SocketAddr::new(client.ip(), hello.control_port);
         let (shared, woken) = {
             let mut sessions = self.sessions.lock();
+            if !sessions.open {
+                drop(sessions);
+                return Self::refuse(&stream, Refusal::Closed);
+            }
             if sessions.by_cid.len() >= self.config.max_sessions_value() {
                 drop(sessions);
                 return Self::refuse(&stream, Refusal::TooManySessions);
@@ -193,6 +201,7 @@ impl ServerCore {
             (shared, woken)
         };
         let cid = shared.cid();
+        // `Config::validate` bounds the handshake timeout, so this cannot overflow.
         let patience = self.config.handshake_timeout_value() * CONFIRM_PATIENCE;
         shared.lock().unconfirmed_until = Some(Instant::now() + patience);
         let me = Arc::clone(self);
@@ -210,7 +219,7 @@ impl ServerCore {
             .and_then(|body| Confirm::parse(&body).map_err(super::frames::invalid));
         match confirmed {
             Ok(c) if c.cid == cid => {
-                if shared.confirm_first(stream) {
+                if shared.take_confirmation(stream) {
                     self.deliver(&shared, client);
                 }
                 Ok(())
@@ -241,6 +250,7 @@ impl ServerCore {
         if !shared.lock().core.may_resume(hello.received) {
             return Self::refuse(&stream, Refusal::BadRequest);
         }
+        let _turn = shared.handover();
         shared.abort_current("the client reconnected");
         let quiesced = shared.quiesce();
         let (peer_received, received, epoch, confirming) = {
@@ -266,8 +276,7 @@ impl ServerCore {
         };
         write_frame(&stream, &answer.encode())?;
         let peer_control = SocketAddr::new(client.ip(), hello.control_port);
-        shared.resume(&quiesced, stream, epoch, peer_received, Some(peer_control));
-        drop(quiesced);
+        shared.resume(quiesced, stream, epoch, peer_received, Some(peer_control));
         if confirming {
             self.deliver(&shared, client);
         }

@@ -36,6 +36,10 @@ pub(crate) struct Shared {
     changed: Condvar,
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
+    /// Held by a server's handshake thread from the moment it aborts the old connection
+    /// until it installed the new one, so that two reconnections of one session (a stale
+    /// attempt and its retry) take turns.
+    handover: Mutex<()>,
     /// Wakes the driver thread when its timers or duties changed.
     wake: Sender<()>,
     plane: Arc<ControlPlane>,
@@ -86,8 +90,8 @@ pub(crate) struct SessionSpec {
 /// The two I/O locks, held by a reconnection while it moves the session to a new
 /// connection.
 pub(crate) struct Quiesced<'a> {
-    _read: MutexGuard<'a, ()>,
-    _write: MutexGuard<'a, ()>,
+    read: MutexGuard<'a, ()>,
+    write: MutexGuard<'a, ()>,
 }
 
 impl Shared {
@@ -120,6 +124,7 @@ impl Shared {
             changed: Condvar::new(),
             read_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
+            handover: Mutex::new(()),
             wake,
             plane: Arc::clone(&plane),
             cid: spec.cid,
@@ -219,10 +224,10 @@ impl Shared {
         });
     }
 
-    /// On a server, the client's CONFIRM arrived: attaches the first connection and
-    /// returns `true`, unless a reconnection confirmed the session first (it then carries
-    /// the session already, and was handed to `accept`).
-    pub(crate) fn confirm_first(&self, stream: TcpStream) -> bool {
+    /// On a server, the client's CONFIRM arrived. Returns whether this confirmed the
+    /// session (then the first connection is attached, if it has not failed meanwhile);
+    /// `false` if a reconnection confirmed it first and handed it to `accept` already.
+    pub(crate) fn take_confirmation(&self, stream: TcpStream) -> bool {
         self.update(|st, _| {
             if st.unconfirmed_until.take().is_none() {
                 return false;
@@ -256,10 +261,12 @@ impl Shared {
     pub(crate) fn quiesce(&self) -> Quiesced<'_> {
         let read = self.read_lock.lock();
         let write = self.write_lock.lock();
-        Quiesced {
-            _read: read,
-            _write: write,
-        }
+        Quiesced { read, write }
+    }
+
+    /// Serialises the reconnections of this session on a server (see `handover`).
+    pub(crate) fn handover(&self) -> MutexGuard<'_, ()> {
+        self.handover.lock()
     }
 
     /// Locks the state (for a handshake that must read it while quiesced).
@@ -268,10 +275,10 @@ impl Shared {
     }
 
     /// Moves the session to `stream`, connection number `epoch`, whose peer has received
-    /// `peer_received` bytes, and resends what it lacks. The caller holds `quiesced`.
+    /// `peer_received` bytes, and resends what it lacks.
     pub(crate) fn resume(
         &self,
-        _quiesced: &Quiesced<'_>,
+        quiesced: Quiesced<'_>,
         stream: TcpStream,
         epoch: u32,
         peer_received: u64,
@@ -284,8 +291,12 @@ impl Shared {
             }
             self.attach(st, stream);
         });
-        // The caller holds the write lock (in `_quiesced`).
+        // Readers may go on now: the peer has our count. Keeping them out during the
+        // resend could deadlock two sides that both resend more than the kernel buffers.
+        let Quiesced { read, write } = quiesced;
+        drop(read);
         self.send_unsent_locked(None);
+        drop(write);
     }
 
     /// A server's client may come back from another address: route its messages.
@@ -308,8 +319,7 @@ impl Shared {
         if buf.is_empty() {
             return Ok(0);
         }
-        let started = Instant::now();
-        let deadline = self.state.lock().read_timeout.map(|t| started + t);
+        let deadline = deadline_after(self.state.lock().read_timeout);
         let result = self.read_until(buf, deadline);
         self.update(|st, _| st.core.reader_unblocked());
         result
@@ -386,7 +396,7 @@ impl Shared {
         if data.is_empty() {
             return Ok(0);
         }
-        let deadline = self.state.lock().write_timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(self.state.lock().write_timeout);
         loop {
             let pushed = self.update(|st, now| match st.core.write_space() {
                 Err(e) => {
@@ -576,6 +586,7 @@ impl Shared {
                 let (deadline, needs_connection, finished) = me.update(|st, now| {
                     st.core.handle_timeout(now);
                     if st.unconfirmed_until.is_some_and(|t| t <= now) {
+                        st.unconfirmed_until = None;
                         st.core.fail(
                             io::ErrorKind::ConnectionAborted,
                             "the client never confirmed the session".into(),
@@ -633,6 +644,11 @@ fn abort(conn: Option<Arc<TcpStream>>) {
     if let Some(conn) = conn {
         let _ = conn.shutdown(Shutdown::Both);
     }
+}
+
+/// The deadline of a call bounded by `timeout`; a timeout too long to represent is none.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 fn lock_until(lock: &Mutex<()>, deadline: Option<Instant>) -> io::Result<MutexGuard<'_, ()>> {
