@@ -9,7 +9,7 @@
 //! arrives exactly once and in order. The application sees a slower call, never an error,
 //! until it closes the session.
 //!
-//! ```no_run
+//! ```
 //! use std::io::{Read, Write};
 //! use robust_tcp::{RServerSocket, RSocket};
 //!

@@ -7,7 +7,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SessionState {
-    /// The opening handshake has not finished yet.
+    /// The opening handshake has not finished yet. `RSocket::connect` returns only once it
+    /// has, so a status shows this only for sessions still being opened.
     Connecting,
     /// A TCP connection carries the session.
     Connected,
