@@ -31,7 +31,7 @@
 //! ```
 //!
 //! `docs/PROTOCOL.md` describes the wire formats byte by byte and `docs/ARCHITECTURE.md`
-//! where each behaviour lives. The protocol itself ([`core`] internally) does no I/O and
+//! where each behaviour lives. The protocol itself (the internal `core` module) does no I/O and
 //! reads no clock; the threads and sockets around it live in the driver.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

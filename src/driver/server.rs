@@ -147,14 +147,26 @@ impl ServerCore {
             Ok(hello) => self.resume_session(stream, client, hello),
             Err(e) => {
                 if wire_error(&e).is_some() {
-                    // Tell a stranger what it reached; it is closed either way.
-                    let _ = Self::refuse(&stream, Refusal::BadRequest);
+                    Self::turn_away(&stream);
                 }
                 Err(e)
             }
         };
         if let Err(e) = result {
             log::debug!("handshake with {client}: {e}");
+        }
+    }
+
+    /// Tells a peer that does not speak robust-tcp what it reached, and closes cleanly:
+    /// closing with its bytes unread would make the kernel send a reset, which can
+    /// destroy our answer before the peer reads it. The drain is bounded by the stream's
+    /// handshake timeout and by size.
+    fn turn_away(stream: &TcpStream) {
+        if Self::refuse(stream, Refusal::BadRequest).is_ok()
+            && stream.shutdown(std::net::Shutdown::Write).is_ok()
+        {
+            let mut rest = io::Read::take(stream, 64 * 1024);
+            let _ = io::copy(&mut rest, &mut io::sink());
         }
     }
 
