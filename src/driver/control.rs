@@ -136,7 +136,9 @@ impl ControlPlane {
         let session = self.sessions.lock().get(&key).cloned();
         match session {
             Some(session) => session.handle_control(msg),
-            None if msg.kind.needs_conf() => {
+            // Not RECONNECT: it can reach a new client session before the client has
+            // registered it, and must then be repeated, not confirmed.
+            None if msg.kind.needs_conf() && !matches!(msg.kind, ControlKind::Reconnect(_)) => {
                 // The session is gone here (our confirmation was lost, or it ended): confirm
                 // anyway, so that the sender stops repeating a message that has no one
                 // left to act on it.
