@@ -20,7 +20,7 @@ use robust_tcp::{Config, RServerSocket, RSocket, SessionState};
 use support::bounded::{join, run_bounded, wait_until};
 use support::payload::{expect_eof, Payload};
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+use support::session::{connect_pair, exchange, fast_config};
 
 /// The watchdog of the small tests.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -347,16 +347,7 @@ fn large_send_buffers_reconnect_both_ways_at_once() {
 
         let upstream = Payload::new(seed, LEN);
         let downstream = Payload::new(seed ^ 1, LEN);
-        // A reader and a writer thread on each side, each on its own try_clone handle.
-        let threads = [
-            ("client writing", spawn_writer(&client, upstream)),
-            ("server writing", spawn_writer(&accepted, downstream)),
-            ("server reading", spawn_reader(&accepted, upstream)),
-            ("client reading", spawn_reader(&client, downstream)),
-        ];
-        for (what, thread) in threads {
-            expect_ok(seed, what, join(thread));
-        }
+        exchange(&client, &accepted, upstream, downstream, seed);
         let cuts = proxy.cuts();
         assert!(cuts >= 5, "seed {seed}: only {cuts} cuts happened");
         let (c, s) = (client.status(), accepted.status());

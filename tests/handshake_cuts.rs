@@ -10,7 +10,7 @@ use robust_tcp::{RServerSocket, RSocket};
 use support::bounded::{join, run_bounded, wait_until};
 use support::payload::Payload;
 use support::proxy::{CutAt, CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+use support::session::{connect_pair, fast_config, spawn_writer};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// Handshake cuts per test: enough to cut every frame boundary of a ~70-byte handshake a
@@ -23,22 +23,6 @@ fn bind() -> RServerSocket {
 
 fn server_addr(server: &RServerSocket) -> std::net::SocketAddr {
     server.local_addr().expect("server address")
-}
-
-/// Moves `len` bytes each way at once and checks them.
-fn exchange(client: &RSocket, accepted: &RSocket, len: u64, seed: u64) {
-    let (up, down) = (Payload::new(1, len), Payload::new(2, len));
-    let threads = [
-        ("client writing", spawn_writer(client, up)),
-        ("server writing", spawn_writer(accepted, down)),
-        ("server reading", spawn_reader(accepted, up)),
-        ("client reading", spawn_reader(client, down)),
-    ];
-    for (what, thread) in threads {
-        if let Err(e) = join(thread) {
-            panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
-        }
-    }
 }
 
 /// Opens a fresh session straight to `server` and checks that `accept` returns exactly
@@ -153,4 +137,15 @@ fn cut_while_the_client_writer_is_blocked() {
 #[test]
 fn cut_while_the_server_writer_is_blocked() {
     run_bounded(LIMIT, || cut_while_writer_is_blocked(false));
+}
+
+/// Moves `len` bytes each way at once through `support::session::exchange`.
+fn exchange(client: &RSocket, accepted: &RSocket, len: u64, seed: u64) {
+    support::session::exchange(
+        client,
+        accepted,
+        Payload::new(1, len),
+        Payload::new(2, len),
+        seed,
+    );
 }

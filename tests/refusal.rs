@@ -11,26 +11,9 @@ use robust_tcp::{RServerSocket, RSocket};
 use support::bounded::{join, run_bounded, wait_until};
 use support::payload::Payload;
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+use support::session::{connect_pair, fast_config};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Moves `len` bytes each way at once and checks them; `seed` (the proxy's) picks the
-/// payloads and goes into failure messages.
-fn exchange(a: &RSocket, b: &RSocket, len: u64, seed: u64) {
-    let (ab, ba) = (Payload::new(seed, len), Payload::new(seed ^ 1, len));
-    let threads = [
-        ("a writing", spawn_writer(a, ab)),
-        ("b writing", spawn_writer(b, ba)),
-        ("b reading", spawn_reader(b, ab)),
-        ("a reading", spawn_reader(a, ba)),
-    ];
-    for (what, thread) in threads {
-        if let Err(e) = join(thread) {
-            panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
-        }
-    }
-}
 
 #[test]
 fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
@@ -116,4 +99,15 @@ fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
         let status = client.status();
         assert!(status.reconnections >= 1, "seed {seed}: {status:?}");
     });
+}
+
+/// Moves `len` bytes each way at once through `support::session::exchange`.
+fn exchange(client: &RSocket, accepted: &RSocket, len: u64, seed: u64) {
+    support::session::exchange(
+        client,
+        accepted,
+        Payload::new(seed, len),
+        Payload::new(seed ^ 1, len),
+        seed,
+    );
 }

@@ -9,7 +9,7 @@ use robust_tcp::{RServerSocket, RSocket};
 use support::bounded::{join, run_bounded};
 use support::payload::Payload;
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_reader, spawn_writer};
+use support::session::{connect_pair, exchange, fast_config, spawn_writer};
 
 const LEN: u64 = 64 << 20;
 const MIN_CUTS: usize = 50;
@@ -99,16 +99,7 @@ fn both_ways_at_once_64_mib_each_through_cuts() {
         let s = setup();
         let upstream = Payload::new(0xB0, LEN);
         let downstream = Payload::new(0xB1, LEN);
-        // A reader and a writer thread on each side, each on its own try_clone handle.
-        let threads = [
-            ("client writing", spawn_writer(&s.client, upstream)),
-            ("server writing", spawn_writer(&s.accepted, downstream)),
-            ("server reading", spawn_reader(&s.accepted, upstream)),
-            ("client reading", spawn_reader(&s.client, downstream)),
-        ];
-        for (what, thread) in threads {
-            s.expect_ok(what, join(thread));
-        }
+        exchange(&s.client, &s.accepted, upstream, downstream, s.proxy.seed());
         s.assert_cut_and_reconnected();
         let (client, server) = (s.client.status(), s.accepted.status());
         assert_eq!((client.bytes_written, client.bytes_read), (LEN, LEN));

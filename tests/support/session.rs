@@ -75,3 +75,20 @@ pub fn spawn_reader(sock: &RSocket, payload: Payload) -> JoinHandle<io::Result<(
         .spawn(move || payload.verify_from(&sock))
         .expect("spawn the reader thread")
 }
+
+/// Moves `up` from `client` to `server` and `down` back at once, with a writer and a reader
+/// thread on each side (each on its own `try_clone` handle), and checks every byte and the
+/// end of stream on both sides. Panics naming `seed` and the failing thread.
+pub fn exchange(client: &RSocket, server: &RSocket, up: Payload, down: Payload, seed: u64) {
+    let threads = [
+        ("client writing", spawn_writer(client, up)),
+        ("server writing", spawn_writer(server, down)),
+        ("server reading", spawn_reader(server, up)),
+        ("client reading", spawn_reader(client, down)),
+    ];
+    for (what, thread) in threads {
+        if let Err(e) = super::bounded::join(thread) {
+            panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
+        }
+    }
+}
