@@ -405,6 +405,16 @@ impl Shared {
                 }
                 Ok(0) => {
                     st.core.writer_blocked(now);
+                    if !st.nodelay {
+                        if let Some(conn) = &st.conn {
+                            // Nagle may hold the tail of the window until a TCP ACK that
+                            // the receiver delays; the peer acknowledges (and frees our
+                            // buffer) only once it has read that tail. Setting TCP_NODELAY
+                            // pushes pending segments out; then restore the user's choice.
+                            let _ = conn.set_nodelay(true);
+                            let _ = conn.set_nodelay(false);
+                        }
+                    }
                     Ok(None)
                 }
                 Ok(_) => {
