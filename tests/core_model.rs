@@ -333,3 +333,28 @@ fn half_close_ends_the_stream_after_the_last_byte_only() {
     pair.read(0, usize::MAX);
     assert_eq!(pair.read[0], pair.written[1]);
 }
+
+#[test]
+fn a_close_that_outlasts_its_retries_while_disconnected_still_reaches_the_peer() {
+    // The client closes with bytes unacknowledged during a long outage in which every
+    // datagram is lost: its CLOSE must not be given up on before the peer has the data,
+    // or the peer would never learn where the stream ends.
+    let mut pair = Pair::new(4096, 1024);
+    pair.write(0, 3000);
+    pair.cut();
+    let now = pair.now;
+    pair.ends[0].close(now);
+    for _ in 0..600 {
+        pair.tick(100); // a minute of retransmissions
+        pair.deliver_control(|| true);
+    }
+    assert!(!pair.ends[0].is_finished());
+    pair.settle();
+    for _ in 0..5 {
+        pair.tick(100);
+        pair.deliver_control(|| false);
+    }
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(matches!(pair.ends[1].read_gate(), ReadGate::Eof));
+    assert!(pair.ends[0].is_finished());
+}

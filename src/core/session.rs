@@ -24,8 +24,9 @@ const RETRANSMIT_MAX: Duration = Duration::from_secs(2);
 /// the answering ACK may be lost).
 const REQ_ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a CLOSE or RESET is sent before the sender stops waiting for its
-/// confirmation. Every byte is acknowledged before a CLOSE goes out, so giving up only
-/// leaves the peer to find out when it next reconnects (about 20 s of tries).
+/// confirmation (about 20 s of tries). A CLOSE is given up on only once every byte is
+/// acknowledged, so the peer has all the data; it learns of the end when it next
+/// reconnects (and is refused).
 const FAREWELL_ATTEMPTS: u32 = 14;
 /// Writes within this span share one entry in the unacknowledged-age queue, which keeps
 /// that queue short however small the writes are.
@@ -264,7 +265,14 @@ impl Session {
     /// The outgoing bytes that the current connection still lacks, as stream positions
     /// `[from, to)`, or `None` while disconnected.
     pub fn unsent(&self) -> Option<(u64, u64)> {
-        (self.connected && self.fatal.is_none()).then_some((self.tcp_sent, self.buf.end()))
+        // After the peer's CLOSE nothing is sent: nobody would read it.
+        let sending = self.connected && self.fatal.is_none() && !self.peer_closed;
+        sending.then_some((self.tcp_sent, self.buf.end()))
+    }
+
+    /// Whether the peer closed the session: a failed write then means nothing.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// A copy of the buffered bytes from stream position `from` on.
@@ -373,6 +381,13 @@ impl Session {
         self.reconnections += 1;
         self.unconfirmed
             .retain(|m| !matches!(m.kind, ControlKind::Reconnect(_)));
+        // The peer is reachable again: what it has not confirmed goes out at once, with a
+        // fresh count of attempts.
+        for m in &mut self.unconfirmed {
+            m.due = now;
+            m.attempts = 0;
+            m.interval = RETRANSMIT_INITIAL;
+        }
     }
 
     /// The server refused to resume the session (it does not know it: it restarted, or
@@ -429,16 +444,17 @@ impl Session {
     }
 
     /// Whether the driver should send FIN on the current connection now: the peer has
-    /// confirmed our end of stream and this connection carries every byte.
+    /// confirmed our end of stream and this connection carries every byte; or the peer
+    /// closed, so nothing more is to be sent (the FIN also wakes a writer of ours blocked
+    /// in the kernel: its bytes will never be read).
     pub fn take_fin(&mut self) -> bool {
         let confirmed = matches!(
             self.announced,
             Announced::HalfClose { confirmed: true } | Announced::Close { confirmed: true }
         );
-        let due = confirmed
-            && self.connected
-            && self.fin_sent_on != Some(self.epoch)
-            && Some(self.tcp_sent) == self.write_shut;
+        let done_sending =
+            self.peer_closed || (confirmed && Some(self.tcp_sent) == self.write_shut);
+        let due = done_sending && self.connected && self.fin_sent_on != Some(self.epoch);
         if due {
             self.fin_sent_on = Some(self.epoch);
         }
@@ -589,7 +605,13 @@ impl Session {
                 i += 1;
                 continue;
             }
-            let farewell = matches!(m.kind, ControlKind::Close(_) | ControlKind::Reset);
+            // A CLOSE is given up on only once every byte is acknowledged and the session
+            // is connected: until then the peer still needs its total.
+            let farewell = match m.kind {
+                ControlKind::Close(_) => self.connected && self.buf.is_empty(),
+                ControlKind::Reset => true,
+                _ => false,
+            };
             if farewell && m.attempts >= FAREWELL_ATTEMPTS {
                 let m = self.unconfirmed.swap_remove(i);
                 log::debug!(

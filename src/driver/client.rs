@@ -85,7 +85,7 @@ pub(crate) fn connect(
         attempt += 1;
         let delay = backoff.delay(attempt);
         if let Some(limit) = limit {
-            if started.elapsed() + delay >= limit {
+            if started.elapsed().saturating_add(delay) >= limit {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no session could be opened in time (the server is busy or unreachable)",
@@ -260,7 +260,7 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
                 });
                 return Ok(());
             };
-            shared.resume(quiesced, stream, epoch, peer_received, None);
+            shared.resume(quiesced, stream, epoch, peer_received, None, None);
             Ok(())
         }
         Answer::Refused(r) if r.is_temporary() => Err(io::Error::other("server busy")),

@@ -133,12 +133,26 @@ impl ControlPlane {
             Role::Server
         };
         let key = (ours, msg.cid, from.ip());
-        let session = self.sessions.lock().get(&key).cloned();
+        let (session, known_elsewhere) = {
+            let sessions = self.sessions.lock();
+            match sessions.get(&key) {
+                Some(session) => (Some(Arc::clone(session)), false),
+                // A client that moved sends from its new address until it reconnects:
+                // its session is not gone, so its messages must not be confirmed here.
+                None => (
+                    None,
+                    sessions.keys().any(|&(r, c, _)| r == ours && c == msg.cid),
+                ),
+            }
+        };
         match session {
             Some(session) => session.handle_control(msg),
             // Not RECONNECT: it can reach a new client session before the client has
             // registered it, and must then be repeated, not confirmed.
-            None if msg.kind.needs_conf() && !matches!(msg.kind, ControlKind::Reconnect(_)) => {
+            None if msg.kind.needs_conf()
+                && !known_elsewhere
+                && !matches!(msg.kind, ControlKind::Reconnect(_)) =>
+            {
                 // The session is gone here (our confirmation was lost, or it ended): confirm
                 // anyway, so that the sender stops repeating a message that has no one
                 // left to act on it.

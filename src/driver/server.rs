@@ -262,7 +262,7 @@ impl ServerCore {
         if !shared.lock().core.may_resume(hello.received) {
             return Self::refuse(&stream, Refusal::BadRequest);
         }
-        let _turn = shared.handover();
+        let turn = shared.handover();
         shared.abort_current("the client reconnected");
         let quiesced = shared.quiesce();
         let (peer_received, received, epoch, confirming) = {
@@ -288,7 +288,14 @@ impl ServerCore {
         };
         write_frame(&stream, &answer.encode())?;
         let peer_control = SocketAddr::new(client.ip(), hello.control_port);
-        shared.resume(quiesced, stream, epoch, peer_received, Some(peer_control));
+        shared.resume(
+            quiesced,
+            stream,
+            epoch,
+            peer_received,
+            Some(peer_control),
+            Some(turn),
+        );
         if confirming {
             self.deliver(&shared, client);
         }

@@ -11,8 +11,8 @@
 //! 3. `state`: the core and the connection; held only briefly, never across I/O.
 //!
 //! A reconnection aborts the old connection first (which wakes any thread blocked on it),
-//! then takes both I/O locks ([`Shared::quiesce`]), exchanges counts, resends and installs
-//! the new connection.
+//! then takes both I/O locks ([`Shared::quiesce`]), exchanges counts and installs the new
+//! connection; it lets readers go on, and resends what the peer lacks before any new byte.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -37,8 +37,8 @@ pub(crate) struct Shared {
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
     /// Held by a server's handshake thread from the moment it aborts the old connection
-    /// until it installed the new one, so that two reconnections of one session (a stale
-    /// attempt and its retry) take turns.
+    /// until it has installed the new one (not through the resend), so that two
+    /// reconnections of one session (a stale attempt and its retry) take turns.
     handover: Mutex<()>,
     /// Wakes the driver thread when its timers or duties changed.
     wake: Sender<()>,
@@ -283,6 +283,7 @@ impl Shared {
         epoch: u32,
         peer_received: u64,
         peer_control: Option<SocketAddr>,
+        handover: Option<MutexGuard<'_, ()>>,
     ) {
         self.update(|st, now| {
             st.core.resume(peer_received, epoch, now);
@@ -293,6 +294,9 @@ impl Shared {
         });
         // Readers may go on now: the peer has our count. Keeping them out during the
         // resend could deadlock two sides that both resend more than the kernel buffers.
+        // Likewise the next reconnection: it must be able to abort this connection if the
+        // resend hangs on it.
+        drop(handover);
         let Quiesced { read, write } = quiesced;
         drop(read);
         self.send_unsent_locked(None);
@@ -407,10 +411,11 @@ impl Shared {
                     st.core.writer_blocked(now);
                     if !st.nodelay {
                         if let Some(conn) = &st.conn {
-                            // Nagle may hold the tail of the window until a TCP ACK that
-                            // the receiver delays; the peer acknowledges (and frees our
-                            // buffer) only once it has read that tail. Setting TCP_NODELAY
-                            // pushes pending segments out; then restore the user's choice.
+                            // Nagle may hold the tail of the window until a delayed TCP
+                            // ACK, and the peer acknowledges (frees our buffer) only once
+                            // it has read that tail: a stall per window. On Linux, setting
+                            // TCP_NODELAY pushes pending segments out at once; then the
+                            // user's choice is restored. Elsewhere it costs two calls.
                             let _ = conn.set_nodelay(true);
                             let _ = conn.set_nodelay(false);
                         }
@@ -478,6 +483,10 @@ impl Shared {
                 }
                 Ok(n) => self.update(|st, _| st.core.sent_on_tcp(epoch, from, n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if self.state.lock().core.peer_closed() => {
+                    // Our own FIN after the peer's CLOSE woke this write: nothing to send.
+                    return;
+                }
                 Err(e) => {
                     // The bytes stay buffered; the reconnection resends them.
                     self.connection_failed(epoch, &e.to_string());
@@ -522,7 +531,8 @@ impl Shared {
         });
     }
 
-    /// The application dropped its last handle: linger until every byte is acknowledged.
+    /// The application dropped its last handle: the session lingers until every byte is
+    /// acknowledged (or the peer closed too) and its CLOSE is confirmed.
     pub(crate) fn close(&self) {
         self.update(|st, now| st.core.close(now));
     }
