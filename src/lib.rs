@@ -39,11 +39,13 @@
 mod config;
 mod core;
 mod driver;
+mod error;
 mod server_socket;
 mod socket;
 mod status;
 
 pub use config::Config;
+pub use error::{Error, NotRobustReason, Refusal};
 pub use server_socket::{Incoming, RServerSocket};
 pub use socket::RSocket;
 pub use status::{SessionState, Status};
