@@ -34,6 +34,7 @@ pub struct Config {
     backoff_max: Duration,
     give_up_after: Option<Duration>,
     max_sessions: usize,
+    max_handshakes: usize,
     handshake_timeout: Duration,
     nodelay: bool,
 }
@@ -47,6 +48,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
             max_sessions: 1024,
+            max_handshakes: 256,
             handshake_timeout: Duration::from_secs(5),
             nodelay: false,
         }
@@ -97,6 +99,15 @@ impl Config {
         self
     }
 
+    /// How many incoming connections a server lets be in their handshake at once (default
+    /// 256). Past it, the oldest handshake is dropped to make room: an honest client
+    /// completes its handshake within a round trip, so a flood of slow or silent
+    /// connections costs a bounded amount of memory and evicts itself, not the client.
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.max_handshakes = handshakes;
+        self
+    }
+
     /// The bound on each connection attempt: the TCP connect and the exchange of handshake
     /// messages (default 5 s, at most one hour). One SYN lost in a dead network costs this
     /// much, not the kernel's minutes. A peer that accepts the first connection but sends
@@ -138,6 +149,11 @@ impl Config {
         self.max_sessions
     }
 
+    /// The configured maximum number of handshakes in progress on a server.
+    pub fn max_handshakes_value(&self) -> usize {
+        self.max_handshakes
+    }
+
     /// The configured bound on one connection attempt.
     pub fn handshake_timeout_value(&self) -> Duration {
         self.handshake_timeout
@@ -153,7 +169,7 @@ impl Config {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
-    /// buffer, threshold, session limit or timeout, a handshake timeout over an hour, a
+    /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over an hour, a
     /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
@@ -179,6 +195,9 @@ impl Config {
         }
         if self.max_sessions == 0 {
             return invalid("max_sessions must not be zero");
+        }
+        if self.max_handshakes == 0 {
+            return invalid("max_handshakes must not be zero");
         }
         if self.handshake_timeout.is_zero() {
             return invalid("handshake_timeout must not be zero");
@@ -221,6 +240,7 @@ mod tests {
             Config::default().handshake_timeout(Duration::MAX),
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().max_sessions(0),
+            Config::default().max_handshakes(0),
             Config::default().reconnect_backoff(Duration::ZERO, Duration::from_secs(1)),
             Config::default().reconnect_backoff(Duration::from_secs(2), Duration::from_secs(1)),
             Config::default().send_buffer_size(usize::MAX),

@@ -118,25 +118,25 @@ impl fmt::Display for Error {
             ),
             Error::PeerReset => f.write_str("the peer reset the session"),
             Error::GaveUp { after } => write!(f, "gave up after {after:?} without a connection"),
-            Error::NotRobust { reason } => match reason {
-                NotRobustReason::ForeignBytes => {
-                    f.write_str("the peer does not speak robust-tcp: it sent foreign bytes")
+            Error::NotRobust { reason } => {
+                f.write_str("the peer is not a robust-tcp server: ")?;
+                match reason {
+                    NotRobustReason::ForeignBytes => f.write_str("it sent foreign bytes"),
+                    NotRobustReason::Version(v) => {
+                        write!(f, "it speaks robust-tcp version {v}, not this one")
+                    }
+                    NotRobustReason::Malformed => {
+                        f.write_str("it sent a malformed or unexpected handshake")
+                    }
+                    NotRobustReason::Silent => f.write_str(
+                        "it accepted the connection but sent no answer within the handshake \
+                         timeout",
+                    ),
+                    NotRobustReason::HungUp(n) => {
+                        write!(f, "it hung up during {n} handshakes in a row")
+                    }
                 }
-                NotRobustReason::Version(v) => {
-                    write!(f, "the peer speaks robust-tcp version {v}, not this one")
-                }
-                NotRobustReason::Malformed => {
-                    f.write_str("the peer sent a malformed robust-tcp handshake")
-                }
-                NotRobustReason::Silent => f.write_str(
-                    "the peer accepted the connection but sent no robust-tcp answer in time \
-                     (is it a robust-tcp server?)",
-                ),
-                NotRobustReason::HungUp(n) => write!(
-                    f,
-                    "the peer hung up during {n} handshakes in a row (is it a robust-tcp server?)"
-                ),
-            },
+            }
             Error::Refused(Refusal::ServerClosed) => {
                 f.write_str("the server accepts no new sessions: its server socket was closed")
             }

@@ -32,13 +32,13 @@
 //!
 //! `docs/PROTOCOL.md` describes the wire formats byte by byte and `docs/ARCHITECTURE.md`
 //! where each behaviour lives. The protocol itself (the internal `core` module) does no I/O and
-//! reads no clock; the threads and sockets around it live in the driver.
+//! reads no clock; the one library thread and the sockets around it live in the engine.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
 mod core;
-mod driver;
+mod engine;
 mod error;
 mod server_socket;
 mod socket;

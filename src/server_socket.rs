@@ -2,12 +2,15 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::iter::FusedIterator;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
+use mio::Token;
 
-use crate::driver::server::{self, Accepted, ServerCore};
+use crate::engine::server::{Accepted, Listener};
+use crate::engine::{engine, Command, EngineHandle};
 use crate::{Config, RSocket};
 
 /// A server of robust sessions, like [`std::net::TcpListener`].
@@ -40,8 +43,10 @@ use crate::{Config, RSocket};
 /// # }
 /// ```
 pub struct RServerSocket {
-    core: Arc<ServerCore>,
+    id: Token,
+    local_addr: SocketAddr,
     accepted: Receiver<Accepted>,
+    engine: Arc<EngineHandle>,
 }
 
 impl RServerSocket {
@@ -79,25 +84,61 @@ impl RServerSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind_with<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<RServerSocket> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let (core, accepted) = server::bind(&addrs, config)?;
-        Ok(RServerSocket { core, accepted })
+        config.validate()?;
+        let engine = engine()?;
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let socket = mio::net::TcpListener::from_std(listener);
+        let id = engine.new_token();
+        let (queue, accepted) = crossbeam_channel::unbounded();
+        let listener = Listener::new(id, socket, config, queue)?;
+        let local_addr = listener.local_addr;
+        engine.send(Command::Listen(Box::new(listener)));
+        Ok(RServerSocket {
+            id,
+            local_addr,
+            accepted,
+            engine,
+        })
     }
 
     /// Waits for a new session and returns it with the client's address.
     ///
+    /// A session is returned once its client has confirmed it; reconnections of existing
+    /// sessions never show up here.
+    ///
     /// # Errors
     ///
-    /// None in practice: the acceptor outlives every `RServerSocket`. The `Result`
-    /// mirrors `TcpListener::accept`.
+    /// None in practice: the engine outlives every `RServerSocket`. The `Result` mirrors
+    /// `TcpListener::accept`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// let (sock, client) = server.accept()?;
+    /// println!("session {} from {client}", sock.session_id());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn accept(&self) -> io::Result<(RSocket, SocketAddr)> {
         self.accepted
             .recv()
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the server's acceptor stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the robust-tcp engine stopped"))
     }
 
     /// An iterator over new sessions, as [`accept`](Self::accept) returns them. It never
-    /// ends.
+    /// returns `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// for sock in server.incoming() {
+    ///     let sock = sock?;
+    ///     std::thread::spawn(move || drop(sock));
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { server: self }
     }
@@ -107,8 +148,16 @@ impl RServerSocket {
     /// # Errors
     ///
     /// None today; the `Result` mirrors `TcpListener::local_addr`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:0")?;
+    /// assert_ne!(server.local_addr()?.port(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.core.local_addr())
+        Ok(self.local_addr)
     }
 }
 
@@ -116,20 +165,21 @@ impl Drop for RServerSocket {
     fn drop(&mut self) {
         // Sessions nobody accepted close now, as they would if accepted and dropped.
         while self.accepted.try_recv().is_ok() {}
-        self.core.close();
+        self.engine.send(Command::Unlisten(self.id));
     }
 }
 
 impl fmt::Debug for RServerSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RServerSocket")
-            .field("local_addr", &self.core.local_addr())
+            .field("local_addr", &self.local_addr)
             .finish()
     }
 }
 
 /// The iterator of [`RServerSocket::incoming`]: yields every new session and never ends.
 #[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Incoming<'a> {
     server: &'a RServerSocket,
 }
@@ -141,3 +191,5 @@ impl Iterator for Incoming<'_> {
         Some(self.server.accept().map(|(sock, _)| sock))
     }
 }
+
+impl FusedIterator for Incoming<'_> {}

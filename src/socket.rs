@@ -6,8 +6,8 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::driver::client;
-use crate::driver::session::Shared;
+use crate::engine::client;
+use crate::engine::session::Shared;
 use crate::{Config, Status};
 
 /// One end of a robust session: a byte stream like [`std::net::TcpStream`] that survives
@@ -54,7 +54,7 @@ impl Drop for Handle {
 }
 
 impl RSocket {
-    /// Wraps a session whose driver runs already.
+    /// Wraps a session the engine serves.
     pub(crate) fn from_shared(shared: Arc<Shared>) -> RSocket {
         RSocket {
             handle: Arc::new(Handle { shared }),
@@ -146,12 +146,7 @@ impl RSocket {
     }
 
     fn open(addrs: &[SocketAddr], config: Config, limit: Option<Duration>) -> io::Result<RSocket> {
-        let (shared, woken, server) = client::connect(addrs, &config, limit)?;
-        let reconnect = Box::new(move |shared: &Arc<Shared>, woken: &_| {
-            client::reconnect(shared, woken, server, &config)
-        });
-        shared.spawn_driver(woken, Some(reconnect))?;
-        Ok(RSocket::from_shared(shared))
+        client::connect(addrs, &config, limit).map(RSocket::from_shared)
     }
 
     /// Another handle on the same session. The session closes when the last handle is

@@ -328,3 +328,5 @@ mod tests {
         assert!(FrameHeader::parse(b"RTCP\x01\x01\xff\xff").is_err());
     }
 }
+
+pub use Refusal as RefusalCode;

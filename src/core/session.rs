@@ -234,7 +234,7 @@ impl Session {
 
     /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)) and
     /// returns how much that was.
-    pub fn push(&mut self, data: &[u8], now: Instant) -> usize {
+    pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
         let n = self.buf.push(data);
         if n > 0 {
             let end = self.buf.end();
@@ -284,7 +284,7 @@ impl Session {
     ///
     /// Counted as possibly delivered even if that connection has failed meanwhile: the
     /// peer may have them, so its count may include them.
-    pub fn sent_on_tcp(&mut self, epoch: u32, from: u64, n: usize) {
+    pub fn handle_sent(&mut self, epoch: u32, from: u64, n: usize) {
         let end = (from + n as u64).min(self.buf.end());
         self.high_water = self.high_water.max(end);
         if self.connected && epoch == self.epoch && from == self.tcp_sent {
@@ -316,7 +316,7 @@ impl Session {
     }
 
     /// The application read `n` bytes; acknowledges once enough have arrived.
-    pub fn received_bytes(&mut self, n: usize) {
+    pub fn handle_read(&mut self, n: usize) {
         self.received += n as u64;
         if self.received - self.ack_sent >= self.limits.ack_threshold as u64 {
             self.send_ack();
@@ -333,7 +333,7 @@ impl Session {
     /// Connection `epoch` failed (an I/O error, or an end of stream the peer did not
     /// announce). Returns whether that was the connection in use, in which case the driver
     /// must abort it; a report about an older connection is ignored.
-    pub fn connection_failed(&mut self, epoch: u32, reason: &str, now: Instant) -> bool {
+    pub fn handle_connection_failed(&mut self, epoch: u32, reason: &str, now: Instant) -> bool {
         if !self.connected || epoch != self.epoch {
             return false;
         }
@@ -372,7 +372,7 @@ impl Session {
     /// The session moved to connection `epoch`, whose peer has received `peer_received`
     /// bytes (checked by [`check_resume`](Self::check_resume)): the bytes after it are to be
     /// resent, see [`unsent`](Self::unsent).
-    pub fn resume(&mut self, peer_received: u64, epoch: u32, now: Instant) {
+    pub fn handle_resume(&mut self, peer_received: u64, epoch: u32, now: Instant) {
         self.acknowledged(peer_received, now);
         self.tcp_sent = peer_received.max(self.buf.acked());
         self.epoch = epoch;
@@ -400,11 +400,11 @@ impl Session {
             self.closed = true;
             return;
         }
-        self.fail(io::ErrorKind::ConnectionReset, message);
+        self.fail_old(io::ErrorKind::ConnectionReset, message);
     }
 
     /// Fails the session for good; every later call reports `kind` and `message`.
-    pub fn fail(&mut self, kind: io::ErrorKind, message: String) {
+    pub fn fail_old(&mut self, kind: io::ErrorKind, message: String) {
         if self.fatal.is_none() {
             self.fatal = Some(Fatal { kind, message });
         }
@@ -416,7 +416,7 @@ impl Session {
     /// Fails the session and tells the peer with a RESET.
     pub fn abort(&mut self, kind: io::ErrorKind, message: String, now: Instant) {
         if self.fatal.is_none() {
-            self.fail(kind, message);
+            self.fail_old(kind, message);
             self.send_reliable(ControlKind::Reset, now);
         }
     }
@@ -447,7 +447,7 @@ impl Session {
     /// confirmed our end of stream and this connection carries every byte; or the peer
     /// closed, so nothing more is to be sent (the FIN also wakes a writer of ours blocked
     /// in the kernel: its bytes will never be read).
-    pub fn take_fin(&mut self) -> bool {
+    pub fn poll_fin(&mut self) -> bool {
         let confirmed = matches!(
             self.announced,
             Announced::HalfClose { confirmed: true } | Announced::Close { confirmed: true }
@@ -529,7 +529,7 @@ impl Session {
                 self.unacked_since.clear();
             }
             ControlKind::Reset => {
-                self.fail(
+                self.fail_old(
                     io::ErrorKind::ConnectionReset,
                     "the peer reset the session".to_owned(),
                 );
@@ -538,7 +538,7 @@ impl Session {
             ControlKind::Conf => self.handle_conf(msg.id, now),
             ControlKind::Reconnect(epoch) => {
                 if self.role == Role::Client {
-                    self.connection_failed(epoch, "the server's connection failed", now);
+                    self.handle_connection_failed(epoch, "the server's connection failed", now);
                 }
             }
         }
@@ -734,5 +734,18 @@ impl Session {
             reconnections: self.reconnections,
             last_failure: self.last_failure.clone(),
         }
+    }
+
+    /// Temporary alias while the core is being split (see the next commits).
+    pub fn fail(&mut self, e: crate::error::Error) {
+        self.fail_old(e.kind(), e.to_string())
+    }
+    /// Temporary alias while the core is being split (see the next commits).
+    pub fn reset(&mut self, e: crate::error::Error, now: Instant) {
+        self.abort(e.kind(), e.to_string(), now)
+    }
+    /// Temporary alias while the core is being split (see the next commits).
+    pub fn handle_resume_refused(&mut self, e: crate::error::Error) {
+        self.resume_refused(e.to_string())
     }
 }

@@ -1,0 +1,539 @@
+//! The engine: the process's one library thread, serving every session, client and server
+//! alike (paper section 4.1: "Using few threads is essential").
+//!
+//! It runs a [`mio::Poll`] over non-blocking sockets and owns:
+//! - the UDP control socket: it receives every control datagram and applies it to its
+//!   session ([`control`]);
+//! - every listener of every [`RServerSocket`](crate::RServerSocket), and the server side of
+//!   every handshake, opening or reconnection ([`server`]);
+//! - the client side of every handshake: opening a session for a caller blocked in
+//!   `connect`, and reconnecting a session whose connection failed ([`client`]);
+//! - one timer heap for everything that is due later: the sessions' retransmissions,
+//!   acknowledgement requests, give-up and lingering, unconfirmed sessions, handshake
+//!   deadlines, reconnection backoff, paused listeners ([`timers`]);
+//! - the resend of bytes that a connection lacks when no application writer sends them
+//!   (after a reconnection, or when a writer's timeout cut its write short).
+//!
+//! Application threads do their own reads and writes on the TCP connection, in blocking
+//! mode, and talk to the engine through [`EngineHandle`]: a command channel and a
+//! [`mio::Waker`]. The session state they share is [`session::Shared`].
+
+pub(crate) mod client;
+mod control;
+mod frames;
+pub(crate) mod server;
+pub(crate) mod session;
+mod timers;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use self::client::{Dial, Redial};
+use self::control::{ControlSocket, RouteKey, Routes};
+use self::server::{Listener, ServerHandshake};
+use self::session::{Flush, Shared};
+use self::timers::TimerQueue;
+use crate::core::control::{ControlKind, ControlMessage, MAX_LEN};
+use crate::core::session::Role;
+
+const WAKER: Token = Token(0);
+const CONTROL: Token = Token(1);
+/// The first token handed out for listeners, handshakes and sessions.
+const FIRST_TOKEN: usize = 2;
+
+thread_local! {
+    /// Set on the engine thread, which looks at a session itself after touching it and so
+    /// needs no wake-up.
+    static ON_ENGINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is the engine.
+pub(crate) fn on_engine_thread() -> bool {
+    ON_ENGINE.with(Cell::get)
+}
+
+/// What application threads ask of the engine.
+pub(crate) enum Command {
+    /// A session's timers or duties changed.
+    Poke(Token),
+    /// A session's connection lacks bytes that no application writer is sending.
+    Flush(Token),
+    /// Serve a new listener.
+    Listen(Box<Listener>),
+    /// An `RServerSocket` was dropped: refuse new sessions on it.
+    Unlisten(Token),
+    /// Make one attempt at opening a session.
+    Open(client::OpenRequest),
+}
+
+/// The application threads' side of the engine.
+pub(crate) struct EngineHandle {
+    commands: Sender<Command>,
+    waker: Waker,
+    /// Whether a wake-up is already on its way (saves a system call per command).
+    wake_pending: AtomicBool,
+    control: ControlSocket,
+    next_token: AtomicUsize,
+}
+
+/// The process's engine, started on first use.
+///
+/// # Errors
+///
+/// Creating the poll, binding the UDP socket or spawning the thread failed; the next call
+/// tries again.
+pub(crate) fn engine() -> io::Result<Arc<EngineHandle>> {
+    static ENGINE: Mutex<Option<Arc<EngineHandle>>> = Mutex::new(None);
+    let mut slot = ENGINE.lock();
+    if let Some(handle) = &*slot {
+        return Ok(Arc::clone(handle));
+    }
+    let handle = Engine::start()?;
+    *slot = Some(Arc::clone(&handle));
+    Ok(handle)
+}
+
+impl EngineHandle {
+    /// The shared control socket.
+    pub(crate) fn control(&self) -> &ControlSocket {
+        &self.control
+    }
+
+    /// A token no other listener, handshake or session has.
+    pub(crate) fn new_token(&self) -> Token {
+        Token(self.next_token.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends `command` to the engine and wakes it if it may be asleep.
+    pub(crate) fn send(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            log::error!("the robust-tcp engine is gone");
+            return;
+        }
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the robust-tcp engine: {e}");
+            }
+        }
+    }
+
+    /// Tells the engine that session `id`'s timers or duties changed.
+    pub(crate) fn poke(&self, id: Token) {
+        self.send(Command::Poke(id));
+    }
+
+    /// Asks the engine to send what session `id`'s connection lacks.
+    pub(crate) fn flush(&self, id: Token) {
+        self.send(Command::Flush(id));
+    }
+}
+
+/// A session as the engine holds it.
+struct Entry {
+    shared: Arc<Shared>,
+    route: RouteKey,
+    /// The deadline the timer heap holds for this session, if any.
+    timer: Option<Instant>,
+    /// The connection registered for writability while a resend waits for room; held so
+    /// that its descriptor stays open until it is deregistered.
+    flush_watch: Option<Arc<TcpStream>>,
+    side: Side,
+}
+
+/// What the engine does for one end of a session.
+enum Side {
+    /// A client reconnects when its connection fails.
+    Client(Redial),
+    /// A server session belongs to a listener, and waits for its client's confirmation
+    /// until `unconfirmed_until` (`None` once confirmed).
+    Server {
+        listener: Token,
+        unconfirmed_until: Option<Instant>,
+        client: std::net::SocketAddr,
+    },
+}
+
+/// A handshake in progress on a non-blocking connection.
+enum Handshake {
+    Server(ServerHandshake),
+    Client(Dial),
+}
+
+/// The engine thread's state.
+struct Engine {
+    handle: Arc<EngineHandle>,
+    poll: Poll,
+    commands: Receiver<Command>,
+    timers: TimerQueue,
+    routes: Routes,
+    sessions: HashMap<Token, Entry>,
+    listeners: HashMap<Token, Listener>,
+    handshakes: HashMap<Token, Handshake>,
+}
+
+impl Engine {
+    fn start() -> io::Result<Arc<EngineHandle>> {
+        let poll = Poll::new()?;
+        let mut control = ControlSocket::bind()?;
+        poll.registry()
+            .register(control.source(), CONTROL, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let handle = Arc::new(EngineHandle {
+            commands,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            control,
+            next_token: AtomicUsize::new(FIRST_TOKEN),
+        });
+        let mut engine = Engine {
+            handle: Arc::clone(&handle),
+            poll,
+            commands: receiver,
+            timers: TimerQueue::default(),
+            routes: Routes::default(),
+            sessions: HashMap::new(),
+            listeners: HashMap::new(),
+            handshakes: HashMap::new(),
+        };
+        thread::Builder::new()
+            .name("robust-tcp-engine".into())
+            .spawn(move || {
+                ON_ENGINE.with(|on| on.set(true));
+                engine.run();
+            })?;
+        log::debug!("engine started; control port {}", handle.control.port());
+        Ok(handle)
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .timers
+                .next()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("engine poll failed: {e}");
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    CONTROL => self.receive_control(),
+                    token => self.on_ready(token),
+                }
+            }
+            self.run_commands();
+            self.run_timers();
+        }
+    }
+
+    fn run_commands(&mut self) {
+        // Clear the flag first: a command sent after this wakes the poll again.
+        self.handle.wake_pending.store(false, Ordering::SeqCst);
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Poke(id) => self.service(id),
+                Command::Flush(id) => self.flush(id),
+                Command::Listen(listener) => self.listen(*listener),
+                Command::Unlisten(id) => self.unlisten(id),
+                Command::Open(request) => self.open(request),
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((token, at)) = self.timers.pop_due(now) {
+            if let Some(entry) = self.sessions.get_mut(&token) {
+                if entry.timer == Some(at) {
+                    entry.timer = None;
+                    self.service(token);
+                }
+            } else if self.handshakes.contains_key(&token) {
+                self.handshake_deadline(token, now);
+            } else if self.listeners.contains_key(&token) {
+                self.resume_listening(token, at);
+            }
+        }
+    }
+
+    /// A socket with `token` is ready.
+    fn on_ready(&mut self, token: Token) {
+        if self.listeners.contains_key(&token) {
+            self.accept(token);
+        } else if self.handshakes.contains_key(&token) {
+            self.advance_handshake(token);
+        } else if self.sessions.contains_key(&token) {
+            self.flush(token);
+        }
+    }
+
+    fn new_token(&self) -> Token {
+        self.handle.new_token()
+    }
+
+    // ------------------------------------------------------------ control datagrams
+
+    fn receive_control(&mut self) {
+        let mut buf = [0u8; 64];
+        while let Some((n, from)) = self.handle.control.recv(&mut buf) {
+            let Some(datagram) = buf.get(..n) else {
+                continue;
+            };
+            match ControlMessage::parse(datagram) {
+                Ok(msg) => self.dispatch(&msg, from),
+                Err(e) => log::debug!("dropped a datagram from {from}: {e}"),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: &ControlMessage, from: std::net::SocketAddr) {
+        let ours = if msg.from_server {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        if let Some(id) = self.routes.get(&(ours, msg.cid, from.ip())) {
+            if let Some(entry) = self.sessions.get(&id) {
+                entry.shared.handle_control(msg);
+                self.service(id);
+            }
+            return;
+        }
+        // A client that moved sends from its new address until it reconnects: its
+        // session is not gone, so its messages must not be confirmed here. Nor a
+        // RECONNECT: it can reach a new client session before the client has registered
+        // it, and must then be repeated, not confirmed.
+        let confirm = msg.kind.needs_conf()
+            && !self.routes.knows_cid(ours, msg.cid)
+            && !matches!(msg.kind, ControlKind::Reconnect(_));
+        if confirm {
+            // The session is gone here (our confirmation was lost, or it ended): confirm
+            // anyway, so that the sender stops repeating a message that has no one left
+            // to act on it.
+            let conf = ControlMessage {
+                cid: msg.cid,
+                from_server: ours == Role::Server,
+                id: msg.id,
+                kind: ControlKind::Conf,
+            };
+            self.handle.control.send(&conf, from);
+        } else {
+            log::debug!(
+                "dropped {:?} for unknown session {} from {from}",
+                msg.kind,
+                msg.cid
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    /// Adds a session to the engine and looks at it.
+    fn adopt(&mut self, id: Token, entry: Entry) {
+        self.sessions.insert(id, entry);
+        self.service(id);
+    }
+
+    /// Looks at session `id`: runs its timers, frees it when finished, expires it if its
+    /// client never confirmed it, starts a reconnection when one is due, and sets its
+    /// next deadline.
+    fn service(&mut self, id: Token) {
+        let now = Instant::now();
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Side::Server {
+            unconfirmed_until: Some(until),
+            ..
+        } = entry.side
+        {
+            if until <= now {
+                log::debug!("session {}: never confirmed", entry.shared.cid());
+                // Nobody holds the session: the error is for the log only.
+                entry.shared.fail(crate::Error::UnknownSession);
+                self.finish(id);
+                return;
+            }
+        }
+        let duties = entry.shared.duties();
+        if duties.finished {
+            self.finish(id);
+            return;
+        }
+        let mut next = duties.timeout;
+        let mut dial_now = false;
+        match &mut entry.side {
+            Side::Server {
+                unconfirmed_until, ..
+            } => next = earliest(next, *unconfirmed_until),
+            Side::Client(redial) if duties.needs_connection && redial.dialing.is_none() => {
+                let due = redial.due(now);
+                let at = *redial.next_try.get_or_insert(due);
+                if at <= now {
+                    dial_now = true;
+                } else {
+                    next = earliest(next, Some(at));
+                }
+            }
+            Side::Client(_) => {}
+        }
+        if let Some(at) = next {
+            if entry.timer.map_or(true, |t| at < t) {
+                entry.timer = Some(at);
+                self.timers.schedule(id, at);
+            }
+        }
+        if dial_now {
+            self.redial(id);
+        }
+    }
+
+    /// Frees session `id`: its routes, its listener slot, its reconnection, its resend.
+    fn finish(&mut self, id: Token) {
+        let Some(entry) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.routes.remove(&entry.route);
+        self.unwatch(entry.flush_watch);
+        match entry.side {
+            Side::Server { listener, .. } => self.forget_session(listener, entry.shared.cid()),
+            Side::Client(redial) => {
+                if let Some(dial) = redial.dialing {
+                    self.drop_handshake(dial);
+                }
+            }
+        }
+        entry.shared.finish();
+    }
+
+    /// Sends what session `id`'s connection lacks, as far as the kernel takes it now, and
+    /// watches the connection for room if it takes less.
+    fn flush(&mut self, id: Token) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match entry.shared.flush() {
+            Flush::Done | Flush::Busy => {
+                let watch = entry.flush_watch.take();
+                self.unwatch(watch);
+            }
+            Flush::Blocked(conn) => {
+                if entry
+                    .flush_watch
+                    .as_ref()
+                    .is_some_and(|w| Arc::ptr_eq(w, &conn))
+                {
+                    return; // Registered already: the next writable edge comes.
+                }
+                let old = entry.flush_watch.replace(Arc::clone(&conn));
+                let fd = conn.as_raw_fd();
+                let registered =
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&fd), id, Interest::WRITABLE);
+                if let Err(e) = registered {
+                    log::warn!("cannot watch a connection for room: {e}");
+                    if let Some(entry) = self.sessions.get_mut(&id) {
+                        entry.flush_watch = None;
+                    }
+                }
+                self.unwatch(old);
+            }
+        }
+    }
+
+    /// Stops watching a connection for room.
+    fn unwatch(&self, conn: Option<Arc<TcpStream>>) {
+        if let Some(conn) = conn {
+            let fd = conn.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    // ------------------------------------------------------------ handshakes
+
+    /// Starts tracking a handshake with its deadline.
+    fn add_handshake(&mut self, token: Token, handshake: Handshake, deadline: Instant) {
+        self.handshakes.insert(token, handshake);
+        self.timers.schedule(token, deadline);
+        self.advance_handshake(token);
+    }
+
+    /// Reads and writes what a handshake can now.
+    fn advance_handshake(&mut self, token: Token) {
+        match self.handshakes.remove(&token) {
+            Some(Handshake::Server(hs)) => self.advance_server_handshake(token, hs),
+            Some(Handshake::Client(dial)) => self.advance_dial(token, dial),
+            None => {}
+        }
+    }
+
+    /// A handshake's deadline may have passed.
+    fn handshake_deadline(&mut self, token: Token, now: Instant) {
+        let due = match self.handshakes.get(&token) {
+            Some(Handshake::Server(hs)) => hs.deadline <= now,
+            Some(Handshake::Client(dial)) => dial.deadline <= now,
+            None => false,
+        };
+        if due {
+            self.abandon_handshake(token, "the handshake timed out");
+        }
+    }
+
+    /// Ends a handshake before it completed (its deadline passed, or it was evicted).
+    fn abandon_handshake(&mut self, token: Token, why: &str) {
+        match self.handshakes.remove(&token) {
+            Some(Handshake::Server(hs)) => self.server_handshake_failed(hs, why),
+            Some(Handshake::Client(dial)) => self.dial_failed(dial, client::Failure::Timeout),
+            None => {}
+        }
+    }
+
+    /// Drops a handshake without reporting anything (its session is gone).
+    fn drop_handshake(&mut self, token: Token) {
+        match self.handshakes.remove(&token) {
+            Some(Handshake::Server(mut hs)) => self.deregister(&mut hs.stream),
+            Some(Handshake::Client(mut dial)) => self.deregister(&mut dial.stream),
+            None => {}
+        }
+    }
+
+    fn deregister(&self, stream: &mut mio::net::TcpStream) {
+        let _ = self.poll.registry().deregister(stream);
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Turns a handshake's non-blocking stream into the blocking std stream the application
+/// uses, and stops the engine watching it.
+fn into_std(poll: &Poll, mut stream: mio::net::TcpStream) -> TcpStream {
+    let _ = poll.registry().deregister(&mut stream);
+    TcpStream::from(stream)
+}
+
+/// The longest control datagram, for the receive buffer's size.
+const _: () = assert!(MAX_LEN <= 64);

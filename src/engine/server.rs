@@ -1,0 +1,580 @@
+//! The server side, run by the engine: listeners, and the handshake of every incoming TCP
+//! connection, new session (paper Fig. 3) or reconnection (Fig. 4).
+//!
+//! A listener outlives its `RServerSocket`: while any of its sessions lives,
+//! reconnections must still find the port open. New sessions are refused once the
+//! `RServerSocket` is gone; the listener closes with the last session.
+//!
+//! Handshakes in progress are bounded per listener by `Config::max_handshakes`: past it,
+//! the oldest is dropped to make room. A real client completes its handshake within a
+//! round trip, so a flood of slow or silent connections evicts itself, not the client.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+
+use super::control::canonical;
+use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
+use super::session::{SessionSpec, Shared};
+use super::{into_std, Engine, Entry, Handshake, Side};
+use crate::core::counter::to_wire;
+use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::session::Role;
+use crate::{Config, RSocket};
+
+/// How many handshake timeouts a new session may wait for its client's confirmation, which
+/// a cut can delay until the client's first reconnection.
+const CONFIRM_PATIENCE: u32 = 12;
+/// How long a listener pauses after an accept error that retrying at once cannot fix (no
+/// descriptors or memory left).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// The most a peer that does not speak robust-tcp may send while it is turned away.
+const TURN_AWAY_DRAIN: usize = 64 * 1024;
+
+/// A new session for `accept`, with the client's address. An `RSocket`, so that a session
+/// nobody accepts closes when the queue is dropped.
+pub(crate) type Accepted = (RSocket, SocketAddr);
+
+/// A listening socket and the sessions it opened.
+pub(crate) struct Listener {
+    pub(crate) id: Token,
+    pub(crate) socket: TcpListener,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) config: Config,
+    pub(crate) accepted: Sender<Accepted>,
+    /// Whether the `RServerSocket` still exists (new sessions are welcome).
+    open: bool,
+    by_cid: HashMap<u32, Token>,
+    /// The next CID to hand out; starts at a random value (paper 3.1).
+    next_cid: u32,
+    /// Handshakes in progress, oldest first (ended ones are skipped lazily).
+    handshakes: VecDeque<Token>,
+    /// Set while accepting is paused after a resource error.
+    paused_until: Option<Instant>,
+}
+
+impl Listener {
+    /// A listener for the engine, from a bound non-blocking socket.
+    pub(crate) fn new(
+        id: Token,
+        socket: TcpListener,
+        config: Config,
+        accepted: Sender<Accepted>,
+    ) -> io::Result<Self> {
+        Ok(Listener {
+            id,
+            local_addr: socket.local_addr()?,
+            socket,
+            config,
+            accepted,
+            open: true,
+            by_cid: HashMap::new(),
+            next_cid: random_u32()?,
+            handshakes: VecDeque::new(),
+            paused_until: None,
+        })
+    }
+
+    /// The next CID free here, never 0.
+    fn allocate(&mut self) -> Option<u32> {
+        for _ in 0..1024 {
+            let cid = self.next_cid;
+            self.next_cid = self.next_cid.wrapping_add(1);
+            if cid != 0 && !self.by_cid.contains_key(&cid) {
+                return Some(cid);
+            }
+        }
+        None
+    }
+}
+
+/// The server side of one handshake.
+pub(crate) struct ServerHandshake {
+    pub(crate) stream: TcpStream,
+    pub(crate) deadline: Instant,
+    listener: Token,
+    client: SocketAddr,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Waiting for the client's HELLO.
+    Hello(FrameReader),
+    /// A new session was answered; waiting for the client's CONFIRM.
+    Confirm(FrameReader, Token),
+    /// The peer does not speak robust-tcp: it was told so, and what it still sends is
+    /// read and dropped until it hangs up, so that closing does not reset the connection
+    /// before it read the answer.
+    TurningAway(usize),
+}
+
+impl Engine {
+    /// Serves a new listener.
+    pub(super) fn listen(&mut self, mut listener: Listener) {
+        let id = listener.id;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut listener.socket, id, Interest::READABLE)
+        {
+            log::error!("cannot serve {}: {e}", listener.local_addr);
+            return;
+        }
+        self.listeners.insert(id, listener);
+        // Connections may have queued before the registration.
+        self.accept(id);
+    }
+
+    /// The `RServerSocket` was dropped: refuse new sessions; close once none is left.
+    pub(super) fn unlisten(&mut self, id: Token) {
+        if let Some(listener) = self.listeners.get_mut(&id) {
+            listener.open = false;
+        }
+        self.close_if_done(id);
+    }
+
+    /// A session of listener `id` ended: free its slot.
+    pub(super) fn forget_session(&mut self, id: Token, cid: u32) {
+        if let Some(listener) = self.listeners.get_mut(&id) {
+            listener.by_cid.remove(&cid);
+        }
+        self.close_if_done(id);
+    }
+
+    fn close_if_done(&mut self, id: Token) {
+        let done = self
+            .listeners
+            .get(&id)
+            .is_some_and(|l| !l.open && l.by_cid.is_empty());
+        if !done {
+            return;
+        }
+        if let Some(mut listener) = self.listeners.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+            for token in listener.handshakes {
+                self.drop_handshake(token);
+            }
+            log::debug!("server on {} stopped listening", listener.local_addr);
+        }
+    }
+
+    /// Accepts every connection waiting on listener `id`.
+    pub(super) fn accept(&mut self, id: Token) {
+        loop {
+            let Some(listener) = self.listeners.get_mut(&id) else {
+                return;
+            };
+            if listener.paused_until.is_some() {
+                return;
+            }
+            match listener.socket.accept() {
+                Ok((stream, peer)) => self.start_handshake(id, stream, canonical(peer)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_resource_error(&e) => {
+                    // The connection stays queued in the kernel, and an edge-triggered
+                    // poll will not report it again: come back after a pause instead of
+                    // spinning on the error.
+                    log::warn!("accept on {}: {e}; pausing", listener.local_addr);
+                    let until = Instant::now() + ACCEPT_PAUSE;
+                    listener.paused_until = Some(until);
+                    self.timers.schedule(id, until);
+                    return;
+                }
+                // The connection died in the backlog, or the like: the next one is fine.
+                Err(e) => log::debug!("accept on {}: {e}", listener.local_addr),
+            }
+        }
+    }
+
+    /// A listener's pause may be over.
+    pub(super) fn resume_listening(&mut self, id: Token, at: Instant) {
+        if let Some(listener) = self.listeners.get_mut(&id) {
+            if listener.paused_until == Some(at) {
+                listener.paused_until = None;
+                self.accept(id);
+            }
+        }
+    }
+
+    fn start_handshake(&mut self, id: Token, mut stream: TcpStream, client: SocketAddr) {
+        let token = self.new_token();
+        let Some(listener) = self.listeners.get_mut(&id) else {
+            return;
+        };
+        let cap = listener.config.max_handshakes_value();
+        let timeout = listener.config.handshake_timeout_value();
+        listener.handshakes.push_back(token);
+        let mut evict = Vec::new();
+        while listener.handshakes.len() > cap {
+            if let Some(oldest) = listener.handshakes.pop_front() {
+                evict.push(oldest);
+            }
+        }
+        for oldest in evict {
+            self.abandon_handshake(oldest, "too many handshakes in progress");
+        }
+        // The handshake's frames go out at once rather than wait on Nagle for an ACK.
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            log::warn!("cannot watch a connection from {client}: {e}");
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let hs = ServerHandshake {
+            stream,
+            deadline,
+            listener: id,
+            client,
+            phase: Phase::Hello(FrameReader::new(FrameKind::Hello)),
+        };
+        self.add_handshake(token, Handshake::Server(hs), deadline);
+    }
+
+    /// Advances a server handshake as far as the bytes that arrived allow.
+    pub(super) fn advance_server_handshake(&mut self, token: Token, hs: ServerHandshake) {
+        let listener = hs.listener;
+        match self.server_step(hs) {
+            Some(hs) => {
+                self.handshakes.insert(token, Handshake::Server(hs));
+            }
+            None => self.forget_handshake(listener, token),
+        }
+    }
+
+    /// One step of a server handshake: the handshake back while it waits for bytes,
+    /// `None` once it is over (its stream handed to a session, or closed).
+    fn server_step(&mut self, mut hs: ServerHandshake) -> Option<ServerHandshake> {
+        match &mut hs.phase {
+            Phase::Hello(reader) => match reader.poll(&hs.stream) {
+                Ok(FrameRead::Pending) => Some(hs),
+                Ok(FrameRead::Done(body)) => match Hello::parse(&body) {
+                    Ok(hello) if hello.cid == 0 => self.open_session(hs, hello),
+                    Ok(hello) => self.resume_session(hs, hello),
+                    Err(_) => self.turn_away(hs),
+                },
+                Err(FrameError::Wire(_)) => self.turn_away(hs),
+                Err(FrameError::Io(e)) => {
+                    log::debug!("handshake with {}: {e}", hs.client);
+                    self.close_handshake(hs);
+                    None
+                }
+            },
+            Phase::Confirm(reader, session) => {
+                let session = *session;
+                match reader.poll(&hs.stream) {
+                    Ok(FrameRead::Pending) => return Some(hs),
+                    Ok(FrameRead::Done(body)) => {
+                        let cid = self.sessions.get(&session).map(|e| e.shared.cid());
+                        match Confirm::parse(&body) {
+                            Ok(confirm) if Some(confirm.cid) == cid => self.confirm(hs, session),
+                            _ => self.confirm_failed(hs, session, "a bad confirmation"),
+                        }
+                    }
+                    Err(FrameError::Wire(_)) => {
+                        self.confirm_failed(hs, session, "a bad confirmation");
+                    }
+                    Err(FrameError::Io(e)) => self.confirm_failed(hs, session, &e.to_string()),
+                }
+                None
+            }
+            Phase::TurningAway(drained) => {
+                let drained = *drained;
+                self.drain(hs, drained)
+            }
+        }
+    }
+
+    /// The handshake ended before completing: its deadline passed, or it was evicted.
+    pub(super) fn server_handshake_failed(&mut self, hs: ServerHandshake, why: &str) {
+        match hs.phase {
+            Phase::Confirm(_, session) => self.confirm_failed(hs, session, why),
+            _ => {
+                log::debug!("handshake with {}: {why}", hs.client);
+                self.close_handshake(hs);
+            }
+        }
+    }
+
+    /// Closes a handshake's connection.
+    fn close_handshake(&self, mut hs: ServerHandshake) {
+        self.deregister(&mut hs.stream);
+    }
+
+    /// Removes a handshake from its listener's queue.
+    fn forget_handshake(&mut self, listener: Token, token: Token) {
+        if let Some(l) = self.listeners.get_mut(&listener) {
+            if l.handshakes.front() == Some(&token) {
+                l.handshakes.pop_front();
+            } else {
+                l.handshakes.retain(|&t| t != token);
+            }
+        }
+    }
+
+    /// Opens a new session for the client and answers it.
+    fn open_session(&mut self, mut hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
+            return self.refuse(hs, RefusalCode::Closed);
+        };
+        if !listener.open {
+            return self.refuse(hs, RefusalCode::Closed);
+        }
+        if listener.by_cid.len() >= listener.config.max_sessions_value() {
+            return self.refuse(hs, RefusalCode::TooManySessions);
+        }
+        let (Some(cid), Ok(token)) = (listener.allocate(), random_u64()) else {
+            return self.refuse(hs, RefusalCode::TooManySessions);
+        };
+        let config = listener.config.clone();
+        let id = self.new_token();
+        let route = (Role::Server, cid, hs.client.ip());
+        if !self.routes.insert(route, id) {
+            // Another listener gave the same CID to a client at the same address.
+            return self.refuse(hs, RefusalCode::TooManySessions);
+        }
+        let answer = Answer::Accepted {
+            cid,
+            token,
+            control_port: self.handle.control().port(),
+            received: 0,
+            epoch: 0,
+        };
+        if let Err(e) = write_frame(&hs.stream, &answer.encode()) {
+            self.routes.remove(&route);
+            log::debug!("handshake with {}: {e}", hs.client);
+            self.close_handshake(hs);
+            return None;
+        }
+        let patience = config.handshake_timeout_value() * CONFIRM_PATIENCE;
+        let spec = SessionSpec {
+            id,
+            role: Role::Server,
+            cid,
+            token,
+            epoch: 0,
+            peer_control: SocketAddr::new(hs.client.ip(), hello.control_port),
+            config,
+        };
+        let shared = Shared::new(spec, Arc::clone(&self.handle));
+        if let Some(listener) = self.listeners.get_mut(&hs.listener) {
+            listener.by_cid.insert(cid, id);
+        }
+        let entry = Entry {
+            shared,
+            route,
+            timer: None,
+            flush_watch: None,
+            side: Side::Server {
+                listener: hs.listener,
+                unconfirmed_until: Some(Instant::now() + patience),
+                client: hs.client,
+            },
+        };
+        self.adopt(id, entry);
+        // The CONFIRM may have arrived already.
+        hs.phase = Phase::Confirm(FrameReader::new(FrameKind::Confirm), id);
+        self.server_step(hs)
+    }
+
+    /// The client confirmed new session `session` on this handshake's connection.
+    fn confirm(&mut self, hs: ServerHandshake, session: Token) {
+        let stream = into_std(&self.poll, hs.stream);
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Side::Server {
+            unconfirmed_until,
+            client,
+            listener,
+        } = &mut entry.side
+        else {
+            return;
+        };
+        if unconfirmed_until.take().is_none() {
+            // A reconnection confirmed it first and handed it to `accept` already.
+            return;
+        }
+        // The client's first bytes follow the CONFIRM at once, and its Nagle holds them
+        // until the CONFIRM is acknowledged: acknowledge now, not after the delayed-ACK
+        // timer.
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&stream).set_quickack(true);
+        entry.shared.attach_first(stream);
+        let (listener, client) = (*listener, *client);
+        self.deliver(listener, session, client);
+    }
+
+    /// The confirmation did not arrive on the opening connection: the session waits,
+    /// unconfirmed, for the client's first reconnection (the client may have its CID).
+    fn confirm_failed(&mut self, hs: ServerHandshake, session: Token, why: &str) {
+        log::debug!("handshake with {}: {why}", hs.client);
+        self.close_handshake(hs);
+        if let Some(entry) = self.sessions.get(&session) {
+            entry.shared.connection_failed(0, why);
+        }
+        self.service(session);
+    }
+
+    /// Resumes the session the client names on this connection, checking everything
+    /// before it changes anything.
+    fn resume_session(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+        let id = self
+            .listeners
+            .get(&hs.listener)
+            .and_then(|l| l.by_cid.get(&hello.cid).copied());
+        let found = id.and_then(|id| Some((id, Arc::clone(&self.sessions.get(&id)?.shared))));
+        let Some((id, shared)) = found.filter(|(_, s)| s.token() == hello.token) else {
+            return self.refuse(hs, RefusalCode::UnknownSession);
+        };
+        // Check before touching the live connection: a bad attempt must leave it alone.
+        if !shared.may_resume(hello.received) {
+            return self.refuse(hs, RefusalCode::BadRequest);
+        }
+        shared.abort_current("the client reconnected");
+        shared.barrier();
+        let Some(peer_received) = shared.check_resume(hello.received) else {
+            return self.refuse(hs, RefusalCode::BadRequest);
+        };
+        let epoch = shared.epoch().wrapping_add(1);
+        let answer = Answer::Accepted {
+            cid: shared.cid(),
+            token: shared.token(),
+            control_port: self.handle.control().port(),
+            received: to_wire(shared.received()),
+            epoch,
+        };
+        if let Err(e) = write_frame(&hs.stream, &answer.encode()) {
+            // Nothing changed but the old connection, which the client gave up already;
+            // a session still unconfirmed stays so, for the next attempt.
+            log::debug!("handshake with {}: {e}", hs.client);
+            self.close_handshake(hs);
+            return None;
+        }
+        let (listener, client) = (hs.listener, hs.client);
+        let peer_control = SocketAddr::new(client.ip(), hello.control_port);
+        shared.resume(
+            into_std(&self.poll, hs.stream),
+            epoch,
+            peer_received,
+            Some(peer_control),
+        );
+        self.reroute(id, client);
+        let confirmed_now = match self.sessions.get_mut(&id).map(|e| &mut e.side) {
+            Some(Side::Server {
+                unconfirmed_until,
+                client: known,
+                ..
+            }) => {
+                *known = client;
+                unconfirmed_until.take().is_some()
+            }
+            _ => false,
+        };
+        if confirmed_now {
+            self.deliver(listener, id, client);
+        }
+        self.service(id);
+        self.flush(id);
+        None
+    }
+
+    /// A server's client may come back from another address: route its messages.
+    fn reroute(&mut self, id: Token, client: SocketAddr) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let route = (entry.route.0, entry.route.1, client.ip());
+        if route != entry.route {
+            self.routes.remove(&entry.route);
+            if self.routes.insert(route, id) {
+                entry.route = route;
+            } else {
+                log::warn!("session {}: its new address is taken", entry.shared.cid());
+            }
+        }
+    }
+
+    /// Hands a confirmed session to `accept`.
+    fn deliver(&mut self, listener: Token, session: Token, client: SocketAddr) {
+        let (Some(l), Some(entry)) = (self.listeners.get(&listener), self.sessions.get(&session))
+        else {
+            return;
+        };
+        let sock = RSocket::from_shared(std::sync::Arc::clone(&entry.shared));
+        // If the server socket is gone, the returned session is dropped here and closes.
+        drop(l.accepted.send((sock, client)));
+        self.service(session);
+    }
+
+    /// Answers a hello with a refusal; the client reads it and hangs up.
+    fn refuse(&mut self, hs: ServerHandshake, reason: RefusalCode) -> Option<ServerHandshake> {
+        log::debug!("refusing {}: {reason:?}", hs.client);
+        let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
+        self.close_handshake(hs);
+        None
+    }
+
+    /// Tells a peer that does not speak robust-tcp what it reached, then drains it.
+    fn turn_away(&mut self, mut hs: ServerHandshake) -> Option<ServerHandshake> {
+        log::debug!("turning away {}: not robust-tcp", hs.client);
+        let refused = write_frame(
+            &hs.stream,
+            &Answer::Refused(RefusalCode::BadRequest).encode(),
+        );
+        if refused.is_err() || hs.stream.shutdown(Shutdown::Write).is_err() {
+            self.close_handshake(hs);
+            return None;
+        }
+        hs.phase = Phase::TurningAway(0);
+        self.drain(hs, 0)
+    }
+
+    /// Reads and drops what a turned-away peer sends, up to a bound, until it hangs up.
+    fn drain(&mut self, mut hs: ServerHandshake, mut drained: usize) -> Option<ServerHandshake> {
+        let mut sink = [0u8; 1024];
+        loop {
+            match (&hs.stream).read(&mut sink) {
+                Ok(n) if n > 0 && drained + n <= TURN_AWAY_DRAIN => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    hs.phase = Phase::TurningAway(drained);
+                    return Some(hs);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => {
+                    self.close_handshake(hs);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// An accept error that retrying at once cannot fix.
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn random_u32() -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).map_err(io::Error::other)?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn random_u64() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(io::Error::other)?;
+    Ok(u64::from_be_bytes(b))
+}

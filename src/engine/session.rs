@@ -1,0 +1,721 @@
+//! One session's shared state, and the application's reads and writes on it.
+//!
+//! The protocol decisions live in the core [`Session`]; this file owns the TCP connection,
+//! the locks and the condition variable around it. Application threads read and write the
+//! connection themselves, in blocking mode, straight from and into their own buffers; the
+//! engine thread installs connections, runs timers and resends what no writer sends.
+//!
+//! # Locks
+//!
+//! Always taken in this order, never the other way round:
+//! 1. `read_lock`: held by a reader while it reads from TCP and counts what it read, so
+//!    that once a failed connection is detached, taking and releasing it (the engine's
+//!    [`Shared::barrier`]) leaves an exact received count.
+//! 2. `write_lock`: held while bytes are written to TCP, so that one connection carries the
+//!    outgoing stream in order; and, likewise, so that the barrier leaves an exact count
+//!    of what was ever written.
+//! 3. `state`: the core and the connection; held only briefly, never across blocking I/O.
+//!
+//! No lock is held while waiting for another object's lock, and the engine only ever
+//! waits for the I/O locks right after it aborted the connection (the barrier): a thread
+//! holding one then is inside a system call on a shut-down socket, which returns at once.
+//! [`Shared::update`] is the one place that carries out what the core asked for: it sends
+//! the queued control messages, sends FIN when due, wakes blocked threads and tells the
+//! engine when the session's timers or duties changed.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::{on_engine_thread, EngineHandle};
+use crate::core::session::{Limits, ReadGate, Role, Session};
+use crate::error::Error;
+use crate::{Config, Status};
+
+/// A session's state, shared by the application's handles and the engine.
+pub(crate) struct Shared {
+    /// The engine's name for the session.
+    id: Token,
+    cid: u32,
+    token: u64,
+    state: Mutex<State>,
+    /// Signalled on every change a blocked reader or writer may be waiting for.
+    changed: Condvar,
+    read_lock: Mutex<()>,
+    write_lock: Mutex<()>,
+    engine: Arc<EngineHandle>,
+}
+
+/// What `Shared::state` protects.
+struct State {
+    core: Session,
+    conn: Option<Arc<TcpStream>>,
+    /// Where the peer's control messages come from and ours go.
+    peer_control: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    nodelay: bool,
+}
+
+/// What a new session is made of.
+pub(crate) struct SessionSpec {
+    pub(crate) id: Token,
+    pub(crate) role: Role,
+    pub(crate) cid: u32,
+    pub(crate) token: u64,
+    pub(crate) epoch: u32,
+    pub(crate) peer_control: SocketAddr,
+    pub(crate) config: Config,
+}
+
+/// What the engine must do for a session, as [`Shared::duties`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Duties {
+    /// When the core's timers are next due.
+    pub(crate) timeout: Option<Instant>,
+    /// The session lacks a connection it needs (a client reconnects).
+    pub(crate) needs_connection: bool,
+    /// Nothing is left to do: the session can be freed.
+    pub(crate) finished: bool,
+}
+
+/// How a non-blocking flush went.
+pub(crate) enum Flush {
+    /// Nothing is left to send on the current connection (or there is none).
+    Done,
+    /// Another thread holds the write lock; it sends what is left, or asks again.
+    Busy,
+    /// The connection's send buffer is full: wait until `conn` is writable.
+    Blocked(Arc<TcpStream>),
+}
+
+/// The next thing a read does.
+enum ReadStep {
+    Eof,
+    Wait,
+    Read(Arc<TcpStream>, u32),
+}
+
+impl Shared {
+    /// A session whose first connection is being set up.
+    pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<Shared> {
+        let limits = Limits {
+            send_buffer: spec.config.send_buffer_size_value(),
+            ack_threshold: spec.config.ack_threshold_value(),
+            give_up_after: spec.config.give_up_after_value(),
+        };
+        Arc::new(Shared {
+            id: spec.id,
+            cid: spec.cid,
+            token: spec.token,
+            state: Mutex::new(State {
+                core: Session::new(spec.role, spec.cid, spec.epoch, limits),
+                conn: None,
+                peer_control: spec.peer_control,
+                local_addr: None,
+                peer_addr: None,
+                read_timeout: None,
+                write_timeout: None,
+                nodelay: spec.config.nodelay_value(),
+            }),
+            changed: Condvar::new(),
+            read_lock: Mutex::new(()),
+            write_lock: Mutex::new(()),
+            engine,
+        })
+    }
+
+    pub(crate) fn cid(&self) -> u32 {
+        self.cid
+    }
+
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Runs `f` on the state, then carries out what the core asked for: sends the control
+    /// messages it queued, sends FIN if due, wakes blocked threads and, if the session's
+    /// timers or duties changed, tells the engine.
+    fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        let before = duties(&st.core);
+        let result = f(&mut st, now);
+        let to = st.peer_control;
+        while let Some(msg) = st.core.poll_transmit() {
+            // A non-blocking send of a few bytes: fine under the lock, and it keeps the
+            // outbox in order without a second buffer.
+            self.engine.control().send(&msg, to);
+        }
+        let fin = if st.core.poll_fin() {
+            st.conn.clone()
+        } else {
+            None
+        };
+        let changed = duties(&st.core) != before;
+        drop(st);
+        if let Some(conn) = fin {
+            // Every byte is acknowledged and the peer knows our total: the FIN only wakes
+            // its reader. A failure here changes nothing.
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+        self.changed.notify_all();
+        if changed && !on_engine_thread() {
+            self.engine.poke(self.id);
+        }
+        result
+    }
+
+    // ------------------------------------------------------------ for the engine
+
+    /// Runs the core's timers and reports what the engine must do.
+    pub(crate) fn duties(&self) -> Duties {
+        self.update(|st, now| {
+            st.core.handle_timeout(now);
+            duties(&st.core)
+        })
+    }
+
+    /// Applies a control message from the peer.
+    pub(crate) fn handle_control(&self, msg: &crate::core::control::ControlMessage) {
+        self.update(|st, now| {
+            let was_connected = st.core.is_connected();
+            st.core.handle_control(msg, now);
+            if was_connected && !st.core.is_connected() {
+                abort(st.conn.take());
+            }
+        });
+    }
+
+    /// Makes `stream` the session's connection, in blocking mode with the session's
+    /// options.
+    fn attach(st: &mut State, stream: TcpStream) {
+        // A socket option that fails here fails again on use, where it is reported.
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(st.read_timeout);
+        let _ = stream.set_write_timeout(None);
+        let _ = stream.set_nodelay(st.nodelay);
+        st.local_addr = stream.local_addr().ok().or(st.local_addr);
+        st.peer_addr = stream.peer_addr().ok().or(st.peer_addr);
+        st.conn = Some(Arc::new(stream));
+    }
+
+    /// Attaches the first connection of a session, unless it already failed (then a
+    /// reconnection brings another).
+    pub(crate) fn attach_first(&self, stream: TcpStream) {
+        self.update(|st, _| {
+            if st.core.is_connected() && st.core.epoch() == 0 && st.conn.is_none() {
+                Self::attach(st, stream);
+            }
+        });
+    }
+
+    /// Reports that connection `epoch` failed; if it was the one in use, aborts it, which
+    /// wakes every thread blocked on it.
+    pub(crate) fn connection_failed(&self, epoch: u32, reason: &str) {
+        self.update(|st, now| {
+            if st.core.handle_connection_failed(epoch, reason, now) {
+                log::debug!("session {}: connection {epoch} failed: {reason}", self.cid);
+                abort(st.conn.take());
+            }
+        });
+    }
+
+    /// Aborts the connection in use, if any (a server does this when the client comes back
+    /// on a new one).
+    pub(crate) fn abort_current(&self, reason: &str) {
+        let epoch = self.state.lock().core.epoch();
+        self.connection_failed(epoch, reason);
+    }
+
+    /// Waits until no application thread is inside a read or write on a detached
+    /// connection. Called after the connection failed or was aborted: from then on the
+    /// received count and the most ever written stay put until a new connection is
+    /// installed, since no thread finds a connection to use.
+    pub(crate) fn barrier(&self) {
+        drop(self.read_lock.lock());
+        drop(self.write_lock.lock());
+    }
+
+    /// The number of this session's current (or last) connection.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.state.lock().core.epoch()
+    }
+
+    /// Bytes the application has read: the count a reconnection announces. Exact only
+    /// after a [`barrier`](Self::barrier).
+    pub(crate) fn received(&self) -> u64 {
+        self.state.lock().core.received()
+    }
+
+    /// The loose check of a peer's count, before the live connection is touched.
+    pub(crate) fn may_resume(&self, peer_received: u32) -> bool {
+        self.state.lock().core.may_resume(peer_received)
+    }
+
+    /// The exact check of a peer's count, after a [`barrier`](Self::barrier).
+    pub(crate) fn check_resume(&self, peer_received: u32) -> Option<u64> {
+        self.state.lock().core.check_resume(peer_received)
+    }
+
+    /// Moves the session to `stream`, connection number `epoch`, whose peer has received
+    /// `peer_received` bytes (checked by [`check_resume`](Self::check_resume)); on a
+    /// server, the client's control messages now come from `peer_control`. What the peer
+    /// lacks is resent by the next writer or by the engine's [`flush`](Self::flush).
+    pub(crate) fn resume(
+        &self,
+        stream: TcpStream,
+        epoch: u32,
+        peer_received: u64,
+        peer_control: Option<SocketAddr>,
+    ) {
+        self.update(|st, now| {
+            st.core.handle_resume(peer_received, epoch, now);
+            if let Some(addr) = peer_control {
+                st.peer_control = addr;
+            }
+            Self::attach(st, stream);
+        });
+    }
+
+    /// The server refused to resume the session.
+    pub(crate) fn resume_refused(&self, error: Error) {
+        self.update(|st, _| st.core.handle_resume_refused(error));
+    }
+
+    /// Fails the session and tells the peer with a RESET.
+    pub(crate) fn reset(&self, error: Error) {
+        self.update(|st, now| {
+            st.core.reset(error, now);
+            abort(st.conn.take());
+        });
+    }
+
+    /// Fails the session without telling the peer (a server drops a session its client
+    /// never confirmed).
+    pub(crate) fn fail(&self, error: Error) {
+        self.update(|st, _| {
+            st.core.fail(error);
+            abort(st.conn.take());
+        });
+    }
+
+    /// The session is over: drops its connection.
+    pub(crate) fn finish(&self) {
+        self.update(|st, _| abort(st.conn.take()));
+        log::debug!("session {} finished", self.cid);
+    }
+
+    /// Writes what the connection lacks without blocking (the engine's resend when no
+    /// application writer is sending).
+    pub(crate) fn flush(&self) -> Flush {
+        let Some(_write) = self.write_lock.try_lock() else {
+            return Flush::Busy;
+        };
+        loop {
+            let Some((from, to, conn, epoch)) = self.unsent_job() else {
+                return Flush::Done;
+            };
+            let bytes = self.state.lock().core.buffered_from(from);
+            let len = usize::try_from(to - from)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let sock = socket2::SockRef::from(&*conn);
+            match sock.send_with_flags(bytes.get(..len).unwrap_or_default(), libc::MSG_DONTWAIT) {
+                Ok(0) => {
+                    self.connection_failed(epoch, "the connection accepts no more bytes");
+                    return Flush::Done;
+                }
+                Ok(n) => self.update(|st, _| st.core.handle_sent(epoch, from, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.write_failed(epoch, &e);
+                    return Flush::Done;
+                }
+            }
+        }
+    }
+
+    /// The bytes the current connection lacks, as `(from, to, connection, epoch)`.
+    fn unsent_job(&self) -> Option<(u64, u64, Arc<TcpStream>, u32)> {
+        let st = self.state.lock();
+        match (st.core.unsent(), &st.conn) {
+            (Some((from, to)), Some(conn)) if from < to => {
+                Some((from, to, Arc::clone(conn), st.core.epoch()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A write on connection `epoch` failed.
+    fn write_failed(&self, epoch: u32, e: &io::Error) {
+        // After the peer's CLOSE our own FIN wakes a blocked write: nothing to report.
+        if !self.state.lock().core.peer_closed() {
+            // The bytes stay buffered; the reconnection resends them.
+            self.connection_failed(epoch, &e.to_string());
+        }
+    }
+
+    // ------------------------------------------------------------ application I/O
+
+    /// `Read::read`.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let timeout = self.state.lock().read_timeout;
+        let result = self.read_until(buf, timeout);
+        self.update(|st, _| st.core.reader_unblocked());
+        result
+    }
+
+    fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = deadline_after(timeout);
+        loop {
+            let guard = lock_until(&self.read_lock, deadline)?;
+            let step = self.update(|st, now| match st.core.read_gate() {
+                ReadGate::Eof => Ok(ReadStep::Eof),
+                ReadGate::Failed(e) => Err(io::Error::from(e)),
+                ReadGate::Proceed => {
+                    st.core.reader_blocked(now);
+                    Ok(match &st.conn {
+                        Some(conn) => ReadStep::Read(Arc::clone(conn), st.core.epoch()),
+                        None => ReadStep::Wait,
+                    })
+                }
+            })?;
+            let (conn, epoch) = match step {
+                ReadStep::Eof => return Ok(0),
+                ReadStep::Read(conn, epoch) => (conn, epoch),
+                ReadStep::Wait => {
+                    // Let the engine's barrier pass.
+                    drop(guard);
+                    self.wait_for_connection(deadline)?;
+                    continue;
+                }
+            };
+            // The socket's own timeout is the whole read timeout; part of it may have gone
+            // on waiting for the lock or a reconnection.
+            let shortened = bound_by_deadline(timeout, deadline)?;
+            if let Some(left) = shortened {
+                let _ = conn.set_read_timeout(Some(left));
+            }
+            let result = (&*conn).read(buf);
+            if shortened.is_some() {
+                let _ = conn.set_read_timeout(self.state.lock().read_timeout);
+            }
+            match result {
+                Ok(0) => {
+                    let ended = self.update(|st, _| matches!(st.core.read_gate(), ReadGate::Eof));
+                    if ended {
+                        return Ok(0);
+                    }
+                    self.connection_failed(epoch, "end of stream without a close announcement");
+                }
+                Ok(n) => {
+                    self.update(|st, _| st.core.handle_read(n));
+                    return Ok(n);
+                }
+                Err(e) if is_timeout(&e) => return Err(timed_out()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.connection_failed(epoch, &e.to_string()),
+            }
+        }
+    }
+
+    /// Blocks until the session has a connection again, or a read can end without one.
+    fn wait_for_connection(&self, deadline: Option<Instant>) -> io::Result<()> {
+        let mut st = self.state.lock();
+        while matches!(st.core.read_gate(), ReadGate::Proceed) && st.conn.is_none() {
+            self.wait(&mut st, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// `Write::write`: copies into the send buffer, then writes to TCP from this thread.
+    ///
+    /// With a write timeout, the call returns within about it whatever happens: once the
+    /// bytes are in the send buffer they belong to the session, so what the kernel does not
+    /// take in time is left for the engine to send.
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let timeout = self.state.lock().write_timeout;
+        let deadline = deadline_after(timeout);
+        loop {
+            let pushed = self.update(|st, now| match st.core.write_space() {
+                Err(e) => {
+                    st.core.writer_unblocked();
+                    Err(io::Error::from(e))
+                }
+                Ok(0) => {
+                    st.core.writer_blocked(now);
+                    if !st.nodelay {
+                        if let Some(conn) = &st.conn {
+                            // Nagle may hold the tail of the window until a delayed TCP
+                            // ACK, and the peer acknowledges (frees our buffer) only once
+                            // it has read that tail: a stall per window. On Linux, setting
+                            // TCP_NODELAY pushes pending segments out at once; then the
+                            // user's choice is restored. Elsewhere it costs two calls.
+                            let _ = conn.set_nodelay(true);
+                            let _ = conn.set_nodelay(false);
+                        }
+                    }
+                    Ok(None)
+                }
+                Ok(_) => {
+                    st.core.writer_unblocked();
+                    let start = st.core.written();
+                    Ok(Some((start, st.core.write(data, now))))
+                }
+            })?;
+            if let Some((start, n)) = pushed {
+                let fresh = data.get(..n).unwrap_or_default();
+                self.send_unsent(start, fresh, deadline);
+                return Ok(n);
+            }
+            let mut st = self.state.lock();
+            while matches!(st.core.write_space(), Ok(0)) {
+                if let Err(e) = self.wait(&mut st, deadline) {
+                    st.core.writer_unblocked();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Writes to the connection whatever of the send buffer it lacks, ending with `fresh`,
+    /// the caller's own just-buffered bytes from stream position `start` (written from the
+    /// caller's slice when they are all that is missing, which saves a copy). Past the
+    /// deadline, hands what is left to the engine.
+    fn send_unsent(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) {
+        let Ok(_write) = lock_until(&self.write_lock, deadline) else {
+            // Another writer is sending; if it stops short, the engine sends the rest.
+            self.engine.flush(self.id);
+            return;
+        };
+        loop {
+            let Some((from, to, conn, epoch)) = self.unsent_job() else {
+                return;
+            };
+            let copy: Vec<u8>;
+            let end = start + fresh.len() as u64;
+            let bytes = if from >= start && to <= end {
+                // In range: both offsets are within `fresh`.
+                fresh
+                    .get((from - start) as usize..(to - start) as usize)
+                    .unwrap_or_default()
+            } else {
+                copy = self.state.lock().core.buffered_from(from);
+                let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+                copy.get(..len.min(copy.len())).unwrap_or_default()
+            };
+            // The connection's own send timeout is off (writers without a timeout block);
+            // a writer with one bounds each system call by what is left of it.
+            let left = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                Some(left) if left.is_zero() => {
+                    self.engine.flush(self.id);
+                    return;
+                }
+                left => left,
+            };
+            if left.is_some() {
+                let _ = conn.set_write_timeout(left);
+            }
+            let result = (&*conn).write(bytes);
+            if left.is_some() {
+                let _ = conn.set_write_timeout(None);
+            }
+            match result {
+                Ok(0) => {
+                    self.connection_failed(epoch, "the connection accepts no more bytes");
+                    return;
+                }
+                Ok(n) => self.update(|st, _| st.core.handle_sent(epoch, from, n)),
+                Err(e) if is_timeout(&e) => {
+                    self.engine.flush(self.id);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.write_failed(epoch, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits on the condition variable until something changes or `deadline` passes.
+    fn wait(&self, st: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> io::Result<()> {
+        match deadline {
+            None => {
+                self.changed.wait(st);
+                Ok(())
+            }
+            Some(d) => {
+                if self.changed.wait_until(st, d).timed_out() {
+                    Err(timed_out())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ closing
+
+    /// `shutdown(how)`.
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        self.update(|st, now| {
+            if matches!(how, Shutdown::Write | Shutdown::Both) {
+                st.core.shutdown_write(now);
+            }
+            if matches!(how, Shutdown::Read | Shutdown::Both) {
+                st.core.shutdown_read();
+                if let Some(conn) = &st.conn {
+                    // Wakes a reader blocked on the connection; it then sees end of stream.
+                    let _ = conn.shutdown(Shutdown::Read);
+                }
+            }
+        });
+    }
+
+    /// The application dropped its last handle: the session lingers until every byte is
+    /// acknowledged (or the peer closed too) and its CLOSE is confirmed.
+    pub(crate) fn close(&self) {
+        self.update(|st, now| st.core.close(now));
+    }
+
+    // ------------------------------------------------------------ getters and setters
+
+    pub(crate) fn status(&self) -> Status {
+        self.state.lock().core.status(Instant::now())
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.state.lock().peer_addr.ok_or_else(not_connected)
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.state.lock().local_addr.ok_or_else(not_connected)
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        let mut st = self.state.lock();
+        st.read_timeout = t;
+        if let Some(conn) = &st.conn {
+            conn.set_read_timeout(t)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.state.lock().read_timeout
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        self.state.lock().write_timeout = t;
+        Ok(())
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.state.lock().write_timeout
+    }
+
+    pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.nodelay = nodelay;
+        if let Some(conn) = &st.conn {
+            conn.set_nodelay(nodelay)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn nodelay(&self) -> bool {
+        self.state.lock().nodelay
+    }
+}
+
+/// What the engine acts on: when any of it changes, the engine must look again.
+fn duties(core: &Session) -> Duties {
+    Duties {
+        timeout: core.poll_timeout(),
+        needs_connection: core.needs_connection(),
+        finished: core.is_finished(),
+    }
+}
+
+/// Shuts a connection down both ways, waking every thread blocked on it.
+fn abort(conn: Option<Arc<TcpStream>>) {
+    if let Some(conn) = conn {
+        let _ = conn.shutdown(Shutdown::Both);
+    }
+}
+
+/// The deadline of a call bounded by `timeout`; a timeout too long to represent is none.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// The time left before `deadline` if it is shorter than the whole `timeout` (by more than
+/// a millisecond: not worth two system calls otherwise); `Err` once it has passed.
+fn bound_by_deadline(
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> io::Result<Option<Duration>> {
+    let (Some(timeout), Some(deadline)) = (timeout, deadline) else {
+        return Ok(None);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
+    }
+    Ok((left + Duration::from_millis(1) < timeout).then_some(left))
+}
+
+fn lock_until(lock: &Mutex<()>, deadline: Option<Instant>) -> io::Result<MutexGuard<'_, ()>> {
+    match deadline {
+        None => Ok(lock.lock()),
+        Some(d) => lock.try_lock_until(d).ok_or_else(timed_out),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The error a timed-out call returns; `WouldBlock`, as std's socket timeouts on Unix.
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::WouldBlock, "the operation timed out")
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the session has no connection yet",
+    )
+}
+
+/// std rejects a zero timeout; so do we.
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}
