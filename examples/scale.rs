@@ -155,7 +155,7 @@ fn run_server(args: &[String]) -> io::Result<()> {
     let n = options.sessions;
     let watcher = exit_on_stdin_eof();
     // The default session limit (1024) would refuse most of the sessions.
-    let config = Config::default().max_sessions(n).nodelay(true);
+    let config = Config::default().max_sessions(n);
     let server = RServerSocket::bind_with("127.0.0.1:0", config)?;
     tell_parent(&format!("listening {}", server.local_addr()?))?;
 
@@ -195,9 +195,7 @@ fn run_client(args: &[String]) -> io::Result<()> {
         .server
         .ok_or_else(|| invalid("client needs --server ADDR".into()))?;
     let watcher = exit_on_stdin_eof();
-    let config = Config::default()
-        .nodelay(true)
-        .give_up_after(Some(CONNECT_LIMIT));
+    let config = Config::default().give_up_after(Some(CONNECT_LIMIT));
 
     let mut sessions = Vec::with_capacity(n);
     let mut connect_times = Vec::with_capacity(n);

@@ -394,9 +394,11 @@ impl Engine {
             }
             Side::Client(_) => {}
         }
-        if let Some(at) = next {
-            if entry.timer.map_or(true, |t| at < t) {
-                entry.timer = Some(at);
+        // The heap keeps superseded deadlines; they are skipped when they come up, since
+        // they no longer match `entry.timer`.
+        if entry.timer != next {
+            entry.timer = next;
+            if let Some(at) = next {
                 self.timers.schedule(id, at);
             }
         }
