@@ -71,7 +71,7 @@ impl Pair {
                 *b = self.next_byte;
             }
         }
-        let pushed = self.ends[i].push(&data, self.now);
+        let pushed = self.ends[i].write(&data, self.now);
         assert_eq!(pushed, data.len());
         self.ends[i].writer_unblocked();
         if self.record {
@@ -89,7 +89,7 @@ impl Pair {
             let bytes = self.ends[i].buffered_from(from);
             let n = (to - from) as usize;
             self.pipes[i].in_flight.extend(&bytes[..n]);
-            self.ends[i].sent_on_tcp(self.epoch, from, n);
+            self.ends[i].handle_sent(self.epoch, from, n);
         }
     }
 
@@ -104,7 +104,7 @@ impl Pair {
         if self.record {
             self.read[i].extend(arrived);
         }
-        self.ends[i].received_bytes(n);
+        self.ends[i].handle_read(n);
     }
 
     /// Moves control datagrams between the ends, dropping those `lose` says to.
@@ -142,7 +142,7 @@ impl Pair {
         }
         let now = self.now;
         for end in &mut self.ends {
-            end.connection_failed(self.epoch, "cut", now);
+            end.handle_connection_failed(self.epoch, "cut", now);
         }
     }
 
@@ -162,8 +162,8 @@ impl Pair {
             .check_resume(server_received)
             .expect("client check");
         let now = self.now;
-        self.ends[1].resume(at_server, self.epoch, now);
-        self.ends[0].resume(at_client, self.epoch, now);
+        self.ends[1].handle_resume(at_server, self.epoch, now);
+        self.ends[0].handle_resume(at_client, self.epoch, now);
         self.connected = true;
         self.flush(0);
         self.flush(1);

@@ -14,7 +14,7 @@ use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, Refusal};
 use crate::core::session::Role;
-use crate::Config;
+use crate::{Config, Error};
 
 /// How many openings in a row may fail after the TCP connect succeeded before `connect`
 /// gives up: a cut during the handshake is retried, but a peer that keeps hanging up
@@ -252,9 +252,10 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
             let checked = shared.lock().core.check_resume(peer);
             let Some(peer_received) = checked else {
                 shared.update(|st, now| {
-                    st.core.abort(
-                        io::ErrorKind::InvalidData,
-                        "the server claims to have received bytes that were never sent".into(),
+                    st.core.reset(
+                        Error::ProtocolViolation(
+                            "the server claims to have received bytes that were never sent",
+                        ),
                         now,
                     )
                 });
@@ -266,16 +267,13 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
         Answer::Refused(r) if r.is_temporary() => Err(io::Error::other("server busy")),
         Answer::Refused(reason) => {
             log::debug!("session {}: reconnection refused: {reason:?}", shared.cid());
-            let cid = shared.cid();
-            let message = match reason {
-                Refusal::BadRequest => format!(
-                    "the server refused to resume session {cid}: our byte counts do not match"
-                ),
-                _ => format!(
-                    "the server does not know session {cid} (it restarted, or the session ended)"
-                ),
+            let error = match reason {
+                Refusal::BadRequest => {
+                    Error::ProtocolViolation("the server found our byte counts impossible")
+                }
+                _ => Error::UnknownSession,
             };
-            shared.update(|st, _| st.core.resume_refused(message));
+            shared.update(|st, _| st.core.handle_resume_refused(error));
             Ok(())
         }
     }

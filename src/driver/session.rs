@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use super::control::{ControlPlane, SessionKey};
 use crate::core::control::ControlMessage;
 use crate::core::session::{Limits, ReadGate, Role, Session};
-use crate::{Config, Status};
+use crate::{Config, Error, Status};
 
 /// A session's state, shared by the application's handles, the driver thread, the control
 /// thread and (on a server) the threads that accept reconnections.
@@ -166,7 +166,7 @@ impl Shared {
         while let Some(msg) = st.core.poll_transmit() {
             outgoing.push(msg);
         }
-        let fin = if st.core.take_fin() {
+        let fin = if st.core.poll_fin() {
             st.conn.clone()
         } else {
             None
@@ -243,7 +243,7 @@ impl Shared {
     /// wakes every thread blocked on it.
     pub(crate) fn connection_failed(&self, epoch: u32, reason: &str) {
         self.update(|st, now| {
-            if st.core.connection_failed(epoch, reason, now) {
+            if st.core.handle_connection_failed(epoch, reason, now) {
                 log::debug!("session {}: connection {epoch} failed: {reason}", self.cid);
                 abort(st.conn.take());
             }
@@ -286,7 +286,7 @@ impl Shared {
         handover: Option<MutexGuard<'_, ()>>,
     ) {
         self.update(|st, now| {
-            st.core.resume(peer_received, epoch, now);
+            st.core.handle_resume(peer_received, epoch, now);
             if let Some(addr) = peer_control {
                 self.move_peer_control(st, addr);
             }
@@ -335,7 +335,7 @@ impl Shared {
             let guard = lock_until(&self.read_lock, deadline)?;
             let step = self.update(|st, now| match st.core.read_gate() {
                 ReadGate::Eof => Ok(ReadStep::Eof),
-                ReadGate::Failed(e) => Err(e),
+                ReadGate::Failed(e) => Err(io::Error::from(e)),
                 ReadGate::Proceed => {
                     st.core.reader_blocked(now);
                     Ok(match &st.conn {
@@ -375,7 +375,7 @@ impl Shared {
                     self.connection_failed(epoch, "end of stream without a close announcement");
                 }
                 Ok(n) => {
-                    self.update(|st, _| st.core.received_bytes(n));
+                    self.update(|st, _| st.core.handle_read(n));
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => return Err(e),
@@ -405,7 +405,7 @@ impl Shared {
             let pushed = self.update(|st, now| match st.core.write_space() {
                 Err(e) => {
                     st.core.writer_unblocked();
-                    Err(e)
+                    Err(io::Error::from(e))
                 }
                 Ok(0) => {
                     st.core.writer_blocked(now);
@@ -425,7 +425,7 @@ impl Shared {
                 Ok(_) => {
                     st.core.writer_unblocked();
                     let start = st.core.written();
-                    Ok(Some((start, st.core.push(data, now))))
+                    Ok(Some((start, st.core.write(data, now))))
                 }
             })?;
             if let Some((start, n)) = pushed {
@@ -481,7 +481,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return;
                 }
-                Ok(n) => self.update(|st, _| st.core.sent_on_tcp(epoch, from, n)),
+                Ok(n) => self.update(|st, _| st.core.handle_sent(epoch, from, n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) if self.state.lock().core.peer_closed() => {
                     // Our own FIN after the peer's CLOSE woke this write: nothing to send.
@@ -607,10 +607,9 @@ impl Shared {
                     st.core.handle_timeout(now);
                     if st.unconfirmed_until.is_some_and(|t| t <= now) {
                         st.unconfirmed_until = None;
-                        st.core.fail(
-                            io::ErrorKind::ConnectionAborted,
-                            "the client never confirmed the session".into(),
-                        );
+                        st.core.fail(Error::ProtocolViolation(
+                            "the client never confirmed the session",
+                        ));
                     }
                     let deadline = [st.core.poll_timeout(), st.unconfirmed_until]
                         .into_iter()
