@@ -12,7 +12,7 @@ use super::frames::{read_frame, wire_error, write_frame};
 use super::session::{SessionSpec, Shared};
 use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, Refusal};
+use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, Error};
 
@@ -118,7 +118,7 @@ fn open_once(
             ..
         } => (cid, token, control_port, epoch),
         Answer::Refused(r) if r.is_temporary() => return Err(OpenError::Busy),
-        Answer::Refused(Refusal::Closed) => {
+        Answer::Refused(RefusalCode::Closed) => {
             return Err(OpenError::Fatal(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 format!("{addr} accepts no new sessions: its server socket was closed"),
@@ -268,7 +268,7 @@ fn try_resume(shared: &Arc<Shared>, addr: SocketAddr, config: &Config) -> io::Re
         Answer::Refused(reason) => {
             log::debug!("session {}: reconnection refused: {reason:?}", shared.cid());
             let error = match reason {
-                Refusal::BadRequest => {
+                RefusalCode::BadRequest => {
                     Error::ProtocolViolation("the server found our byte counts impossible")
                 }
                 _ => Error::UnknownSession,

@@ -19,7 +19,7 @@ use super::control::{canonical, plane, ControlPlane};
 use super::frames::{read_frame, wire_error, write_frame};
 use super::session::{SessionSpec, Shared};
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, Refusal};
+use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, RSocket};
 
@@ -162,7 +162,7 @@ impl ServerCore {
     /// destroy our answer before the peer reads it. The drain is bounded by the stream's
     /// handshake timeout and by size.
     fn turn_away(stream: &TcpStream) {
-        if Self::refuse(stream, Refusal::BadRequest).is_ok()
+        if Self::refuse(stream, RefusalCode::BadRequest).is_ok()
             && stream.shutdown(std::net::Shutdown::Write).is_ok()
         {
             let mut rest = io::Read::take(stream, 64 * 1024);
@@ -170,7 +170,7 @@ impl ServerCore {
         }
     }
 
-    fn refuse(stream: &TcpStream, reason: Refusal) -> io::Result<()> {
+    fn refuse(stream: &TcpStream, reason: RefusalCode) -> io::Result<()> {
         log::debug!("refusing {:?}: {reason:?}", stream.peer_addr());
         write_frame(stream, &Answer::Refused(reason).encode())
     }
@@ -187,15 +187,15 @@ impl ServerCore {
             let mut sessions = self.sessions.lock();
             if !sessions.open {
                 drop(sessions);
-                return Self::refuse(&stream, Refusal::Closed);
+                return Self::refuse(&stream, RefusalCode::Closed);
             }
             if sessions.by_cid.len() >= self.config.max_sessions_value() {
                 drop(sessions);
-                return Self::refuse(&stream, Refusal::TooManySessions);
+                return Self::refuse(&stream, RefusalCode::TooManySessions);
             }
             let Some(cid) = sessions.allocate() else {
                 drop(sessions);
-                return Self::refuse(&stream, Refusal::TooManySessions);
+                return Self::refuse(&stream, RefusalCode::TooManySessions);
             };
             let spec = SessionSpec {
                 role: Role::Server,
@@ -207,7 +207,7 @@ impl ServerCore {
             };
             let Some((shared, woken)) = Shared::new(spec, Arc::clone(&self.plane)) else {
                 drop(sessions);
-                return Self::refuse(&stream, Refusal::TooManySessions);
+                return Self::refuse(&stream, RefusalCode::TooManySessions);
             };
             sessions.by_cid.insert(cid, Arc::clone(&shared));
             (shared, woken)
@@ -256,11 +256,11 @@ impl ServerCore {
     ) -> io::Result<()> {
         let shared = self.sessions.lock().by_cid.get(&hello.cid).cloned();
         let Some(shared) = shared.filter(|s| s.token() == hello.token) else {
-            return Self::refuse(&stream, Refusal::UnknownSession);
+            return Self::refuse(&stream, RefusalCode::UnknownSession);
         };
         // Check before touching the live connection: a bad attempt must leave it alone.
         if !shared.lock().core.may_resume(hello.received) {
-            return Self::refuse(&stream, Refusal::BadRequest);
+            return Self::refuse(&stream, RefusalCode::BadRequest);
         }
         let turn = shared.handover();
         shared.abort_current("the client reconnected");
@@ -277,7 +277,7 @@ impl ServerCore {
             )
         };
         let Some(peer_received) = peer_received else {
-            return Self::refuse(&stream, Refusal::BadRequest);
+            return Self::refuse(&stream, RefusalCode::BadRequest);
         };
         let answer = Answer::Accepted {
             cid: shared.cid(),
