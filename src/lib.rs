@@ -54,5 +54,27 @@ pub use status::{SessionState, Status};
 /// counters, the send buffer and the session state machine. Not a stable API.
 #[doc(hidden)]
 pub mod protocol {
-    pub use crate::core::*;
+    pub use crate::core::WireError;
+
+    /// The session state machine.
+    pub mod session {
+        pub use crate::core::session::{Limits, ReadGate, Role, Session};
+    }
+
+    /// The UDP control datagrams.
+    pub mod control {
+        pub use crate::core::control::{ControlKind, ControlMessage, MAX_LEN};
+    }
+
+    /// The handshake frames on a new TCP connection.
+    pub mod handshake {
+        pub use crate::core::handshake::{
+            Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode, HEADER_LEN,
+        };
+    }
+
+    /// Byte counts and their 32-bit wire form.
+    pub mod counter {
+        pub use crate::core::counter::to_wire;
+    }
 }

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
-use robust_tcp::protocol::handshake::{Answer, Confirm, FrameHeader, Hello, Refusal, HEADER_LEN};
+use robust_tcp::protocol::handshake::{
+    Answer, Confirm, FrameHeader, Hello, RefusalCode, HEADER_LEN,
+};
 
 fn control_kind() -> impl Strategy<Value = ControlKind> {
     prop_oneof![
@@ -28,7 +30,9 @@ proptest! {
             let n = msg.encode(&mut buf);
             prop_assert_eq!(&buf[..n], &bytes[..]);
         }
-        let _ = FrameHeader::parse(&bytes);
+        if let Some(header) = bytes.get(..HEADER_LEN).and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok()) {
+            let _ = FrameHeader::parse(header);
+        }
         let _ = Hello::parse(&bytes);
         let _ = Answer::parse(&bytes);
         let _ = Confirm::parse(&bytes);
@@ -46,12 +50,12 @@ proptest! {
     fn handshake_frames_round_trip(port in any::<u16>(), cid in any::<u32>(), token in any::<u64>(), received in any::<u32>(), epoch in any::<u32>()) {
         let hello = Hello { control_port: port, cid, token, received };
         let frame = hello.encode();
-        let header = FrameHeader::parse(&frame).unwrap();
+        let header = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
         prop_assert_eq!(header.body_len, frame.len() - HEADER_LEN);
         prop_assert_eq!(Hello::parse(&frame[HEADER_LEN..]), Ok(hello));
 
         let answer = if cid == 0 {
-            Answer::Refused(Refusal::TooManySessions)
+            Answer::Refused(RefusalCode::TooManySessions)
         } else {
             Answer::Accepted { cid, token, control_port: port, received, epoch }
         };

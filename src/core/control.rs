@@ -7,10 +7,22 @@ use byteorder::{BigEndian, ByteOrder};
 
 use super::WireError;
 
-/// Length of the header.
-pub const HEADER_LEN: usize = 8;
-/// The longest datagram this crate sends or accepts.
-pub const MAX_LEN: usize = HEADER_LEN + 4;
+/// Byte offsets of the fields of a control datagram, shared by the encoder and the parser.
+mod field {
+    pub(super) type Field = std::ops::Range<usize>;
+
+    pub(super) const CID: Field = 0..4;
+    pub(super) const KIND: usize = 4;
+    pub(super) const FLAGS: usize = 5;
+    pub(super) const ID: Field = 6..8;
+    /// Only in the types that carry a count.
+    pub(super) const COUNT: Field = 8..12;
+}
+
+/// Length of the header: every datagram has it, and some have a count after it.
+pub const HEADER_LEN: usize = field::COUNT.start;
+/// The longest datagram this crate sends or accepts: a header and a count.
+pub const MAX_LEN: usize = field::COUNT.end;
 
 /// Flag: the receiver must answer with a `Conf` carrying the message id.
 pub const FLAG_NEEDS_CONF: u8 = 0x01;
@@ -91,8 +103,8 @@ pub struct ControlMessage {
 impl ControlMessage {
     /// Writes the datagram into `out` and returns its length.
     pub fn encode(&self, out: &mut [u8; MAX_LEN]) -> usize {
-        BigEndian::write_u32(&mut out[0..4], self.cid);
-        out[4] = self.kind.code();
+        BigEndian::write_u32(&mut out[field::CID], self.cid);
+        out[field::KIND] = self.kind.code();
         let mut flags = 0;
         if self.kind.needs_conf() {
             flags |= FLAG_NEEDS_CONF;
@@ -100,11 +112,11 @@ impl ControlMessage {
         if self.from_server {
             flags |= FLAG_FROM_SERVER;
         }
-        out[5] = flags;
-        BigEndian::write_u16(&mut out[6..8], self.id);
+        out[field::FLAGS] = flags;
+        BigEndian::write_u16(&mut out[field::ID], self.id);
         match self.kind.count() {
             Some(n) => {
-                BigEndian::write_u32(&mut out[8..12], n);
+                BigEndian::write_u32(&mut out[field::COUNT], n);
                 MAX_LEN
             }
             None => HEADER_LEN,
@@ -119,27 +131,24 @@ impl ControlMessage {
     /// flags or a confirmation flag that disagrees with its type, or has the wrong length
     /// for its type.
     pub fn parse(datagram: &[u8]) -> Result<Self, WireError> {
-        let h = datagram
+        let wrong_length = WireError::Malformed("control datagram of the wrong length");
+        let header = datagram
             .get(..HEADER_LEN)
             .ok_or(WireError::Malformed("short control datagram"))?;
-        let cid = BigEndian::read_u32(&h[0..4]);
-        let (code, flags) = (h[4], h[5]);
-        let id = BigEndian::read_u16(&h[6..8]);
-        let body = &datagram[HEADER_LEN..];
-        let count = || -> Result<u32, WireError> {
-            match body.len() {
-                4 => Ok(BigEndian::read_u32(body)),
-                _ => Err(WireError::Malformed("control datagram of the wrong length")),
-            }
+        // In range: `header` is exactly HEADER_LEN bytes.
+        let cid = BigEndian::read_u32(&header[field::CID]);
+        let (code, flags) = (header[field::KIND], header[field::FLAGS]);
+        let id = BigEndian::read_u16(&header[field::ID]);
+        let count = || match datagram.get(field::COUNT) {
+            Some(count) if datagram.len() == MAX_LEN => Ok(BigEndian::read_u32(count)),
+            _ => Err(wrong_length),
         };
         let kind = match code {
             1 => ControlKind::Ack(count()?),
             2 => ControlKind::ReqAck(count()?),
             3 => ControlKind::Close(count()?),
             4 => ControlKind::HalfClose(count()?),
-            5 | 6 if !body.is_empty() => {
-                return Err(WireError::Malformed("control datagram of the wrong length"))
-            }
+            5 | 6 if datagram.len() != HEADER_LEN => return Err(wrong_length),
             5 => ControlKind::Reset,
             6 => ControlKind::Conf,
             7 => ControlKind::Reconnect(count()?),

@@ -12,8 +12,49 @@ use super::WireError;
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
+/// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
+/// offsets count from the start of the body, after the header.
+mod field {
+    pub(super) type Field = std::ops::Range<usize>;
+
+    /// The frame header.
+    pub(super) mod header {
+        use super::Field;
+        pub(crate) const MAGIC: Field = 0..4;
+        pub(crate) const VERSION: usize = 4;
+        pub(crate) const KIND: usize = 5;
+        pub(crate) const BODY_LEN: Field = 6..8;
+    }
+
+    /// The body of a HELLO.
+    pub(super) mod hello {
+        use super::Field;
+        pub(crate) const CONTROL_PORT: Field = 0..2;
+        pub(crate) const CID: Field = 2..6;
+        pub(crate) const TOKEN: Field = 6..14;
+        pub(crate) const RECEIVED: Field = 14..18;
+    }
+
+    /// The body of an ANSWER.
+    pub(super) mod answer {
+        use super::Field;
+        pub(crate) const CID: Field = 0..4;
+        pub(crate) const REFUSAL: usize = 4;
+        pub(crate) const CONTROL_PORT: Field = 5..7;
+        pub(crate) const TOKEN: Field = 7..15;
+        pub(crate) const RECEIVED: Field = 15..19;
+        pub(crate) const EPOCH: Field = 19..23;
+    }
+
+    /// The body of a CONFIRM.
+    pub(super) mod confirm {
+        use super::Field;
+        pub(crate) const CID: Field = 0..4;
+    }
+}
+
 /// Length of the frame header.
-pub const HEADER_LEN: usize = 8;
+pub const HEADER_LEN: usize = field::header::BODY_LEN.end;
 /// The longest body a decoder accepts; anything longer is not a robust-tcp peer.
 pub const MAX_BODY_LEN: usize = 1024;
 
@@ -38,30 +79,28 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Decodes the 8 header bytes.
+    /// Decodes the header bytes.
     ///
     /// # Errors
     ///
     /// [`WireError::NotRobust`] when the magic is wrong (the peer speaks another protocol),
-    /// [`WireError::Version`] for another version, [`WireError::Malformed`] for a short
-    /// header, an unknown kind or an oversized body.
-    pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        let header = bytes
-            .get(..HEADER_LEN)
-            .ok_or(WireError::Malformed("short header"))?;
-        if header[..4] != MAGIC {
+    /// [`WireError::Version`] for another version, [`WireError::Malformed`] for an unknown
+    /// kind or an oversized body.
+    pub fn parse(header: &[u8; HEADER_LEN]) -> Result<Self, WireError> {
+        if header[field::header::MAGIC] != MAGIC {
             return Err(WireError::NotRobust);
         }
-        if header[4] != VERSION {
-            return Err(WireError::Version(header[4]));
+        let version = header[field::header::VERSION];
+        if version != VERSION {
+            return Err(WireError::Version(version));
         }
-        let kind = match header[5] {
+        let kind = match header[field::header::KIND] {
             1 => FrameKind::Hello,
             2 => FrameKind::Answer,
             3 => FrameKind::Confirm,
             _ => return Err(WireError::Malformed("unknown handshake frame kind")),
         };
-        let body_len = usize::from(BigEndian::read_u16(&header[6..8]));
+        let body_len = usize::from(BigEndian::read_u16(&header[field::header::BODY_LEN]));
         if body_len > MAX_BODY_LEN {
             return Err(WireError::Malformed("handshake body too long"));
         }
@@ -69,15 +108,22 @@ impl FrameHeader {
     }
 }
 
-fn frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    out.push(kind as u8);
-    let len = u16::try_from(body.len()).expect("handshake bodies are a few bytes");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(body);
+/// A frame of `N` bytes, header filled in for `kind` and the body, the `N - HEADER_LEN`
+/// bytes after it, left zero for the caller to fill.
+fn frame<const N: usize>(kind: FrameKind) -> [u8; N] {
+    let mut out = [0u8; N];
+    out[field::header::MAGIC].copy_from_slice(&MAGIC);
+    out[field::header::VERSION] = VERSION;
+    out[field::header::KIND] = kind as u8;
+    // Bodies of this version are a few bytes, far below MAX_BODY_LEN, so this fits.
+    let body_len = (N - HEADER_LEN) as u16;
+    BigEndian::write_u16(&mut out[field::header::BODY_LEN], body_len);
     out
+}
+
+/// The first `len` bytes of `body`, or `what` if it is shorter.
+fn known_part<'a>(body: &'a [u8], len: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    body.get(..len).ok_or(WireError::Malformed(what))
 }
 
 /// Client to server, first frame on every TCP connection of a session.
@@ -94,17 +140,21 @@ pub struct Hello {
     pub received: u32,
 }
 
-const HELLO_LEN: usize = 18;
-
 impl Hello {
+    /// Length of the body this version writes.
+    pub const BODY_LEN: usize = field::hello::RECEIVED.end;
+    /// Length of the whole frame.
+    pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
     /// The whole frame, header included.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut body = [0u8; HELLO_LEN];
-        BigEndian::write_u16(&mut body[0..2], self.control_port);
-        BigEndian::write_u32(&mut body[2..6], self.cid);
-        BigEndian::write_u64(&mut body[6..14], self.token);
-        BigEndian::write_u32(&mut body[14..18], self.received);
-        frame(FrameKind::Hello, &body)
+    pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
+        let mut out = frame(FrameKind::Hello);
+        let body = &mut out[HEADER_LEN..];
+        BigEndian::write_u16(&mut body[field::hello::CONTROL_PORT], self.control_port);
+        BigEndian::write_u32(&mut body[field::hello::CID], self.cid);
+        BigEndian::write_u64(&mut body[field::hello::TOKEN], self.token);
+        BigEndian::write_u32(&mut body[field::hello::RECEIVED], self.received);
+        out
     }
 
     /// Decodes a hello body (the bytes after the header).
@@ -113,21 +163,19 @@ impl Hello {
     ///
     /// [`WireError::Malformed`] if the body is too short.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
-        let b = body
-            .get(..HELLO_LEN)
-            .ok_or(WireError::Malformed("short hello"))?;
+        let b = known_part(body, Self::BODY_LEN, "short hello")?;
         Ok(Hello {
-            control_port: BigEndian::read_u16(&b[0..2]),
-            cid: BigEndian::read_u32(&b[2..6]),
-            token: BigEndian::read_u64(&b[6..14]),
-            received: BigEndian::read_u32(&b[14..18]),
+            control_port: BigEndian::read_u16(&b[field::hello::CONTROL_PORT]),
+            cid: BigEndian::read_u32(&b[field::hello::CID]),
+            token: BigEndian::read_u64(&b[field::hello::TOKEN]),
+            received: BigEndian::read_u32(&b[field::hello::RECEIVED]),
         })
     }
 }
 
 /// Why a server refused a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum RefusalCode {
     /// The server no longer accepts new sessions (permanent).
     Closed = 1,
     /// The server holds `max_sessions` sessions already (temporary: retry later).
@@ -139,18 +187,18 @@ pub enum Refusal {
     BadRequest = 4,
 }
 
-impl Refusal {
+impl RefusalCode {
     /// Whether the client should try again later.
     pub fn is_temporary(self) -> bool {
-        self == Refusal::TooManySessions
+        self == RefusalCode::TooManySessions
     }
 
     fn from_code(code: u8) -> Result<Self, WireError> {
         match code {
-            1 => Ok(Refusal::Closed),
-            2 => Ok(Refusal::TooManySessions),
-            3 => Ok(Refusal::UnknownSession),
-            4 => Ok(Refusal::BadRequest),
+            1 => Ok(RefusalCode::Closed),
+            2 => Ok(RefusalCode::TooManySessions),
+            3 => Ok(RefusalCode::UnknownSession),
+            4 => Ok(RefusalCode::BadRequest),
             _ => Err(WireError::Malformed("unknown refusal reason")),
         }
     }
@@ -174,15 +222,19 @@ pub enum Answer {
         epoch: u32,
     },
     /// The hello was refused; the wire carries CID 0 and the reason.
-    Refused(Refusal),
+    Refused(RefusalCode),
 }
 
-const ANSWER_LEN: usize = 23;
-
 impl Answer {
+    /// Length of the body this version writes.
+    pub const BODY_LEN: usize = field::answer::EPOCH.end;
+    /// Length of the whole frame.
+    pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
     /// The whole frame, header included.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut body = [0u8; ANSWER_LEN];
+    pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
+        let mut out = frame(FrameKind::Answer);
+        let body = &mut out[HEADER_LEN..];
         match *self {
             Answer::Accepted {
                 cid,
@@ -191,15 +243,16 @@ impl Answer {
                 received,
                 epoch,
             } => {
-                BigEndian::write_u32(&mut body[0..4], cid);
-                BigEndian::write_u16(&mut body[5..7], control_port);
-                BigEndian::write_u64(&mut body[7..15], token);
-                BigEndian::write_u32(&mut body[15..19], received);
-                BigEndian::write_u32(&mut body[19..23], epoch);
+                BigEndian::write_u32(&mut body[field::answer::CID], cid);
+                BigEndian::write_u16(&mut body[field::answer::CONTROL_PORT], control_port);
+                BigEndian::write_u64(&mut body[field::answer::TOKEN], token);
+                BigEndian::write_u32(&mut body[field::answer::RECEIVED], received);
+                BigEndian::write_u32(&mut body[field::answer::EPOCH], epoch);
             }
-            Answer::Refused(reason) => body[4] = reason as u8,
+            // CID 0 says refused; the other fields stay zero.
+            Answer::Refused(reason) => body[field::answer::REFUSAL] = reason as u8,
         }
-        frame(FrameKind::Answer, &body)
+        out
     }
 
     /// Decodes an answer body.
@@ -209,23 +262,21 @@ impl Answer {
     /// [`WireError::Malformed`] if the body is too short, accepts with CID 0, or refuses
     /// with an unknown reason.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
-        let b = body
-            .get(..ANSWER_LEN)
-            .ok_or(WireError::Malformed("short answer"))?;
-        let cid = BigEndian::read_u32(&b[0..4]);
-        let reason = b[4];
+        let b = known_part(body, Self::BODY_LEN, "short answer")?;
+        let cid = BigEndian::read_u32(&b[field::answer::CID]);
+        let reason = b[field::answer::REFUSAL];
         if cid == 0 {
-            return Refusal::from_code(reason).map(Answer::Refused);
+            return RefusalCode::from_code(reason).map(Answer::Refused);
         }
         if reason != 0 {
             return Err(WireError::Malformed("answer both accepts and refuses"));
         }
         Ok(Answer::Accepted {
             cid,
-            control_port: BigEndian::read_u16(&b[5..7]),
-            token: BigEndian::read_u64(&b[7..15]),
-            received: BigEndian::read_u32(&b[15..19]),
-            epoch: BigEndian::read_u32(&b[19..23]),
+            control_port: BigEndian::read_u16(&b[field::answer::CONTROL_PORT]),
+            token: BigEndian::read_u64(&b[field::answer::TOKEN]),
+            received: BigEndian::read_u32(&b[field::answer::RECEIVED]),
+            epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
         })
     }
 }
@@ -237,12 +288,17 @@ pub struct Confirm {
     pub cid: u32,
 }
 
-const CONFIRM_LEN: usize = 4;
-
 impl Confirm {
+    /// Length of the body this version writes.
+    pub const BODY_LEN: usize = field::confirm::CID.end;
+    /// Length of the whole frame.
+    pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
     /// The whole frame, header included.
-    pub fn encode(&self) -> Vec<u8> {
-        frame(FrameKind::Confirm, &self.cid.to_be_bytes())
+    pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
+        let mut out = frame(FrameKind::Confirm);
+        BigEndian::write_u32(&mut out[HEADER_LEN..][field::confirm::CID], self.cid);
+        out
     }
 
     /// Decodes a confirm body.
@@ -251,11 +307,9 @@ impl Confirm {
     ///
     /// [`WireError::Malformed`] if the body is too short.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
-        let b = body
-            .get(..CONFIRM_LEN)
-            .ok_or(WireError::Malformed("short confirm"))?;
+        let b = known_part(body, Self::BODY_LEN, "short confirm")?;
         Ok(Confirm {
-            cid: BigEndian::read_u32(b),
+            cid: BigEndian::read_u32(&b[field::confirm::CID]),
         })
     }
 }
@@ -265,7 +319,7 @@ mod tests {
     use super::*;
 
     fn body(frame: &[u8], kind: FrameKind) -> &[u8] {
-        let h = FrameHeader::parse(frame).unwrap();
+        let h = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
         assert_eq!(h.kind, kind);
         assert_eq!(frame.len(), HEADER_LEN + h.body_len);
         &frame[HEADER_LEN..]
@@ -295,10 +349,10 @@ mod tests {
         };
         assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
         for r in [
-            Refusal::Closed,
-            Refusal::TooManySessions,
-            Refusal::UnknownSession,
-            Refusal::BadRequest,
+            RefusalCode::Closed,
+            RefusalCode::TooManySessions,
+            RefusalCode::UnknownSession,
+            RefusalCode::BadRequest,
         ] {
             let a = Answer::Refused(r);
             assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
@@ -307,13 +361,46 @@ mod tests {
 
     #[test]
     fn longer_bodies_are_accepted_for_later_versions() {
-        let mut f = Confirm { cid: 9 }.encode();
+        let mut f = Confirm { cid: 9 }.encode().to_vec();
         f.extend_from_slice(b"future field");
         f[7] += 12;
         assert_eq!(
             Confirm::parse(body(&f, FrameKind::Confirm)),
             Ok(Confirm { cid: 9 })
         );
+    }
+
+    #[test]
+    fn layouts_match_the_protocol_document() {
+        let hello = Hello {
+            control_port: 0x0102,
+            cid: 0x0304_0506,
+            token: 0x0708_090a_0b0c_0d0e,
+            received: 0x0f10_1112,
+        };
+        let mut expect = b"RTCP\x01\x01\x00\x12".to_vec();
+        expect.extend(1..=0x12u8);
+        assert_eq!(hello.encode()[..], expect[..]);
+
+        let answer = Answer::Accepted {
+            cid: 0x0102_0304,
+            control_port: 0x0506,
+            token: 0x0708_090a_0b0c_0d0e,
+            received: 0x0f10_1112,
+            epoch: 0x1314_1516,
+        };
+        let mut expect = b"RTCP\x01\x02\x00\x17\x01\x02\x03\x04\x00".to_vec();
+        expect.extend(5..=0x16u8);
+        assert_eq!(answer.encode()[..], expect[..]);
+
+        let refused = Answer::Refused(RefusalCode::TooManySessions).encode();
+        assert_eq!(
+            refused[HEADER_LEN..],
+            [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+
+        let confirm = Confirm { cid: 0x0a0b_0c0d }.encode();
+        assert_eq!(confirm, *b"RTCP\x01\x03\x00\x04\x0a\x0b\x0c\x0d");
     }
 
     #[test]
@@ -324,9 +411,6 @@ mod tests {
             Err(WireError::Version(2))
         );
         assert!(FrameHeader::parse(b"RTCP\x01\x09\0\0").is_err());
-        assert!(FrameHeader::parse(b"RTCP").is_err());
         assert!(FrameHeader::parse(b"RTCP\x01\x01\xff\xff").is_err());
     }
 }
-
-pub use Refusal as RefusalCode;

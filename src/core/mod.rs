@@ -1,12 +1,12 @@
 //! The protocol core: wire formats, counters, the send buffer and the session state
 //! machine. Nothing here does I/O or reads the clock; the driver passes time in.
 
-pub mod backoff;
-pub mod control;
-pub mod counter;
-pub mod handshake;
-pub mod send_buffer;
-pub mod session;
+pub(crate) mod backoff;
+pub(crate) mod control;
+pub(crate) mod counter;
+pub(crate) mod handshake;
+pub(crate) mod send_buffer;
+pub(crate) mod session;
 
 use std::fmt;
 

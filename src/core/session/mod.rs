@@ -1,0 +1,506 @@
+//! The session state machine: counters, send buffer, closing and the reliable control
+//! messages, with no sockets and no clock.
+//!
+//! [`Session`] coordinates four pieces of state, one file each: the send side
+//! (`send.rs`), the receive side (`recv.rs`), the TCP connection in use (`link.rs`) and
+//! the control messages on their way out (`reliable.rs`). Every method that needs the time
+//! takes it as an argument, so tests drive a session with a virtual clock.
+
+mod link;
+mod recv;
+mod reliable;
+mod send;
+
+use std::time::{Duration, Instant};
+
+use self::link::Link;
+use self::recv::RecvSide;
+use self::reliable::Reliable;
+use self::send::{Announced, SendSide};
+use super::control::{ControlKind, ControlMessage};
+use super::counter::from_wire;
+use crate::error::Error;
+use crate::status::{SessionState, Status};
+
+/// Which end of the session this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Opened the session; reconnects when the connection fails.
+    Client,
+    /// Accepted the session; waits for the client to reconnect.
+    Server,
+}
+
+/// The per-session settings the core needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Capacity of the send buffer.
+    pub send_buffer: usize,
+    /// Received bytes that trigger an acknowledgement.
+    pub ack_threshold: usize,
+    /// How long to stay disconnected before failing the session, if ever.
+    pub give_up_after: Option<Duration>,
+}
+
+/// What a read may do now.
+#[derive(Debug)]
+pub enum ReadGate {
+    /// Read from the TCP connection.
+    Proceed,
+    /// The stream is over: every byte the peer sent before closing has been read.
+    Eof,
+    /// The session failed.
+    Failed(Error),
+}
+
+/// One end of a session: the protocol, without sockets or clock.
+///
+/// Its methods come in four kinds:
+/// - **getters** (`epoch`, `received`, `write_space`, `unsent`, `read_gate`,
+///   `needs_connection`, `check_resume`, `status`, ...) change nothing;
+/// - **application calls** (`write`, `writer_blocked`, `reader_blocked`, `shutdown_write`,
+///   `close`, `fail`, `reset`, ...) report what the application did;
+/// - **`handle_*` inputs** report what happened on the network: bytes the application read
+///   from TCP ([`handle_read`](Self::handle_read)), bytes written to TCP
+///   ([`handle_sent`](Self::handle_sent)), a failed connection, a resumption or its
+///   refusal, a control datagram, and the passing of time
+///   ([`handle_timeout`](Self::handle_timeout));
+/// - **`poll_*` outputs** say what to do: the control datagrams to send
+///   ([`poll_transmit`](Self::poll_transmit)), whether to send a FIN on the connection
+///   ([`poll_fin`](Self::poll_fin)), and when to call `handle_timeout` next
+///   ([`poll_timeout`](Self::poll_timeout)).
+///
+/// A driver, after any application call or `handle_*` input, drains `poll_transmit` until
+/// it returns `None` and sends each datagram, checks `poll_fin`, and then sleeps no later
+/// than `poll_timeout`, when it calls `handle_timeout` and polls again. Bytes move on TCP
+/// from the range [`unsent`](Self::unsent) names, through `handle_sent`.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    limits: Limits,
+    /// Set once the session can no longer move data; every later call reports it.
+    fatal: Option<Error>,
+    send: SendSide,
+    recv: RecvSide,
+    link: Link,
+    reliable: Reliable,
+}
+
+impl Session {
+    /// A session whose first TCP connection (number `epoch`) is up.
+    pub fn new(role: Role, cid: u32, epoch: u32, limits: Limits) -> Self {
+        Session {
+            role,
+            limits,
+            fatal: None,
+            send: SendSide::new(limits.send_buffer),
+            recv: RecvSide::default(),
+            link: Link::new(epoch),
+            reliable: Reliable::new(cid, role == Role::Server),
+        }
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// Number of the TCP connection in use (or last used).
+    pub fn epoch(&self) -> u32 {
+        self.link.epoch
+    }
+
+    /// Whether a TCP connection carries the session.
+    pub fn is_connected(&self) -> bool {
+        self.link.connected
+    }
+
+    /// Bytes the application has read, which is what the peer may stop keeping.
+    pub fn received(&self) -> u64 {
+        self.recv.received
+    }
+
+    /// Bytes the application has written.
+    pub fn written(&self) -> u64 {
+        self.send.buf.end()
+    }
+
+    /// How many bytes a write may append now.
+    ///
+    /// # Errors
+    ///
+    /// The session's failure, or [`Error::WriteShutDown`] once writing was shut down here,
+    /// or [`Error::PeerClosed`] once the peer closed the session.
+    pub fn write_space(&self) -> Result<usize, Error> {
+        if let Some(e) = &self.fatal {
+            return Err(e.clone());
+        }
+        if self.send.write_shut.is_some() {
+            return Err(Error::WriteShutDown);
+        }
+        if self.recv.peer_closed {
+            return Err(Error::PeerClosed);
+        }
+        Ok(self.send.buf.space())
+    }
+
+    /// The outgoing bytes that the current connection still lacks, as stream positions
+    /// `[from, to)`, or `None` while disconnected.
+    pub fn unsent(&self) -> Option<(u64, u64)> {
+        // After the peer's CLOSE nothing is sent: nobody would read it.
+        let sending = self.link.connected && self.fatal.is_none() && !self.recv.peer_closed;
+        sending.then_some((self.send.tcp_sent, self.send.buf.end()))
+    }
+
+    /// Whether the peer closed the session: a failed write then means nothing.
+    pub fn peer_closed(&self) -> bool {
+        self.recv.peer_closed
+    }
+
+    /// A copy of the buffered bytes from stream position `from` on.
+    pub fn buffered_from(&self, from: u64) -> Vec<u8> {
+        self.send.buf.copy_from(from)
+    }
+
+    /// What a read call may do now.
+    pub fn read_gate(&self) -> ReadGate {
+        if self.recv.read_shut || self.recv.all_read() {
+            return ReadGate::Eof;
+        }
+        match &self.fatal {
+            Some(e) => ReadGate::Failed(e.clone()),
+            None => ReadGate::Proceed,
+        }
+    }
+
+    /// Whether the session needs a TCP connection it does not have. Not once the peer has
+    /// closed and everything it sent was read: nothing can move in either direction.
+    pub fn needs_connection(&self) -> bool {
+        let spent = self.recv.peer_closed && self.recv.all_read();
+        !self.link.connected && self.fatal.is_none() && !spent && !self.is_finished()
+    }
+
+    /// Whether nothing is left to do: the session can free its state. A closed session
+    /// waits for the confirmation of its CLOSE and for the acknowledgement of every byte it
+    /// wrote (unless the peer closed too: then nobody reads them).
+    pub fn is_finished(&self) -> bool {
+        if self.fatal.is_some() {
+            return !self.reliable.resetting();
+        }
+        self.send.closed
+            && self.send.announced == Announced::Close { confirmed: true }
+            && (self.send.buf.is_empty() || self.recv.peer_closed)
+    }
+
+    /// A first, loose check of the peer's received count, for a server before it aborts
+    /// the live connection: the count must lie within what was ever written. The exact
+    /// check ([`check_resume`](Self::check_resume)) needs the I/O locks, since a write in
+    /// flight may not be counted yet.
+    pub fn may_resume(&self, peer_received: u32) -> bool {
+        from_wire(peer_received, self.send.buf.acked(), self.send.buf.end()).is_some()
+    }
+
+    /// Checks the peer's received count from a reconnection handshake: the absolute
+    /// position it stands for, or `None` if it lies outside what we could have sent
+    /// (acknowledged bytes are gone; unsent ones cannot have arrived).
+    pub fn check_resume(&self, peer_received: u32) -> Option<u64> {
+        from_wire(peer_received, self.send.buf.acked(), self.send.high_water)
+    }
+
+    /// A snapshot for the application.
+    pub fn status(&self, now: Instant) -> Status {
+        let state = if self.fatal.is_some() || self.is_finished() {
+            SessionState::Closed
+        } else if self.send.write_shut.is_some() || self.send.closed {
+            SessionState::Closing
+        } else if !self.link.connected {
+            SessionState::Reconnecting
+        } else {
+            SessionState::Connected
+        };
+        let age = |since: Option<Instant>| since.map(|t| now.saturating_duration_since(t));
+        Status {
+            state,
+            bytes_written: self.send.buf.end(),
+            bytes_read: self.recv.received,
+            unacknowledged: self.send.buf.len() as u64,
+            oldest_unacknowledged: age(self.send.oldest_unacknowledged()),
+            blocked_read: age(self.recv.reader_blocked_since),
+            blocked_write: age(self.send.writer_blocked_since),
+            reconnections: self.link.reconnections,
+            last_failure: self.link.last_failure.clone(),
+        }
+    }
+
+    // ---------------------------------------------------------------- application calls
+
+    /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)) and
+    /// returns how much that was.
+    pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
+        self.send.write(data, now)
+    }
+
+    /// A writer found the buffer full: ask the peer for an acknowledgement now, and again
+    /// every so often while it waits.
+    pub fn writer_blocked(&mut self, now: Instant) {
+        if self.send.writer_blocked_since.is_none() {
+            self.send.writer_blocked_since = Some(now);
+            self.request_ack(now);
+        }
+    }
+
+    /// The blocked writer stopped waiting.
+    pub fn writer_unblocked(&mut self) {
+        self.send.writer_blocked_since = None;
+    }
+
+    /// A read call is about to block on the connection (or on a reconnection).
+    pub fn reader_blocked(&mut self, now: Instant) {
+        self.recv.reader_blocked_since.get_or_insert(now);
+    }
+
+    /// The read call returned.
+    pub fn reader_unblocked(&mut self) {
+        self.recv.reader_blocked_since = None;
+    }
+
+    /// The application shut down writing: the peer reads up to here, then end of stream.
+    pub fn shutdown_write(&mut self, now: Instant) {
+        if self.send.write_shut.is_none() {
+            self.send.write_shut = Some(self.send.buf.end());
+            if !self.send.buf.is_empty() {
+                // The receiver acknowledges only every `ack_threshold` bytes: ask for the
+                // rest, and keep asking while lingering.
+                self.request_ack(now);
+            }
+        }
+        self.advance_close(now);
+    }
+
+    /// The application shut down reading: reads return end of stream from now on.
+    pub fn shutdown_read(&mut self) {
+        self.recv.read_shut = true;
+    }
+
+    /// The application dropped its last handle.
+    pub fn close(&mut self, now: Instant) {
+        self.send.closed = true;
+        self.recv.read_shut = true;
+        self.shutdown_write(now);
+    }
+
+    /// Fails the session for good, telling nobody; every later call reports `error`.
+    pub fn fail(&mut self, error: Error) {
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+        self.link.lost();
+        self.reliable
+            .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
+    }
+
+    /// Fails the session and tells the peer with a RESET.
+    pub fn reset(&mut self, error: Error, now: Instant) {
+        if self.fatal.is_none() {
+            self.fail(error);
+            self.reliable.send(ControlKind::Reset, now);
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// The application read `n` bytes; acknowledges once enough have arrived.
+    pub fn handle_read(&mut self, n: usize) {
+        if self.recv.read(n, self.limits.ack_threshold) {
+            self.send_ack();
+        }
+    }
+
+    /// The bytes `[from, from + n)` of the outgoing stream went out on connection `epoch`.
+    ///
+    /// Counted as possibly delivered even if that connection has failed meanwhile: the
+    /// peer may have them, so its count may include them.
+    pub fn handle_sent(&mut self, epoch: u32, from: u64, n: usize) {
+        self.send.sent(epoch, from, n, self.link.current());
+    }
+
+    /// Connection `epoch` failed (an I/O error, or an end of stream the peer did not
+    /// announce). Returns whether that was the connection in use, in which case the driver
+    /// must abort it; a report about an older connection is ignored.
+    pub fn handle_connection_failed(&mut self, epoch: u32, reason: &str, now: Instant) -> bool {
+        if !self.link.failed(epoch, reason, now) {
+            return false;
+        }
+        if self.role == Role::Server && self.fatal.is_none() {
+            // The client may not have noticed (it may only be waiting for an ACK): tell it.
+            self.reliable.send(ControlKind::Reconnect(epoch), now);
+        }
+        true
+    }
+
+    /// The session moved to connection `epoch`, whose peer has received `peer_received`
+    /// bytes (checked by [`check_resume`](Self::check_resume)): the bytes after it are to be
+    /// resent, see [`unsent`](Self::unsent).
+    pub fn handle_resume(&mut self, peer_received: u64, epoch: u32, now: Instant) {
+        self.acknowledged(peer_received, now);
+        self.send.tcp_sent = peer_received.max(self.send.buf.acked());
+        self.link.resumed(epoch);
+        self.reliable
+            .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
+        // The peer is reachable again: what it has not confirmed goes out at once.
+        self.reliable.rewind(now);
+    }
+
+    /// The server refused to resume the session (it does not know it: it restarted, or
+    /// the session ended there; or it found our count impossible). `error` says which.
+    pub fn handle_resume_refused(&mut self, error: Error) {
+        let delivered = self.send.buf.is_empty() && self.send.write_shut.is_some();
+        if delivered && self.recv.all_read() {
+            // Both directions were complete: the session ended there while we lingered.
+            self.send.announced = Announced::Close { confirmed: true };
+            self.send.closed = true;
+            return;
+        }
+        self.fail(error);
+    }
+
+    /// Applies a control datagram addressed to this session.
+    pub fn handle_control(&mut self, msg: &ControlMessage, now: Instant) {
+        if msg.kind.needs_conf() {
+            // Confirm duplicates too: our earlier confirmation may have been lost.
+            self.reliable.send_once(ControlKind::Conf, msg.id);
+        }
+        match msg.kind {
+            ControlKind::Ack(count) => self.handle_ack(count, now),
+            ControlKind::ReqAck(count) => {
+                self.handle_ack(count, now);
+                self.send_ack();
+            }
+            ControlKind::HalfClose(total) => self.recv.peer_end(total),
+            ControlKind::Close(total) => {
+                self.recv.peer_end(total);
+                self.recv.peer_closed = true;
+                self.send.forget_ages();
+            }
+            ControlKind::Reset => {
+                self.fail(Error::PeerReset);
+                self.reliable.forget(|_| true);
+            }
+            ControlKind::Conf => {
+                if let Some(kind) = self.reliable.confirm(msg.id) {
+                    self.send.confirmed(kind);
+                    self.advance_close(now);
+                }
+            }
+            ControlKind::Reconnect(epoch) => {
+                if self.role == Role::Client {
+                    self.handle_connection_failed(epoch, "the server's connection failed", now);
+                }
+            }
+        }
+    }
+
+    /// Runs the timers due at `now`: retransmissions, acknowledgement requests, giving up
+    /// (which fails the session with [`Error::GaveUp`] and resets it).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // A CLOSE is given up on only once every byte is acknowledged and the session is
+        // connected: until then the peer still needs its total.
+        let close_may_lapse = self.link.connected && self.send.buf.is_empty();
+        let dropped = self.reliable.retransmit(now, |kind| match kind {
+            ControlKind::Close(_) => close_may_lapse,
+            ControlKind::Reset => true,
+            _ => false,
+        });
+        for kind in dropped {
+            // Nobody will confirm it: count it as confirmed, so the session can end.
+            self.send.confirmed(kind);
+        }
+        if self.wants_ack() && self.send.next_req_ack.is_some_and(|t| t <= now) {
+            self.request_ack(now);
+        }
+        if self.give_up_at().is_some_and(|t| now >= t) {
+            let after = self.limits.give_up_after.unwrap_or_default();
+            self.reset(Error::GaveUp { after }, now);
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next control datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<ControlMessage> {
+        self.reliable.poll_transmit()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let retransmit = self.reliable.next_due();
+        let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
+        let give_up = self.give_up_at();
+        [retransmit, req_ack, give_up].into_iter().flatten().min()
+    }
+
+    /// Whether the driver should send FIN on the current connection now: the peer has
+    /// confirmed our end of stream and this connection carries every byte; or the peer
+    /// closed, so nothing more is to be sent (the FIN also wakes a writer of ours blocked
+    /// in the kernel: its bytes will never be read). Returns `true` once per connection.
+    pub fn poll_fin(&mut self) -> bool {
+        self.link.connected && self.send.take_fin(self.link.epoch, self.recv.peer_closed)
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn handle_ack(&mut self, count: u32, now: Instant) {
+        // Outside [acked, high_water] it is stale or a lie: ignored.
+        if let Some(upto) = from_wire(count, self.send.buf.acked(), self.send.high_water) {
+            self.acknowledged(upto, now);
+        }
+    }
+
+    fn acknowledged(&mut self, upto: u64, now: Instant) {
+        if self.send.acknowledged(upto) {
+            self.advance_close(now);
+        }
+    }
+
+    /// Announces the end of our stream: HALF_CLOSE once every byte written is
+    /// acknowledged; CLOSE at once when the application closed, because from then on
+    /// nothing here reads, and a peer blocked writing to us must learn it (as TCP's RST
+    /// tells it) instead of waiting for acknowledgements that never come.
+    fn advance_close(&mut self, now: Instant) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let Some(kind) = self.send.next_announcement(self.recv.peer_closed) else {
+            return;
+        };
+        if matches!(kind, ControlKind::Close(_)) {
+            // A CLOSE carries the same total and supersedes a pending HALF_CLOSE.
+            self.reliable
+                .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
+        }
+        self.reliable.send(kind, now);
+    }
+
+    /// When the session gives up, if it is disconnected and has a limit.
+    fn give_up_at(&self) -> Option<Instant> {
+        if self.fatal.is_some() {
+            return None;
+        }
+        self.link.give_up_at(self.limits.give_up_after)
+    }
+
+    fn wants_ack(&self) -> bool {
+        !self.send.buf.is_empty()
+            && !self.recv.peer_closed
+            && self.fatal.is_none()
+            && (self.send.writer_blocked_since.is_some() || self.send.write_shut.is_some())
+    }
+
+    fn request_ack(&mut self, now: Instant) {
+        let count = self.recv.ack_count();
+        self.reliable.send_once(ControlKind::ReqAck(count), 0);
+        self.send.requested_ack(now);
+    }
+
+    fn send_ack(&mut self) {
+        let count = self.recv.ack_count();
+        self.reliable.send_once(ControlKind::Ack(count), 0);
+    }
+}

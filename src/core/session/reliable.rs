@@ -1,0 +1,154 @@
+//! Control messages on their way out: the outbox of datagrams to send, and the messages
+//! that need the peer's confirmation with their retransmission timers.
+//!
+//! This is the one place where a [`ControlMessage`] is built, so every datagram of a
+//! session carries its CID and its side the same way.
+//!
+//! Invariants:
+//! - every entry of `awaiting_conf` has a kind that needs confirmation and a distinct id;
+//!   ids come from `next_id`, which wraps (far more messages than are ever outstanding).
+//! - an entry's `interval` lies in `[RETRANSMIT_INITIAL, RETRANSMIT_MAX]` and its `due` is
+//!   at most `interval` after its last (re)transmission.
+//! - `outbox` holds datagrams in the order they are to be sent.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::core::control::{ControlKind, ControlMessage};
+
+/// First retransmission delay of a message that needs confirmation.
+const RETRANSMIT_INITIAL: Duration = Duration::from_millis(100);
+/// Retransmission delays double up to this.
+const RETRANSMIT_MAX: Duration = Duration::from_secs(2);
+/// How often a CLOSE or RESET is sent before the sender stops waiting for its
+/// confirmation (about 20 s of tries). A CLOSE is given up on only once every byte is
+/// acknowledged, so the peer has all the data; it learns of the end when it next
+/// reconnects (and is refused).
+const FAREWELL_ATTEMPTS: u32 = 14;
+
+/// A message sent until the peer confirms it.
+#[derive(Clone, Copy, Debug)]
+struct AwaitingConf {
+    id: u16,
+    kind: ControlKind,
+    due: Instant,
+    interval: Duration,
+    attempts: u32,
+}
+
+/// The session's outgoing control messages (see the module doc for its invariants).
+#[derive(Debug)]
+pub(super) struct Reliable {
+    cid: u32,
+    from_server: bool,
+    next_id: u16,
+    awaiting_conf: Vec<AwaitingConf>,
+    outbox: VecDeque<ControlMessage>,
+}
+
+impl Reliable {
+    /// Messages of session `cid`, sent by its server side if `from_server`.
+    pub(super) fn new(cid: u32, from_server: bool) -> Self {
+        Reliable {
+            cid,
+            from_server,
+            next_id: 0,
+            awaiting_conf: Vec::new(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Queues a message that is sent once: an ACK or a REQ_ACK (id 0), or a CONF (the id
+    /// of the message it confirms). Every datagram of the session is built here.
+    pub(super) fn send_once(&mut self, kind: ControlKind, id: u16) {
+        self.outbox.push_back(ControlMessage {
+            cid: self.cid,
+            from_server: self.from_server,
+            id,
+            kind,
+        });
+    }
+
+    /// Queues a message that is retransmitted until confirmed.
+    pub(super) fn send(&mut self, kind: ControlKind, now: Instant) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.awaiting_conf.push(AwaitingConf {
+            id,
+            kind,
+            due: now + RETRANSMIT_INITIAL,
+            interval: RETRANSMIT_INITIAL,
+            attempts: 0,
+        });
+        self.send_once(kind, id);
+    }
+
+    /// The peer confirmed message `id`: returns its kind, unless it was not awaited.
+    pub(super) fn confirm(&mut self, id: u16) -> Option<ControlKind> {
+        let i = self.awaiting_conf.iter().position(|m| m.id == id)?;
+        Some(self.awaiting_conf.swap_remove(i).kind)
+    }
+
+    /// Stops retransmitting the messages `which` selects.
+    pub(super) fn forget(&mut self, which: impl Fn(ControlKind) -> bool) {
+        self.awaiting_conf.retain(|m| !which(m.kind));
+    }
+
+    /// Whether a RESET still waits for its confirmation.
+    pub(super) fn resetting(&self) -> bool {
+        self.awaiting_conf
+            .iter()
+            .any(|m| m.kind == ControlKind::Reset)
+    }
+
+    /// The peer is reachable again: what it has not confirmed goes out at `now`, with a
+    /// fresh count of attempts.
+    pub(super) fn rewind(&mut self, now: Instant) {
+        for m in &mut self.awaiting_conf {
+            m.due = now;
+            m.attempts = 0;
+            m.interval = RETRANSMIT_INITIAL;
+        }
+    }
+
+    /// When the next retransmission is due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.awaiting_conf.iter().map(|m| m.due).min()
+    }
+
+    /// Retransmits what is due at `now`, doubling each delay. A farewell (a message for
+    /// which `farewell` says so) that went unconfirmed `FAREWELL_ATTEMPTS` times is
+    /// dropped instead; the kinds dropped are returned.
+    pub(super) fn retransmit(
+        &mut self,
+        now: Instant,
+        farewell: impl Fn(ControlKind) -> bool,
+    ) -> Vec<ControlKind> {
+        let mut dropped = Vec::new();
+        let mut i = 0;
+        while let Some(m) = self.awaiting_conf.get_mut(i) {
+            if m.due > now {
+                i += 1;
+                continue;
+            }
+            if farewell(m.kind) && m.attempts >= FAREWELL_ATTEMPTS {
+                let kind = self.awaiting_conf.swap_remove(i).kind;
+                log::debug!("session {}: {kind:?} never confirmed; giving up", self.cid);
+                dropped.push(kind);
+                continue;
+            }
+            m.attempts += 1;
+            m.interval = (m.interval * 2).min(RETRANSMIT_MAX);
+            m.due = now + m.interval;
+            let (id, kind) = (m.id, m.kind);
+            self.send_once(kind, id);
+            i += 1;
+        }
+        dropped
+    }
+
+    /// The next datagram to send, if any.
+    pub(super) fn poll_transmit(&mut self) -> Option<ControlMessage> {
+        self.outbox.pop_front()
+    }
+}
