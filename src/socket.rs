@@ -24,6 +24,17 @@ use crate::{Config, Status};
 /// another handle on the same session. Dropping the last handle closes the session without
 /// losing what was written: it lingers in the background until the peer has every byte.
 ///
+/// # Errors
+///
+/// A read or write fails only when the session has ended, with an `io::Error` carrying a
+/// [`crate::Error`] that says why: [`UnknownSession`](crate::Error::UnknownSession) or
+/// [`PeerReset`](crate::Error::PeerReset) (`ConnectionReset`),
+/// [`GaveUp`](crate::Error::GaveUp) (`TimedOut`),
+/// [`ProtocolViolation`](crate::Error::ProtocolViolation) (`InvalidData`), and for writes
+/// [`WriteShutDown`](crate::Error::WriteShutDown) or
+/// [`PeerClosed`](crate::Error::PeerClosed) (`BrokenPipe`). A call that runs out of its
+/// read or write timeout fails with a plain `WouldBlock`, as `TcpStream`'s do on Unix.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -72,10 +83,13 @@ impl RSocket {
     ///
     /// # Errors
     ///
-    /// The TCP error if no address accepts a connection; `ConnectionRefused` if the server
-    /// no longer accepts sessions; `InvalidData` if the peer does not speak robust-tcp;
-    /// `ConnectionAborted` if it hangs up on every handshake. A handshake cut by the
-    /// network, or a server at its session limit, is retried with backoff.
+    /// The TCP error if no address accepts a connection. Otherwise an error carrying a
+    /// [`crate::Error`]: [`Error::Refused`](crate::Error::Refused) (`ConnectionRefused`)
+    /// if the server no longer accepts sessions;
+    /// [`Error::NotRobust`](crate::Error::NotRobust) if the peer does not speak robust-tcp
+    /// (`InvalidData`; `TimedOut` if it stays silent; `ConnectionAborted` if it hangs up
+    /// on every handshake). A handshake cut by the network, or a server at its session
+    /// limit, is retried with backoff.
     ///
     /// # Examples
     ///
@@ -95,7 +109,9 @@ impl RSocket {
     /// # Errors
     ///
     /// As [`connect`](Self::connect), and `InvalidInput` for a config that makes no sense
-    /// (see [`Config::validate`]).
+    /// (see [`Config::validate`]). When [`Config::give_up_after`] passes:
+    /// [`Error::Refused`](crate::Error::Refused)`(Refusal::TooManySessions)` if the server
+    /// was full, else [`Error::GaveUp`](crate::Error::GaveUp) (`TimedOut`).
     ///
     /// # Examples
     ///
@@ -220,17 +236,37 @@ impl RSocket {
     /// # Errors
     ///
     /// None today; the `Result` mirrors `TcpStream::read_timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// assert_eq!(sock.read_timeout()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
         Ok(self.shared().read_timeout())
     }
 
-    /// Bounds how long a write waits for room in the send buffer (that is, for the peer to
-    /// acknowledge); `None` waits forever. A write that times out fails with `WouldBlock`
-    /// and has written nothing.
+    /// Bounds how long a write takes, whatever the buffers, the locks or a reconnection in
+    /// progress; `None` waits forever. A write that found no room in the send buffer in
+    /// time fails with `WouldBlock` and has written nothing. Once bytes are in the send
+    /// buffer they belong to the session: a write whose TCP write is still pending when
+    /// its time is up returns `Ok` with their count, and the library sends the rest.
     ///
     /// # Errors
     ///
     /// `InvalidInput` for `Some(Duration::ZERO)`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_write_timeout(Some(Duration::from_secs(1)))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
         self.shared().set_write_timeout(dur)
     }
@@ -240,6 +276,14 @@ impl RSocket {
     /// # Errors
     ///
     /// None today; the `Result` mirrors `TcpStream::write_timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// assert_eq!(sock.write_timeout()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
         Ok(self.shared().write_timeout())
     }
@@ -249,6 +293,14 @@ impl RSocket {
     /// # Errors
     ///
     /// The error of setting the option on the current connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_nodelay(true)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.shared().set_nodelay(nodelay)
     }
@@ -258,6 +310,14 @@ impl RSocket {
     /// # Errors
     ///
     /// None today; the `Result` mirrors `TcpStream::nodelay`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// println!("TCP_NODELAY: {}", sock.nodelay()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn nodelay(&self) -> io::Result<bool> {
         Ok(self.shared().nodelay())
     }
@@ -267,6 +327,14 @@ impl RSocket {
     /// # Errors
     ///
     /// `NotConnected` if the session never had a connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// println!("connected to {}", sock.peer_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.shared().peer_addr()
     }
@@ -276,11 +344,27 @@ impl RSocket {
     /// # Errors
     ///
     /// `NotConnected` if the session never had a connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// println!("from {}", sock.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared().local_addr()
     }
 
     /// The session's connection identifier (CID), chosen by the server; never 0.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// assert_ne!(sock.session_id(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn session_id(&self) -> u32 {
         self.shared().cid()
     }

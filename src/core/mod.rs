@@ -1,5 +1,5 @@
 //! The protocol core: wire formats, counters, the send buffer and the session state
-//! machine. Nothing here does I/O or reads the clock; the driver passes time in.
+//! machine. Nothing here does I/O or reads the clock; the engine passes time in.
 
 pub(crate) mod backoff;
 pub(crate) mod control;

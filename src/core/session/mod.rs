@@ -70,7 +70,7 @@ pub enum ReadGate {
 ///   ([`poll_fin`](Self::poll_fin)), and when to call `handle_timeout` next
 ///   ([`poll_timeout`](Self::poll_timeout)).
 ///
-/// A driver, after any application call or `handle_*` input, drains `poll_transmit` until
+/// The engine, after any application call or `handle_*` input, drains `poll_transmit` until
 /// it returns `None` and sends each datagram, checks `poll_fin`, and then sleeps no later
 /// than `poll_timeout`, when it calls `handle_timeout` and polls again. Bytes move on TCP
 /// from the range [`unsent`](Self::unsent) names, through `handle_sent`.
@@ -322,7 +322,7 @@ impl Session {
     }
 
     /// Connection `epoch` failed (an I/O error, or an end of stream the peer did not
-    /// announce). Returns whether that was the connection in use, in which case the driver
+    /// announce). Returns whether that was the connection in use, in which case the engine
     /// must abort it; a report about an older connection is ignored.
     pub fn handle_connection_failed(&mut self, epoch: u32, reason: &str, now: Instant) -> bool {
         if !self.link.failed(epoch, reason, now) {
@@ -436,7 +436,7 @@ impl Session {
         [retransmit, req_ack, give_up].into_iter().flatten().min()
     }
 
-    /// Whether the driver should send FIN on the current connection now: the peer has
+    /// Whether the engine should send FIN on the current connection now: the peer has
     /// confirmed our end of stream and this connection carries every byte; or the peer
     /// closed, so nothing more is to be sent (the FIN also wakes a writer of ours blocked
     /// in the kernel: its bytes will never be read). Returns `true` once per connection.
