@@ -52,7 +52,7 @@ pub(crate) struct Shared {
 
 /// What `Shared::state` protects.
 struct State {
-    core: Session,
+    session: Session,
     conn: Option<Arc<TcpStream>>,
     /// Where the peer's control messages come from and ours go.
     peer_control: SocketAddr,
@@ -115,7 +115,7 @@ impl Shared {
             cid: spec.cid,
             token: spec.token,
             state: Mutex::new(State {
-                core: Session::new(spec.role, spec.cid, spec.epoch, limits),
+                session: Session::new(spec.role, spec.cid, spec.epoch, limits),
                 conn: None,
                 peer_control: spec.peer_control,
                 local_addr: None,
@@ -145,20 +145,20 @@ impl Shared {
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
-        let before = duties(&st.core);
+        let before = duties(&st.session);
         let result = f(&mut st, now);
         let to = st.peer_control;
-        while let Some(msg) = st.core.poll_transmit() {
+        while let Some(msg) = st.session.poll_transmit() {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
             // outbox in order without a second buffer.
             self.engine.control().send(&msg, to);
         }
-        let fin = if st.core.poll_fin() {
+        let fin = if st.session.poll_fin() {
             st.conn.clone()
         } else {
             None
         };
-        let changed = duties(&st.core) != before;
+        let changed = duties(&st.session) != before;
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -177,17 +177,17 @@ impl Shared {
     /// Runs the core's timers and reports what the engine must do.
     pub(crate) fn duties(&self) -> Duties {
         self.update(|st, now| {
-            st.core.handle_timeout(now);
-            duties(&st.core)
+            st.session.handle_timeout(now);
+            duties(&st.session)
         })
     }
 
     /// Applies a control message from the peer.
     pub(crate) fn handle_control(&self, msg: &crate::core::control::ControlMessage) {
         self.update(|st, now| {
-            let was_connected = st.core.is_connected();
-            st.core.handle_control(msg, now);
-            if was_connected && !st.core.is_connected() {
+            let was_connected = st.session.is_connected();
+            st.session.handle_control(msg, now);
+            if was_connected && !st.session.is_connected() {
                 abort(st.conn.take());
             }
         });
@@ -210,7 +210,7 @@ impl Shared {
     /// reconnection brings another).
     pub(crate) fn attach_first(&self, stream: TcpStream) {
         self.update(|st, _| {
-            if st.core.is_connected() && st.core.epoch() == 0 && st.conn.is_none() {
+            if st.session.is_connected() && st.session.epoch() == 0 && st.conn.is_none() {
                 Self::attach(st, stream);
             }
         });
@@ -220,7 +220,7 @@ impl Shared {
     /// wakes every thread blocked on it.
     pub(crate) fn connection_failed(&self, epoch: u32, reason: &str) {
         self.update(|st, now| {
-            if st.core.handle_connection_failed(epoch, reason, now) {
+            if st.session.handle_connection_failed(epoch, reason, now) {
                 log::debug!("session {}: connection {epoch} failed: {reason}", self.cid);
                 abort(st.conn.take());
             }
@@ -230,7 +230,7 @@ impl Shared {
     /// Aborts the connection in use, if any (a server does this when the client comes back
     /// on a new one).
     pub(crate) fn abort_current(&self, reason: &str) {
-        let epoch = self.state.lock().core.epoch();
+        let epoch = self.state.lock().session.epoch();
         self.connection_failed(epoch, reason);
     }
 
@@ -245,23 +245,23 @@ impl Shared {
 
     /// The number of this session's current (or last) connection.
     pub(crate) fn epoch(&self) -> u32 {
-        self.state.lock().core.epoch()
+        self.state.lock().session.epoch()
     }
 
     /// Bytes the application has read: the count a reconnection announces. Exact only
     /// after a [`barrier`](Self::barrier).
     pub(crate) fn received(&self) -> u64 {
-        self.state.lock().core.received()
+        self.state.lock().session.received()
     }
 
     /// The loose check of a peer's count, before the live connection is touched.
     pub(crate) fn may_resume(&self, peer_received: u32) -> bool {
-        self.state.lock().core.may_resume(peer_received)
+        self.state.lock().session.may_resume(peer_received)
     }
 
     /// The exact check of a peer's count, after a [`barrier`](Self::barrier).
     pub(crate) fn check_resume(&self, peer_received: u32) -> Option<u64> {
-        self.state.lock().core.check_resume(peer_received)
+        self.state.lock().session.check_resume(peer_received)
     }
 
     /// Moves the session to `stream`, connection number `epoch`, whose peer has received
@@ -276,7 +276,7 @@ impl Shared {
         peer_control: Option<SocketAddr>,
     ) {
         self.update(|st, now| {
-            st.core.handle_resume(peer_received, epoch, now);
+            st.session.handle_resume(peer_received, epoch, now);
             if let Some(addr) = peer_control {
                 st.peer_control = addr;
             }
@@ -286,13 +286,13 @@ impl Shared {
 
     /// The server refused to resume the session.
     pub(crate) fn resume_refused(&self, error: Error) {
-        self.update(|st, _| st.core.handle_resume_refused(error));
+        self.update(|st, _| st.session.handle_resume_refused(error));
     }
 
     /// Fails the session and tells the peer with a RESET.
     pub(crate) fn reset(&self, error: Error) {
         self.update(|st, now| {
-            st.core.reset(error, now);
+            st.session.reset(error, now);
             abort(st.conn.take());
         });
     }
@@ -301,7 +301,7 @@ impl Shared {
     /// never confirmed).
     pub(crate) fn fail(&self, error: Error) {
         self.update(|st, _| {
-            st.core.fail(error);
+            st.session.fail(error);
             abort(st.conn.take());
         });
     }
@@ -322,7 +322,7 @@ impl Shared {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
                 return Flush::Done;
             };
-            let bytes = self.state.lock().core.buffered_from(from);
+            let bytes = self.state.lock().session.buffered_from(from);
             let len = usize::try_from(to - from)
                 .unwrap_or(usize::MAX)
                 .min(bytes.len());
@@ -332,7 +332,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
                 }
-                Ok(n) => self.update(|st, _| st.core.handle_sent(epoch, from, n)),
+                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -346,9 +346,9 @@ impl Shared {
     /// The bytes the current connection lacks, as `(from, to, connection, epoch)`.
     fn unsent_job(&self) -> Option<(u64, u64, Arc<TcpStream>, u32)> {
         let st = self.state.lock();
-        match (st.core.unsent(), &st.conn) {
+        match (st.session.unsent(), &st.conn) {
             (Some((from, to)), Some(conn)) if from < to => {
-                Some((from, to, Arc::clone(conn), st.core.epoch()))
+                Some((from, to, Arc::clone(conn), st.session.epoch()))
             }
             _ => None,
         }
@@ -357,7 +357,7 @@ impl Shared {
     /// A write on connection `epoch` failed.
     fn write_failed(&self, epoch: u32, e: &io::Error) {
         // After the peer's CLOSE our own FIN wakes a blocked write: nothing to report.
-        if !self.state.lock().core.peer_closed() {
+        if !self.state.lock().session.peer_closed() {
             // The bytes stay buffered; the reconnection resends them.
             self.connection_failed(epoch, &e.to_string());
         }
@@ -372,7 +372,7 @@ impl Shared {
         }
         let timeout = self.state.lock().read_timeout;
         let result = self.read_until(buf, timeout);
-        self.update(|st, _| st.core.reader_unblocked());
+        self.update(|st, _| st.session.reader_unblocked());
         result
     }
 
@@ -380,13 +380,13 @@ impl Shared {
         let deadline = deadline_after(timeout);
         loop {
             let guard = lock_until(&self.read_lock, deadline)?;
-            let step = self.update(|st, now| match st.core.read_gate() {
+            let step = self.update(|st, now| match st.session.read_gate() {
                 ReadGate::Eof => Ok(ReadStep::Eof),
                 ReadGate::Failed(e) => Err(io::Error::from(e)),
                 ReadGate::Proceed => {
-                    st.core.reader_blocked(now);
+                    st.session.reader_blocked(now);
                     Ok(match &st.conn {
-                        Some(conn) => ReadStep::Read(Arc::clone(conn), st.core.epoch()),
+                        Some(conn) => ReadStep::Read(Arc::clone(conn), st.session.epoch()),
                         None => ReadStep::Wait,
                     })
                 }
@@ -413,14 +413,14 @@ impl Shared {
             }
             match result {
                 Ok(0) => {
-                    let ended = self.update(|st, _| matches!(st.core.read_gate(), ReadGate::Eof));
+                    let ended = self.update(|st, _| matches!(st.session.read_gate(), ReadGate::Eof));
                     if ended {
                         return Ok(0);
                     }
                     self.connection_failed(epoch, "end of stream without a close announcement");
                 }
                 Ok(n) => {
-                    self.update(|st, _| st.core.handle_read(n));
+                    self.update(|st, _| st.session.handle_read(n));
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => return Err(timed_out()),
@@ -433,7 +433,7 @@ impl Shared {
     /// Blocks until the session has a connection again, or a read can end without one.
     fn wait_for_connection(&self, deadline: Option<Instant>) -> io::Result<()> {
         let mut st = self.state.lock();
-        while matches!(st.core.read_gate(), ReadGate::Proceed) && st.conn.is_none() {
+        while matches!(st.session.read_gate(), ReadGate::Proceed) && st.conn.is_none() {
             self.wait(&mut st, deadline)?;
         }
         Ok(())
@@ -451,13 +451,13 @@ impl Shared {
         let timeout = self.state.lock().write_timeout;
         let deadline = deadline_after(timeout);
         loop {
-            let pushed = self.update(|st, now| match st.core.write_space() {
+            let pushed = self.update(|st, now| match st.session.write_space() {
                 Err(e) => {
-                    st.core.writer_unblocked();
+                    st.session.writer_unblocked();
                     Err(io::Error::from(e))
                 }
                 Ok(0) => {
-                    st.core.writer_blocked(now);
+                    st.session.writer_blocked(now);
                     if !st.nodelay {
                         if let Some(conn) = &st.conn {
                             // Nagle may hold the tail of the window until a delayed TCP
@@ -472,9 +472,9 @@ impl Shared {
                     Ok(None)
                 }
                 Ok(_) => {
-                    st.core.writer_unblocked();
-                    let start = st.core.written();
-                    Ok(Some((start, st.core.write(data, now))))
+                    st.session.writer_unblocked();
+                    let start = st.session.written();
+                    Ok(Some((start, st.session.write(data, now))))
                 }
             })?;
             if let Some((start, n)) = pushed {
@@ -483,9 +483,9 @@ impl Shared {
                 return Ok(n);
             }
             let mut st = self.state.lock();
-            while matches!(st.core.write_space(), Ok(0)) {
+            while matches!(st.session.write_space(), Ok(0)) {
                 if let Err(e) = self.wait(&mut st, deadline) {
-                    st.core.writer_unblocked();
+                    st.session.writer_unblocked();
                     return Err(e);
                 }
             }
@@ -514,7 +514,7 @@ impl Shared {
                     .get((from - start) as usize..(to - start) as usize)
                     .unwrap_or_default()
             } else {
-                copy = self.state.lock().core.buffered_from(from);
+                copy = self.state.lock().session.buffered_from(from);
                 let len = usize::try_from(to - from).unwrap_or(usize::MAX);
                 copy.get(..len.min(copy.len())).unwrap_or_default()
             };
@@ -539,7 +539,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return;
                 }
-                Ok(n) => self.update(|st, _| st.core.handle_sent(epoch, from, n)),
+                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
                 Err(e) if is_timeout(&e) => {
                     self.engine.flush(self.id);
                     return;
@@ -576,10 +576,10 @@ impl Shared {
     pub(crate) fn shutdown(&self, how: Shutdown) {
         self.update(|st, now| {
             if matches!(how, Shutdown::Write | Shutdown::Both) {
-                st.core.shutdown_write(now);
+                st.session.shutdown_write(now);
             }
             if matches!(how, Shutdown::Read | Shutdown::Both) {
-                st.core.shutdown_read();
+                st.session.shutdown_read();
                 if let Some(conn) = &st.conn {
                     // Wakes a reader blocked on the connection; it then sees end of stream.
                     let _ = conn.shutdown(Shutdown::Read);
@@ -591,13 +591,13 @@ impl Shared {
     /// The application dropped its last handle: the session lingers until every byte is
     /// acknowledged (or the peer closed too) and its CLOSE is confirmed.
     pub(crate) fn close(&self) {
-        self.update(|st, now| st.core.close(now));
+        self.update(|st, now| st.session.close(now));
     }
 
     // ------------------------------------------------------------ getters and setters
 
     pub(crate) fn status(&self) -> Status {
-        self.state.lock().core.status(Instant::now())
+        self.state.lock().session.status(Instant::now())
     }
 
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -647,11 +647,11 @@ impl Shared {
 }
 
 /// What the engine acts on: when any of it changes, the engine must look again.
-fn duties(core: &Session) -> Duties {
+fn duties(session: &Session) -> Duties {
     Duties {
-        timeout: core.poll_timeout(),
-        needs_connection: core.needs_connection(),
-        finished: core.is_finished(),
+        timeout: session.poll_timeout(),
+        needs_connection: session.needs_connection(),
+        finished: session.is_finished(),
     }
 }
 
