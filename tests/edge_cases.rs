@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use robust_tcp::{Config, RServerSocket, RSocket, SessionState};
 use support::bounded::{join, run_bounded, wait_until};
+use support::check::{assert_kind, expect_ok};
 use support::payload::{expect_eof, Payload};
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, exchange, fast_config};
+use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 /// The watchdog of the small tests.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -28,28 +29,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 const BULK_LIMIT: Duration = Duration::from_secs(60);
 /// How long a `wait_until` in these tests may poll.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn bind() -> RServerSocket {
-    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
-}
-
-fn server_addr(server: &RServerSocket) -> SocketAddr {
-    server.local_addr().expect("server address")
-}
-
-/// Panics unless `result` is an error of `kind`; `what` names the call in the message.
-fn assert_kind<T: std::fmt::Debug>(what: &str, result: io::Result<T>, kind: io::ErrorKind) {
-    match result {
-        Ok(v) => panic!("{what}: expected an error of kind {kind:?}, got Ok({v:?})"),
-        Err(e) => assert_eq!(e.kind(), kind, "{what}: {e}"),
-    }
-}
-
-fn expect_ok(seed: u64, what: &str, result: io::Result<()>) {
-    if let Err(e) = result {
-        panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
-    }
-}
 
 /// Writes `payload` on a clone of `sock` from a new thread, without shutting down after.
 fn spawn_open_writer(sock: &RSocket, payload: Payload) -> JoinHandle<io::Result<()>> {
@@ -345,9 +324,7 @@ fn large_send_buffers_reconnect_both_ways_at_once() {
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), config);
 
-        let upstream = Payload::new(seed, LEN);
-        let downstream = Payload::new(seed ^ 1, LEN);
-        exchange(&client, &accepted, upstream, downstream, seed);
+        exchange_seeded(&client, &accepted, LEN, seed);
         let cuts = proxy.cuts();
         assert!(cuts >= 5, "seed {seed}: only {cuts} cuts happened");
         let (c, s) = (client.status(), accepted.status());

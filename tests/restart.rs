@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use robust_tcp::{RServerSocket, RSocket, SessionState};
 use support::bounded::{join, run_bounded, wait_until};
+use support::check::assert_kind;
 use support::session::fast_config;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -129,10 +130,7 @@ fn bind_when_free(addr: SocketAddr) -> RServerSocket {
 }
 
 fn assert_reset<T: std::fmt::Debug>(what: &str, result: io::Result<T>) {
-    match result {
-        Ok(v) => panic!("{what} succeeded after the restart: {v:?}"),
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}"),
-    }
+    assert_kind(what, result, io::ErrorKind::ConnectionReset);
 }
 
 #[test]
