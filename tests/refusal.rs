@@ -7,8 +7,9 @@ use std::io;
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::{RServerSocket, RSocket};
+use robust_tcp::{Error, RServerSocket, RSocket, Refusal};
 use support::bounded::{join, run_bounded, wait_until};
+use support::check::carried;
 use support::proxy::{CutPlan, FaultProxy};
 use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
@@ -86,7 +87,11 @@ fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
         let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
         match RSocket::connect_with(addr, config) {
             Ok(sock) => panic!("a dropped server accepted session {}", sock.session_id()),
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+                let refused = Error::Refused(Refusal::ServerClosed);
+                assert_eq!(carried("connect to a dropped server", &e), &refused);
+            }
         }
 
         exchange_seeded(&client, &accepted, 2 << 20, seed);
