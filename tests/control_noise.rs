@@ -11,11 +11,10 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
-use robust_tcp::{Config, RServerSocket, RSocket};
+use robust_tcp::{Config, RSocket};
 use support::bounded::{join, run_bounded};
-use support::payload::Payload;
 use support::rng::Rng;
-use support::session::{connect_pair, exchange, fast_config};
+use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const NOISE: usize = 5000;
@@ -55,8 +54,8 @@ fn random_kind(rng: &mut Rng) -> ControlKind {
 #[test]
 fn noise_on_the_control_socket_disturbs_no_session() {
     run_bounded(LIMIT, || {
-        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
-        let addr = server.local_addr().expect("address");
+        let server = bind();
+        let addr = server_addr(&server);
         let (client, accepted) = connect_pair(&server, addr, fast_config());
         let live = [client.session_id()];
 
@@ -98,8 +97,6 @@ fn noise_on_the_control_socket_disturbs_no_session() {
         }
 
         // 4 MiB each way needs hundreds of acknowledgements through the control thread.
-        let len = 4 << 20;
-        let (up, down) = (Payload::new(seed, len), Payload::new(seed ^ 1, len));
-        exchange(&client, &accepted, up, down, seed);
+        exchange_seeded(&client, &accepted, 4 << 20, seed);
     });
 }

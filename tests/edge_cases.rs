@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use robust_tcp::{Config, RServerSocket, RSocket, SessionState};
+use robust_tcp::{Config, Error, NotRobustReason, RServerSocket, RSocket, Refusal, SessionState};
 use support::bounded::{join, run_bounded, wait_until};
+use support::check::{assert_kind, carried, expect_ok, session_error};
 use support::payload::{expect_eof, Payload};
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, exchange, fast_config};
+use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 /// The watchdog of the small tests.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -28,28 +29,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 const BULK_LIMIT: Duration = Duration::from_secs(60);
 /// How long a `wait_until` in these tests may poll.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn bind() -> RServerSocket {
-    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
-}
-
-fn server_addr(server: &RServerSocket) -> SocketAddr {
-    server.local_addr().expect("server address")
-}
-
-/// Panics unless `result` is an error of `kind`; `what` names the call in the message.
-fn assert_kind<T: std::fmt::Debug>(what: &str, result: io::Result<T>, kind: io::ErrorKind) {
-    match result {
-        Ok(v) => panic!("{what}: expected an error of kind {kind:?}, got Ok({v:?})"),
-        Err(e) => assert_eq!(e.kind(), kind, "{what}: {e}"),
-    }
-}
-
-fn expect_ok(seed: u64, what: &str, result: io::Result<()>) {
-    if let Err(e) = result {
-        panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
-    }
-}
 
 /// Writes `payload` on a clone of `sock` from a new thread, without shutting down after.
 fn spawn_open_writer(sock: &RSocket, payload: Payload) -> JoinHandle<io::Result<()>> {
@@ -153,12 +132,22 @@ impl Drop for PlainServer {
     }
 }
 
-/// Connects a robust client to `server` and checks that it fails with `kind` and (for
-/// `InvalidData`) says that the peer is not a robust-tcp server.
-fn robust_connect_fails(server: &PlainServer, config: Config, kind: io::ErrorKind) {
+/// Connects a robust client to `server` and checks that it fails with `kind`, carrying
+/// [`Error::NotRobust`] for `reason`, and (for `InvalidData`) says that the peer is not a
+/// robust-tcp server.
+fn robust_connect_fails(
+    server: &PlainServer,
+    config: Config,
+    kind: io::ErrorKind,
+    reason: NotRobustReason,
+) {
     let err = RSocket::connect_with(server.addr, config)
         .expect_err("a robust client opened a session with a plain TCP server");
     assert_eq!(err.kind(), kind, "{err}");
+    assert_eq!(
+        carried("connect to a plain server", &err),
+        &Error::NotRobust { reason }
+    );
     if kind == io::ErrorKind::InvalidData {
         assert!(
             err.to_string().contains("not a robust-tcp server"),
@@ -174,7 +163,13 @@ fn robust_connect_fails(server: &PlainServer, config: Config, kind: io::ErrorKin
 fn a_robust_client_rejects_an_echoing_plain_server() {
     run_bounded(LIMIT, || {
         let server = PlainServer::start(Plain::Echo);
-        robust_connect_fails(&server, Config::default(), io::ErrorKind::InvalidData);
+        // A robust-tcp frame, but not the one expected: malformed as an answer.
+        robust_connect_fails(
+            &server,
+            Config::default(),
+            io::ErrorKind::InvalidData,
+            NotRobustReason::Malformed,
+        );
         assert_eq!(server.connections(), 1, "the client retried a stranger");
     });
 }
@@ -185,7 +180,12 @@ fn a_robust_client_rejects_an_echoing_plain_server() {
 fn a_robust_client_rejects_a_plain_server_that_sends_a_banner() {
     run_bounded(LIMIT, || {
         let server = PlainServer::start(Plain::Banner(b"SSH-2.0-x\r\n"));
-        robust_connect_fails(&server, Config::default(), io::ErrorKind::InvalidData);
+        robust_connect_fails(
+            &server,
+            Config::default(),
+            io::ErrorKind::InvalidData,
+            NotRobustReason::ForeignBytes,
+        );
         assert_eq!(server.connections(), 1, "the client retried a stranger");
     });
 }
@@ -198,7 +198,12 @@ fn a_robust_client_times_out_on_a_silent_plain_server() {
     run_bounded(LIMIT, || {
         let server = PlainServer::start(Plain::Silent);
         let config = Config::default().handshake_timeout(Duration::from_millis(300));
-        robust_connect_fails(&server, config, io::ErrorKind::TimedOut);
+        robust_connect_fails(
+            &server,
+            config,
+            io::ErrorKind::TimedOut,
+            NotRobustReason::Silent,
+        );
         assert!(
             server.connections() >= 1,
             "the client never reached the server"
@@ -283,16 +288,19 @@ fn give_up_after_times_out_the_client_and_resets_the_server() {
         // No proxy, no port: every reconnection is refused.
         drop(proxy);
 
-        assert_kind(
+        let e = assert_kind(
             "the client's read",
             join(client_read),
             io::ErrorKind::TimedOut,
         );
-        assert_kind(
+        let gave_up = carried("the client's read", &e);
+        assert!(matches!(gave_up, Error::GaveUp { .. }), "{gave_up:?}");
+        let e = assert_kind(
             "the server's read",
             join(server_read),
             io::ErrorKind::ConnectionReset,
         );
+        assert_eq!(carried("the server's read", &e), &Error::PeerReset);
     });
 }
 
@@ -317,11 +325,9 @@ fn closing_with_unread_data_breaks_the_peers_writer_instead_of_hanging() {
             .expect("the client reads the first 10 bytes");
         drop(client);
 
-        assert_kind(
-            "the server's 8 MiB write to a closed peer",
-            join(writer),
-            io::ErrorKind::BrokenPipe,
-        );
+        let what = "the server's 8 MiB write to a closed peer";
+        let e = assert_kind(what, join(writer), io::ErrorKind::BrokenPipe);
+        assert_eq!(carried(what, &e), &Error::PeerClosed);
         upstream
             .verify_from(&accepted)
             .expect("the server reads the client's 100 bytes then end of stream");
@@ -345,9 +351,7 @@ fn large_send_buffers_reconnect_both_ways_at_once() {
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), config);
 
-        let upstream = Payload::new(seed, LEN);
-        let downstream = Payload::new(seed ^ 1, LEN);
-        exchange(&client, &accepted, upstream, downstream, seed);
+        exchange_seeded(&client, &accepted, LEN, seed);
         let cuts = proxy.cuts();
         assert!(cuts >= 5, "seed {seed}: only {cuts} cuts happened");
         let (c, s) = (client.status(), accepted.status());
@@ -379,11 +383,13 @@ fn a_dropped_servers_port_closes_after_its_last_session() {
         // Bounded, so that a client that retries instead of failing fails the assertion
         // (with TimedOut) rather than the watchdog.
         let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
-        assert_kind(
-            "a new session with a dropped server",
+        let what = "a new session with a dropped server";
+        let e = assert_kind(
+            what,
             RSocket::connect_with(addr, config),
             io::ErrorKind::ConnectionRefused,
         );
+        assert_eq!(carried(what, &e), &Error::Refused(Refusal::ServerClosed));
 
         drop(client);
         drop(accepted);
@@ -423,11 +429,13 @@ fn a_read_timeout_applies_while_reconnecting() {
         // read or write on it).
         drop(proxy);
 
-        assert_kind(
+        let e = assert_kind(
             "a read while reconnecting",
             (&client).read(&mut [0u8; 16]),
             io::ErrorKind::WouldBlock,
         );
+        // A timeout is not a failure of the session.
+        assert_eq!(session_error(&e), None, "a timeout carries a session error");
         let status = client.status();
         assert_eq!(status.state, SessionState::Reconnecting, "{status:?}");
         assert!(status.last_failure.is_some(), "{status:?}");

@@ -8,23 +8,13 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::RServerSocket;
 use support::bounded::{join, run_bounded};
+use support::check::expect_ok;
 use support::payload::{expect_eof, Payload};
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_writer};
+use support::session::{bind, connect_pair, fast_config, server_addr, spawn_writer};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn bind() -> RServerSocket {
-    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
-}
-
-fn expect_ok(seed: u64, what: &str, result: std::io::Result<()>) {
-    if let Err(e) = result {
-        panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
-    }
-}
 
 #[test]
 fn half_close_then_reply_through_cuts() {
@@ -33,7 +23,7 @@ fn half_close_then_reply_through_cuts() {
         let server = bind();
         // Cut points up to 256 KiB: at least 8 cuts fit in the 2 MiB crossing the proxy.
         let plan = CutPlan::random(20, 256 << 10);
-        let proxy = FaultProxy::start(server.local_addr().unwrap(), plan).unwrap();
+        let proxy = FaultProxy::start(server_addr(&server), plan).unwrap();
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
 
@@ -65,7 +55,7 @@ fn shutdown_write_returns_at_once_and_the_peer_still_gets_every_byte() {
     run_bounded(LIMIT, || {
         const LEN: u64 = 8 << 10;
         let server = bind();
-        let proxy = FaultProxy::start(server.local_addr().unwrap(), CutPlan::never()).unwrap();
+        let proxy = FaultProxy::start(server_addr(&server), CutPlan::never()).unwrap();
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
         // Less than the send buffer: the write returns without the peer reading anything.
@@ -101,7 +91,7 @@ fn drop_right_after_an_8_mib_write_delivers_everything_through_cuts() {
         const TAIL: u64 = 4 << 10;
         let server = bind();
         let plan = CutPlan::random(20, 512 << 10);
-        let proxy = FaultProxy::start(server.local_addr().unwrap(), plan).unwrap();
+        let proxy = FaultProxy::start(server_addr(&server), plan).unwrap();
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
 

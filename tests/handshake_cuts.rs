@@ -6,24 +6,18 @@ mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use robust_tcp::{RServerSocket, RSocket};
+use robust_tcp::RServerSocket;
 use support::bounded::{join, run_bounded, wait_until};
 use support::payload::Payload;
 use support::proxy::{CutAt, CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, spawn_writer};
+use support::session::{
+    bind, connect_pair, exchange_seeded, fast_config, server_addr, spawn_writer,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// Handshake cuts per test: enough to cut every frame boundary of a ~70-byte handshake a
 /// few times over, few enough that even a slow backoff stays fast.
 const HANDSHAKE_CUTS: usize = 8;
-
-fn bind() -> RServerSocket {
-    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
-}
-
-fn server_addr(server: &RServerSocket) -> std::net::SocketAddr {
-    server.local_addr().expect("server address")
-}
 
 /// Opens a fresh session straight to `server` and checks that `accept` returns exactly
 /// it: a half-opened session left over from a cut handshake would come out first.
@@ -48,7 +42,7 @@ fn cuts_inside_the_opening_handshake() {
         let proxy = FaultProxy::start(server_addr(&server), plan).unwrap();
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
-        exchange(&client, &accepted, 1 << 20, seed);
+        exchange_seeded(&client, &accepted, 1 << 20, seed);
         assert_eq!(
             proxy.cuts(),
             HANDSHAKE_CUTS,
@@ -71,7 +65,7 @@ fn cuts_inside_reconnection_handshakes() {
         let proxy = FaultProxy::start(server_addr(&server), plan).unwrap();
         let seed = proxy.seed();
         let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
-        exchange(&client, &accepted, 2 << 20, seed);
+        exchange_seeded(&client, &accepted, 2 << 20, seed);
         assert_eq!(
             proxy.cuts(),
             HANDSHAKE_CUTS + 1,
@@ -137,15 +131,4 @@ fn cut_while_the_client_writer_is_blocked() {
 #[test]
 fn cut_while_the_server_writer_is_blocked() {
     run_bounded(LIMIT, || cut_while_writer_is_blocked(false));
-}
-
-/// Moves `len` bytes each way at once through `support::session::exchange`.
-fn exchange(client: &RSocket, accepted: &RSocket, len: u64, seed: u64) {
-    support::session::exchange(
-        client,
-        accepted,
-        Payload::new(1, len),
-        Payload::new(2, len),
-        seed,
-    );
 }

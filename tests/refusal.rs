@@ -7,11 +7,11 @@ use std::io;
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::{RServerSocket, RSocket};
+use robust_tcp::{Error, RServerSocket, RSocket, Refusal};
 use support::bounded::{join, run_bounded, wait_until};
-use support::payload::Payload;
+use support::check::carried;
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config};
+use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -20,7 +20,7 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
     run_bounded(LIMIT, || {
         let server =
             RServerSocket::bind_with("127.0.0.1:0", fast_config().max_sessions(1)).unwrap();
-        let addr = server.local_addr().unwrap();
+        let addr = server_addr(&server);
         let (first_client, first_accepted) = connect_pair(&server, addr, fast_config());
 
         // The server goes to a thread blocked in accept, in case the library does its
@@ -49,7 +49,7 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
         );
 
         // The first session is unaffected, then closes on both sides.
-        exchange(&first_client, &first_accepted, 256 << 10, counter.seed());
+        exchange_seeded(&first_client, &first_accepted, 256 << 10, counter.seed());
         drop(first_client);
         drop(first_accepted);
 
@@ -62,7 +62,7 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
         let (_server, accepted) = join(acceptor);
         let (second_accepted, _peer) = accepted.expect("accept the second session");
         assert_eq!(second_client.session_id(), second_accepted.session_id());
-        exchange(
+        exchange_seeded(
             &second_client,
             &second_accepted,
             256 << 10,
@@ -74,8 +74,8 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
 #[test]
 fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
     run_bounded(LIMIT, || {
-        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).unwrap();
-        let addr = server.local_addr().unwrap();
+        let server = bind();
+        let addr = server_addr(&server);
         // 15 cut points of at most 128 KiB all fall within the 4 MiB exchanged below.
         let proxy = FaultProxy::start(addr, CutPlan::random(15, 128 << 10)).unwrap();
         let seed = proxy.seed();
@@ -87,10 +87,14 @@ fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
         let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
         match RSocket::connect_with(addr, config) {
             Ok(sock) => panic!("a dropped server accepted session {}", sock.session_id()),
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}"),
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+                let refused = Error::Refused(Refusal::ServerClosed);
+                assert_eq!(carried("connect to a dropped server", &e), &refused);
+            }
         }
 
-        exchange(&client, &accepted, 2 << 20, seed);
+        exchange_seeded(&client, &accepted, 2 << 20, seed);
         assert!(
             proxy.cuts() >= 10,
             "seed {seed}: only {} cuts",
@@ -99,15 +103,4 @@ fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
         let status = client.status();
         assert!(status.reconnections >= 1, "seed {seed}: {status:?}");
     });
-}
-
-/// Moves `len` bytes each way at once through `support::session::exchange`.
-fn exchange(client: &RSocket, accepted: &RSocket, len: u64, seed: u64) {
-    support::session::exchange(
-        client,
-        accepted,
-        Payload::new(seed, len),
-        Payload::new(seed ^ 1, len),
-        seed,
-    );
 }

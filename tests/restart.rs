@@ -13,8 +13,9 @@ use std::process::{self, Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::{RServerSocket, RSocket, SessionState};
+use robust_tcp::{Error, RServerSocket, RSocket, SessionState};
 use support::bounded::{join, run_bounded, wait_until};
+use support::check::{assert_kind, carried};
 use support::session::fast_config;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -128,11 +129,10 @@ fn bind_when_free(addr: SocketAddr) -> RServerSocket {
     server.expect("bound")
 }
 
+/// Panics unless `result` failed because the new server does not know the session.
 fn assert_reset<T: std::fmt::Debug>(what: &str, result: io::Result<T>) {
-    match result {
-        Ok(v) => panic!("{what} succeeded after the restart: {v:?}"),
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{what}: {e}"),
-    }
+    let e = assert_kind(what, result, io::ErrorKind::ConnectionReset);
+    assert_eq!(carried(what, &e), &Error::UnknownSession, "{what}");
 }
 
 #[test]

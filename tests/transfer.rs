@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use robust_tcp::{RServerSocket, RSocket};
 use support::bounded::{join, run_bounded};
+use support::check::expect_ok;
 use support::payload::Payload;
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, exchange, fast_config, spawn_writer};
+use support::session::{bind, connect_pair, exchange, fast_config, server_addr, spawn_writer};
 
 const LEN: u64 = 64 << 20;
 const MIN_CUTS: usize = 50;
@@ -29,9 +30,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
-    let target = server.local_addr().expect("server address");
-    let proxy = FaultProxy::start(target, CutPlan::random(PLAN_CUTS, MAX_CUT_BYTES)).unwrap();
+    let server = bind();
+    let proxy = FaultProxy::start(
+        server_addr(&server),
+        CutPlan::random(PLAN_CUTS, MAX_CUT_BYTES),
+    )
+    .unwrap();
     let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
     Setup {
         client,
@@ -55,13 +59,7 @@ impl Setup {
     }
 
     fn expect_ok(&self, what: &str, result: std::io::Result<()>) {
-        if let Err(e) = result {
-            panic!(
-                "seed {}: {what}: {e} (kind {:?})",
-                self.proxy.seed(),
-                e.kind()
-            );
-        }
+        expect_ok(self.proxy.seed(), what, result);
     }
 }
 

@@ -57,15 +57,24 @@ pub fn join<T>(handle: JoinHandle<T>) -> T {
 /// # Panics
 ///
 /// If `condition` still does not hold after `limit`; the message names `what`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, condition),
+        "gave up after {limit:?} waiting for {what}"
+    );
+}
+
+/// Polls `condition` as [`wait_until`] does; returns whether it held within `limit`, for
+/// callers that report the failure with their own details.
+pub fn poll_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_micros(100);
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         thread::park_timeout(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
     }
+    true
 }

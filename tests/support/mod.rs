@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod bounded;
+pub mod check;
 pub mod payload;
 pub mod proxy;
 pub mod rng;

@@ -17,6 +17,24 @@ pub fn fast_config() -> Config {
     Config::default().reconnect_backoff(Duration::from_millis(1), Duration::from_millis(20))
 }
 
+/// A server on an ephemeral loopback port, with [`fast_config`].
+///
+/// # Panics
+///
+/// If binding fails.
+pub fn bind() -> RServerSocket {
+    RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind")
+}
+
+/// The address `server` listens on.
+///
+/// # Panics
+///
+/// If the server cannot say.
+pub fn server_addr(server: &RServerSocket) -> SocketAddr {
+    server.local_addr().expect("server address")
+}
+
 /// Opens a session from a client connecting to `connect_to` (the server itself or a proxy
 /// in front of it) and accepts it on `server`; returns `(client, accepted)`.
 ///
@@ -91,4 +109,11 @@ pub fn exchange(client: &RSocket, server: &RSocket, up: Payload, down: Payload, 
             panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
         }
     }
+}
+
+/// [`exchange`] of `len` bytes each way, the payloads drawn from `seed` (up) and `seed ^ 1`
+/// (down), so that a failure replays from the seed alone.
+pub fn exchange_seeded(client: &RSocket, server: &RSocket, len: u64, seed: u64) {
+    let (up, down) = (Payload::new(seed, len), Payload::new(seed ^ 1, len));
+    exchange(client, server, up, down, seed);
 }
