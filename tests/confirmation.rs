@@ -57,7 +57,7 @@ impl RawClient {
         RawClient { server, control }
     }
 
-    fn hello(&self, cid: u32, token: u64) -> Vec<u8> {
+    fn hello(&self, cid: u32, token: u64) -> [u8; Hello::FRAME_LEN] {
         let control_port = self.control.local_addr().expect("control address").port();
         Hello {
             control_port,
