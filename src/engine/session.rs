@@ -413,7 +413,8 @@ impl Shared {
             }
             match result {
                 Ok(0) => {
-                    let ended = self.update(|st, _| matches!(st.session.read_gate(), ReadGate::Eof));
+                    let ended =
+                        self.update(|st, _| matches!(st.session.read_gate(), ReadGate::Eof));
                     if ended {
                         return Ok(0);
                     }
