@@ -86,7 +86,7 @@ impl Pair {
             return;
         }
         if let Some((from, to)) = self.ends[i].unsent() {
-            let bytes = self.ends[i].buffered_from(from);
+            let bytes = self.ends[i].buffered_from(from, usize::MAX);
             let n = (to - from) as usize;
             self.pipes[i].in_flight.extend(&bytes[..n]);
             self.ends[i].handle_sent(self.epoch, from, n);

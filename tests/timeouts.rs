@@ -14,6 +14,7 @@ use robust_tcp::Config;
 use support::bounded::{join, run_bounded, wait_until};
 use support::check::{assert_kind, expect_ok, session_error};
 use support::payload::{expect_eof, Payload};
+use support::proxy::{CutPlan, FaultProxy};
 use support::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -157,5 +158,42 @@ fn a_read_timeout_bounds_the_wait_behind_another_reader() {
         assert_eq!(&got, b"wake");
         drop(accepted);
         expect_ok(0, "end of stream", expect_eof(&client, 4));
+    });
+}
+
+// Proves: when the engine is the one sending (a write timeout left the rest of a write to
+// it) and the connection fails under that send, the client reconnects by itself, without
+// any help from the server's application (which touches nothing until the client has
+// reconnected: its own read would notice the cut and tell the client). Then every byte
+// arrives. Before the engine looked at sessions whose duties changed on its own thread,
+// the failure was recorded and the reconnection never started.
+#[test]
+fn a_cut_under_the_engines_resend_starts_a_reconnection() {
+    run_bounded(LIMIT, || {
+        let server = bind();
+        let proxy = FaultProxy::start(server_addr(&server), CutPlan::never()).unwrap();
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), big_buffer_config());
+        let payload = Payload::new(seed, HALF);
+        let data = payload.bytes(0..HALF);
+        client.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let n = written(
+            "a write into a peer that reads nothing",
+            (&client).write(&data),
+        );
+        assert_eq!(n, HALF, "the write fits the send buffer");
+        wait_until(WAIT, "the engine to take over the write", || {
+            client.status().blocked_write.is_none()
+        });
+        assert_eq!(proxy.cut_all(), 1, "no live connection to cut");
+        wait_until(WAIT, "the client to reconnect on its own", || {
+            client.status().reconnections >= 1
+        });
+        client.shutdown(Shutdown::Write).unwrap();
+        expect_ok(
+            seed,
+            "reading after the cut",
+            payload.verify_from(&accepted),
+        );
     });
 }

@@ -102,9 +102,11 @@ impl SendBuffer {
         (&self.ring[start..start + first], &self.ring[..n - first])
     }
 
-    /// Copies the bytes from stream position `from` to the end into a new vector.
-    pub fn copy_from(&self, from: u64) -> Vec<u8> {
+    /// Copies at most `max` bytes from stream position `from` on into a new vector.
+    pub fn copy_from(&self, from: u64, max: usize) -> Vec<u8> {
         let (a, b) = self.slices_from(from);
+        let a = a.get(..max).unwrap_or(a);
+        let b = b.get(..max - a.len()).unwrap_or(b);
         let mut out = Vec::with_capacity(a.len() + b.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b);
@@ -123,10 +125,12 @@ mod tests {
         assert_eq!(b.push(b"ghijk"), 2);
         assert_eq!(b.space(), 0);
         assert!(b.ack(3));
-        assert_eq!(b.copy_from(0), b"defgh");
+        assert_eq!(b.copy_from(0, usize::MAX), b"defgh");
         assert_eq!(b.push(b"ijk"), 3);
-        assert_eq!(b.copy_from(3), b"defghijk");
-        assert_eq!(b.copy_from(9), b"jk");
+        assert_eq!(b.copy_from(3, usize::MAX), b"defghijk");
+        assert_eq!(b.copy_from(9, usize::MAX), b"jk");
+        assert_eq!(b.copy_from(3, 4), b"defg", "bounded across the wrap");
+        assert_eq!(b.copy_from(3, 2), b"de");
         assert_eq!(b.end(), 11);
     }
 
@@ -138,7 +142,7 @@ mod tests {
         assert!(b.ack(4));
         assert!(!b.ack(3), "ack going backwards");
         assert!(!b.ack(4), "duplicate ack");
-        assert_eq!(b.copy_from(0), b"456789");
+        assert_eq!(b.copy_from(0, usize::MAX), b"456789");
     }
 
     #[test]

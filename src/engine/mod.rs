@@ -25,7 +25,7 @@ pub(crate) mod server;
 pub(crate) mod session;
 mod timers;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
@@ -54,14 +54,21 @@ const CONTROL: Token = Token(1);
 const FIRST_TOKEN: usize = 2;
 
 thread_local! {
-    /// Set on the engine thread, which looks at a session itself after touching it and so
-    /// needs no wake-up.
+    /// Set on the engine thread, which needs no wake-up to look at a session.
     static ON_ENGINE: Cell<bool> = const { Cell::new(false) };
+    /// Sessions whose duties changed while the engine thread was working on them: the
+    /// engine looks at each before it sleeps again, whichever call changed them.
+    static DIRTY: RefCell<Vec<Token>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether the calling thread is the engine.
 pub(crate) fn on_engine_thread() -> bool {
     ON_ENGINE.with(Cell::get)
+}
+
+/// On the engine thread: session `id`'s timers or duties changed.
+pub(crate) fn mark_dirty(id: Token) {
+    DIRTY.with(|d| d.borrow_mut().push(id));
 }
 
 /// What application threads ask of the engine.
@@ -240,6 +247,21 @@ impl Engine {
             }
             self.run_commands();
             self.run_timers();
+            self.service_dirty();
+        }
+    }
+
+    /// Looks at every session whose duties changed during this round. Looking at one may
+    /// change another's (or, once, its own), so it goes on until none is left.
+    fn service_dirty(&mut self) {
+        loop {
+            let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            if dirty.is_empty() {
+                return;
+            }
+            for id in dirty {
+                self.service(id);
+            }
         }
     }
 
@@ -502,7 +524,10 @@ impl Engine {
     /// Ends a handshake before it completed (its deadline passed, or it was evicted).
     fn abandon_handshake(&mut self, token: Token, why: &str) {
         match self.handshakes.remove(&token) {
-            Some(Handshake::Server(hs)) => self.server_handshake_failed(hs, why),
+            Some(Handshake::Server(hs)) => {
+                self.forget_handshake(hs.listener, token);
+                self.server_handshake_failed(hs, why);
+            }
             Some(Handshake::Client(dial)) => self.dial_failed(dial, client::Failure::Timeout),
             None => {}
         }

@@ -98,7 +98,7 @@ impl Listener {
 pub(crate) struct ServerHandshake {
     pub(crate) stream: TcpStream,
     pub(crate) deadline: Instant,
-    listener: Token,
+    pub(crate) listener: Token,
     client: SocketAddr,
     phase: Phase,
 }
@@ -311,7 +311,7 @@ impl Engine {
     }
 
     /// Removes a handshake from its listener's queue.
-    fn forget_handshake(&mut self, listener: Token, token: Token) {
+    pub(super) fn forget_handshake(&mut self, listener: Token, token: Token) {
         if let Some(l) = self.listeners.get_mut(&listener) {
             if l.handshakes.front() == Some(&token) {
                 l.handshakes.pop_front();

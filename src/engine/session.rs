@@ -31,10 +31,14 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::{on_engine_thread, EngineHandle};
+use super::{mark_dirty, on_engine_thread, EngineHandle};
 use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
 use crate::{Config, Status};
+
+/// The most a resend copies out of the send buffer for one system call: the kernel takes
+/// about this much at a time anyway, and a large buffer is not copied whole for each try.
+const RESEND_CHUNK: usize = 256 * 1024;
 
 /// A session's state, shared by the application's handles and the engine.
 pub(crate) struct Shared {
@@ -166,8 +170,12 @@ impl Shared {
             let _ = conn.shutdown(Shutdown::Write);
         }
         self.changed.notify_all();
-        if changed && !on_engine_thread() {
-            self.engine.poke(self.id);
+        if changed {
+            if on_engine_thread() {
+                mark_dirty(self.id);
+            } else {
+                self.engine.poke(self.id);
+            }
         }
         result
     }
@@ -322,12 +330,14 @@ impl Shared {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
                 return Flush::Done;
             };
-            let bytes = self.state.lock().session.buffered_from(from);
-            let len = usize::try_from(to - from)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
+            let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+            let bytes = self
+                .state
+                .lock()
+                .session
+                .buffered_from(from, len.min(RESEND_CHUNK));
             let sock = socket2::SockRef::from(&*conn);
-            match sock.send_with_flags(bytes.get(..len).unwrap_or_default(), libc::MSG_DONTWAIT) {
+            match sock.send_with_flags(&bytes, libc::MSG_DONTWAIT) {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
@@ -515,9 +525,13 @@ impl Shared {
                     .get((from - start) as usize..(to - start) as usize)
                     .unwrap_or_default()
             } else {
-                copy = self.state.lock().session.buffered_from(from);
                 let len = usize::try_from(to - from).unwrap_or(usize::MAX);
-                copy.get(..len.min(copy.len())).unwrap_or_default()
+                copy = self
+                    .state
+                    .lock()
+                    .session
+                    .buffered_from(from, len.min(RESEND_CHUNK));
+                &copy
             };
             // The connection's own send timeout is off (writers without a timeout block);
             // a writer with one bounds each system call by what is left of it.

@@ -154,9 +154,9 @@ impl Session {
         self.recv.peer_closed
     }
 
-    /// A copy of the buffered bytes from stream position `from` on.
-    pub fn buffered_from(&self, from: u64) -> Vec<u8> {
-        self.send.buf.copy_from(from)
+    /// A copy of at most `max` buffered bytes from stream position `from` on.
+    pub fn buffered_from(&self, from: u64, max: usize) -> Vec<u8> {
+        self.send.buf.copy_from(from, max)
     }
 
     /// What a read call may do now.
