@@ -58,6 +58,13 @@ impl Default for Config {
 impl Config {
     /// Bytes written but not yet acknowledged that a session keeps for retransmission
     /// (default 16 KiB). A writer blocks while this buffer is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().send_buffer_size(1 << 20);
+    /// assert_eq!(config.send_buffer_size_value(), 1 << 20);
+    /// ```
     pub fn send_buffer_size(mut self, bytes: usize) -> Self {
         self.send_buffer_size = bytes;
         self
@@ -68,6 +75,13 @@ impl Config {
     /// the same values: a writer whose buffer is smaller than the peer's threshold still
     /// moves, since it asks for an acknowledgement whenever its buffer is full, but it
     /// waits for a round trip each time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().ack_threshold(4096);
+    /// assert_eq!(config.ack_threshold_value(), 4096);
+    /// ```
     pub fn ack_threshold(mut self, bytes: usize) -> Self {
         self.ack_threshold = bytes;
         self
@@ -75,6 +89,16 @@ impl Config {
 
     /// The reconnection backoff: the first retry goes at once, the second after `initial`,
     /// and each later one after twice the previous delay, up to `max` (default 50 ms and 5 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (initial, max) = (Duration::from_millis(10), Duration::from_secs(1));
+    /// let config = robust_tcp::Config::default().reconnect_backoff(initial, max);
+    /// assert_eq!(config.reconnect_backoff_value(), (initial, max));
+    /// ```
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max;
@@ -87,6 +111,15 @@ impl Config {
     /// with `ConnectionReset`). It also bounds the retries of
     /// [`RSocket::connect_with`](crate::RSocket::connect_with). `None` (the default) waits
     /// forever, as the paper requires: only the application ends a session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().give_up_after(Some(Duration::from_secs(600)));
+    /// assert_eq!(config.give_up_after_value(), Some(Duration::from_secs(600)));
+    /// ```
     pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
         self.give_up_after = limit;
         self
@@ -94,6 +127,13 @@ impl Config {
 
     /// How many sessions a server holds at once, lingering ones included (default 1024).
     /// Past it, new sessions are refused with a temporary reason and their clients retry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().max_sessions(10_000);
+    /// assert_eq!(config.max_sessions_value(), 10_000);
+    /// ```
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         self.max_sessions = sessions;
         self
@@ -103,6 +143,13 @@ impl Config {
     /// 256). Past it, the oldest handshake is dropped to make room: an honest client
     /// completes its handshake within a round trip, so a flood of slow or silent
     /// connections costs a bounded amount of memory and evicts itself, not the client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().max_handshakes(64);
+    /// assert_eq!(config.max_handshakes_value(), 64);
+    /// ```
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.max_handshakes = handshakes;
         self
@@ -112,6 +159,15 @@ impl Config {
     /// messages (default 5 s, at most one hour). One SYN lost in a dead network costs this
     /// much, not the kernel's minutes. A peer that accepts the first connection but sends
     /// no answer within it is taken for a server of another protocol.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().handshake_timeout(Duration::from_secs(2));
+    /// assert_eq!(config.handshake_timeout_value(), Duration::from_secs(2));
+    /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -119,47 +175,107 @@ impl Config {
 
     /// Whether the TCP connections of a session set `TCP_NODELAY` (default `false`).
     /// [`RSocket::set_nodelay`](crate::RSocket::set_nodelay) changes it for one session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().nodelay(true);
+    /// assert!(config.nodelay_value());
+    /// ```
     pub fn nodelay(mut self, nodelay: bool) -> Self {
         self.nodelay = nodelay;
         self
     }
 
     /// The configured send buffer size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().send_buffer_size_value(), 16 * 1024);
+    /// ```
     pub fn send_buffer_size_value(&self) -> usize {
         self.send_buffer_size
     }
 
     /// The configured acknowledgement threshold in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().ack_threshold_value(), 8 * 1024);
+    /// ```
     pub fn ack_threshold_value(&self) -> usize {
         self.ack_threshold
     }
 
     /// The configured reconnection backoff, as `(initial, max)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (initial, max) = robust_tcp::Config::default().reconnect_backoff_value();
+    /// assert_eq!((initial, max), (Duration::from_millis(50), Duration::from_secs(5)));
+    /// ```
     pub fn reconnect_backoff_value(&self) -> (Duration, Duration) {
         (self.backoff_initial, self.backoff_max)
     }
 
     /// The configured limit on reconnection attempts, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().give_up_after_value(), None);
+    /// ```
     pub fn give_up_after_value(&self) -> Option<Duration> {
         self.give_up_after
     }
 
     /// The configured maximum number of sessions of a server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().max_sessions_value(), 1024);
+    /// ```
     pub fn max_sessions_value(&self) -> usize {
         self.max_sessions
     }
 
     /// The configured maximum number of handshakes in progress on a server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().max_handshakes_value(), 256);
+    /// ```
     pub fn max_handshakes_value(&self) -> usize {
         self.max_handshakes
     }
 
     /// The configured bound on one connection attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(robust_tcp::Config::default().handshake_timeout_value(), Duration::from_secs(5));
+    /// ```
     pub fn handshake_timeout_value(&self) -> Duration {
         self.handshake_timeout
     }
 
     /// Whether new TCP connections set `TCP_NODELAY`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!robust_tcp::Config::default().nodelay_value());
+    /// ```
     pub fn nodelay_value(&self) -> bool {
         self.nodelay
     }
@@ -173,6 +289,17 @@ impl Config {
     /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// use robust_tcp::Config;
+    ///
+    /// assert!(Config::default().validate().is_ok());
+    /// let err = Config::default().send_buffer_size(0).validate().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// ```
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
         if self.send_buffer_size == 0 {

@@ -94,6 +94,15 @@ pub enum Refusal {
 
 impl Error {
     /// The `io::ErrorKind` an `io::Error` carrying this error has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::ErrorKind;
+    /// use robust_tcp::Error;
+    ///
+    /// assert_eq!(Error::PeerReset.kind(), ErrorKind::ConnectionReset);
+    /// ```
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::UnknownSession | Error::PeerReset => io::ErrorKind::ConnectionReset,
