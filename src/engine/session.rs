@@ -508,14 +508,29 @@ impl Shared {
     /// caller's slice when they are all that is missing, which saves a copy). Past the
     /// deadline, hands what is left to the engine.
     fn send_unsent(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) {
-        let Ok(_write) = lock_until(&self.write_lock, deadline) else {
-            // Another writer is sending; if it stops short, the engine sends the rest.
-            self.engine.flush(self.id);
-            return;
+        let out_of_time = match lock_until(&self.write_lock, deadline) {
+            Ok(write) => {
+                let out_of_time = self.send_locked(start, fresh, deadline);
+                drop(write);
+                out_of_time
+            }
+            // Another writer holds the connection: it may have looked for unsent bytes
+            // before ours were buffered.
+            Err(_) => true,
         };
+        if out_of_time {
+            // Only once the write lock is free: the engine's resend needs it, and gives up
+            // (leaving the bytes to whoever holds it) if it is taken.
+            self.engine.flush(self.id);
+        }
+    }
+
+    /// [`send_unsent`](Self::send_unsent) with the write lock held. Returns whether the
+    /// deadline passed with bytes still unsent.
+    fn send_locked(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) -> bool {
         loop {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
-                return;
+                return false;
             };
             let copy: Vec<u8>;
             let end = start + fresh.len() as u64;
@@ -536,10 +551,7 @@ impl Shared {
             // The connection's own send timeout is off (writers without a timeout block);
             // a writer with one bounds each system call by what is left of it.
             let left = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                Some(left) if left.is_zero() => {
-                    self.engine.flush(self.id);
-                    return;
-                }
+                Some(left) if left.is_zero() => return true,
                 left => left,
             };
             if left.is_some() {
@@ -552,17 +564,14 @@ impl Shared {
             match result {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
-                    return;
+                    return false;
                 }
                 Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
-                Err(e) if is_timeout(&e) => {
-                    self.engine.flush(self.id);
-                    return;
-                }
+                Err(e) if is_timeout(&e) => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.write_failed(epoch, &e);
-                    return;
+                    return false;
                 }
             }
         }
