@@ -62,6 +62,10 @@ pub enum Error {
     WriteShutDown,
     /// The peer closed the session: it reads nothing more. Kind `BrokenPipe`.
     PeerClosed,
+    /// The library's engine thread stopped after an internal error (a bug in the library,
+    /// logged at error level); its sessions cannot go on. New sessions start a new
+    /// engine. Kind `Other`.
+    EngineStopped,
 }
 
 /// How a peer showed that it does not speak robust-tcp.
@@ -115,6 +119,7 @@ impl Error {
             Error::Refused(_) => io::ErrorKind::ConnectionRefused,
             Error::ProtocolViolation(_) => io::ErrorKind::InvalidData,
             Error::WriteShutDown | Error::PeerClosed => io::ErrorKind::BrokenPipe,
+            Error::EngineStopped => io::ErrorKind::Other,
         }
     }
 }
@@ -155,6 +160,9 @@ impl fmt::Display for Error {
             Error::ProtocolViolation(what) => write!(f, "the peer broke the protocol: {what}"),
             Error::WriteShutDown => f.write_str("the session was shut down for writing"),
             Error::PeerClosed => f.write_str("the peer closed the session"),
+            Error::EngineStopped => {
+                f.write_str("the robust-tcp engine stopped after an internal error")
+            }
         }
     }
 }
@@ -186,6 +194,7 @@ mod tests {
             Error::ProtocolViolation("count"),
             Error::WriteShutDown,
             Error::PeerClosed,
+            Error::EngineStopped,
         ];
         for e in cases {
             let io: io::Error = e.clone().into();

@@ -163,7 +163,6 @@ impl Redial {
 /// One attempt at a TCP connection and a handshake, by the client.
 pub(crate) struct Dial {
     pub(crate) stream: TcpStream,
-    pub(crate) deadline: Instant,
     purpose: Purpose,
     /// `None` while the TCP connect is in progress; then the reader of the ANSWER.
     answer: Option<FrameReader>,
@@ -211,7 +210,6 @@ impl Engine {
             Ok(stream) => {
                 let dial = Dial {
                     stream,
-                    deadline,
                     purpose,
                     answer: None,
                 };
@@ -336,7 +334,6 @@ impl Engine {
                 let entry = Entry {
                     shared: Arc::clone(&shared),
                     route,
-                    timer: None,
                     flush_watch: None,
                     side: Side::Client(redial),
                 };

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -71,6 +72,9 @@ pub(crate) fn mark_dirty(id: Token) {
     DIRTY.with(|d| d.borrow_mut().push(id));
 }
 
+/// The process's engine, once started (and until it stops, which only a bug can make it).
+static ENGINE: Mutex<Option<Arc<EngineHandle>>> = Mutex::new(None);
+
 /// What application threads ask of the engine.
 pub(crate) enum Command {
     /// A session's timers or duties changed.
@@ -102,7 +106,6 @@ pub(crate) struct EngineHandle {
 /// Creating the poll, binding the UDP socket or spawning the thread failed; the next call
 /// tries again.
 pub(crate) fn engine() -> io::Result<Arc<EngineHandle>> {
-    static ENGINE: Mutex<Option<Arc<EngineHandle>>> = Mutex::new(None);
     let mut slot = ENGINE.lock();
     if let Some(handle) = &*slot {
         return Ok(Arc::clone(handle));
@@ -151,8 +154,6 @@ impl EngineHandle {
 struct Entry {
     shared: Arc<Shared>,
     route: RouteKey,
-    /// The deadline the timer heap holds for this session, if any.
-    timer: Option<Instant>,
     /// The connection registered for writability while a resend waits for room; held so
     /// that its descriptor stays open until it is deregistered.
     flush_watch: Option<Arc<TcpStream>>,
@@ -188,7 +189,15 @@ struct Engine {
     sessions: HashMap<Token, Entry>,
     listeners: HashMap<Token, Listener>,
     handshakes: HashMap<Token, Handshake>,
+    /// Sources that had more to give when their round's budget ran out (the control
+    /// socket, listeners): served again next round, before the engine sleeps. With
+    /// edge-triggered readiness nothing would report them again.
+    backlog: Vec<Token>,
 }
+
+/// How many datagrams, or connections of one listener, the engine takes per round, so
+/// that a flood of one kind cannot starve the other work (handshakes, timers).
+const ROUND_BUDGET: usize = 256;
 
 impl Engine {
     fn start() -> io::Result<Arc<EngineHandle>> {
@@ -214,36 +223,55 @@ impl Engine {
             sessions: HashMap::new(),
             listeners: HashMap::new(),
             handshakes: HashMap::new(),
+            backlog: Vec::new(),
         };
         thread::Builder::new()
             .name("robust-tcp-engine".into())
             .spawn(move || {
                 ON_ENGINE.with(|on| on.set(true));
-                engine.run();
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| engine.run()));
+                if outcome.is_err() {
+                    engine.stop();
+                }
             })?;
         log::debug!("engine started; control port {}", handle.control.port());
         Ok(handle)
     }
 
+    /// After a panic (a bug): fails every session, so that no application thread waits
+    /// forever for an engine that is gone, and lets the next `connect` or `bind` start a
+    /// new engine. Listeners close as the engine's state is dropped, which ends their
+    /// `accept`; pending openings end as their commands are dropped.
+    fn stop(&mut self) {
+        log::error!("the robust-tcp engine stopped after a panic; failing its sessions");
+        *ENGINE.lock() = None;
+        for entry in self.sessions.values() {
+            entry.shared.fail(crate::Error::EngineStopped);
+        }
+        while self.commands.try_recv().is_ok() {}
+    }
+
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .timers
-                .next()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = if self.backlog.is_empty() {
+                self.timers
+                    .next()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("engine poll failed: {e}");
                 }
                 continue;
             }
+            for token in std::mem::take(&mut self.backlog) {
+                self.on_ready(token);
+            }
             for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    CONTROL => self.receive_control(),
-                    token => self.on_ready(token),
-                }
+                self.on_ready(event.token());
             }
             self.run_commands();
             self.run_timers();
@@ -281,23 +309,24 @@ impl Engine {
 
     fn run_timers(&mut self) {
         let now = Instant::now();
-        while let Some((token, at)) = self.timers.pop_due(now) {
-            if let Some(entry) = self.sessions.get_mut(&token) {
-                if entry.timer == Some(at) {
-                    entry.timer = None;
-                    self.service(token);
-                }
+        while let Some(token) = self.timers.pop_due(now) {
+            if self.sessions.contains_key(&token) {
+                self.service(token);
             } else if self.handshakes.contains_key(&token) {
-                self.handshake_deadline(token, now);
+                self.abandon_handshake(token, "the handshake timed out");
             } else if self.listeners.contains_key(&token) {
-                self.resume_listening(token, at);
+                self.resume_listening(token);
             }
         }
     }
 
     /// A socket with `token` is ready.
     fn on_ready(&mut self, token: Token) {
-        if self.listeners.contains_key(&token) {
+        if token == WAKER {
+            // The commands are run after the events.
+        } else if token == CONTROL {
+            self.receive_control();
+        } else if self.listeners.contains_key(&token) {
             self.accept(token);
         } else if self.handshakes.contains_key(&token) {
             self.advance_handshake(token);
@@ -314,7 +343,10 @@ impl Engine {
 
     fn receive_control(&mut self) {
         let mut buf = [0u8; 64];
-        while let Some((n, from)) = self.handle.control.recv(&mut buf) {
+        for _ in 0..ROUND_BUDGET {
+            let Some((n, from)) = self.handle.control.recv(&mut buf) else {
+                return;
+            };
             let Some(datagram) = buf.get(..n) else {
                 continue;
             };
@@ -323,6 +355,7 @@ impl Engine {
                 Err(e) => log::debug!("dropped a datagram from {from}: {e}"),
             }
         }
+        self.backlog.push(CONTROL);
     }
 
     fn dispatch(&mut self, msg: &ControlMessage, from: std::net::SocketAddr) {
@@ -332,9 +365,10 @@ impl Engine {
             Role::Server
         };
         if let Some(id) = self.routes.get(&(ours, msg.cid, from.ip())) {
+            // If the message changed the session's duties, it is marked dirty and looked
+            // at before the engine sleeps.
             if let Some(entry) = self.sessions.get(&id) {
                 entry.shared.handle_control(msg);
-                self.service(id);
             }
             return;
         }
@@ -416,14 +450,7 @@ impl Engine {
             }
             Side::Client(_) => {}
         }
-        // The heap keeps superseded deadlines; they are skipped when they come up, since
-        // they no longer match `entry.timer`.
-        if entry.timer != next {
-            entry.timer = next;
-            if let Some(at) = next {
-                self.timers.schedule(id, at);
-            }
-        }
+        self.timers.set(id, next);
         if dial_now {
             self.redial(id);
         }
@@ -434,6 +461,7 @@ impl Engine {
         let Some(entry) = self.sessions.remove(&id) else {
             return;
         };
+        self.timers.set(id, None);
         self.routes.remove(&entry.route);
         self.unwatch(entry.flush_watch);
         match entry.side {
@@ -496,7 +524,7 @@ impl Engine {
     /// Starts tracking a handshake with its deadline.
     fn add_handshake(&mut self, token: Token, handshake: Handshake, deadline: Instant) {
         self.handshakes.insert(token, handshake);
-        self.timers.schedule(token, deadline);
+        self.timers.set(token, Some(deadline));
         self.advance_handshake(token);
     }
 
@@ -507,22 +535,14 @@ impl Engine {
             Some(Handshake::Client(dial)) => self.advance_dial(token, dial),
             None => {}
         }
-    }
-
-    /// A handshake's deadline may have passed.
-    fn handshake_deadline(&mut self, token: Token, now: Instant) {
-        let due = match self.handshakes.get(&token) {
-            Some(Handshake::Server(hs)) => hs.deadline <= now,
-            Some(Handshake::Client(dial)) => dial.deadline <= now,
-            None => false,
-        };
-        if due {
-            self.abandon_handshake(token, "the handshake timed out");
+        if !self.handshakes.contains_key(&token) {
+            self.timers.set(token, None);
         }
     }
 
     /// Ends a handshake before it completed (its deadline passed, or it was evicted).
     fn abandon_handshake(&mut self, token: Token, why: &str) {
+        self.timers.set(token, None);
         match self.handshakes.remove(&token) {
             Some(Handshake::Server(hs)) => {
                 self.forget_handshake(hs.listener, token);
@@ -535,6 +555,7 @@ impl Engine {
 
     /// Drops a handshake without reporting anything (its session is gone).
     fn drop_handshake(&mut self, token: Token) {
+        self.timers.set(token, None);
         match self.handshakes.remove(&token) {
             Some(Handshake::Server(mut hs)) => self.deregister(&mut hs.stream),
             Some(Handshake::Client(mut dial)) => self.deregister(&mut dial.stream),

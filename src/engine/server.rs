@@ -32,7 +32,7 @@ use crate::{Config, RSocket};
 /// a cut can delay until the client's first reconnection.
 const CONFIRM_PATIENCE: u32 = 12;
 /// How long a listener pauses after an accept error that retrying at once cannot fix (no
-/// descriptors or memory left).
+/// descriptors or memory left, say).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// The most a peer that does not speak robust-tcp may send while it is turned away.
 const TURN_AWAY_DRAIN: usize = 64 * 1024;
@@ -53,8 +53,11 @@ pub(crate) struct Listener {
     by_cid: HashMap<u32, Token>,
     /// The next CID to hand out; starts at a random value (paper 3.1).
     next_cid: u32,
-    /// Handshakes in progress, oldest first (ended ones are skipped lazily).
+    /// Handshakes in progress, oldest first.
     handshakes: VecDeque<Token>,
+    /// New sessions whose client has not confirmed them yet, oldest first (confirmed or
+    /// ended ones are dropped from the front as they are met).
+    unconfirmed: VecDeque<Token>,
     /// Set while accepting is paused after a resource error.
     paused_until: Option<Instant>,
 }
@@ -77,6 +80,7 @@ impl Listener {
             by_cid: HashMap::new(),
             next_cid: random_u32()?,
             handshakes: VecDeque::new(),
+            unconfirmed: VecDeque::new(),
             paused_until: None,
         })
     }
@@ -97,7 +101,6 @@ impl Listener {
 /// The server side of one handshake.
 pub(crate) struct ServerHandshake {
     pub(crate) stream: TcpStream,
-    pub(crate) deadline: Instant,
     pub(crate) listener: Token,
     client: SocketAddr,
     phase: Phase,
@@ -156,6 +159,7 @@ impl Engine {
             return;
         }
         if let Some(mut listener) = self.listeners.remove(&id) {
+            self.timers.set(id, None);
             let _ = self.poll.registry().deregister(&mut listener.socket);
             for token in listener.handshakes {
                 self.drop_handshake(token);
@@ -164,9 +168,9 @@ impl Engine {
         }
     }
 
-    /// Accepts every connection waiting on listener `id`.
+    /// Accepts the connections waiting on listener `id`, up to the round's budget.
     pub(super) fn accept(&mut self, id: Token) {
-        loop {
+        for _ in 0..super::ROUND_BUDGET {
             let Some(listener) = self.listeners.get_mut(&id) else {
                 return;
             };
@@ -176,48 +180,47 @@ impl Engine {
             match listener.socket.accept() {
                 Ok((stream, peer)) => self.start_handshake(id, stream, canonical(peer)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_resource_error(&e) => {
-                    // The connection stays queued in the kernel, and an edge-triggered
-                    // poll will not report it again: come back after a pause instead of
-                    // spinning on the error.
+                // The connection died in the backlog: the next one is fine.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    log::debug!("accept on {}: {e}", listener.local_addr)
+                }
+                Err(e) => {
+                    // Out of descriptors or memory, or worse: the connection stays
+                    // queued in the kernel, and an edge-triggered poll will not report it
+                    // again. Come back after a pause instead of spinning on the error.
                     log::warn!("accept on {}: {e}; pausing", listener.local_addr);
                     let until = Instant::now() + ACCEPT_PAUSE;
                     listener.paused_until = Some(until);
-                    self.timers.schedule(id, until);
+                    self.timers.set(id, Some(until));
                     return;
                 }
-                // The connection died in the backlog, or the like: the next one is fine.
-                Err(e) => log::debug!("accept on {}: {e}", listener.local_addr),
             }
         }
+        self.backlog.push(id);
     }
 
-    /// A listener's pause may be over.
-    pub(super) fn resume_listening(&mut self, id: Token, at: Instant) {
+    /// A listener's pause is over.
+    pub(super) fn resume_listening(&mut self, id: Token) {
         if let Some(listener) = self.listeners.get_mut(&id) {
-            if listener.paused_until == Some(at) {
-                listener.paused_until = None;
-                self.accept(id);
-            }
+            listener.paused_until = None;
+            self.accept(id);
         }
     }
 
     fn start_handshake(&mut self, id: Token, mut stream: TcpStream, client: SocketAddr) {
         let token = self.new_token();
-        let Some(listener) = self.listeners.get_mut(&id) else {
+        let Some(listener) = self.listeners.get(&id) else {
             return;
         };
         let cap = listener.config.max_handshakes_value();
         let timeout = listener.config.handshake_timeout_value();
-        listener.handshakes.push_back(token);
-        let mut evict = Vec::new();
-        while listener.handshakes.len() > cap {
-            if let Some(oldest) = listener.handshakes.pop_front() {
-                evict.push(oldest);
-            }
-        }
-        for oldest in evict {
-            self.abandon_handshake(oldest, "too many handshakes in progress");
+        if listener.handshakes.len() >= cap {
+            self.evict_handshake(id);
         }
         // The handshake's frames go out at once rather than wait on Nagle for an ACK.
         let _ = stream.set_nodelay(true);
@@ -229,15 +232,78 @@ impl Engine {
             log::warn!("cannot watch a connection from {client}: {e}");
             return;
         }
+        if let Some(listener) = self.listeners.get_mut(&id) {
+            listener.handshakes.push_back(token);
+        }
         let deadline = Instant::now() + timeout;
         let hs = ServerHandshake {
             stream,
-            deadline,
             listener: id,
             client,
             phase: Phase::Hello(FrameReader::new(FrameKind::Hello)),
         };
         self.add_handshake(token, Handshake::Server(hs), deadline);
+    }
+
+    /// Makes room for a handshake on listener `id`: drops the oldest one that has not
+    /// sent its HELLO yet (a client that got its ANSWER is further along: it goes last).
+    fn evict_handshake(&mut self, id: Token) {
+        let Some(listener) = self.listeners.get(&id) else {
+            return;
+        };
+        let confirming = |token: &Token| {
+            matches!(
+                self.handshakes.get(token),
+                Some(Handshake::Server(ServerHandshake {
+                    phase: Phase::Confirm(..),
+                    ..
+                }))
+            )
+        };
+        let victim = listener
+            .handshakes
+            .iter()
+            .find(|t| !confirming(t))
+            .or(listener.handshakes.front())
+            .copied();
+        if let Some(victim) = victim {
+            self.abandon_handshake(victim, "too many handshakes in progress");
+        }
+    }
+
+    /// Makes room for a new session on listener `id`: frees the oldest unconfirmed session
+    /// if there are as many as there is room for handshakes, or if the listener is full.
+    /// A session stays unconfirmed only if its client never sent CONFIRM (a cut, rarely;
+    /// or a peer that opens sessions it never uses): without a bound, such peers would
+    /// hold every slot, and a confirmed session is worth more than an unconfirmed one.
+    fn evict_unconfirmed(&mut self, id: Token) {
+        let Some(listener) = self.listeners.get_mut(&id) else {
+            return;
+        };
+        let cap = listener.config.max_handshakes_value();
+        let sessions = &self.sessions;
+        let unconfirmed = |token: &Token| {
+            matches!(
+                sessions.get(token).map(|e| &e.side),
+                Some(Side::Server {
+                    unconfirmed_until: Some(_),
+                    ..
+                })
+            )
+        };
+        listener.unconfirmed.retain(unconfirmed);
+        let full = listener.by_cid.len() >= listener.config.max_sessions_value();
+        if listener.unconfirmed.len() < cap && !full {
+            return;
+        }
+        if let Some(oldest) = listener.unconfirmed.pop_front() {
+            if let Some(entry) = self.sessions.get(&oldest) {
+                log::debug!("session {}: dropped unconfirmed", entry.shared.cid());
+                // Nobody holds the session: the error is for the log only.
+                entry.shared.fail(crate::Error::UnknownSession);
+            }
+            self.finish(oldest);
+        }
     }
 
     /// Advances a server handshake as far as the bytes that arrived allow.
@@ -329,6 +395,10 @@ impl Engine {
         if !listener.open {
             return self.refuse(hs, RefusalCode::Closed);
         }
+        self.evict_unconfirmed(hs.listener);
+        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
+            return self.refuse(hs, RefusalCode::Closed);
+        };
         if listener.by_cid.len() >= listener.config.max_sessions_value() {
             return self.refuse(hs, RefusalCode::TooManySessions);
         }
@@ -368,11 +438,11 @@ impl Engine {
         let shared = Shared::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
             listener.by_cid.insert(cid, id);
+            listener.unconfirmed.push_back(id);
         }
         let entry = Entry {
             shared,
             route,
-            timer: None,
             flush_watch: None,
             side: Side::Server {
                 listener: hs.listener,
@@ -436,7 +506,10 @@ impl Engine {
         let Some((id, shared)) = found.filter(|(_, s)| s.token() == hello.token) else {
             return self.refuse(hs, RefusalCode::UnknownSession);
         };
-        // Check before touching the live connection: a bad attempt must leave it alone.
+        // Check before touching the live connection: a count outside what was ever written
+        // leaves it alone. (One that passes this but fails the exact check after the
+        // barrier costs the live connection; only a peer with the session's token can
+        // send it, and no honest one does.)
         if !shared.may_resume(hello.received) {
             return self.refuse(hs, RefusalCode::BadRequest);
         }
@@ -499,7 +572,10 @@ impl Engine {
             if self.routes.insert(route, id) {
                 entry.route = route;
             } else {
+                // Another listener's session has that CID at that address: keep the old
+                // route rather than none.
                 log::warn!("session {}: its new address is taken", entry.shared.cid());
+                self.routes.insert(entry.route, id);
             }
         }
     }
@@ -557,14 +633,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// An accept error that retrying at once cannot fix.
-fn is_resource_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 fn random_u32() -> io::Result<u32> {

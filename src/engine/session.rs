@@ -40,6 +40,15 @@ use crate::{Config, Status};
 /// about this much at a time anyway, and a large buffer is not copied whole for each try.
 const RESEND_CHUNK: usize = 256 * 1024;
 
+/// The engine's resend must not block (application threads use the socket in blocking
+/// mode), nor raise SIGPIPE when the peer has reset the connection: std's own writes avoid
+/// it the same way, and a host program may not ignore the signal.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+/// Elsewhere (macOS) sockets created by std and mio carry SO_NOSIGPIPE instead.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
 /// A session's state, shared by the application's handles and the engine.
 pub(crate) struct Shared {
     /// The engine's name for the session.
@@ -65,6 +74,9 @@ struct State {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     nodelay: bool,
+    /// The engine found the write lock taken when it came to send what the connection
+    /// lacks: whoever holds it looks here once it lets go, and hands the send back.
+    flush_wanted: bool,
 }
 
 /// What a new session is made of.
@@ -127,6 +139,7 @@ impl Shared {
                 read_timeout: None,
                 write_timeout: None,
                 nodelay: spec.config.nodelay_value(),
+                flush_wanted: false,
             }),
             changed: Condvar::new(),
             read_lock: Mutex::new(()),
@@ -323,9 +336,27 @@ impl Shared {
     /// Writes what the connection lacks without blocking (the engine's resend when no
     /// application writer is sending).
     pub(crate) fn flush(&self) -> Flush {
-        let Some(_write) = self.write_lock.try_lock() else {
-            return Flush::Busy;
+        let write = match self.write_lock.try_lock() {
+            Some(write) => write,
+            None => {
+                // Ask the holder to hand back, then look again: if it let go in between,
+                // it may have looked at the request before it was made. (Both mutexes
+                // are linearizable, so one of the two sees the other.)
+                self.state.lock().flush_wanted = true;
+                match self.write_lock.try_lock() {
+                    Some(write) => write,
+                    None => return Flush::Busy,
+                }
+            }
         };
+        let result = self.flush_locked();
+        drop(write);
+        result
+    }
+
+    /// [`flush`](Self::flush) with the write lock held.
+    fn flush_locked(&self) -> Flush {
+        self.state.lock().flush_wanted = false;
         loop {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
                 return Flush::Done;
@@ -337,7 +368,7 @@ impl Shared {
                 .session
                 .buffered_from(from, len.min(RESEND_CHUNK));
             let sock = socket2::SockRef::from(&*conn);
-            match sock.send_with_flags(&bytes, libc::MSG_DONTWAIT) {
+            match sock.send_with_flags(&bytes, RESEND_FLAGS) {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
@@ -518,7 +549,8 @@ impl Shared {
             // before ours were buffered.
             Err(_) => true,
         };
-        if out_of_time {
+        let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
+        if out_of_time || wanted {
             // Only once the write lock is free: the engine's resend needs it, and gives up
             // (leaving the bytes to whoever holds it) if it is taken.
             self.engine.flush(self.id);

@@ -1,12 +1,11 @@
-//! The engine's one timer structure: a heap of deadlines keyed by the token of what is due.
+//! The engine's one timer structure: the next deadline of each session, handshake and
+//! paused listener, keyed by its token.
 //!
-//! Deletion is lazy: rescheduling pushes a new entry and leaves the old one in the heap;
-//! the owner of a token keeps its current deadline, and a popped entry that no longer
-//! matches it is ignored (see [`Engine::on_timer`](super::Engine)). The heap holds at most
-//! a few entries per token, since an old entry leaves it when its time comes.
+//! Each token has at most one deadline; setting a new one replaces the old, so the
+//! structure holds exactly one entry per owner with a deadline, whatever the number of
+//! reschedules (a session's deadline moves with every retransmission and backoff).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use mio::Token;
@@ -14,29 +13,45 @@ use mio::Token;
 /// Deadlines of sessions, handshakes and paused listeners.
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    by_time: BTreeSet<(Instant, usize)>,
+    by_token: HashMap<usize, Instant>,
 }
 
 impl TimerQueue {
-    /// Remembers that `token` is due at `at`.
-    pub(crate) fn schedule(&mut self, token: Token, at: Instant) {
-        self.heap.push(Reverse((at, token.0)));
+    /// Sets `token`'s deadline to `at`, replacing any earlier setting; `None` clears it.
+    pub(crate) fn set(&mut self, token: Token, at: Option<Instant>) {
+        let old = match at {
+            Some(at) => self.by_token.insert(token.0, at),
+            None => self.by_token.remove(&token.0),
+        };
+        if old == at {
+            return;
+        }
+        if let Some(old) = old {
+            self.by_time.remove(&(old, token.0));
+        }
+        if let Some(at) = at {
+            self.by_time.insert((at, token.0));
+        }
     }
 
     /// The earliest deadline, if any.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.by_time.first().map(|&(at, _)| at)
     }
 
-    /// Takes the next entry due at or before `now`, with the deadline it was scheduled for.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Token, Instant)> {
-        match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => {
-                let Reverse((at, token)) = self.heap.pop()?;
-                Some((Token(token), at))
-            }
-            _ => None,
-        }
+    /// Takes the token whose deadline is earliest, if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Token> {
+        let &(at, token) = self.by_time.first().filter(|&&(at, _)| at <= now)?;
+        self.by_time.remove(&(at, token));
+        self.by_token.remove(&token);
+        Some(Token(token))
+    }
+
+    /// How many deadlines are set.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_time.len()
     }
 }
 
@@ -48,20 +63,34 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {
         let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
         let mut q = TimerQueue::default();
-        q.schedule(Token(1), t0 + Duration::from_millis(30));
-        q.schedule(Token(2), t0 + Duration::from_millis(10));
-        q.schedule(Token(3), t0 + Duration::from_millis(20));
-        assert_eq!(q.next(), Some(t0 + Duration::from_millis(10)));
+        q.set(Token(1), Some(ms(30)));
+        q.set(Token(2), Some(ms(10)));
+        q.set(Token(3), Some(ms(20)));
+        assert_eq!(q.next(), Some(ms(10)));
         assert_eq!(q.pop_due(t0), None);
-        let due: Vec<usize> = std::iter::from_fn(|| q.pop_due(t0 + Duration::from_millis(25)))
-            .map(|(t, _)| t.0)
+        let due: Vec<usize> = std::iter::from_fn(|| q.pop_due(ms(25)))
+            .map(|t| t.0)
             .collect();
         assert_eq!(due, [2, 3]);
-        assert_eq!(
-            q.pop_due(t0 + Duration::from_secs(1)).map(|(t, _)| t.0),
-            Some(1)
-        );
+        assert_eq!(q.pop_due(ms(1000)).map(|t| t.0), Some(1));
+        assert_eq!(q.next(), None);
+    }
+
+    #[test]
+    fn one_entry_per_token_however_often_it_moves() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::default();
+        for n in 0..1000u64 {
+            // Back and forth between a near and a far deadline, as a reconnecting
+            // session's backoff and give-up do.
+            let at = if n % 2 == 0 { 5 } else { 3_600_000 };
+            q.set(Token(7), Some(t0 + Duration::from_millis(at + n)));
+        }
+        assert_eq!(q.len(), 1);
+        q.set(Token(7), None);
+        assert_eq!(q.len(), 0);
         assert_eq!(q.next(), None);
     }
 }
