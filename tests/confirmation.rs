@@ -197,14 +197,17 @@ fn a_session_confirmed_after_failed_reconnections_is_accepted() {
 }
 
 // Proves: peers that open sessions and never confirm them (HELLO, read the ANSWER, hang
-// up) cannot fill a server: a real client still opens a session at once. Before the
-// library bounded its unconfirmed sessions, each held a slot for 12 handshake timeouts
-// (a minute by default), and the client was refused as "too many sessions" until then.
+// up) cannot fill a server: once their openings are over (one handshake timeout), a real
+// client takes the place of the oldest. Before the library bounded its unconfirmed
+// sessions, each held a slot for 12 handshake timeouts (here 3.6 s; a minute by
+// default), and the client, allowed 2 s, was refused as "too many sessions" throughout.
 #[test]
 fn unconfirmed_sessions_do_not_lock_out_real_clients() {
     run_bounded(LIMIT, || {
         const SLOTS: usize = 4;
-        let config = support::session::fast_config().max_sessions(SLOTS);
+        let config = support::session::fast_config()
+            .max_sessions(SLOTS)
+            .handshake_timeout(Duration::from_millis(300));
         let server = robust_tcp::RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
         let raw = RawClient::new(server_addr(&server));
         for _ in 0..SLOTS {
@@ -212,7 +215,7 @@ fn unconfirmed_sessions_do_not_lock_out_real_clients() {
         }
         let addr = server_addr(&server);
         let client = thread::spawn(move || {
-            robust_tcp::RSocket::connect_timeout(&addr, Duration::from_secs(5))
+            robust_tcp::RSocket::connect_timeout(&addr, Duration::from_secs(2))
         });
         let (mut accepted, _) = server.accept().expect("accept the real client");
         let mut client = join(client).expect("the real client opens a session");

@@ -271,39 +271,49 @@ impl Engine {
         }
     }
 
-    /// Makes room for a new session on listener `id`: frees the oldest unconfirmed session
-    /// if there are as many as there is room for handshakes, or if the listener is full.
-    /// A session stays unconfirmed only if its client never sent CONFIRM (a cut, rarely;
-    /// or a peer that opens sessions it never uses): without a bound, such peers would
-    /// hold every slot, and a confirmed session is worth more than an unconfirmed one.
+    /// Makes room for a new session on listener `id` by freeing its oldest unconfirmed
+    /// session: when there are as many as there is room for handshakes, or when the
+    /// listener is full and that session's opening is over (older than the handshake
+    /// timeout, so its CONFIRM is not merely still on its way).
+    ///
+    /// A session stays unconfirmed past its opening only if its client never sent
+    /// CONFIRM: a cut, rarely, or a peer that opens sessions it never uses. Without a
+    /// bound, such peers would hold every slot for `CONFIRM_PATIENCE` handshake timeouts;
+    /// a client that is here now is worth more.
     fn evict_unconfirmed(&mut self, id: Token) {
         let Some(listener) = self.listeners.get_mut(&id) else {
             return;
         };
+        let timeout = listener.config.handshake_timeout_value();
         let cap = listener.config.max_handshakes_value();
         let sessions = &self.sessions;
-        let unconfirmed = |token: &Token| {
-            matches!(
-                sessions.get(token).map(|e| &e.side),
-                Some(Side::Server {
-                    unconfirmed_until: Some(_),
-                    ..
-                })
-            )
+        let unconfirmed_until = |token: &Token| match sessions.get(token).map(|e| &e.side) {
+            Some(Side::Server {
+                unconfirmed_until, ..
+            }) => *unconfirmed_until,
+            _ => None,
         };
-        listener.unconfirmed.retain(unconfirmed);
+        listener
+            .unconfirmed
+            .retain(|token| unconfirmed_until(token).is_some());
         let full = listener.by_cid.len() >= listener.config.max_sessions_value();
-        if listener.unconfirmed.len() < cap && !full {
+        let oldest = listener.unconfirmed.front().copied();
+        // `unconfirmed_until` is the opening time plus the patience.
+        let opening_over = oldest
+            .and_then(|token| unconfirmed_until(&token))
+            .is_some_and(|until| until + timeout <= Instant::now() + timeout * CONFIRM_PATIENCE);
+        if listener.unconfirmed.len() < cap && !(full && opening_over) {
             return;
         }
-        if let Some(oldest) = listener.unconfirmed.pop_front() {
-            if let Some(entry) = self.sessions.get(&oldest) {
-                log::debug!("session {}: dropped unconfirmed", entry.shared.cid());
-                // Nobody holds the session: the error is for the log only.
-                entry.shared.fail(crate::Error::UnknownSession);
-            }
-            self.finish(oldest);
+        let Some(oldest) = listener.unconfirmed.pop_front() else {
+            return;
+        };
+        if let Some(entry) = self.sessions.get(&oldest) {
+            log::debug!("session {}: dropped unconfirmed", entry.shared.cid());
+            // Nobody holds the session: the error is for the log only.
+            entry.shared.fail(crate::Error::UnknownSession);
         }
+        self.finish(oldest);
     }
 
     /// Advances a server handshake as far as the bytes that arrived allow.
