@@ -135,9 +135,10 @@ fn open_once(
         config: config.clone(),
         reply,
     }));
+    // The engine drops the request without an answer only if it stopped.
     outcome
         .recv()
-        .unwrap_or_else(|_| Err(Failure::Connect(io::Error::other("the engine stopped"))))
+        .unwrap_or(Err(Failure::Fatal(Error::EngineStopped)))
 }
 
 /// A client session's reconnection schedule, kept by the engine.

@@ -246,7 +246,14 @@ impl Engine {
         log::error!("the robust-tcp engine stopped after a panic; failing its sessions");
         *ENGINE.lock() = None;
         for entry in self.sessions.values() {
-            entry.shared.fail(crate::Error::EngineStopped);
+            // A session the panic left half-updated may panic again: the others must
+            // still be failed.
+            let failed = panic::catch_unwind(AssertUnwindSafe(|| {
+                entry.shared.fail(crate::Error::EngineStopped)
+            }));
+            if failed.is_err() {
+                log::error!("session {}: could not be failed", entry.shared.cid());
+            }
         }
         while self.commands.try_recv().is_ok() {}
     }

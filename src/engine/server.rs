@@ -219,9 +219,7 @@ impl Engine {
         };
         let cap = listener.config.max_handshakes_value();
         let timeout = listener.config.handshake_timeout_value();
-        if listener.handshakes.len() >= cap {
-            self.evict_handshake(id);
-        }
+        let crowded = listener.handshakes.len() >= cap;
         // The handshake's frames go out at once rather than wait on Nagle for an ACK.
         let _ = stream.set_nodelay(true);
         if let Err(e) = self
@@ -231,6 +229,9 @@ impl Engine {
         {
             log::warn!("cannot watch a connection from {client}: {e}");
             return;
+        }
+        if crowded {
+            self.evict_handshake(id);
         }
         if let Some(listener) = self.listeners.get_mut(&id) {
             listener.handshakes.push_back(token);
@@ -272,9 +273,10 @@ impl Engine {
     }
 
     /// Makes room for a new session on listener `id` by freeing its oldest unconfirmed
-    /// session: when there are as many as there is room for handshakes, or when the
-    /// listener is full and that session's opening is over (older than the handshake
-    /// timeout, so its CONFIRM is not merely still on its way).
+    /// session, if there are as many as there is room for handshakes or the listener is
+    /// full, and that session's opening is over: it is older than the handshake timeout,
+    /// so its CONFIRM is not merely still on its way, and no handshake refers to it. (The
+    /// sessions still opening are bounded by the handshakes in progress.)
     ///
     /// A session stays unconfirmed past its opening only if its client never sent
     /// CONFIRM: a cut, rarely, or a peer that opens sessions it never uses. Without a
@@ -302,7 +304,7 @@ impl Engine {
         let opening_over = oldest
             .and_then(|token| unconfirmed_until(&token))
             .is_some_and(|until| until + timeout <= Instant::now() + timeout * CONFIRM_PATIENCE);
-        if listener.unconfirmed.len() < cap && !(full && opening_over) {
+        if !opening_over || (listener.unconfirmed.len() < cap && !full) {
             return;
         }
         let Some(oldest) = listener.unconfirmed.pop_front() else {

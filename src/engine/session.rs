@@ -43,10 +43,10 @@ const RESEND_CHUNK: usize = 256 * 1024;
 /// The engine's resend must not block (application threads use the socket in blocking
 /// mode), nor raise SIGPIPE when the peer has reset the connection: std's own writes avoid
 /// it the same way, and a host program may not ignore the signal.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+#[cfg(not(target_vendor = "apple"))]
 const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-/// Elsewhere (macOS) sockets created by std and mio carry SO_NOSIGPIPE instead.
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+/// Apple's systems have no MSG_NOSIGNAL: `Shared::attach` sets SO_NOSIGPIPE instead.
+#[cfg(target_vendor = "apple")]
 const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// A session's state, shared by the application's handles and the engine.
@@ -222,6 +222,8 @@ impl Shared {
         let _ = stream.set_read_timeout(st.read_timeout);
         let _ = stream.set_write_timeout(None);
         let _ = stream.set_nodelay(st.nodelay);
+        #[cfg(target_vendor = "apple")]
+        let _ = socket2::SockRef::from(&stream).set_nosigpipe(true);
         st.local_addr = stream.local_addr().ok().or(st.local_addr);
         st.peer_addr = stream.peer_addr().ok().or(st.peer_addr);
         st.conn = Some(Arc::new(stream));
