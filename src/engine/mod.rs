@@ -261,7 +261,8 @@ impl Engine {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.backlog.is_empty() {
+            let dirty = DIRTY.with(|d| !d.borrow().is_empty());
+            let timeout = if self.backlog.is_empty() && !dirty {
                 self.timers
                     .next()
                     .map(|at| at.saturating_duration_since(Instant::now()))
@@ -287,9 +288,11 @@ impl Engine {
     }
 
     /// Looks at every session whose duties changed during this round. Looking at one may
-    /// change another's (or, once, its own), so it goes on until none is left.
+    /// change another's (or, once, its own), so it goes on a few passes; what is still
+    /// dirty then waits for the next round, which does not sleep, so that no session can
+    /// hold the engine.
     fn service_dirty(&mut self) {
-        loop {
+        for _ in 0..4 {
             let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
             if dirty.is_empty() {
                 return;
