@@ -62,6 +62,9 @@ pub enum Error {
     WriteShutDown,
     /// The peer closed the session: it reads nothing more. Kind `BrokenPipe`.
     PeerClosed,
+    /// This side aborted the session ([`RSocket::abort`](crate::RSocket::abort)).
+    /// Kind `ConnectionAborted`.
+    Aborted,
     /// The library's engine thread stopped after an internal error (a bug in the library,
     /// logged at error level); its sessions cannot go on. New sessions start a new
     /// engine. Kind `Other`.
@@ -120,6 +123,7 @@ impl Error {
             Error::ProtocolViolation(_) => io::ErrorKind::InvalidData,
             Error::WriteShutDown | Error::PeerClosed => io::ErrorKind::BrokenPipe,
             Error::EngineStopped => io::ErrorKind::Other,
+            Error::Aborted => io::ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -160,6 +164,7 @@ impl fmt::Display for Error {
             Error::ProtocolViolation(what) => write!(f, "the peer broke the protocol: {what}"),
             Error::WriteShutDown => f.write_str("the session was shut down for writing"),
             Error::PeerClosed => f.write_str("the peer closed the session"),
+            Error::Aborted => f.write_str("the session was aborted on this side"),
             Error::EngineStopped => {
                 f.write_str("the robust-tcp engine stopped after an internal error")
             }
@@ -195,6 +200,7 @@ mod tests {
             Error::WriteShutDown,
             Error::PeerClosed,
             Error::EngineStopped,
+            Error::Aborted,
         ];
         for e in cases {
             let io: io::Error = e.clone().into();

@@ -211,6 +211,30 @@ impl RSocket {
         Ok(())
     }
 
+    /// Aborts the session at once, as a TCP reset does: the peer's pending and later calls
+    /// fail with `ConnectionReset` ([`Error::PeerReset`](crate::Error::PeerReset)), and
+    /// bytes not yet delivered either way are dropped. Calls on this side then fail with
+    /// `ConnectionAborted` ([`Error::Aborted`](crate::Error::Aborted)). For a close that
+    /// loses nothing, drop the socket or [`shutdown`](Self::shutdown) it instead.
+    ///
+    /// A relay uses it to pass on a reset it saw on the other side.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.abort()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn abort(&self) -> io::Result<()> {
+        self.shared().reset(crate::Error::Aborted);
+        Ok(())
+    }
+
     /// Bounds how long a read waits, reconnections included; `None` waits forever. A read
     /// that times out fails with `WouldBlock`, as `TcpStream`'s do on Unix.
     ///

@@ -522,3 +522,50 @@ fn zero_length_reads_and_writes_return_at_once() {
             .expect("the server reads the buffer then end of stream");
     });
 }
+
+// Proves: abort resets the session like a TCP reset, from either end: a peer blocked in
+// read wakes with ConnectionReset carrying PeerReset, its writes fail the same way, and
+// the aborting side's own later calls fail with ConnectionAborted carrying Aborted.
+#[test]
+fn abort_resets_the_peer_and_fails_local_calls() {
+    run_bounded(LIMIT, || {
+        let server = bind();
+        for client_aborts in [true, false] {
+            let (client, accepted) = connect_pair(&server, server_addr(&server), fast_config());
+            let (aborting, peer) = if client_aborts {
+                (&client, &accepted)
+            } else {
+                (&accepted, &client)
+            };
+            let blocked = spawn_read(peer);
+            wait_until(WAIT, "the peer's read to block", || {
+                peer.status().blocked_read.is_some()
+            });
+            aborting.abort().expect("abort");
+            let e = assert_kind(
+                "the peer's blocked read",
+                join(blocked),
+                io::ErrorKind::ConnectionReset,
+            );
+            assert_eq!(carried("the peer's read", &e), &Error::PeerReset);
+            let e = assert_kind(
+                "the peer's write",
+                (&*peer).write(b"x"),
+                io::ErrorKind::ConnectionReset,
+            );
+            assert_eq!(carried("the peer's write", &e), &Error::PeerReset);
+            let e = assert_kind(
+                "a write after abort",
+                (&*aborting).write(b"x"),
+                io::ErrorKind::ConnectionAborted,
+            );
+            assert_eq!(carried("the aborted write", &e), &Error::Aborted);
+            let e = assert_kind(
+                "a read after abort",
+                (&*aborting).read(&mut [0u8; 8]),
+                io::ErrorKind::ConnectionAborted,
+            );
+            assert_eq!(carried("the aborted read", &e), &Error::Aborted);
+        }
+    });
+}
