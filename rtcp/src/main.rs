@@ -1,0 +1,2 @@
+//! rtcp: robust connections for programs that cannot be recompiled.
+fn main() {}
