@@ -1,0 +1,193 @@
+//! Real programs no one here wrote, through the tunnel while a proxy cuts it: redis-server
+//! behind `rtcp server`, redis-benchmark and redis-cli in front of `rtcp client`.
+//!
+//! Needs `redis-server`, `redis-cli` and `redis-benchmark` (Debian: redis-server,
+//! redis-tools; `.ci/run` installs them). Without them the tests fail when `CI` is set,
+//! and are skipped with a message otherwise.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use common::{free_port, local, Options, Proc, Tunnel};
+use support::bounded::{join, run_bounded};
+use support::payload::Payload;
+use support::proxy::CutPlan;
+
+const TOOLS: [&str; 3] = ["redis-server", "redis-cli", "redis-benchmark"];
+
+/// Whether the redis tools are installed; if not, fails under CI and says so otherwise.
+fn have_redis(test: &str) -> bool {
+    let missing: Vec<&str> = TOOLS
+        .into_iter()
+        .filter(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{test}: missing {} (Debian packages redis-server and redis-tools)",
+        missing.join(", ")
+    );
+    assert!(std::env::var_os("CI").is_none(), "{message}; CI is set");
+    eprintln!("SKIPPED {message}");
+    false
+}
+
+/// A throwaway redis-server on a free loopback port: no persistence, so nothing is
+/// written to disk, and killed when dropped.
+fn start_redis() -> (Proc, SocketAddr) {
+    let addr = local(free_port());
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port"])
+        .arg(addr.port().to_string())
+        .args(["--save", "", "--appendonly", "no"])
+        // Its working directory would get a dump file only on SAVE; keep it in /tmp anyway.
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut redis = Proc::spawn("redis-server", cmd);
+    redis.wait_listening(addr);
+    (redis, addr)
+}
+
+/// Runs a redis command-line tool to completion, feeding it `stdin`; the watchdog of the
+/// calling test bounds it.
+fn run_tool(program: &str, args: &[String], stdin: Vec<u8>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let mut pipe = child.stdin.take().unwrap();
+    // Written from a thread: a tool that answers while still reading must not deadlock
+    // against a test that only reads its output after writing everything.
+    let feeder = thread::spawn(move || pipe.write_all(&stdin));
+    let output = child.wait_with_output().expect("wait for the tool");
+    // A tool that exits without reading all of stdin breaks the pipe; its exit status
+    // reports that case.
+    let _ = join(feeder);
+    output
+}
+
+fn tunnel_args(addr: SocketAddr) -> Vec<String> {
+    vec![
+        "-h".into(),
+        addr.ip().to_string(),
+        "-p".into(),
+        addr.port().to_string(),
+    ]
+}
+
+#[test]
+fn redis_benchmark_succeeds_through_at_least_20_cuts() {
+    if !have_redis("redis_benchmark_succeeds_through_at_least_20_cuts") {
+        return;
+    }
+    run_bounded(Duration::from_secs(180), || {
+        let (_redis, redis_addr) = start_redis();
+        // 10 connections each carry about 4,000 requests of some 30 bytes each way, about
+        // 250 KB; cut points of at most 64 KiB give each several cuts, 30 in all.
+        let mut tunnel = Tunnel::start(
+            redis_addr,
+            CutPlan::random(30, 64 << 10),
+            &Options::default(),
+        );
+        let mut args = tunnel_args(tunnel.entry);
+        args.extend(
+            ["-n", "20000", "-c", "10", "-t", "set,get", "-q"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let out = run_tool("redis-benchmark", &args, Vec::new());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // -q still redraws a progress line with carriage returns; keep the final rates.
+        let rates: Vec<&str> = stdout
+            .split(['\r', '\n'])
+            .filter(|line| line.contains("requests per second"))
+            .collect();
+        eprintln!("redis-benchmark through the tunnel: {rates:?}");
+        // redis-benchmark exits non-zero when a connection fails ("Error: Server closed
+        // the connection") and prints "Error from server" for error replies; either would
+        // be a request that did not succeed.
+        assert!(
+            out.status.success(),
+            "redis-benchmark: {}\n{stdout}{stderr}\n{}",
+            out.status,
+            tunnel.logs()
+        );
+        let all = format!("{stdout}{stderr}").to_lowercase();
+        assert!(
+            !all.contains("error"),
+            "{stdout}{stderr}\n{}",
+            tunnel.logs()
+        );
+        // Both tests ran to the end and reported a rate.
+        for test in ["SET:", "GET:"] {
+            assert!(stdout.contains(test), "no {test} result in:\n{stdout}");
+        }
+        let cuts = tunnel.proxy.cuts();
+        assert!(cuts >= 20, "only {cuts} cuts\n{}", tunnel.logs());
+        tunnel.assert_running();
+    });
+}
+
+#[test]
+fn redis_cli_set_then_get_of_several_mib_is_byte_exact() {
+    if !have_redis("redis_cli_set_then_get_of_several_mib_is_byte_exact") {
+        return;
+    }
+    run_bounded(Duration::from_secs(120), || {
+        let (_redis, redis_addr) = start_redis();
+        let mut tunnel =
+            Tunnel::start(redis_addr, CutPlan::random(8, 2 << 20), &Options::default());
+        // Arbitrary binary bytes: redis strings and redis-cli -x are binary-safe.
+        let value = Payload::new(0x7ED15, 6 << 20).bytes(0..6 << 20);
+
+        let mut set = tunnel_args(tunnel.entry);
+        set.extend(["-x".into(), "SET".into(), "rtcp:big".into()]);
+        let out = run_tool("redis-cli", &set, value.clone());
+        assert!(
+            out.status.success() && out.stdout == b"OK\n",
+            "SET: {} {:?} {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tunnel.logs()
+        );
+
+        let mut get = tunnel_args(tunnel.entry);
+        get.extend(["GET".into(), "rtcp:big".into()]);
+        let out = run_tool("redis-cli", &get, Vec::new());
+        assert!(out.status.success(), "GET: {}", out.status);
+        // Not a terminal, so redis-cli prints the raw value and a newline.
+        let got = out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout);
+        assert_eq!(got.len(), value.len(), "GET length\n{}", tunnel.logs());
+        if let Some(i) = got.iter().zip(&value).position(|(a, b)| a != b) {
+            panic!("GET byte {i} differs\n{}", tunnel.logs());
+        }
+        assert!(
+            tunnel.proxy.cuts() >= 1,
+            "no cut happened\n{}",
+            tunnel.logs()
+        );
+        tunnel.assert_running();
+    });
+}
