@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{free_port, local, Options, Proc, Tunnel};
+use common::{start_redis, Options, Tunnel};
 use support::bounded::{join, run_bounded};
 use support::payload::Payload;
 use support::proxy::CutPlan;
@@ -46,23 +46,6 @@ fn have_redis(test: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "{message}; CI is set");
     eprintln!("SKIPPED {message}");
     false
-}
-
-/// A throwaway redis-server on a free loopback port: no persistence, so nothing is
-/// written to disk, and killed when dropped.
-fn start_redis() -> (Proc, SocketAddr) {
-    let addr = local(free_port());
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--bind", "127.0.0.1", "--port"])
-        .arg(addr.port().to_string())
-        .args(["--save", "", "--appendonly", "no"])
-        // Its working directory would get a dump file only on SAVE; keep it in /tmp anyway.
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let mut redis = Proc::spawn("redis-server", cmd);
-    redis.wait_listening(addr);
-    (redis, addr)
 }
 
 /// Runs a redis command-line tool to completion, feeding it `stdin`; the watchdog of the

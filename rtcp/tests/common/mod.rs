@@ -361,6 +361,23 @@ impl<R> Drop for Target<R> {
     }
 }
 
+/// A throwaway redis-server on a free loopback port: no persistence, so nothing is
+/// written to disk, and killed when dropped.
+pub fn start_redis() -> (Proc, SocketAddr) {
+    let addr = local(free_port());
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port"])
+        .arg(addr.port().to_string())
+        .args(["--save", "", "--appendonly", "no"])
+        // Its working directory would get a dump file only on SAVE; keep it in /tmp anyway.
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut redis = Proc::spawn("redis-server", cmd);
+    redis.wait_listening(addr);
+    (redis, addr)
+}
+
 /// Reads `stream` to end of stream, returning everything (for small transfers).
 pub fn read_all(mut stream: impl Read) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();

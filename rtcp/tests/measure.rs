@@ -1,0 +1,146 @@
+//! Measurements, not tests (ignored by default): redis-benchmark directly to redis, through
+//! the tunnel without cuts and with cuts; and a 256 MiB transfer through the tunnel against
+//! a plain relay (socat) on the same path. Re-run with release binaries:
+//!
+//! ```sh
+//! cargo test --release -p rtcp --test measure -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! Needs redis-server, redis-benchmark and socat.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{free_port, local, start_redis, Options, Proc, Target, Tunnel};
+use support::bounded::join;
+use support::payload::{expect_eof, Payload};
+use support::proxy::CutPlan;
+
+const BENCH: [&str; 8] = ["-n", "100000", "-c", "10", "-t", "set,get", "-q", "--csv"];
+
+/// `rtcp client` -> `rtcp server` -> `target` with no proxy between them.
+fn direct_tunnel(target: SocketAddr, extra: &[&str]) -> (Proc, Proc, SocketAddr) {
+    let server_addr = local(free_port());
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--listen".into(),
+        server_addr.to_string(),
+        "--forward".into(),
+        target.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut server = Proc::rtcp("rtcp server", &args);
+    server.wait_listening(server_addr);
+    let entry = local(free_port());
+    let mut args: Vec<String> = vec![
+        "client".into(),
+        "--listen".into(),
+        entry.to_string(),
+        "--server".into(),
+        server_addr.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut client = Proc::rtcp("rtcp client", &args);
+    client.wait_listening(entry);
+    (client, server, entry)
+}
+
+fn benchmark(label: &str, addr: SocketAddr) {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(BENCH)
+        .output()
+        .expect("run redis-benchmark");
+    assert!(out.status.success(), "{label}: {}", out.status);
+    println!(
+        "redis-benchmark {label}:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn redis_benchmark_rates() {
+    let (_redis, redis_addr) = start_redis();
+    println!("flags: {}", BENCH.join(" "));
+    benchmark("directly to redis", redis_addr);
+    {
+        let (_client, _server, entry) = direct_tunnel(redis_addr, &[]);
+        benchmark("through the tunnel, no cuts", entry);
+    }
+    let tunnel = Tunnel::start(
+        redis_addr,
+        CutPlan::random(30, 64 << 10),
+        &Options::default(),
+    );
+    benchmark(
+        "through the tunnel and a proxy cutting 30 times",
+        tunnel.entry,
+    );
+    println!("cuts made: {}", tunnel.proxy.cuts());
+}
+
+const LEN: u64 = 256 << 20;
+
+/// Sends 256 MiB of checked payload to `entry`, which must lead to `sink`; returns MiB/s.
+fn transfer(entry: SocketAddr, sink: &Target<u64>) -> f64 {
+    let payload = Payload::new(7, LEN);
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(entry).unwrap();
+    let writer = {
+        let stream = stream.try_clone().unwrap();
+        thread::spawn(move || -> io::Result<()> {
+            payload.write_to(&stream)?;
+            stream.shutdown(Shutdown::Write)
+        })
+    };
+    expect_eof(&mut stream, 0).expect("the sink's close");
+    join(writer).expect("write");
+    let secs = started.elapsed().as_secs_f64();
+    let got = sink.next_matching(Duration::from_secs(10), |n| *n > 0);
+    assert_eq!(got, LEN);
+    LEN as f64 / (1 << 20) as f64 / secs
+}
+
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn file_throughput_tunnel_against_socat() {
+    // Checks every byte as the tests do, so both paths pay the same generation cost.
+    let sink = Target::start(|stream| {
+        let payload = Payload::new(7, LEN);
+        match payload.verify_from(&stream) {
+            Ok(()) => LEN,
+            Err(_) => 0,
+        }
+    });
+    let socat_port = free_port();
+    let mut cmd = Command::new("socat");
+    cmd.arg(format!(
+        "TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork"
+    ))
+    .arg(format!("TCP:{}", sink.addr()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let mut socat = Proc::spawn("socat", cmd);
+    socat.wait_listening(local(socat_port));
+    println!(
+        "256 MiB via socat: {:.0} MiB/s",
+        transfer(local(socat_port), &sink)
+    );
+    drop(socat);
+    for extra in [&[][..], &["--buffer-size", "1M"][..]] {
+        let (_client, _server, entry) = direct_tunnel(sink.addr(), extra);
+        println!(
+            "256 MiB via rtcp client -> rtcp server {extra:?}: {:.0} MiB/s",
+            transfer(entry, &sink)
+        );
+    }
+}
