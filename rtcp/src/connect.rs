@@ -1,0 +1,157 @@
+//! `rtcp connect`: one robust session on stdin and stdout, for programs that talk through
+//! a pipe, such as ssh's `ProxyCommand`.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use robust_tcp::{Config, RSocket, SessionState};
+
+use crate::addr;
+use crate::relay::{pump, End, Ended, Link, STOPPING};
+use crate::{signals, Fatal};
+
+/// How long to wait at the end for the peer to acknowledge what we wrote.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long to let the library's thread send the CLOSE of a dropped session before the
+/// process exits. The library offers no way to wait for the close to be confirmed (a
+/// session reads as `Closed` only after its last handle is gone, when its status can no
+/// longer be read), and without the CLOSE the peer keeps the session, waiting for a
+/// reconnection that never comes. One loopback or LAN round trip fits well within it.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(200);
+
+/// stdin and stdout as one end of a relay.
+struct Stdio;
+
+impl End for Stdio {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::stdin().lock().read(buf)
+    }
+
+    fn write_all_of(&self, buf: &[u8]) -> io::Result<()> {
+        // stdout is line-buffered: flush so that a reply without a newline goes at once.
+        let mut out = io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()
+    }
+
+    fn shutdown_write(&self) {
+        let _ = io::stdout().lock().flush();
+    }
+
+    /// stdio has no reset: the process exits with an error instead (see [`run`]).
+    fn reset(&self) {}
+}
+
+/// The session as the stdin copy sees it: a weak handle, upgraded only for each write,
+/// so that the main thread holds the last handle and dropping it closes the session even
+/// while the stdin thread waits for input that never comes.
+struct WeakSession(Weak<RSocket>);
+
+impl WeakSession {
+    fn get(&self) -> io::Result<Arc<RSocket>> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the session is closed"))
+    }
+}
+
+impl End for WeakSession {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.get()?.read_some(buf)
+    }
+
+    fn write_all_of(&self, buf: &[u8]) -> io::Result<()> {
+        self.get()?.write_all_of(buf)
+    }
+
+    fn shutdown_write(&self) {
+        if let Ok(session) = self.get() {
+            session.shutdown_write();
+        }
+    }
+
+    fn reset(&self) {
+        if let Ok(session) = self.get() {
+            session.reset();
+        }
+    }
+}
+
+/// Relays until the server ends the session; `Ok` for a clean end (exit 0).
+pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
+    let addrs =
+        addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
+    let session = RSocket::connect_with(&addrs[..], config)
+        .map_err(|e| Fatal(format!("cannot open a session to {server}: {e}")))?;
+    log::info!("session {} to {server}", session.session_id());
+    let session = Arc::new(session);
+    let weak = Arc::downgrade(&session);
+    let link = Arc::new(Link::default());
+    // Installed only now: before the session exists, Ctrl-C may kill us the usual way.
+    let on_stop = {
+        let weak = weak.clone();
+        Box::new(move || {
+            if let Some(session) = weak.upgrade() {
+                let _ = session.shutdown(Shutdown::Write);
+                wait_acknowledged(&session);
+            }
+            // The server closes in turn; the main thread then sees end of stream, closes
+            // and exits 0 itself. This is the bound on waiting for that.
+            std::thread::sleep(CLOSE_WAIT);
+        })
+    };
+    signals::install(on_stop)?;
+    // stdin may never end (the program keeps it open until we exit), so this direction
+    // runs on a thread nobody joins.
+    let spawned = {
+        let link = Arc::clone(&link);
+        std::thread::Builder::new()
+            .name("rtcp-stdin".into())
+            .spawn(move || {
+                let session = WeakSession(weak);
+                if let Ended::Failed(side, e) = pump(&Stdio, &session, &link, "stdin", "session") {
+                    log::warn!("{side} failed: {e}; session reset");
+                }
+            })
+    };
+    if let Err(e) = spawned {
+        let _ = session.abort();
+        return Err(Fatal(format!("cannot start a thread: {e}")));
+    }
+    match pump(&*session, &Stdio, &link, "session", "stdout") {
+        Ended::Failed(side, e) => Err(Fatal(format!("session to {server}: {side} failed: {e}"))),
+        // The stdin copy failed first and logged why.
+        Ended::Reset => Err(Fatal(format!(
+            "session to {server} reset: stdin or the session failed"
+        ))),
+        Ended::Eof | Ended::Stopped => {
+            // From now on a write refused because of this close ends the stdin copy quietly.
+            STOPPING.store(true, Ordering::SeqCst);
+            let _ = session.shutdown(Shutdown::Write);
+            wait_acknowledged(&session);
+            drop(session);
+            std::thread::sleep(CLOSE_GRACE);
+            Ok(())
+        }
+    }
+}
+
+/// Waits (a bounded time) until the peer has every byte written to `session`, since
+/// exiting the process ends the library's thread too, with the bytes it still holds.
+pub fn wait_acknowledged(session: &RSocket) {
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        let status = session.status();
+        if status.unacknowledged == 0
+            || status.state == SessionState::Closed
+            || Instant::now() >= deadline
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

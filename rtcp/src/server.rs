@@ -1,0 +1,86 @@
+//! `rtcp server`: robust sessions in, one plain TCP connection out per session, always to
+//! the one `--forward` target (never an open proxy: the client has no say where it goes).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use robust_tcp::{Config, RServerSocket, RSocket};
+
+use crate::relay::{self, STOPPING};
+use crate::status::Registry;
+use crate::Fatal;
+use crate::{addr, connect};
+
+/// Serves until the process is stopped; returns only on a fatal error.
+pub fn run(
+    listen: &str,
+    forward: &str,
+    config: Config,
+    registry: Arc<Registry>,
+) -> Result<(), Fatal> {
+    let target = addr::resolve(forward)
+        .map_err(|e| Fatal(format!("bad --forward address {forward}: {e}")))?;
+    let server = addr::resolve(listen)
+        .and_then(|addrs| RServerSocket::bind_with(&addrs[..], config))
+        .map_err(|e| Fatal(format!("cannot listen on {listen}: {e}")))?;
+    let local = server.local_addr().map(|a| a.to_string());
+    log::info!(
+        "listening on {}, forwarding to {forward}",
+        local.as_deref().unwrap_or(listen)
+    );
+    let target: Arc<[SocketAddr]> = target.into();
+    loop {
+        let (session, peer) = server
+            .accept()
+            .map_err(|e| Fatal(format!("cannot accept sessions: {e}")))?;
+        if STOPPING.load(Ordering::SeqCst) {
+            // Shutting down: refuse by resetting, so the client does not wait on it.
+            let _ = session.abort();
+            continue;
+        }
+        let target = Arc::clone(&target);
+        let registry = Arc::clone(&registry);
+        let forward = forward.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rtcp-session-{}", session.session_id()))
+            .spawn(move || serve(session, peer, &target, &forward, &registry));
+        if let Err(e) = spawned {
+            // The session moved into the closure and was dropped with it.
+            log::warn!("session from {peer} dropped: cannot start its thread: {e}");
+        }
+    }
+}
+
+/// Relays one session to the target, or resets it if the target cannot be reached.
+fn serve(
+    session: RSocket,
+    peer: SocketAddr,
+    target: &[SocketAddr],
+    forward: &str,
+    registry: &Arc<Registry>,
+) {
+    let id = session.session_id();
+    let local = match addr::connect(target) {
+        Ok(stream) => stream,
+        Err(e) => {
+            log::warn!("session {id} from {peer}: cannot reach {forward}: {e}; session reset");
+            let _ = session.abort();
+            return;
+        }
+    };
+    // The relay passes on each chunk as it comes; Nagle would only delay it (the programs
+    // at both ends made their own choice already).
+    let _ = local.set_nodelay(true);
+    log::info!("session {id} from {peer}: relaying to {forward}");
+    let session = Arc::new(session);
+    let local = Arc::new(local);
+    let _registered = registry.register(Arc::clone(&session), Arc::clone(&local));
+    let (up, down) = relay::relay(&local, &session);
+    if STOPPING.load(Ordering::SeqCst) {
+        // Exiting soon: let the session finish its close before the process takes the
+        // library's thread with it.
+        connect::wait_acknowledged(&session);
+    }
+    relay::log_end(&format!("session {id} from {peer}"), &up, &down);
+}
