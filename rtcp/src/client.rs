@@ -11,7 +11,7 @@ use robust_tcp::{Config, RSocket};
 use crate::relay::{self, STOPPING};
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, connect};
+use crate::{addr, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error.
 pub fn run(
@@ -45,12 +45,10 @@ pub fn run(
         let registry = Arc::clone(&registry);
         let config = config.clone();
         let server = server.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name(format!("rtcp-conn-{peer}"))
-            .spawn(move || serve(stream, peer, &server_addrs, &server, config, &registry));
-        if let Err(e) = spawned {
-            log::warn!("connection from {peer} dropped: cannot start its thread: {e}");
-        }
+        let name = format!("rtcp-conn-{peer}");
+        tunnel::spawn(name, format_args!("connection from {peer}"), move || {
+            serve(stream, peer, &server_addrs, &server, config, &registry)
+        });
     }
 }
 
@@ -75,17 +73,13 @@ fn serve(
             return;
         }
     };
-    let _ = local.set_nodelay(true);
     let id = session.session_id();
     log::info!("connection from {peer}: session {id} to {server}");
-    let session = Arc::new(session);
-    let local = Arc::new(local);
-    let _registered = registry.register(Arc::clone(&session), Arc::clone(&local));
-    let (up, down) = relay::relay(&local, &session);
-    if STOPPING.load(Ordering::SeqCst) {
-        // Exiting soon: let the session finish its close before the process takes the
-        // library's thread with it.
-        connect::wait_acknowledged(&session);
-    }
-    relay::log_end(&format!("connection from {peer}, session {id}"), &up, &down);
+    tunnel::run(
+        local,
+        "local program",
+        session,
+        registry,
+        &format!("connection from {peer}, session {id}"),
+    );
 }

@@ -5,23 +5,12 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
-use robust_tcp::{Config, RSocket, SessionState};
+use robust_tcp::{Config, RSocket};
 
 use crate::addr;
 use crate::relay::{pump, End, Ended, Link, STOPPING};
-use crate::{signals, Fatal};
-
-/// How long to wait at the end for the peer to acknowledge what we wrote.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-/// How long to let the library's thread send the CLOSE of a dropped session before the
-/// process exits. The library offers no way to wait for the close to be confirmed (a
-/// session reads as `Closed` only after its last handle is gone, when its status can no
-/// longer be read), and without the CLOSE the peer keeps the session, waiting for a
-/// reconnection that never comes. One loopback or LAN round trip fits well within it.
-pub const CLOSE_GRACE: Duration = Duration::from_millis(200);
+use crate::{signals, tunnel, Fatal};
 
 /// stdin and stdout as one end of a relay.
 struct Stdio;
@@ -97,11 +86,11 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
         Box::new(move || {
             if let Some(session) = weak.upgrade() {
                 let _ = session.shutdown(Shutdown::Write);
-                wait_acknowledged(&session);
+                tunnel::wait_acknowledged(&session);
             }
             // The server closes in turn; the main thread then sees end of stream, closes
             // and exits 0 itself. This is the bound on waiting for that.
-            std::thread::sleep(CLOSE_WAIT);
+            std::thread::sleep(tunnel::CLOSE_WAIT);
         })
     };
     signals::install(on_stop)?;
@@ -132,26 +121,10 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
             // From now on a write refused because of this close ends the stdin copy quietly.
             STOPPING.store(true, Ordering::SeqCst);
             let _ = session.shutdown(Shutdown::Write);
-            wait_acknowledged(&session);
+            tunnel::wait_acknowledged(&session);
             drop(session);
-            std::thread::sleep(CLOSE_GRACE);
+            std::thread::sleep(tunnel::CLOSE_GRACE);
             Ok(())
         }
-    }
-}
-
-/// Waits (a bounded time) until the peer has every byte written to `session`, since
-/// exiting the process ends the library's thread too, with the bytes it still holds.
-pub fn wait_acknowledged(session: &RSocket) {
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        let status = session.status();
-        if status.unacknowledged == 0
-            || status.state == SessionState::Closed
-            || Instant::now() >= deadline
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -36,6 +36,7 @@ mod relay;
 mod server;
 mod signals;
 mod status;
+mod tunnel;
 
 use std::process::ExitCode;
 use std::sync::Arc;

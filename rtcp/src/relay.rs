@@ -34,7 +34,19 @@ pub trait End: Sync {
     fn reset(&self);
 }
 
-impl End for RSocket {
+/// What sets a socket apart as an [`End`]: how it half-closes and resets. Reading and
+/// writing come from std's `Read` and `Write` on a shared reference.
+pub trait Socket: Sync {
+    /// See [`End::shutdown_write`].
+    fn shutdown_write(&self);
+    /// See [`End::reset`].
+    fn reset(&self);
+}
+
+impl<T: Socket> End for T
+where
+    for<'a> &'a T: Read + Write,
+{
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut this = self;
         this.read(buf)
@@ -46,6 +58,16 @@ impl End for RSocket {
     }
 
     fn shutdown_write(&self) {
+        Socket::shutdown_write(self);
+    }
+
+    fn reset(&self) {
+        Socket::reset(self);
+    }
+}
+
+impl Socket for RSocket {
+    fn shutdown_write(&self) {
         // Never fails today (the Result mirrors TcpStream's).
         let _ = self.shutdown(Shutdown::Write);
     }
@@ -55,17 +77,7 @@ impl End for RSocket {
     }
 }
 
-impl End for TcpStream {
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut this = self;
-        this.read(buf)
-    }
-
-    fn write_all_of(&self, buf: &[u8]) -> io::Result<()> {
-        let mut this = self;
-        this.write_all(buf)
-    }
-
+impl Socket for TcpStream {
     fn shutdown_write(&self) {
         // Fails only if the connection is already gone, which the other direction reports.
         let _ = self.shutdown(Shutdown::Write);
@@ -152,14 +164,15 @@ pub fn pump(
     }
 }
 
-/// Relays between `local` (a plain TCP connection) and `session` (a robust session) until
-/// both directions are done, and returns how each ended: (local to session, session to
-/// local). Dropping both ends afterwards closes them: gracefully, unless reset.
-pub fn relay(local: &TcpStream, session: &RSocket) -> (Ended, Ended) {
+/// Relays between `local` (a plain TCP connection, called `local_name` in the log) and
+/// `session` (a robust session) until both directions are done, and returns how each
+/// ended: (local to session, session to local). Dropping both ends afterwards closes
+/// them: gracefully, unless reset.
+pub fn relay(local: &TcpStream, local_name: &'static str, session: &RSocket) -> (Ended, Ended) {
     let link = Link::default();
     std::thread::scope(|scope| {
-        let up = scope.spawn(|| pump(local, session, &link, "local", "session"));
-        let down = pump(session, local, &link, "session", "local");
+        let up = scope.spawn(|| pump(local, session, &link, local_name, "session"));
+        let down = pump(session, local, &link, "session", local_name);
         // A panic in a pump is a bug; report it as a failure rather than panic again.
         let up = up
             .join()

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use robust_tcp::{Config, RServerSocket, RSocket};
 
-use crate::relay::{self, STOPPING};
+use crate::relay::STOPPING;
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, connect};
+use crate::{addr, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error.
 pub fn run(
@@ -42,13 +42,10 @@ pub fn run(
         let target = Arc::clone(&target);
         let registry = Arc::clone(&registry);
         let forward = forward.to_owned();
-        let spawned = std::thread::Builder::new()
-            .name(format!("rtcp-session-{}", session.session_id()))
-            .spawn(move || serve(session, peer, &target, &forward, &registry));
-        if let Err(e) = spawned {
-            // The session moved into the closure and was dropped with it.
-            log::warn!("session from {peer} dropped: cannot start its thread: {e}");
-        }
+        let name = format!("rtcp-session-{}", session.session_id());
+        tunnel::spawn(name, format_args!("session from {peer}"), move || {
+            serve(session, peer, &target, &forward, &registry)
+        });
     }
 }
 
@@ -69,18 +66,12 @@ fn serve(
             return;
         }
     };
-    // The relay passes on each chunk as it comes; Nagle would only delay it (the programs
-    // at both ends made their own choice already).
-    let _ = local.set_nodelay(true);
     log::info!("session {id} from {peer}: relaying to {forward}");
-    let session = Arc::new(session);
-    let local = Arc::new(local);
-    let _registered = registry.register(Arc::clone(&session), Arc::clone(&local));
-    let (up, down) = relay::relay(&local, &session);
-    if STOPPING.load(Ordering::SeqCst) {
-        // Exiting soon: let the session finish its close before the process takes the
-        // library's thread with it.
-        connect::wait_acknowledged(&session);
-    }
-    relay::log_end(&format!("session {id} from {peer}"), &up, &down);
+    tunnel::run(
+        local,
+        "target",
+        session,
+        registry,
+        &format!("session {id} from {peer}"),
+    );
 }

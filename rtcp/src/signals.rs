@@ -64,6 +64,6 @@ pub fn drain(registry: Arc<Registry>) -> OnStop {
         if left > 0 {
             log::warn!("exiting with {left} session(s) still open after {DRAIN:?}");
         }
-        std::thread::sleep(crate::connect::CLOSE_GRACE);
+        std::thread::sleep(crate::tunnel::CLOSE_GRACE);
     })
 }
