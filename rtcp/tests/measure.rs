@@ -29,28 +29,34 @@ const BENCH: [&str; 8] = ["-n", "100000", "-c", "10", "-t", "set,get", "-q", "--
 /// `rtcp client` -> `rtcp server` -> `target` with no proxy between them.
 fn direct_tunnel(target: SocketAddr, extra: &[&str]) -> (Proc, Proc, SocketAddr) {
     let server_addr = local(free_port());
-    let mut args: Vec<String> = vec![
-        "server".into(),
-        "--listen".into(),
-        server_addr.to_string(),
-        "--forward".into(),
-        target.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = mode_args("server", server_addr, "--forward", target, extra);
     let mut server = Proc::rtcp("rtcp server", &args);
     server.wait_listening(server_addr);
     let entry = local(free_port());
-    let mut args: Vec<String> = vec![
-        "client".into(),
-        "--listen".into(),
-        entry.to_string(),
-        "--server".into(),
-        server_addr.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = mode_args("client", entry, "--server", server_addr, extra);
     let mut client = Proc::rtcp("rtcp client", &args);
     client.wait_listening(entry);
     (client, server, entry)
+}
+
+/// `MODE --listen LISTEN PEER_FLAG PEER EXTRA...`: the arguments of `rtcp server` and
+/// `rtcp client`, which differ only in the mode and the flag naming the far side.
+fn mode_args(
+    mode: &str,
+    listen: SocketAddr,
+    peer_flag: &str,
+    peer: SocketAddr,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        mode.to_string(),
+        "--listen".to_string(),
+        listen.to_string(),
+        peer_flag.to_string(),
+        peer.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 fn benchmark(label: &str, addr: SocketAddr) {
