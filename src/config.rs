@@ -34,6 +34,7 @@ pub struct Config {
     backoff_max: Duration,
     give_up_after: Option<Duration>,
     max_sessions: usize,
+    max_sessions_per_address: usize,
     max_handshakes: usize,
     handshake_timeout: Duration,
     nodelay: bool,
@@ -48,6 +49,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
             max_sessions: 1024,
+            max_sessions_per_address: 256,
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(5),
             nodelay: false,
@@ -125,8 +127,9 @@ impl Config {
         self
     }
 
-    /// How many sessions a server holds at once, lingering ones included (default 1024).
-    /// Past it, new sessions are refused with a temporary reason and their clients retry.
+    /// How many sessions a server holds at once, lingering ones and those waiting for
+    /// their client to reconnect included (default 1024). Past it, new sessions are refused
+    /// with a temporary reason and their clients retry.
     ///
     /// # Examples
     ///
@@ -136,6 +139,23 @@ impl Config {
     /// ```
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         self.max_sessions = sessions;
+        self
+    }
+
+    /// How many sessions a server holds that were opened from one IP address (default
+    /// 256), so that one host cannot take every session of
+    /// [`max_sessions`](Self::max_sessions). Past it, new sessions from that address are
+    /// refused with a temporary reason. Clients behind one NAT share an address: raise it
+    /// for a server with many such clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().max_sessions_per_address(16);
+    /// assert_eq!(config.max_sessions_per_address_value(), 16);
+    /// ```
+    pub fn max_sessions_per_address(mut self, sessions: usize) -> Self {
+        self.max_sessions_per_address = sessions;
         self
     }
 
@@ -248,6 +268,17 @@ impl Config {
         self.max_sessions
     }
 
+    /// The configured maximum number of sessions a server holds from one address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().max_sessions_per_address_value(), 256);
+    /// ```
+    pub fn max_sessions_per_address_value(&self) -> usize {
+        self.max_sessions_per_address
+    }
+
     /// The configured maximum number of handshakes in progress on a server.
     ///
     /// # Examples
@@ -326,6 +357,9 @@ impl Config {
         if self.max_sessions == 0 {
             return invalid("max_sessions must not be zero");
         }
+        if self.max_sessions_per_address == 0 {
+            return invalid("max_sessions_per_address must not be zero");
+        }
         if self.max_handshakes == 0 {
             return invalid("max_handshakes must not be zero");
         }
@@ -371,6 +405,7 @@ mod tests {
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().max_sessions(0),
             Config::default().max_handshakes(0),
+            Config::default().max_sessions_per_address(0),
             Config::default().reconnect_backoff(Duration::ZERO, Duration::from_secs(1)),
             Config::default().reconnect_backoff(Duration::from_secs(2), Duration::from_secs(1)),
             Config::default().send_buffer_size(usize::MAX),

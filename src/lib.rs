@@ -51,25 +51,32 @@ pub use socket::RSocket;
 pub use status::{SessionState, Status};
 
 /// The I/O-free protocol core, exposed for property tests and fuzzing: wire formats,
-/// counters, the send buffer and the session state machine. Not a stable API.
+/// keys, counters, the send buffer and the session state machine. Not a stable API.
 #[doc(hidden)]
 pub mod protocol {
     pub use crate::core::WireError;
 
     /// The session state machine.
     pub mod session {
-        pub use crate::core::session::{Limits, ReadGate, Role, Session};
+        pub use crate::core::session::{Dropped, Limits, ReadGate, Role, Session};
+    }
+
+    /// Session keys and tags.
+    pub mod auth {
+        pub use crate::core::auth::{
+            ControlKeys, HandshakeKeys, MacKey, SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN,
+        };
     }
 
     /// The UDP control datagrams.
     pub mod control {
-        pub use crate::core::control::{ControlKind, ControlMessage, MAX_LEN};
+        pub use crate::core::control::{ControlKind, ControlMessage, Route, MAX_LEN, MIN_LEN};
     }
 
     /// The handshake frames on a new TCP connection.
     pub mod handshake {
         pub use crate::core::handshake::{
-            Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode, HEADER_LEN,
+            Accepted, Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode, HEADER_LEN,
         };
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use mio::Token;
 
-use crate::engine::server::{Accepted, Listener};
+use crate::engine::server::{Arrival, Listener};
 use crate::engine::{engine, Command, EngineHandle};
 use crate::{Config, RSocket};
 
@@ -45,7 +45,7 @@ use crate::{Config, RSocket};
 pub struct RServerSocket {
     id: Token,
     local_addr: SocketAddr,
-    accepted: Receiver<Accepted>,
+    accepted: Receiver<Arrival>,
     engine: Arc<EngineHandle>,
 }
 

@@ -23,13 +23,16 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::protocol::handshake::{Answer, FrameHeader, Hello, HEADER_LEN};
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN};
+use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameHeader, Hello, HEADER_LEN};
+use robust_tcp::protocol::session::Role;
 use support::bounded::{join, run_bounded};
+use support::rng::{fresh_seed, Rng};
 use support::session::{bind, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -47,41 +50,59 @@ const PAUSE: Duration = Duration::from_millis(50);
 /// A client that speaks the handshake frame by frame.
 struct RawClient {
     server: SocketAddr,
-    /// Where the server sends control datagrams; held open, never read.
-    control: UdpSocket,
+    rng: Rng,
+}
+
+/// A session the raw client opened: what its reconnections need.
+struct Opened {
+    cid: u32,
+    keys: SessionKeys,
+    /// The last reconnection attempt's number.
+    attempt: u64,
 }
 
 impl RawClient {
     fn new(server: SocketAddr) -> RawClient {
-        let control = UdpSocket::bind("127.0.0.1:0").expect("bind the control socket");
-        RawClient { server, control }
-    }
-
-    fn hello(&self, cid: u32, token: u64) -> [u8; Hello::FRAME_LEN] {
-        let control_port = self.control.local_addr().expect("control address").port();
-        Hello {
-            control_port,
-            cid,
-            token,
-            received: 0,
+        RawClient {
+            server,
+            rng: Rng::new(fresh_seed()),
         }
-        .encode()
     }
 
-    /// Connects and sends a HELLO for `cid` (0: a new session) and `token`.
-    fn send_hello(&self, cid: u32, token: u64) -> TcpStream {
+    fn nonce(&mut self) -> [u8; NONCE_LEN] {
+        std::array::from_fn(|_| self.rng.next_u64() as u8)
+    }
+
+    /// The next reconnection HELLO of `session`.
+    fn resume_hello(&mut self, session: &mut Opened) -> Hello {
+        session.attempt += 1;
+        let key = &session.keys.handshake.client;
+        Hello::resume(session.cid, self.nonce(), session.attempt, 0, key)
+    }
+
+    /// Resumes `session` on a new connection: HELLO, ANSWER, CONFIRM.
+    fn resume(&mut self, session: &mut Opened) -> TcpStream {
+        let hello = self.resume_hello(session);
         let mut stream = self.connect();
+        stream.write_all(&hello.encode()).expect("send the hello");
+        let answer = read_acceptance(&mut stream);
+        assert_eq!(answer.cid, session.cid);
+        assert!(
+            answer.answers(&hello, Some(&session.keys.handshake.server)),
+            "the answer does not prove itself"
+        );
+        let confirm = Confirm::new(&hello, &answer, &session.keys.handshake.client);
         stream
-            .write_all(&self.hello(cid, token))
-            .expect("send the hello");
+            .write_all(&confirm.encode())
+            .expect("send the confirm");
         stream
     }
 
-    /// Sends a HELLO for `cid` and `token`, and resets the connection right after its last
+    /// Sends the next HELLO of `session`, and resets the connection right after its last
     /// byte, so that the server's ANSWER fails.
-    fn reset_after_hello(&self, cid: u32, token: u64) {
+    fn reset_after_hello(&mut self, session: &mut Opened) {
+        let hello = self.resume_hello(session).encode();
         let mut stream = self.connect();
-        let hello = self.hello(cid, token);
         let (head, last) = hello.split_at(hello.len() - 1);
         stream
             .write_all(head)
@@ -95,9 +116,11 @@ impl RawClient {
         drop(stream);
     }
 
-    /// Opens a session and leaves without confirming it; returns its CID and token.
-    fn open_unconfirmed(&self) -> (u32, u64) {
-        let mut opening = self.send_hello(0, 0);
+    /// Opens a session and leaves without confirming it.
+    fn open_unconfirmed(&mut self) -> Opened {
+        let hello = Hello::opening(self.nonce());
+        let mut opening = self.connect();
+        opening.write_all(&hello.encode()).expect("send the hello");
         let accepted = read_acceptance(&mut opening);
         opening.shutdown(Shutdown::Write).expect("shutdown(Write)");
         // The server closes its side once it has given up on the CONFIRM: from then on
@@ -110,7 +133,11 @@ impl RawClient {
             rest.is_empty(),
             "unexpected bytes after the answer: {rest:02x?}"
         );
-        accepted
+        Opened {
+            cid: accepted.cid,
+            keys: SessionKeys::derive(&accepted.secret, &hello.nonce, Role::Client),
+            attempt: 0,
+        }
     }
 
     fn connect(&self) -> TcpStream {
@@ -122,12 +149,12 @@ impl RawClient {
     }
 }
 
-/// Reads an ANSWER and returns the CID and token it accepts.
+/// Reads an ANSWER and returns the acceptance.
 ///
 /// # Panics
 ///
 /// If the answer is not a well-formed acceptance.
-fn read_acceptance(stream: &mut TcpStream) -> (u32, u64) {
+fn read_acceptance(stream: &mut TcpStream) -> Accepted {
     let mut header = [0u8; HEADER_LEN];
     stream
         .read_exact(&mut header)
@@ -138,7 +165,7 @@ fn read_acceptance(stream: &mut TcpStream) -> (u32, u64) {
         .read_exact(&mut body)
         .expect("read the answer's body");
     match Answer::parse(&body).expect("an answer") {
-        Answer::Accepted { cid, token, .. } => (cid, token),
+        Answer::Accepted(accepted) => accepted,
         refused => panic!("the server refused: {refused:?}"),
     }
 }
@@ -151,7 +178,7 @@ fn read_acceptance(stream: &mut TcpStream) -> (u32, u64) {
 fn a_session_confirmed_after_failed_reconnections_is_accepted() {
     run_bounded(LIMIT, || {
         let server = bind();
-        let raw = RawClient::new(server_addr(&server));
+        let mut raw = RawClient::new(server_addr(&server));
         // Accept in a helper thread, so that an accept that never returns fails the
         // bound below rather than the watchdog.
         let (accepted_tx, accepted_rx) = mpsc::channel();
@@ -164,12 +191,12 @@ fn a_session_confirmed_after_failed_reconnections_is_accepted() {
         });
 
         for round in 0..SESSIONS {
-            let (cid, token) = raw.open_unconfirmed();
+            let mut session = raw.open_unconfirmed();
+            let cid = session.cid;
             for _ in 0..FAILED_ATTEMPTS {
-                raw.reset_after_hello(cid, token);
+                raw.reset_after_hello(&mut session);
             }
-            let mut resumed = raw.send_hello(cid, token);
-            assert_eq!(read_acceptance(&mut resumed), (cid, token));
+            let mut resumed = raw.resume(&mut session);
             // Application bytes follow the handshake on the same TCP connection.
             let message = format!("session {round} confirmed late");
             resumed
@@ -209,7 +236,7 @@ fn unconfirmed_sessions_do_not_lock_out_real_clients() {
             .max_sessions(SLOTS)
             .handshake_timeout(Duration::from_millis(300));
         let server = robust_tcp::RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
-        let raw = RawClient::new(server_addr(&server));
+        let mut raw = RawClient::new(server_addr(&server));
         for _ in 0..SLOTS {
             raw.open_unconfirmed();
         }

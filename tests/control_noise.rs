@@ -1,41 +1,43 @@
-//! The control socket receives whatever anyone sends to it. Random bytes and well-formed
-//! messages for sessions that do not exist must be dropped (or, for CLOSE, HALF_CLOSE and
-//! RESET, confirmed) without disturbing anything: afterwards the process's sessions still
-//! move data, which needs the control thread alive to carry their acknowledgements.
+//! The control socket receives whatever anyone sends to it: random bytes, datagrams for
+//! sessions that do not exist, and datagrams that name a live session but were forged
+//! without its keys. Every one must be dropped, unanswered, without disturbing anything:
+//! afterwards the process's sessions still move data (which needs their acknowledgements
+//! through the control socket), and the sender received nothing back.
 
 mod support;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::thread;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
-use robust_tcp::{Config, RSocket};
-use support::bounded::{join, run_bounded};
+use robust_tcp::protocol::handshake::{Answer, FrameHeader, Hello, HEADER_LEN};
+use robust_tcp::protocol::session::Role;
+use support::bounded::run_bounded;
 use support::rng::Rng;
 use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const NOISE: usize = 5000;
 
-/// The process's UDP control port, read from the hello a robust client sends to a plain
-/// TCP listener (bytes 8 and 9 of the frame).
-fn control_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let config = Config::default().handshake_timeout(Duration::from_millis(300));
-    // The listener never answers: this connect ends with TimedOut.
-    let client = thread::spawn(move || RSocket::connect_with(addr, config).map(|_| ()));
-    let (mut conn, _) = listener.accept().expect("accept the robust client");
-    let mut hello = [0u8; 26];
-    conn.read_exact(&mut hello).expect("read the hello");
-    assert_eq!(&hello[..4], b"RTCP");
-    assert!(
-        join(client).is_err(),
-        "nobody answered, yet connect succeeded"
-    );
-    u16::from_be_bytes([hello[8], hello[9]])
+/// The process's UDP control port, read from the ANSWER to an opening HELLO that a raw
+/// client sends to the server (a session of its own, never confirmed).
+fn control_port(server: SocketAddr) -> u16 {
+    let mut raw = TcpStream::connect(server).expect("connect");
+    raw.set_read_timeout(Some(LIMIT)).expect("set_read_timeout");
+    raw.write_all(&Hello::opening([1; NONCE_LEN]).encode())
+        .expect("send a hello");
+    let mut header = [0u8; HEADER_LEN];
+    raw.read_exact(&mut header)
+        .expect("read the answer's header");
+    let header = FrameHeader::parse(&header).expect("an answer header");
+    let mut body = vec![0u8; header.body_len];
+    raw.read_exact(&mut body).expect("read the answer");
+    match Answer::parse(&body).expect("an answer") {
+        Answer::Accepted(accepted) => accepted.control_port,
+        refused => panic!("refused: {refused:?}"),
+    }
 }
 
 fn random_kind(rng: &mut Rng) -> ControlKind {
@@ -57,29 +59,31 @@ fn noise_on_the_control_socket_disturbs_no_session() {
         let server = bind();
         let addr = server_addr(&server);
         let (client, accepted) = connect_pair(&server, addr, fast_config());
-        let live = [client.session_id()];
-
-        let target = SocketAddr::from(([127, 0, 0, 1], control_port()));
+        let live = client.session_id();
+        let target = SocketAddr::from(([127, 0, 0, 1], control_port(addr)));
 
         let noise = UdpSocket::bind("127.0.0.1:0").expect("bind the noise socket");
         let seed = support::rng::fresh_seed();
         let mut rng = Rng::new(seed);
+        // Keys of some other session: what an attacker holds for its own session.
+        let stranger = SessionKeys::derive(&[9; SECRET_LEN], &[9; NONCE_LEN], Role::Client);
         for i in 0..NOISE {
-            let mut datagram = [0u8; 40];
+            let mut datagram = [0u8; 64];
             let len = if i % 2 == 0 {
                 // Random bytes of random length, headers included.
-                let len = rng.range(0, 40) as usize;
+                let len = rng.range(0, 64) as usize;
                 for b in &mut datagram[..len] {
                     *b = rng.next_u64() as u8;
                 }
                 len
             } else {
-                // Well-formed messages for sessions that do not exist. (For a live
-                // session they would be obeyed: control messages are not authenticated.)
-                let mut cid = rng.next_u64() as u32;
-                while live.contains(&cid) {
-                    cid = cid.wrapping_add(1);
-                }
+                // Well-formed datagrams, tagged with the wrong key, for the live session
+                // (either side of it) or a random one.
+                let cid = if rng.chance(50) {
+                    live
+                } else {
+                    rng.next_u64() as u32
+                };
                 let msg = ControlMessage {
                     cid,
                     from_server: rng.chance(50),
@@ -87,7 +91,7 @@ fn noise_on_the_control_socket_disturbs_no_session() {
                     kind: random_kind(&mut rng),
                 };
                 let mut buf = [0u8; MAX_LEN];
-                let n = msg.encode(&mut buf);
+                let n = msg.seal(rng.next_u64(), &stranger.control.send, &mut buf);
                 datagram[..n].copy_from_slice(&buf[..n]);
                 n
             };
@@ -96,7 +100,17 @@ fn noise_on_the_control_socket_disturbs_no_session() {
                 .expect("send a noise datagram");
         }
 
-        // 4 MiB each way needs hundreds of acknowledgements through the control thread.
+        // 4 MiB each way needs hundreds of acknowledgements through the control socket.
         exchange_seeded(&client, &accepted, 4 << 20, seed);
+
+        // Nothing answered the noise. (The exchange took far longer than any answer
+        // would take to arrive on loopback.)
+        noise.set_nonblocking(true).expect("set_nonblocking");
+        let mut buf = [0u8; 64];
+        let got = noise.recv_from(&mut buf);
+        assert!(
+            matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "the library answered a forged datagram: {got:?}"
+        );
     });
 }

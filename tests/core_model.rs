@@ -1,16 +1,21 @@
 //! The protocol core driven byte by byte, without sockets or clock: two `Session`s joined
 //! by a simulated TCP pipe and a lossy control channel, under a virtual clock.
 //!
-//! Property: whatever the interleaving of writes, reads, cuts, lost datagrams and timer
-//! runs, once the network behaves again each side has read exactly what the other wrote.
+//! Property: whatever the interleaving of writes, reads, cuts, timer runs and control
+//! datagrams lost, duplicated, reordered, replayed or forged, what each side has read is
+//! always a prefix of what the other wrote, and once the network behaves again it is all
+//! of it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use robust_tcp::protocol::control::ControlMessage;
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::session::{Limits, ReadGate, Role, Session};
+use robust_tcp::protocol::session::{Dropped, Limits, ReadGate, Role, Session};
+
+const CID: u32 = 42;
 
 /// One direction of a TCP connection: bytes in flight, in order.
 #[derive(Default)]
@@ -23,6 +28,10 @@ struct Pair {
     now: Instant,
     ends: [Session; 2],
     pipes: [Pipe; 2], // pipes[i] carries end i's outgoing stream to the other end
+    /// Control datagrams in flight from end i, in the order sent.
+    datagrams: [VecDeque<Vec<u8>>; 2],
+    /// Every datagram either end sent, for replays: (sender, bytes).
+    captured: Vec<(usize, Vec<u8>)>,
     written: [Vec<u8>; 2],
     read: [Vec<u8>; 2],
     connected: bool,
@@ -39,13 +48,16 @@ impl Pair {
             ack_threshold: threshold,
             give_up_after: None,
         };
+        let keys = |role| SessionKeys::derive(&SECRET, &[9; NONCE_LEN], role).control;
         Pair {
             now: Instant::now(),
             ends: [
-                Session::new(Role::Client, 42, 0, limits),
-                Session::new(Role::Server, 42, 0, limits),
+                Session::new(Role::Client, CID, 0, limits, keys(Role::Client)),
+                Session::new(Role::Server, CID, 0, limits, keys(Role::Server)),
             ],
             pipes: [Pipe::default(), Pipe::default()],
+            datagrams: [VecDeque::new(), VecDeque::new()],
+            captured: Vec::new(),
             written: [Vec::new(), Vec::new()],
             read: [Vec::new(), Vec::new()],
             connected: true,
@@ -107,28 +119,105 @@ impl Pair {
         self.ends[i].handle_read(n);
     }
 
-    /// Moves control datagrams between the ends, dropping those `lose` says to.
+    /// Takes the datagrams each end wants to send into the network.
+    fn transmit(&mut self) -> bool {
+        let mut moved = false;
+        for i in 0..2 {
+            let mut buf = [0; MAX_LEN];
+            while let Some(n) = self.ends[i].poll_datagram(&mut buf) {
+                moved = true;
+                self.datagrams[i].push_back(buf[..n].to_vec());
+                self.captured.push((i, buf[..n].to_vec()));
+            }
+        }
+        moved
+    }
+
+    /// Hands datagram `bytes` from end `from` to the other end.
+    fn receive(&mut self, from: usize, bytes: &[u8]) -> Result<bool, Dropped> {
+        let now = self.now;
+        self.ends[1 - from].handle_datagram(bytes, now)
+    }
+
+    /// Moves control datagrams between the ends in order, dropping those `lose` says to.
     fn deliver_control(&mut self, mut lose: impl FnMut() -> bool) {
         for _ in 0..8 {
-            let mut moved = false;
+            if !self.transmit() {
+                break;
+            }
             for i in 0..2 {
-                while let Some(msg) = self.ends[i].poll_transmit() {
-                    moved = true;
-                    // Every datagram goes through the real encoder and decoder.
-                    let mut buf = [0; 12];
-                    let len = msg.encode(&mut buf);
-                    let decoded = ControlMessage::parse(&buf[..len]).unwrap();
-                    assert_eq!(decoded, msg);
+                while let Some(d) = self.datagrams[i].pop_front() {
                     if !lose() {
-                        let now = self.now;
-                        self.ends[1 - i].handle_control(&decoded, now);
+                        // A genuine datagram always authenticates. (It may be refused as
+                        // old when a test injected newer ones.)
+                        let r = self.receive(i, &d);
+                        assert!(matches!(r, Ok(_) | Err(Dropped::Replayed)), "{r:?}");
                     }
                 }
             }
-            if !moved {
-                break;
+        }
+    }
+
+    /// Delivers what is in flight out of order, some of it twice, as `rng` decides.
+    fn deliver_shuffled(&mut self, rng: &mut u64) {
+        self.transmit();
+        let mut all: Vec<(usize, Vec<u8>)> = Vec::new();
+        for i in 0..2 {
+            all.extend(self.datagrams[i].drain(..).map(|d| (i, d)));
+        }
+        let picks = all.len() * 3 / 2;
+        for _ in 0..picks {
+            let (from, d) = &all[next(rng) as usize % all.len()];
+            let _ = self.receive(*from, &d.clone());
+        }
+    }
+
+    /// An attacker without the keys: replays captured datagrams and sends forged ones,
+    /// none of which may be accepted unless it is a genuine datagram arriving for the
+    /// first time.
+    fn attack(&mut self, rng: &mut u64, count: usize) {
+        let stranger = SessionKeys::derive(&[1; SECRET_LEN], &[9; NONCE_LEN], Role::Server);
+        for _ in 0..count {
+            let to = (next(rng) % 2) as usize;
+            let kind = match next(rng) % 7 {
+                0 => ControlKind::Ack(next(rng) as u32),
+                1 => ControlKind::ReqAck(next(rng) as u32),
+                2 => ControlKind::Close(next(rng) as u32 % 64),
+                3 => ControlKind::HalfClose(next(rng) as u32 % 64),
+                4 => ControlKind::Reset,
+                5 => ControlKind::Conf,
+                _ => ControlKind::Reconnect(next(rng) as u32),
+            };
+            let msg = ControlMessage {
+                cid: CID,
+                from_server: to == 0,
+                id: next(rng) as u16,
+                kind,
+            };
+            let mut forged = [0; MAX_LEN];
+            // Another session's key (the attacker's own session, say), or a guessed tag.
+            let n = msg.seal(next(rng), &stranger.control.send, &mut forged);
+            if next(rng) % 2 == 0 {
+                let guess = next(rng).to_be_bytes();
+                forged[n - 8..n].copy_from_slice(&guess);
+            }
+            let from = 1 - to;
+            assert!(
+                self.receive(from, &forged[..n]).is_err(),
+                "forged {msg:?} accepted"
+            );
+            if let Some((from, d)) = self.pick_captured(rng) {
+                let _ = self.receive(from, &d);
             }
         }
+    }
+
+    fn pick_captured(&self, rng: &mut u64) -> Option<(usize, Vec<u8>)> {
+        if self.captured.is_empty() {
+            return None;
+        }
+        let i = next(rng) as usize % self.captured.len();
+        Some(self.captured[i].clone())
     }
 
     /// The TCP connection breaks: what was in flight is lost.
@@ -201,11 +290,25 @@ impl Pair {
     }
 }
 
+/// The session secret of the pair under test.
+const SECRET: [u8; SECRET_LEN] = [7; SECRET_LEN];
+
+/// A step of a seeded generator (splitmix64), for the choices inside one operation.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Write(usize, usize),
     Read(usize, usize),
     Control { lose_one_in: u32 },
+    Shuffled(u64),
+    Attack(u64),
     Cut,
     Reconnect,
     Tick(u64),
@@ -216,6 +319,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..2usize, 1..5000usize).prop_map(|(i, n)| Op::Write(i, n)),
         4 => (0..2usize, 1..5000usize).prop_map(|(i, n)| Op::Read(i, n)),
         3 => (1..5u32).prop_map(|lose_one_in| Op::Control { lose_one_in }),
+        1 => any::<u64>().prop_map(Op::Shuffled),
+        1 => any::<u64>().prop_map(Op::Attack),
         1 => Just(Op::Cut),
         1 => Just(Op::Reconnect),
         1 => (1..500u64).prop_map(Op::Tick),
@@ -237,6 +342,8 @@ proptest! {
                     loss += 1;
                     loss % lose_one_in == 0
                 }),
+                Op::Shuffled(mut seed) => pair.deliver_shuffled(&mut seed),
+                Op::Attack(mut seed) => pair.attack(&mut seed, 20),
                 Op::Cut => pair.cut(),
                 Op::Reconnect => pair.reconnect(),
                 Op::Tick(ms) => pair.tick(ms),
@@ -284,23 +391,34 @@ fn sessions_past_four_gib_keep_counting_across_the_wrap() {
 
 #[test]
 fn acks_outside_the_window_never_drop_unacknowledged_data() {
-    use robust_tcp::protocol::control::ControlKind;
+    // Even with the key (a buggy or lying server): counts outside what was sent are
+    // ignored.
     let mut pair = Pair::new(4096, 4096);
     pair.write(0, 3000);
     pair.read(1, 1000);
-    let lie = |count: u64| ControlMessage {
-        cid: 42,
-        from_server: true,
-        id: 0,
-        kind: ControlKind::Ack(to_wire(count)),
+    let server_key = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Server).control;
+    let mut pn = 1_000;
+    let mut lie = |count: u64| {
+        let msg = ControlMessage {
+            cid: CID,
+            from_server: true,
+            id: 0,
+            kind: ControlKind::Ack(to_wire(count)),
+        };
+        let mut buf = [0; MAX_LEN];
+        pn += 1;
+        let n = msg.seal(pn, &server_key.send, &mut buf);
+        buf[..n].to_vec()
     };
     let now = pair.now;
-    pair.ends[0].handle_control(&lie(3001), now); // more than was sent
-    pair.ends[0].handle_control(&lie(1 << 33), now); // far beyond, wrapping
+    let tell =
+        |pair: &mut Pair, d: Vec<u8>| assert!(pair.ends[0].handle_datagram(&d, now).is_ok());
+    tell(&mut pair, lie(3001)); // more than was sent
+    tell(&mut pair, lie(1 << 33)); // far beyond, wrapping
     assert_eq!(pair.ends[0].status(now).unacknowledged, 3000);
-    pair.ends[0].handle_control(&lie(1000), now); // true: the server read 1000
+    tell(&mut pair, lie(1000)); // true: the server read 1000
     assert_eq!(pair.ends[0].status(now).unacknowledged, 2000);
-    pair.ends[0].handle_control(&lie(500), now); // less than already acknowledged
+    tell(&mut pair, lie(500)); // less than already acknowledged
     assert_eq!(pair.ends[0].status(now).unacknowledged, 2000);
     // The unacknowledged bytes are still there to resend.
     pair.cut();
@@ -357,4 +475,22 @@ fn a_close_that_outlasts_its_retries_while_disconnected_still_reaches_the_peer()
     assert_eq!(pair.read[1], pair.written[0]);
     assert!(matches!(pair.ends[1].read_gate(), ReadGate::Eof));
     assert!(pair.ends[0].is_finished());
+}
+
+#[test]
+fn forged_close_reset_and_acks_change_nothing() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.write(0, 3000);
+    pair.write(1, 3000);
+    pair.read(1, 100);
+    let mut seed = 7;
+    pair.attack(&mut seed, 10_000);
+    let now = pair.now;
+    for end in &pair.ends {
+        assert!(matches!(end.read_gate(), ReadGate::Proceed));
+    }
+    assert_eq!(pair.ends[0].status(now).unacknowledged, 3000);
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert_eq!(pair.read[0], pair.written[1]);
 }

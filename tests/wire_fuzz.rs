@@ -2,10 +2,12 @@
 //! panic, and agree with the encoders on everything they accept.
 
 use proptest::prelude::*;
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::handshake::{
-    Answer, Confirm, FrameHeader, Hello, RefusalCode, HEADER_LEN,
+    Accepted, Answer, Confirm, FrameHeader, Hello, RefusalCode, HEADER_LEN,
 };
+use robust_tcp::protocol::session::Role;
 
 fn control_kind() -> impl Strategy<Value = ControlKind> {
     prop_oneof![
@@ -19,17 +21,18 @@ fn control_kind() -> impl Strategy<Value = ControlKind> {
     ]
 }
 
+fn keys(role: Role) -> SessionKeys {
+    SessionKeys::derive(&[5; SECRET_LEN], &[6; NONCE_LEN], role)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-        if let Ok(msg) = ControlMessage::parse(&bytes) {
-            // Whatever decodes re-encodes to the same bytes.
-            let mut buf = [0; MAX_LEN];
-            let n = msg.encode(&mut buf);
-            prop_assert_eq!(&buf[..n], &bytes[..]);
-        }
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+        // Without the key, nothing authenticates.
+        prop_assert!(ControlMessage::open(&bytes, &keys(Role::Server).control.recv).is_err());
+        let _ = ControlMessage::route(&bytes);
         if let Some(header) = bytes.get(..HEADER_LEN).and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok()) {
             let _ = FrameHeader::parse(header);
         }
@@ -39,25 +42,40 @@ proptest! {
     }
 
     #[test]
-    fn control_messages_round_trip(cid in any::<u32>(), from_server in any::<bool>(), id in any::<u16>(), kind in control_kind()) {
+    fn control_messages_round_trip(cid in any::<u32>(), from_server in any::<bool>(), id in any::<u16>(), pn in any::<u64>(), kind in control_kind()) {
         let msg = ControlMessage { cid, from_server, id, kind };
         let mut buf = [0; MAX_LEN];
-        let n = msg.encode(&mut buf);
-        prop_assert_eq!(ControlMessage::parse(&buf[..n]), Ok(msg));
+        let n = msg.seal(pn, &keys(Role::Client).control.send, &mut buf);
+        prop_assert_eq!(ControlMessage::open(&buf[..n], &keys(Role::Server).control.recv), Ok((pn, msg)));
     }
 
     #[test]
-    fn handshake_frames_round_trip(port in any::<u16>(), cid in any::<u32>(), token in any::<u64>(), received in any::<u32>(), epoch in any::<u32>()) {
-        let hello = Hello { control_port: port, cid, token, received };
+    fn handshake_frames_round_trip(cid in any::<u32>(), nonce in any::<[u8; NONCE_LEN]>(), attempt in any::<u64>(), received in any::<u32>(), epoch in any::<u32>(), port in any::<u16>()) {
+        let keys = keys(Role::Client);
+        let hello = Hello::resume(cid, nonce, attempt, received, &keys.handshake.client);
         let frame = hello.encode();
         let header = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
         prop_assert_eq!(header.body_len, frame.len() - HEADER_LEN);
         prop_assert_eq!(Hello::parse(&frame[HEADER_LEN..]), Ok(hello));
+        prop_assert!(hello.verify(&keys.handshake.client));
 
         let answer = if cid == 0 {
             Answer::Refused(RefusalCode::TooManySessions)
         } else {
-            Answer::Accepted { cid, token, control_port: port, received, epoch }
+            let accepted = Accepted {
+                cid,
+                control_port: port,
+                client_nonce: nonce,
+                secret: [0; SECRET_LEN],
+                received,
+                epoch,
+                server_nonce: nonce,
+                tag: [0; 16],
+            }
+            .sign(&hello, &keys.handshake.server);
+            let confirm = Confirm::new(&hello, &accepted, &keys.handshake.client);
+            prop_assert_eq!(Confirm::parse(&confirm.encode()[HEADER_LEN..]), Ok(confirm));
+            Answer::Accepted(accepted)
         };
         let frame = answer.encode();
         prop_assert_eq!(Answer::parse(&frame[HEADER_LEN..]), Ok(answer));

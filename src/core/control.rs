@@ -1,10 +1,12 @@
-//! The UDP control datagrams (paper Fig. 5).
+//! The UDP control datagrams (paper Fig. 5), authenticated.
 //!
-//! An 8-byte header (CID 4 bytes, type 1, flags 1, message id 2) and, for some types, a
-//! 4-byte count, all big-endian. See `docs/PROTOCOL.md`.
+//! The paper's 8-byte header (CID 4 bytes, type 1, flags 1, message id 2), then the
+//! sender's packet number (8 bytes), for some types a 4-byte count, and a 16-byte tag over
+//! everything before it; all big-endian. See `docs/PROTOCOL.md`.
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::auth::{MacKey, TAG_LEN};
 use super::WireError;
 
 /// Byte offsets of the fields of a control datagram, shared by the encoder and the parser.
@@ -15,14 +17,19 @@ mod field {
     pub(super) const KIND: usize = 4;
     pub(super) const FLAGS: usize = 5;
     pub(super) const ID: Field = 6..8;
-    /// Only in the types that carry a count.
-    pub(super) const COUNT: Field = 8..12;
+    pub(super) const PACKET_NUMBER: Field = 8..16;
+    /// Only in the types that carry a count; the tag follows the count, or the packet
+    /// number in the types without one.
+    pub(super) const COUNT: Field = 16..20;
 }
 
-/// Length of the header: every datagram has it, and some have a count after it.
-pub const HEADER_LEN: usize = field::COUNT.start;
-/// The longest datagram this crate sends or accepts: a header and a count.
-pub const MAX_LEN: usize = field::COUNT.end;
+/// Length of the header (the paper's fields and the packet number): every datagram has
+/// it, then maybe a count, then the tag.
+pub const HEADER_LEN: usize = field::PACKET_NUMBER.end;
+/// Length of a datagram without a count.
+pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN;
+/// The longest datagram this crate sends or accepts: a header, a count and a tag.
+pub const MAX_LEN: usize = field::COUNT.end + TAG_LEN;
 
 /// Flag: the receiver must answer with a `Conf` carrying the message id.
 pub const FLAG_NEEDS_CONF: u8 = 0x01;
@@ -87,7 +94,7 @@ impl ControlKind {
     }
 }
 
-/// One control datagram.
+/// One control datagram's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlMessage {
     /// The session it is about.
@@ -100,9 +107,20 @@ pub struct ControlMessage {
     pub kind: ControlKind,
 }
 
+/// Where a datagram claims to go, read before it is authenticated: only good for finding
+/// the session whose key checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The CID.
+    pub cid: u32,
+    /// Whether the sender claims to be the server side.
+    pub from_server: bool,
+}
+
 impl ControlMessage {
-    /// Writes the datagram into `out` and returns its length.
-    pub fn encode(&self, out: &mut [u8; MAX_LEN]) -> usize {
+    /// Writes the datagram with packet number `pn`, tagged with `key`, into `out` and
+    /// returns its length.
+    pub fn seal(&self, pn: u64, key: &MacKey, out: &mut [u8; MAX_LEN]) -> usize {
         BigEndian::write_u32(&mut out[field::CID], self.cid);
         out[field::KIND] = self.kind.code();
         let mut flags = 0;
@@ -114,41 +132,63 @@ impl ControlMessage {
         }
         out[field::FLAGS] = flags;
         BigEndian::write_u16(&mut out[field::ID], self.id);
-        match self.kind.count() {
+        BigEndian::write_u64(&mut out[field::PACKET_NUMBER], pn);
+        let tagged = match self.kind.count() {
             Some(n) => {
                 BigEndian::write_u32(&mut out[field::COUNT], n);
-                MAX_LEN
+                field::COUNT.end
             }
             None => HEADER_LEN,
-        }
+        };
+        let (message, tag) = out.split_at_mut(tagged);
+        tag[..TAG_LEN].copy_from_slice(&key.tag(&[message]));
+        tagged + TAG_LEN
     }
 
-    /// Decodes a datagram.
+    /// The CID and side a datagram names, if it is long enough to name them.
+    pub fn route(datagram: &[u8]) -> Option<Route> {
+        let cid = datagram.get(field::CID)?;
+        let flags = *datagram.get(field::FLAGS)?;
+        Some(Route {
+            cid: BigEndian::read_u32(cid),
+            from_server: flags & FLAG_FROM_SERVER != 0,
+        })
+    }
+
+    /// Checks a datagram's tag with `key`, then decodes it: its packet number and message.
     ///
     /// # Errors
     ///
-    /// [`WireError::Malformed`] for a datagram that is short, of unknown type, has unknown
-    /// flags or a confirmation flag that disagrees with its type, or has the wrong length
-    /// for its type.
-    pub fn parse(datagram: &[u8]) -> Result<Self, WireError> {
-        let wrong_length = WireError::Malformed("control datagram of the wrong length");
-        let header = datagram
-            .get(..HEADER_LEN)
-            .ok_or(WireError::Malformed("short control datagram"))?;
-        // In range: `header` is exactly HEADER_LEN bytes.
-        let cid = BigEndian::read_u32(&header[field::CID]);
-        let (code, flags) = (header[field::KIND], header[field::FLAGS]);
-        let id = BigEndian::read_u16(&header[field::ID]);
-        let count = || match datagram.get(field::COUNT) {
-            Some(count) if datagram.len() == MAX_LEN => Ok(BigEndian::read_u32(count)),
-            _ => Err(wrong_length),
+    /// [`WireError::Malformed`] for a datagram of neither length this version sends;
+    /// [`WireError::Forged`] if the tag does not verify (nothing else is looked at then);
+    /// [`WireError::Malformed`] for an authentic datagram that makes no sense (unknown
+    /// type or flags, a confirmation flag that disagrees with its type, a length wrong
+    /// for its type), which only a peer with the key, of another version, sends.
+    pub fn open(datagram: &[u8], key: &MacKey) -> Result<(u64, Self), WireError> {
+        if datagram.len() != MIN_LEN && datagram.len() != MAX_LEN {
+            return Err(WireError::Malformed("control datagram of the wrong length"));
+        }
+        let (message, tag) = datagram.split_at(datagram.len() - TAG_LEN);
+        if !key.verify(&[message], tag) {
+            return Err(WireError::Forged);
+        }
+        // In range: `message` is HEADER_LEN or field::COUNT.end bytes long.
+        let cid = BigEndian::read_u32(&message[field::CID]);
+        let (code, flags) = (message[field::KIND], message[field::FLAGS]);
+        let id = BigEndian::read_u16(&message[field::ID]);
+        let pn = BigEndian::read_u64(&message[field::PACKET_NUMBER]);
+        let count = || match message.get(field::COUNT) {
+            Some(count) => Ok(BigEndian::read_u32(count)),
+            None => Err(WireError::Malformed("control datagram of the wrong length")),
         };
         let kind = match code {
             1 => ControlKind::Ack(count()?),
             2 => ControlKind::ReqAck(count()?),
             3 => ControlKind::Close(count()?),
             4 => ControlKind::HalfClose(count()?),
-            5 | 6 if datagram.len() != HEADER_LEN => return Err(wrong_length),
+            5 | 6 if message.len() != HEADER_LEN => {
+                return Err(WireError::Malformed("control datagram of the wrong length"))
+            }
             5 => ControlKind::Reset,
             6 => ControlKind::Conf,
             7 => ControlKind::Reconnect(count()?),
@@ -162,18 +202,31 @@ impl ControlMessage {
                 "confirmation flag disagrees with type",
             ));
         }
-        Ok(ControlMessage {
+        let msg = ControlMessage {
             cid,
             from_server: flags & FLAG_FROM_SERVER != 0,
             id,
             kind,
-        })
+        };
+        Ok((pn, msg))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+    use crate::core::session::Role;
+
+    fn keys(role: Role) -> SessionKeys {
+        SessionKeys::derive(&[1; SECRET_LEN], &[2; NONCE_LEN], role)
+    }
+
+    fn sealed(m: &ControlMessage, pn: u64) -> Vec<u8> {
+        let mut buf = [0; MAX_LEN];
+        let n = m.seal(pn, &keys(Role::Client).control.send, &mut buf);
+        buf[..n].to_vec()
+    }
 
     #[test]
     fn every_kind_round_trips() {
@@ -186,6 +239,7 @@ mod tests {
             ControlKind::Conf,
             ControlKind::Reconnect(6),
         ];
+        let recv = keys(Role::Server).control.recv;
         for (i, kind) in kinds.into_iter().enumerate() {
             let m = ControlMessage {
                 cid: 0x0102_0304,
@@ -193,51 +247,97 @@ mod tests {
                 id: i as u16,
                 kind,
             };
-            let mut buf = [0; MAX_LEN];
-            let n = m.encode(&mut buf);
-            assert_eq!(ControlMessage::parse(&buf[..n]), Ok(m));
+            let d = sealed(&m, 1000 + i as u64);
+            assert_eq!(ControlMessage::open(&d, &recv), Ok((1000 + i as u64, m)));
+            let route = Route {
+                cid: m.cid,
+                from_server: m.from_server,
+            };
+            assert_eq!(ControlMessage::route(&d), Some(route));
         }
     }
 
     #[test]
-    fn ack_layout_matches_the_paper() {
+    fn ack_layout_matches_the_protocol_document() {
         let m = ControlMessage {
             cid: 0x0a0b_0c0d,
-            from_server: false,
-            id: 0,
+            from_server: true,
+            id: 0x0102,
             kind: ControlKind::Ack(0x1122_3344),
         };
-        let mut buf = [0; MAX_LEN];
-        assert_eq!(m.encode(&mut buf), 12);
+        let d = sealed(&m, 0x0102_0304_0506_0708);
+        assert_eq!(d.len(), 36);
         assert_eq!(
-            buf,
-            [0x0a, 0x0b, 0x0c, 0x0d, 1, 0, 0, 0, 0x11, 0x22, 0x33, 0x44]
+            d[..20],
+            [0x0a, 0x0b, 0x0c, 0x0d, 1, 2, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x22, 0x33, 0x44]
+        );
+        let tag = keys(Role::Client).control.send.tag(&[&d[..20]]);
+        assert_eq!(d[20..], tag);
+        assert_eq!(
+            sealed(
+                &ControlMessage {
+                    kind: ControlKind::Conf,
+                    ..m
+                },
+                0
+            )
+            .len(),
+            32
         );
     }
 
     #[test]
-    fn malformed_datagrams_are_errors() {
-        assert!(ControlMessage::parse(&[]).is_err());
-        assert!(ControlMessage::parse(&[0, 0, 0, 1, 1, 0, 0]).is_err());
-        assert!(
-            ControlMessage::parse(&[0, 0, 0, 1, 1, 0, 0, 0]).is_err(),
-            "ack without count"
+    fn forged_and_malformed_datagrams_are_errors() {
+        let recv = keys(Role::Server).control.recv;
+        let m = ControlMessage {
+            cid: 5,
+            from_server: false,
+            id: 9,
+            kind: ControlKind::Close(100),
+        };
+        let good = sealed(&m, 3);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(
+                ControlMessage::open(&bad, &recv),
+                Err(WireError::Forged),
+                "byte {i}"
+            );
+        }
+        let wrong_key = keys(Role::Client).control.recv;
+        assert_eq!(
+            ControlMessage::open(&good, &wrong_key),
+            Err(WireError::Forged)
         );
-        assert!(
-            ControlMessage::parse(&[0, 0, 0, 1, 99, 0, 0, 0]).is_err(),
-            "unknown type"
-        );
-        assert!(
-            ControlMessage::parse(&[0, 0, 0, 1, 6, 0x80, 0, 0]).is_err(),
-            "unknown flag"
-        );
-        assert!(
-            ControlMessage::parse(&[0, 0, 0, 1, 5, 0, 0, 0]).is_err(),
-            "reset unflagged"
-        );
-        assert!(
-            ControlMessage::parse(&[0, 0, 0, 1, 6, 0, 0, 0, 9]).is_err(),
-            "trailing byte"
-        );
+        for len in [0, 7, 8, 31, 33, 35, 37, 64] {
+            let d = vec![0; len];
+            assert!(ControlMessage::open(&d, &recv).is_err(), "length {len}");
+        }
+        assert_eq!(ControlMessage::route(&[0, 0, 0]), None);
+        // Authentic but senseless: a RESET with a count, an unknown type or flag.
+        let send = keys(Role::Client).control.send;
+        let authentic = |mut body: Vec<u8>| {
+            let tag = send.tag(&[&body]);
+            body.extend_from_slice(&tag);
+            body
+        };
+        let mut reset_with_count = vec![0, 0, 0, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        reset_with_count.extend([0, 0, 0, 0]);
+        let unknown_type = vec![0, 0, 0, 5, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let unknown_flag = vec![0, 0, 0, 5, 6, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let reset_unflagged = vec![0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        for body in [
+            reset_with_count,
+            unknown_type,
+            unknown_flag,
+            reset_unflagged,
+        ] {
+            let d = authentic(body);
+            assert!(matches!(
+                ControlMessage::open(&d, &recv),
+                Err(WireError::Malformed(_))
+            ));
+        }
     }
 }

@@ -2,16 +2,20 @@
 //!
 //! Every frame has an 8-byte header (`magic`, `version`, `kind`, body length) and a body.
 //! A decoder accepts a body longer than it knows and ignores the rest, so a later version can
-//! append a field (authentication, say) without breaking this one. See `docs/PROTOCOL.md`.
+//! append a field without breaking this one. A reconnection's frames carry tags over the
+//! exchange so far (the *transcript*: the canonical encodings of the frames before, and of
+//! this one up to its tag), made with the session's handshake keys ([`super::auth`]). See
+//! `docs/PROTOCOL.md`.
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::auth::{MacKey, Nonce, Secret, Tag, TAG_LEN};
 use super::WireError;
 
 /// The first four bytes of every handshake frame: "RTCP".
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
 /// offsets count from the start of the body, after the header.
 mod field {
@@ -29,10 +33,11 @@ mod field {
     /// The body of a HELLO.
     pub(super) mod hello {
         use super::Field;
-        pub(crate) const CONTROL_PORT: Field = 0..2;
-        pub(crate) const CID: Field = 2..6;
-        pub(crate) const TOKEN: Field = 6..14;
-        pub(crate) const RECEIVED: Field = 14..18;
+        pub(crate) const CID: Field = 0..4;
+        pub(crate) const NONCE: Field = 4..20;
+        pub(crate) const ATTEMPT: Field = 20..28;
+        pub(crate) const RECEIVED: Field = 28..32;
+        pub(crate) const TAG: Field = 32..48;
     }
 
     /// The body of an ANSWER.
@@ -41,15 +46,19 @@ mod field {
         pub(crate) const CID: Field = 0..4;
         pub(crate) const REFUSAL: usize = 4;
         pub(crate) const CONTROL_PORT: Field = 5..7;
-        pub(crate) const TOKEN: Field = 7..15;
-        pub(crate) const RECEIVED: Field = 15..19;
-        pub(crate) const EPOCH: Field = 19..23;
+        pub(crate) const CLIENT_NONCE: Field = 7..23;
+        pub(crate) const SECRET: Field = 23..55;
+        pub(crate) const RECEIVED: Field = 55..59;
+        pub(crate) const EPOCH: Field = 59..63;
+        pub(crate) const SERVER_NONCE: Field = 63..79;
+        pub(crate) const TAG: Field = 79..95;
     }
 
     /// The body of a CONFIRM.
     pub(super) mod confirm {
         use super::Field;
         pub(crate) const CID: Field = 0..4;
+        pub(crate) const TAG: Field = 4..20;
     }
 }
 
@@ -115,7 +124,7 @@ fn frame<const N: usize>(kind: FrameKind) -> [u8; N] {
     out[field::header::MAGIC].copy_from_slice(&MAGIC);
     out[field::header::VERSION] = VERSION;
     out[field::header::KIND] = kind as u8;
-    // Bodies of this version are a few bytes, far below MAX_BODY_LEN, so this fits.
+    // Bodies of this version are a few dozen bytes, far below MAX_BODY_LEN, so this fits.
     let body_len = (N - HEADER_LEN) as u16;
     BigEndian::write_u16(&mut out[field::header::BODY_LEN], body_len);
     out
@@ -126,34 +135,81 @@ fn known_part<'a>(body: &'a [u8], len: usize, what: &'static str) -> Result<&'a 
     body.get(..len).ok_or(WireError::Malformed(what))
 }
 
+/// The bytes of `field` in `b`, as an array (`b` was checked to hold the whole body).
+fn array<const N: usize>(b: &[u8], field: std::ops::Range<usize>) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[field]);
+    out
+}
+
+/// The bytes of a whole frame that its tag covers: everything before the tag, which ends
+/// the body.
+fn untagged(frame: &[u8]) -> &[u8] {
+    &frame[..frame.len() - TAG_LEN]
+}
+
 /// Client to server, first frame on every TCP connection of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
-    /// The client's UDP control port.
-    pub control_port: u16,
     /// 0 to open a new session; the session's CID to resume it.
     pub cid: u32,
-    /// The session's secret from the server's answer (0 when opening): a reconnection must
-    /// present it, so a client never joins a session that is not its own.
-    pub token: u64,
+    /// Fresh for each attempt: the server echoes it, so an answer cannot be replayed.
+    pub nonce: Nonce,
+    /// 0 when opening; each reconnection of a session counts one more, so a replayed
+    /// HELLO is refused.
+    pub attempt: u64,
     /// Bytes the client has received in this session (wrapping at 2^32).
     pub received: u32,
+    /// Zero when opening; for a reconnection, the tag of the frame up to the tag under
+    /// the client's handshake key.
+    pub tag: Tag,
 }
 
 impl Hello {
     /// Length of the body this version writes.
-    pub const BODY_LEN: usize = field::hello::RECEIVED.end;
+    pub const BODY_LEN: usize = field::hello::TAG.end;
     /// Length of the whole frame.
     pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
+    /// The HELLO that opens a new session.
+    pub fn opening(nonce: Nonce) -> Self {
+        Hello {
+            cid: 0,
+            nonce,
+            attempt: 0,
+            received: 0,
+            tag: [0; TAG_LEN],
+        }
+    }
+
+    /// The HELLO of reconnection number `attempt` of session `cid`, tagged with the
+    /// client's handshake key.
+    pub fn resume(cid: u32, nonce: Nonce, attempt: u64, received: u32, key: &MacKey) -> Self {
+        let mut hello = Hello {
+            cid,
+            nonce,
+            attempt,
+            received,
+            tag: [0; TAG_LEN],
+        };
+        hello.tag = key.tag(&[untagged(&hello.encode())]);
+        hello
+    }
+
+    /// Whether the tag is right for the client's handshake key `key`.
+    pub fn verify(&self, key: &MacKey) -> bool {
+        key.verify(&[untagged(&self.encode())], &self.tag)
+    }
 
     /// The whole frame, header included.
     pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
         let mut out = frame(FrameKind::Hello);
         let body = &mut out[HEADER_LEN..];
-        BigEndian::write_u16(&mut body[field::hello::CONTROL_PORT], self.control_port);
         BigEndian::write_u32(&mut body[field::hello::CID], self.cid);
-        BigEndian::write_u64(&mut body[field::hello::TOKEN], self.token);
+        body[field::hello::NONCE].copy_from_slice(&self.nonce);
+        BigEndian::write_u64(&mut body[field::hello::ATTEMPT], self.attempt);
         BigEndian::write_u32(&mut body[field::hello::RECEIVED], self.received);
+        body[field::hello::TAG].copy_from_slice(&self.tag);
         out
     }
 
@@ -165,10 +221,11 @@ impl Hello {
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         let b = known_part(body, Self::BODY_LEN, "short hello")?;
         Ok(Hello {
-            control_port: BigEndian::read_u16(&b[field::hello::CONTROL_PORT]),
             cid: BigEndian::read_u32(&b[field::hello::CID]),
-            token: BigEndian::read_u64(&b[field::hello::TOKEN]),
+            nonce: array(b, field::hello::NONCE),
+            attempt: BigEndian::read_u64(&b[field::hello::ATTEMPT]),
             received: BigEndian::read_u32(&b[field::hello::RECEIVED]),
+            tag: array(b, field::hello::TAG),
         })
     }
 }
@@ -178,10 +235,11 @@ impl Hello {
 pub enum RefusalCode {
     /// The server no longer accepts new sessions (permanent).
     Closed = 1,
-    /// The server holds `max_sessions` sessions already (temporary: retry later).
+    /// The server holds as many sessions as it may, in all or from the client's address
+    /// (temporary: retry later).
     TooManySessions = 2,
-    /// The CID and token name no session of this server: it restarted, or the session
-    /// ended (permanent).
+    /// No session of this server has that CID, or the hello's proof does not hold for it:
+    /// the server restarted, or the session ended (permanent).
     UnknownSession = 3,
     /// The hello made no sense for the session (a byte count outside what was sent).
     BadRequest = 4,
@@ -204,30 +262,66 @@ impl RefusalCode {
     }
 }
 
+/// The server's acceptance of a hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The session's CID (never 0).
+    pub cid: u32,
+    /// The server's UDP control port.
+    pub control_port: u16,
+    /// The nonce of the hello this answers.
+    pub client_nonce: Nonce,
+    /// The session secret when the session opens; zero when it resumes (it never travels
+    /// again).
+    pub secret: Secret,
+    /// Bytes the server has received in this session (wrapping at 2^32).
+    pub received: u32,
+    /// The number of this TCP connection in the session (0 for the first); control
+    /// messages about a connection name it.
+    pub epoch: u32,
+    /// Fresh for each answer: the client's CONFIRM covers it, so a CONFIRM cannot be
+    /// replayed.
+    pub server_nonce: Nonce,
+    /// Zero when opening; for a reconnection, the tag of the HELLO and of this frame up
+    /// to the tag under the server's handshake key.
+    pub tag: Tag,
+}
+
+impl Accepted {
+    /// Tags a reconnection's answer to `hello` with the server's handshake key.
+    pub fn sign(mut self, hello: &Hello, key: &MacKey) -> Self {
+        self.tag = [0; TAG_LEN];
+        let frame = Answer::Accepted(self).encode();
+        self.tag = key.tag(&[&hello.encode(), untagged(&frame)]);
+        self
+    }
+
+    /// Whether this answers `hello`: it echoes the hello's nonce, and, with `key` the
+    /// server's handshake key of a reconnection, its tag is right.
+    pub fn answers(&self, hello: &Hello, key: Option<&MacKey>) -> bool {
+        if self.client_nonce != hello.nonce {
+            return false;
+        }
+        let Some(key) = key else {
+            return true;
+        };
+        let frame = Answer::Accepted(*self).encode();
+        key.verify(&[&hello.encode(), untagged(&frame)], &self.tag)
+    }
+}
+
 /// Server to client: the answer to a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// The session is open (or resumed).
-    Accepted {
-        /// The session's CID (never 0).
-        cid: u32,
-        /// The session's secret, to present when reconnecting.
-        token: u64,
-        /// The server's UDP control port.
-        control_port: u16,
-        /// Bytes the server has received in this session (wrapping at 2^32).
-        received: u32,
-        /// The number of this TCP connection in the session (0 for the first); control
-        /// messages about a connection name it.
-        epoch: u32,
-    },
+    Accepted(Accepted),
     /// The hello was refused; the wire carries CID 0 and the reason.
     Refused(RefusalCode),
 }
 
 impl Answer {
     /// Length of the body this version writes.
-    pub const BODY_LEN: usize = field::answer::EPOCH.end;
+    pub const BODY_LEN: usize = field::answer::TAG.end;
     /// Length of the whole frame.
     pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
 
@@ -235,22 +329,19 @@ impl Answer {
     pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
         let mut out = frame(FrameKind::Answer);
         let body = &mut out[HEADER_LEN..];
-        match *self {
-            Answer::Accepted {
-                cid,
-                token,
-                control_port,
-                received,
-                epoch,
-            } => {
-                BigEndian::write_u32(&mut body[field::answer::CID], cid);
-                BigEndian::write_u16(&mut body[field::answer::CONTROL_PORT], control_port);
-                BigEndian::write_u64(&mut body[field::answer::TOKEN], token);
-                BigEndian::write_u32(&mut body[field::answer::RECEIVED], received);
-                BigEndian::write_u32(&mut body[field::answer::EPOCH], epoch);
+        match self {
+            Answer::Accepted(a) => {
+                BigEndian::write_u32(&mut body[field::answer::CID], a.cid);
+                BigEndian::write_u16(&mut body[field::answer::CONTROL_PORT], a.control_port);
+                body[field::answer::CLIENT_NONCE].copy_from_slice(&a.client_nonce);
+                body[field::answer::SECRET].copy_from_slice(&a.secret);
+                BigEndian::write_u32(&mut body[field::answer::RECEIVED], a.received);
+                BigEndian::write_u32(&mut body[field::answer::EPOCH], a.epoch);
+                body[field::answer::SERVER_NONCE].copy_from_slice(&a.server_nonce);
+                body[field::answer::TAG].copy_from_slice(&a.tag);
             }
             // CID 0 says refused; the other fields stay zero.
-            Answer::Refused(reason) => body[field::answer::REFUSAL] = reason as u8,
+            Answer::Refused(reason) => body[field::answer::REFUSAL] = *reason as u8,
         }
         out
     }
@@ -271,33 +362,79 @@ impl Answer {
         if reason != 0 {
             return Err(WireError::Malformed("answer both accepts and refuses"));
         }
-        Ok(Answer::Accepted {
+        Ok(Answer::Accepted(Accepted {
             cid,
             control_port: BigEndian::read_u16(&b[field::answer::CONTROL_PORT]),
-            token: BigEndian::read_u64(&b[field::answer::TOKEN]),
+            client_nonce: array(b, field::answer::CLIENT_NONCE),
+            secret: array(b, field::answer::SECRET),
             received: BigEndian::read_u32(&b[field::answer::RECEIVED]),
             epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
-        })
+            server_nonce: array(b, field::answer::SERVER_NONCE),
+            tag: array(b, field::answer::TAG),
+        }))
     }
 }
 
-/// Client to server, after an accepting answer to an opening hello.
+/// Client to server, after every accepting answer: the proof that the client holds the
+/// session's keys and received this very answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Confirm {
     /// The CID the client received.
     pub cid: u32,
+    /// The tag of the HELLO, the ANSWER and this frame up to the tag, under the client's
+    /// handshake key.
+    pub tag: Tag,
 }
 
 impl Confirm {
     /// Length of the body this version writes.
-    pub const BODY_LEN: usize = field::confirm::CID.end;
+    pub const BODY_LEN: usize = field::confirm::TAG.end;
     /// Length of the whole frame.
     pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
+    /// The confirmation of the exchange `hello`, `answer`, tagged with the client's
+    /// handshake key.
+    pub fn new(hello: &Hello, answer: &Accepted, key: &MacKey) -> Self {
+        let mut confirm = Confirm {
+            cid: answer.cid,
+            tag: [0; TAG_LEN],
+        };
+        let (h, a, c) = confirm.transcript(hello, answer);
+        confirm.tag = key.tag(&[&h, &a, untagged(&c)]);
+        confirm
+    }
+
+    /// Whether this confirms the exchange `hello`, `answer` under the client's handshake
+    /// key `key`.
+    pub fn verify(&self, hello: &Hello, answer: &Accepted, key: &MacKey) -> bool {
+        let (h, a, c) = self.transcript(hello, answer);
+        self.cid == answer.cid && key.verify(&[&h, &a, untagged(&c)], &self.tag)
+    }
+
+    /// The frames the tag covers: the HELLO, the ANSWER and this one.
+    #[allow(clippy::type_complexity)]
+    fn transcript(
+        &self,
+        hello: &Hello,
+        answer: &Accepted,
+    ) -> (
+        [u8; Hello::FRAME_LEN],
+        [u8; Answer::FRAME_LEN],
+        [u8; Confirm::FRAME_LEN],
+    ) {
+        (
+            hello.encode(),
+            Answer::Accepted(*answer).encode(),
+            self.encode(),
+        )
+    }
 
     /// The whole frame, header included.
     pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
         let mut out = frame(FrameKind::Confirm);
-        BigEndian::write_u32(&mut out[HEADER_LEN..][field::confirm::CID], self.cid);
+        let body = &mut out[HEADER_LEN..];
+        BigEndian::write_u32(&mut body[field::confirm::CID], self.cid);
+        body[field::confirm::TAG].copy_from_slice(&self.tag);
         out
     }
 
@@ -310,6 +447,7 @@ impl Confirm {
         let b = known_part(body, Self::BODY_LEN, "short confirm")?;
         Ok(Confirm {
             cid: BigEndian::read_u32(&b[field::confirm::CID]),
+            tag: array(b, field::confirm::TAG),
         })
     }
 }
@@ -317,6 +455,8 @@ impl Confirm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+    use crate::core::session::Role;
 
     fn body(frame: &[u8], kind: FrameKind) -> &[u8] {
         let h = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
@@ -325,28 +465,36 @@ mod tests {
         &frame[HEADER_LEN..]
     }
 
-    #[test]
-    fn hello_round_trips() {
-        let h = Hello {
-            control_port: 40000,
-            cid: 0xdead_beef,
-            token: 0x0102_0304_0506_0708,
-            received: u32::MAX,
-        };
-        let f = h.encode();
-        assert_eq!(&f[..6], b"RTCP\x01\x01");
-        assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
+    fn keys() -> SessionKeys {
+        SessionKeys::derive(&[3; SECRET_LEN], &[4; NONCE_LEN], Role::Client)
+    }
+
+    fn accepted() -> Accepted {
+        Accepted {
+            cid: 7,
+            control_port: 1234,
+            client_nonce: [5; NONCE_LEN],
+            secret: [6; SECRET_LEN],
+            received: 5,
+            epoch: 3,
+            server_nonce: [8; NONCE_LEN],
+            tag: [0; TAG_LEN],
+        }
     }
 
     #[test]
-    fn answers_round_trip() {
-        let a = Answer::Accepted {
-            cid: 7,
-            token: 99,
-            control_port: 1234,
-            received: 5,
-            epoch: 3,
-        };
+    fn frames_round_trip() {
+        let h = Hello::resume(
+            0xdead_beef,
+            [1; NONCE_LEN],
+            9,
+            u32::MAX,
+            &keys().handshake.client,
+        );
+        let f = h.encode();
+        assert_eq!(&f[..6], b"RTCP\x02\x01");
+        assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
+        let a = Answer::Accepted(accepted());
         assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
         for r in [
             RefusalCode::Closed,
@@ -357,60 +505,127 @@ mod tests {
             let a = Answer::Refused(r);
             assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
         }
+        let c = Confirm::new(&h, &accepted(), &keys().handshake.client);
+        assert_eq!(Confirm::parse(body(&c.encode(), FrameKind::Confirm)), Ok(c));
+    }
+
+    #[test]
+    fn a_reconnection_proves_itself_both_ways() {
+        let keys = keys();
+        let (client, server) = (&keys.handshake.client, &keys.handshake.server);
+        let hello = Hello::resume(7, [5; NONCE_LEN], 2, 100, client);
+        assert!(hello.verify(client));
+        assert!(!hello.verify(server), "wrong key");
+        for changed in [
+            Hello {
+                attempt: 3,
+                ..hello
+            },
+            Hello {
+                received: 101,
+                ..hello
+            },
+            Hello { cid: 8, ..hello },
+            Hello {
+                nonce: [6; NONCE_LEN],
+                ..hello
+            },
+        ] {
+            assert!(!changed.verify(client), "{changed:?}");
+        }
+        let answer = Accepted {
+            secret: [0; SECRET_LEN],
+            ..accepted()
+        }
+        .sign(&hello, server);
+        assert!(answer.answers(&hello, Some(server)));
+        assert!(!answer.answers(&hello, Some(client)), "wrong key");
+        let other_hello = Hello::resume(7, [9; NONCE_LEN], 2, 100, client);
+        assert!(
+            !answer.answers(&other_hello, Some(server)),
+            "not this hello's answer"
+        );
+        assert!(!Accepted { epoch: 4, ..answer }.answers(&hello, Some(server)));
+        let confirm = Confirm::new(&hello, &answer, client);
+        assert!(confirm.verify(&hello, &answer, client));
+        assert!(!confirm.verify(&hello, &answer, server), "wrong key");
+        let other_answer = Accepted {
+            server_nonce: [1; NONCE_LEN],
+            ..answer
+        };
+        assert!(
+            !confirm.verify(&hello, &other_answer, client),
+            "replayed confirm"
+        );
+    }
+
+    #[test]
+    fn an_opening_answer_is_checked_by_its_nonce() {
+        let hello = Hello::opening([5; NONCE_LEN]);
+        assert!(accepted().answers(&hello, None));
+        assert!(!accepted().answers(&Hello::opening([6; NONCE_LEN]), None));
     }
 
     #[test]
     fn longer_bodies_are_accepted_for_later_versions() {
-        let mut f = Confirm { cid: 9 }.encode().to_vec();
+        let c = Confirm {
+            cid: 9,
+            tag: [1; TAG_LEN],
+        };
+        let mut f = c.encode().to_vec();
         f.extend_from_slice(b"future field");
         f[7] += 12;
-        assert_eq!(
-            Confirm::parse(body(&f, FrameKind::Confirm)),
-            Ok(Confirm { cid: 9 })
-        );
+        assert_eq!(Confirm::parse(body(&f, FrameKind::Confirm)), Ok(c));
     }
 
     #[test]
     fn layouts_match_the_protocol_document() {
         let hello = Hello {
-            control_port: 0x0102,
-            cid: 0x0304_0506,
-            token: 0x0708_090a_0b0c_0d0e,
-            received: 0x0f10_1112,
+            cid: 0x0102_0304,
+            nonce: std::array::from_fn(|i| 5 + i as u8),
+            attempt: 0x1516_1718_191a_1b1c,
+            received: 0x1d1e_1f20,
+            tag: std::array::from_fn(|i| 0x21 + i as u8),
         };
-        let mut expect = b"RTCP\x01\x01\x00\x12".to_vec();
-        expect.extend(1..=0x12u8);
+        let mut expect = b"RTCP\x02\x01\x00\x30".to_vec();
+        expect.extend(1..=0x30u8);
         assert_eq!(hello.encode()[..], expect[..]);
 
-        let answer = Answer::Accepted {
+        let answer = Answer::Accepted(Accepted {
             cid: 0x0102_0304,
             control_port: 0x0506,
-            token: 0x0708_090a_0b0c_0d0e,
-            received: 0x0f10_1112,
-            epoch: 0x1314_1516,
-        };
-        let mut expect = b"RTCP\x01\x02\x00\x17\x01\x02\x03\x04\x00".to_vec();
-        expect.extend(5..=0x16u8);
+            client_nonce: std::array::from_fn(|i| 7 + i as u8),
+            secret: std::array::from_fn(|i| 0x17 + i as u8),
+            received: 0x3738_393a,
+            epoch: 0x3b3c_3d3e,
+            server_nonce: std::array::from_fn(|i| 0x3f + i as u8),
+            tag: std::array::from_fn(|i| 0x4f + i as u8),
+        });
+        let mut expect = b"RTCP\x02\x02\x00\x5f\x01\x02\x03\x04\x00".to_vec();
+        expect.extend(5..=0x5eu8);
         assert_eq!(answer.encode()[..], expect[..]);
 
         let refused = Answer::Refused(RefusalCode::TooManySessions).encode();
-        assert_eq!(
-            refused[HEADER_LEN..],
-            [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(refused[HEADER_LEN..HEADER_LEN + 5], [0, 0, 0, 0, 2]);
+        assert!(refused[HEADER_LEN + 5..].iter().all(|&b| b == 0));
 
-        let confirm = Confirm { cid: 0x0a0b_0c0d }.encode();
-        assert_eq!(confirm, *b"RTCP\x01\x03\x00\x04\x0a\x0b\x0c\x0d");
+        let confirm = Confirm {
+            cid: 0x0a0b_0c0d,
+            tag: [0xee; TAG_LEN],
+        }
+        .encode();
+        assert_eq!(confirm[..12], *b"RTCP\x02\x03\x00\x14\x0a\x0b\x0c\x0d");
+        assert_eq!(confirm[12..], [0xee; TAG_LEN]);
     }
 
     #[test]
     fn foreign_bytes_are_recognised() {
         assert_eq!(FrameHeader::parse(b"SSH-2.0-"), Err(WireError::NotRobust));
         assert_eq!(
-            FrameHeader::parse(b"RTCP\x02\x01\0\0"),
-            Err(WireError::Version(2))
+            FrameHeader::parse(b"RTCP\x01\x01\0\0"),
+            Err(WireError::Version(1))
         );
-        assert!(FrameHeader::parse(b"RTCP\x01\x09\0\0").is_err());
-        assert!(FrameHeader::parse(b"RTCP\x01\x01\xff\xff").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x02\x09\0\0").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x02\x01\xff\xff").is_err());
     }
 }

@@ -1,10 +1,12 @@
 //! The protocol core: wire formats, counters, the send buffer and the session state
 //! machine. Nothing here does I/O or reads the clock; the engine passes time in.
 
+pub(crate) mod auth;
 pub(crate) mod backoff;
 pub(crate) mod control;
 pub(crate) mod counter;
 pub(crate) mod handshake;
+pub(crate) mod replay;
 pub(crate) mod send_buffer;
 pub(crate) mod session;
 
@@ -19,6 +21,9 @@ pub enum WireError {
     Version(u8),
     /// The bytes are a robust-tcp message, but a broken one.
     Malformed(&'static str),
+    /// The message's authentication tag does not verify: it was forged, corrupted, or
+    /// made with another session's key.
+    Forged,
 }
 
 impl fmt::Display for WireError {
@@ -27,6 +32,7 @@ impl fmt::Display for WireError {
             WireError::NotRobust => f.write_str("the peer does not speak robust-tcp"),
             WireError::Version(v) => write!(f, "the peer speaks robust-tcp version {v}"),
             WireError::Malformed(what) => write!(f, "malformed robust-tcp message: {what}"),
+            WireError::Forged => f.write_str("robust-tcp message with a wrong tag"),
         }
     }
 }

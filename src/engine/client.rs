@@ -17,10 +17,11 @@ use mio::{Interest, Token};
 
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
-use super::{engine, into_std, Command, Engine, EngineHandle, Entry, Handshake, Side};
+use super::{engine, into_std, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
+use crate::core::auth::SessionKeys;
 use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::core::WireError;
 use crate::error::{Error, NotRobustReason, Refusal};
@@ -148,6 +149,9 @@ pub(crate) struct Redial {
     backoff: Backoff,
     /// Failed attempts since the last success.
     attempt: u32,
+    /// The number of the last reconnection HELLO sent: each one names a higher number,
+    /// so that the server can refuse a replayed one.
+    last_hello: u64,
     /// When the next attempt starts, once one is planned.
     pub(super) next_try: Option<Instant>,
     /// The attempt in progress.
@@ -165,8 +169,9 @@ impl Redial {
 pub(crate) struct Dial {
     pub(crate) stream: TcpStream,
     purpose: Purpose,
-    /// `None` while the TCP connect is in progress; then the reader of the ANSWER.
-    answer: Option<FrameReader>,
+    /// `None` while the TCP connect is in progress; then the HELLO sent and the reader of
+    /// the ANSWER.
+    answer: Option<(Hello, FrameReader)>,
 }
 
 enum Purpose {
@@ -233,23 +238,31 @@ impl Engine {
             }
             // The handshake's frames go out at once rather than wait on Nagle.
             let _ = dial.stream.set_nodelay(true);
-            let Some(hello) = self.hello(&dial.purpose) else {
-                return self.drop_dial(dial);
+            let hello = match self.hello(&dial.purpose) {
+                Some(Ok(hello)) => hello,
+                Some(Err(e)) => return self.dial_failed(dial, Failure::Cut(e)),
+                None => return self.drop_dial(dial),
             };
             if let Err(e) = write_frame(&dial.stream, &hello.encode()) {
                 return self.dial_failed(dial, Failure::Cut(e));
             }
-            dial.answer = Some(FrameReader::new(FrameKind::Answer));
+            dial.answer = Some((hello, FrameReader::new(FrameKind::Answer)));
         }
-        let Some(reader) = dial.answer.as_mut() else {
+        let Some((hello, reader)) = dial.answer.as_mut() else {
             return;
         };
+        let hello = *hello;
         match reader.poll(&dial.stream) {
             Ok(FrameRead::Pending) => {
                 self.handshakes.insert(token, Handshake::Client(dial));
             }
             Ok(FrameRead::Done(body)) => match Answer::parse(&body) {
-                Ok(answer) => self.answered(dial, answer),
+                Ok(Answer::Accepted(answer)) => self.answered(dial, hello, answer),
+                Ok(Answer::Refused(code)) => {
+                    let mut stream = dial.stream;
+                    self.deregister(&mut stream);
+                    self.refused(code, dial.purpose);
+                }
                 Err(e) => self.dial_failed(dial, not_robust(e)),
             },
             Err(FrameError::Wire(e)) => self.dial_failed(dial, not_robust(e)),
@@ -257,71 +270,72 @@ impl Engine {
         }
     }
 
-    /// The HELLO for a dial; `None` if its session is gone.
-    fn hello(&self, purpose: &Purpose) -> Option<Hello> {
-        let control_port = self.handle.control().port();
-        match purpose {
-            Purpose::Open(_) => Some(Hello {
-                control_port,
-                cid: 0,
-                token: 0,
-                received: 0,
-            }),
-            Purpose::Resume(id) => {
-                let shared = &self.sessions.get(id)?.shared;
-                // The old connection is detached: once no thread is inside a read or
-                // write on it, the received count is exact.
-                shared.barrier();
-                Some(Hello {
-                    control_port,
-                    cid: shared.cid(),
-                    token: shared.token(),
-                    received: to_wire(shared.received()),
-                })
-            }
-        }
+    /// The HELLO for a dial, or why there is none; `None` if its session is gone.
+    fn hello(&mut self, purpose: &Purpose) -> Option<io::Result<Hello>> {
+        let nonce = match random() {
+            Ok(nonce) => nonce,
+            Err(e) => return Some(Err(e)),
+        };
+        let id = match purpose {
+            Purpose::Open(_) => return Some(Ok(Hello::opening(nonce))),
+            Purpose::Resume(id) => id,
+        };
+        let entry = self.sessions.get_mut(id)?;
+        let Side::Client(redial) = &mut entry.side else {
+            return None;
+        };
+        redial.last_hello += 1;
+        let shared = &entry.shared;
+        // The old connection is detached: once no thread is inside a read or write on it,
+        // the received count is exact.
+        shared.barrier();
+        Some(Ok(Hello::resume(
+            shared.cid(),
+            nonce,
+            redial.last_hello,
+            to_wire(shared.received()),
+            &shared.handshake_keys().client,
+        )))
     }
 
-    /// The server answered a dial.
-    fn answered(&mut self, dial: Dial, answer: Answer) {
-        match (answer, dial.purpose) {
-            (
-                Answer::Accepted {
-                    cid,
-                    token,
-                    control_port,
-                    epoch,
-                    ..
-                },
-                Purpose::Open(request),
-            ) => {
+    /// The server accepted a dial's `hello` with `answer`: if the answer is this hello's
+    /// (and, for a reconnection, proves the server holds the session's keys), confirm it
+    /// and move the session to the connection.
+    fn answered(&mut self, dial: Dial, hello: Hello, answer: Accepted) {
+        match dial.purpose {
+            Purpose::Open(request) => {
+                if !answer.answers(&hello, None) {
+                    let e = io::Error::other("the answer is not for our hello");
+                    return self.dial_failed(
+                        Dial {
+                            purpose: Purpose::Open(request),
+                            ..dial
+                        },
+                        Failure::Cut(e),
+                    );
+                }
                 let stream = into_std(&self.poll, dial.stream);
                 let server_ip = super::control::canonical(request.addr).ip();
+                let keys = SessionKeys::derive(&answer.secret, &hello.nonce, Role::Client);
+                let confirm = Confirm::new(&hello, &answer, &keys.handshake.client);
                 let id = self.new_token();
-                let route = (Role::Client, cid, server_ip);
-                if !self.routes.insert(route, id) {
-                    // Another session of ours has this CID from a server at the same
-                    // address: open another one (the server drops this one when it goes
-                    // unconfirmed).
-                    let e = io::Error::other("session id collision");
-                    let _ = request.reply.send(Err(Failure::Cut(e)));
-                    return;
-                }
+                let route = (Role::Client, answer.cid);
+                self.routes.insert(route, id);
                 let spec = SessionSpec {
                     id,
                     role: Role::Client,
-                    cid,
-                    token,
-                    epoch,
-                    peer_control: SocketAddr::new(server_ip, control_port),
+                    cid: answer.cid,
+                    keys,
+                    epoch: answer.epoch,
+                    peer_control: Some(SocketAddr::new(server_ip, answer.control_port)),
                     config: request.config.clone(),
                 };
                 let shared = Shared::new(spec, Arc::clone(&self.handle));
-                let confirmed = write_frame(&stream, &Confirm { cid }.encode());
+                let confirmed = write_frame(&stream, &confirm.encode());
                 shared.attach_first(stream);
                 if let Err(e) = confirmed {
                     // The server holds the session unconfirmed; resuming it confirms it.
-                    shared.connection_failed(epoch, &e.to_string());
+                    shared.connection_failed(answer.epoch, &e.to_string());
                 }
                 let (initial, max) = request.config.reconnect_backoff_value();
                 let redial = Redial {
@@ -329,6 +343,7 @@ impl Engine {
                     backoff: Backoff::new(initial, max),
                     config: request.config,
                     attempt: 0,
+                    last_hello: 0,
                     next_try: None,
                     dialing: None,
                 };
@@ -340,39 +355,39 @@ impl Engine {
                 };
                 self.adopt(id, entry);
                 if request.reply.send(Ok(shared)).is_err() {
-                    log::debug!("session {cid}: its caller is gone");
+                    log::debug!("session {}: its caller is gone", answer.cid);
                 }
             }
-            (
-                Answer::Accepted {
-                    received: peer,
-                    epoch,
-                    ..
-                },
-                Purpose::Resume(id),
-            ) => {
-                let stream = into_std(&self.poll, dial.stream);
-                let Some(entry) = self.sessions.get_mut(&id) else {
-                    return;
+            Purpose::Resume(id) => {
+                let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
+                    return self.drop_dial(dial);
                 };
-                if let Side::Client(redial) = &mut entry.side {
+                if !answer.answers(&hello, Some(&shared.handshake_keys().server)) {
+                    // Not the server that holds the session, or not an answer to this
+                    // hello: nothing is sent on this connection.
+                    let e = io::Error::other("the answer does not prove itself");
+                    return self.dial_failed(dial, Failure::Cut(e));
+                }
+                let Some(peer_received) = shared.check_resume(answer.received) else {
+                    self.drop_dial(dial);
+                    shared.reset(Error::ProtocolViolation(
+                        "the server claims to have received bytes that were never sent",
+                    ));
+                    return self.service(id);
+                };
+                let stream = into_std(&self.poll, dial.stream);
+                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
+                if let Err(e) = write_frame(&stream, &confirm.encode()) {
+                    return self.attempt_failed(Purpose::Resume(id), Failure::Cut(e));
+                }
+                if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
+                {
                     redial.dialing = None;
                     redial.attempt = 0;
                 }
-                let shared = Arc::clone(&entry.shared);
-                match shared.check_resume(peer) {
-                    Some(peer_received) => shared.resume(stream, epoch, peer_received, None),
-                    None => shared.reset(Error::ProtocolViolation(
-                        "the server claims to have received bytes that were never sent",
-                    )),
-                }
+                shared.resume(stream, answer.epoch, peer_received);
                 self.service(id);
                 self.flush(id);
-            }
-            (Answer::Refused(code), purpose) => {
-                let mut stream = dial.stream;
-                self.deregister(&mut stream);
-                self.refused(code, purpose);
             }
         }
     }
@@ -464,7 +479,7 @@ fn not_robust(e: WireError) -> Failure {
     let reason = match e {
         WireError::NotRobust => NotRobustReason::ForeignBytes,
         WireError::Version(v) => NotRobustReason::Version(v),
-        WireError::Malformed(_) => NotRobustReason::Malformed,
+        WireError::Malformed(_) | WireError::Forged => NotRobustReason::Malformed,
     };
     Failure::Fatal(Error::NotRobust { reason })
 }

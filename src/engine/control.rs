@@ -2,8 +2,11 @@
 //! datagram to its session.
 //!
 //! Any thread sends on the socket (a reader's ACK goes out from the reader's thread); only
-//! the engine receives. A datagram that does not decode, or names no session, is logged
-//! and dropped: nothing a peer sends can make the engine panic.
+//! the engine receives. A datagram is looked up by the CID and side it names, in O(1),
+//! and handed to the session (or sessions: a client may hold the same CID from two
+//! servers), which authenticates it. One that names no session, or that no session finds
+//! authentic, is dropped without an answer: nothing a peer sends can make the engine
+//! panic, or make it send anything to an address it has not authenticated.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +15,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use mio::net::UdpSocket;
 use mio::Token;
 
-use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::session::Role;
 
 /// The shared UDP socket.
@@ -55,16 +57,14 @@ impl ControlSocket {
 
     /// Sends one datagram; a failure (a full socket buffer, say) is only logged, since the
     /// protocol copes with loss.
-    pub(crate) fn send(&self, msg: &ControlMessage, to: SocketAddr) {
-        let mut buf = [0u8; MAX_LEN];
-        let n = msg.encode(&mut buf);
+    pub(crate) fn send(&self, datagram: &[u8], to: SocketAddr) {
         let to = match to {
             SocketAddr::V4(v4) if self.dual_stack => {
                 SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
             }
             other => other,
         };
-        if let Err(e) = self.socket.send_to(buf.get(..n).unwrap_or_default(), to) {
+        if let Err(e) = self.socket.send_to(datagram, to) {
             log::debug!("control message to {to} not sent: {e}");
         }
     }
@@ -83,50 +83,40 @@ impl ControlSocket {
     }
 }
 
-/// Identifies a session to the control path: our role in it, its CID, and the peer's IP.
-pub(crate) type RouteKey = (Role, u32, IpAddr);
+/// Identifies a session to the control path: our role in it and its CID. Servers give out
+/// CIDs unique in the process; a client may get the same CID from two servers.
+pub(crate) type RouteKey = (Role, u32);
 
-/// Which session each control datagram is for.
+/// Which sessions each control datagram may be for.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    by_key: HashMap<RouteKey, Token>,
-    /// How many routes each (role, CID) has, whatever the IP: a message for a CID known
-    /// under another IP is for a client that moved and has not reconnected yet.
-    per_cid: HashMap<(Role, u32), usize>,
+    by_key: HashMap<RouteKey, Vec<Token>>,
 }
 
 impl Routes {
-    /// Routes `key` to `session`. Returns `false` if another session holds the key.
-    pub(crate) fn insert(&mut self, key: RouteKey, session: Token) -> bool {
-        if self.by_key.contains_key(&key) {
-            return false;
-        }
-        self.by_key.insert(key, session);
-        *self.per_cid.entry((key.0, key.1)).or_default() += 1;
-        true
+    /// Routes `key` to `session` too.
+    pub(crate) fn insert(&mut self, key: RouteKey, session: Token) {
+        self.by_key.entry(key).or_default().push(session);
     }
 
-    /// Stops routing `key`.
-    pub(crate) fn remove(&mut self, key: &RouteKey) {
-        if self.by_key.remove(key).is_none() {
-            return;
-        }
-        if let Some(n) = self.per_cid.get_mut(&(key.0, key.1)) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_cid.remove(&(key.0, key.1));
+    /// Stops routing `key` to `session`.
+    pub(crate) fn remove(&mut self, key: &RouteKey, session: Token) {
+        if let Some(sessions) = self.by_key.get_mut(key) {
+            sessions.retain(|&s| s != session);
+            if sessions.is_empty() {
+                self.by_key.remove(key);
             }
         }
     }
 
-    /// The session `key` names.
-    pub(crate) fn get(&self, key: &RouteKey) -> Option<Token> {
-        self.by_key.get(key).copied()
+    /// The sessions `key` names (almost always one, or none).
+    pub(crate) fn get(&self, key: &RouteKey) -> &[Token] {
+        self.by_key.get(key).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether a session of `role` with `cid` exists under any IP.
-    pub(crate) fn knows_cid(&self, role: Role, cid: u32) -> bool {
-        self.per_cid.contains_key(&(role, cid))
+    /// Whether a session holds `key`.
+    pub(crate) fn contains(&self, key: &RouteKey) -> bool {
+        self.by_key.contains_key(key)
     }
 }
 

@@ -128,7 +128,11 @@ mod tests {
 
     #[test]
     fn reads_a_frame_split_anywhere_and_nothing_after_it() {
-        let frame = Confirm { cid: 7 }.encode();
+        let frame = Confirm {
+            cid: 7,
+            tag: [7; 16],
+        }
+        .encode();
         for split in 0..frame.len() {
             let mut stream = Pieces(vec![frame[..split].to_vec()]);
             let mut reader = FrameReader::new(FrameKind::Confirm);
@@ -139,7 +143,13 @@ mod tests {
             let Ok(FrameRead::Done(body)) = reader.poll(&mut stream) else {
                 panic!("split at {split}: no frame");
             };
-            assert_eq!(Confirm::parse(&body), Ok(Confirm { cid: 7 }));
+            assert_eq!(
+                Confirm::parse(&body),
+                Ok(Confirm {
+                    cid: 7,
+                    tag: [7; 16]
+                })
+            );
             assert_eq!(stream.0, [b"application".to_vec()], "read past the frame");
         }
     }
@@ -150,7 +160,12 @@ mod tests {
         let r = reader.poll(Pieces(vec![b"GET / HTTP/1.1\r\n".to_vec()]));
         assert!(matches!(r, Err(FrameError::Wire(WireError::NotRobust))));
         let mut reader = FrameReader::new(FrameKind::Hello);
-        let r = reader.poll(Pieces(vec![Confirm { cid: 1 }.encode().to_vec()]));
+        let r = reader.poll(Pieces(vec![Confirm {
+            cid: 1,
+            tag: [1; 16],
+        }
+        .encode()
+        .to_vec()]));
         assert!(matches!(r, Err(FrameError::Wire(WireError::Malformed(_)))));
         let mut reader = FrameReader::new(FrameKind::Confirm);
         let r = reader.poll(&b"RTC"[..]);

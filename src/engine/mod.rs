@@ -46,7 +46,7 @@ use self::control::{ControlSocket, RouteKey, Routes};
 use self::server::{Listener, ServerHandshake};
 use self::session::{Flush, Shared};
 use self::timers::TimerQueue;
-use crate::core::control::{ControlKind, ControlMessage, MAX_LEN};
+use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::session::Role;
 
 const WAKER: Token = Token(0);
@@ -170,6 +170,9 @@ enum Side {
         listener: Token,
         unconfirmed_until: Option<Instant>,
         client: std::net::SocketAddr,
+        /// The highest reconnection attempt whose HELLO proved itself: a HELLO must
+        /// name a higher one, so none is accepted twice.
+        last_attempt: u64,
     },
 }
 
@@ -352,61 +355,42 @@ impl Engine {
     // ------------------------------------------------------------ control datagrams
 
     fn receive_control(&mut self) {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; RECEIVE_BUFFER];
         for _ in 0..ROUND_BUDGET {
             let Some((n, from)) = self.handle.control.recv(&mut buf) else {
                 return;
             };
-            let Some(datagram) = buf.get(..n) else {
-                continue;
-            };
-            match ControlMessage::parse(datagram) {
-                Ok(msg) => self.dispatch(&msg, from),
-                Err(e) => log::debug!("dropped a datagram from {from}: {e}"),
+            if let Some(datagram) = buf.get(..n) {
+                self.dispatch(datagram, from);
             }
         }
         self.backlog.push(CONTROL);
     }
 
-    fn dispatch(&mut self, msg: &ControlMessage, from: std::net::SocketAddr) {
-        let ours = if msg.from_server {
+    /// Hands a datagram to the session it names, which authenticates it; drops it,
+    /// unanswered, if no session does.
+    fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) {
+        let Some(route) = ControlMessage::route(datagram) else {
+            log::trace!("dropped a short datagram from {from}");
+            return;
+        };
+        let ours = if route.from_server {
             Role::Client
         } else {
             Role::Server
         };
-        if let Some(id) = self.routes.get(&(ours, msg.cid, from.ip())) {
+        for id in self.routes.get(&(ours, route.cid)) {
             // If the message changed the session's duties, it is marked dirty and looked
             // at before the engine sleeps.
-            if let Some(entry) = self.sessions.get(&id) {
-                entry.shared.handle_control(msg);
+            let taken = self
+                .sessions
+                .get(id)
+                .is_some_and(|entry| entry.shared.handle_datagram(datagram, from));
+            if taken {
+                return;
             }
-            return;
         }
-        // A client that moved sends from its new address until it reconnects: its
-        // session is not gone, so its messages must not be confirmed here. Nor a
-        // RECONNECT: it can reach a new client session before the client has registered
-        // it, and must then be repeated, not confirmed.
-        let confirm = msg.kind.needs_conf()
-            && !self.routes.knows_cid(ours, msg.cid)
-            && !matches!(msg.kind, ControlKind::Reconnect(_));
-        if confirm {
-            // The session is gone here (our confirmation was lost, or it ended): confirm
-            // anyway, so that the sender stops repeating a message that has no one left
-            // to act on it.
-            let conf = ControlMessage {
-                cid: msg.cid,
-                from_server: ours == Role::Server,
-                id: msg.id,
-                kind: ControlKind::Conf,
-            };
-            self.handle.control.send(&conf, from);
-        } else {
-            log::debug!(
-                "dropped {:?} for unknown session {} from {from}",
-                msg.kind,
-                msg.cid
-            );
-        }
+        log::trace!("dropped a datagram from {from} for session {}", route.cid);
     }
 
     // ------------------------------------------------------------ sessions
@@ -472,7 +456,7 @@ impl Engine {
             return;
         };
         self.timers.set(id, None);
-        self.routes.remove(&entry.route);
+        self.routes.remove(&entry.route, id);
         self.unwatch(entry.flush_watch);
         match entry.side {
             Side::Server { listener, .. } => self.forget_session(listener, entry.shared.cid()),
@@ -578,6 +562,13 @@ impl Engine {
     }
 }
 
+/// `N` random bytes from the operating system: nonces, session secrets, CIDs.
+fn random<const N: usize>() -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes).map_err(io::Error::other)?;
+    Ok(bytes)
+}
+
 /// The earlier of two optional deadlines.
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
@@ -593,5 +584,7 @@ fn into_std(poll: &Poll, mut stream: mio::net::TcpStream) -> TcpStream {
     TcpStream::from(stream)
 }
 
-/// The longest control datagram, for the receive buffer's size.
-const _: () = assert!(MAX_LEN <= 64);
+/// The receive buffer: longer than any datagram this version accepts, so that a longer
+/// one is seen whole and refused for its length rather than truncated to a valid one.
+const RECEIVE_BUFFER: usize = 64;
+const _: () = assert!(MAX_LEN < RECEIVE_BUFFER);

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,10 @@ use mio::{Interest, Token};
 use super::control::canonical;
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
-use super::{into_std, Engine, Entry, Handshake, Side};
+use super::{into_std, random, Engine, Entry, Handshake, Side};
+use crate::core::auth::{SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Answer, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, RSocket};
 
@@ -39,7 +40,7 @@ const TURN_AWAY_DRAIN: usize = 64 * 1024;
 
 /// A new session for `accept`, with the client's address. An `RSocket`, so that a session
 /// nobody accepts closes when the queue is dropped.
-pub(crate) type Accepted = (RSocket, SocketAddr);
+pub(crate) type Arrival = (RSocket, SocketAddr);
 
 /// A listening socket and the sessions it opened.
 pub(crate) struct Listener {
@@ -47,12 +48,14 @@ pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
     pub(crate) local_addr: SocketAddr,
     pub(crate) config: Config,
-    pub(crate) accepted: Sender<Accepted>,
+    pub(crate) accepted: Sender<Arrival>,
     /// Whether the `RServerSocket` still exists (new sessions are welcome).
     open: bool,
-    by_cid: HashMap<u32, Token>,
-    /// The next CID to hand out; starts at a random value (paper 3.1).
-    next_cid: u32,
+    /// Every session of this listener, with the address its client opened it from.
+    by_cid: HashMap<u32, (Token, IpAddr)>,
+    /// How many sessions were opened from each client address, for
+    /// `Config::max_sessions_per_address`.
+    per_address: HashMap<IpAddr, usize>,
     /// Handshakes in progress, oldest first.
     handshakes: VecDeque<Token>,
     /// New sessions whose client has not confirmed them yet, oldest first (confirmed or
@@ -68,7 +71,7 @@ impl Listener {
         id: Token,
         socket: TcpListener,
         config: Config,
-        accepted: Sender<Accepted>,
+        accepted: Sender<Arrival>,
     ) -> io::Result<Self> {
         Ok(Listener {
             id,
@@ -78,24 +81,40 @@ impl Listener {
             accepted,
             open: true,
             by_cid: HashMap::new(),
-            next_cid: random_u32()?,
+            per_address: HashMap::new(),
             handshakes: VecDeque::new(),
             unconfirmed: VecDeque::new(),
             paused_until: None,
         })
     }
 
-    /// The next CID free here, never 0.
-    fn allocate(&mut self) -> Option<u32> {
-        for _ in 0..1024 {
-            let cid = self.next_cid;
-            self.next_cid = self.next_cid.wrapping_add(1);
-            if cid != 0 && !self.by_cid.contains_key(&cid) {
-                return Some(cid);
-            }
-        }
-        None
+    /// Whether `client` may open another session: the listener has room, in all and for
+    /// that address.
+    fn refusal_for(&self, client: IpAddr) -> Option<RefusalCode> {
+        let per_address = self.per_address.get(&client).copied().unwrap_or(0);
+        let full = self.by_cid.len() >= self.config.max_sessions_value()
+            || per_address >= self.config.max_sessions_per_address_value();
+        full.then_some(RefusalCode::TooManySessions)
     }
+}
+
+/// A handshake answered, waiting for its CONFIRM: the exchange the CONFIRM must cover.
+struct Confirming {
+    reader: FrameReader,
+    session: Token,
+    hello: Hello,
+    answer: Accepted,
+    /// For a reconnection, what installs the connection once confirmed.
+    resume: Option<Resume>,
+}
+
+/// A reconnection answered: the session moves to the new connection once the client
+/// confirms.
+#[derive(Clone, Copy)]
+struct Resume {
+    attempt: u64,
+    epoch: u32,
+    peer_received: u64,
 }
 
 /// The server side of one handshake.
@@ -109,8 +128,9 @@ pub(crate) struct ServerHandshake {
 enum Phase {
     /// Waiting for the client's HELLO.
     Hello(FrameReader),
-    /// A new session was answered; waiting for the client's CONFIRM.
-    Confirm(FrameReader, Token),
+    /// Session `session` was opened or resumed and answered; waiting for the client's
+    /// CONFIRM, which proves it holds the keys and received this answer.
+    Confirm(Box<Confirming>),
     /// The peer does not speak robust-tcp: it was told so, and what it still sends is
     /// read and dropped until it hangs up, so that closing does not reset the connection
     /// before it read the answer.
@@ -145,7 +165,14 @@ impl Engine {
     /// A session of listener `id` ended: free its slot.
     pub(super) fn forget_session(&mut self, id: Token, cid: u32) {
         if let Some(listener) = self.listeners.get_mut(&id) {
-            listener.by_cid.remove(&cid);
+            if let Some((_, client)) = listener.by_cid.remove(&cid) {
+                if let Some(n) = listener.per_address.get_mut(&client) {
+                    *n -= 1;
+                    if *n == 0 {
+                        listener.per_address.remove(&client);
+                    }
+                }
+            }
         }
         self.close_if_done(id);
     }
@@ -256,7 +283,7 @@ impl Engine {
             matches!(
                 self.handshakes.get(token),
                 Some(Handshake::Server(ServerHandshake {
-                    phase: Phase::Confirm(..),
+                    phase: Phase::Confirm(_),
                     ..
                 }))
             )
@@ -347,21 +374,28 @@ impl Engine {
                     None
                 }
             },
-            Phase::Confirm(reader, session) => {
-                let session = *session;
-                match reader.poll(&hs.stream) {
+            Phase::Confirm(confirming) => {
+                let body = match confirming.reader.poll(&hs.stream) {
                     Ok(FrameRead::Pending) => return Some(hs),
-                    Ok(FrameRead::Done(body)) => {
-                        let cid = self.sessions.get(&session).map(|e| e.shared.cid());
-                        match Confirm::parse(&body) {
-                            Ok(confirm) if Some(confirm.cid) == cid => self.confirm(hs, session),
-                            _ => self.confirm_failed(hs, session, "a bad confirmation"),
-                        }
-                    }
+                    Ok(FrameRead::Done(body)) => body,
                     Err(FrameError::Wire(_)) => {
-                        self.confirm_failed(hs, session, "a bad confirmation");
+                        self.confirm_failed(hs, "a malformed confirmation");
+                        return None;
                     }
-                    Err(FrameError::Io(e)) => self.confirm_failed(hs, session, &e.to_string()),
+                    Err(FrameError::Io(e)) => {
+                        self.confirm_failed(hs, &e.to_string());
+                        return None;
+                    }
+                };
+                let c = &**confirming;
+                let proven = self.sessions.get(&c.session).is_some_and(|e| {
+                    let key = &e.shared.handshake_keys().client;
+                    Confirm::parse(&body).is_ok_and(|cf| cf.verify(&c.hello, &c.answer, key))
+                });
+                match (proven, c.resume) {
+                    (false, _) => self.confirm_failed(hs, "a confirmation that does not verify"),
+                    (true, None) => self.confirm(hs),
+                    (true, Some(resume)) => self.complete_resume(hs, resume),
                 }
                 None
             }
@@ -375,7 +409,7 @@ impl Engine {
     /// The handshake ended before completing: its deadline passed, or it was evicted.
     pub(super) fn server_handshake_failed(&mut self, hs: ServerHandshake, why: &str) {
         match hs.phase {
-            Phase::Confirm(_, session) => self.confirm_failed(hs, session, why),
+            Phase::Confirm(_) => self.confirm_failed(hs, why),
             _ => {
                 log::debug!("handshake with {}: {why}", hs.client);
                 self.close_handshake(hs);
@@ -408,48 +442,49 @@ impl Engine {
             return self.refuse(hs, RefusalCode::Closed);
         }
         self.evict_unconfirmed(hs.listener);
-        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
+        let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };
-        if listener.by_cid.len() >= listener.config.max_sessions_value() {
-            return self.refuse(hs, RefusalCode::TooManySessions);
+        if let Some(refusal) = listener.refusal_for(hs.client.ip()) {
+            return self.refuse(hs, refusal);
         }
-        let (Some(cid), Ok(token)) = (listener.allocate(), random_u64()) else {
+        let config = listener.config.clone();
+        let (Some(cid), Ok(secret), Ok(server_nonce)) = (self.new_cid(), random(), random()) else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
-        let config = listener.config.clone();
-        let id = self.new_token();
-        let route = (Role::Server, cid, hs.client.ip());
-        if !self.routes.insert(route, id) {
-            // Another listener gave the same CID to a client at the same address.
-            return self.refuse(hs, RefusalCode::TooManySessions);
-        }
-        let answer = Answer::Accepted {
+        let answer = Accepted {
             cid,
-            token,
             control_port: self.handle.control().port(),
+            client_nonce: hello.nonce,
+            secret,
             received: 0,
             epoch: 0,
+            server_nonce,
+            tag: [0; TAG_LEN],
         };
-        if let Err(e) = write_frame(&hs.stream, &answer.encode()) {
-            self.routes.remove(&route);
+        if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
             log::debug!("handshake with {}: {e}", hs.client);
             self.close_handshake(hs);
             return None;
         }
+        let id = self.new_token();
+        let route = (Role::Server, cid);
+        self.routes.insert(route, id);
         let patience = config.handshake_timeout_value() * CONFIRM_PATIENCE;
         let spec = SessionSpec {
             id,
             role: Role::Server,
             cid,
-            token,
+            keys: SessionKeys::derive(&secret, &hello.nonce, Role::Server),
             epoch: 0,
-            peer_control: SocketAddr::new(hs.client.ip(), hello.control_port),
+            // Learned from the client's first authentic datagram.
+            peer_control: None,
             config,
         };
         let shared = Shared::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
-            listener.by_cid.insert(cid, id);
+            listener.by_cid.insert(cid, (id, hs.client.ip()));
+            *listener.per_address.entry(hs.client.ip()).or_default() += 1;
             listener.unconfirmed.push_back(id);
         }
         let entry = Entry {
@@ -460,16 +495,37 @@ impl Engine {
                 listener: hs.listener,
                 unconfirmed_until: Some(Instant::now() + patience),
                 client: hs.client,
+                last_attempt: 0,
             },
         };
         self.adopt(id, entry);
         // The CONFIRM may have arrived already.
-        hs.phase = Phase::Confirm(FrameReader::new(FrameKind::Confirm), id);
+        hs.phase = Phase::Confirm(Box::new(Confirming {
+            reader: FrameReader::new(FrameKind::Confirm),
+            session: id,
+            hello,
+            answer,
+            resume: None,
+        }));
         self.server_step(hs)
     }
 
-    /// The client confirmed new session `session` on this handshake's connection.
-    fn confirm(&mut self, hs: ServerHandshake, session: Token) {
+    /// A random CID that no server session of this process has, never 0: random, so that
+    /// one session's CID tells nothing of its neighbours', and unique, so that a datagram
+    /// for a server session is looked up in one step.
+    fn new_cid(&self) -> Option<u32> {
+        (0..64).find_map(|_| {
+            let cid = u32::from_be_bytes(random().ok()?);
+            (cid != 0 && !self.routes.contains(&(Role::Server, cid))).then_some(cid)
+        })
+    }
+
+    /// The client confirmed the new session on this handshake's connection.
+    fn confirm(&mut self, hs: ServerHandshake) {
+        let Phase::Confirm(confirming) = &hs.phase else {
+            return;
+        };
+        let session = confirming.session;
         let stream = into_std(&self.poll, hs.stream);
         let Some(entry) = self.sessions.get_mut(&session) else {
             return;
@@ -478,6 +534,7 @@ impl Engine {
             unconfirmed_until,
             client,
             listener,
+            ..
         } = &mut entry.side
         else {
             return;
@@ -496,32 +553,54 @@ impl Engine {
         self.deliver(listener, session, client);
     }
 
-    /// The confirmation did not arrive on the opening connection: the session waits,
-    /// unconfirmed, for the client's first reconnection (the client may have its CID).
-    fn confirm_failed(&mut self, hs: ServerHandshake, session: Token, why: &str) {
+    /// The confirmation did not arrive, or did not verify. A new session waits,
+    /// unconfirmed, for the client's first reconnection (the client may have its CID); a
+    /// reconnection's session stays without a connection until the next one.
+    fn confirm_failed(&mut self, hs: ServerHandshake, why: &str) {
         log::debug!("handshake with {}: {why}", hs.client);
+        let opening = match &hs.phase {
+            Phase::Confirm(c) if c.resume.is_none() => Some(c.session),
+            _ => None,
+        };
         self.close_handshake(hs);
-        if let Some(entry) = self.sessions.get(&session) {
-            entry.shared.connection_failed(0, why);
+        if let Some(session) = opening {
+            if let Some(entry) = self.sessions.get(&session) {
+                entry.shared.connection_failed(0, why);
+            }
+            self.service(session);
         }
-        self.service(session);
     }
 
-    /// Resumes the session the client names on this connection, checking everything
-    /// before it changes anything.
-    fn resume_session(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+    /// Resumes the session the client names on this connection. Nothing changes unless
+    /// the HELLO proves itself: it is tagged with the session's key and names a higher
+    /// attempt than any before (a replayed HELLO names an old one).
+    fn resume_session(&mut self, mut hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
         let id = self
             .listeners
             .get(&hs.listener)
-            .and_then(|l| l.by_cid.get(&hello.cid).copied());
-        let found = id.and_then(|id| Some((id, Arc::clone(&self.sessions.get(&id)?.shared))));
-        let Some((id, shared)) = found.filter(|(_, s)| s.token() == hello.token) else {
+            .and_then(|l| l.by_cid.get(&hello.cid))
+            .map(|&(id, _)| id);
+        let proven = id.and_then(|id| {
+            let entry = self.sessions.get_mut(&id)?;
+            let Side::Server { last_attempt, .. } = &mut entry.side else {
+                return None;
+            };
+            let fresh = hello.attempt > *last_attempt;
+            if !fresh || !hello.verify(&entry.shared.handshake_keys().client) {
+                return None;
+            }
+            *last_attempt = hello.attempt;
+            Some((id, Arc::clone(&entry.shared)))
+        });
+        let Some((id, shared)) = proven else {
+            // Unknown, forged and replayed hellos get the same answer: it tells an
+            // attacker nothing about which sessions exist.
             return self.refuse(hs, RefusalCode::UnknownSession);
         };
         // Check before touching the live connection: a count outside what was ever written
         // leaves it alone. (One that passes this but fails the exact check after the
-        // barrier costs the live connection; only a peer with the session's token can
-        // send it, and no honest one does.)
+        // barrier costs the live connection; only the client, which holds the key, can
+        // send it, and an honest one does not.)
         if !shared.may_resume(hello.received) {
             return self.refuse(hs, RefusalCode::BadRequest);
         }
@@ -530,66 +609,83 @@ impl Engine {
         let Some(peer_received) = shared.check_resume(hello.received) else {
             return self.refuse(hs, RefusalCode::BadRequest);
         };
+        let Ok(server_nonce) = random() else {
+            self.close_handshake(hs);
+            return None;
+        };
         let epoch = shared.epoch().wrapping_add(1);
-        let answer = Answer::Accepted {
+        let answer = Accepted {
             cid: shared.cid(),
-            token: shared.token(),
             control_port: self.handle.control().port(),
+            client_nonce: hello.nonce,
+            // The secret never travels again.
+            secret: [0; crate::core::auth::SECRET_LEN],
             received: to_wire(shared.received()),
             epoch,
-        };
-        if let Err(e) = write_frame(&hs.stream, &answer.encode()) {
-            // Nothing changed but the old connection, which the client gave up already;
-            // a session still unconfirmed stays so, for the next attempt.
+            server_nonce,
+            tag: [0; TAG_LEN],
+        }
+        .sign(&hello, &shared.handshake_keys().server);
+        if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
+            // Nothing changed but the old connection, which the client gave up already.
             log::debug!("handshake with {}: {e}", hs.client);
             self.close_handshake(hs);
             return None;
         }
-        let (listener, client) = (hs.listener, hs.client);
-        let peer_control = SocketAddr::new(client.ip(), hello.control_port);
-        shared.resume(
-            into_std(&self.poll, hs.stream),
+        let resume = Resume {
+            attempt: hello.attempt,
             epoch,
             peer_received,
-            Some(peer_control),
-        );
-        self.reroute(id, client);
-        let confirmed_now = match self.sessions.get_mut(&id).map(|e| &mut e.side) {
-            Some(Side::Server {
-                unconfirmed_until,
-                client: known,
-                ..
-            }) => {
-                *known = client;
-                unconfirmed_until.take().is_some()
-            }
-            _ => false,
         };
+        // Nothing is resent before the client proves, with its CONFIRM, that it is the
+        // one that sent this HELLO now, not someone replaying it.
+        hs.phase = Phase::Confirm(Box::new(Confirming {
+            reader: FrameReader::new(FrameKind::Confirm),
+            session: id,
+            hello,
+            answer,
+            resume: Some(resume),
+        }));
+        self.server_step(hs)
+    }
+
+    /// The client confirmed a reconnection: the session moves to this connection, unless
+    /// a later reconnection has proved itself meanwhile.
+    fn complete_resume(&mut self, hs: ServerHandshake, resume: Resume) {
+        let Phase::Confirm(confirming) = &hs.phase else {
+            return;
+        };
+        let id = confirming.session;
+        let (listener, client) = (hs.listener, hs.client);
+        let current = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|entry| match &mut entry.side {
+                Side::Server {
+                    unconfirmed_until,
+                    client: known,
+                    last_attempt,
+                    ..
+                } if *last_attempt == resume.attempt => {
+                    *known = client;
+                    Some((
+                        Arc::clone(&entry.shared),
+                        unconfirmed_until.take().is_some(),
+                    ))
+                }
+                _ => None,
+            });
+        let Some((shared, confirmed_now)) = current else {
+            self.close_handshake(hs);
+            return;
+        };
+        let stream = into_std(&self.poll, hs.stream);
+        shared.resume(stream, resume.epoch, resume.peer_received);
         if confirmed_now {
             self.deliver(listener, id, client);
         }
         self.service(id);
         self.flush(id);
-        None
-    }
-
-    /// A server's client may come back from another address: route its messages.
-    fn reroute(&mut self, id: Token, client: SocketAddr) {
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let route = (entry.route.0, entry.route.1, client.ip());
-        if route != entry.route {
-            self.routes.remove(&entry.route);
-            if self.routes.insert(route, id) {
-                entry.route = route;
-            } else {
-                // Another listener's session has that CID at that address: keep the old
-                // route rather than none.
-                log::warn!("session {}: its new address is taken", entry.shared.cid());
-                self.routes.insert(entry.route, id);
-            }
-        }
     }
 
     /// Hands a confirmed session to `accept`.
@@ -645,16 +741,4 @@ impl Engine {
             }
         }
     }
-}
-
-fn random_u32() -> io::Result<u32> {
-    let mut b = [0u8; 4];
-    getrandom::getrandom(&mut b).map_err(io::Error::other)?;
-    Ok(u32::from_be_bytes(b))
-}
-
-fn random_u64() -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).map_err(io::Error::other)?;
-    Ok(u64::from_be_bytes(b))
 }

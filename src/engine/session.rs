@@ -32,6 +32,8 @@ use mio::Token;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{mark_dirty, on_engine_thread, EngineHandle};
+use crate::core::auth::{HandshakeKeys, SessionKeys};
+use crate::core::control::MAX_LEN;
 use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
 use crate::{Config, Status};
@@ -54,7 +56,8 @@ pub(crate) struct Shared {
     /// The engine's name for the session.
     id: Token,
     cid: u32,
-    token: u64,
+    /// Prove and check the reconnections' handshakes.
+    handshake_keys: HandshakeKeys,
     state: Mutex<State>,
     /// Signalled on every change a blocked reader or writer may be waiting for.
     changed: Condvar,
@@ -67,8 +70,10 @@ pub(crate) struct Shared {
 struct State {
     session: Session,
     conn: Option<Arc<TcpStream>>,
-    /// Where the peer's control messages come from and ours go.
-    peer_control: SocketAddr,
+    /// Where our control datagrams go: for a client, the server's control port; for a
+    /// server, the source of the client's newest authentic datagram, unknown until one
+    /// arrives (nothing is sent to an address that has not proved itself).
+    peer_control: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
     read_timeout: Option<Duration>,
@@ -84,9 +89,10 @@ pub(crate) struct SessionSpec {
     pub(crate) id: Token,
     pub(crate) role: Role,
     pub(crate) cid: u32,
-    pub(crate) token: u64,
+    pub(crate) keys: SessionKeys,
     pub(crate) epoch: u32,
-    pub(crate) peer_control: SocketAddr,
+    /// Where to send control datagrams, if known yet.
+    pub(crate) peer_control: Option<SocketAddr>,
     pub(crate) config: Config,
 }
 
@@ -129,9 +135,9 @@ impl Shared {
         Arc::new(Shared {
             id: spec.id,
             cid: spec.cid,
-            token: spec.token,
+            handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
-                session: Session::new(spec.role, spec.cid, spec.epoch, limits),
+                session: Session::new(spec.role, spec.cid, spec.epoch, limits, spec.keys.control),
                 conn: None,
                 peer_control: spec.peer_control,
                 local_addr: None,
@@ -152,8 +158,9 @@ impl Shared {
         self.cid
     }
 
-    pub(crate) fn token(&self) -> u64 {
-        self.token
+    /// The keys that prove and check this session's reconnections.
+    pub(crate) fn handshake_keys(&self) -> &HandshakeKeys {
+        &self.handshake_keys
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
@@ -164,11 +171,14 @@ impl Shared {
         let mut st = self.state.lock();
         let before = duties(&st.session);
         let result = f(&mut st, now);
-        let to = st.peer_control;
-        while let Some(msg) = st.session.poll_transmit() {
+        let mut datagram = [0u8; MAX_LEN];
+        while let Some(n) = st.session.poll_datagram(&mut datagram) {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
-            // outbox in order without a second buffer.
-            self.engine.control().send(&msg, to);
+            // packet numbers in order without a second buffer. With no address yet, the
+            // datagram is lost like any other: retransmissions and later ACKs make up.
+            if let (Some(to), Some(bytes)) = (st.peer_control, datagram.get(..n)) {
+                self.engine.control().send(bytes, to);
+            }
         }
         let fin = if st.session.poll_fin() {
             st.conn.clone()
@@ -203,15 +213,30 @@ impl Shared {
         })
     }
 
-    /// Applies a control message from the peer.
-    pub(crate) fn handle_control(&self, msg: &crate::core::control::ControlMessage) {
+    /// Authenticates a control datagram from `from` and applies it; returns whether it
+    /// was this session's. A server sends to where its client's newest datagram came
+    /// from, so it follows a client whose address changed (a NAT's new mapping, say).
+    pub(crate) fn handle_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool {
         self.update(|st, now| {
             let was_connected = st.session.is_connected();
-            st.session.handle_control(msg, now);
+            let newest = match st.session.handle_datagram(datagram, now) {
+                Ok(newest) => newest,
+                Err(why) => {
+                    log::trace!(
+                        "session {}: dropped a datagram from {from}: {why:?}",
+                        self.cid
+                    );
+                    return false;
+                }
+            };
+            if newest && st.session.role() == Role::Server {
+                st.peer_control = Some(from);
+            }
             if was_connected && !st.session.is_connected() {
                 abort(st.conn.take());
             }
-        });
+            true
+        })
     }
 
     /// Makes `stream` the session's connection, in blocking mode with the session's
@@ -288,21 +313,11 @@ impl Shared {
     }
 
     /// Moves the session to `stream`, connection number `epoch`, whose peer has received
-    /// `peer_received` bytes (checked by [`check_resume`](Self::check_resume)); on a
-    /// server, the client's control messages now come from `peer_control`. What the peer
-    /// lacks is resent by the next writer or by the engine's [`flush`](Self::flush).
-    pub(crate) fn resume(
-        &self,
-        stream: TcpStream,
-        epoch: u32,
-        peer_received: u64,
-        peer_control: Option<SocketAddr>,
-    ) {
+    /// `peer_received` bytes (checked by [`check_resume`](Self::check_resume)). What the
+    /// peer lacks is resent by the next writer or by the engine's [`flush`](Self::flush).
+    pub(crate) fn resume(&self, stream: TcpStream, epoch: u32, peer_received: u64) {
         self.update(|st, now| {
             st.session.handle_resume(peer_received, epoch, now);
-            if let Some(addr) = peer_control {
-                st.peer_control = addr;
-            }
             Self::attach(st, stream);
         });
     }

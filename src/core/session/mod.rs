@@ -17,8 +17,11 @@ use self::link::Link;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
-use super::control::{ControlKind, ControlMessage};
+use super::auth::ControlKeys;
+use super::control::{ControlKind, ControlMessage, MAX_LEN};
 use super::counter::from_wire;
+use super::replay::{Fresh, ReplayWindow};
+use super::WireError;
 use crate::error::Error;
 use crate::status::{SessionState, Status};
 
@@ -63,14 +66,15 @@ pub enum ReadGate {
 /// - **`handle_*` inputs** report what happened on the network: bytes the application read
 ///   from TCP ([`handle_read`](Self::handle_read)), bytes written to TCP
 ///   ([`handle_sent`](Self::handle_sent)), a failed connection, a resumption or its
-///   refusal, a control datagram, and the passing of time
+///   refusal, a control datagram ([`handle_datagram`](Self::handle_datagram), which
+///   authenticates it first), and the passing of time
 ///   ([`handle_timeout`](Self::handle_timeout));
-/// - **`poll_*` outputs** say what to do: the control datagrams to send
-///   ([`poll_transmit`](Self::poll_transmit)), whether to send a FIN on the connection
-///   ([`poll_fin`](Self::poll_fin)), and when to call `handle_timeout` next
+/// - **`poll_*` outputs** say what to do: the control datagrams to send, numbered and
+///   tagged ([`poll_datagram`](Self::poll_datagram)), whether to send a FIN on the
+///   connection ([`poll_fin`](Self::poll_fin)), and when to call `handle_timeout` next
 ///   ([`poll_timeout`](Self::poll_timeout)).
 ///
-/// The engine, after any application call or `handle_*` input, drains `poll_transmit` until
+/// The engine, after any application call or `handle_*` input, drains `poll_datagram` until
 /// it returns `None` and sends each datagram, checks `poll_fin`, and then sleeps no later
 /// than `poll_timeout`, when it calls `handle_timeout` and polls again. Bytes move on TCP
 /// from the range [`unsent`](Self::unsent) names, through `handle_sent`.
@@ -84,12 +88,30 @@ pub struct Session {
     recv: RecvSide,
     link: Link,
     reliable: Reliable,
+    /// Tags our datagrams and checks the peer's.
+    keys: ControlKeys,
+    /// The packet number of our next datagram.
+    next_packet: u64,
+    /// The peer's packet numbers seen.
+    replay: ReplayWindow,
+}
+
+/// Why a datagram was dropped without effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// It does not decode, or its tag does not verify.
+    Wire(WireError),
+    /// Authentic, but for another session: its CID or side is not ours.
+    NotOurs,
+    /// Authentic, but its packet number was seen already or is too old.
+    Replayed,
 }
 
 impl Session {
-    /// A session whose first TCP connection (number `epoch`) is up.
-    pub fn new(role: Role, cid: u32, epoch: u32, limits: Limits) -> Self {
-        Session {
+    /// A session whose first TCP connection (number `epoch`) is up, whose datagrams are
+    /// tagged and checked with `keys`.
+    pub fn new(role: Role, cid: u32, epoch: u32, limits: Limits, keys: ControlKeys) -> Self {
+        let mut session = Session {
             role,
             limits,
             fatal: None,
@@ -97,10 +119,20 @@ impl Session {
             recv: RecvSide::default(),
             link: Link::new(epoch),
             reliable: Reliable::new(cid, role == Role::Server),
-        }
+            keys,
+            next_packet: 0,
+            replay: ReplayWindow::default(),
+        };
+        session.probe();
+        session
     }
 
     // ---------------------------------------------------------------- getters
+
+    /// Which end of the session this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
 
     /// Number of the TCP connection in use (or last used).
     pub fn epoch(&self) -> u32 {
@@ -346,6 +378,7 @@ impl Session {
             .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
         // The peer is reachable again: what it has not confirmed goes out at once.
         self.reliable.rewind(now);
+        self.probe();
     }
 
     /// The server refused to resume the session (it does not know it: it restarted, or
@@ -361,8 +394,28 @@ impl Session {
         self.fail(error);
     }
 
-    /// Applies a control datagram addressed to this session.
-    pub fn handle_control(&mut self, msg: &ControlMessage, now: Instant) {
+    /// Authenticates a control datagram and, if it is authentic, addressed to this session
+    /// and not a replay, applies it. Returns whether its packet number is the highest the
+    /// peer has sent yet: a server sends its datagrams to where that one came from.
+    ///
+    /// # Errors
+    ///
+    /// Why the datagram was dropped; the session is unchanged then.
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<bool, Dropped> {
+        let (pn, msg) = ControlMessage::open(datagram, &self.keys.recv).map_err(Dropped::Wire)?;
+        let ours = msg.cid == self.reliable.cid() && msg.from_server == (self.role == Role::Client);
+        if !ours {
+            return Err(Dropped::NotOurs);
+        }
+        let fresh = self.replay.record(pn);
+        if fresh == Fresh::Replayed {
+            return Err(Dropped::Replayed);
+        }
+        self.handle_control(&msg, now);
+        Ok(fresh == Fresh::Newest)
+    }
+
+    fn handle_control(&mut self, msg: &ControlMessage, now: Instant) {
         if msg.kind.needs_conf() {
             // Confirm duplicates too: our earlier confirmation may have been lost.
             self.reliable.send_once(ControlKind::Conf, msg.id);
@@ -378,6 +431,14 @@ impl Session {
                 self.recv.peer_end(total);
                 self.recv.peer_closed = true;
                 self.send.forget_ages();
+                // The peer reads nothing more, so our HALF_CLOSE is moot; and once its
+                // session is gone nobody could confirm it (nothing answers a datagram it
+                // cannot authenticate).
+                if self.send.announced == (Announced::HalfClose { confirmed: false }) {
+                    self.reliable
+                        .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
+                    self.send.confirmed(ControlKind::HalfClose(0));
+                }
             }
             ControlKind::Reset => {
                 self.fail(Error::PeerReset);
@@ -423,9 +484,13 @@ impl Session {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next control datagram to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<ControlMessage> {
-        self.reliable.poll_transmit()
+    /// The next control datagram to send, numbered and tagged, written to `out`: its
+    /// length, if there is one.
+    pub fn poll_datagram(&mut self, out: &mut [u8; MAX_LEN]) -> Option<usize> {
+        let msg = self.reliable.poll_transmit()?;
+        let pn = self.next_packet;
+        self.next_packet += 1;
+        Some(msg.seal(pn, &self.keys.send, out))
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever.
@@ -497,6 +562,15 @@ impl Session {
         let count = self.recv.ack_count();
         self.reliable.send_once(ControlKind::ReqAck(count), 0);
         self.send.requested_ack(now);
+    }
+
+    /// A client tells the server where its control datagrams come from, after the opening
+    /// and after every reconnection: the server sends only to the source of the client's
+    /// newest authentic datagram, and an ACK changes nothing else.
+    fn probe(&mut self) {
+        if self.role == Role::Client {
+            self.send_ack();
+        }
     }
 
     fn send_ack(&mut self) {

@@ -58,6 +58,11 @@ impl Reliable {
         }
     }
 
+    /// The session's CID.
+    pub(super) fn cid(&self) -> u32 {
+        self.cid
+    }
+
     /// Queues a message that is sent once: an ACK or a REQ_ACK (id 0), or a CONF (the id
     /// of the message it confirms). Every datagram of the session is built here.
     pub(super) fn send_once(&mut self, kind: ControlKind, id: u16) {

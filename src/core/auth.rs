@@ -1,0 +1,188 @@
+//! Session keys and message authentication.
+//!
+//! At opening the server picks a random 256-bit session secret and sends it once, in the
+//! ANSWER of the opening exchange; nothing sends it again. Both sides derive four keys
+//! from it with HKDF-SHA256, one per purpose and direction, salted with the nonce of the
+//! client's opening HELLO. Every later proof (a reconnection's HELLO, ANSWER and CONFIRM,
+//! and every control datagram) is an HMAC-SHA256 tag under one of these keys, truncated to
+//! 128 bits and checked in constant time. See `docs/SECURITY.md`.
+
+use std::fmt;
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::session::Role;
+
+/// Length of the session secret.
+pub const SECRET_LEN: usize = 32;
+/// Length of the nonces in the handshake frames.
+pub const NONCE_LEN: usize = 16;
+/// Length of an authentication tag: the first half of an HMAC-SHA256.
+pub const TAG_LEN: usize = 16;
+
+/// The session secret, sent once by the server when the session opens.
+pub type Secret = [u8; SECRET_LEN];
+/// A handshake nonce: random, fresh for each attempt.
+pub type Nonce = [u8; NONCE_LEN];
+/// An authentication tag.
+pub type Tag = [u8; TAG_LEN];
+
+/// Labels of the derived keys (HKDF "info"): one per purpose and direction, so that no
+/// tag made for one use verifies in another.
+mod label {
+    pub(super) const HANDSHAKE_CLIENT: &[u8] = b"robust-tcp v2 handshake client";
+    pub(super) const HANDSHAKE_SERVER: &[u8] = b"robust-tcp v2 handshake server";
+    pub(super) const CONTROL_CLIENT: &[u8] = b"robust-tcp v2 control client";
+    pub(super) const CONTROL_SERVER: &[u8] = b"robust-tcp v2 control server";
+}
+
+/// A key for one purpose and direction, ready to tag messages.
+#[derive(Clone)]
+pub struct MacKey(Hmac<Sha256>);
+
+impl MacKey {
+    fn new(key: &[u8]) -> Self {
+        MacKey(Hmac::new_from_slice(key).expect("HMAC takes keys of any length"))
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+        // The keyed state is cloned rather than rebuilt: no key schedule per message.
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// The tag of the concatenation of `parts`.
+    pub fn tag(&self, parts: &[&[u8]]) -> Tag {
+        let full = self.mac(parts).finalize().into_bytes();
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(full.get(..TAG_LEN).unwrap_or_default());
+        tag
+    }
+
+    /// Whether `tag` is the tag of the concatenation of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        tag.len() == TAG_LEN && self.mac(parts).verify_truncated_left(tag).is_ok()
+    }
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key never reaches a log.
+        f.write_str("MacKey(..)")
+    }
+}
+
+/// The keys of a session's handshakes: the client tags its reconnection HELLO and every
+/// CONFIRM with `client`; the server tags a reconnection's ANSWER with `server`.
+#[derive(Clone, Debug)]
+pub struct HandshakeKeys {
+    /// The client's key.
+    pub client: MacKey,
+    /// The server's key.
+    pub server: MacKey,
+}
+
+/// The keys of one side's control datagrams: it tags with `send` and checks the peer's
+/// datagrams with `recv`.
+#[derive(Clone, Debug)]
+pub struct ControlKeys {
+    /// Tags this side's datagrams.
+    pub send: MacKey,
+    /// Checks the peer's datagrams.
+    pub recv: MacKey,
+}
+
+/// Every key of a session, derived from its secret.
+#[derive(Clone, Debug)]
+pub struct SessionKeys {
+    /// For the handshakes of reconnections.
+    pub handshake: HandshakeKeys,
+    /// For the control datagrams of the side that derived them.
+    pub control: ControlKeys,
+}
+
+impl SessionKeys {
+    /// The keys of side `role` of the session whose secret is `secret` and whose opening
+    /// HELLO carried `opening_nonce`.
+    pub fn derive(secret: &Secret, opening_nonce: &Nonce, role: Role) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(opening_nonce), secret);
+        let key = |label: &[u8]| {
+            let mut okm = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: this cannot fail.
+            let _ = hkdf.expand(label, &mut okm);
+            MacKey::new(&okm)
+        };
+        let (client, server) = (key(label::CONTROL_CLIENT), key(label::CONTROL_SERVER));
+        let control = match role {
+            Role::Client => ControlKeys {
+                send: client,
+                recv: server,
+            },
+            Role::Server => ControlKeys {
+                send: server,
+                recv: client,
+            },
+        };
+        SessionKeys {
+            handshake: HandshakeKeys {
+                client: key(label::HANDSHAKE_CLIENT),
+                server: key(label::HANDSHAKE_SERVER),
+            },
+            control,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(role: Role) -> SessionKeys {
+        SessionKeys::derive(&[7; SECRET_LEN], &[9; NONCE_LEN], role)
+    }
+
+    #[test]
+    fn each_side_checks_what_the_other_tags() {
+        let (client, server) = (keys(Role::Client), keys(Role::Server));
+        let tag = client.control.send.tag(&[b"ack", b" 42"]);
+        assert!(server.control.recv.verify(&[b"ack 42"], &tag));
+        assert!(
+            !server.control.send.verify(&[b"ack 42"], &tag),
+            "wrong direction"
+        );
+        assert!(
+            !client.handshake.client.verify(&[b"ack 42"], &tag),
+            "wrong purpose"
+        );
+        let tag = server.control.send.tag(&[b"conf"]);
+        assert!(client.control.recv.verify(&[b"conf"], &tag));
+    }
+
+    #[test]
+    fn a_changed_byte_secret_or_nonce_fails() {
+        let key = keys(Role::Client).control.send;
+        let tag = key.tag(&[b"close 1000"]);
+        assert!(!key.verify(&[b"close 1001"], &tag));
+        let mut bad = tag;
+        bad[15] ^= 1;
+        assert!(!key.verify(&[b"close 1000"], &bad));
+        assert!(!key.verify(&[b"close 1000"], &tag[..15]), "short tag");
+        let other_secret = SessionKeys::derive(&[8; SECRET_LEN], &[9; NONCE_LEN], Role::Client);
+        assert!(!other_secret.control.send.verify(&[b"close 1000"], &tag));
+        let other_nonce = SessionKeys::derive(&[7; SECRET_LEN], &[0; NONCE_LEN], Role::Client);
+        assert!(!other_nonce.control.send.verify(&[b"close 1000"], &tag));
+    }
+
+    #[test]
+    fn keys_never_print() {
+        assert_eq!(
+            format!("{:?}", keys(Role::Server).control.send),
+            "MacKey(..)"
+        );
+    }
+}
