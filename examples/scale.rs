@@ -154,8 +154,11 @@ fn run_server(args: &[String]) -> io::Result<()> {
     let options = parse_options(args)?;
     let n = options.sessions;
     let watcher = exit_on_stdin_eof();
-    // The default session limit (1024) would refuse most of the sessions.
-    let config = Config::default().max_sessions(n);
+    // The default session limits (1024, and 256 per client address) would refuse most of
+    // the sessions, which all come from 127.0.0.1.
+    let config = Config::default()
+        .max_sessions(n)
+        .max_sessions_per_address(n);
     let server = RServerSocket::bind_with("127.0.0.1:0", config)?;
     tell_parent(&format!("listening {}", server.local_addr()?))?;
 

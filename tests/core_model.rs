@@ -411,8 +411,7 @@ fn acks_outside_the_window_never_drop_unacknowledged_data() {
         buf[..n].to_vec()
     };
     let now = pair.now;
-    let tell =
-        |pair: &mut Pair, d: Vec<u8>| assert!(pair.ends[0].handle_datagram(&d, now).is_ok());
+    let tell = |pair: &mut Pair, d: Vec<u8>| assert!(pair.ends[0].handle_datagram(&d, now).is_ok());
     tell(&mut pair, lie(3001)); // more than was sent
     tell(&mut pair, lie(1 << 33)); // far beyond, wrapping
     assert_eq!(pair.ends[0].status(now).unacknowledged, 3000);

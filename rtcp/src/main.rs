@@ -82,6 +82,10 @@ enum Mode {
         /// Most sessions held at once, lingering ones included; clients past it wait and retry
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         max_sessions: Option<u64>,
+        /// Most sessions held at once from one client IP address (clients behind one NAT
+        /// share one); clients past it wait and retry
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_sessions_per_address: Option<u64>,
         #[command(flatten)]
         session: SessionOptions,
     },
@@ -187,11 +191,16 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             listen,
             forward,
             max_sessions,
+            max_sessions_per_address,
             session,
         } => {
             let mut config = session.config();
+            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             if let Some(n) = max_sessions {
-                config = config.max_sessions(usize::try_from(n).unwrap_or(usize::MAX));
+                config = config.max_sessions(count(n));
+            }
+            if let Some(n) = max_sessions_per_address {
+                config = config.max_sessions_per_address(count(n));
             }
             check(&config)?;
             start(&registry, cli.quiet)?;
