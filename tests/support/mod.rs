@@ -14,3 +14,6 @@ pub mod payload;
 pub mod proxy;
 pub mod rng;
 pub mod session;
+// `tls.rs` is not listed: it needs rustls and rcgen, dev-dependencies of robust-tcp alone,
+// while rtcp's tests include this module too. `tests/tls.rs` and `examples/tls.rs` include
+// it by path, beside this module.
