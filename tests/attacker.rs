@@ -1,0 +1,516 @@
+//! An off-path attacker against a live session (issue 7's threat model, `docs/SECURITY.md`).
+//!
+//! The attacker shares the victim's IP (everything is on 127.0.0.1) and holds a packet
+//! capture of the session's traffic (an `AF_PACKET` socket on `lo`, so the test needs
+//! root, as CI has). While a transfer runs through a proxy that cuts the TCP connection
+//! again and again, it sends forged control datagrams of every type (random CIDs, the real
+//! CID with wrong tags, captured datagrams with old packet numbers, wrong lengths),
+//! replays every datagram it captured, replays the recorded reconnection HELLOs (and a
+//! CONFIRM after each that is answered) and openings, and forges reconnections with the
+//! real CID. The transfer must complete byte-exact with no error and no early end of
+//! stream, and the attacker must receive no application byte: on TCP nothing after a
+//! handshake answer, on UDP nothing at all (nothing answers what does not authenticate).
+#![cfg(target_os = "linux")]
+
+#[path = "support/capture.rs"]
+mod capture;
+mod support;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use capture::{Capture, Packet, Proto};
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN};
+use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
+use robust_tcp::protocol::handshake::{Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN};
+use robust_tcp::protocol::session::Role;
+use robust_tcp::{RSocket, SessionState};
+use support::bounded::{join, poll_until, run_bounded, wait_until};
+use support::payload::Payload;
+use support::proxy::{CutAt, CutPlan, FaultProxy};
+use support::rng::{fresh_seed, Rng};
+use support::session::{bind, connect_pair, fast_config, server_addr, spawn_reader};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Bytes each way.
+const LEN: u64 = 8 << 20;
+/// The writers hold back this last part of their payload until the attack is over, so
+/// that the attack happens during the transfer however fast the rest goes.
+const HELD_BACK: u64 = 1 << 20;
+const PLAN_CUTS: usize = 30;
+const MAX_CUT_BYTES: u64 = 256 << 10;
+/// Cuts the attacker adds (one every few rounds), so that reconnections, with HELLOs to
+/// record and replay, happen throughout the attack.
+const ATTACK_CUTS: usize = 20;
+const MIN_CUTS: usize = 20;
+const FORGED_DATAGRAMS: usize = 10_000;
+const HELLO_REPLAYS: usize = 100;
+const FORGED_HELLOS: usize = 100;
+const OPENING_REPLAYS: usize = 30;
+/// How long the attacker waits for an answer, or for bytes after one.
+const READ_BOUND: Duration = Duration::from_secs(5);
+
+/// What the attacker did and saw.
+#[derive(Debug, Default)]
+struct Tally {
+    forged_datagrams: usize,
+    replayed_datagrams: usize,
+    hello_replays: usize,
+    hello_replays_answered: usize,
+    forged_hellos: usize,
+    opening_replays: usize,
+    cuts: usize,
+}
+
+/// The attacker's view of the traffic.
+struct Recording {
+    datagrams: Vec<Vec<u8>>,
+    resume_hellos: Vec<Vec<u8>>,
+    opening_hellos: Vec<Vec<u8>>,
+    confirms: Vec<Vec<u8>>,
+    control_port: Option<u16>,
+}
+
+/// Sorts captured payloads: control datagrams (between the victim process's control
+/// port, which an ANSWER names, and itself: client and server share the process) and
+/// handshake frames.
+fn recording(packets: &[Packet]) -> Recording {
+    let mut r = Recording {
+        datagrams: Vec::new(),
+        resume_hellos: Vec::new(),
+        opening_hellos: Vec::new(),
+        confirms: Vec::new(),
+        control_port: None,
+    };
+    for p in packets.iter().filter(|p| p.proto == Proto::Tcp) {
+        let frame = &p.payload;
+        let kind = (frame.len() >= HEADER_LEN && frame.starts_with(b"RTCP\x02"))
+            .then(|| FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).ok())
+            .flatten();
+        let Some(header) = kind else { continue };
+        let Some(whole) = frame.get(..HEADER_LEN + header.body_len) else {
+            continue;
+        };
+        match header.kind {
+            FrameKind::Hello => {
+                let hello = Hello::parse(&whole[HEADER_LEN..]).expect("a captured hello");
+                let list = if hello.cid == 0 {
+                    &mut r.opening_hellos
+                } else {
+                    &mut r.resume_hellos
+                };
+                if !list.iter().any(|h| h == whole) {
+                    list.push(whole.to_vec());
+                }
+            }
+            FrameKind::Answer => {
+                if let Ok(Answer::Accepted(a)) = Answer::parse(&whole[HEADER_LEN..]) {
+                    r.control_port = Some(a.control_port);
+                }
+            }
+            FrameKind::Confirm => r.confirms.push(whole.to_vec()),
+        }
+    }
+    if let Some(port) = r.control_port {
+        r.datagrams = packets
+            .iter()
+            .filter(|p| p.proto == Proto::Udp && p.dst.port() == port && p.src.port() == port)
+            .map(|p| p.payload.clone())
+            .collect();
+    }
+    r
+}
+
+/// The attacker: its own sockets, its own randomness.
+struct Attacker {
+    server: SocketAddr,
+    control: SocketAddr,
+    cid: u32,
+    udp: UdpSocket,
+    rng: Rng,
+    /// Keys of a session of its own: well-formed tags, wrong keys.
+    stranger: SessionKeys,
+    tally: Tally,
+}
+
+impl Attacker {
+    fn forged_datagram(&mut self, captured: &[Vec<u8>]) -> Vec<u8> {
+        let n = self.tally.forged_datagrams;
+        let kind = match n % 7 {
+            0 => ControlKind::Ack(self.rng.next_u64() as u32),
+            1 => ControlKind::ReqAck(self.rng.next_u64() as u32),
+            2 => ControlKind::Close(self.rng.range(0, 4095) as u32),
+            3 => ControlKind::HalfClose(self.rng.range(0, 4095) as u32),
+            4 => ControlKind::Reset,
+            5 => ControlKind::Conf,
+            _ => ControlKind::Reconnect(self.rng.range(0, 63) as u32),
+        };
+        let cid = if n % 3 == 0 {
+            self.rng.next_u64() as u32
+        } else {
+            self.cid
+        };
+        let msg = ControlMessage {
+            cid,
+            from_server: self.rng.chance(50),
+            id: self.rng.next_u64() as u16,
+            kind,
+        };
+        let mut buf = [0u8; MAX_LEN];
+        let len = msg.seal(self.rng.next_u64(), &self.stranger.control.send, &mut buf);
+        let mut d = buf[..len].to_vec();
+        match (n / 7) % 4 {
+            // A guessed tag.
+            0 => {
+                for b in &mut d[len - TAG_LEN..] {
+                    *b = self.rng.next_u64() as u8;
+                }
+            }
+            // A captured genuine datagram with an old packet number (its tag then fails).
+            1 if !captured.is_empty() => {
+                d = captured[self.rng.range(0, captured.len() as u64 - 1) as usize].clone();
+                d[8..16].copy_from_slice(&0u64.to_be_bytes());
+            }
+            // A genuine datagram cut short or lengthened.
+            2 if !captured.is_empty() => {
+                d = captured[self.rng.range(0, captured.len() as u64 - 1) as usize].clone();
+                if self.rng.chance(50) {
+                    d.truncate(d.len() - 4);
+                } else {
+                    d.extend_from_slice(&[0; 4]);
+                }
+            }
+            // Tagged with another session's key.
+            _ => {}
+        }
+        d
+    }
+
+    fn send_datagram(&self, d: &[u8]) {
+        self.udp.send_to(d, self.control).expect("send a datagram");
+    }
+
+    /// Sends `frame` on a connection of its own to the server and reads the answer; if it
+    /// accepts, follows with `confirm` and checks that nothing more comes.
+    fn handshake(&self, frame: &[u8], confirm: Option<&[u8]>) -> Answer {
+        let mut conn = TcpStream::connect(self.server).expect("connect to the server");
+        conn.set_read_timeout(Some(READ_BOUND))
+            .expect("set_read_timeout");
+        conn.write_all(frame).expect("send a hello");
+        let answer = read_answer(&mut conn);
+        if let (Answer::Accepted(_), Some(confirm)) = (&answer, confirm) {
+            // The server may have closed already: a failed write is fine.
+            let _ = conn.write_all(confirm);
+            let _ = conn.shutdown(Shutdown::Write);
+            let mut rest = Vec::new();
+            match conn.read_to_end(&mut rest) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("reading after a replayed hello's answer: {e}"),
+            }
+            assert!(
+                rest.is_empty(),
+                "the attacker received {} bytes after an answer: {:02x?}",
+                rest.len(),
+                &rest[..rest.len().min(64)]
+            );
+        }
+        answer
+    }
+
+    fn forged_hello(&mut self) -> Vec<u8> {
+        let nonce = std::array::from_fn(|_| self.rng.next_u64() as u8);
+        // Attempt numbers from far above any real one down to 1, counts in and out of
+        // the window.
+        let attempt = match self.tally.forged_hellos % 3 {
+            0 => u64::MAX - self.tally.forged_hellos as u64,
+            1 => 1 + self.tally.forged_hellos as u64,
+            _ => self.rng.next_u64(),
+        };
+        let received = self.rng.next_u64() as u32;
+        let key = &self.stranger.handshake.client;
+        let mut hello = Hello::resume(self.cid, nonce, attempt, received, key);
+        if self.rng.chance(50) {
+            hello.tag = std::array::from_fn(|_| self.rng.next_u64() as u8);
+        }
+        hello.encode().to_vec()
+    }
+}
+
+/// Reads one ANSWER frame.
+fn read_answer(conn: &mut TcpStream) -> Answer {
+    let mut header = [0u8; HEADER_LEN];
+    conn.read_exact(&mut header).expect("read an answer header");
+    let header = FrameHeader::parse(&header).expect("an answer header");
+    assert_eq!(header.kind, FrameKind::Answer);
+    let mut body = vec![0u8; header.body_len];
+    conn.read_exact(&mut body).expect("read an answer body");
+    Answer::parse(&body).expect("an answer")
+}
+
+/// Writes `payload` in chunks on a clone of `sock`, holding back its last [`HELD_BACK`]
+/// bytes until `attack_over`, then shuts down writing.
+fn spawn_held_writer(
+    sock: &RSocket,
+    payload: Payload,
+    attack_over: Arc<AtomicBool>,
+) -> thread::JoinHandle<io::Result<()>> {
+    let mut sock = sock.try_clone().expect("try_clone");
+    thread::spawn(move || {
+        let held = payload.len() - HELD_BACK;
+        sock.write_all(&payload.bytes(0..held))?;
+        wait_until(LIMIT, "the attack to end", || {
+            attack_over.load(Ordering::SeqCst)
+        });
+        sock.write_all(&payload.bytes(held..payload.len()))?;
+        sock.shutdown(Shutdown::Write)
+    })
+}
+
+// Proves: an off-path attacker with a capture of the traffic, sharing the victim's IP,
+// neither disturbs a transfer through cuts nor receives any of its data.
+#[test]
+fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
+    run_bounded(LIMIT, || {
+        let capture = Capture::start().expect("a packet capture on lo (run the tests as root)");
+        let server = bind();
+        let proxy = FaultProxy::start(
+            server_addr(&server),
+            CutPlan::random(PLAN_CUTS, MAX_CUT_BYTES),
+        )
+        .expect("start the proxy");
+        let seed = proxy.seed();
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        let attack_over = Arc::new(AtomicBool::new(false));
+        let (up, down) = (Payload::new(seed, LEN), Payload::new(seed ^ 1, LEN));
+        let transfer = [
+            (
+                "client writing",
+                spawn_held_writer(&client, up, Arc::clone(&attack_over)),
+            ),
+            (
+                "server writing",
+                spawn_held_writer(&accepted, down, Arc::clone(&attack_over)),
+            ),
+            ("server reading", spawn_reader(&accepted, up)),
+            ("client reading", spawn_reader(&client, down)),
+        ];
+
+        // The attacker starts once it has recorded a reconnection.
+        let mut rec = recording(&capture.packets());
+        let recorded = poll_until(LIMIT / 4, || {
+            rec = recording(&capture.packets());
+            rec.control_port.is_some() && !rec.resume_hellos.is_empty()
+        });
+        assert!(recorded, "seed {seed}: no reconnection was recorded");
+        let control = SocketAddr::from(([127, 0, 0, 1], rec.control_port.unwrap()));
+        let mut attacker = Attacker {
+            server: server_addr(&server),
+            control,
+            cid: client.session_id(),
+            udp: UdpSocket::bind("127.0.0.1:0").expect("bind the attacker's socket"),
+            rng: Rng::new(fresh_seed()),
+            stranger: SessionKeys::derive(&[0xa7; SECRET_LEN], &[0; NONCE_LEN], Role::Client),
+            tally: Tally::default(),
+        };
+        let rounds = FORGED_DATAGRAMS / 100;
+        let mut replayed_upto = 0;
+        for round in 0..rounds {
+            rec = recording(&capture.packets());
+            for _ in 0..100 {
+                let d = attacker.forged_datagram(&rec.datagrams);
+                attacker.send_datagram(&d);
+                attacker.tally.forged_datagrams += 1;
+            }
+            // Replay what was captured since the last round, at once.
+            for d in &rec.datagrams[replayed_upto.min(rec.datagrams.len())..] {
+                attacker.send_datagram(d);
+                attacker.tally.replayed_datagrams += 1;
+            }
+            replayed_upto = rec.datagrams.len();
+            if round % (rounds / ATTACK_CUTS) == 0 {
+                attacker.tally.cuts += proxy.cut_all();
+            }
+            let hello = rec.resume_hellos[round % rec.resume_hellos.len()].clone();
+            let confirm = rec.confirms.last().cloned();
+            if let Answer::Accepted(_) = attacker.handshake(&hello, confirm.as_deref()) {
+                attacker.tally.hello_replays_answered += 1;
+            }
+            attacker.tally.hello_replays += 1;
+            let forged = attacker.forged_hello();
+            match attacker.handshake(&forged, confirm.as_deref()) {
+                Answer::Refused(_) => {}
+                accepted => panic!("seed {seed}: a forged hello was accepted: {accepted:?}"),
+            }
+            attacker.tally.forged_hellos += 1;
+            if round % (rounds / OPENING_REPLAYS) == 0 {
+                // An opening is anyone's to make: the attacker gets a session of its own,
+                // never the victim's.
+                if let Some(opening) = rec.opening_hellos.first() {
+                    if let Answer::Accepted(a) = attacker.handshake(opening, None) {
+                        assert_ne!(a.cid, attacker.cid, "seed {seed}: the victim's CID again");
+                    }
+                    attacker.tally.opening_replays += 1;
+                }
+            }
+        }
+        // Late replays: everything captured, once more.
+        rec = recording(&capture.packets());
+        for d in &rec.datagrams {
+            attacker.send_datagram(d);
+            attacker.tally.replayed_datagrams += 1;
+        }
+        attack_over.store(true, Ordering::SeqCst);
+
+        for (what, thread) in transfer {
+            if let Err(e) = join(thread) {
+                panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
+            }
+        }
+        let tally = &attacker.tally;
+        eprintln!(
+            "seed {seed}: attacker {tally:?}; proxy cuts {}",
+            proxy.cuts()
+        );
+        assert!(tally.forged_datagrams >= FORGED_DATAGRAMS);
+        assert!(tally.hello_replays >= HELLO_REPLAYS && tally.forged_hellos >= FORGED_HELLOS);
+        assert!(tally.opening_replays >= OPENING_REPLAYS);
+        assert!(
+            proxy.cuts() >= MIN_CUTS,
+            "seed {seed}: only {} cuts",
+            proxy.cuts()
+        );
+        // Replayed hellos that had reached the server are refused; one that never did
+        // (its connection was cut before it arrived) may be answered, but never served.
+        assert!(tally.hello_replays_answered * 2 < tally.hello_replays);
+        for sock in [&client, &accepted] {
+            let status = sock.status();
+            assert_eq!(
+                (status.bytes_written, status.bytes_read),
+                (LEN, LEN),
+                "{status:?}"
+            );
+        }
+
+        // Nothing ever answered the attacker's datagrams.
+        attacker.udp.set_nonblocking(true).expect("set_nonblocking");
+        let mut buf = [0u8; 64];
+        let got = attacker.udp.recv_from(&mut buf);
+        assert!(
+            matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "seed {seed}: the attacker received a datagram: {got:?}"
+        );
+    });
+}
+
+/// The resume HELLOs of session `cid` captured so far, in the order they were sent.
+fn captured_hellos(capture: &Capture, cid: u32) -> Vec<Hello> {
+    let mut hellos: Vec<Hello> = Vec::new();
+    for frame in recording(&capture.packets()).resume_hellos {
+        let hello = Hello::parse(&frame[HEADER_LEN..]).expect("a captured hello");
+        if hello.cid == cid && !hellos.contains(&hello) {
+            hellos.push(hello);
+        }
+    }
+    hellos
+}
+
+// Proves: a recorded HELLO that never reached the server (its connection was cut at the
+// proxy before it was forwarded) proves itself when replayed, but the replayer cannot
+// confirm it and receives nothing of the bytes waiting for the client; and a HELLO the
+// server did see is refused when replayed, even while its byte count still holds.
+#[test]
+fn a_replayed_reconnection_gets_no_data() {
+    run_bounded(LIMIT, || {
+        const WAITING: usize = 12 << 10;
+        let capture = Capture::start().expect("a packet capture on lo (run the tests as root)");
+        let server = bind();
+        // The opening goes through; the first reconnection is cut before the proxy
+        // forwards a byte; the client then waits 2 s before its next attempt, which is
+        // the attacker's window.
+        let plan = CutPlan::random(1, MAX_CUT_BYTES).script([CutAt::Never, CutAt::Bytes(0)]);
+        let proxy = FaultProxy::start(server_addr(&server), plan).expect("start the proxy");
+        let backoff = Duration::from_secs(2);
+        let config = fast_config().reconnect_backoff(backoff, backoff);
+        let (mut client, accepted) = connect_pair(&server, proxy.local_addr(), config);
+        let cid = client.session_id();
+        // Bytes the client has not read: the server keeps them to resend.
+        let waiting = Payload::new(proxy.seed(), WAITING as u64);
+        (&accepted)
+            .write_all(&waiting.bytes(0..WAITING as u64))
+            .expect("server write");
+        // The server's reader sees the cut, and its RECONNECT makes the client reconnect.
+        let server_reader = {
+            let mut sock = accepted.try_clone().expect("try_clone");
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                sock.read_to_end(&mut got).map(|_| got)
+            })
+        };
+        proxy.cut_all();
+        let mut never_arrived = None;
+        wait_until(LIMIT / 4, "the first reconnection's HELLO", || {
+            never_arrived = captured_hellos(&capture, cid).first().copied();
+            never_arrived.is_some()
+        });
+        let never_arrived = never_arrived.unwrap();
+        let attacker = Attacker {
+            server: server_addr(&server),
+            control: server_addr(&server),
+            cid,
+            udp: UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            rng: Rng::new(fresh_seed()),
+            stranger: SessionKeys::derive(&[0xa7; SECRET_LEN], &[0; NONCE_LEN], Role::Client),
+            tally: Tally::default(),
+        };
+        let forged_confirm = Confirm {
+            cid,
+            tag: [0x5a; TAG_LEN],
+        }
+        .encode();
+        // `handshake` asserts that nothing follows the answer.
+        match attacker.handshake(&never_arrived.encode(), Some(&forged_confirm)) {
+            Answer::Accepted(a) => assert_eq!(a.cid, cid),
+            refused => panic!("the replayed hello was refused: {refused:?}; did it arrive?"),
+        }
+
+        // The client's next attempt, with a higher number, takes the session back.
+        wait_until(LIMIT / 4, "the client to reconnect", || {
+            client.status().state == SessionState::Connected
+        });
+        let delivered = *captured_hellos(&capture, cid).last().unwrap();
+        assert!(delivered.attempt > never_arrived.attempt);
+        // Replayed, the HELLO that did arrive is refused, though its count still holds
+        // (the client has read nothing yet).
+        match attacker.handshake(&delivered.encode(), Some(&forged_confirm)) {
+            Answer::Refused(_) => {}
+            accepted => panic!("a replayed hello was accepted: {accepted:?}"),
+        }
+        let mut got = vec![0u8; WAITING];
+        client
+            .read_exact(&mut got)
+            .expect("the client reads what waited");
+        assert!(
+            got == waiting.bytes(0..WAITING as u64),
+            "the waiting bytes differ"
+        );
+        assert_eq!(
+            client.status().reconnections,
+            1,
+            "the replay disturbed the session"
+        );
+        client.write_all(b"still mine").expect("client write");
+        client.shutdown(Shutdown::Write).expect("shutdown");
+        let from_client = join(server_reader).expect("the server reads to the end");
+        assert_eq!(from_client, b"still mine");
+    });
+}
