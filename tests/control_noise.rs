@@ -6,39 +6,21 @@
 
 mod support;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
-use robust_tcp::protocol::handshake::{Answer, FrameHeader, Hello, HEADER_LEN};
 use robust_tcp::protocol::session::Role;
 use support::bounded::run_bounded;
 use support::rng::Rng;
-use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
+use support::session::{
+    bind, connect_pair, control_port, exchange_seeded, fast_config, server_addr,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const NOISE: usize = 5000;
-
-/// The process's UDP control port, read from the ANSWER to an opening HELLO that a raw
-/// client sends to the server (a session of its own, never confirmed).
-fn control_port(server: SocketAddr) -> u16 {
-    let mut raw = TcpStream::connect(server).expect("connect");
-    raw.set_read_timeout(Some(LIMIT)).expect("set_read_timeout");
-    raw.write_all(&Hello::opening([1; NONCE_LEN]).encode())
-        .expect("send a hello");
-    let mut header = [0u8; HEADER_LEN];
-    raw.read_exact(&mut header)
-        .expect("read the answer's header");
-    let header = FrameHeader::parse(&header).expect("an answer header");
-    let mut body = vec![0u8; header.body_len];
-    raw.read_exact(&mut body).expect("read the answer");
-    match Answer::parse(&body).expect("an answer") {
-        Answer::Accepted(accepted) => accepted.control_port,
-        refused => panic!("refused: {refused:?}"),
-    }
-}
 
 fn random_kind(rng: &mut Rng) -> ControlKind {
     let n = rng.next_u64() as u32;
