@@ -17,6 +17,12 @@ use std::path::Path;
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::handshake::{Answer, Confirm, Hello, RefusalCode};
 
+/// As in fuzz_targets/server_handshake.rs: separates an input's connections, and stands
+/// for the CID and the token of the session the server accepted last.
+const NEXT: &[u8] = b"|NEXT|";
+const CID_MARK: &[u8; 4] = b"CID?";
+const TOKEN_MARK: &[u8; 8] = b"TOKEN???";
+
 fn main() -> io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
 
@@ -91,28 +97,68 @@ fn main() -> io::Result<()> {
         write(&dir, name, &buf[..n])?;
     }
 
-    // The server target's first byte says where to cut the rest: 0 sends it whole, 0x35
-    // cuts it after 5 bytes (inside the header) and again 6 bytes later.
+    // The server target's input: connections separated by NEXT; of each, the first byte
+    // says where to cut the rest (0 sends it whole, 0x35 cuts it after 5 bytes, inside
+    // the header, and again 6 bytes later). CID_MARK and TOKEN_MARK stand for the session
+    // the server accepted last (see fuzz_targets/server_handshake.rs).
+    let cid_mark = u32::from_be_bytes(*CID_MARK);
+    let token_mark = u64::from_be_bytes(*TOKEN_MARK);
+    let confirm_it = Confirm { cid: cid_mark }.encode();
+    let resume_with = |token: u64, received: u32| {
+        Hello {
+            control_port: 40003,
+            cid: cid_mark,
+            token,
+            received,
+        }
+        .encode()
+        .to_vec()
+    };
+    let open_confirmed = [&open[..], &confirm_it[..]].concat();
     let dir = root.join("server_handshake");
-    let seeds: [(&str, u8, Vec<u8>); 9] = [
-        ("open", 0, open.to_vec()),
-        ("open_split", 0x35, open.to_vec()),
+    let seeds = [
+        ("open", vec![(0, open.to_vec())]),
+        ("open_split", vec![(0x35, open.to_vec())]),
+        ("open_confirm", vec![(0, open_confirmed.clone())]),
+        (
+            "open_confirm_data",
+            vec![(0, [&open_confirmed[..], b"application bytes"].concat())],
+        ),
         (
             "open_confirm_wrong_cid",
-            0,
-            [&open[..], &confirm[..]].concat(),
+            vec![(0, [&open[..], &confirm[..]].concat())],
         ),
-        ("open_longer", 0, longer),
-        ("resume_unknown", 0, resume.to_vec()),
-        ("foreign", 0, foreign),
-        ("confirm_first", 0, confirm.to_vec()),
-        ("version2", 0, version2),
-        ("oversized", 0, oversized),
+        ("open_longer", vec![(0, longer)]),
+        (
+            "open_resume",
+            vec![(0, open.to_vec()), (0, resume_with(token_mark, 0))],
+        ),
+        (
+            "open_confirm_resume",
+            vec![(0, open_confirmed), (0x08, resume_with(token_mark, 0))],
+        ),
+        (
+            "open_resume_wrong_token",
+            vec![(0, open.to_vec()), (0, resume_with(1, 0))],
+        ),
+        (
+            "open_resume_bad_count",
+            vec![(0, open.to_vec()), (0, resume_with(token_mark, 5))],
+        ),
+        ("resume_unknown", vec![(0, resume.to_vec())]),
+        ("foreign", vec![(0, foreign)]),
+        ("confirm_first", vec![(0, confirm.to_vec())]),
+        ("version2", vec![(0, version2)]),
+        ("oversized", vec![(0, oversized)]),
+        ("short_hello", vec![(0, short_hello)]),
     ];
-    for (name, cuts, bytes) in seeds {
-        write(&dir, name, &[&[cuts][..], &bytes].concat())?;
+    for (name, connections) in seeds {
+        let parts: Vec<Vec<u8>> = connections
+            .iter()
+            .map(|(cuts, bytes)| [&[*cuts][..], bytes].concat())
+            .collect();
+        write(&dir, name, &parts.join(NEXT))?;
     }
-    write(&dir, "short_hello", &[&[0][..], &short_hello].concat())?;
     Ok(())
 }
 

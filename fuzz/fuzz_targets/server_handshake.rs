@@ -1,10 +1,16 @@
 //! The server's handshake state machine, driven for real: one `RServerSocket` on loopback
-//! for the whole run, and for each input a plain TCP connection that sends the input's
-//! bytes as a client would, in up to three pieces, then half-closes and reads what comes
+//! for the whole run, and for each input up to four plain TCP connections, one after the
+//! other, each of which sends its bytes as a client would, half-closes and reads what comes
 //! back.
 //!
-//! Input: the first byte chooses where the bytes are cut (the low 4 bits: the first
-//! piece's length; the high 4 bits: half the second's), the rest is what the client sends.
+//! Input: the connections' bytes, separated by `|NEXT|`. Of each, the first byte chooses
+//! where the rest is cut into pieces (the low 4 bits: the first piece's length; the high 4
+//! bits: half the second's), and the rest is what the client sends. In it, `CID?` and
+//! `TOKEN???` stand for the CID and the token of the latest session the server accepted in
+//! this input: so an input can open a session and confirm it, then resume it on another
+//! connection, with the CID and token the server chose at random. Marks after a HELLO are
+//! filled from that HELLO's own ANSWER if it accepts: the client sends the HELLO, reads
+//! the ANSWER, then sends the rest.
 //!
 //! What must hold, whatever the bytes:
 //! - the server answers with nothing, or with exactly one well-formed ANSWER frame, and
@@ -12,24 +18,26 @@
 //! - bytes that end before their first frame does get no answer; a first frame the server
 //!   cannot read as a HELLO (a foreign protocol, another version, another kind, a short
 //!   body) gets a refusal for a bad request; a HELLO gets an answer: an acceptance only of
-//!   a new session or of the session it names, a refusal only for a reason that kind of
-//!   HELLO can have;
-//! - `accept` returns only sessions that an input claimed: one the server accepted in its
-//!   ANSWER to that input, which carries the CID again after its header (in a CONFIRM, or
-//!   in the HELLO that resumed it). Garbage never becomes a session.
+//!   a new session or of the session it names, with the token it presented and a count
+//!   of bytes received that the server sent (0: its application never writes), and a
+//!   refusal only for a reason that kind of HELLO can have;
+//! - `accept` returns only sessions that a connection claimed: one the server accepted in
+//!   its ANSWER on that connection, which carries the CID again after its header (in a
+//!   CONFIRM, or in the HELLO that resumed it). Garbage never becomes a session.
 //!
 //! A panic on the library's engine thread aborts the run too (libFuzzer's panic hook), so a
 //! bug there is a crash here. Every wait is bounded (connect, writes, reads), so an input
 //! never hangs.
 //!
 //! Protocol API used (today's, v1): `FrameHeader::parse(&[u8; HEADER_LEN])` with `kind`
-//! and `body_len`, `FrameKind`, `Hello::parse` (its `cid`), `Answer::parse`
-//! (`Answer::Accepted { cid, .. }`, `Answer::Refused(RefusalCode)`), `HEADER_LEN`; and the
-//! public `RServerSocket::bind_with`, `accept`, `local_addr`, `RSocket::session_id`,
-//! `abort`, and `Config`'s `handshake_timeout`, `give_up_after`, `max_handshakes`.
+//! and `body_len`, `FrameKind`, `Hello::parse` (its `cid`, `token`, `received`),
+//! `Answer::parse` (`Answer::Accepted { cid, token, .. }`, `Answer::Refused(RefusalCode)`),
+//! `HEADER_LEN`; and the public `RServerSocket::bind_with`, `accept`, `local_addr`,
+//! `RSocket::session_id`, `abort`, and `Config`'s `handshake_timeout`, `give_up_after`,
+//! `max_handshakes`.
 #![no_main]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -42,6 +50,17 @@ use robust_tcp::protocol::handshake::{
 };
 use robust_tcp::{Config, RServerSocket};
 
+/// Separates the connections of an input.
+const NEXT: &[u8] = b"|NEXT|";
+/// Stands for the CID of the latest session accepted in this input.
+const CID_MARK: &[u8] = b"CID?";
+/// Stands for that session's token.
+const TOKEN_MARK: &[u8] = b"TOKEN???";
+/// The most connections an input makes.
+const MAX_CONNECTIONS: usize = 4;
+/// How many of the sessions `accept` returned are kept open (the oldest is aborted), so
+/// that a later connection can resume a confirmed session.
+const KEEP_ACCEPTED: usize = 4;
 /// The server's bound on a handshake. Short, so that the sessions that inputs open and
 /// never confirm are dropped soon (after 12 of these) and do not fill the server.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -52,7 +71,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for an answer that must come.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// Once something arrived (or nothing has to), how long a silence ends the reading.
-const SILENCE: Duration = Duration::from_millis(50);
+const SILENCE: Duration = Duration::from_millis(10);
 /// The pause between two pieces of an input, so that the server reads them apart.
 const PIECE_PAUSE: Duration = Duration::from_micros(200);
 /// More than any answer: a server that sends this much is broken.
@@ -60,23 +79,32 @@ const MAX_RESPONSE: usize = 4096;
 
 /// Sessions `accept` returned: their CIDs, until checked against `CLAIMED`.
 static ACCEPTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-/// CIDs that an input may have confirmed or resumed (see the module's doc).
+/// CIDs that a connection may have confirmed or resumed (see the module's doc).
 static CLAIMED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
+/// A session the server accepted, as its ANSWER named it.
+#[derive(Clone, Copy)]
+struct Session {
+    cid: u32,
+    token: u64,
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&cuts, input)) = data.split_first() else {
-        return;
-    };
-    let opening = Opening::of(input);
-    let response = exchange(server(), cuts, input, opening.needs_answer());
-    opening.check(input, &response);
-    // Every session `accept` returned so far was claimed by an input: the one that claims
-    // a session gets its ANSWER before `accept` can return it, and was checked above.
+    let addr = server();
+    let mut session = None;
+    for part in parts(data).take(MAX_CONNECTIONS) {
+        let Some((&cuts, bytes)) = part.split_first() else {
+            continue;
+        };
+        session = connection(addr, cuts, bytes, session).or(session);
+    }
+    // Every session `accept` returned so far was claimed by a connection: the one that
+    // claims a session gets its ANSWER before `accept` can return it, and was checked.
     let claimed = lock(&CLAIMED);
     for cid in lock(&ACCEPTED).drain(..) {
         assert!(
             claimed.contains(&cid),
-            "accept returned session {cid}, which no input confirmed or resumed"
+            "accept returned session {cid}, which no connection confirmed or resumed"
         );
     }
 });
@@ -97,10 +125,13 @@ fn server() -> SocketAddr {
         thread::Builder::new()
             .name("fuzz-accept".into())
             .spawn(move || {
+                let mut kept = VecDeque::new();
                 while let Ok((sock, _)) = socket.accept() {
                     lock(&ACCEPTED).push(sock.session_id());
-                    // Free it at once: nobody will use it.
-                    let _ = sock.abort();
+                    kept.push_back(sock);
+                    if kept.len() > KEEP_ACCEPTED {
+                        let _ = kept.pop_front().map(|old| old.abort());
+                    }
                 }
             })
             .expect("start the accept thread");
@@ -113,26 +144,101 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the server sent back on one connection.
-struct Response {
-    bytes: Vec<u8>,
-    /// Whether the server closed the connection (end of stream, or a reset), rather than
-    /// fell silent.
-    closed: bool,
+/// The input's connections: its bytes split at each `NEXT`.
+fn parts(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let data = rest?;
+        match data.windows(NEXT.len()).position(|w| w == NEXT) {
+            Some(at) => {
+                rest = Some(&data[at + NEXT.len()..]);
+                Some(&data[..at])
+            }
+            None => {
+                rest = None;
+                Some(data)
+            }
+        }
+    })
 }
 
-/// Sends `input` to the server over a new connection, cut as `cuts` says, half-closes,
-/// and reads what comes back until the server closes or falls silent.
-fn exchange(addr: SocketAddr, cuts: u8, input: &[u8], needs_answer: bool) -> Response {
+/// Whether `bytes` hold a mark to fill in.
+fn has_mark(bytes: &[u8]) -> bool {
+    [CID_MARK, TOKEN_MARK]
+        .iter()
+        .any(|mark| bytes.windows(mark.len()).any(|w| w == *mark))
+}
+
+/// `bytes`, with the marks replaced by `session`'s CID and token if there is a session.
+fn fill(bytes: &[u8], session: Option<Session>) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if let Some(session) = session {
+        replace(&mut out, CID_MARK, &session.cid.to_be_bytes());
+        replace(&mut out, TOKEN_MARK, &session.token.to_be_bytes());
+    }
+    out
+}
+
+/// Replaces every `mark` in `bytes` with `with`, of the same length.
+fn replace(bytes: &mut [u8], mark: &[u8], with: &[u8]) {
+    let mut at = 0;
+    while let Some(window) = bytes.get_mut(at..at + mark.len()) {
+        if window == mark {
+            window.copy_from_slice(with);
+            at += mark.len();
+        } else {
+            at += 1;
+        }
+    }
+}
+
+/// One connection: sends `bytes`, cut as `cuts` says, half-closes, reads what comes back
+/// until the server closes or falls silent, and checks it. Marks are filled in from
+/// `session`, those after a HELLO from its own ANSWER if that accepts. Returns the session
+/// the server accepted on it, if it did.
+fn connection(
+    addr: SocketAddr,
+    cuts: u8,
+    bytes: &[u8],
+    session: Option<Session>,
+) -> Option<Session> {
+    let mut sent = fill(bytes, session);
+    let opening = Opening::of(&sent);
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
         .expect("set a write timeout");
+    let mut response = Vec::new();
+    match opening {
+        // The marks after this HELLO stand for the session its ANSWER accepts, if it does.
+        Opening::Hello { len, .. } if has_mark(&bytes[len..]) => {
+            send(&mut stream, cuts, &sent[..len]);
+            read(&mut stream, &mut response, true, true);
+            if let Some(Answer::Accepted { cid, token, .. }) = whole_answer(&response) {
+                let rest = fill(&bytes[len..], Some(Session { cid, token }));
+                sent[len..].copy_from_slice(&rest);
+            }
+            send(&mut stream, 0, &sent[len..]);
+        }
+        _ => send(&mut stream, cuts, &sent),
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let closed = read(&mut stream, &mut response, opening.needs_answer(), false);
+    opening.check(
+        &sent,
+        &Response {
+            bytes: response,
+            closed,
+        },
+    )
+}
 
-    let first = usize::from(cuts & 0x0f).min(input.len());
-    let second = (first + 2 * usize::from(cuts >> 4)).min(input.len());
-    let pieces = [&input[..first], &input[first..second], &input[second..]];
+/// Writes `bytes` in up to three pieces, cut as `cuts` says, with a pause between them.
+fn send(stream: &mut TcpStream, cuts: u8, bytes: &[u8]) {
+    let first = usize::from(cuts & 0x0f).min(bytes.len());
+    let second = (first + 2 * usize::from(cuts >> 4)).min(bytes.len());
+    let pieces = [&bytes[..first], &bytes[first..second], &bytes[second..]];
     let mut sent = false;
     for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
         if sent {
@@ -140,29 +246,35 @@ fn exchange(addr: SocketAddr, cuts: u8, input: &[u8], needs_answer: bool) -> Res
         }
         // The server may have answered and hung up already: then stop sending.
         if stream.write_all(piece).is_err() {
-            break;
+            return;
         }
         sent = true;
     }
-    let _ = stream.shutdown(Shutdown::Write);
+}
 
-    let mut bytes = Vec::new();
+/// Reads into `bytes` until the server closes (then returns true) or falls silent: for
+/// up to ANSWER_WAIT while an answer that must come has not begun, else for SILENCE.
+/// With `one_frame`, stops as soon as `bytes` hold a whole frame.
+fn read(stream: &mut TcpStream, bytes: &mut Vec<u8>, needs_answer: bool, one_frame: bool) -> bool {
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + ANSWER_WAIT;
-    let closed = loop {
+    loop {
+        if one_frame && frame_len(bytes).is_some_and(|len| bytes.len() >= len) {
+            return false;
+        }
         let wait = if bytes.is_empty() && needs_answer {
             deadline.saturating_duration_since(Instant::now())
         } else {
             SILENCE
         };
         if wait.is_zero() {
-            break false;
+            return false;
         }
         stream
             .set_read_timeout(Some(wait))
             .expect("set a read timeout");
         match stream.read(&mut buf) {
-            Ok(0) => break true,
+            Ok(0) => return true,
             Ok(n) => {
                 bytes.extend_from_slice(&buf[..n]);
                 assert!(
@@ -172,14 +284,33 @@ fn exchange(addr: SocketAddr, cuts: u8, input: &[u8], needs_answer: bool) -> Res
                 );
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break false
+                return false
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // A reset: the server closed with input unread.
-            Err(_) => break true,
+            Err(_) => return true,
         }
-    };
-    Response { bytes, closed }
+    }
+}
+
+/// The length of the frame `bytes` begin with, once its header is there and parses.
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let header = FrameHeader::parse(bytes.first_chunk::<HEADER_LEN>()?).ok()?;
+    Some(HEADER_LEN + header.body_len)
+}
+
+/// The ANSWER `bytes` begin with, if it is all there and parses; checked in full later.
+fn whole_answer(bytes: &[u8]) -> Option<Answer> {
+    let body = bytes.get(HEADER_LEN..frame_len(bytes)?)?;
+    Answer::parse(body).ok()
+}
+
+/// What the server sent back on one connection.
+struct Response {
+    bytes: Vec<u8>,
+    /// Whether the server closed the connection (end of stream, or a reset), rather than
+    /// fell silent.
+    closed: bool,
 }
 
 /// What the input's first frame is to the server, and so what it must answer.
@@ -220,8 +351,9 @@ impl Opening {
         !matches!(self, Opening::Incomplete)
     }
 
-    /// Checks the server's response to `input`, and records the session it may claim.
-    fn check(&self, input: &[u8], response: &Response) {
+    /// Checks the server's response to `input`, records the session the connection may
+    /// claim, and returns the session the server accepted, if it did.
+    fn check(&self, input: &[u8], response: &Response) -> Option<Session> {
         let Some(answer) = parse_answer(&response.bytes) else {
             // Silence is only right for bytes that end inside their frame. (The server
             // answers a whole frame at once, and closes a handshake after
@@ -236,7 +368,7 @@ impl Opening {
                 },
                 self.what()
             );
-            return;
+            return None;
         };
         match (self, answer) {
             (Opening::Incomplete, answer) => {
@@ -246,16 +378,30 @@ impl Opening {
             (Opening::Foreign, answer) => {
                 panic!("the server answered {answer:?} to a frame that is no HELLO")
             }
-            (Opening::Hello { hello, len }, Answer::Accepted { cid, .. }) => {
+            (Opening::Hello { hello, len }, Answer::Accepted { cid, token, .. }) => {
                 assert!(
                     hello.cid == 0 || hello.cid == cid,
                     "the server accepted session {cid} for a HELLO that names session {}",
                     hello.cid
                 );
+                assert!(
+                    hello.cid == 0 || hello.token == token,
+                    "the server resumed session {cid} for a HELLO with another token"
+                );
+                // The server's application never writes, so a resuming client can have
+                // received nothing: any other count is outside what was sent. (An opening
+                // HELLO's count means nothing.)
+                assert!(
+                    hello.cid == 0 || hello.received == 0,
+                    "the server resumed session {cid} for a client that claims {} bytes \
+                     of the 0 it sent",
+                    hello.received
+                );
                 let wire = cid.to_be_bytes();
                 if hello.cid == cid || input[*len..].windows(4).any(|w| w == wire) {
                     lock(&CLAIMED).insert(cid);
                 }
+                return Some(Session { cid, token });
             }
             (Opening::Hello { hello, .. }, Answer::Refused(reason)) => {
                 let allowed: &[RefusalCode] = if hello.cid == 0 {
@@ -269,6 +415,7 @@ impl Opening {
                 );
             }
         }
+        None
     }
 
     fn what(&self) -> &'static str {
