@@ -7,7 +7,10 @@
 //! CID with wrong tags, captured datagrams with old packet numbers, wrong lengths),
 //! replays every datagram it captured, replays the recorded reconnection HELLOs (and a
 //! CONFIRM after each that is answered) and openings, and forges reconnections with the
-//! real CID. The transfer must complete byte-exact with no error and no early end of
+//! real CID. Being off-path, it replays only what has settled (datagrams a round after it
+//! captured them, HELLOs once the server has answered their attempt or a later one), never
+//! a packet still on its way: racing the original is an on-path capability
+//! (`docs/SECURITY.md`, "Not protected"). The transfer must complete byte-exact with no error and no early end of
 //! stream, and the attacker must receive no application byte: on TCP nothing after a
 //! handshake answer, on UDP nothing at all (nothing answers what does not authenticate).
 #![cfg(target_os = "linux")]
@@ -17,6 +20,7 @@ mod capture;
 mod support;
 
 use std::io::{self, Read, Write};
+use std::iter;
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -72,7 +76,36 @@ struct Recording {
     resume_hellos: Vec<Vec<u8>>,
     opening_hellos: Vec<Vec<u8>>,
     confirms: Vec<Vec<u8>>,
+    /// The client nonces that accepting ANSWERs echoed: which HELLOs the server has seen.
+    answered: Vec<[u8; NONCE_LEN]>,
     control_port: Option<u16>,
+}
+
+impl Recording {
+    /// The reconnection HELLOs whose fate is settled: the server answered one of their
+    /// session with the same or a higher attempt number, so it has seen them or never
+    /// will. An off-path attacker replays only those; a HELLO still on its way is what an
+    /// on-path attacker would race (`docs/SECURITY.md`, "Not protected").
+    fn settled_hellos(&self) -> Vec<Vec<u8>> {
+        let parsed: Vec<Hello> = self
+            .resume_hellos
+            .iter()
+            .map(|f| Hello::parse(&f[HEADER_LEN..]).expect("a captured hello"))
+            .collect();
+        let answered_up_to = |cid: u32| {
+            parsed
+                .iter()
+                .filter(|h| h.cid == cid && self.answered.contains(&h.nonce))
+                .map(|h| h.attempt)
+                .max()
+        };
+        self.resume_hellos
+            .iter()
+            .zip(&parsed)
+            .filter(|(_, h)| answered_up_to(h.cid).is_some_and(|a| h.attempt <= a))
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
 }
 
 /// Sorts captured payloads: control datagrams (between the victim process's control
@@ -84,6 +117,7 @@ fn recording(packets: &[Packet]) -> Recording {
         resume_hellos: Vec::new(),
         opening_hellos: Vec::new(),
         confirms: Vec::new(),
+        answered: Vec::new(),
         control_port: None,
     };
     for p in packets.iter().filter(|p| p.proto == Proto::Tcp) {
@@ -110,6 +144,7 @@ fn recording(packets: &[Packet]) -> Recording {
             FrameKind::Answer => {
                 if let Ok(Answer::Accepted(a)) = Answer::parse(&whole[HEADER_LEN..]) {
                     r.control_port = Some(a.control_port);
+                    r.answered.push(a.client_nonce);
                 }
             }
             FrameKind::Confirm => r.confirms.push(whole.to_vec()),
@@ -309,7 +344,7 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
         let mut rec = recording(&capture.packets());
         let recorded = poll_until(LIMIT / 4, || {
             rec = recording(&capture.packets());
-            rec.control_port.is_some() && !rec.resume_hellos.is_empty()
+            rec.control_port.is_some() && !rec.settled_hellos().is_empty()
         });
         assert!(recorded, "seed {seed}: no reconnection was recorded");
         let control = SocketAddr::from(([127, 0, 0, 1], rec.control_port.unwrap()));
@@ -323,7 +358,9 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
             tally: Tally::default(),
         };
         let rounds = FORGED_DATAGRAMS / 100;
-        let mut replayed_upto = 0;
+        // Datagrams are replayed one round after they were captured, when the engine has
+        // long processed the original: an off-path replay, never one racing the original.
+        let (mut replayed_upto, mut settled) = (0, 0);
         for round in 0..rounds {
             rec = recording(&capture.packets());
             for _ in 0..100 {
@@ -331,16 +368,21 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
                 attacker.send_datagram(&d);
                 attacker.tally.forged_datagrams += 1;
             }
-            // Replay what was captured since the last round, at once.
-            for d in &rec.datagrams[replayed_upto.min(rec.datagrams.len())..] {
+            // Replay what the previous round captured.
+            for d in rec
+                .datagrams
+                .get(replayed_upto..settled)
+                .unwrap_or_default()
+            {
                 attacker.send_datagram(d);
                 attacker.tally.replayed_datagrams += 1;
             }
-            replayed_upto = rec.datagrams.len();
+            (replayed_upto, settled) = (settled, rec.datagrams.len());
             if round % (rounds / ATTACK_CUTS) == 0 {
                 attacker.tally.cuts += proxy.cut_all();
             }
-            let hello = rec.resume_hellos[round % rec.resume_hellos.len()].clone();
+            let hellos = rec.settled_hellos();
+            let hello = hellos[round % hellos.len()].clone();
             let confirm = rec.confirms.last().cloned();
             if let Answer::Accepted(_) = attacker.handshake(&hello, confirm.as_deref()) {
                 attacker.tally.hello_replays_answered += 1;
@@ -363,9 +405,9 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
                 }
             }
         }
-        // Late replays: everything captured, once more.
+        // Late replays: everything the last round had settled, once more.
         rec = recording(&capture.packets());
-        for d in &rec.datagrams {
+        for d in rec.datagrams.get(..settled).unwrap_or_default() {
             attacker.send_datagram(d);
             attacker.tally.replayed_datagrams += 1;
         }
@@ -412,10 +454,16 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
     });
 }
 
-/// The resume HELLOs of session `cid` captured so far, in the order they were sent.
-fn captured_hellos(capture: &Capture, cid: u32) -> Vec<Hello> {
+/// The resume HELLOs of session `cid` captured so far on their way to `port`, in the
+/// order they were sent.
+fn captured_hellos(capture: &Capture, cid: u32, port: u16) -> Vec<Hello> {
+    let to_port: Vec<Packet> = capture
+        .packets()
+        .into_iter()
+        .filter(|p| p.dst.port() == port)
+        .collect();
     let mut hellos: Vec<Hello> = Vec::new();
-    for frame in recording(&capture.packets()).resume_hellos {
+    for frame in recording(&to_port).resume_hellos {
         let hello = Hello::parse(&frame[HEADER_LEN..]).expect("a captured hello");
         if hello.cid == cid && !hellos.contains(&hello) {
             hellos.push(hello);
@@ -434,12 +482,15 @@ fn a_replayed_reconnection_gets_no_data() {
         const WAITING: usize = 12 << 10;
         let capture = Capture::start().expect("a packet capture on lo (run the tests as root)");
         let server = bind();
-        // The opening goes through; the first reconnection is cut before the proxy
-        // forwards a byte; the client then waits 2 s before its next attempt, which is
-        // the attacker's window.
-        let plan = CutPlan::random(1, MAX_CUT_BYTES).script([CutAt::Never, CutAt::Bytes(0)]);
+        // The opening goes through; every reconnection is cut before the proxy forwards a
+        // byte of it, until the attacker has replayed one (`stop_cutting`): however slow
+        // the machine, no HELLO reaches the server first.
+        const HELD_ATTEMPTS: usize = 64;
+        let plan = CutPlan::random(HELD_ATTEMPTS, MAX_CUT_BYTES).script(
+            iter::once(CutAt::Never).chain(iter::repeat(CutAt::Bytes(0)).take(HELD_ATTEMPTS)),
+        );
         let proxy = FaultProxy::start(server_addr(&server), plan).expect("start the proxy");
-        let backoff = Duration::from_secs(2);
+        let backoff = Duration::from_secs(1);
         let config = fast_config().reconnect_backoff(backoff, backoff);
         let (mut client, accepted) = connect_pair(&server, proxy.local_addr(), config);
         let cid = client.session_id();
@@ -456,11 +507,15 @@ fn a_replayed_reconnection_gets_no_data() {
                 sock.read_to_end(&mut got).map(|_| got)
             })
         };
-        proxy.cut_all();
+        let cut_by_hand = proxy.cut_all();
+        // Its connection must be cut, not merely captured: a HELLO still in the proxy's
+        // hands is on its way, and racing it is not an off-path attack.
         let mut never_arrived = None;
-        wait_until(LIMIT / 4, "the first reconnection's HELLO", || {
-            never_arrived = captured_hellos(&capture, cid).first().copied();
-            never_arrived.is_some()
+        wait_until(LIMIT / 4, "the first reconnection's HELLO, cut", || {
+            never_arrived = captured_hellos(&capture, cid, proxy.local_addr().port())
+                .first()
+                .copied();
+            never_arrived.is_some() && proxy.cuts() > cut_by_hand
         });
         let never_arrived = never_arrived.unwrap();
         let attacker = Attacker {
@@ -482,12 +537,26 @@ fn a_replayed_reconnection_gets_no_data() {
             Answer::Accepted(a) => assert_eq!(a.cid, cid),
             refused => panic!("the replayed hello was refused: {refused:?}; did it arrive?"),
         }
+        proxy.stop_cutting();
 
         // The client's next attempt, with a higher number, takes the session back.
-        wait_until(LIMIT / 4, "the client to reconnect", || {
+        let reconnected = poll_until(LIMIT / 4, || {
             client.status().state == SessionState::Connected
         });
-        let delivered = *captured_hellos(&capture, cid).last().unwrap();
+        assert!(
+            reconnected,
+            "the client did not reconnect: {:?}; {} proxy connections; hellos {:?}",
+            client.status(),
+            proxy.connections(),
+            captured_hellos(&capture, cid, server_addr(&server).port())
+        );
+        // The one HELLO the proxy forwarded (the capture may lag behind the server).
+        let mut delivered = None;
+        wait_until(LIMIT / 4, "the delivered HELLO in the capture", || {
+            delivered = captured_hellos(&capture, cid, server_addr(&server).port()).pop();
+            delivered.is_some()
+        });
+        let delivered = delivered.unwrap();
         assert!(delivered.attempt > never_arrived.attempt);
         // Replayed, the HELLO that did arrive is refused, though its count still holds
         // (the client has read nothing yet).

@@ -209,7 +209,7 @@ impl FaultProxy {
         eprintln!("fault proxy {addr} -> {target}: seed {seed} (replay with {SEED_ENV}={seed})");
         let shared = Arc::new(Shared {
             target,
-            max_cuts: plan.max_cuts,
+            max_cuts: AtomicUsize::new(plan.max_cuts),
             stopping: AtomicBool::new(false),
             planned_cuts: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
@@ -252,6 +252,13 @@ impl FaultProxy {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// Ends the plan: from now on no connection is cut by it, including connections
+    /// already accepted that have not reached their cut point ([`cut_all`](Self::cut_all)
+    /// still cuts). Lets a test hold a client off the server for as long as it needs.
+    pub fn stop_cutting(&self) {
+        self.shared.max_cuts.store(0, Ordering::SeqCst);
+    }
+
     /// Cuts every live connection now, each in its planned [`CutStyle`]; returns how many.
     /// These cuts count in [`cuts`](Self::cuts) but not against the plan's `max_cuts`.
     pub fn cut_all(&self) -> usize {
@@ -285,7 +292,8 @@ impl Drop for FaultProxy {
 /// State shared by the proxy handle and its threads.
 struct Shared {
     target: SocketAddr,
-    max_cuts: usize,
+    /// The plan's `max_cuts`, lowered by [`FaultProxy::stop_cutting`].
+    max_cuts: AtomicUsize,
     stopping: AtomicBool,
     /// Cuts made by the plan, limited by `max_cuts`.
     planned_cuts: AtomicUsize,
@@ -313,7 +321,7 @@ impl Shared {
     fn reserve_planned_cut(&self) -> bool {
         self.planned_cuts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |done| {
-                (done < self.max_cuts).then_some(done + 1)
+                (done < self.max_cuts.load(Ordering::SeqCst)).then_some(done + 1)
             })
             .is_ok()
     }
