@@ -131,7 +131,11 @@ fn recording(packets: &[Packet]) -> Recording {
         };
         match header.kind {
             FrameKind::Hello => {
-                let hello = Hello::parse(&whole[HEADER_LEN..]).expect("a captured hello");
+                // The capture sees all of `lo`: other processes' frames (a fuzzer's, say)
+                // need not parse. Kept frames do, which the parses below rely on.
+                let Ok(hello) = Hello::parse(&whole[HEADER_LEN..]) else {
+                    continue;
+                };
                 let list = if hello.cid == 0 {
                     &mut r.opening_hellos
                 } else {
