@@ -33,6 +33,7 @@ pub struct Config {
     backoff_initial: Duration,
     backoff_max: Duration,
     give_up_after: Option<Duration>,
+    dead_after: Option<Duration>,
     max_sessions: usize,
     max_sessions_per_address: usize,
     max_handshakes: usize,
@@ -48,6 +49,7 @@ impl Default for Config {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
+            dead_after: Some(Duration::from_secs(3)),
             max_sessions: 1024,
             max_sessions_per_address: 256,
             max_handshakes: 256,
@@ -124,6 +126,31 @@ impl Config {
     /// ```
     pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
         self.give_up_after = limit;
+        self
+    }
+
+    /// How long a peer may stay silent before the connection counts as failed (default
+    /// 3 s): a client then reconnects and a server drops the connection and waits for its
+    /// client. Silent means no authentic control message and no byte read from TCP. Each
+    /// end sends a small heartbeat datagram when it has sent none for a third of this
+    /// time, so a live peer is never silent that long; an idle session costs one such
+    /// datagram per interval each way. A reconnecting client sends them too, and
+    /// reconnects at once when the server answers one: the path is back.
+    ///
+    /// Failures that TCP does not report (a blackhole, a NAT that forgot its mapping, a
+    /// peer that vanished) are detected in this time rather than TCP's minutes. `None`
+    /// turns heartbeats and the limit off: only TCP's own errors count, as in the paper.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().dead_after(Some(Duration::from_secs(10)));
+    /// assert_eq!(config.dead_after_value(), Some(Duration::from_secs(10)));
+    /// ```
+    pub fn dead_after(mut self, silence: Option<Duration>) -> Self {
+        self.dead_after = silence;
         self
     }
 
@@ -257,6 +284,20 @@ impl Config {
         self.give_up_after
     }
 
+    /// The configured silence limit, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let limit = robust_tcp::Config::default().dead_after_value();
+    /// assert_eq!(limit, Some(Duration::from_secs(3)));
+    /// ```
+    pub fn dead_after_value(&self) -> Option<Duration> {
+        self.dead_after
+    }
+
     /// The configured maximum number of sessions of a server.
     ///
     /// # Examples
@@ -320,6 +361,7 @@ impl Config {
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
     /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over an hour, a
+    /// silence limit (`dead_after`) under 30 ms or over an hour, a
     /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
@@ -354,6 +396,12 @@ impl Config {
         if self.give_up_after == Some(Duration::ZERO) {
             return invalid("give_up_after must not be zero (use None to never give up)");
         }
+        if self
+            .dead_after
+            .is_some_and(|d| !(MIN_DEAD_AFTER..=MAX_DEAD_AFTER).contains(&d))
+        {
+            return invalid("dead_after must lie between 30 ms and one hour");
+        }
         if self.max_sessions == 0 {
             return invalid("max_sessions must not be zero");
         }
@@ -376,6 +424,13 @@ impl Config {
 /// The longest handshake timeout: a server keeps an unconfirmed session for a multiple of
 /// it, and an attempt that takes longer is better retried.
 const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The shortest silence limit: its heartbeats come every 10 ms, which a loaded machine
+/// can still keep up; shorter would fail healthy connections.
+const MIN_DEAD_AFTER: Duration = Duration::from_millis(30);
+
+/// The longest silence limit; longer is better written as `None`.
+const MAX_DEAD_AFTER: Duration = Duration::from_secs(3600);
 
 /// The largest send buffer: the 32-bit counters on the wire are unambiguous only while the
 /// unacknowledged window stays well below 2^32 bytes.
@@ -403,6 +458,8 @@ mod tests {
             Config::default().handshake_timeout(Duration::ZERO),
             Config::default().handshake_timeout(Duration::MAX),
             Config::default().give_up_after(Some(Duration::ZERO)),
+            Config::default().dead_after(Some(Duration::ZERO)),
+            Config::default().dead_after(Some(Duration::from_secs(7200))),
             Config::default().max_sessions(0),
             Config::default().max_handshakes(0),
             Config::default().max_sessions_per_address(0),

@@ -47,13 +47,15 @@ impl Pair {
             send_buffer: buffer,
             ack_threshold: threshold,
             give_up_after: None,
+            dead_after: Some(DEAD_AFTER),
         };
         let keys = |role| SessionKeys::derive(&SECRET, &[9; NONCE_LEN], role).control;
+        let now = Instant::now();
         Pair {
-            now: Instant::now(),
+            now,
             ends: [
-                Session::new(Role::Client, CID, 0, limits, keys(Role::Client)),
-                Session::new(Role::Server, CID, 0, limits, keys(Role::Server)),
+                Session::new(Role::Client, CID, 0, limits, keys(Role::Client), now),
+                Session::new(Role::Server, CID, 0, limits, keys(Role::Server), now),
             ],
             pipes: [Pipe::default(), Pipe::default()],
             datagrams: [VecDeque::new(), VecDeque::new()],
@@ -116,7 +118,8 @@ impl Pair {
         if self.record {
             self.read[i].extend(arrived);
         }
-        self.ends[i].handle_read(n);
+        let now = self.now;
+        self.ends[i].handle_read(n, now);
     }
 
     /// Takes the datagrams each end wants to send into the network.
@@ -124,7 +127,7 @@ impl Pair {
         let mut moved = false;
         for i in 0..2 {
             let mut buf = [0; MAX_LEN];
-            while let Some(n) = self.ends[i].poll_datagram(&mut buf) {
+            while let Some(n) = self.ends[i].poll_datagram(&mut buf, self.now) {
                 moved = true;
                 self.datagrams[i].push_back(buf[..n].to_vec());
                 self.captured.push((i, buf[..n].to_vec()));
@@ -264,6 +267,11 @@ impl Pair {
         for end in &mut self.ends {
             end.handle_timeout(now);
         }
+        // An end that found its peer silent dropped the connection; as the engine does,
+        // abort it, which the other end sees as a failure too.
+        if self.ends.iter().any(|end| !end.is_connected()) {
+            self.cut();
+        }
     }
 
     /// Lets the network behave until both directions are fully read.
@@ -289,6 +297,9 @@ impl Pair {
         panic!("the pair never settled");
     }
 }
+
+/// The silence after which an end drops its connection.
+const DEAD_AFTER: Duration = Duration::from_secs(3);
 
 /// The session secret of the pair under test.
 const SECRET: [u8; SECRET_LEN] = [7; SECRET_LEN];
@@ -491,5 +502,91 @@ fn forged_close_reset_and_acks_change_nothing() {
     assert_eq!(pair.ends[0].status(now).unacknowledged, 3000);
     pair.settle();
     assert_eq!(pair.read[1], pair.written[0]);
+    assert_eq!(pair.read[0], pair.written[1]);
+}
+
+/// Steps of 100 ms from the pair's now until `end`, running timers and, if `deliver`,
+/// moving every control datagram; returns how many datagrams each end sent.
+fn run_for(pair: &mut Pair, span: Duration, deliver: bool) -> [usize; 2] {
+    let before = [0, 1].map(|i| pair.captured.iter().filter(|(from, _)| *from == i).count());
+    let end = pair.now + span;
+    while pair.now < end {
+        pair.tick(100);
+        if deliver {
+            pair.deliver_control(|| false);
+        } else {
+            pair.transmit();
+            pair.datagrams.iter_mut().for_each(VecDeque::clear);
+        }
+    }
+    [0, 1].map(|i| pair.captured.iter().filter(|(from, _)| *from == i).count() - before[i])
+}
+
+#[test]
+fn heartbeats_keep_an_idle_session_alive_at_one_datagram_per_second() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.deliver_control(|| false);
+    let sent = run_for(&mut pair, Duration::from_secs(60), true);
+    assert!(pair.ends.iter().all(Session::is_connected));
+    for n in sent {
+        // One heartbeat per third of `dead_after`: about 60 in a minute.
+        assert!((55..=65).contains(&n), "{sent:?} datagrams in 60 s");
+    }
+}
+
+#[test]
+fn a_silent_peer_fails_the_connection_after_dead_after_and_no_sooner() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.write(0, 1000);
+    pair.deliver_control(|| false);
+    let start = pair.now;
+    // Everything is lost from now on: no datagram, no TCP byte gets through.
+    while pair.ends.iter().all(Session::is_connected) {
+        pair.tick(100);
+        pair.transmit();
+        pair.datagrams.iter_mut().for_each(VecDeque::clear);
+        assert!(
+            pair.now - start <= DEAD_AFTER,
+            "still connected after {DEAD_AFTER:?}"
+        );
+    }
+    assert_eq!(pair.now - start, DEAD_AFTER);
+    assert!(pair.ends.iter().all(|end| !end.is_connected()));
+    let status = pair.ends[0].status(pair.now);
+    assert!(
+        status
+            .last_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("heard nothing")),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_reconnecting_client_probes_and_learns_when_the_server_answers() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.cut();
+    // An outage: the client keeps probing, once a second, and nobody answers.
+    let start = pair.captured.len();
+    let sent = run_for(&mut pair, Duration::from_secs(30), false);
+    assert!((28..=32).contains(&sent[0]), "client probes {sent:?}");
+    // A server without a connection sends no heartbeats: only its RECONNECT, with its
+    // retransmissions backing off.
+    let client_keys = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
+    for (from, d) in &pair.captured[start..] {
+        if *from == 1 {
+            let (_, msg) = ControlMessage::open(d, &client_keys.recv).expect("genuine");
+            assert!(matches!(msg.kind, ControlKind::Reconnect(_)), "{msg:?}");
+        }
+    }
+    assert_eq!(pair.ends[0].heard_since_disconnected(), None);
+    // The path is back: the next probe is answered.
+    run_for(&mut pair, Duration::from_millis(1100), true);
+    let heard = pair.ends[0].heard_since_disconnected();
+    assert!(heard.is_some_and(|t| t <= pair.now), "{heard:?}");
+    pair.reconnect();
+    assert_eq!(pair.ends[0].heard_since_disconnected(), None);
+    pair.write(1, 700);
+    pair.settle();
     assert_eq!(pair.read[0], pair.written[1]);
 }

@@ -154,14 +154,72 @@ pub(crate) struct Redial {
     last_hello: u64,
     /// When the next attempt starts, once one is planned.
     pub(super) next_try: Option<Instant>,
-    /// The attempt in progress.
-    pub(super) dialing: Option<Token>,
+    /// The attempt in progress, and when it started.
+    pub(super) dialing: Option<(Token, Instant)>,
+    /// The latest sign of life from the server that an attempt was started for.
+    heard_acted_on: Option<Instant>,
 }
+
+/// What a disconnected client does next, as [`Redial::plan`] decides.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Start an attempt now.
+    Dial,
+    /// Wait: until this time, or for the attempt in progress.
+    Wait(Option<Instant>),
+    /// Drop the attempt in progress and start another now.
+    Restart(Token),
+}
+
+/// An attempt older than this whose TCP connect has not completed when the server is
+/// heard from again is started over: its SYN was most likely lost to the outage, and the
+/// kernel's retransmission of it may be seconds away (its timer doubles from 1 s).
+const STALE_CONNECT: Duration = Duration::from_millis(250);
 
 impl Redial {
     /// When the next attempt is due: at once after a success, then with backoff.
     pub(super) fn due(&self, now: Instant) -> Instant {
         now + self.backoff.delay(self.attempt)
+    }
+
+    /// Decides what to do for a session that needs a connection. `heard` is when the
+    /// server was last heard from since the connection was lost (over the control path:
+    /// the path works again); `connecting` says whether the attempt in progress is still
+    /// in its TCP connect. Hearing the server cuts the backoff short, so that a session
+    /// resumes within a heartbeat of the path's return however long the outage was.
+    pub(super) fn plan(
+        &mut self,
+        heard: Option<Instant>,
+        now: Instant,
+        connecting: impl FnOnce(Token) -> bool,
+    ) -> Plan {
+        let news = heard.filter(|&h| self.heard_acted_on.map_or(true, |seen| h > seen));
+        if let Some(h) = news {
+            self.heard_acted_on = Some(h);
+        }
+        match self.dialing {
+            Some((token, started)) => {
+                let stale = now.saturating_duration_since(started) >= STALE_CONNECT;
+                if news.is_some() && stale && connecting(token) {
+                    Plan::Restart(token)
+                } else {
+                    Plan::Wait(None)
+                }
+            }
+            None => {
+                if news.is_some() {
+                    self.attempt = 0;
+                    self.next_try = Some(now);
+                }
+                let due = self.due(now);
+                let at = *self.next_try.get_or_insert(due);
+                if at <= now {
+                    Plan::Dial
+                } else {
+                    Plan::Wait(Some(at))
+                }
+            }
+        }
     }
 }
 
@@ -172,6 +230,13 @@ pub(crate) struct Dial {
     /// `None` while the TCP connect is in progress; then the HELLO sent and the reader of
     /// the ANSWER.
     answer: Option<(Hello, FrameReader)>,
+}
+
+impl Dial {
+    /// Whether the TCP connect is still in progress (no HELLO sent yet).
+    pub(super) fn connecting(&self) -> bool {
+        self.answer.is_none()
+    }
 }
 
 enum Purpose {
@@ -195,7 +260,7 @@ impl Engine {
             return;
         };
         // Recorded first: the attempt may fail, and say so, before `dial` returns.
-        redial.dialing = Some(token);
+        redial.dialing = Some((token, Instant::now()));
         redial.next_try = None;
         let (addr, timeout) = (redial.addr, redial.config.handshake_timeout_value());
         log::debug!("session {id:?}: reconnecting to {addr}");
@@ -346,6 +411,7 @@ impl Engine {
                     last_hello: 0,
                     next_try: None,
                     dialing: None,
+                    heard_acted_on: None,
                 };
                 let entry = Entry {
                     shared: Arc::clone(&shared),

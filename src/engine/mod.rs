@@ -41,7 +41,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use self::client::{Dial, Redial};
+use self::client::{Dial, Plan, Redial};
 use self::control::{ControlSocket, RouteKey, Routes};
 use self::server::{Listener, ServerHandshake};
 use self::session::{Flush, Shared};
@@ -428,25 +428,31 @@ impl Engine {
             return;
         }
         let mut next = duties.timeout;
-        let mut dial_now = false;
+        let mut plan = Plan::Wait(None);
         match &mut entry.side {
             Side::Server {
                 unconfirmed_until, ..
             } => next = earliest(next, *unconfirmed_until),
-            Side::Client(redial) if duties.needs_connection && redial.dialing.is_none() => {
-                let due = redial.due(now);
-                let at = *redial.next_try.get_or_insert(due);
-                if at <= now {
-                    dial_now = true;
-                } else {
-                    next = earliest(next, Some(at));
-                }
+            Side::Client(redial) if duties.needs_connection => {
+                let handshakes = &self.handshakes;
+                plan = redial.plan(duties.heard_since_disconnected, now, |token| {
+                    matches!(handshakes.get(&token), Some(Handshake::Client(d)) if d.connecting())
+                });
             }
             Side::Client(_) => {}
         }
-        self.timers.set(id, next);
-        if dial_now {
-            self.redial(id);
+        match plan {
+            Plan::Wait(at) => self.timers.set(id, earliest(next, at)),
+            Plan::Dial => {
+                self.timers.set(id, next);
+                self.redial(id);
+            }
+            Plan::Restart(stale) => {
+                log::debug!("session {id:?}: the server answers again; a new attempt");
+                self.timers.set(id, next);
+                self.drop_handshake(stale);
+                self.redial(id);
+            }
         }
     }
 
@@ -461,7 +467,7 @@ impl Engine {
         match entry.side {
             Side::Server { listener, .. } => self.forget_session(listener, entry.shared.cid()),
             Side::Client(redial) => {
-                if let Some(dial) = redial.dialing {
+                if let Some((dial, _)) = redial.dialing {
                     self.drop_handshake(dial);
                 }
             }

@@ -103,6 +103,8 @@ pub(crate) struct Duties {
     pub(crate) timeout: Option<Instant>,
     /// The session lacks a connection it needs (a client reconnects).
     pub(crate) needs_connection: bool,
+    /// The peer was heard from since the connection was lost: the path is back.
+    pub(crate) heard_since_disconnected: Option<Instant>,
     /// Nothing is left to do: the session can be freed.
     pub(crate) finished: bool,
 }
@@ -131,13 +133,21 @@ impl Shared {
             send_buffer: spec.config.send_buffer_size_value(),
             ack_threshold: spec.config.ack_threshold_value(),
             give_up_after: spec.config.give_up_after_value(),
+            dead_after: spec.config.dead_after_value(),
         };
         Arc::new(Shared {
             id: spec.id,
             cid: spec.cid,
             handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
-                session: Session::new(spec.role, spec.cid, spec.epoch, limits, spec.keys.control),
+                session: Session::new(
+                    spec.role,
+                    spec.cid,
+                    spec.epoch,
+                    limits,
+                    spec.keys.control,
+                    Instant::now(),
+                ),
                 conn: None,
                 peer_control: spec.peer_control,
                 local_addr: None,
@@ -171,8 +181,13 @@ impl Shared {
         let mut st = self.state.lock();
         let before = duties(&st.session);
         let result = f(&mut st, now);
+        if !st.session.is_connected() {
+            // The core dropped the connection (it failed, the peer fell silent, the
+            // session ended): abort it, which wakes every thread blocked on it.
+            abort(st.conn.take());
+        }
         let mut datagram = [0u8; MAX_LEN];
-        while let Some(n) = st.session.poll_datagram(&mut datagram) {
+        while let Some(n) = st.session.poll_datagram(&mut datagram, now) {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
             // packet numbers in order without a second buffer. With no address yet, the
             // datagram is lost like any other: retransmissions and later ACKs make up.
@@ -218,7 +233,6 @@ impl Shared {
     /// from, so it follows a client whose address changed (a NAT's new mapping, say).
     pub(crate) fn handle_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool {
         self.update(|st, now| {
-            let was_connected = st.session.is_connected();
             let newest = match st.session.handle_datagram(datagram, now) {
                 Ok(newest) => newest,
                 Err(why) => {
@@ -231,9 +245,6 @@ impl Shared {
             };
             if newest && st.session.role() == Role::Server {
                 st.peer_control = Some(from);
-            }
-            if was_connected && !st.session.is_connected() {
-                abort(st.conn.take());
             }
             true
         })
@@ -270,7 +281,6 @@ impl Shared {
         self.update(|st, now| {
             if st.session.handle_connection_failed(epoch, reason, now) {
                 log::debug!("session {}: connection {epoch} failed: {reason}", self.cid);
-                abort(st.conn.take());
             }
         });
     }
@@ -329,19 +339,13 @@ impl Shared {
 
     /// Fails the session and tells the peer with a RESET.
     pub(crate) fn reset(&self, error: Error) {
-        self.update(|st, now| {
-            st.session.reset(error, now);
-            abort(st.conn.take());
-        });
+        self.update(|st, now| st.session.reset(error, now));
     }
 
     /// Fails the session without telling the peer (a server drops a session its client
     /// never confirmed).
     pub(crate) fn fail(&self, error: Error) {
-        self.update(|st, _| {
-            st.session.fail(error);
-            abort(st.conn.take());
-        });
+        self.update(|st, _| st.session.fail(error));
     }
 
     /// The session is over: drops its connection.
@@ -479,7 +483,7 @@ impl Shared {
                     self.connection_failed(epoch, "end of stream without a close announcement");
                 }
                 Ok(n) => {
-                    self.update(|st, _| st.session.handle_read(n));
+                    self.update(|st, now| st.session.handle_read(n, now));
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => return Err(timed_out()),
@@ -724,6 +728,7 @@ fn duties(session: &Session) -> Duties {
     Duties {
         timeout: session.poll_timeout(),
         needs_connection: session.needs_connection(),
+        heard_since_disconnected: session.heard_since_disconnected(),
         finished: session.is_finished(),
     }
 }

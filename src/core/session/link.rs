@@ -34,6 +34,11 @@ impl Link {
         }
     }
 
+    /// When the session lost its connection, while it has none.
+    pub(super) fn disconnected_since(&self) -> Option<Instant> {
+        self.disconnected_since
+    }
+
     /// The connection in use, if any.
     pub(super) fn current(&self) -> Option<u32> {
         self.connected.then_some(self.epoch)

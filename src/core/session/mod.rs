@@ -7,6 +7,7 @@
 //! takes it as an argument, so tests drive a session with a virtual clock.
 
 mod link;
+mod liveness;
 mod recv;
 mod reliable;
 mod send;
@@ -14,6 +15,7 @@ mod send;
 use std::time::{Duration, Instant};
 
 use self::link::Link;
+use self::liveness::Liveness;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
@@ -43,6 +45,9 @@ pub struct Limits {
     pub ack_threshold: usize,
     /// How long to stay disconnected before failing the session, if ever.
     pub give_up_after: Option<Duration>,
+    /// How long a silent peer may stay silent before its connection counts as failed;
+    /// also sets the heartbeat interval (a third of it). `None`: no heartbeats, no limit.
+    pub dead_after: Option<Duration>,
 }
 
 /// What a read may do now.
@@ -87,6 +92,7 @@ pub struct Session {
     send: SendSide,
     recv: RecvSide,
     link: Link,
+    liveness: Liveness,
     reliable: Reliable,
     /// Tags our datagrams and checks the peer's.
     keys: ControlKeys,
@@ -108,9 +114,16 @@ pub enum Dropped {
 }
 
 impl Session {
-    /// A session whose first TCP connection (number `epoch`) is up, whose datagrams are
-    /// tagged and checked with `keys`.
-    pub fn new(role: Role, cid: u32, epoch: u32, limits: Limits, keys: ControlKeys) -> Self {
+    /// A session whose first TCP connection (number `epoch`) came up at `now`, whose
+    /// datagrams are tagged and checked with `keys`.
+    pub fn new(
+        role: Role,
+        cid: u32,
+        epoch: u32,
+        limits: Limits,
+        keys: ControlKeys,
+        now: Instant,
+    ) -> Self {
         let mut session = Session {
             role,
             limits,
@@ -118,6 +131,7 @@ impl Session {
             send: SendSide::new(limits.send_buffer),
             recv: RecvSide::default(),
             link: Link::new(epoch),
+            liveness: Liveness::new(limits.dead_after, now),
             reliable: Reliable::new(cid, role == Role::Server),
             keys,
             next_packet: 0,
@@ -219,6 +233,21 @@ impl Session {
         self.send.closed
             && self.send.announced == Announced::Close { confirmed: true }
             && (self.send.buf.is_empty() || self.recv.peer_closed)
+    }
+
+    /// When the peer was last heard from: an authentic datagram, bytes read from TCP, or
+    /// a new connection.
+    pub fn last_heard(&self) -> Instant {
+        self.liveness.last_heard()
+    }
+
+    /// While the session has no connection: when the peer was heard from since it lost
+    /// it, if it was. The path works again, so a client should reconnect at once rather
+    /// than wait out its backoff.
+    pub fn heard_since_disconnected(&self) -> Option<Instant> {
+        let since = self.link.disconnected_since()?;
+        let heard = self.liveness.last_heard();
+        (heard > since).then_some(heard)
     }
 
     /// A first, loose check of the peer's received count, for a server before it aborts
@@ -338,8 +367,11 @@ impl Session {
 
     // ---------------------------------------------------------------- inputs
 
-    /// The application read `n` bytes; acknowledges once enough have arrived.
-    pub fn handle_read(&mut self, n: usize) {
+    /// The application read `n` bytes at `now`; acknowledges once enough have arrived.
+    pub fn handle_read(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.liveness.heard(now);
+        }
         if self.recv.read(n, self.limits.ack_threshold) {
             self.send_ack();
         }
@@ -374,6 +406,7 @@ impl Session {
         self.acknowledged(peer_received, now);
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
         self.link.resumed(epoch);
+        self.liveness.heard(now);
         self.reliable
             .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
         // The peer is reachable again: what it has not confirmed goes out at once.
@@ -411,6 +444,7 @@ impl Session {
         if fresh == Fresh::Replayed {
             return Err(Dropped::Replayed);
         }
+        self.liveness.heard(now);
         self.handle_control(&msg, now);
         Ok(fresh == Fresh::Newest)
     }
@@ -458,9 +492,11 @@ impl Session {
         }
     }
 
-    /// Runs the timers due at `now`: retransmissions, acknowledgement requests, giving up
+    /// Runs the timers due at `now`: retransmissions, acknowledgement requests,
+    /// heartbeats, the peer's silence (which fails the connection in use), giving up
     /// (which fails the session with [`Error::GaveUp`] and resets it).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_liveness(now);
         // A CLOSE is given up on only once every byte is acknowledged and the session is
         // connected: until then the peer still needs its total.
         let close_may_lapse = self.link.connected && self.send.buf.is_empty();
@@ -486,10 +522,11 @@ impl Session {
 
     /// The next control datagram to send, numbered and tagged, written to `out`: its
     /// length, if there is one.
-    pub fn poll_datagram(&mut self, out: &mut [u8; MAX_LEN]) -> Option<usize> {
+    pub fn poll_datagram(&mut self, out: &mut [u8; MAX_LEN], now: Instant) -> Option<usize> {
         let msg = self.reliable.poll_transmit()?;
         let pn = self.next_packet;
         self.next_packet += 1;
+        self.liveness.sent(now);
         Some(msg.seal(pn, &self.keys.send, out))
     }
 
@@ -498,7 +535,15 @@ impl Session {
         let retransmit = self.reliable.next_due();
         let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
         let give_up = self.give_up_at();
-        [retransmit, req_ack, give_up].into_iter().flatten().min()
+        let heartbeat = self
+            .wants_heartbeat()
+            .then(|| self.liveness.next_heartbeat());
+        let silence = self.link.connected.then(|| self.liveness.dead_at());
+        [retransmit, req_ack, give_up]
+            .into_iter()
+            .chain([heartbeat, silence].into_iter().flatten())
+            .flatten()
+            .min()
     }
 
     /// Whether the engine should send FIN on the current connection now: the peer has
@@ -541,6 +586,39 @@ impl Session {
                 .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
         }
         self.reliable.send(kind, now);
+    }
+
+    /// Fails the connection in use if the peer has been silent too long; sends a
+    /// heartbeat if this end has been.
+    fn check_liveness(&mut self, now: Instant) {
+        if self.link.connected && self.liveness.dead_at().is_some_and(|t| now >= t) {
+            let after = self.liveness.dead_after().unwrap_or_default();
+            let reason = format!("heard nothing from the peer for {after:?}");
+            self.handle_connection_failed(self.link.epoch, &reason, now);
+        }
+        if self.wants_heartbeat() && self.liveness.next_heartbeat().is_some_and(|t| now >= t) {
+            let count = self.recv.ack_count();
+            // Connected, an ACK: it changes nothing, and tells a server where we are.
+            // Reconnecting, a client asks for an answer: hearing one means the path is
+            // back, and the next attempt starts at once.
+            let kind = if self.link.connected {
+                ControlKind::Ack(count)
+            } else {
+                ControlKind::ReqAck(count)
+            };
+            self.reliable.send_once(kind, 0);
+            // Counted as sent now even where nothing goes out (a server that does not
+            // know its client's address yet): the next one is due an interval later.
+            self.liveness.sent(now);
+        }
+    }
+
+    /// Whether heartbeats are due on this session: while it is connected, and, on a
+    /// client, while it reconnects. A server without a connection waits in silence: its
+    /// client may be gone for good.
+    fn wants_heartbeat(&self) -> bool {
+        self.fatal.is_none()
+            && (self.link.connected || (self.role == Role::Client && self.needs_connection()))
     }
 
     /// When the session gives up, if it is disconnected and has a limit.
