@@ -155,8 +155,17 @@ impl Config {
     }
 
     /// How many sessions a server holds at once, lingering ones and those waiting for
-    /// their client to reconnect included (default 1024). Past it, new sessions are refused
-    /// with a temporary reason and their clients retry.
+    /// their client to reconnect included (default 1024). When a new client comes to a
+    /// full server, the session whose client has been gone longest (no connection, and
+    /// nothing heard from it for at least [`dead_after`](Self::dead_after), or 3 s without
+    /// one) is reset to make room: its server side fails with
+    /// [`Error::Evicted`](crate::Error::Evicted), and its client, if it ever comes back, is
+    /// told the session is unknown. Vanished clients cannot hold a server for good. With
+    /// no such session, the new one is refused with a temporary reason and its client
+    /// retries.
+    ///
+    /// The same applies within [`max_sessions_per_address`](Self::max_sessions_per_address),
+    /// among the sessions of the new client's address.
     ///
     /// # Examples
     ///
@@ -171,7 +180,8 @@ impl Config {
 
     /// How many sessions a server holds that were opened from one IP address (default
     /// 256), so that one host cannot take every session of
-    /// [`max_sessions`](Self::max_sessions). Past it, new sessions from that address are
+    /// [`max_sessions`](Self::max_sessions). Past it, a vanished session from that address
+    /// is evicted as `max_sessions` says, or else new sessions from that address are
     /// refused with a temporary reason. Clients behind one NAT share an address: raise it
     /// for a server with many such clients.
     ///

@@ -65,6 +65,14 @@ pub enum Error {
     /// This side aborted the session ([`RSocket::abort`](crate::RSocket::abort)).
     /// Kind `ConnectionAborted`.
     Aborted,
+    /// The server dropped the session to make room for a new one: it was full, and this
+    /// session's client had been gone (no connection, and nothing heard from it) for
+    /// `waited`, longer than any other's. Kind `ConnectionAborted`. The client, if it comes back, is told
+    /// the session is unknown.
+    Evicted {
+        /// How long the session had waited for its client.
+        waited: Duration,
+    },
     /// The library's engine thread stopped after an internal error (a bug in the library,
     /// logged at error level); its sessions cannot go on. New sessions start a new
     /// engine. Kind `Other`.
@@ -123,7 +131,7 @@ impl Error {
             Error::ProtocolViolation(_) => io::ErrorKind::InvalidData,
             Error::WriteShutDown | Error::PeerClosed => io::ErrorKind::BrokenPipe,
             Error::EngineStopped => io::ErrorKind::Other,
-            Error::Aborted => io::ErrorKind::ConnectionAborted,
+            Error::Aborted | Error::Evicted { .. } => io::ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -165,6 +173,11 @@ impl fmt::Display for Error {
             Error::WriteShutDown => f.write_str("the session was shut down for writing"),
             Error::PeerClosed => f.write_str("the peer closed the session"),
             Error::Aborted => f.write_str("the session was aborted on this side"),
+            Error::Evicted { waited } => write!(
+                f,
+                "the server dropped the session for a new one after its client was gone \
+                 for {waited:?}"
+            ),
             Error::EngineStopped => {
                 f.write_str("the robust-tcp engine stopped after an internal error")
             }
@@ -201,6 +214,9 @@ mod tests {
             Error::PeerClosed,
             Error::EngineStopped,
             Error::Aborted,
+            Error::Evicted {
+                waited: Duration::from_secs(4),
+            },
         ];
         for e in cases {
             let io: io::Error = e.clone().into();

@@ -32,6 +32,9 @@ use crate::{Config, RSocket};
 /// How many handshake timeouts a new session may wait for its client's confirmation, which
 /// a cut can delay until the client's first reconnection.
 const CONFIRM_PATIENCE: u32 = 12;
+/// How long a session must have waited for its client before a full server may evict it,
+/// when there is no silence limit (`Config::dead_after(None)`) to measure it by.
+const EVICTABLE_WITHOUT_LIMIT: Duration = Duration::from_secs(3);
 /// How long a listener pauses after an accept error that retrying at once cannot fix (no
 /// descriptors or memory left, say).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -175,6 +178,44 @@ impl Engine {
             }
         }
         self.close_if_done(id);
+    }
+
+    /// Makes room in a full listener for a new session from `client`: resets the session
+    /// whose client has been gone longest (no connection, and silent; among `client`'s own
+    /// if only its per-address share is full), if it has been silent for at least the
+    /// silence limit. Vanished
+    /// clients would otherwise hold the server's capacity for good. Costs a scan of the
+    /// listener's sessions, only when it is full.
+    fn evict_vanished(&mut self, listener: Token, client: IpAddr) {
+        let Some(l) = self.listeners.get(&listener) else {
+            return;
+        };
+        let full = l.by_cid.len() >= l.config.max_sessions_value();
+        let floor = l
+            .config
+            .dead_after_value()
+            .unwrap_or(EVICTABLE_WITHOUT_LIMIT);
+        let now = Instant::now();
+        let victim = l
+            .by_cid
+            .values()
+            .filter(|(_, ip)| full || *ip == client)
+            .filter_map(|(token, _)| {
+                let waited = self.sessions.get(token)?.shared.gone_for(now)?;
+                (waited >= floor).then_some((waited, *token))
+            })
+            .max();
+        let Some((waited, token)) = victim else {
+            return;
+        };
+        if let Some(entry) = self.sessions.get(&token) {
+            log::debug!(
+                "session {}: evicted after its client was gone for {waited:?}",
+                entry.shared.cid()
+            );
+            entry.shared.reset(crate::Error::Evicted { waited });
+        }
+        self.finish(token);
     }
 
     fn close_if_done(&mut self, id: Token) {
@@ -442,6 +483,12 @@ impl Engine {
             return self.refuse(hs, RefusalCode::Closed);
         }
         self.evict_unconfirmed(hs.listener);
+        let Some(listener) = self.listeners.get(&hs.listener) else {
+            return self.refuse(hs, RefusalCode::Closed);
+        };
+        if listener.refusal_for(hs.client.ip()).is_some() {
+            self.evict_vanished(hs.listener, hs.client.ip());
+        }
         let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };

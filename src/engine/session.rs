@@ -301,6 +301,14 @@ impl Shared {
         drop(self.write_lock.lock());
     }
 
+    /// While the session has no connection: how long its peer has been silent (a client
+    /// that still probes is not gone, however long its TCP connection has been).
+    pub(crate) fn gone_for(&self, now: Instant) -> Option<Duration> {
+        let st = self.state.lock();
+        st.session.disconnected_since()?;
+        Some(now.saturating_duration_since(st.session.last_heard()))
+    }
+
     /// The number of this session's current (or last) connection.
     pub(crate) fn epoch(&self) -> u32 {
         self.state.lock().session.epoch()

@@ -235,6 +235,11 @@ impl Session {
             && (self.send.buf.is_empty() || self.recv.peer_closed)
     }
 
+    /// Since when the session has had no connection, while it has none.
+    pub fn disconnected_since(&self) -> Option<Instant> {
+        self.link.disconnected_since()
+    }
+
     /// When the peer was last heard from: an authentic datagram, bytes read from TCP, or
     /// a new connection.
     pub fn last_heard(&self) -> Instant {
@@ -245,7 +250,7 @@ impl Session {
     /// it, if it was. The path works again, so a client should reconnect at once rather
     /// than wait out its backoff.
     pub fn heard_since_disconnected(&self) -> Option<Instant> {
-        let since = self.link.disconnected_since()?;
+        let since = self.disconnected_since()?;
         let heard = self.liveness.last_heard();
         (heard > since).then_some(heard)
     }
