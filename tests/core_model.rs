@@ -7,6 +7,7 @@
 //! of it.
 
 use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -30,6 +31,11 @@ struct Pair {
     pipes: [Pipe; 2], // pipes[i] carries end i's outgoing stream to the other end
     /// Control datagrams in flight from end i, in the order sent.
     datagrams: [VecDeque<Vec<u8>>; 2],
+    /// Where each end's datagrams come from: the client's address (which may change),
+    /// the server's control address.
+    addrs: [SocketAddr; 2],
+    /// Datagrams an end sent to an address that is not its peer's now: (sender, to, bytes).
+    misdirected: Vec<(usize, SocketAddr, Vec<u8>)>,
     /// Every datagram either end sent, for replays: (sender, bytes).
     captured: Vec<(usize, Vec<u8>)>,
     written: [Vec<u8>; 2],
@@ -54,11 +60,21 @@ impl Pair {
         Pair {
             now,
             ends: [
-                Session::new(Role::Client, CID, 0, limits, keys(Role::Client), now),
-                Session::new(Role::Server, CID, 0, limits, keys(Role::Server), now),
+                Session::new(
+                    Role::Client,
+                    CID,
+                    0,
+                    limits,
+                    keys(Role::Client),
+                    Some(SERVER_ADDR),
+                    now,
+                ),
+                Session::new(Role::Server, CID, 0, limits, keys(Role::Server), None, now),
             ],
             pipes: [Pipe::default(), Pipe::default()],
             datagrams: [VecDeque::new(), VecDeque::new()],
+            addrs: [CLIENT_ADDR, SERVER_ADDR],
+            misdirected: Vec::new(),
             captured: Vec::new(),
             written: [Vec::new(), Vec::new()],
             read: [Vec::new(), Vec::new()],
@@ -127,19 +143,29 @@ impl Pair {
         let mut moved = false;
         for i in 0..2 {
             let mut buf = [0; MAX_LEN];
-            while let Some(n) = self.ends[i].poll_datagram(&mut buf, self.now) {
+            while let Some((n, to)) = self.ends[i].poll_datagram(&mut buf, self.now) {
                 moved = true;
-                self.datagrams[i].push_back(buf[..n].to_vec());
                 self.captured.push((i, buf[..n].to_vec()));
+                if to == self.addrs[1 - i] {
+                    self.datagrams[i].push_back(buf[..n].to_vec());
+                } else {
+                    self.misdirected.push((i, to, buf[..n].to_vec()));
+                }
             }
         }
         moved
     }
 
     /// Hands datagram `bytes` from end `from` to the other end.
-    fn receive(&mut self, from: usize, bytes: &[u8]) -> Result<bool, Dropped> {
+    fn receive(&mut self, from: usize, bytes: &[u8]) -> Result<(), Dropped> {
+        let addr = self.addrs[from];
+        self.receive_from(from, addr, bytes)
+    }
+
+    /// Hands `bytes`, sent by end `from`'s side, to the other end as if from `addr`.
+    fn receive_from(&mut self, from: usize, addr: SocketAddr, bytes: &[u8]) -> Result<(), Dropped> {
         let now = self.now;
-        self.ends[1 - from].handle_datagram(bytes, now)
+        self.ends[1 - from].handle_datagram(bytes, addr, now)
     }
 
     /// Moves control datagrams between the ends in order, dropping those `lose` says to.
@@ -209,9 +235,25 @@ impl Pair {
                 self.receive(from, &forged[..n]).is_err(),
                 "forged {msg:?} accepted"
             );
+            // A captured datagram replayed from the attacker's address: when it is still
+            // on its way, it arrives first, and is authentic.
             if let Some((from, d)) = self.pick_captured(rng) {
-                let _ = self.receive(from, &d);
+                let _ = self.receive_from(from, ATTACKER_ADDR, &d);
             }
+        }
+    }
+
+    /// What went to addresses other than the peer's: the server challenges an address
+    /// the client's newest datagram came from, and sends nothing else there.
+    fn check_misdirected(&self) {
+        let client = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
+        for (from, to, d) in &self.misdirected {
+            assert_eq!(*from, 1, "the client sends only to the server");
+            let (_, msg) = ControlMessage::open(d, &client.recv).expect("genuine");
+            assert!(
+                matches!(msg.kind, ControlKind::Challenge(_)),
+                "{msg:?} sent to {to}, not the client's address"
+            );
         }
     }
 
@@ -297,6 +339,11 @@ impl Pair {
         panic!("the pair never settled");
     }
 }
+
+const CLIENT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 4000));
+const SERVER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 5000));
+const ATTACKER_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 66), 6666));
 
 /// The silence after which an end drops its connection.
 const DEAD_AFTER: Duration = Duration::from_secs(3);
@@ -422,7 +469,9 @@ fn acks_outside_the_window_never_drop_unacknowledged_data() {
         buf[..n].to_vec()
     };
     let now = pair.now;
-    let tell = |pair: &mut Pair, d: Vec<u8>| assert!(pair.ends[0].handle_datagram(&d, now).is_ok());
+    let tell = |pair: &mut Pair, d: Vec<u8>| {
+        assert!(pair.ends[0].handle_datagram(&d, SERVER_ADDR, now).is_ok())
+    };
     tell(&mut pair, lie(3001)); // more than was sent
     tell(&mut pair, lie(1 << 33)); // far beyond, wrapping
     assert_eq!(pair.ends[0].status(now).unacknowledged, 3000);
@@ -589,4 +638,65 @@ fn a_reconnecting_client_probes_and_learns_when_the_server_answers() {
     pair.write(1, 700);
     pair.settle();
     assert_eq!(pair.read[0], pair.written[1]);
+}
+
+#[test]
+fn the_server_follows_a_client_whose_address_changes_once_it_answers() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.write(1, 3000);
+    pair.settle();
+    // The client moves (a NAT's new mapping, another network): its next datagram comes
+    // from the new address, the server challenges it, and the answer moves the path.
+    pair.addrs[0] = SocketAddr::from(([10, 0, 7, 9], 4321));
+    pair.write(1, 3000);
+    pair.write(0, 3000);
+    pair.settle();
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert_eq!(pair.read[1], pair.written[0]);
+    // Nothing went astray but to the old address (lost there, as on a real network).
+    assert!(pair.misdirected.iter().all(|(_, to, _)| *to == CLIENT_ADDR));
+    // From now on the server's datagrams (ACKs, heartbeats) reach the client there.
+    let astray = pair.misdirected.len();
+    let sent = run_for(&mut pair, Duration::from_secs(2), true);
+    assert!(sent[1] > 0);
+    assert_eq!(
+        pair.misdirected.len(),
+        astray,
+        "the server still sends to the old address"
+    );
+    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0);
+    assert!(pair.ends.iter().all(Session::is_connected));
+}
+
+#[test]
+fn a_copy_from_elsewhere_that_arrives_first_does_not_move_the_server() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.settle();
+    // The client sends; an attacker's copy of the datagram overtakes the original.
+    pair.write(0, 100);
+    pair.read(1, usize::MAX);
+    let now = pair.now;
+    pair.ends[0].writer_blocked(now); // a REQ_ACK goes out
+    pair.transmit();
+    let d = pair.datagrams[0]
+        .pop_front()
+        .expect("a datagram from the client");
+    pair.receive_from(0, ATTACKER_ADDR, &d)
+        .expect("the copy is authentic");
+    assert_eq!(pair.receive(0, &d), Err(Dropped::Replayed));
+    // The server's answer goes to the client; the attacker gets one challenge, no more.
+    pair.transmit();
+    let to_attacker = pair
+        .misdirected
+        .iter()
+        .filter(|(_, to, _)| *to == ATTACKER_ADDR)
+        .count();
+    assert_eq!(to_attacker, 1);
+    pair.check_misdirected();
+    assert!(
+        !pair.datagrams[1].is_empty(),
+        "the server answers the client"
+    );
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
 }

@@ -56,6 +56,12 @@ pub enum ControlKind {
     /// From the server: its TCP connection number `epoch` of the session failed; the client
     /// should reconnect if it still uses that connection. Confirmed.
     Reconnect(u32),
+    /// From the server, to a new address the client's datagrams came from: "answer this
+    /// from there". The server sends its other datagrams to the new address only once the
+    /// answer comes (path validation).
+    Challenge(u32),
+    /// From the client: the answer to the `Challenge` carrying this value.
+    Response(u32),
 }
 
 impl ControlKind {
@@ -68,6 +74,8 @@ impl ControlKind {
             ControlKind::Reset => 5,
             ControlKind::Conf => 6,
             ControlKind::Reconnect(_) => 7,
+            ControlKind::Challenge(_) => 8,
+            ControlKind::Response(_) => 9,
         }
     }
 
@@ -88,7 +96,9 @@ impl ControlKind {
             | ControlKind::ReqAck(n)
             | ControlKind::Close(n)
             | ControlKind::HalfClose(n)
-            | ControlKind::Reconnect(n) => Some(n),
+            | ControlKind::Reconnect(n)
+            | ControlKind::Challenge(n)
+            | ControlKind::Response(n) => Some(n),
             ControlKind::Reset | ControlKind::Conf => None,
         }
     }
@@ -192,6 +202,8 @@ impl ControlMessage {
             5 => ControlKind::Reset,
             6 => ControlKind::Conf,
             7 => ControlKind::Reconnect(count()?),
+            8 => ControlKind::Challenge(count()?),
+            9 => ControlKind::Response(count()?),
             _ => return Err(WireError::Malformed("unknown control type")),
         };
         if flags & !KNOWN_FLAGS != 0 {
@@ -238,6 +250,8 @@ mod tests {
             ControlKind::Reset,
             ControlKind::Conf,
             ControlKind::Reconnect(6),
+            ControlKind::Challenge(7),
+            ControlKind::Response(8),
         ];
         let recv = keys(Role::Server).control.recv;
         for (i, kind) in kinds.into_iter().enumerate() {

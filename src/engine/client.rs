@@ -392,7 +392,7 @@ impl Engine {
                     cid: answer.cid,
                     keys,
                     epoch: answer.epoch,
-                    peer_control: Some(SocketAddr::new(server_ip, answer.control_port)),
+                    server_control: Some(SocketAddr::new(server_ip, answer.control_port)),
                     config: request.config.clone(),
                 };
                 let shared = Shared::new(spec, Arc::clone(&self.handle));

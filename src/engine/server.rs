@@ -524,8 +524,8 @@ impl Engine {
             cid,
             keys: SessionKeys::derive(&secret, &hello.nonce, Role::Server),
             epoch: 0,
-            // Learned from the client's first authentic datagram.
-            peer_control: None,
+            // A server learns its client's control address from its datagrams.
+            server_control: None,
             config,
         };
         let shared = Shared::new(spec, Arc::clone(&self.handle));

@@ -70,10 +70,6 @@ pub(crate) struct Shared {
 struct State {
     session: Session,
     conn: Option<Arc<TcpStream>>,
-    /// Where our control datagrams go: for a client, the server's control port; for a
-    /// server, the source of the client's newest authentic datagram, unknown until one
-    /// arrives (nothing is sent to an address that has not proved itself).
-    peer_control: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
     read_timeout: Option<Duration>,
@@ -91,8 +87,8 @@ pub(crate) struct SessionSpec {
     pub(crate) cid: u32,
     pub(crate) keys: SessionKeys,
     pub(crate) epoch: u32,
-    /// Where to send control datagrams, if known yet.
-    pub(crate) peer_control: Option<SocketAddr>,
+    /// A client's: the server's control address. A server learns its client's.
+    pub(crate) server_control: Option<SocketAddr>,
     pub(crate) config: Config,
 }
 
@@ -146,10 +142,10 @@ impl Shared {
                     spec.epoch,
                     limits,
                     spec.keys.control,
+                    spec.server_control,
                     Instant::now(),
                 ),
                 conn: None,
-                peer_control: spec.peer_control,
                 local_addr: None,
                 peer_addr: None,
                 read_timeout: None,
@@ -187,11 +183,10 @@ impl Shared {
             abort(st.conn.take());
         }
         let mut datagram = [0u8; MAX_LEN];
-        while let Some(n) = st.session.poll_datagram(&mut datagram, now) {
+        while let Some((n, to)) = st.session.poll_datagram(&mut datagram, now) {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
-            // packet numbers in order without a second buffer. With no address yet, the
-            // datagram is lost like any other: retransmissions and later ACKs make up.
-            if let (Some(to), Some(bytes)) = (st.peer_control, datagram.get(..n)) {
+            // packet numbers in order without a second buffer.
+            if let Some(bytes) = datagram.get(..n) {
                 self.engine.control().send(bytes, to);
             }
         }
@@ -229,25 +224,20 @@ impl Shared {
     }
 
     /// Authenticates a control datagram from `from` and applies it; returns whether it
-    /// was this session's. A server sends to where its client's newest datagram came
-    /// from, so it follows a client whose address changed (a NAT's new mapping, say).
+    /// was this session's.
     pub(crate) fn handle_datagram(&self, datagram: &[u8], from: SocketAddr) -> bool {
-        self.update(|st, now| {
-            let newest = match st.session.handle_datagram(datagram, now) {
-                Ok(newest) => newest,
+        self.update(
+            |st, now| match st.session.handle_datagram(datagram, from, now) {
+                Ok(()) => true,
                 Err(why) => {
                     log::trace!(
                         "session {}: dropped a datagram from {from}: {why:?}",
                         self.cid
                     );
-                    return false;
+                    false
                 }
-            };
-            if newest && st.session.role() == Role::Server {
-                st.peer_control = Some(from);
-            }
-            true
-        })
+            },
+        )
     }
 
     /// Makes `stream` the session's connection, in blocking mode with the session's

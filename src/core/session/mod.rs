@@ -8,14 +8,17 @@
 
 mod link;
 mod liveness;
+mod path;
 mod recv;
 mod reliable;
 mod send;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use self::link::Link;
 use self::liveness::Liveness;
+use self::path::ControlPath;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
@@ -93,6 +96,7 @@ pub struct Session {
     recv: RecvSide,
     link: Link,
     liveness: Liveness,
+    path: ControlPath,
     reliable: Reliable,
     /// Tags our datagrams and checks the peer's.
     keys: ControlKeys,
@@ -115,15 +119,22 @@ pub enum Dropped {
 
 impl Session {
     /// A session whose first TCP connection (number `epoch`) came up at `now`, whose
-    /// datagrams are tagged and checked with `keys`.
+    /// datagrams are tagged and checked with `keys`. A client sends its datagrams to
+    /// `server_control`, the server's control address; a server ignores it and learns
+    /// where its client is from the client's datagrams.
     pub fn new(
         role: Role,
         cid: u32,
         epoch: u32,
         limits: Limits,
         keys: ControlKeys,
+        server_control: Option<SocketAddr>,
         now: Instant,
     ) -> Self {
+        let path = match role {
+            Role::Client => ControlPath::to_server(server_control),
+            Role::Server => ControlPath::learned(),
+        };
         let mut session = Session {
             role,
             limits,
@@ -132,6 +143,7 @@ impl Session {
             recv: RecvSide::default(),
             link: Link::new(epoch),
             liveness: Liveness::new(limits.dead_after, now),
+            path,
             reliable: Reliable::new(cid, role == Role::Server),
             keys,
             next_packet: 0,
@@ -432,14 +444,20 @@ impl Session {
         self.fail(error);
     }
 
-    /// Authenticates a control datagram and, if it is authentic, addressed to this session
-    /// and not a replay, applies it. Returns whether its packet number is the highest the
-    /// peer has sent yet: a server sends its datagrams to where that one came from.
+    /// Authenticates a control datagram that came from `from` and, if it is authentic,
+    /// addressed to this session and not a replay, applies it. A server follows its client
+    /// to the address of the newest such datagram, once that address answers a challenge
+    /// (see `path.rs`).
     ///
     /// # Errors
     ///
     /// Why the datagram was dropped; the session is unchanged then.
-    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<bool, Dropped> {
+    pub fn handle_datagram(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Dropped> {
         let (pn, msg) = ControlMessage::open(datagram, &self.keys.recv).map_err(Dropped::Wire)?;
         let ours = msg.cid == self.reliable.cid() && msg.from_server == (self.role == Role::Client);
         if !ours {
@@ -450,11 +468,14 @@ impl Session {
             return Err(Dropped::Replayed);
         }
         self.liveness.heard(now);
-        self.handle_control(&msg, now);
-        Ok(fresh == Fresh::Newest)
+        if fresh == Fresh::Newest {
+            self.path.newest_from(from);
+        }
+        self.handle_control(&msg, from, now);
+        Ok(())
     }
 
-    fn handle_control(&mut self, msg: &ControlMessage, now: Instant) {
+    fn handle_control(&mut self, msg: &ControlMessage, from: SocketAddr, now: Instant) {
         if msg.kind.needs_conf() {
             // Confirm duplicates too: our earlier confirmation may have been lost.
             self.reliable.send_once(ControlKind::Conf, msg.id);
@@ -494,6 +515,19 @@ impl Session {
                     self.handle_connection_failed(epoch, "the server's connection failed", now);
                 }
             }
+            ControlKind::Challenge(value) => {
+                if self.role == Role::Client {
+                    self.reliable.send_once(ControlKind::Response(value), 0);
+                }
+            }
+            ControlKind::Response(value) => {
+                if self.role == Role::Server && self.path.response(from, value) {
+                    log::debug!(
+                        "session {}: the client's control path moved to {from}",
+                        self.reliable.cid()
+                    );
+                }
+            }
         }
     }
 
@@ -526,13 +560,26 @@ impl Session {
     // ---------------------------------------------------------------- outputs
 
     /// The next control datagram to send, numbered and tagged, written to `out`: its
-    /// length, if there is one.
-    pub fn poll_datagram(&mut self, out: &mut [u8; MAX_LEN], now: Instant) -> Option<usize> {
-        let msg = self.reliable.poll_transmit()?;
+    /// length and where it goes, if there is one. A message with nowhere to go (a server
+    /// that has not learned its client's address yet) is dropped, as if lost.
+    pub fn poll_datagram(
+        &mut self,
+        out: &mut [u8; MAX_LEN],
+        now: Instant,
+    ) -> Option<(usize, SocketAddr)> {
+        let (msg, to) = match self.path.poll_challenge(now) {
+            Some((to, value)) => (self.reliable.message(ControlKind::Challenge(value), 0), to),
+            None => loop {
+                let msg = self.reliable.poll_transmit()?;
+                if let Some(to) = self.path.current() {
+                    break (msg, to);
+                }
+            },
+        };
         let pn = self.next_packet;
         self.next_packet += 1;
         self.liveness.sent(now);
-        Some(msg.seal(pn, &self.keys.send, out))
+        Some((msg.seal(pn, &self.keys.send, out), to))
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever.

@@ -64,14 +64,20 @@ impl Reliable {
     }
 
     /// Queues a message that is sent once: an ACK or a REQ_ACK (id 0), or a CONF (the id
-    /// of the message it confirms). Every datagram of the session is built here.
+    /// of the message it confirms).
     pub(super) fn send_once(&mut self, kind: ControlKind, id: u16) {
-        self.outbox.push_back(ControlMessage {
+        let msg = self.message(kind, id);
+        self.outbox.push_back(msg);
+    }
+
+    /// A message of this session. Every datagram of the session is built here.
+    pub(super) fn message(&self, kind: ControlKind, id: u16) -> ControlMessage {
+        ControlMessage {
             cid: self.cid,
             from_server: self.from_server,
             id,
             kind,
-        });
+        }
     }
 
     /// Queues a message that is retransmitted until confirmed.

@@ -1,0 +1,179 @@
+//! The control path: where this end's datagrams go, and how a server follows a client
+//! whose address changes (a NAT's new mapping, a new network) without being led astray.
+//!
+//! A client sends to the server's control address, which never changes. A server sends to
+//! the address its client's datagrams come from, which it learns and follows from the
+//! client's authentic datagrams alone. It does not believe a new address at once: a copy of
+//! a genuine datagram, sent from elsewhere ahead of the original, is authentic too. When
+//! the newest datagram comes from a new address, the server sends a `Challenge` there and
+//! keeps sending everything else to the old address; only a `Response` carrying the
+//! challenge, from the new address, moves it (as QUIC validates a path). To an address
+//! that has not answered, it sends one challenge per datagram received from it, at most
+//! one per [`CHALLENGE_INTERVAL`]: never more than it received.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The least time between two challenges to one candidate address.
+const CHALLENGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Where this end's control datagrams go (see the module doc).
+#[derive(Debug)]
+pub(super) struct ControlPath {
+    /// Where datagrams go: the server's control address on a client; on a server, the
+    /// last client address that answered a challenge (none yet: nothing is sent).
+    current: Option<SocketAddr>,
+    /// Whether this end follows its peer's address (a server does).
+    follows: bool,
+    /// A new address of the peer's, being checked.
+    candidate: Option<Candidate>,
+    /// The value of the next challenge: each candidate gets its own.
+    next_challenge: u32,
+}
+
+/// An address the client's newest datagram came from, not yet proved to be the client's.
+#[derive(Debug)]
+struct Candidate {
+    addr: SocketAddr,
+    challenge: u32,
+    /// When the last challenge went out.
+    sent: Option<Instant>,
+    /// A datagram came from it since: another challenge may go.
+    due: bool,
+}
+
+impl ControlPath {
+    /// A client's path: to the server's control address (none: the client sends nothing).
+    pub(super) fn to_server(server: Option<SocketAddr>) -> Self {
+        ControlPath {
+            current: server,
+            follows: false,
+            candidate: None,
+            next_challenge: 0,
+        }
+    }
+
+    /// A server's path: learned from the client's datagrams.
+    pub(super) fn learned() -> Self {
+        ControlPath {
+            current: None,
+            follows: true,
+            candidate: None,
+            next_challenge: 0,
+        }
+    }
+
+    /// Where datagrams go now, if anywhere.
+    pub(super) fn current(&self) -> Option<SocketAddr> {
+        self.current
+    }
+
+    /// The peer's newest authentic datagram came from `from`.
+    pub(super) fn newest_from(&mut self, from: SocketAddr) {
+        if !self.follows || self.current == Some(from) {
+            // Back on the known path (a stray copy made the detour): nothing to check.
+            self.candidate = None;
+            return;
+        }
+        match &mut self.candidate {
+            Some(c) if c.addr == from => c.due = true,
+            _ => {
+                let challenge = self.next_challenge;
+                self.next_challenge = self.next_challenge.wrapping_add(1);
+                self.candidate = Some(Candidate {
+                    addr: from,
+                    challenge,
+                    sent: None,
+                    due: true,
+                });
+            }
+        }
+    }
+
+    /// An authentic `Response(value)` came from `from`: if it answers the challenge sent
+    /// there, `from` becomes the path. Returns whether it did.
+    pub(super) fn response(&mut self, from: SocketAddr, value: u32) -> bool {
+        let answers = self
+            .candidate
+            .as_ref()
+            .is_some_and(|c| c.addr == from && c.challenge == value);
+        if answers {
+            self.current = Some(from);
+            self.candidate = None;
+        }
+        answers
+    }
+
+    /// The challenge to send now, and where, if one is due.
+    pub(super) fn poll_challenge(&mut self, now: Instant) -> Option<(SocketAddr, u32)> {
+        let c = self.candidate.as_mut()?;
+        let rested = c.sent.map_or(true, |t| {
+            now.saturating_duration_since(t) >= CHALLENGE_INTERVAL
+        });
+        if !c.due || !rested {
+            return None;
+        }
+        c.due = false;
+        c.sent = Some(now);
+        Some((c.addr, c.challenge))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_server_moves_only_once_the_new_address_answers() {
+        let t0 = Instant::now();
+        let mut path = ControlPath::learned();
+        assert_eq!(path.current(), None);
+        path.newest_from(addr(1));
+        let (to, value) = path.poll_challenge(t0).expect("a challenge");
+        assert_eq!(to, addr(1));
+        assert_eq!(path.current(), None, "not before the answer");
+        assert!(!path.response(addr(2), value), "from elsewhere");
+        assert!(
+            !path.response(addr(1), value.wrapping_add(1)),
+            "another value"
+        );
+        assert!(path.response(addr(1), value));
+        assert_eq!(path.current(), Some(addr(1)));
+
+        // A new address: challenged, while the old one stays in use.
+        path.newest_from(addr(9));
+        let (to, second) = path.poll_challenge(t0).expect("a challenge");
+        assert_eq!((to, path.current()), (addr(9), Some(addr(1))));
+        assert_ne!(second, value);
+        // The client shows up on the old path again: the check is dropped.
+        path.newest_from(addr(1));
+        assert!(!path.response(addr(9), second));
+        assert_eq!(path.current(), Some(addr(1)));
+    }
+
+    #[test]
+    fn challenges_never_outnumber_what_came_from_the_address() {
+        let t0 = Instant::now();
+        let mut path = ControlPath::learned();
+        path.newest_from(addr(1));
+        assert!(path.poll_challenge(t0).is_some());
+        // Nothing more came from it: nothing more goes, however long we wait.
+        assert_eq!(path.poll_challenge(t0 + Duration::from_secs(5)), None);
+        // Another datagram from it: one more challenge, but not within the interval.
+        path.newest_from(addr(1));
+        assert_eq!(path.poll_challenge(t0 + Duration::from_millis(50)), None);
+        assert!(path.poll_challenge(t0 + CHALLENGE_INTERVAL).is_some());
+    }
+
+    #[test]
+    fn a_client_keeps_the_server_address() {
+        let mut path = ControlPath::to_server(Some(addr(7)));
+        path.newest_from(addr(8));
+        assert_eq!(path.poll_challenge(Instant::now()), None);
+        assert_eq!(path.current(), Some(addr(7)));
+    }
+}
