@@ -21,6 +21,7 @@
 pub(crate) mod client;
 mod control;
 mod frames;
+mod local_addrs;
 pub(crate) mod server;
 pub(crate) mod session;
 mod timers;
@@ -43,6 +44,7 @@ use parking_lot::Mutex;
 
 use self::client::{Dial, Plan, Redial};
 use self::control::{ControlSocket, RouteKey, Routes};
+use self::local_addrs::LocalAddrs;
 use self::server::{Listener, ServerHandshake};
 use self::session::{Flush, Shared};
 use self::timers::TimerQueue;
@@ -192,6 +194,8 @@ struct Engine {
     sessions: HashMap<Token, Entry>,
     listeners: HashMap<Token, Listener>,
     handshakes: HashMap<Token, Handshake>,
+    /// Which local addresses still exist, for the clients' connections.
+    local_addrs: LocalAddrs,
     /// Sources that had more to give when their round's budget ran out (the control
     /// socket, listeners): served again next round, before the engine sleeps. With
     /// edge-triggered readiness nothing would report them again.
@@ -226,6 +230,7 @@ impl Engine {
             sessions: HashMap::new(),
             listeners: HashMap::new(),
             handshakes: HashMap::new(),
+            local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
         };
         thread::Builder::new()
@@ -420,6 +425,16 @@ impl Engine {
                 entry.shared.fail(crate::Error::UnknownSession);
                 self.finish(id);
                 return;
+            }
+        }
+        if let (Side::Client(_), Some(local)) = (&entry.side, entry.shared.connected_from()) {
+            if !self.local_addrs.present(local, now) {
+                // The host left the network the connection was on: reconnect from where it
+                // is now rather than wait for the silence limit.
+                let epoch = entry.shared.epoch();
+                entry
+                    .shared
+                    .connection_failed(epoch, &format!("the local address {} is gone", local.ip()));
             }
         }
         let duties = entry.shared.duties();

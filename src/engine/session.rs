@@ -299,6 +299,12 @@ impl Shared {
         Some(now.saturating_duration_since(st.session.last_heard()))
     }
 
+    /// The local address of the connection in use, if there is one.
+    pub(crate) fn connected_from(&self) -> Option<SocketAddr> {
+        let st = self.state.lock();
+        st.conn.as_ref().and(st.local_addr)
+    }
+
     /// The number of this session's current (or last) connection.
     pub(crate) fn epoch(&self) -> u32 {
         self.state.lock().session.epoch()
