@@ -34,6 +34,7 @@ pub struct Config {
     backoff_max: Duration,
     give_up_after: Option<Duration>,
     dead_after: Option<Duration>,
+    control_port: Option<u16>,
     max_sessions: usize,
     max_sessions_per_address: usize,
     max_handshakes: usize,
@@ -50,6 +51,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
             dead_after: Some(Duration::from_secs(3)),
+            control_port: None,
             max_sessions: 1024,
             max_sessions_per_address: 256,
             max_handshakes: 256,
@@ -151,6 +153,27 @@ impl Config {
     /// ```
     pub fn dead_after(mut self, silence: Option<Duration>) -> Self {
         self.dead_after = silence;
+        self
+    }
+
+    /// The UDP port a server's sessions use for their control messages (default `None`:
+    /// the process's shared control socket, on a port the system picks). Fix it when the
+    /// server sits behind a firewall or a port forward: clients send their control
+    /// datagrams to this port, and a NAT or firewall in front of the server passes them
+    /// only to a port it was told about. Using the same number as the TCP port keeps the
+    /// rule simple (`7000/tcp` and `7000/udp`). The port is bound, on every address, IPv4
+    /// and IPv6 alike, when the server socket is bound, which fails if it is taken; it
+    /// stays bound for the life of the process, and servers of one process that fix the
+    /// same port share it. Clients ignore this setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().control_port(Some(7000));
+    /// assert_eq!(config.control_port_value(), Some(7000));
+    /// ```
+    pub fn control_port(mut self, port: Option<u16>) -> Self {
+        self.control_port = port;
         self
     }
 
@@ -308,6 +331,17 @@ impl Config {
         self.dead_after
     }
 
+    /// The configured control port, if fixed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().control_port_value(), None);
+    /// ```
+    pub fn control_port_value(&self) -> Option<u16> {
+        self.control_port
+    }
+
     /// The configured maximum number of sessions of a server.
     ///
     /// # Examples
@@ -371,7 +405,7 @@ impl Config {
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
     /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over an hour, a
-    /// silence limit (`dead_after`) under 30 ms or over an hour, a
+    /// silence limit (`dead_after`) under 30 ms or over an hour, a control port of 0, a
     /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
@@ -411,6 +445,9 @@ impl Config {
             .is_some_and(|d| !(MIN_DEAD_AFTER..=MAX_DEAD_AFTER).contains(&d))
         {
             return invalid("dead_after must lie between 30 ms and one hour");
+        }
+        if self.control_port == Some(0) {
+            return invalid("control_port must not be zero (use None for the shared socket)");
         }
         if self.max_sessions == 0 {
             return invalid("max_sessions must not be zero");
@@ -469,6 +506,7 @@ mod tests {
             Config::default().handshake_timeout(Duration::MAX),
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().dead_after(Some(Duration::ZERO)),
+            Config::default().control_port(Some(0)),
             Config::default().dead_after(Some(Duration::from_secs(7200))),
             Config::default().max_sessions(0),
             Config::default().max_handshakes(0),

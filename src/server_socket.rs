@@ -91,7 +91,8 @@ impl RServerSocket {
         let socket = mio::net::TcpListener::from_std(listener);
         let id = engine.new_token();
         let (queue, accepted) = crossbeam_channel::unbounded();
-        let listener = Listener::new(id, socket, config, queue)?;
+        let control = engine.control_on(config.control_port_value())?;
+        let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
         engine.send(Command::Listen(Box::new(listener)));
         Ok(RServerSocket {

@@ -86,6 +86,11 @@ enum Mode {
         /// share one); clients past it wait and retry
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         max_sessions_per_address: Option<u64>,
+        /// UDP port for the sessions' control messages (default: one the system picks).
+        /// Fix it behind a firewall or a port forward, for instance to the TCP port's
+        /// number, and open or forward it too
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        control_port: Option<u16>,
         #[command(flatten)]
         session: SessionOptions,
     },
@@ -192,9 +197,10 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             forward,
             max_sessions,
             max_sessions_per_address,
+            control_port,
             session,
         } => {
-            let mut config = session.config();
+            let mut config = session.config().control_port(control_port);
             let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             if let Some(n) = max_sessions {
                 config = config.max_sessions(count(n));

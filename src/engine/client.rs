@@ -394,6 +394,7 @@ impl Engine {
                     epoch: answer.epoch,
                     server_control: Some(SocketAddr::new(server_ip, answer.control_port)),
                     config: request.config.clone(),
+                    control: Arc::clone(self.handle.control()),
                 };
                 let shared = Shared::new(spec, Arc::clone(&self.handle));
                 let confirmed = write_frame(&stream, &confirm.encode());

@@ -12,12 +12,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::os::fd::AsRawFd;
+
 use mio::net::UdpSocket;
 use mio::Token;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::core::session::Role;
 
-/// The shared UDP socket.
+/// A UDP control socket: the process's shared one, or one on a port a server fixed.
 #[derive(Debug)]
 pub(crate) struct ControlSocket {
     socket: UdpSocket,
@@ -27,32 +30,42 @@ pub(crate) struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds a dual-stack socket on an ephemeral port, or an IPv4 one where IPv6 is off.
-    pub(crate) fn bind() -> io::Result<Self> {
-        let unspecified_v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
-        let (socket, dual_stack) = match UdpSocket::bind(unspecified_v6) {
-            Ok(s) => (s, true),
-            Err(_) => {
-                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-                (UdpSocket::bind(v4)?, false)
+    /// Binds UDP `port` (0: an ephemeral one) on every address, IPv6 and IPv4 alike: a
+    /// dual-stack IPv6 socket, with `IPV6_V6ONLY` cleared explicitly rather than left to
+    /// the system's default; or an IPv4 one where IPv6 is off.
+    pub(crate) fn bind(port: u16) -> io::Result<Self> {
+        let (socket, dual_stack) = match dual_stack(port) {
+            Ok(socket) => (socket, true),
+            Err(v6) => {
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+                let socket = std::net::UdpSocket::bind(v4).map_err(|e| {
+                    // The IPv4 error is the one to show, unless IPv4 is merely busy.
+                    if e.kind() == io::ErrorKind::AddrInUse {
+                        e
+                    } else {
+                        v6
+                    }
+                })?;
+                socket.set_nonblocking(true)?;
+                (socket, false)
             }
         };
         let port = socket.local_addr()?.port();
         Ok(ControlSocket {
-            socket,
+            socket: UdpSocket::from_std(socket),
             port,
             dual_stack,
         })
     }
 
+    /// The socket's descriptor, for registering it with the engine's poll.
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+
     /// The UDP port peers send control messages to.
     pub(crate) fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The socket, for registering it with the engine's poll.
-    pub(crate) fn source(&mut self) -> &mut UdpSocket {
-        &mut self.socket
     }
 
     /// Sends one datagram; a failure (a full socket buffer, say) is only logged, since the
@@ -81,6 +94,16 @@ impl ControlSocket {
             }
         }
     }
+}
+
+/// A non-blocking IPv6 UDP socket on `port` that takes IPv4 too.
+fn dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.set_nonblocking(true)?;
+    let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    socket.bind(&any.into())?;
+    Ok(socket.into())
 }
 
 /// Identifies a session to the control path: our role in it and its CID. Servers give out

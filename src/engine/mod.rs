@@ -89,6 +89,8 @@ pub(crate) enum Command {
     Unlisten(Token),
     /// Make one attempt at opening a session.
     Open(client::OpenRequest),
+    /// Receive on a control socket bound on a fixed port.
+    ServeControl(Arc<ControlSocket>),
 }
 
 /// The application threads' side of the engine.
@@ -97,7 +99,12 @@ pub(crate) struct EngineHandle {
     waker: Waker,
     /// Whether a wake-up is already on its way (saves a system call per command).
     wake_pending: AtomicBool,
-    control: ControlSocket,
+    /// The process's shared control socket: every client session's, and the servers'
+    /// that fix no port.
+    control: Arc<ControlSocket>,
+    /// Control sockets on the ports servers fixed (`Config::control_port`). Kept for the
+    /// life of the process once bound: a process fixes few, and may bind a server again.
+    fixed: Mutex<HashMap<u16, Arc<ControlSocket>>>,
     next_token: AtomicUsize,
 }
 
@@ -119,8 +126,28 @@ pub(crate) fn engine() -> io::Result<Arc<EngineHandle>> {
 
 impl EngineHandle {
     /// The shared control socket.
-    pub(crate) fn control(&self) -> &ControlSocket {
+    pub(crate) fn control(&self) -> &Arc<ControlSocket> {
         &self.control
+    }
+
+    /// The control socket on `port`, bound now (and served by the engine from then on) if
+    /// this process has none there yet; `None`: the shared one.
+    ///
+    /// # Errors
+    ///
+    /// Binding the port failed (it is taken, say).
+    pub(crate) fn control_on(&self, port: Option<u16>) -> io::Result<Arc<ControlSocket>> {
+        let Some(port) = port else {
+            return Ok(Arc::clone(&self.control));
+        };
+        let mut fixed = self.fixed.lock();
+        if let Some(socket) = fixed.get(&port) {
+            return Ok(Arc::clone(socket));
+        }
+        let socket = Arc::new(ControlSocket::bind(port)?);
+        fixed.insert(port, Arc::clone(&socket));
+        self.send(Command::ServeControl(Arc::clone(&socket)));
+        Ok(socket)
     }
 
     /// A token no other listener, handshake or session has.
@@ -194,6 +221,8 @@ struct Engine {
     sessions: HashMap<Token, Entry>,
     listeners: HashMap<Token, Listener>,
     handshakes: HashMap<Token, Handshake>,
+    /// The control sockets served: the shared one, and those on fixed ports.
+    controls: HashMap<Token, Arc<ControlSocket>>,
     /// Which local addresses still exist, for the clients' connections.
     local_addrs: LocalAddrs,
     /// Sources that had more to give when their round's budget ran out (the control
@@ -209,16 +238,17 @@ const ROUND_BUDGET: usize = 256;
 impl Engine {
     fn start() -> io::Result<Arc<EngineHandle>> {
         let poll = Poll::new()?;
-        let mut control = ControlSocket::bind()?;
+        let control = Arc::new(ControlSocket::bind(0)?);
         poll.registry()
-            .register(control.source(), CONTROL, Interest::READABLE)?;
+            .register(&mut SourceFd(&control.fd()), CONTROL, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (commands, receiver) = crossbeam_channel::unbounded();
         let handle = Arc::new(EngineHandle {
             commands,
             waker,
             wake_pending: AtomicBool::new(false),
-            control,
+            control: Arc::clone(&control),
+            fixed: Mutex::new(HashMap::new()),
             next_token: AtomicUsize::new(FIRST_TOKEN),
         });
         let mut engine = Engine {
@@ -230,6 +260,7 @@ impl Engine {
             sessions: HashMap::new(),
             listeners: HashMap::new(),
             handshakes: HashMap::new(),
+            controls: HashMap::from([(CONTROL, control)]),
             local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
         };
@@ -321,6 +352,7 @@ impl Engine {
                 Command::Listen(listener) => self.listen(*listener),
                 Command::Unlisten(id) => self.unlisten(id),
                 Command::Open(request) => self.open(request),
+                Command::ServeControl(socket) => self.serve_control(socket),
             }
         }
     }
@@ -342,8 +374,8 @@ impl Engine {
     fn on_ready(&mut self, token: Token) {
         if token == WAKER {
             // The commands are run after the events.
-        } else if token == CONTROL {
-            self.receive_control();
+        } else if let Some(socket) = self.controls.get(&token).cloned() {
+            self.receive_control(token, &socket);
         } else if self.listeners.contains_key(&token) {
             self.accept(token);
         } else if self.handshakes.contains_key(&token) {
@@ -359,17 +391,35 @@ impl Engine {
 
     // ------------------------------------------------------------ control datagrams
 
-    fn receive_control(&mut self) {
+    /// Starts receiving on a control socket on a fixed port.
+    fn serve_control(&mut self, socket: Arc<ControlSocket>) {
+        let token = self.new_token();
+        let registered =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&socket.fd()), token, Interest::READABLE);
+        match registered {
+            Ok(()) => {
+                self.controls.insert(token, Arc::clone(&socket));
+                // Datagrams may have arrived before the registration.
+                self.receive_control(token, &socket);
+            }
+            Err(e) => log::error!("cannot serve control port {}: {e}", socket.port()),
+        }
+    }
+
+    /// Takes the datagrams waiting on a control socket, up to the round's budget.
+    fn receive_control(&mut self, token: Token, socket: &ControlSocket) {
         let mut buf = [0u8; RECEIVE_BUFFER];
         for _ in 0..ROUND_BUDGET {
-            let Some((n, from)) = self.handle.control.recv(&mut buf) else {
+            let Some((n, from)) = socket.recv(&mut buf) else {
                 return;
             };
             if let Some(datagram) = buf.get(..n) {
                 self.dispatch(datagram, from);
             }
         }
-        self.backlog.push(CONTROL);
+        self.backlog.push(token);
     }
 
     /// Hands a datagram to the session it names, which authenticates it; drops it,

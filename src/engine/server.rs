@@ -19,7 +19,7 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::control::canonical;
+use super::control::{canonical, ControlSocket};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
 use super::{into_std, random, Engine, Entry, Handshake, Side};
@@ -52,6 +52,8 @@ pub(crate) struct Listener {
     pub(crate) local_addr: SocketAddr,
     pub(crate) config: Config,
     pub(crate) accepted: Sender<Arrival>,
+    /// The UDP socket its sessions' control datagrams use (its port is in every ANSWER).
+    pub(crate) control: Arc<ControlSocket>,
     /// Whether the `RServerSocket` still exists (new sessions are welcome).
     open: bool,
     /// Every session of this listener, with the address its client opened it from.
@@ -75,6 +77,7 @@ impl Listener {
         socket: TcpListener,
         config: Config,
         accepted: Sender<Arrival>,
+        control: Arc<ControlSocket>,
     ) -> io::Result<Self> {
         Ok(Listener {
             id,
@@ -82,6 +85,7 @@ impl Listener {
             socket,
             config,
             accepted,
+            control,
             open: true,
             by_cid: HashMap::new(),
             per_address: HashMap::new(),
@@ -496,12 +500,13 @@ impl Engine {
             return self.refuse(hs, refusal);
         }
         let config = listener.config.clone();
+        let control = Arc::clone(&listener.control);
         let (Some(cid), Ok(secret), Ok(server_nonce)) = (self.new_cid(), random(), random()) else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
         let answer = Accepted {
             cid,
-            control_port: self.handle.control().port(),
+            control_port: control.port(),
             client_nonce: hello.nonce,
             secret,
             received: 0,
@@ -526,6 +531,7 @@ impl Engine {
             epoch: 0,
             // A server learns its client's control address from its datagrams.
             server_control: None,
+            control: Arc::clone(&control),
             config,
         };
         let shared = Shared::new(spec, Arc::clone(&self.handle));
@@ -663,7 +669,7 @@ impl Engine {
         let epoch = shared.epoch().wrapping_add(1);
         let answer = Accepted {
             cid: shared.cid(),
-            control_port: self.handle.control().port(),
+            control_port: shared.control_port(),
             client_nonce: hello.nonce,
             // The secret never travels again.
             secret: [0; crate::core::auth::SECRET_LEN],

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::control::ControlSocket;
 use super::{mark_dirty, on_engine_thread, EngineHandle};
 use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
@@ -64,6 +65,10 @@ pub(crate) struct Shared {
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
     engine: Arc<EngineHandle>,
+    /// The UDP socket the session's datagrams go out on: a server's fixed control port
+    /// (NATs and firewalls pass the answers only from the port the client sent to), or
+    /// the process's shared one.
+    control: Arc<ControlSocket>,
 }
 
 /// What `Shared::state` protects.
@@ -89,6 +94,8 @@ pub(crate) struct SessionSpec {
     pub(crate) epoch: u32,
     /// A client's: the server's control address. A server learns its client's.
     pub(crate) server_control: Option<SocketAddr>,
+    /// The socket to send control datagrams on.
+    pub(crate) control: Arc<ControlSocket>,
     pub(crate) config: Config,
 }
 
@@ -157,11 +164,17 @@ impl Shared {
             read_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
             engine,
+            control: spec.control,
         })
     }
 
     pub(crate) fn cid(&self) -> u32 {
         self.cid
+    }
+
+    /// The UDP port of the session's control socket.
+    pub(crate) fn control_port(&self) -> u16 {
+        self.control.port()
     }
 
     /// The keys that prove and check this session's reconnections.
@@ -187,7 +200,7 @@ impl Shared {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
             // packet numbers in order without a second buffer.
             if let Some(bytes) = datagram.get(..n) {
-                self.engine.control().send(bytes, to);
+                self.control.send(bytes, to);
             }
         }
         let fin = if st.session.poll_fin() {

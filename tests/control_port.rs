@@ -1,0 +1,78 @@
+//! A server's fixed control port (`Config::control_port`, issue 8 item 1), and the control
+//! sockets' dual stack: IPv4 and IPv6 clients of one server.
+
+mod support;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use robust_tcp::{Config, RServerSocket};
+use support::bounded::run_bounded;
+use support::proxy::{CutPlan, FaultProxy};
+use support::session::{connect_pair, control_port, exchange_seeded, fast_config, server_addr};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const LEN: u64 = 4 << 20;
+
+/// A UDP port nothing uses right now, on every address: bound, read and released.
+fn free_udp_port() -> u16 {
+    let probe = UdpSocket::bind("[::]:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"));
+    probe
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+// Proves: a server that fixes its control port names it in its answers and its sessions
+// use it (their acknowledgements cross it while a transfer goes through cuts); a second
+// server of the process may fix the same port; a port another socket holds fails the bind
+// with the system's error.
+#[test]
+fn a_fixed_control_port_is_named_in_answers_and_carries_the_sessions() {
+    run_bounded(LIMIT, || {
+        let port = free_udp_port();
+        let config = fast_config().control_port(Some(port));
+        let server = RServerSocket::bind_with("127.0.0.1:0", config.clone()).expect("bind");
+        assert_eq!(control_port(server_addr(&server)), port);
+        let twin = RServerSocket::bind_with("127.0.0.1:0", config).expect("bind a twin");
+        assert_eq!(control_port(server_addr(&twin)), port);
+
+        let proxy =
+            FaultProxy::start(server_addr(&server), CutPlan::random(8, 512 << 10)).expect("proxy");
+        let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        exchange_seeded(&client, &accepted, LEN, proxy.seed());
+        assert!(
+            client.status().reconnections > 0,
+            "the transfer went through cuts"
+        );
+
+        let taken = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+        let busy = taken.local_addr().expect("its address").port();
+        let config = Config::default().control_port(Some(busy));
+        match RServerSocket::bind_with("127.0.0.1:0", config) {
+            Ok(_) => panic!("a taken control port must fail the bind"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}"),
+        }
+    });
+}
+
+// Proves: the control sockets take IPv6 and IPv4 alike: a server on every address serves
+// a client over ::1 and one over 127.0.0.1, each through cuts.
+#[test]
+fn ipv4_and_ipv6_clients_share_one_server() {
+    run_bounded(LIMIT, || {
+        let Ok(server) = RServerSocket::bind_with("[::]:0", fast_config()) else {
+            eprintln!("skipped: this machine has no IPv6");
+            return;
+        };
+        let port = server_addr(&server).port();
+        for ip in ["::1", "127.0.0.1"] {
+            let target = SocketAddr::new(ip.parse().expect("an IP"), port);
+            let proxy = FaultProxy::start(target, CutPlan::random(4, 512 << 10)).expect("proxy");
+            let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+            exchange_seeded(&client, &accepted, LEN, proxy.seed());
+            assert!(client.status().reconnections > 0, "{ip}: no cut happened");
+        }
+    });
+}
