@@ -1,6 +1,7 @@
 //! What a session exposes about itself: the paper's future work (bytes unacknowledged, how
 //! long calls have been blocked), so that applications can see transport state.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The phase a session is in.
@@ -44,4 +45,16 @@ pub struct Status {
     pub reconnections: u64,
     /// Why the last TCP connection failed, if one did.
     pub last_failure: Option<String>,
+    /// How long ago the peer was last heard from: a control datagram, bytes read from the
+    /// connection, or a new connection. A live peer sends a heartbeat at least every
+    /// third of `Config::dead_after`.
+    pub last_heard: Duration,
+    /// Where this end's control datagrams go: on a client, the server's control address;
+    /// on a server, the client's address as last proved (`None` until the client's first
+    /// answer), which follows a client whose address changes.
+    pub control_peer: Option<SocketAddr>,
+    /// The local address of the current (or last) TCP connection.
+    pub local_addr: Option<SocketAddr>,
+    /// The peer's address on the current (or last) TCP connection.
+    pub peer_addr: Option<SocketAddr>,
 }

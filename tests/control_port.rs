@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use robust_tcp::{Config, RServerSocket};
-use support::bounded::run_bounded;
+use support::bounded::{run_bounded, wait_until};
 use support::proxy::{CutPlan, FaultProxy};
 use support::session::{connect_pair, control_port, exchange_seeded, fast_config, server_addr};
 
@@ -74,5 +74,31 @@ fn ipv4_and_ipv6_clients_share_one_server() {
             exchange_seeded(&client, &accepted, LEN, proxy.seed());
             assert!(client.status().reconnections > 0, "{ip}: no cut happened");
         }
+    });
+}
+
+// Proves: `Status` shows where control datagrams go (the server's control port on the
+// client; on the server, the client's address once it answered a challenge), the TCP
+// connection's addresses, and a peer heard within a heartbeat or so.
+#[test]
+fn status_shows_the_control_path_and_the_addresses() {
+    run_bounded(LIMIT, || {
+        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
+        let addr = server_addr(&server);
+        let (client, accepted) = connect_pair(&server, addr, fast_config());
+        let udp = SocketAddr::new(addr.ip(), control_port(addr));
+        let c = client.status();
+        assert_eq!(c.control_peer, Some(udp));
+        assert_eq!(c.peer_addr, Some(addr));
+        assert_eq!(accepted.status().peer_addr, c.local_addr);
+        // The client's first datagram is challenged, and the answer makes the path.
+        wait_until(
+            LIMIT / 2,
+            "the server to learn the client's control address",
+            || accepted.status().control_peer.is_some(),
+        );
+        let learned = accepted.status().control_peer.expect("learned");
+        assert_eq!(learned.ip(), addr.ip());
+        assert!(client.status().last_heard < Duration::from_secs(3));
     });
 }

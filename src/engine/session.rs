@@ -691,7 +691,11 @@ impl Shared {
     // ------------------------------------------------------------ getters and setters
 
     pub(crate) fn status(&self) -> Status {
-        self.state.lock().session.status(Instant::now())
+        let st = self.state.lock();
+        let mut status = st.session.status(Instant::now());
+        status.local_addr = st.local_addr;
+        status.peer_addr = st.peer_addr;
+        status
     }
 
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {

@@ -304,6 +304,11 @@ impl Session {
             blocked_write: age(self.send.writer_blocked_since),
             reconnections: self.link.reconnections,
             last_failure: self.link.last_failure.clone(),
+            last_heard: now.saturating_duration_since(self.liveness.last_heard()),
+            control_peer: self.path.current(),
+            // The connection's addresses are the engine's to fill in.
+            local_addr: None,
+            peer_addr: None,
         }
     }
 
