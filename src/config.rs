@@ -35,6 +35,7 @@ pub struct Config {
     give_up_after: Option<Duration>,
     dead_after: Option<Duration>,
     control_port: Option<u16>,
+    linger_limit: Duration,
     max_sessions: usize,
     max_sessions_per_address: usize,
     max_handshakes: usize,
@@ -52,6 +53,7 @@ impl Default for Config {
             give_up_after: None,
             dead_after: Some(Duration::from_secs(3)),
             control_port: None,
+            linger_limit: Duration::from_secs(60),
             max_sessions: 1024,
             max_sessions_per_address: 256,
             max_handshakes: 256,
@@ -174,6 +176,27 @@ impl Config {
     /// ```
     pub fn control_port(mut self, port: Option<u16>) -> Self {
         self.control_port = port;
+        self
+    }
+
+    /// How long a session whose every handle was dropped lingers at most to deliver what
+    /// was written (default 60 s). Dropping the last handle closes the session without
+    /// losing anything: it stays in the background until the peer has acknowledged every
+    /// byte and confirmed the close, reconnecting as needed. A peer that is gone for good
+    /// would hold it forever; past this time it is reset (the peer, if it comes back,
+    /// learns that the rest will not come) and freed. An application that must know its
+    /// data arrived waits for it with [`RSocket::set_linger`](crate::RSocket::set_linger).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().linger_limit(Duration::from_secs(600));
+    /// assert_eq!(config.linger_limit_value(), Duration::from_secs(600));
+    /// ```
+    pub fn linger_limit(mut self, limit: Duration) -> Self {
+        self.linger_limit = limit;
         self
     }
 
@@ -342,6 +365,20 @@ impl Config {
         self.control_port
     }
 
+    /// The configured limit on lingering.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let limit = robust_tcp::Config::default().linger_limit_value();
+    /// assert_eq!(limit, Duration::from_secs(60));
+    /// ```
+    pub fn linger_limit_value(&self) -> Duration {
+        self.linger_limit
+    }
+
     /// The configured maximum number of sessions of a server.
     ///
     /// # Examples
@@ -405,7 +442,8 @@ impl Config {
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
     /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over an hour, a
-    /// silence limit (`dead_after`) under 30 ms or over an hour, a control port of 0, a
+    /// silence limit (`dead_after`) under 30 ms or over an hour, a control port of 0, a zero
+    /// linger limit, a
     /// threshold larger than the buffer, a
     /// send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4 GiB),
     /// or a backoff whose maximum is below its initial delay.
@@ -445,6 +483,9 @@ impl Config {
             .is_some_and(|d| !(MIN_DEAD_AFTER..=MAX_DEAD_AFTER).contains(&d))
         {
             return invalid("dead_after must lie between 30 ms and one hour");
+        }
+        if self.linger_limit.is_zero() {
+            return invalid("linger_limit must not be zero");
         }
         if self.control_port == Some(0) {
             return invalid("control_port must not be zero (use None for the shared socket)");
@@ -507,6 +548,7 @@ mod tests {
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().dead_after(Some(Duration::ZERO)),
             Config::default().control_port(Some(0)),
+            Config::default().linger_limit(Duration::ZERO),
             Config::default().dead_after(Some(Duration::from_secs(7200))),
             Config::default().max_sessions(0),
             Config::default().max_handshakes(0),

@@ -60,7 +60,7 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.close();
+        self.shared.drop_last();
     }
 }
 
@@ -310,6 +310,58 @@ impl RSocket {
     /// ```
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
         Ok(self.shared().write_timeout())
+    }
+
+    /// What dropping the last handle on the session does, as `SO_LINGER` says for
+    /// `TcpStream::set_linger`:
+    /// - `None` (the default): the drop returns at once, and the session lingers in the
+    ///   background until the peer has every byte (at most
+    ///   [`Config::linger_limit`](crate::Config::linger_limit));
+    /// - `Some(t)`: the drop blocks until the peer has acknowledged every byte and
+    ///   confirmed the close, reconnecting as needed, or until `t` has passed (then it
+    ///   lingers in the background as with `None`), for an application that must know its
+    ///   data arrived before it exits;
+    /// - `Some(Duration::ZERO)`: the drop aborts the session, as
+    ///   [`abort`](Self::abort) does.
+    ///
+    /// The setting belongs to the session: every handle sees it.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::set_linger`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let mut sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.write_all(b"the last words")?;
+    /// sock.set_linger(Some(Duration::from_secs(30)))?;
+    /// drop(sock); // returns once the server has them, or after 30 s
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.shared().set_linger(linger);
+        Ok(())
+    }
+
+    /// The linger setting (see [`set_linger`](Self::set_linger)).
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::linger`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// assert_eq!(sock.linger()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        Ok(self.shared().linger())
     }
 
     /// Sets `TCP_NODELAY` on the current connection and on every later one.

@@ -54,6 +54,7 @@ impl Pair {
             ack_threshold: threshold,
             give_up_after: None,
             dead_after: Some(DEAD_AFTER),
+            linger: Duration::from_secs(3600),
         };
         let keys = |role| SessionKeys::derive(&SECRET, &[9; NONCE_LEN], role).control;
         let now = Instant::now();

@@ -418,7 +418,7 @@ impl Engine {
                     shared: Arc::clone(&shared),
                     route,
                     flush_watch: None,
-                    side: Side::Client(redial),
+                    side: Side::Client(Box::new(redial)),
                 };
                 self.adopt(id, entry);
                 if request.reply.send(Ok(shared)).is_err() {

@@ -192,7 +192,7 @@ struct Entry {
 /// What the engine does for one end of a session.
 enum Side {
     /// A client reconnects when its connection fails.
-    Client(Redial),
+    Client(Box<Redial>),
     /// A server session belongs to a listener, and waits for its client's confirmation
     /// until `unconfirmed_until` (`None` once confirmed).
     Server {

@@ -79,6 +79,8 @@ struct State {
     peer_addr: Option<SocketAddr>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// What dropping the last handle does: see `RSocket::set_linger`.
+    linger: Option<Duration>,
     nodelay: bool,
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
@@ -137,6 +139,7 @@ impl Shared {
             ack_threshold: spec.config.ack_threshold_value(),
             give_up_after: spec.config.give_up_after_value(),
             dead_after: spec.config.dead_after_value(),
+            linger: spec.config.linger_limit_value(),
         };
         Arc::new(Shared {
             id: spec.id,
@@ -157,6 +160,7 @@ impl Shared {
                 peer_addr: None,
                 read_timeout: None,
                 write_timeout: None,
+                linger: None,
                 nodelay: spec.config.nodelay_value(),
                 flush_wanted: false,
             }),
@@ -686,6 +690,45 @@ impl Shared {
     /// acknowledged (or the peer closed too) and its CLOSE is confirmed.
     pub(crate) fn close(&self) {
         self.update(|st, now| st.session.close(now));
+    }
+
+    /// The last handle was dropped: closes, aborts or closes and waits, as the linger
+    /// setting says (see `RSocket::set_linger`).
+    pub(crate) fn drop_last(&self) {
+        let linger = self.state.lock().linger;
+        match linger {
+            Some(wait) if wait.is_zero() => self.reset(Error::Aborted),
+            Some(wait) if !on_engine_thread() => {
+                self.close();
+                self.wait_finished(wait);
+            }
+            _ => self.close(),
+        }
+    }
+
+    /// Waits until the session has finished (every byte acknowledged and the close
+    /// confirmed, or failed), or `wait` has passed.
+    fn wait_finished(&self, wait: Duration) {
+        let deadline = deadline_after(Some(wait));
+        let mut st = self.state.lock();
+        while !st.session.is_finished() {
+            match deadline {
+                Some(deadline) => {
+                    if self.changed.wait_until(&mut st, deadline).timed_out() {
+                        return;
+                    }
+                }
+                None => self.changed.wait(&mut st),
+            }
+        }
+    }
+
+    pub(crate) fn set_linger(&self, linger: Option<Duration>) {
+        self.state.lock().linger = linger;
+    }
+
+    pub(crate) fn linger(&self) -> Option<Duration> {
+        self.state.lock().linger
     }
 
     // ------------------------------------------------------------ getters and setters

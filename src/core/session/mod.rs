@@ -51,6 +51,8 @@ pub struct Limits {
     /// How long a silent peer may stay silent before its connection counts as failed;
     /// also sets the heartbeat interval (a third of it). `None`: no heartbeats, no limit.
     pub dead_after: Option<Duration>,
+    /// How long a closed session may linger to deliver its bytes before it is abandoned.
+    pub linger: Duration,
 }
 
 /// What a read may do now.
@@ -100,6 +102,9 @@ pub struct Session {
     reliable: Reliable,
     /// Tags our datagrams and checks the peer's.
     keys: ControlKeys,
+    /// When the application closed the session, which then lingers at most
+    /// `limits.linger`.
+    closed_at: Option<Instant>,
     /// The packet number of our next datagram.
     next_packet: u64,
     /// The peer's packet numbers seen.
@@ -146,6 +151,7 @@ impl Session {
             path,
             reliable: Reliable::new(cid, role == Role::Server),
             keys,
+            closed_at: None,
             next_packet: 0,
             replay: ReplayWindow::default(),
         };
@@ -364,6 +370,7 @@ impl Session {
 
     /// The application dropped its last handle.
     pub fn close(&mut self, now: Instant) {
+        self.closed_at.get_or_insert(now);
         self.send.closed = true;
         self.recv.read_shut = true;
         self.shutdown_write(now);
@@ -560,6 +567,16 @@ impl Session {
             let after = self.limits.give_up_after.unwrap_or_default();
             self.reset(Error::GaveUp { after }, now);
         }
+        if self.linger_ends().is_some_and(|t| now >= t) {
+            // Nobody holds the session any more: the peer learns from the RESET that the
+            // rest will not come, and the state is freed.
+            log::debug!(
+                "session {}: still undelivered after lingering {:?}; abandoned",
+                self.reliable.cid(),
+                self.limits.linger
+            );
+            self.reset(Error::Aborted, now);
+        }
     }
 
     // ---------------------------------------------------------------- outputs
@@ -591,7 +608,11 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmit = self.reliable.next_due();
         let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
-        let give_up = self.give_up_at();
+        let give_up = self
+            .give_up_at()
+            .into_iter()
+            .chain(self.linger_ends())
+            .min();
         let heartbeat = self
             .wants_heartbeat()
             .then(|| self.liveness.next_heartbeat());
@@ -676,6 +697,14 @@ impl Session {
     fn wants_heartbeat(&self) -> bool {
         self.fatal.is_none()
             && (self.link.connected || (self.role == Role::Client && self.needs_connection()))
+    }
+
+    /// When a closed session that has not finished stops lingering.
+    fn linger_ends(&self) -> Option<Instant> {
+        if self.fatal.is_some() || self.is_finished() {
+            return None;
+        }
+        self.closed_at?.checked_add(self.limits.linger)
     }
 
     /// When the session gives up, if it is disconnected and has a limit.
