@@ -235,6 +235,32 @@ impl RSocket {
         Ok(())
     }
 
+    /// Puts the session to sleep without ending it (the paper's "passivation"): its TCP
+    /// connection is closed, once the peer has agreed not to reconnect, and the session
+    /// keeps its state, costing no connection and a heartbeat datagram per interval from
+    /// the client (which keeps NAT mappings open for the wake-up). The next write on either
+    /// side wakes it: a client reconnects; a server asks its client, over the control
+    /// path, to reconnect (only a client can). Reads wait meanwhile, as during a
+    /// reconnection. [`status`](Self::status) shows [`SessionState::Passive`](crate::SessionState::Passive).
+    ///
+    /// # Errors
+    ///
+    /// The session's failure, if it has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    ///
+    /// let mut sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.passivate()?; // a long pause: no TCP connection meanwhile
+    /// sock.write_all(b"back")?; // reconnects
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn passivate(&self) -> io::Result<()> {
+        self.shared().passivate()
+    }
+
     /// Bounds how long a read waits, reconnections included; `None` waits forever. A read
     /// that times out fails with `WouldBlock`, as `TcpStream`'s do on Unix.
     ///

@@ -19,6 +19,9 @@ pub enum SessionState {
     /// The application closed or half-closed the session; it lingers until the peer has
     /// acknowledged every byte and confirmed the close.
     Closing,
+    /// The session is passive (`RSocket::passivate`): it has no TCP connection, on
+    /// purpose, until one side writes. Reads wait.
+    Passive,
     /// The session is over: closed by both sides, reset, or given up.
     Closed,
 }
@@ -57,4 +60,6 @@ pub struct Status {
     pub local_addr: Option<SocketAddr>,
     /// The peer's address on the current (or last) TCP connection.
     pub peer_addr: Option<SocketAddr>,
+    /// Whether the session is passive, or going passive (`RSocket::passivate`).
+    pub passive: bool,
 }

@@ -62,6 +62,10 @@ pub enum ControlKind {
     Challenge(u32),
     /// From the client: the answer to the `Challenge` carrying this value.
     Response(u32),
+    /// The sender closes TCP connection `epoch` on purpose once this is confirmed: the
+    /// session goes passive, and neither side reconnects until one has something to send
+    /// (paper section 6, "passivation"). Confirmed.
+    Passivate(u32),
 }
 
 impl ControlKind {
@@ -76,6 +80,7 @@ impl ControlKind {
             ControlKind::Reconnect(_) => 7,
             ControlKind::Challenge(_) => 8,
             ControlKind::Response(_) => 9,
+            ControlKind::Passivate(_) => 10,
         }
     }
 
@@ -87,6 +92,7 @@ impl ControlKind {
                 | ControlKind::HalfClose(_)
                 | ControlKind::Reset
                 | ControlKind::Reconnect(_)
+                | ControlKind::Passivate(_)
         )
     }
 
@@ -98,7 +104,8 @@ impl ControlKind {
             | ControlKind::HalfClose(n)
             | ControlKind::Reconnect(n)
             | ControlKind::Challenge(n)
-            | ControlKind::Response(n) => Some(n),
+            | ControlKind::Response(n)
+            | ControlKind::Passivate(n) => Some(n),
             ControlKind::Reset | ControlKind::Conf => None,
         }
     }
@@ -204,6 +211,7 @@ impl ControlMessage {
             7 => ControlKind::Reconnect(count()?),
             8 => ControlKind::Challenge(count()?),
             9 => ControlKind::Response(count()?),
+            10 => ControlKind::Passivate(count()?),
             _ => return Err(WireError::Malformed("unknown control type")),
         };
         if flags & !KNOWN_FLAGS != 0 {
@@ -252,6 +260,7 @@ mod tests {
             ControlKind::Reconnect(6),
             ControlKind::Challenge(7),
             ControlKind::Response(8),
+            ControlKind::Passivate(9),
         ];
         let recv = keys(Role::Server).control.recv;
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -692,6 +692,17 @@ impl Shared {
         self.update(|st, now| st.session.close(now));
     }
 
+    /// Makes the session passive (see `RSocket::passivate`).
+    pub(crate) fn passivate(&self) -> io::Result<()> {
+        self.update(|st, now| {
+            if let ReadGate::Failed(e) = st.session.read_gate() {
+                return Err(e.into());
+            }
+            st.session.passivate(now);
+            Ok(())
+        })
+    }
+
     /// The last handle was dropped: closes, aborts or closes and waits, as the linger
     /// setting says (see `RSocket::set_linger`).
     pub(crate) fn drop_last(&self) {

@@ -6,6 +6,7 @@
 //! - `epoch` names the connection in use while `connected`, else the last one used; it
 //!   only changes when the session resumes on a new connection.
 //! - `reconnections` counts the resumptions, never decreases.
+//! - `passive` is cleared when the session resumes; a passive session never gives up.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ pub(super) struct Link {
     disconnected_since: Option<Instant>,
     pub(super) reconnections: u64,
     pub(super) last_failure: Option<String>,
+    /// Passive: the session goes (or went) without a connection on purpose, and nobody
+    /// reconnects until one side has something to send.
+    pub(super) passive: bool,
 }
 
 impl Link {
@@ -31,6 +35,7 @@ impl Link {
             disconnected_since: None,
             reconnections: 0,
             last_failure: None,
+            passive: false,
         }
     }
 
@@ -65,6 +70,7 @@ impl Link {
     pub(super) fn resumed(&mut self, epoch: u32) {
         self.epoch = epoch;
         self.connected = true;
+        self.passive = false;
         self.disconnected_since = None;
         self.reconnections += 1;
     }
@@ -72,6 +78,9 @@ impl Link {
     /// When a session disconnected for `limit` gives up (a time too far in the future to
     /// represent is never).
     pub(super) fn give_up_at(&self, limit: Option<Duration>) -> Option<Instant> {
+        if self.passive {
+            return None;
+        }
         self.disconnected_since?.checked_add(limit?)
     }
 }

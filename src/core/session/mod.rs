@@ -238,7 +238,11 @@ impl Session {
     /// closed and everything it sent was read: nothing can move in either direction.
     pub fn needs_connection(&self) -> bool {
         let spent = self.recv.peer_closed && self.recv.all_read();
-        !self.link.connected && self.fatal.is_none() && !spent && !self.is_finished()
+        !self.link.connected
+            && !self.link.passive
+            && self.fatal.is_none()
+            && !spent
+            && !self.is_finished()
     }
 
     /// Whether nothing is left to do: the session can free its state. A closed session
@@ -294,6 +298,8 @@ impl Session {
             SessionState::Closed
         } else if self.send.write_shut.is_some() || self.send.closed {
             SessionState::Closing
+        } else if !self.link.connected && self.link.passive {
+            SessionState::Passive
         } else if !self.link.connected {
             SessionState::Reconnecting
         } else {
@@ -315,6 +321,7 @@ impl Session {
             // The connection's addresses are the engine's to fill in.
             local_addr: None,
             peer_addr: None,
+            passive: self.link.passive,
         }
     }
 
@@ -323,7 +330,25 @@ impl Session {
     /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)) and
     /// returns how much that was.
     pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
+        if !data.is_empty() {
+            self.wake(now);
+        }
         self.send.write(data, now)
+    }
+
+    /// The application asked for the session to go passive: it closes its TCP connection
+    /// once the peer has confirmed that it should not reconnect, and nobody reconnects
+    /// until one side writes (paper section 6). Without a connection, the session just
+    /// stops reconnecting.
+    pub fn passivate(&mut self, now: Instant) {
+        if self.fatal.is_some() || self.link.passive {
+            return;
+        }
+        self.link.passive = true;
+        if self.link.connected {
+            self.reliable
+                .send(ControlKind::Passivate(self.link.epoch), now);
+        }
     }
 
     /// A writer found the buffer full: ask the peer for an acknowledgement now, and again
@@ -352,6 +377,7 @@ impl Session {
 
     /// The application shut down writing: the peer reads up to here, then end of stream.
     pub fn shutdown_write(&mut self, now: Instant) {
+        self.wake(now);
         if self.send.write_shut.is_none() {
             self.send.write_shut = Some(self.send.buf.end());
             if !self.send.buf.is_empty() {
@@ -421,7 +447,7 @@ impl Session {
         if !self.link.failed(epoch, reason, now) {
             return false;
         }
-        if self.role == Role::Server && self.fatal.is_none() {
+        if self.role == Role::Server && self.fatal.is_none() && !self.link.passive {
             // The client may not have noticed (it may only be waiting for an ACK): tell it.
             self.reliable.send(ControlKind::Reconnect(epoch), now);
         }
@@ -518,13 +544,29 @@ impl Session {
             }
             ControlKind::Conf => {
                 if let Some(kind) = self.reliable.confirm(msg.id) {
+                    if let ControlKind::Passivate(epoch) = kind {
+                        // The peer will not reconnect: close the connection now.
+                        if self.link.passive {
+                            self.handle_connection_failed(epoch, "passivated", now);
+                        }
+                    }
                     self.send.confirmed(kind);
                     self.advance_close(now);
                 }
             }
             ControlKind::Reconnect(epoch) => {
                 if self.role == Role::Client {
+                    // From a passive server too: it has something to send.
+                    self.link.passive = false;
                     self.handle_connection_failed(epoch, "the server's connection failed", now);
+                }
+            }
+            ControlKind::Passivate(epoch) => {
+                if self.link.current() == Some(epoch) {
+                    // Close our side at once: a connection left open here would only be
+                    // found dead by the next write.
+                    self.link.passive = true;
+                    self.handle_connection_failed(epoch, "the peer passivated the session", now);
                 }
             }
             ControlKind::Challenge(value) => {
@@ -679,10 +721,10 @@ impl Session {
             // Connected, an ACK: it changes nothing, and tells a server where we are.
             // Reconnecting, a client asks for an answer: hearing one means the path is
             // back, and the next attempt starts at once.
-            let kind = if self.link.connected {
-                ControlKind::Ack(count)
-            } else {
+            let kind = if self.needs_connection() {
                 ControlKind::ReqAck(count)
+            } else {
+                ControlKind::Ack(count)
             };
             self.reliable.send_once(kind, 0);
             // Counted as sent now even where nothing goes out (a server that does not
@@ -695,8 +737,23 @@ impl Session {
     /// client, while it reconnects. A server without a connection waits in silence: its
     /// client may be gone for good.
     fn wants_heartbeat(&self) -> bool {
-        self.fatal.is_none()
-            && (self.link.connected || (self.role == Role::Client && self.needs_connection()))
+        let client_waits = self.needs_connection() || self.link.passive;
+        self.fatal.is_none() && (self.link.connected || (self.role == Role::Client && client_waits))
+    }
+
+    /// The session has something to send: a passive one wakes. A client then reconnects;
+    /// a server without a connection asks its client to, with a RECONNECT.
+    fn wake(&mut self, now: Instant) {
+        if !self.link.passive || self.fatal.is_some() {
+            return;
+        }
+        self.link.passive = false;
+        self.reliable
+            .forget(|kind| matches!(kind, ControlKind::Passivate(_)));
+        if self.role == Role::Server && !self.link.connected {
+            self.reliable
+                .send(ControlKind::Reconnect(self.link.epoch), now);
+        }
     }
 
     /// When a closed session that has not finished stops lingering.
