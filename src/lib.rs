@@ -76,7 +76,8 @@ pub mod protocol {
     /// The handshake frames on a new TCP connection.
     pub mod handshake {
         pub use crate::core::handshake::{
-            Accepted, Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode, HEADER_LEN,
+            control_frame, Accepted, Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode,
+            HEADER_LEN,
         };
     }
 

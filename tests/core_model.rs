@@ -49,11 +49,16 @@ struct Pair {
 
 impl Pair {
     fn new(buffer: usize, threshold: usize) -> Pair {
-        let limits = Limits {
+        Pair::with_dead_after(buffer, threshold, [Some(DEAD_AFTER); 2])
+    }
+
+    /// A pair whose client and server have these silence limits.
+    fn with_dead_after(buffer: usize, threshold: usize, dead_after: [Option<Duration>; 2]) -> Pair {
+        let limits = |dead_after| Limits {
             send_buffer: buffer,
             ack_threshold: threshold,
             give_up_after: None,
-            dead_after: Some(DEAD_AFTER),
+            dead_after,
             linger: Duration::from_secs(3600),
         };
         let keys = |role| SessionKeys::derive(&SECRET, &[9; NONCE_LEN], role).control;
@@ -65,12 +70,20 @@ impl Pair {
                     Role::Client,
                     CID,
                     0,
-                    limits,
+                    limits(dead_after[0]),
                     keys(Role::Client),
                     Some(SERVER_ADDR),
                     now,
                 ),
-                Session::new(Role::Server, CID, 0, limits, keys(Role::Server), None, now),
+                Session::new(
+                    Role::Server,
+                    CID,
+                    0,
+                    limits(dead_after[1]),
+                    keys(Role::Server),
+                    None,
+                    now,
+                ),
             ],
             pipes: [Pipe::default(), Pipe::default()],
             datagrams: [VecDeque::new(), VecDeque::new()],
@@ -700,4 +713,53 @@ fn a_copy_from_elsewhere_that_arrives_first_does_not_move_the_server() {
     );
     pair.settle();
     assert_eq!(pair.read[1], pair.written[0]);
+}
+
+#[test]
+fn either_end_keeps_an_idle_session_alive_when_only_it_has_heartbeats() {
+    for dead_after in [[Some(DEAD_AFTER), None], [None, Some(DEAD_AFTER)]] {
+        let mut pair = Pair::with_dead_after(4096, 1024, dead_after);
+        pair.deliver_control(|| false);
+        let sent = run_for(&mut pair, Duration::from_secs(60), true);
+        assert!(
+            pair.ends.iter().all(Session::is_connected),
+            "{dead_after:?}"
+        );
+        for n in sent {
+            // One heartbeat an interval from the end that has them, one answer from the
+            // other.
+            assert!(
+                (35..=65).contains(&n),
+                "{dead_after:?}: {sent:?} datagrams in 60 s"
+            );
+        }
+        assert!(!pair.ends[0].datagrams_missing());
+    }
+}
+
+#[test]
+fn a_client_that_hears_no_datagram_for_two_intervals_finds_them_missing() {
+    let mut pair = Pair::new(4096, 1024);
+    pair.deliver_control(|| false);
+    // The server's datagrams are lost (UDP dropped one way); TCP bytes still flow.
+    let start = pair.now;
+    while !pair.ends[0].datagrams_missing() {
+        pair.tick(100);
+        pair.write(1, 10);
+        pair.read(0, usize::MAX);
+        pair.transmit();
+        pair.datagrams[1].clear();
+        assert!(pair.now - start <= DEAD_AFTER, "never found missing");
+    }
+    assert!(
+        pair.now - start < DEAD_AFTER,
+        "found missing only at the silence limit"
+    );
+    assert!(
+        pair.ends.iter().all(Session::is_connected),
+        "the bytes keep it alive"
+    );
+    // One datagram from the server clears it.
+    run_for(&mut pair, Duration::from_millis(1100), true);
+    assert!(!pair.ends[0].datagrams_missing());
 }

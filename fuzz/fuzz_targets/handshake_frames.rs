@@ -8,7 +8,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::handshake::{Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN};
+use robust_tcp::protocol::handshake::{
+    control_frame, Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN,
+};
 
 fuzz_target!(|data: &[u8]| {
     let (header, rest) = match data.split_first_chunk::<HEADER_LEN>() {
@@ -38,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
             confirm(body).map(|c| c.encode().to_vec()),
             Confirm::BODY_LEN,
         ),
+        FrameKind::Control => (Some(control_frame().to_vec()), 0),
     };
     if let Some(frame) = encoded {
         let reparsed = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap());

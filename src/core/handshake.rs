@@ -76,6 +76,15 @@ pub enum FrameKind {
     Answer = 2,
     /// Client to server: the client has the CID; the new session may be accepted.
     Confirm = 3,
+    /// Client to server, first on a connection that carries control datagrams instead of
+    /// a session (where UDP does not get through); no body. Datagrams follow both ways,
+    /// each after its 2-byte length.
+    Control = 4,
+}
+
+/// The frame that opens a control connection: a header of kind `Control`, no body.
+pub fn control_frame() -> [u8; HEADER_LEN] {
+    frame(FrameKind::Control)
 }
 
 /// A decoded frame header: what follows and how long it is.
@@ -107,6 +116,7 @@ impl FrameHeader {
             1 => FrameKind::Hello,
             2 => FrameKind::Answer,
             3 => FrameKind::Confirm,
+            4 => FrameKind::Control,
             _ => return Err(WireError::Malformed("unknown handshake frame kind")),
         };
         let body_len = usize::from(BigEndian::read_u16(&header[field::header::BODY_LEN]));

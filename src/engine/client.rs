@@ -177,6 +177,11 @@ pub(super) enum Plan {
 const STALE_CONNECT: Duration = Duration::from_millis(250);
 
 impl Redial {
+    /// The server's address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// When the next attempt is due: at once after a success, then with backoff.
     pub(super) fn due(&self, now: Instant) -> Instant {
         now + self.backoff.delay(self.attempt)

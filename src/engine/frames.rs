@@ -12,6 +12,10 @@ use crate::core::WireError;
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     expected: FrameKind,
+    /// A second kind accepted in place of `expected` (a CONTROL where a HELLO may come).
+    or: Option<FrameKind>,
+    /// The kind read, once the header is.
+    kind: Option<FrameKind>,
     header: [u8; HEADER_LEN],
     header_len: usize,
     /// The body, once the header is known; its length is the announced one.
@@ -42,11 +46,27 @@ impl FrameReader {
     pub(crate) fn new(expected: FrameKind) -> Self {
         FrameReader {
             expected,
+            or: None,
+            kind: None,
             header: [0; HEADER_LEN],
             header_len: 0,
             body: None,
             body_len: 0,
         }
+    }
+
+    /// A reader for the first frame a server reads: a HELLO, or the CONTROL that opens a
+    /// control connection.
+    pub(crate) fn first() -> Self {
+        FrameReader {
+            or: Some(FrameKind::Control),
+            ..FrameReader::new(FrameKind::Hello)
+        }
+    }
+
+    /// The kind of the frame, once its header is read.
+    pub(crate) fn kind(&self) -> Option<FrameKind> {
+        self.kind
     }
 
     /// Reads what the stream has, up to the end of the frame.
@@ -61,11 +81,12 @@ impl FrameReader {
                     return Ok(FrameRead::Done(body));
                 }
                 let header = FrameHeader::parse(&self.header).map_err(FrameError::Wire)?;
-                if header.kind != self.expected {
+                if header.kind != self.expected && Some(header.kind) != self.or {
                     return Err(FrameError::Wire(WireError::Malformed(
                         "unexpected handshake frame",
                     )));
                 }
+                self.kind = Some(header.kind);
                 self.body = Some(vec![0; header.body_len]);
                 continue;
             }

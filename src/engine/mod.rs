@@ -24,12 +24,13 @@ mod frames;
 mod local_addrs;
 pub(crate) mod server;
 pub(crate) mod session;
+mod tcp_control;
 mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,6 +48,7 @@ use self::control::{ControlSocket, RouteKey, Routes};
 use self::local_addrs::LocalAddrs;
 use self::server::{Listener, ServerHandshake};
 use self::session::{Flush, Shared};
+use self::tcp_control::TcpControl;
 use self::timers::TimerQueue;
 use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::session::Role;
@@ -91,6 +93,8 @@ pub(crate) enum Command {
     Open(client::OpenRequest),
     /// Receive on a control socket bound on a fixed port.
     ServeControl(Arc<ControlSocket>),
+    /// Send a control datagram on a TCP control connection.
+    ControlOverTcp(Token, Vec<u8>),
 }
 
 /// The application threads' side of the engine.
@@ -105,6 +109,12 @@ pub(crate) struct EngineHandle {
     /// Control sockets on the ports servers fixed (`Config::control_port`). Kept for the
     /// life of the process once bound: a process fixes few, and may bind a server again.
     fixed: Mutex<HashMap<u16, Arc<ControlSocket>>>,
+    /// Destinations whose datagrams go over a TCP control connection (the token), by our
+    /// role in the sessions: a client's server (its UDP control address), a server's
+    /// client (the connection's peer address).
+    tcp_routes: Mutex<HashMap<(Role, SocketAddr), Token>>,
+    /// Whether `tcp_routes` may hold anything: spares senders its lock while it does not.
+    tcp_routed: AtomicBool,
     next_token: AtomicUsize,
 }
 
@@ -148,6 +158,40 @@ impl EngineHandle {
         fixed.insert(port, Arc::clone(&socket));
         self.send(Command::ServeControl(Arc::clone(&socket)));
         Ok(socket)
+    }
+
+    /// Sends a control datagram of a session in which we are `role` to `to`: over the TCP
+    /// control connection that carries that destination's datagrams if there is one
+    /// (through the engine, which owns it), else on `socket`.
+    pub(crate) fn send_control(
+        &self,
+        role: Role,
+        socket: &ControlSocket,
+        datagram: &[u8],
+        to: SocketAddr,
+    ) {
+        if self.tcp_routed.load(Ordering::Relaxed) {
+            let token = self.tcp_routes.lock().get(&(role, to)).copied();
+            if let Some(token) = token {
+                self.send(Command::ControlOverTcp(token, datagram.to_vec()));
+                return;
+            }
+        }
+        socket.send(datagram, to);
+    }
+
+    /// Routes `route`'s datagrams over TCP control connection `token`.
+    fn route_over_tcp(&self, route: (Role, SocketAddr), token: Token) {
+        self.tcp_routes.lock().insert(route, token);
+        self.tcp_routed.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops routing `route` over connection `token` (if it still is).
+    fn unroute_tcp(&self, route: (Role, SocketAddr), token: Token) {
+        let mut routes = self.tcp_routes.lock();
+        if routes.get(&route) == Some(&token) {
+            routes.remove(&route);
+        }
     }
 
     /// A token no other listener, handshake or session has.
@@ -223,6 +267,8 @@ struct Engine {
     handshakes: HashMap<Token, Handshake>,
     /// The control sockets served: the shared one, and those on fixed ports.
     controls: HashMap<Token, Arc<ControlSocket>>,
+    /// Control connections over TCP, both ends.
+    tcp_controls: HashMap<Token, TcpControl>,
     /// Which local addresses still exist, for the clients' connections.
     local_addrs: LocalAddrs,
     /// Sources that had more to give when their round's budget ran out (the control
@@ -249,6 +295,8 @@ impl Engine {
             wake_pending: AtomicBool::new(false),
             control: Arc::clone(&control),
             fixed: Mutex::new(HashMap::new()),
+            tcp_routes: Mutex::new(HashMap::new()),
+            tcp_routed: AtomicBool::new(false),
             next_token: AtomicUsize::new(FIRST_TOKEN),
         });
         let mut engine = Engine {
@@ -261,6 +309,7 @@ impl Engine {
             listeners: HashMap::new(),
             handshakes: HashMap::new(),
             controls: HashMap::from([(CONTROL, control)]),
+            tcp_controls: HashMap::new(),
             local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
         };
@@ -353,6 +402,7 @@ impl Engine {
                 Command::Unlisten(id) => self.unlisten(id),
                 Command::Open(request) => self.open(request),
                 Command::ServeControl(socket) => self.serve_control(socket),
+                Command::ControlOverTcp(token, datagram) => self.send_over_tcp(token, &datagram),
             }
         }
     }
@@ -366,6 +416,8 @@ impl Engine {
                 self.abandon_handshake(token, "the handshake timed out");
             } else if self.listeners.contains_key(&token) {
                 self.resume_listening(token);
+            } else if self.tcp_controls.contains_key(&token) {
+                self.expire_tcp_control(token, now);
             }
         }
     }
@@ -376,6 +428,8 @@ impl Engine {
             // The commands are run after the events.
         } else if let Some(socket) = self.controls.get(&token).cloned() {
             self.receive_control(token, &socket);
+        } else if self.tcp_controls.contains_key(&token) {
+            self.serve_tcp_control(token);
         } else if self.listeners.contains_key(&token) {
             self.accept(token);
         } else if self.handshakes.contains_key(&token) {
@@ -423,11 +477,11 @@ impl Engine {
     }
 
     /// Hands a datagram to the session it names, which authenticates it; drops it,
-    /// unanswered, if no session does.
-    fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) {
+    /// unanswered, if no session does. Returns whether a session took it.
+    fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) -> bool {
         let Some(route) = ControlMessage::route(datagram) else {
             log::trace!("dropped a short datagram from {from}");
-            return;
+            return false;
         };
         let ours = if route.from_server {
             Role::Client
@@ -442,10 +496,11 @@ impl Engine {
                 .get(id)
                 .is_some_and(|entry| entry.shared.handle_datagram(datagram, from));
             if taken {
-                return;
+                return true;
             }
         }
         log::trace!("dropped a datagram from {from} for session {}", route.cid);
+        false
     }
 
     // ------------------------------------------------------------ sessions
@@ -494,6 +549,7 @@ impl Engine {
         }
         let mut next = duties.timeout;
         let mut plan = Plan::Wait(None);
+        let mut tcp_control = None;
         match &mut entry.side {
             Side::Server {
                 unconfirmed_until, ..
@@ -504,7 +560,14 @@ impl Engine {
                     matches!(handshakes.get(&token), Some(Handshake::Client(d)) if d.connecting())
                 });
             }
-            Side::Client(_) => {}
+            Side::Client(redial) => {
+                if duties.datagrams_missing {
+                    tcp_control = entry.shared.control_peer().map(|udp| (udp, redial.addr()));
+                }
+            }
+        }
+        if let Some((udp, tcp)) = tcp_control {
+            self.use_tcp_control(udp, tcp);
         }
         match plan {
             Plan::Wait(at) => self.timers.set(id, earliest(next, at)),

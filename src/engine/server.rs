@@ -22,6 +22,7 @@ use mio::{Interest, Token};
 use super::control::{canonical, ControlSocket};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
+use super::tcp_control::TcpControl;
 use super::{into_std, random, Engine, Entry, Handshake, Side};
 use crate::core::auth::{SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
@@ -313,7 +314,7 @@ impl Engine {
             stream,
             listener: id,
             client,
-            phase: Phase::Hello(FrameReader::new(FrameKind::Hello)),
+            phase: Phase::Hello(FrameReader::first()),
         };
         self.add_handshake(token, Handshake::Server(hs), deadline);
     }
@@ -407,6 +408,10 @@ impl Engine {
         match &mut hs.phase {
             Phase::Hello(reader) => match reader.poll(&hs.stream) {
                 Ok(FrameRead::Pending) => Some(hs),
+                Ok(FrameRead::Done(_)) if reader.kind() == Some(FrameKind::Control) => {
+                    self.control_connection(hs);
+                    None
+                }
                 Ok(FrameRead::Done(body)) => match Hello::parse(&body) {
                     Ok(hello) if hello.cid == 0 => self.open_session(hs, hello),
                     Ok(hello) => self.resume_session(hs, hello),
@@ -449,6 +454,30 @@ impl Engine {
                 self.drain(hs, drained)
             }
         }
+    }
+
+    /// A client opened a control connection: its datagrams come and go on it from now on.
+    fn control_connection(&mut self, hs: ServerHandshake) {
+        let token = self.new_token();
+        let ServerHandshake {
+            mut stream,
+            listener,
+            client,
+            ..
+        } = hs;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .reregister(&mut stream, token, interest)
+        {
+            log::debug!("control connection from {client}: {e}");
+            return;
+        }
+        let now = Instant::now();
+        let route = (Role::Server, client);
+        let control = TcpControl::new(stream, client, route, Some(listener), &[], now);
+        self.adopt_tcp_control(token, control);
     }
 
     /// The handshake ended before completing: its deadline passed, or it was evicted.

@@ -110,6 +110,9 @@ pub(crate) struct Duties {
     pub(crate) needs_connection: bool,
     /// The peer was heard from since the connection was lost: the path is back.
     pub(crate) heard_since_disconnected: Option<Instant>,
+    /// A client hears no control datagram while its connection works: they are to go
+    /// over TCP.
+    pub(crate) datagrams_missing: bool,
     /// Nothing is left to do: the session can be freed.
     pub(crate) finished: bool,
 }
@@ -200,11 +203,12 @@ impl Shared {
             abort(st.conn.take());
         }
         let mut datagram = [0u8; MAX_LEN];
+        let role = st.session.role();
         while let Some((n, to)) = st.session.poll_datagram(&mut datagram, now) {
             // A non-blocking send of a few bytes: fine under the lock, and it keeps the
             // packet numbers in order without a second buffer.
             if let Some(bytes) = datagram.get(..n) {
-                self.control.send(bytes, to);
+                self.engine.send_control(role, &self.control, bytes, to);
             }
         }
         let fin = if st.session.poll_fin() {
@@ -314,6 +318,12 @@ impl Shared {
         let st = self.state.lock();
         st.session.disconnected_since()?;
         Some(now.saturating_duration_since(st.session.last_heard()))
+    }
+
+    /// Where the session's control datagrams go (a client's: the server's control
+    /// address).
+    pub(crate) fn control_peer(&self) -> Option<SocketAddr> {
+        self.state.lock().session.control_peer()
     }
 
     /// The local address of the connection in use, if there is one.
@@ -804,6 +814,7 @@ fn duties(session: &Session) -> Duties {
         timeout: session.poll_timeout(),
         needs_connection: session.needs_connection(),
         heard_since_disconnected: session.heard_since_disconnected(),
+        datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
     }
 }

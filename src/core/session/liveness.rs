@@ -1,50 +1,77 @@
-//! Liveness: heartbeats while the session is quiet, and the silence after which the
+//! Liveness: heartbeats while the control path is quiet, and the silence after which the
 //! connection in use counts as failed.
 //!
 //! TCP reports a path that died silently (a blackhole, a NAT that forgot its mapping, a
 //! peer that vanished) only after minutes; rocks (seed 002) showed that heartbeats on the
-//! control path detect it in seconds. Each end sends a datagram when it has sent none for
-//! a third of `dead_after`, so an idle session costs one small datagram per interval each
-//! way, and a live peer is heard at least that often; it also keeps NAT mappings for the
-//! control path alive. An end that has heard nothing from its peer (no authentic datagram,
-//! no byte read from TCP, no new connection) for `dead_after` treats the connection as
-//! failed.
+//! control path detect it in seconds. An end that has heard no datagram from its peer for
+//! a heartbeat interval (a third of `dead_after`) sends a REQ_ACK, which the peer answers
+//! with an ACK. The client's interval is the shorter (a server waits half as long again),
+//! so on an idle session the client asks once per interval, the server answers, and the
+//! server's own timer never fires: one small datagram per interval each way, whichever end
+//! has heartbeats configured. The same datagrams keep NAT mappings of the control path
+//! alive. An end that has heard nothing from its peer (no authentic datagram, no byte
+//! read from TCP, no new connection) for `dead_after` treats the connection as failed.
 
 use std::time::{Duration, Instant};
 
-/// How many heartbeats fit in `dead_after`: losing two in a row is not yet a failure.
+/// How many client heartbeat intervals fit in `dead_after`: losing two in a row is not
+/// yet a failure.
 const HEARTBEATS_PER_SILENCE: u32 = 3;
 
 /// What one end knows about its peer's signs of life (see the module doc).
 #[derive(Debug)]
 pub(super) struct Liveness {
-    /// The silence that fails a connection; `None`: no heartbeats and no silence limit,
-    /// the paper's behaviour (only TCP reports failures).
+    /// The silence that fails a connection; `None`: no heartbeats of our own and no
+    /// silence limit, the paper's behaviour (only TCP reports failures).
     dead_after: Option<Duration>,
+    /// The heartbeat interval: a third of `dead_after` on a client, half as long again
+    /// on a server.
+    interval: Option<Duration>,
     /// When the peer was last heard from.
     last_heard: Instant,
-    /// When this end last sent a datagram.
-    last_sent: Instant,
+    /// When the peer's last control datagram came (or the connection came up, which
+    /// starts the wait for one anew).
+    last_datagram: Instant,
+    /// When this end last sent a heartbeat.
+    last_heartbeat: Instant,
 }
 
 impl Liveness {
-    /// The peer was just heard from (the session opened at `now`).
-    pub(super) fn new(dead_after: Option<Duration>, now: Instant) -> Self {
+    /// The peer was just heard from (the session opened at `now`); `server` says which
+    /// end this is.
+    pub(super) fn new(dead_after: Option<Duration>, server: bool, now: Instant) -> Self {
+        let interval = dead_after.map(|d| {
+            let client = d / HEARTBEATS_PER_SILENCE;
+            if server {
+                client * 3 / 2
+            } else {
+                client
+            }
+        });
         Liveness {
             dead_after,
+            interval,
             last_heard: now,
-            last_sent: now,
+            last_datagram: now,
+            last_heartbeat: now,
         }
     }
 
-    /// The peer showed a sign of life at `now`.
+    /// The peer showed a sign of life at `now` (bytes read from TCP).
     pub(super) fn heard(&mut self, now: Instant) {
         self.last_heard = self.last_heard.max(now);
     }
 
-    /// This end sent a datagram at `now`.
-    pub(super) fn sent(&mut self, now: Instant) {
-        self.last_sent = self.last_sent.max(now);
+    /// A control datagram from the peer arrived at `now` (or a connection came up: the
+    /// peer's datagrams are expected from then on).
+    pub(super) fn datagram(&mut self, now: Instant) {
+        self.heard(now);
+        self.last_datagram = self.last_datagram.max(now);
+    }
+
+    /// This end sent a heartbeat at `now`.
+    pub(super) fn heartbeat_sent(&mut self, now: Instant) {
+        self.last_heartbeat = self.last_heartbeat.max(now);
     }
 
     /// When the peer was last heard from.
@@ -52,10 +79,20 @@ impl Liveness {
         self.last_heard
     }
 
-    /// When the next heartbeat is due, if heartbeats are on.
+    /// When the next heartbeat is due, if heartbeats are on: an interval after the later
+    /// of the peer's last datagram and our last heartbeat.
     pub(super) fn next_heartbeat(&self) -> Option<Instant> {
+        let quiet_since = self.last_datagram.max(self.last_heartbeat);
+        quiet_since.checked_add(self.interval?)
+    }
+
+    /// When the peer's control datagrams count as not getting through: none for two
+    /// client intervals, though a live peer's come each interval (and TCP may be fine: a
+    /// network that drops UDP). Before the silence limit, so that a session moves its
+    /// control messages elsewhere before it is taken for dead.
+    pub(super) fn datagrams_missing_at(&self) -> Option<Instant> {
         let interval = self.dead_after? / HEARTBEATS_PER_SILENCE;
-        self.last_sent.checked_add(interval)
+        self.last_datagram.checked_add(interval * 2)
     }
 
     /// When the peer's silence fails the connection in use, if ever.
@@ -73,23 +110,49 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    const DEAD: Duration = Duration::from_secs(3);
+
     #[test]
-    fn heartbeats_come_three_times_per_silence() {
+    fn a_client_asks_three_times_per_silence_and_a_server_less_often() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(Some(Duration::from_secs(3)), t0);
-        assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_secs(1)));
-        assert_eq!(l.dead_at(), Some(t0 + Duration::from_secs(3)));
-        l.sent(t0 + Duration::from_millis(500));
-        l.heard(t0 + Duration::from_secs(2));
+        let client = Liveness::new(Some(DEAD), false, t0);
+        let server = Liveness::new(Some(DEAD), true, t0);
+        assert_eq!(client.next_heartbeat(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            server.next_heartbeat(),
+            Some(t0 + Duration::from_millis(1500))
+        );
+        assert_eq!(client.dead_at(), Some(t0 + DEAD));
+        assert_eq!(
+            client.datagrams_missing_at(),
+            Some(t0 + Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn a_datagram_puts_the_heartbeat_off_and_bytes_keep_the_peer_alive() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Some(DEAD), false, t0);
+        l.datagram(t0 + Duration::from_millis(800));
+        assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_millis(1800)));
+        l.heartbeat_sent(t0 + Duration::from_secs(2));
+        assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_secs(3)));
+        // Bytes read count as life, not as datagrams.
+        l.heard(t0 + Duration::from_secs(4));
+        assert_eq!(l.dead_at(), Some(t0 + Duration::from_secs(7)));
+        assert_eq!(
+            l.datagrams_missing_at(),
+            Some(t0 + Duration::from_millis(2800))
+        );
         // An earlier report never moves a time back.
         l.heard(t0 + Duration::from_secs(1));
-        assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_millis(1500)));
-        assert_eq!(l.dead_at(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(l.dead_at(), Some(t0 + Duration::from_secs(7)));
     }
 
     #[test]
     fn without_a_limit_nothing_is_due() {
-        let l = Liveness::new(None, Instant::now());
+        let l = Liveness::new(None, false, Instant::now());
         assert_eq!((l.next_heartbeat(), l.dead_at()), (None, None));
+        assert_eq!(l.datagrams_missing_at(), None);
     }
 }

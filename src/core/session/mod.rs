@@ -102,6 +102,9 @@ pub struct Session {
     reliable: Reliable,
     /// Tags our datagrams and checks the peer's.
     keys: ControlKeys,
+    /// A client: the server's control datagrams stopped getting through while the
+    /// connection works (see [`datagrams_missing`](Self::datagrams_missing)).
+    datagrams_missing: bool,
     /// When the application closed the session, which then lingers at most
     /// `limits.linger`.
     closed_at: Option<Instant>,
@@ -147,10 +150,11 @@ impl Session {
             send: SendSide::new(limits.send_buffer),
             recv: RecvSide::default(),
             link: Link::new(epoch),
-            liveness: Liveness::new(limits.dead_after, now),
+            liveness: Liveness::new(limits.dead_after, role == Role::Server, now),
             path,
             reliable: Reliable::new(cid, role == Role::Server),
             keys,
+            datagrams_missing: false,
             closed_at: None,
             next_packet: 0,
             replay: ReplayWindow::default(),
@@ -257,6 +261,19 @@ impl Session {
             && (self.send.buf.is_empty() || self.recv.peer_closed)
     }
 
+    /// A client's control datagrams do not get through: connected, it has heard none from
+    /// the server for two heartbeat intervals (a network that drops UDP, or a server
+    /// reachable only through one forwarded TCP port). The engine then carries them over
+    /// TCP. Cleared by the next datagram.
+    pub fn datagrams_missing(&self) -> bool {
+        self.datagrams_missing
+    }
+
+    /// Where this end's control datagrams go now, if anywhere.
+    pub fn control_peer(&self) -> Option<SocketAddr> {
+        self.path.current()
+    }
+
     /// Since when the session has had no connection, while it has none.
     pub fn disconnected_since(&self) -> Option<Instant> {
         self.link.disconnected_since()
@@ -317,7 +334,7 @@ impl Session {
             reconnections: self.link.reconnections,
             last_failure: self.link.last_failure.clone(),
             last_heard: now.saturating_duration_since(self.liveness.last_heard()),
-            control_peer: self.path.current(),
+            control_peer: self.control_peer(),
             // The connection's addresses are the engine's to fill in.
             local_addr: None,
             peer_addr: None,
@@ -461,7 +478,9 @@ impl Session {
         self.acknowledged(peer_received, now);
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
         self.link.resumed(epoch);
-        self.liveness.heard(now);
+        // A new connection: the peer's datagrams are awaited anew.
+        self.liveness.datagram(now);
+        self.datagrams_missing = false;
         self.reliable
             .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
         // The peer is reachable again: what it has not confirmed goes out at once.
@@ -505,7 +524,8 @@ impl Session {
         if fresh == Fresh::Replayed {
             return Err(Dropped::Replayed);
         }
-        self.liveness.heard(now);
+        self.liveness.datagram(now);
+        self.datagrams_missing = false;
         if fresh == Fresh::Newest {
             self.path.newest_from(from);
         }
@@ -642,7 +662,6 @@ impl Session {
         };
         let pn = self.next_packet;
         self.next_packet += 1;
-        self.liveness.sent(now);
         Some((msg.seal(pn, &self.keys.send, out), to))
     }
 
@@ -659,9 +678,12 @@ impl Session {
             .wants_heartbeat()
             .then(|| self.liveness.next_heartbeat());
         let silence = self.link.connected.then(|| self.liveness.dead_at());
+        let missing = self
+            .watches_datagrams()
+            .then(|| self.liveness.datagrams_missing_at());
         [retransmit, req_ack, give_up]
             .into_iter()
-            .chain([heartbeat, silence].into_iter().flatten())
+            .chain([heartbeat, silence, missing].into_iter().flatten())
             .flatten()
             .min()
     }
@@ -711,26 +733,38 @@ impl Session {
     /// Fails the connection in use if the peer has been silent too long; sends a
     /// heartbeat if this end has been.
     fn check_liveness(&mut self, now: Instant) {
+        if self.watches_datagrams()
+            && self
+                .liveness
+                .datagrams_missing_at()
+                .is_some_and(|t| now >= t)
+        {
+            self.datagrams_missing = true;
+        }
         if self.link.connected && self.liveness.dead_at().is_some_and(|t| now >= t) {
             let after = self.liveness.dead_after().unwrap_or_default();
             let reason = format!("heard nothing from the peer for {after:?}");
             self.handle_connection_failed(self.link.epoch, &reason, now);
         }
         if self.wants_heartbeat() && self.liveness.next_heartbeat().is_some_and(|t| now >= t) {
+            // A REQ_ACK: the peer answers with an ACK, whatever its own settings. It also
+            // tells a server where its client is; and a reconnecting client that hears the
+            // answer knows the path is back, and starts its next attempt at once.
             let count = self.recv.ack_count();
-            // Connected, an ACK: it changes nothing, and tells a server where we are.
-            // Reconnecting, a client asks for an answer: hearing one means the path is
-            // back, and the next attempt starts at once.
-            let kind = if self.needs_connection() {
-                ControlKind::ReqAck(count)
-            } else {
-                ControlKind::Ack(count)
-            };
-            self.reliable.send_once(kind, 0);
-            // Counted as sent now even where nothing goes out (a server that does not
-            // know its client's address yet): the next one is due an interval later.
-            self.liveness.sent(now);
+            self.reliable.send_once(ControlKind::ReqAck(count), 0);
+            // Counted as sent even where nothing goes out (a server that does not know
+            // its client's address yet): the next one is due an interval later.
+            self.liveness.heartbeat_sent(now);
         }
+    }
+
+    /// Whether this end watches for the peer's datagrams going missing: a connected client
+    /// that has not found them missing yet.
+    fn watches_datagrams(&self) -> bool {
+        self.role == Role::Client
+            && self.link.connected
+            && self.fatal.is_none()
+            && !self.datagrams_missing
     }
 
     /// Whether heartbeats are due on this session: while it is connected, and, on a
