@@ -1,0 +1,821 @@
+//! The scenarios of issue 8's "Tests: real networks in namespaces", each a client and a
+//! server process in their namespaces with a router between them, data moving both ways
+//! and every byte checked, and the issue's requirements asserted as written.
+//!
+//! Sleeps appear only as the fault schedule itself (a blackhole that lasts 30 s, an idle
+//! window of 10 s); everything else waits for what the peers report.
+
+use std::time::{Duration, Instant};
+
+use robust_tcp::Config;
+
+use crate::events::Event;
+use crate::harness::{describe, Ctx, Failure, Peer};
+use crate::support::netns::{ClientNet, Options, Topology};
+
+/// A scenario: its name (what filters match), its time limit, and whether it is left out
+/// of a plain run (and why).
+pub struct Scenario {
+    /// The name printed and filtered on.
+    pub name: &'static str,
+    /// The watchdog's limit.
+    pub limit: Duration,
+    /// Why it does not run without `--ignored`, if it does not.
+    pub ignored: Option<&'static str>,
+    /// The body.
+    pub run: fn(&Ctx) -> Result<(), Failure>,
+}
+
+/// Every scenario, longest first (the runner starts them in this order, so that the
+/// longest does not start last).
+pub fn all() -> Vec<Scenario> {
+    let secs = Duration::from_secs;
+    vec![
+        Scenario {
+            name: "blackhole_120s_default_config",
+            limit: secs(300),
+            ignored: None,
+            run: |ctx| blackhole(ctx, Duration::from_secs(120)),
+        },
+        Scenario {
+            name: "blackhole_30s",
+            limit: secs(180),
+            ignored: None,
+            run: |ctx| blackhole(ctx, Duration::from_secs(30)),
+        },
+        Scenario {
+            name: "nat_conntrack_flush",
+            limit: secs(120),
+            ignored: None,
+            run: nat_conntrack_flush,
+        },
+        Scenario {
+            name: "udp_blocked",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| tcp_only(ctx, false),
+        },
+        Scenario {
+            name: "dnat_tcp_port_only",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| tcp_only(ctx, true),
+        },
+        Scenario {
+            name: "roam_add_then_remove",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| roam(ctx, true),
+        },
+        Scenario {
+            name: "roam_remove_then_add",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| roam(ctx, false),
+        },
+        Scenario {
+            name: "vanished_clients_max_sessions",
+            limit: secs(120),
+            ignored: None,
+            run: vanished_clients,
+        },
+        Scenario {
+            name: "nat_random_ports",
+            limit: secs(90),
+            ignored: None,
+            run: nat_random_ports,
+        },
+        Scenario {
+            name: "idle_datagrams_per_second",
+            limit: secs(90),
+            ignored: None,
+            run: idle_datagrams,
+        },
+        // Issue 8, item 6. Runs with `--ignored` (or `--include-ignored`); it fails at the
+        // first `passivate` until `RSocket::passivate` exists and `peer::passivate` calls
+        // it.
+        Scenario {
+            name: "passivate_idle_then_write",
+            limit: secs(120),
+            ignored: Some("RSocket::passivate does not exist yet (issue 8, item 6)"),
+            run: passivate_idle_then_write,
+        },
+    ]
+}
+
+/// The server's TCP port (each scenario has its own namespaces, so all use the same).
+const PORT: u16 = 7000;
+/// Each writer's pace, bytes per second: data is in flight through every fault, at a CPU
+/// cost that lets scenarios run side by side without disturbing each other's timings.
+const RATE: u64 = 4 << 20;
+/// Bytes read after a mark that prove that data flows on the path as it is now: four
+/// times the default send buffer, more than could have been in flight before the fault.
+const FLOW_BYTES: u64 = 64 << 10;
+/// Bytes each way before a fault, so that it strikes in the middle of a transfer.
+const BEFORE_FAULT: u64 = 2 << 20;
+/// Bytes each way after the network recovered, before the transfer ends.
+const AFTER_FAULT: u64 = 2 << 20;
+/// Opening a session through a working network: anything longer is a hang.
+const CONNECT_LIMIT: Duration = Duration::from_secs(15);
+/// Moving a few MiB at `RATE` through a working network (about a second): a hang past it.
+const MOVE_LIMIT: Duration = Duration::from_secs(30);
+/// How long a measurement waits for something late, so that a failure still says how late.
+const MEASURE_LIMIT: Duration = Duration::from_secs(60);
+/// A peer's exit once its stdin closes.
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+/// Issue 8, item 2 and test 3: a silent failure is detected within `dead_after` plus this.
+const DETECT_SLACK: Duration = Duration::from_secs(1);
+/// Issue 8, item 4 and test 3: data flows again within this of the path returning.
+const RESUME_LIMIT: Duration = Duration::from_millis(1500);
+/// Issue 8, item 3 and test 4: after a change of address the session continues within this.
+const ROAM_LIMIT: Duration = Duration::from_secs(2);
+/// Between the two steps of a change of address (a laptop that leaves one network and
+/// joins another, or holds both for a moment): the change counts from the second.
+const ROAM_GAP: Duration = Duration::from_secs(1);
+/// Issue 8, item 1: where no control message gets through, the fallback is detected
+/// "within seconds". Test 2 asks only that it engages (and that its time be reported);
+/// this bound is the "within seconds" made a number.
+const FALLBACK_LIMIT: Duration = Duration::from_secs(10);
+/// Issue 8, item 5 and test 5: a full server of vanished clients admits a new one "within
+/// seconds". A session counts as vanished after `dead_after` of silence (3 s), and the new
+/// client, refused meanwhile, retries on its backoff (its attempt after 3.15 s is the one
+/// expected to get in, the next comes at 6.35 s); ten seconds covers both.
+const VANISHED_LIMIT: Duration = Duration::from_secs(10);
+/// Issue 8, test 7: "at most about one small datagram per second each way by default".
+const IDLE_RATE_LIMIT: f64 = 1.2;
+/// The idle window over which datagrams are counted.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// Issue 8, item 6: passivated data "arrives"; the issue gives no time, so this is the
+/// bound past which it counts as a hang.
+const PASSIVE_WAKE_LIMIT: Duration = Duration::from_secs(5);
+const MIB: u64 = 1 << 20;
+
+/// The default config's silence limit, which the requirements are stated against.
+fn dead_after() -> Duration {
+    Config::default()
+        .dead_after_value()
+        .expect("the default config has a silence limit")
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------------------
+
+/// Test 1: through a NAT that rewrites ports (`MASQUERADE --random-fully`): byte-exact, no
+/// hang.
+fn nat_random_ports(ctx: &Ctx) -> Result<(), Failure> {
+    let topo = ctx.topology(Options {
+        nat: true,
+        ..Options::default()
+    })?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.check_nat(ctx, &topo)?;
+    let started = Instant::now();
+    pair.stream()?;
+    let (c, s) = pair.wait_read(8 * MIB, MOVE_LIMIT, "8 MiB each way")?;
+    ctx.seconds("8 MiB each way at 4 MiB/s took (client)", c - started);
+    ctx.seconds("8 MiB each way at 4 MiB/s took (server)", s - started);
+    pair.finish(ctx)
+}
+
+/// Test 1: the same NAT forgets its mappings mid-transfer (`conntrack -F`): byte-exact, no
+/// hang. The bound is what items 2 and 4 together allow: detection within `dead_after`
+/// + 1 s, then flowing within 1.5 s.
+fn nat_conntrack_flush(ctx: &Ctx) -> Result<(), Failure> {
+    let topo = ctx.topology(Options {
+        nat: true,
+        ..Options::default()
+    })?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.check_nat(ctx, &topo)?;
+    pair.stream()?;
+    pair.wait_read(BEFORE_FAULT, MOVE_LIMIT, "the data before the flush")?;
+    topo.flush_conntrack().map_err(|e| e.to_string())?;
+    let flushed = Instant::now();
+    ctx.step("conntrack -F: the NAT forgot every mapping");
+    let limit = dead_after() + DETECT_SLACK + RESUME_LIMIT;
+    pair.require_flow(ctx, flushed, limit, "after the NAT forgot its mappings")?;
+    pair.more(AFTER_FAULT, MOVE_LIMIT)?;
+    pair.finish(ctx)
+}
+
+/// Test 2: UDP dropped at the router, or the server reachable only through a DNAT of its
+/// TCP port: byte-exact, the fallback engaged, no hang.
+///
+/// The fallback's engagement is seen through the public API: 1 MiB moving each way
+/// through a 16 KiB send buffer needs some 128 acknowledgements, none of which can be a
+/// datagram here. (A reconnection also acknowledges, by its counts; one per `dead_after`
+/// would move some 50 KiB in 10 s, not 1 MiB.)
+fn tcp_only(ctx: &Ctx, dnat: bool) -> Result<(), Failure> {
+    let options = if dnat {
+        Options {
+            dnat_port: Some(PORT),
+            ..Options::default()
+        }
+    } else {
+        Options {
+            drop_udp: true,
+            ..Options::default()
+        }
+    };
+    let topo = ctx.topology(options)?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    if dnat {
+        // Harness check: the client dialled the router's port and got the server.
+        ctx.figure("client dialled", topo.server_target(PORT).to_string());
+    }
+    let started = Instant::now();
+    pair.stream()?;
+    let engaged = pair.wait_read(MIB, MEASURE_LIMIT, "1 MiB each way (the fallback engaged)");
+    let udp = if dnat { None } else { topo.udp_dropped().ok() };
+    if let Some((packets, _)) = udp {
+        ctx.figure("UDP datagrams dropped by the router", packets.to_string());
+    }
+    let (c, s) = engaged?;
+    let took = c.max(s) - started;
+    ctx.seconds("the fallback engaged (1 MiB each way) after", took);
+    ctx.require(took <= FALLBACK_LIMIT, || {
+        format!("the fallback took {took:.2?} to carry 1 MiB each way; required within {FALLBACK_LIMIT:?} (\"within seconds\")")
+    });
+    pair.more(4 * MIB, MOVE_LIMIT)?;
+    pair.finish(ctx)
+}
+
+/// Test 3: a silent blackhole of both directions for `outage` in the middle of a transfer
+/// both ways: detected within `dead_after` + 1 s on both sides, data flowing again within
+/// 1.5 s of the path returning, byte-exact; with the default config.
+fn blackhole(ctx: &Ctx, outage: Duration) -> Result<(), Failure> {
+    let topo = ctx.topology(Options::default())?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.stream()?;
+    pair.wait_read(BEFORE_FAULT, MOVE_LIMIT, "the data before the blackhole")?;
+    let (c0, s0) = pair.cursors();
+    topo.blackhole().map_err(|e| e.to_string())?;
+    let dark = Instant::now();
+    ctx.step(&format!(
+        "blackhole: every forwarded packet dropped for {outage:?}"
+    ));
+
+    let limit = dead_after() + DETECT_SLACK;
+    let reconnecting = |e: &Event, s| e.is("state", s) && e.get("state") == Some("Reconnecting");
+    let server_s = pair.s;
+    let (what, until) = ("detection (state Reconnecting)", dark + outage);
+    let window = format!("while the {outage:?} blackhole lasted");
+    let client = pair
+        .client
+        .wait_until(what, until, &window, c0, |e| reconnecting(e, 0));
+    let server = pair
+        .server
+        .wait_until(what, until, &window, s0, |e| reconnecting(e, server_s));
+    for (who, seen) in [("client", client), ("server", server)] {
+        match seen {
+            Ok(e) => {
+                let took = e.at - dark;
+                ctx.seconds(&format!("{who} detected the failure after"), took);
+                ctx.require(took <= limit, || {
+                    format!("{who} detected the blackhole after {took:.2?}; required within dead_after + 1 s = {limit:?}")
+                });
+            }
+            Err(e) => ctx.require(false, || e),
+        }
+    }
+
+    ctx.hold(outage.saturating_sub(dark.elapsed()), "the blackhole lasts");
+    let dropped = topo.restore().map_err(|e| e.to_string())?;
+    let back = Instant::now();
+    ctx.step("the path is back");
+    ctx.figure("packets the blackhole dropped", dropped.to_string());
+    if dropped == 0 {
+        return Err("harness: the blackhole dropped nothing".into());
+    }
+    pair.require_flow(ctx, back, RESUME_LIMIT, "after the path returned")?;
+    pair.more(AFTER_FAULT, MOVE_LIMIT)?;
+    pair.finish(ctx)
+}
+
+/// Test 4: the client's address changes mid-transfer, the new one added first and the old
+/// removed (`new_first`) or the reverse: the session continues within 2 s of the change
+/// (its second step), byte-exact, and the server follows the client to its new address.
+fn roam(ctx: &Ctx, new_first: bool) -> Result<(), Failure> {
+    let topo = ctx.topology(Options::default())?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.stream()?;
+    pair.wait_read(BEFORE_FAULT, MOVE_LIMIT, "the data before the move")?;
+    let (old, new) = (
+        topo.client_ip(ClientNet::Home),
+        topo.client_ip(ClientNet::Away),
+    );
+    let join = || {
+        ctx.step(&format!(
+            "the client gains {new} (default route through its network)"
+        ));
+        topo.client_join(ClientNet::Away)
+    };
+    let leave = || {
+        ctx.step(&format!("the client loses {old}"));
+        topo.client_leave(ClientNet::Home)
+    };
+    if new_first {
+        join().map_err(|e| e.to_string())?;
+        ctx.hold(ROAM_GAP, "both addresses for a moment");
+        leave().map_err(|e| e.to_string())?;
+    } else {
+        leave().map_err(|e| e.to_string())?;
+        ctx.hold(ROAM_GAP, "no address for a moment");
+        join().map_err(|e| e.to_string())?;
+    }
+    let moved = Instant::now();
+    pair.require_flow(ctx, moved, ROAM_LIMIT, "after the change of address")?;
+    pair.more(AFTER_FAULT, MOVE_LIMIT)?;
+    let server = pair.status_of_server()?;
+    let seen = server.get("peer").unwrap_or("none").to_string();
+    ctx.figure("the server sees the client at", seen.clone());
+    ctx.require(seen.starts_with(&format!("{new}:")), || {
+        format!(
+            "the server's connection comes from {seen}, not from the client's new address {new}"
+        )
+    });
+    pair.finish(ctx)
+}
+
+/// Test 5: a server at `max_sessions` (4) whose 4 clients were killed with SIGKILL admits
+/// a new client within seconds, which then moves data both ways.
+fn vanished_clients(ctx: &Ctx) -> Result<(), Failure> {
+    const OLD: usize = 4;
+    let topo = ctx.topology(Options::default())?;
+    let server_args = [format!("max_sessions={OLD}")];
+    let mut server = Pair::start_server(ctx, &topo, &server_args)?;
+    let mut old = Vec::new();
+    for i in 0..OLD {
+        let (client, session, _) = Pair::start_client(ctx, &topo, &format!("client-{i}"), &[])?;
+        Pair::accepted(&mut server, session)?;
+        old.push(client);
+    }
+    for client in &mut old {
+        client.kill();
+    }
+    let killed = Instant::now();
+    ctx.step("the 4 clients were killed; a new client comes");
+    let (mut client, session, _) =
+        Pair::start_client_within(ctx, &topo, "newcomer", &[], MEASURE_LIMIT)?;
+    let admitted = client
+        .history_event("connected")
+        .map_or(killed.elapsed(), |e| e.at - killed);
+    ctx.seconds(
+        "the new client got in after the old ones vanished",
+        admitted,
+    );
+    ctx.require(admitted <= VANISHED_LIMIT, || {
+        format!("the new client got in {admitted:.2?} after the old ones vanished; required within {VANISHED_LIMIT:?} (\"within seconds\")")
+    });
+    let s = Pair::accepted(&mut server, session)?;
+    let mut states = Vec::new();
+    for i in 0..OLD {
+        let from = server.cursor();
+        server.send(&format!("status s={i}"))?;
+        let e = server.wait("status", MOVE_LIMIT, from, |e| e.is("status", i))?;
+        states.push(e.get("state").unwrap_or("?").to_string());
+    }
+    ctx.figure("the old sessions on the server", states.join(", "));
+    let mut pair = Pair {
+        client,
+        server,
+        s,
+        next_mark: 0,
+    };
+    pair.send_both(&format!("write {MIB}"))?;
+    pair.wait_read(MIB, MOVE_LIMIT, "1 MiB each way")?;
+    pair.finish(ctx)
+}
+
+/// Test 7: an idle session's datagrams per second, each way, counted at the router over
+/// 10 s: "at most about one small datagram per second each way by default".
+fn idle_datagrams(ctx: &Ctx) -> Result<(), Failure> {
+    let topo = ctx.topology(Options::default())?;
+    let counter = |name: &str, from: [&str; 2], proto: &str| {
+        let mut matches = from.to_vec();
+        matches.extend_from_slice(&["-p", proto]);
+        topo.counter(name, &matches).map_err(|e| e.to_string())
+    };
+    let udp_up = counter("UDP-UP", Topology::from_client(), "udp")?;
+    let udp_down = counter("UDP-DOWN", Topology::from_server(), "udp")?;
+    let tcp_up = counter("TCP-UP", Topology::from_client(), "tcp")?;
+    let tcp_down = counter("TCP-DOWN", Topology::from_server(), "tcp")?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.send_both("write 65536")?;
+    pair.wait_read(65536, MOVE_LIMIT, "64 KiB each way")?;
+    ctx.hold(
+        Duration::from_secs(2),
+        "the exchange's acknowledgements settle",
+    );
+    for c in [&udp_up, &udp_down, &tcp_up, &tcp_down] {
+        c.zero().map_err(|e| e.to_string())?;
+    }
+    let zeroed = Instant::now();
+    ctx.hold(IDLE_WINDOW, "the session idles; the router counts");
+    let read = |c: &crate::support::netns::Counter| c.read().map_err(|e| e.to_string());
+    let (up, down, tup, tdown) = (
+        read(&udp_up)?,
+        read(&udp_down)?,
+        read(&tcp_up)?,
+        read(&tcp_down)?,
+    );
+    let secs = zeroed.elapsed().as_secs_f64();
+    for (who, (packets, bytes)) in [("client to server", up), ("server to client", down)] {
+        let rate = packets as f64 / secs;
+        let size = bytes.checked_div(packets).unwrap_or(0);
+        ctx.figure(
+            &format!("idle UDP {who}"),
+            format!("{packets} datagrams in {secs:.1} s = {rate:.2}/s, {size} bytes each (IP)"),
+        );
+        ctx.require(rate <= IDLE_RATE_LIMIT, || {
+            format!("an idle session sent {rate:.2} datagrams/s {who}; required at most about one ({IDLE_RATE_LIMIT}/s)")
+        });
+    }
+    ctx.figure(
+        "idle TCP segments",
+        format!("{} client to server, {} server to client", tup.0, tdown.0),
+    );
+    pair.send_both("write 65536")?;
+    pair.wait_read(
+        2 * 65536,
+        MOVE_LIMIT,
+        "64 KiB more each way after the idle time",
+    )?;
+    pair.finish(ctx)
+}
+
+/// Test 6: passivate an idle session (its TCP connection closes, the session stays), leave
+/// it, then write from either side: the data arrives.
+fn passivate_idle_then_write(ctx: &Ctx) -> Result<(), Failure> {
+    let topo = ctx.topology(Options::default())?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.send_both("write 65536")?;
+    let mut total = 65536;
+    pair.wait_read(total, MOVE_LIMIT, "64 KiB each way")?;
+    for writer_is_client in [true, false] {
+        let from = pair.client.cursor();
+        pair.client.send("passivate")?;
+        let e = pair.client.wait("passivation", MOVE_LIMIT, from, |e| {
+            e.name == "passivated" || e.name == "passivate_error"
+        })?;
+        if e.name != "passivated" {
+            return Err(format!("passivate failed: {}", describe(&e)));
+        }
+        let closed = wait_no_tcp(&topo, Duration::from_secs(5))?;
+        ctx.require(closed, || {
+            "the passivated session kept its TCP connection for 5 s".into()
+        });
+        ctx.hold(Duration::from_secs(5), "the passive session is left alone");
+        let still = topo
+            .client_tcp_connections(PORT)
+            .map_err(|e| e.to_string())?;
+        ctx.require(still == 0, || {
+            format!("a passive session had {still} TCP connections after 5 s idle")
+        });
+        let sent = Instant::now();
+        let (who, from) = if writer_is_client {
+            pair.client.send("write 65536")?;
+            ("server", pair.server.cursor())
+        } else {
+            let s = pair.s;
+            pair.server.send(&format!("write 65536 s={s}"))?;
+            ("client", pair.client.cursor())
+        };
+        total += 65536;
+        let (reader, s) = if writer_is_client {
+            (&mut pair.server, pair.s)
+        } else {
+            (&mut pair.client, 0)
+        };
+        let e = reader.wait(
+            "the data written to the passive session",
+            MEASURE_LIMIT,
+            from,
+            |e| e.is("progress", s) && e.num("read") >= Some(total),
+        )?;
+        let took = e.at - sent;
+        ctx.seconds(
+            &format!("data written to the passive session reached the {who} after"),
+            took,
+        );
+        ctx.require(took <= PASSIVE_WAKE_LIMIT, || {
+            format!("data written to a passive session took {took:.2?} to reach the {who}; bound {PASSIVE_WAKE_LIMIT:?}")
+        });
+    }
+    pair.finish(ctx)
+}
+
+/// Polls until the client namespace has no TCP connection to the server's port; whether
+/// that happened within `limit`.
+fn wait_no_tcp(topo: &Topology, limit: Duration) -> Result<bool, Failure> {
+    let until = Instant::now() + limit;
+    loop {
+        if topo
+            .client_tcp_connections(PORT)
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A client and a server peer with one session between them
+// ---------------------------------------------------------------------------------------
+
+/// A client peer and the server peer holding its session (index `s` there).
+struct Pair {
+    client: Peer,
+    server: Peer,
+    s: usize,
+    next_mark: u64,
+}
+
+impl Pair {
+    /// Starts a server and a client with extra arguments each, and waits for the session.
+    fn open(
+        ctx: &Ctx,
+        topo: &Topology,
+        server_args: &[String],
+        client_args: &[String],
+    ) -> Result<Pair, Failure> {
+        let mut server = Pair::start_server(ctx, topo, server_args)?;
+        let (client, session, connect) = Pair::start_client(ctx, topo, "client", client_args)?;
+        ctx.seconds("connect took", connect);
+        let s = Pair::accepted(&mut server, session)?;
+        Ok(Pair {
+            client,
+            server,
+            s,
+            next_mark: 0,
+        })
+    }
+
+    fn common_args(ctx: &Ctx) -> Vec<String> {
+        vec![format!("seed={}", ctx.seed), format!("rate={RATE}")]
+    }
+
+    fn start_server(ctx: &Ctx, topo: &Topology, extra: &[String]) -> Result<Peer, Failure> {
+        let mut args = vec!["server".to_string(), format!("listen=0.0.0.0:{PORT}")];
+        args.extend(Pair::common_args(ctx));
+        args.extend_from_slice(extra);
+        let mut server = ctx.spawn("server", &topo.server_ns, &args)?;
+        server.wait("listening", CONNECT_LIMIT, 0, |e| e.name == "listening")?;
+        Ok(server)
+    }
+
+    /// Starts a client; returns it, its session id and how long `connect` took.
+    fn start_client(
+        ctx: &Ctx,
+        topo: &Topology,
+        name: &str,
+        extra: &[String],
+    ) -> Result<(Peer, u64, Duration), Failure> {
+        Pair::start_client_within(ctx, topo, name, extra, CONNECT_LIMIT)
+    }
+
+    fn start_client_within(
+        ctx: &Ctx,
+        topo: &Topology,
+        name: &str,
+        extra: &[String],
+        limit: Duration,
+    ) -> Result<(Peer, u64, Duration), Failure> {
+        let mut args = vec![
+            "client".to_string(),
+            format!("connect={}", topo.server_target(PORT)),
+        ];
+        args.extend(Pair::common_args(ctx));
+        args.extend_from_slice(extra);
+        let mut client = ctx.spawn(name, &topo.client_ns, &args)?;
+        let e = client.wait("connected", limit, 0, |e| e.name == "connected")?;
+        let session = e.num("session").ok_or("connected without a session id")?;
+        let ms: f64 = e.get("ms").and_then(|ms| ms.parse().ok()).unwrap_or(0.0);
+        let took = Duration::from_secs_f64(ms / 1000.0);
+        Ok((client, session, took))
+    }
+
+    /// Waits for the server to accept session `session`; returns its index there.
+    fn accepted(server: &mut Peer, session: u64) -> Result<usize, Failure> {
+        let e = server.wait("the client's session accepted", CONNECT_LIMIT, 0, |e| {
+            e.name == "accepted" && e.num("session") == Some(session)
+        })?;
+        e.num("s")
+            .map(|s| s as usize)
+            .ok_or_else(|| "accepted without an index".into())
+    }
+
+    /// Harness check for the NAT topologies: the server sees the router's address, on
+    /// another port than the client's (the NAT rewrote it).
+    fn check_nat(&mut self, ctx: &Ctx, topo: &Topology) -> Result<(), Failure> {
+        let client = self
+            .client
+            .history_event("connected")
+            .ok_or("no connected event")?;
+        let s = self.s;
+        let accepted = self
+            .server
+            .history()
+            .iter()
+            .find(|e| e.is("accepted", s))
+            .cloned()
+            .ok_or("no accepted event")?;
+        let (local, seen) = (
+            client.get("local").unwrap_or("?").to_string(),
+            accepted.get("peer").unwrap_or("?").to_string(),
+        );
+        ctx.figure(
+            "NAT",
+            format!("client {local} seen by the server as {seen}"),
+        );
+        let router = topo.client_seen_by_server(ClientNet::Home);
+        if !seen.starts_with(&format!("{router}:")) {
+            return Err(format!(
+                "harness: the server sees the client at {seen}, not at the router {router}: no NAT"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends `command` to the client and to the server for this session.
+    fn send_both(&mut self, command: &str) -> Result<(), Failure> {
+        self.client.send(command)?;
+        self.server.send(&format!("{command} s={}", self.s))
+    }
+
+    /// Both writers stream at `RATE` until [`finish`](Self::finish).
+    fn stream(&mut self) -> Result<(), Failure> {
+        self.send_both("stream")
+    }
+
+    fn cursors(&mut self) -> (usize, usize) {
+        (self.client.cursor(), self.server.cursor())
+    }
+
+    /// Waits until each side has read `bytes` in all; returns when each got there.
+    fn wait_read(
+        &mut self,
+        bytes: u64,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(Instant, Instant), Failure> {
+        let started = Instant::now();
+        let c = wait_read(&mut self.client, 0, bytes, limit, what)?;
+        let left = limit.saturating_sub(started.elapsed());
+        let s = wait_read(&mut self.server, self.s, bytes, left, what)?;
+        Ok((c, s))
+    }
+
+    /// Waits until each side has read `bytes` more than it had so far.
+    fn more(&mut self, bytes: u64, limit: Duration) -> Result<(), Failure> {
+        let read = |peer: &mut Peer, s| {
+            peer.last("progress", s)
+                .and_then(|e| e.num("read"))
+                .unwrap_or(0)
+        };
+        let target = read(&mut self.client, 0).max(read(&mut self.server, self.s)) + bytes;
+        let what = format!("{} MiB more each way", bytes / MIB);
+        self.wait_read(target, limit, &what).map(drop)
+    }
+
+    /// Marks both readers and requires `FLOW_BYTES` read by each within `limit` of `since`
+    /// (when the network came back); records both times. Waits up to `MEASURE_LIMIT` to
+    /// say how late data is, and fails only if it never comes.
+    fn require_flow(
+        &mut self,
+        ctx: &Ctx,
+        since: Instant,
+        limit: Duration,
+        when: &str,
+    ) -> Result<(), Failure> {
+        self.next_mark += 1;
+        let id = self.next_mark;
+        let (c0, s0) = self.cursors();
+        self.send_both(&format!("mark id={id} bytes={FLOW_BYTES}"))?;
+        let s = self.s;
+        let what = format!("data flowing ({FLOW_BYTES} bytes read)");
+        let (until, window) = (
+            since + MEASURE_LIMIT,
+            format!("within {MEASURE_LIMIT:?} {when}"),
+        );
+        let client = self.client.wait_until(&what, until, &window, c0, |e| {
+            e.is("flow", 0) && e.num("id") == Some(id)
+        });
+        let server = self.server.wait_until(&what, until, &window, s0, |e| {
+            e.is("flow", s) && e.num("id") == Some(id)
+        });
+        let mut never = Vec::new();
+        for (who, seen) in [("client", client), ("server", server)] {
+            match seen {
+                Ok(e) => {
+                    let took = e.at - since;
+                    ctx.seconds(&format!("data reached the {who} again {when} after"), took);
+                    ctx.require(took <= limit, || {
+                        format!(
+                            "data reached the {who} {took:.2?} {when}; required within {limit:?}"
+                        )
+                    });
+                }
+                Err(e) => never.push(e),
+            }
+        }
+        if never.is_empty() {
+            Ok(())
+        } else {
+            Err(never.join("\n"))
+        }
+    }
+
+    /// The server's status of this session.
+    fn status_of_server(&mut self) -> Result<Event, Failure> {
+        let s = self.s;
+        let from = self.server.cursor();
+        self.server.send(&format!("status s={s}"))?;
+        self.server
+            .wait("status", MOVE_LIMIT, from, |e| e.is("status", s))
+    }
+
+    /// Stops both writers, waits for each side to read the other's whole stream and its
+    /// end, requires the counts to match (every byte was checked as it was read), records
+    /// the session's figures and ends both processes.
+    fn finish(mut self, ctx: &Ctx) -> Result<(), Failure> {
+        let s = self.s;
+        let (c0, s0) = self.cursors();
+        self.send_both("stop")?;
+        let up = outcome(&mut self.client, 0, c0, "shutdown", "write_error")?;
+        let down = outcome(&mut self.server, s, s0, "shutdown", "write_error")?;
+        let got_down = outcome(&mut self.client, 0, 0, "eof", "read_error")?;
+        let got_up = outcome(&mut self.server, s, 0, "eof", "read_error")?;
+        ctx.figure(
+            "bytes client to server",
+            format!("{up} written, {got_up} read"),
+        );
+        ctx.figure(
+            "bytes server to client",
+            format!("{down} written, {got_down} read"),
+        );
+        if (got_up, got_down) != (up, down) {
+            return Err(format!(
+                "byte counts differ: client wrote {up} and the server read {got_up}; server \
+                 wrote {down} and the client read {got_down}"
+            ));
+        }
+        for (who, peer, s) in [
+            ("client", &mut self.client, 0),
+            ("server", &mut self.server, s),
+        ] {
+            let from = peer.cursor();
+            peer.send(&format!("status s={s}"))?;
+            let e = peer.wait("status", MOVE_LIMIT, from, |e| e.is("status", s))?;
+            ctx.figure(
+                &format!("{who} reconnections"),
+                e.get("reconnections").unwrap_or("?").to_string(),
+            );
+        }
+        self.client.finish(EXIT_LIMIT)?;
+        self.server.finish(EXIT_LIMIT)
+    }
+}
+
+/// Waits for `ok` (`shutdown` or `eof`) about session `s` and returns its `total`; an
+/// `err` event about it first is the failure.
+fn outcome(peer: &mut Peer, s: usize, from: usize, ok: &str, err: &str) -> Result<u64, Failure> {
+    let e = peer.wait(ok, MOVE_LIMIT, from, |e| e.is(ok, s) || e.is(err, s))?;
+    if e.name == err {
+        return Err(format!("{}: {}", peer.name, describe(&e)));
+    }
+    e.num("total")
+        .ok_or_else(|| format!("{}: {ok} without a total", peer.name))
+}
+
+/// Waits until `peer` has read `bytes` on session `s`; returns when it reported so.
+fn wait_read(
+    peer: &mut Peer,
+    s: usize,
+    bytes: u64,
+    limit: Duration,
+    what: &str,
+) -> Result<Instant, Failure> {
+    let e = peer.wait(what, limit, 0, |e| {
+        (e.is("progress", s) && e.num("read") >= Some(bytes))
+            || (e.is("eof", s) && e.num("total") >= Some(bytes))
+            || e.is("read_error", s)
+    })?;
+    if e.name == "read_error" {
+        return Err(format!("{}: {}", peer.name, describe(&e)));
+    }
+    Ok(e.at)
+}
+
+impl Peer {
+    /// The first event named `name` so far.
+    fn history_event(&mut self, name: &str) -> Option<Event> {
+        self.history().iter().find(|e| e.name == name).cloned()
+    }
+}
