@@ -11,7 +11,7 @@
 //! lines. Run one scenario by a part of its name:
 //!
 //! ```text
-//! cargo test --test netns -- nat            # nat_random_ports and nat_conntrack_flush
+//! cargo test --test netns -- roam           # roam_add_then_remove and roam_remove_then_add
 //! cargo test --test netns -- --exact udp_blocked --nocapture
 //! cargo test --test netns -- --list
 //! ```

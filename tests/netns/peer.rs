@@ -189,8 +189,9 @@ fn serve(options: &Options, sessions: &Sessions) {
     let (sessions, rate, seed) = (Arc::clone(sessions), options.rate, !options.seed);
     thread::spawn(move || loop {
         match server.accept() {
-            Ok((sock, peer)) => {
-                let fields = [("peer", peer.to_string())];
+            // The peer's address is among the fields every new session reports.
+            Ok((sock, _peer)) => {
+                let fields = [];
                 start(
                     &sessions,
                     sock,

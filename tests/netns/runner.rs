@@ -108,7 +108,12 @@ pub fn run(raw: &[String]) -> i32 {
     let args = Args::parse(raw);
     let all = scenarios::all();
     let total = all.len();
-    let selected: Vec<Scenario> = all.into_iter().filter(|s| args.selects(s.name)).collect();
+    // With --ignored only the ignored run, and the others count as filtered out, as in
+    // libtest.
+    let selected: Vec<Scenario> = all
+        .into_iter()
+        .filter(|s| args.selects(s.name) && (!args.ignored_only || s.ignored.is_some()))
+        .collect();
     let filtered_out = total - selected.len();
     if args.list {
         for s in &selected {

@@ -210,6 +210,24 @@ impl ClientNet {
     }
 }
 
+/// What a [`Topology::blackhole`] swallows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    /// Every forwarded packet.
+    All,
+    /// TCP only: the control datagrams still pass.
+    Tcp,
+}
+
+impl Traffic {
+    fn matches(self) -> &'static [&'static str] {
+        match self {
+            Traffic::All => &[],
+            Traffic::Tcp => &["-p", "tcp"],
+        }
+    }
+}
+
 /// A link between the router and one end; taking it down takes down the router's veth,
 /// so the other end loses its carrier but keeps its addresses and routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -484,25 +502,32 @@ impl Topology {
         cmd
     }
 
-    /// Drops every forwarded packet, both ways, silently (no RST, no ICMP): the path goes
-    /// dark as a cut cable or a dead middlebox makes it.
+    /// Drops every forwarded packet of `traffic`, both ways, silently (no RST, no ICMP):
+    /// the path goes dark as a cut cable or a dead middlebox makes it
+    /// ([`Traffic::All`]), or for one protocol only, as a stateful firewall that lost a
+    /// connection's state does.
     ///
     /// # Errors
     ///
     /// If iptables fails.
-    pub fn blackhole(&self) -> Result<()> {
-        self.iptables(&["-I", "FORWARD", "1", "-j", BLACKHOLE_CHAIN])
-            .map(drop)
+    pub fn blackhole(&self, traffic: Traffic) -> Result<()> {
+        let mut rule = vec!["-I", "FORWARD", "1"];
+        rule.extend_from_slice(traffic.matches());
+        rule.extend_from_slice(&["-j", BLACKHOLE_CHAIN]);
+        self.iptables(&rule).map(drop)
     }
 
-    /// Ends the blackhole; returns how many packets it swallowed since the topology was made
-    /// (a check that it did drop traffic).
+    /// Ends the blackhole of `traffic`; returns how many packets the blackholes of this
+    /// topology swallowed so far (a check that it did drop traffic).
     ///
     /// # Errors
     ///
-    /// If iptables fails.
-    pub fn restore(&self) -> Result<u64> {
-        self.iptables(&["-D", "FORWARD", "-j", BLACKHOLE_CHAIN])?;
+    /// If iptables fails, or there is no such blackhole.
+    pub fn restore(&self, traffic: Traffic) -> Result<u64> {
+        let mut rule = vec!["-D", "FORWARD"];
+        rule.extend_from_slice(traffic.matches());
+        rule.extend_from_slice(&["-j", BLACKHOLE_CHAIN]);
+        self.iptables(&rule)?;
         self.chain_counters(BLACKHOLE_CHAIN)
             .map(|(packets, _)| packets)
     }
