@@ -238,7 +238,10 @@ fn tcp_only(ctx: &Ctx, dnat: bool) -> Result<(), Failure> {
     if let Some((packets, _)) = udp {
         ctx.figure("UDP datagrams dropped by the router", packets.to_string());
     }
-    let (c, s) = engaged?;
+    let (c, s) = engaged.map_err(|e| {
+        pair.record_status(ctx);
+        e
+    })?;
     let took = c.max(s) - started;
     ctx.seconds("the fallback engaged (1 MiB each way) after", took);
     ctx.require(took <= FALLBACK_LIMIT, || {
@@ -788,7 +791,26 @@ impl Pair {
         if never.is_empty() {
             Ok(())
         } else {
+            self.record_status(ctx);
             Err(never.join("\n"))
+        }
+    }
+
+    /// Records both sides' full status as figures, to show where a stuck session stands.
+    fn record_status(&mut self, ctx: &Ctx) {
+        let s = self.s;
+        for (who, peer, s) in [
+            ("client", &mut self.client, 0),
+            ("server", &mut self.server, s),
+        ] {
+            let from = peer.cursor();
+            let status = peer
+                .send(&format!("status s={s}"))
+                .and_then(|()| peer.wait("status", EXIT_LIMIT, from, |e| e.is("status", s)));
+            match status {
+                Ok(e) => ctx.figure(&format!("{who} status"), describe(&e)),
+                Err(e) => ctx.figure(&format!("{who} status"), format!("unavailable: {e}")),
+            }
         }
     }
 
