@@ -92,6 +92,7 @@ pub fn kill_all_peers() {
     }
 }
 
+/// Sends SIGKILL to `pid`.
 fn kill(pid: u32) {
     // SAFETY: kill(2) with a pid we spawned and have not reaped (it is removed from the
     // lists before the wait that reaps it), so it cannot name another process.
@@ -237,6 +238,7 @@ impl Ctx {
     }
 }
 
+/// Logs a peer's stderr line by line (panics and library logs land there).
 fn forward_stderr(stderr: impl Read, label: &str, shared: &Shared) {
     for line in BufReader::new(stderr).lines().map_while(Result::ok) {
         shared.log(&format!("{label} (stderr): {line}"));
@@ -501,6 +503,8 @@ pub fn describe(e: &Event) -> String {
     }
 }
 
+/// Locks `m`, taking over a lock poisoned by a panicking scenario: the data (logs,
+/// pids) is still what the runner needs.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -28,6 +28,7 @@ mod peer;
 mod runner;
 mod scenarios;
 
+/// A peer when the first argument is `peer`; the scenarios otherwise.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("peer") {

@@ -82,6 +82,7 @@ struct Session {
     mark: Mutex<Option<Mark>>,
 }
 
+/// Every session of the process, by index (the order of `@connected`/`@accepted`).
 type Sessions = Arc<Mutex<Vec<Arc<Session>>>>;
 
 /// The peer's entry point; never returns.
@@ -164,6 +165,7 @@ impl Options {
     }
 }
 
+/// Parses option `k`'s value `v`.
 fn parse<T: FromStr>(k: &str, v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
@@ -171,6 +173,7 @@ where
     v.parse().map_err(|e| format!("{k}={v}: {e}"))
 }
 
+/// Parses option `k`'s value `v` as milliseconds.
 fn millis(k: &str, v: &str) -> Result<Duration, String> {
     parse(k, v).map(Duration::from_millis)
 }
@@ -520,6 +523,7 @@ fn passivate(_sock: &RSocket) -> io::Result<()> {
     ))
 }
 
+/// The fields of a status report.
 fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
     vec![
         ("state", format!("{:?}", status.state)),
@@ -530,6 +534,7 @@ fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The session's current (or last) TCP addresses, as event fields.
 fn addresses(sock: &RSocket) -> Vec<(&'static str, String)> {
     let show = |a: io::Result<SocketAddr>| a.map_or("none".into(), |a| a.to_string());
     vec![
@@ -614,6 +619,7 @@ fn emit(name: &str, fields: &[(&str, String)], msg: Option<&str>) {
     }
 }
 
+/// Reports a setup error and exits with status 2.
 fn fatal(msg: &str) -> ! {
     emit("fatal", &[], Some(msg));
     process::exit(2);
@@ -624,6 +630,7 @@ fn millis_since(t: Instant) -> String {
     format!("{:.3}", t.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// Locks `m`; a thread that panicked holding it left data still good for reporting.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

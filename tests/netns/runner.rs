@@ -31,6 +31,7 @@ const ABANDON: Duration = Duration::from_secs(30);
 /// Set by the signal handler; the cleanup thread acts on it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The command line, libtest's way.
 struct Args {
     filters: Vec<String>,
     skip: Vec<String>,
@@ -293,6 +294,7 @@ fn settle(shared: &Shared, result: Result<(), String>, watchdog: Option<Duration
     }
 }
 
+/// Reports a finished scenario and keeps its outcome, and its log if it failed.
 fn finish(
     shared: &Shared,
     outcome: Outcome,
@@ -370,6 +372,7 @@ fn summary(
     }
 }
 
+/// The message of a panic's payload.
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()

@@ -155,6 +155,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Issue 8, item 6: passivated data "arrives"; the issue gives no time, so this is the
 /// bound past which it counts as a hang.
 const PASSIVE_WAKE_LIMIT: Duration = Duration::from_secs(5);
+/// One mebibyte.
 const MIB: u64 = 1 << 20;
 
 /// The default config's silence limit, which the requirements are stated against.

@@ -114,6 +114,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     checked(&line(), output)
 }
 
+/// `output`'s stdout if `line` succeeded; else an error with its status and stderr.
 fn checked(line: &str, output: Output) -> Result<String> {
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
@@ -170,6 +171,7 @@ pub fn remove_stale() -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// Deletes namespace `name`, saying so on stderr if that fails (cleanup goes on).
 fn delete_namespace(name: &str) {
     if let Err(e) = run("ip", &["netns", "del", name]) {
         eprintln!("netns cleanup: {e}");
@@ -722,6 +724,7 @@ fn chain_counters(ns: &str, chain: &str) -> Result<(u64, u64)> {
     }
 }
 
+/// The router's interface on `link`.
 fn router_if(link: Link) -> &'static str {
     match link {
         Link::Client => ROUTER_CLIENT_IF,
@@ -729,6 +732,7 @@ fn router_if(link: Link) -> &'static str {
     }
 }
 
+/// `addr` with the /26 prefix every network here has.
 fn cidr(addr: Ipv4Addr) -> String {
     format!("{addr}/26")
 }
