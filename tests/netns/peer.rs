@@ -13,7 +13,8 @@
 //! - `stop`: finish what was asked, then shut down writing and report `@shutdown`;
 //! - `mark id=<k> bytes=<n>`: report `@flow id=<k>` once `n` more bytes have been read;
 //! - `status`: report the session's status and addresses;
-//! - `passivate`: passivate the session (issue 8, item 6).
+//! - `passivate`: passivate the session (issue 8, item 6);
+//! - `drop`: drop every handle on the session (it closes and lingers on its own).
 //!
 //! End of stdin (or `exit`) ends the process at once: the harness has what it needs, or
 //! is gone. The process reports on stdout in the format of `events.rs`: `@connected`,
@@ -21,11 +22,12 @@
 //! the reconnection count or the last failure changes, polled every 10 ms), `@eof`, and
 //! errors. A byte that differs from the expected stream exits at once with status 1.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -62,6 +64,8 @@ enum WriteCmd {
     Stream,
     Bytes(u64),
     Stop,
+    /// End the thread without shutting down writing (the session is being dropped).
+    Quit,
 }
 
 /// Where a reader stands after a `mark`.
@@ -139,6 +143,8 @@ impl Options {
                     o.config = c.dead_after(d.transpose()?);
                 }
                 "give_up_ms" => o.config = c.give_up_after(Some(millis(k, v)?)),
+                "linger_ms" => o.config = c.linger_limit(millis(k, v)?),
+                "control_port" => o.config = c.control_port(Some(parse(k, v)?)),
                 "handshake_ms" => o.config = c.handshake_timeout(millis(k, v)?),
                 "backoff_ms" => {
                     let (a, b) = v
@@ -263,10 +269,12 @@ fn start(
     rate: u64,
     seed: u64,
 ) {
+    static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
     let mut list = lock(sessions);
     let session = Arc::new(Session {
-        index: list.len(),
+        // Indexes are never reused, so that a dropped session's cannot name another.
+        index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
         sock,
         writer: Mutex::new(tx),
         read: AtomicU64::new(0),
@@ -380,6 +388,7 @@ fn write_all(
             Some(WriteCmd::Stream) => streaming = true,
             Some(WriteCmd::Bytes(n)) => quota += n,
             Some(WriteCmd::Stop) => (streaming, stopping) = (false, true),
+            Some(WriteCmd::Quit) => return,
             None => {}
         }
         if !streaming && quota == 0 {
@@ -501,10 +510,19 @@ fn command(line: &str, sessions: &Sessions) {
                 fields.extend(addresses(&session.sock));
                 emit("status", &fields, Some(&format!("{status:?}")));
             }
-            "passivate" => match passivate(&session.sock) {
+            "passivate" => match session.sock.passivate() {
                 Ok(()) => emit("passivated", &[s], None),
                 Err(e) => emit("passivate_error", &[s], Some(&e.to_string())),
             },
+            "drop" => {
+                // Every handle goes: the writer's thread ends, the reader's sees the end of
+                // its stream (Shutdown::Read), and the list forgets the session; the last
+                // of them to go closes it, and it lingers on its own.
+                order(WriteCmd::Quit);
+                let _ = session.sock.shutdown(Shutdown::Read);
+                lock(sessions).retain(|other| other.index != session.index);
+                emit("dropped", &[s], None);
+            }
             _ => emit(
                 "command_error",
                 &[],
@@ -514,16 +532,6 @@ fn command(line: &str, sessions: &Sessions) {
     }
 }
 
-/// `RSocket::passivate` (issue 8, item 6) does not exist yet; once it does, this body
-/// becomes `sock.passivate()` and the `passivate_idle_then_write` scenario can run.
-fn passivate(_sock: &RSocket) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "RSocket::passivate does not exist yet (issue 8, item 6)",
-    ))
-}
-
-/// The fields of a status report.
 fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
     vec![
         ("state", format!("{:?}", status.state)),
@@ -531,6 +539,12 @@ fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
         ("read", status.bytes_read.to_string()),
         ("written", status.bytes_written.to_string()),
         ("unacked", status.unacknowledged.to_string()),
+        ("passive", status.passive.to_string()),
+        ("last_heard_ms", status.last_heard.as_millis().to_string()),
+        (
+            "control_peer",
+            status.control_peer.map_or("none".into(), |a| a.to_string()),
+        ),
     ]
 }
 
@@ -548,11 +562,11 @@ fn addresses(sock: &RSocket) -> Vec<(&'static str, String)> {
 fn spawn_monitor(sessions: Sessions) {
     thread::spawn(move || {
         type Seen = (String, u64, Option<String>);
-        let mut seen: Vec<(Option<Seen>, (u64, u64))> = Vec::new();
+        let mut seen: HashMap<usize, (Option<Seen>, (u64, u64))> = HashMap::new();
         for tick in 0u32.. {
             let list: Vec<Arc<Session>> = lock(&sessions).clone();
-            seen.resize(list.len(), (None, (0, 0)));
-            for (session, (last, counts)) in list.iter().zip(seen.iter_mut()) {
+            for session in &list {
+                let (last, counts) = seen.entry(session.index).or_insert((None, (0, 0)));
                 let status = session.sock.status();
                 let now = (
                     format!("{:?}", status.state),

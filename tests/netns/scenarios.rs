@@ -51,6 +51,12 @@ pub fn all() -> Vec<Scenario> {
             run: |ctx| blackhole(ctx, Duration::from_secs(30), Traffic::Tcp),
         },
         Scenario {
+            name: "dropped_session_server_gone",
+            limit: secs(150),
+            ignored: None,
+            run: dropped_session_server_gone,
+        },
+        Scenario {
             name: "nat_conntrack_flush",
             limit: secs(120),
             ignored: None,
@@ -98,13 +104,10 @@ pub fn all() -> Vec<Scenario> {
             ignored: None,
             run: idle_datagrams,
         },
-        // Issue 8, item 6. Runs with `--ignored` (or `--include-ignored`); it fails at the
-        // first `passivate` until `RSocket::passivate` exists and `peer::passivate` calls
-        // it.
         Scenario {
             name: "passivate_idle_then_write",
             limit: secs(120),
-            ignored: Some("RSocket::passivate does not exist yet (issue 8, item 6)"),
+            ignored: None,
             run: passivate_idle_then_write,
         },
     ]
@@ -150,11 +153,24 @@ const FALLBACK_LIMIT: Duration = Duration::from_secs(10);
 const VANISHED_LIMIT: Duration = Duration::from_secs(10);
 /// Issue 8, test 7: "at most about one small datagram per second each way by default".
 const IDLE_RATE_LIMIT: f64 = 1.2;
+/// How long past the linger limit the router watches for a freed session's packets.
+const LINGER_WATCH: Duration = Duration::from_secs(40);
+/// A session reset at its linger limit still sends its RESET until confirmed, 14 times
+/// over about 20 s (PROTOCOL.md, section 5); its datagrams must end within this of the
+/// limit, or it was never freed.
+const RESET_TAIL: Duration = Duration::from_secs(25);
+/// How often the router's counters are read while watching.
+const COUNTER_POLL: Duration = Duration::from_millis(250);
 /// The idle window over which datagrams are counted.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Issue 8, item 6: passivated data "arrives"; the issue gives no time, so this is the
 /// bound past which it counts as a hang.
 const PASSIVE_WAKE_LIMIT: Duration = Duration::from_secs(5);
+/// Passivating: both ends show it and the TCP connection is gone within this (a round
+/// trip is enough; the issue gives no time).
+const PASSIVE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a passive session is left alone before a write wakes it.
+const PASSIVE_IDLE: Duration = Duration::from_secs(5);
 /// One mebibyte.
 const MIB: u64 = 1 << 20;
 
@@ -413,6 +429,86 @@ fn vanished_clients(ctx: &Ctx) -> Result<(), Failure> {
     pair.finish(ctx)
 }
 
+/// Test 5, second part: a session whose every handle was dropped while its server is gone
+/// (the server process killed, so each reconnection attempt is refused) lingers to deliver
+/// its bytes for at most `Config::linger_limit` (the default, 60 s), then is freed: its
+/// client stops trying to reconnect. Seen from the router: the client's TCP SYNs to the
+/// server must end within a second of the limit, and its datagrams (the RESET that
+/// follows the limit is sent for about 20 s) within `RESET_TAIL` of it.
+fn dropped_session_server_gone(ctx: &Ctx) -> Result<(), Failure> {
+    let linger = Config::default().linger_limit_value();
+    let topo = ctx.topology(Options::default())?;
+    let mut syn = Topology::from_client().to_vec();
+    syn.extend_from_slice(&["-p", "tcp", "--syn"]);
+    let syns = topo.counter("SYN-UP", &syn).map_err(|e| e.to_string())?;
+    let mut udp = Topology::from_client().to_vec();
+    udp.extend_from_slice(&["-p", "udp"]);
+    let datagrams = topo.counter("UDP-UP", &udp).map_err(|e| e.to_string())?;
+    let mut pair = Pair::open(ctx, &topo, &[], &[])?;
+    pair.send_both("write 65536")?;
+    pair.wait_read(65536, MOVE_LIMIT, "64 KiB each way")?;
+    pair.server.kill();
+    // Bytes the server will never acknowledge: the session has something to deliver.
+    let from = pair.client.cursor();
+    pair.client.send("write 4096")?;
+    pair.client
+        .wait("the last write", MOVE_LIMIT, from, |e| e.is("wrote", 0))?;
+    pair.client.send("drop")?;
+    let dropped = pair
+        .client
+        .wait("the drop", MOVE_LIMIT, from, |e| e.is("dropped", 0))?
+        .at;
+    ctx.step("the server is gone; the client dropped its session");
+    let (mut last_syn, mut last_udp) = (None, None);
+    let (mut syn_count, mut udp_count) = (0, 0);
+    let watch_until = dropped + linger + LINGER_WATCH;
+    while Instant::now() < watch_until {
+        let now = Instant::now();
+        let (s, u) = (read_packets(&syns)?, read_packets(&datagrams)?);
+        if s > syn_count {
+            (syn_count, last_syn) = (s, Some(now - dropped));
+        }
+        if u > udp_count {
+            (udp_count, last_udp) = (u, Some(now - dropped));
+        }
+        std::thread::sleep(COUNTER_POLL);
+    }
+    let show =
+        |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.1} s", d.as_secs_f64()));
+    ctx.figure(
+        "after the drop, the client's SYNs to the server",
+        format!(
+            "{syn_count} in all, the last {} after the drop (linger_limit {linger:?})",
+            show(last_syn)
+        ),
+    );
+    ctx.figure(
+        "after the drop, the client's datagrams to the server",
+        format!(
+            "{udp_count} in all, the last {} after the drop",
+            show(last_udp)
+        ),
+    );
+    let Some(last) = last_syn else {
+        return Err(
+            "harness: the dropped session never tried to reconnect to the gone server".into(),
+        );
+    };
+    ctx.require(last <= linger + Duration::from_secs(1), || {
+        format!("the dropped session still tried to reconnect {last:.1?} after the drop; linger_limit is {linger:?}")
+    });
+    let last = last_udp.unwrap_or_default();
+    ctx.require(last <= linger + RESET_TAIL, || {
+        format!("the dropped session still sent datagrams {last:.1?} after the drop; linger_limit is {linger:?}, and a RESET's retransmissions take about 20 s")
+    });
+    pair.client.finish(EXIT_LIMIT)
+}
+
+/// Packets counted by `counter`.
+fn read_packets(counter: &Counter) -> Result<u64, Failure> {
+    counter.read().map(|(p, _)| p).map_err(|e| e.to_string())
+}
+
 /// Test 7: an idle session's datagrams per second, each way, counted at the router over
 /// 10 s: "at most about one small datagram per second each way by default".
 fn idle_datagrams(ctx: &Ctx) -> Result<(), Failure> {
@@ -471,62 +567,101 @@ fn idle_datagrams(ctx: &Ctx) -> Result<(), Failure> {
 }
 
 /// Test 6: passivate an idle session (its TCP connection closes, the session stays), leave
-/// it, then write from either side: the data arrives.
+/// it, then write from either side: the data arrives. Twice: the client passivates and the
+/// server writes (the server must ask the client to come back, over the control path),
+/// then the server passivates and the client writes. Item 6 also asks that `Status` show
+/// it: both ends must report `Passive` while the session sleeps.
 fn passivate_idle_then_write(ctx: &Ctx) -> Result<(), Failure> {
     let topo = ctx.topology(Options::default())?;
     let mut pair = Pair::open(ctx, &topo, &[], &[])?;
     pair.send_both("write 65536")?;
     let mut total = 65536;
     pair.wait_read(total, MOVE_LIMIT, "64 KiB each way")?;
-    for writer_is_client in [true, false] {
-        let from = pair.client.cursor();
-        pair.client.send("passivate")?;
-        let e = pair.client.wait("passivation", MOVE_LIMIT, from, |e| {
-            e.name == "passivated" || e.name == "passivate_error"
+    for (sleeper, waker) in [("client", "server"), ("server", "client")] {
+        let (c0, s0) = pair.cursors();
+        let s = pair.s;
+        let (peer, target) = if sleeper == "client" {
+            (&mut pair.client, 0)
+        } else {
+            (&mut pair.server, s)
+        };
+        let from = peer.cursor();
+        peer.send(&format!("passivate s={target}"))?;
+        let e = peer.wait("passivation", MOVE_LIMIT, from, |e| {
+            e.is("passivated", target) || e.is("passivate_error", target)
         })?;
         if e.name != "passivated" {
-            return Err(format!("passivate failed: {}", describe(&e)));
+            return Err(format!(
+                "the {sleeper} could not passivate: {}",
+                describe(&e)
+            ));
         }
-        let closed = wait_no_tcp(&topo, Duration::from_secs(5))?;
+        let asked = Instant::now();
+        let passive = |e: &Event, s| e.is("state", s) && e.get("state") == Some("Passive");
+        let client = pair
+            .client
+            .wait("state Passive", PASSIVE_LIMIT, c0, |e| passive(e, 0));
+        let server = pair
+            .server
+            .wait("state Passive", PASSIVE_LIMIT, s0, |e| passive(e, s));
+        for (who, seen) in [("client", client), ("server", server)] {
+            match seen {
+                Ok(e) => ctx.seconds(
+                    &format!("{sleeper} passivated: the {who}'s status showed it after"),
+                    e.at - asked,
+                ),
+                Err(e) => ctx.require(false, || e),
+            }
+        }
+        let closed = wait_no_tcp(&topo, PASSIVE_LIMIT)?;
         ctx.require(closed, || {
-            "the passivated session kept its TCP connection for 5 s".into()
+            format!("the session passivated by the {sleeper} kept its TCP connection for {PASSIVE_LIMIT:?}")
         });
-        ctx.hold(Duration::from_secs(5), "the passive session is left alone");
+        ctx.hold(PASSIVE_IDLE, "the passive session is left alone");
         let still = topo
             .client_tcp_connections(PORT)
             .map_err(|e| e.to_string())?;
         ctx.require(still == 0, || {
-            format!("a passive session had {still} TCP connections after 5 s idle")
+            format!("a passive session had {still} TCP connections after {PASSIVE_IDLE:?} idle")
         });
+        let (c1, s1) = pair.cursors();
         let sent = Instant::now();
-        let (who, from) = if writer_is_client {
+        let (reader, reader_s, from) = if waker == "client" {
             pair.client.send("write 65536")?;
-            ("server", pair.server.cursor())
+            (&mut pair.server, s, s1)
         } else {
-            let s = pair.s;
             pair.server.send(&format!("write 65536 s={s}"))?;
-            ("client", pair.client.cursor())
+            (&mut pair.client, 0, c1)
         };
         total += 65536;
-        let (reader, s) = if writer_is_client {
-            (&mut pair.server, pair.s)
-        } else {
-            (&mut pair.client, 0)
-        };
-        let e = reader.wait(
-            "the data written to the passive session",
-            MEASURE_LIMIT,
-            from,
-            |e| e.is("progress", s) && e.num("read") >= Some(total),
-        )?;
+        let what = "the data written to the passive session";
+        let e = reader.wait(what, MEASURE_LIMIT, from, |e| {
+            e.is("progress", reader_s) && e.num("read") >= Some(total)
+        })?;
         let took = e.at - sent;
+        let who = if waker == "client" {
+            "server"
+        } else {
+            "client"
+        };
         ctx.seconds(
-            &format!("data written to the passive session reached the {who} after"),
+            &format!("passivated by the {sleeper}, written by the {waker}: the {who} had it after"),
             took,
         );
         ctx.require(took <= PASSIVE_WAKE_LIMIT, || {
-            format!("data written to a passive session took {took:.2?} to reach the {who}; bound {PASSIVE_WAKE_LIMIT:?}")
+            format!("data the {waker} wrote to a session passivated by the {sleeper} took {took:.2?} to reach the {who}; bound {PASSIVE_WAKE_LIMIT:?}")
         });
+        // The other side's bytes, so that both stay at `total` for the next round.
+        let (other, other_s) = if waker == "client" {
+            pair.server.send(&format!("write 65536 s={s}"))?;
+            (&mut pair.client, 0)
+        } else {
+            pair.client.send("write 65536")?;
+            (&mut pair.server, s)
+        };
+        other.wait("the reply", MOVE_LIMIT, 0, |e| {
+            e.is("progress", other_s) && e.num("read") >= Some(total)
+        })?;
     }
     pair.finish(ctx)
 }
