@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: a seeded fault-injecting TCP proxy, a
-//! watchdog, deterministic payloads and a few session helpers.
+//! watchdog, deterministic payloads, a few session helpers, and network namespaces for
+//! tests of real networks (`netns.rs`, used by `tests/netns/`).
 //!
 //! Each test file includes this module with `mod support;` and uses only part of it; rustc
 //! compiles the module once per test crate and would warn about whatever that crate leaves
@@ -10,6 +11,7 @@
 
 pub mod bounded;
 pub mod check;
+pub mod netns;
 pub mod payload;
 pub mod proxy;
 pub mod rng;
