@@ -81,6 +81,9 @@ struct State {
     write_timeout: Option<Duration>,
     /// What dropping the last handle does: see `RSocket::set_linger`.
     linger: Option<Duration>,
+    /// The silence limit, which also bounds how long the kernel may hold bytes on a
+    /// connection that the peer's TCP does not acknowledge.
+    dead_after: Option<Duration>,
     nodelay: bool,
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
@@ -164,6 +167,7 @@ impl Shared {
                 read_timeout: None,
                 write_timeout: None,
                 linger: None,
+                dead_after: spec.config.dead_after_value(),
                 nodelay: spec.config.nodelay_value(),
                 flush_wanted: false,
             }),
@@ -269,6 +273,14 @@ impl Shared {
         let _ = stream.set_read_timeout(st.read_timeout);
         let _ = stream.set_write_timeout(None);
         let _ = stream.set_nodelay(st.nodelay);
+        // A connection whose path died under a live control path (a firewall or NAT that
+        // lost only its TCP state) hears datagrams, so the silence limit never fires; its
+        // bytes stay unacknowledged in the kernel, which this turns into an error after
+        // `dead_after` instead of TCP's many minutes of retransmissions.
+        #[cfg(target_os = "linux")]
+        if let Some(limit) = st.dead_after {
+            let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(limit));
+        }
         #[cfg(target_vendor = "apple")]
         let _ = socket2::SockRef::from(&stream).set_nosigpipe(true);
         st.local_addr = stream.local_addr().ok().or(st.local_addr);
@@ -854,11 +866,11 @@ fn lock_until(lock: &Mutex<()>, deadline: Option<Instant>) -> io::Result<MutexGu
     }
 }
 
+/// Whether a socket call's error is its own timeout (`SO_RCVTIMEO`, `SO_SNDTIMEO`), which
+/// Unix reports as `EAGAIN`. Not `ETIMEDOUT`: that is the connection timing out (TCP's
+/// retransmissions, or `TCP_USER_TIMEOUT`), a failure that calls for a reconnection.
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// The error a timed-out call returns; `WouldBlock`, as std's socket timeouts on Unix.
