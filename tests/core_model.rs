@@ -763,3 +763,19 @@ fn a_client_that_hears_no_datagram_for_two_intervals_finds_them_missing() {
     run_for(&mut pair, Duration::from_millis(1100), true);
     assert!(!pair.ends[0].datagrams_missing());
 }
+
+#[test]
+fn a_closed_session_without_a_connection_probes_once_an_interval() {
+    // The server is gone: the client's REQ_ACKs for its unacknowledged bytes would be
+    // asked of nobody. Only its heartbeat probes and its CLOSE's backing-off
+    // retransmissions go out.
+    let mut pair = Pair::new(4096, 1024);
+    pair.write(0, 3000);
+    let now = pair.now;
+    pair.ends[0].close(now);
+    pair.cut();
+    let sent = run_for(&mut pair, Duration::from_secs(20), false);
+    // 20 probes and the CLOSE's retransmissions (100 ms doubling to 2 s, 15 in 20 s):
+    // 36 here; a REQ_ACK every 200 ms on top made it 136.
+    assert!(sent[0] <= 40, "{sent:?} datagrams in 20 s");
+}

@@ -806,8 +806,12 @@ impl Session {
         self.link.give_up_at(self.limits.give_up_after)
     }
 
+    /// Whether the REQ_ACK timer runs: bytes wait for an acknowledgement that a blocked
+    /// writer or a lingering close needs. Not without a connection: the peer then has
+    /// nothing new to acknowledge, and the heartbeats probe the path once an interval.
     fn wants_ack(&self) -> bool {
         !self.send.buf.is_empty()
+            && self.link.connected
             && !self.recv.peer_closed
             && self.fatal.is_none()
             && (self.send.writer_blocked_since.is_some() || self.send.write_shut.is_some())
