@@ -56,6 +56,9 @@ pub struct Status {
     /// on a server, the client's address as last proved (`None` until the client's first
     /// answer), which follows a client whose address changes.
     pub control_peer: Option<SocketAddr>,
+    /// Whether the control datagrams go over a TCP control connection (where UDP does not
+    /// get through) rather than UDP.
+    pub control_over_tcp: bool,
     /// The local address of the current (or last) TCP connection.
     pub local_addr: Option<SocketAddr>,
     /// The peer's address on the current (or last) TCP connection.

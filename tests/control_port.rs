@@ -102,3 +102,15 @@ fn status_shows_the_control_path_and_the_addresses() {
         assert!(client.status().last_heard < Duration::from_secs(3));
     });
 }
+
+// Proves: where UDP gets through (loopback), the control datagrams stay on it.
+#[test]
+fn on_loopback_control_stays_on_udp() {
+    run_bounded(LIMIT, || {
+        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
+        let (client, accepted) = connect_pair(&server, server_addr(&server), fast_config());
+        exchange_seeded(&client, &accepted, LEN, 11);
+        assert!(!client.status().control_over_tcp);
+        assert!(!accepted.status().control_over_tcp);
+    });
+}

@@ -180,6 +180,11 @@ impl EngineHandle {
         socket.send(datagram, to);
     }
 
+    /// Whether datagrams to `to`, in sessions where we are `role`, go over TCP.
+    pub(crate) fn routed_over_tcp(&self, role: Role, to: SocketAddr) -> bool {
+        self.tcp_routed.load(Ordering::Relaxed) && self.tcp_routes.lock().contains_key(&(role, to))
+    }
+
     /// Routes `route`'s datagrams over TCP control connection `token`.
     fn route_over_tcp(&self, route: (Role, SocketAddr), token: Token) {
         self.tcp_routes.lock().insert(route, token);

@@ -771,6 +771,11 @@ impl Shared {
         let mut status = st.session.status(Instant::now());
         status.local_addr = st.local_addr;
         status.peer_addr = st.peer_addr;
+        let role = st.session.role();
+        drop(st);
+        status.control_over_tcp = status
+            .control_peer
+            .is_some_and(|to| self.engine.routed_over_tcp(role, to));
         status
     }
 

@@ -545,6 +545,7 @@ fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
             "control_peer",
             status.control_peer.map_or("none".into(), |a| a.to_string()),
         ),
+        ("control_over_tcp", status.control_over_tcp.to_string()),
     ]
 }
 

@@ -264,6 +264,18 @@ fn tcp_only(ctx: &Ctx, dnat: bool) -> Result<(), Failure> {
     ctx.require(took <= FALLBACK_LIMIT, || {
         format!("the fallback took {took:.2?} to carry 1 MiB each way; required within {FALLBACK_LIMIT:?} (\"within seconds\")")
     });
+    // And the sessions say so.
+    for (who, status) in [
+        ("client", pair.status_of_client()?),
+        ("server", pair.status_of_server()?),
+    ] {
+        ctx.require(status.get("control_over_tcp") == Some("true"), || {
+            format!(
+                "the {who}'s status does not show control over TCP: {}",
+                describe(&status)
+            )
+        });
+    }
     pair.more(4 * MIB, MOVE_LIMIT)?;
     pair.finish(ctx)
 }
@@ -957,6 +969,14 @@ impl Pair {
         self.server.send(&format!("status s={s}"))?;
         self.server
             .wait("status", MOVE_LIMIT, from, |e| e.is("status", s))
+    }
+
+    /// The client's status of this session.
+    fn status_of_client(&mut self) -> Result<Event, Failure> {
+        let from = self.client.cursor();
+        self.client.send("status s=0")?;
+        self.client
+            .wait("status", MOVE_LIMIT, from, |e| e.is("status", 0))
     }
 
     /// Stops both writers, waits for each side to read the other's whole stream and its

@@ -335,6 +335,8 @@ impl Session {
             last_failure: self.link.last_failure.clone(),
             last_heard: now.saturating_duration_since(self.liveness.last_heard()),
             control_peer: self.control_peer(),
+            // Which carrier takes the datagrams is the engine's to say.
+            control_over_tcp: false,
             // The connection's addresses are the engine's to fill in.
             local_addr: None,
             peer_addr: None,
