@@ -390,6 +390,10 @@ enum Opening {
     Foreign,
     /// A HELLO, `len` bytes of frame.
     Hello { hello: Hello, len: usize },
+    /// A CONTROL frame (no body): the connection carries control datagrams from then on.
+    /// Nothing the input holds authenticates, so the server sends nothing on it, and hangs
+    /// up at the end of stream or on a length no datagram has.
+    Control,
 }
 
 impl Opening {
@@ -399,6 +403,16 @@ impl Opening {
         };
         let header = match FrameHeader::parse(header) {
             Ok(header) if header.kind == FrameKind::Hello => header,
+            Ok(header) if header.kind == FrameKind::Control && header.body_len == 0 => {
+                return Opening::Control;
+            }
+            // A CONTROL with a body is malformed: the server refuses it once it has it.
+            Ok(header) if header.kind == FrameKind::Control => {
+                return match rest.get(..header.body_len) {
+                    Some(_) => Opening::Foreign,
+                    None => Opening::Incomplete,
+                };
+            }
             // The server judges the header as soon as it has it.
             _ => return Opening::Foreign,
         };
@@ -415,7 +429,7 @@ impl Opening {
     }
 
     fn needs_answer(&self) -> bool {
-        !matches!(self, Opening::Incomplete)
+        !matches!(self, Opening::Incomplete | Opening::Control)
     }
 
     /// Checks the server's response to `input`, records the session the connection may
@@ -444,6 +458,9 @@ impl Opening {
             return None;
         };
         match (self, answer) {
+            (Opening::Control, answer) => {
+                panic!("the server answered {answer:?} on a control connection")
+            }
             (Opening::Incomplete, answer) => {
                 panic!("the server answered {answer:?} to bytes that end inside their frame")
             }
@@ -515,6 +532,7 @@ impl Opening {
             Opening::Incomplete => "an incomplete frame",
             Opening::Foreign => "a frame that is no HELLO",
             Opening::Hello { .. } => "a HELLO",
+            Opening::Control => "a CONTROL frame",
         }
     }
 }

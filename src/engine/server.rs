@@ -408,7 +408,11 @@ impl Engine {
         match &mut hs.phase {
             Phase::Hello(reader) => match reader.poll(&hs.stream) {
                 Ok(FrameRead::Pending) => Some(hs),
-                Ok(FrameRead::Done(_)) if reader.kind() == Some(FrameKind::Control) => {
+                Ok(FrameRead::Done(body)) if reader.kind() == Some(FrameKind::Control) => {
+                    if !body.is_empty() {
+                        // This version's CONTROL has no body.
+                        return self.turn_away(hs);
+                    }
                     self.control_connection(hs);
                     None
                 }
