@@ -79,17 +79,28 @@ impl RSocket {
     /// Opens a session with the server at `addr`, with the default [`Config`].
     ///
     /// Like [`TcpStream::connect`](std::net::TcpStream::connect), each resolved address is
-    /// tried in turn.
+    /// tried in turn, and the call returns once a TCP connection is up: after one round
+    /// trip. The session's opening HELLO is on its way by then, and the application may
+    /// write at once: its first bytes follow the HELLO on the same connection, and the
+    /// server accepts the session, and can read them and reply, without waiting for
+    /// another round trip. Reads wait for the server's answer (as they wait during a
+    /// reconnection); so does [`session_id`](Self::session_id).
     ///
     /// # Errors
     ///
-    /// The TCP error if no address accepts a connection. Otherwise an error carrying a
-    /// [`crate::Error`]: [`Error::Refused`](crate::Error::Refused) (`ConnectionRefused`)
-    /// if the server no longer accepts sessions;
-    /// [`Error::NotRobust`](crate::Error::NotRobust) if the peer does not speak robust-tcp
-    /// (`InvalidData`; `TimedOut` if it stays silent; `ConnectionAborted` if it hangs up
-    /// on every handshake). A handshake cut by the network, or a server at its session
-    /// limit, is retried with backoff.
+    /// The TCP error if no address accepts a connection.
+    ///
+    /// What goes wrong after that is reported by the session's next read or write (as
+    /// with TCP Fast Open), with an error carrying a [`crate::Error`]:
+    /// [`Error::Refused`](crate::Error::Refused) (`ConnectionRefused`) if the server no
+    /// longer accepts sessions; [`Error::NotRobust`](crate::Error::NotRobust) if the peer
+    /// does not speak robust-tcp (`InvalidData`; `TimedOut` if it stays silent for the
+    /// handshake timeout; `ConnectionAborted` if it hangs up on 10 openings in a row);
+    /// [`Error::GaveUp`](crate::Error::GaveUp) (`TimedOut`) if no answer came within 10
+    /// handshake timeouts of retrying; [`Error::UnknownSession`](crate::Error::UnknownSession)
+    /// (`ConnectionReset`) if the server ended the session before its answer could reach
+    /// the client. A handshake cut by the network, or a server at its session limit, is
+    /// retried with backoff, and no byte is lost or duplicated.
     ///
     /// # Examples
     ///
@@ -103,15 +114,15 @@ impl RSocket {
 
     /// Opens a session with the server at `addr`, with `config`.
     ///
-    /// Retries (cut handshakes, a busy server) stop after
-    /// [`Config::give_up_after`], if set.
+    /// Retries of the opening (cut handshakes, a busy server) stop after
+    /// [`Config::give_up_after`], if set, as reconnections do.
     ///
     /// # Errors
     ///
     /// As [`connect`](Self::connect), and `InvalidInput` for a config that makes no sense
-    /// (see [`Config::validate`]). When [`Config::give_up_after`] passes:
-    /// [`Error::Refused`](crate::Error::Refused)`(Refusal::TooManySessions)` if the server
-    /// was full, else [`Error::GaveUp`](crate::Error::GaveUp) (`TimedOut`).
+    /// (see [`Config::validate`]). When [`Config::give_up_after`] passes without an open
+    /// session, the next read or write fails with
+    /// [`Error::GaveUp`](crate::Error::GaveUp) (`TimedOut`).
     ///
     /// # Examples
     ///
@@ -128,8 +139,8 @@ impl RSocket {
         RSocket::open(&addrs, config, limit)
     }
 
-    /// Opens a session with the server at `addr`, taking at most `timeout` for it (the TCP
-    /// connects, the handshakes and any retries).
+    /// Opens a session with the server at `addr`, taking at most `timeout` for the TCP
+    /// connect (and, at most, for each handshake of the opening that follows).
     ///
     /// # Errors
     ///
@@ -458,7 +469,12 @@ impl RSocket {
         self.shared().local_addr()
     }
 
-    /// The session's connection identifier (CID), chosen by the server; never 0.
+    /// The session's connection identifier (CID), chosen by the server.
+    ///
+    /// A client learns it from the server's answer to its opening, which comes a round
+    /// trip after [`connect`](Self::connect) returned: until then this waits for it, as a
+    /// read does (and returns 0 if the opening failed: the next read or write says why).
+    /// Never 0 once the session is open.
     ///
     /// # Examples
     ///
@@ -468,7 +484,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn session_id(&self) -> u32 {
-        self.shared().cid()
+        self.shared().wait_cid()
     }
 
     /// A snapshot of the session: its state, byte counts, what waits for acknowledgement,
@@ -524,7 +540,8 @@ impl Write for &RSocket {
 impl fmt::Debug for RSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RSocket")
-            .field("session_id", &self.session_id())
+            // Not `session_id`, which may wait for the server's answer.
+            .field("session_id", &self.shared().cid())
             .field("peer_addr", &self.peer_addr().ok())
             .finish()
     }

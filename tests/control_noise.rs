@@ -42,7 +42,7 @@ fn noise_on_the_control_socket_disturbs_no_session() {
         let addr = server_addr(&server);
         let (client, accepted) = connect_pair(&server, addr, fast_config());
         let live = client.session_id();
-        let target = SocketAddr::from(([127, 0, 0, 1], control_port(addr)));
+        let target = SocketAddr::from(([127, 0, 0, 1], control_port(&server)));
 
         let noise = UdpSocket::bind("127.0.0.1:0").expect("bind the noise socket");
         let seed = support::rng::fresh_seed();

@@ -34,9 +34,9 @@ fn a_fixed_control_port_is_named_in_answers_and_carries_the_sessions() {
         let port = free_udp_port();
         let config = fast_config().control_port(Some(port));
         let server = RServerSocket::bind_with("127.0.0.1:0", config.clone()).expect("bind");
-        assert_eq!(control_port(server_addr(&server)), port);
+        assert_eq!(control_port(&server), port);
         let twin = RServerSocket::bind_with("127.0.0.1:0", config).expect("bind a twin");
-        assert_eq!(control_port(server_addr(&twin)), port);
+        assert_eq!(control_port(&twin), port);
 
         let proxy =
             FaultProxy::start(server_addr(&server), CutPlan::random(8, 512 << 10)).expect("proxy");
@@ -86,7 +86,7 @@ fn status_shows_the_control_path_and_the_addresses() {
         let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
         let addr = server_addr(&server);
         let (client, accepted) = connect_pair(&server, addr, fast_config());
-        let udp = SocketAddr::new(addr.ip(), control_port(addr));
+        let udp = SocketAddr::new(addr.ip(), control_port(&server));
         let c = client.status();
         assert_eq!(c.control_peer, Some(udp));
         assert_eq!(c.peer_addr, Some(addr));

@@ -132,33 +132,41 @@ impl Drop for PlainServer {
     }
 }
 
-/// Connects a robust client to `server` and checks that it fails with `kind`, carrying
-/// [`Error::NotRobust`] for `reason`, and (for `InvalidData`) says that the peer is not a
-/// robust-tcp server.
+/// Connects a robust client to `server` (`connect` returns once the TCP connection is up,
+/// and a write may go into the send buffer before the server answers) and checks that the
+/// session's first read fails with `kind`, carrying [`Error::NotRobust`] for `reason`, and
+/// (for `InvalidData`) says that the peer is not a robust-tcp server; a write then fails
+/// the same way, and the session never got an id.
 fn robust_connect_fails(
     server: &PlainServer,
     config: Config,
     kind: io::ErrorKind,
     reason: NotRobustReason,
 ) {
-    let err = RSocket::connect_with(server.addr, config)
-        .expect_err("a robust client opened a session with a plain TCP server");
-    assert_eq!(err.kind(), kind, "{err}");
-    assert_eq!(
-        carried("connect to a plain server", &err),
-        &Error::NotRobust { reason }
-    );
-    if kind == io::ErrorKind::InvalidData {
-        assert!(
-            err.to_string().contains("not a robust-tcp server"),
-            "the message does not say the peer is not a robust-tcp server: {err}"
-        );
+    let sock = RSocket::connect_with(server.addr, config)
+        .expect("connect returns once the TCP connection is up");
+    // Buffered, or already failed as below: the engine may have read the stranger's
+    // bytes by now.
+    let _ = (&sock).write_all(b"first bytes");
+    for (what, result) in [
+        ("the first read", (&sock).read(&mut [0u8; 16])),
+        ("a write after it", (&sock).write(b"x")),
+    ] {
+        let err = assert_kind(what, result, kind);
+        assert_eq!(carried(what, &err), &Error::NotRobust { reason });
+        if kind == io::ErrorKind::InvalidData {
+            assert!(
+                err.to_string().contains("not a robust-tcp server"),
+                "the message does not say the peer is not a robust-tcp server: {err}"
+            );
+        }
     }
+    assert_eq!(sock.session_id(), 0, "a session id from a plain server");
 }
 
 // Proves: a plain server that echoes the client's hello back (its kind is HELLO, not
-// ANSWER) is recognised as a stranger: connect fails with InvalidData saying so, after a
-// single connection (no retries).
+// ANSWER) is recognised as a stranger: the session fails with InvalidData saying so, after
+// a single connection (no retries).
 #[test]
 fn a_robust_client_rejects_an_echoing_plain_server() {
     run_bounded(LIMIT, || {
@@ -175,7 +183,7 @@ fn a_robust_client_rejects_an_echoing_plain_server() {
 }
 
 // Proves: a plain server that speaks first (an SSH banner, no RTCP magic) is recognised
-// as a stranger: connect fails with InvalidData saying so, after a single connection.
+// as a stranger: the session fails with InvalidData saying so, after a single connection.
 #[test]
 fn a_robust_client_rejects_a_plain_server_that_sends_a_banner() {
     run_bounded(LIMIT, || {
@@ -190,9 +198,9 @@ fn a_robust_client_rejects_a_plain_server_that_sends_a_banner() {
     });
 }
 
-// Proves: a plain server that accepts and then says nothing (nor hangs up) makes connect
-// fail with TimedOut (within the watchdog), rather than retry the silent peer or report
-// another kind such as ConnectionAborted.
+// Proves: a plain server that accepts and then says nothing (nor hangs up) makes the
+// session fail with TimedOut (within the watchdog), rather than retry the silent peer or
+// report another kind such as ConnectionAborted.
 #[test]
 fn a_robust_client_times_out_on_a_silent_plain_server() {
     run_bounded(LIMIT, || {
@@ -362,8 +370,8 @@ fn large_send_buffers_reconnect_both_ways_at_once() {
 
 // ------------------------------------------------------------------ a dropped server
 
-// Proves: a dropped RServerSocket refuses new sessions (ConnectionRefused) while its last
-// session lives, and its listening port closes once that session has ended on both sides
+// Proves: a dropped RServerSocket refuses new sessions (their first read fails with
+// ConnectionRefused) while its last session lives, and its listening port closes once that session has ended on both sides
 // (a plain TCP connect is then refused by the kernel).
 #[test]
 fn a_dropped_servers_port_closes_after_its_last_session() {
@@ -384,9 +392,10 @@ fn a_dropped_servers_port_closes_after_its_last_session() {
         // (with TimedOut) rather than the watchdog.
         let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
         let what = "a new session with a dropped server";
+        let refused = RSocket::connect_with(addr, config).expect("the TCP connect");
         let e = assert_kind(
             what,
-            RSocket::connect_with(addr, config),
+            (&refused).read(&mut [0u8; 8]),
             io::ErrorKind::ConnectionRefused,
         );
         assert_eq!(carried(what, &e), &Error::Refused(Refusal::ServerClosed));

@@ -13,8 +13,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use robust_tcp::protocol::auth::NONCE_LEN;
-use robust_tcp::protocol::handshake::{Hello, HEADER_LEN};
+use robust_tcp::protocol::handshake::HEADER_LEN;
 use robust_tcp::RServerSocket;
 use support::bounded::{join, run_bounded};
 use support::rng::{fresh_seed, Rng};
@@ -53,11 +52,13 @@ fn library_threads() -> usize {
 
 /// Opens the flood's connections and sends its datagrams; returns the connections, held
 /// open by the caller until the real sessions are done.
-fn flood(server: SocketAddr, seed: u64) -> Vec<TcpStream> {
+fn flood(server: SocketAddr, control_port: u16, seed: u64) -> Vec<TcpStream> {
     let mut rng = Rng::new(seed);
-    let control = SocketAddr::from(([127, 0, 0, 1], control_port(server)));
+    let control = SocketAddr::from(([127, 0, 0, 1], control_port));
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let hello = Hello::opening([7; NONCE_LEN]).encode();
+    let hello = support::raw::RawOpening::new(&mut rng)
+        .hello(0, &mut rng)
+        .encode();
     let mut held = Vec::with_capacity(3 * FLOOD_EACH);
     for i in 0..3 * FLOOD_EACH {
         // The server closes what it evicts; a connect refused in a full backlog is part
@@ -96,6 +97,7 @@ fn a_flood_of_connections_and_datagrams_leaves_sessions_and_resources_alone() {
         let config = fast_config().max_sessions_per_address(SESSIONS + 8);
         let server = RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
         let addr = server_addr(&server);
+        let port = control_port(&server);
         let pairs: Vec<_> = (0..SESSIONS)
             .map(|_| connect_pair(&server, addr, fast_config()))
             .collect();
@@ -103,7 +105,7 @@ fn a_flood_of_connections_and_datagrams_leaves_sessions_and_resources_alone() {
         assert_eq!(threads_before, 1, "the engine alone");
 
         let seed = fresh_seed();
-        let flooder = thread::spawn(move || flood(addr, seed));
+        let flooder = thread::spawn(move || flood(addr, port, seed));
         let transfers: Vec<_> = pairs
             .into_iter()
             .enumerate()

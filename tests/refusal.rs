@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::thread;
 use std::time::Duration;
 
@@ -32,7 +32,16 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
         // A proxy that never cuts shows each connection attempt of the second client.
         let counter = FaultProxy::start(addr, CutPlan::never()).unwrap();
         let via_counter = counter.local_addr();
-        let connector = thread::spawn(move || RSocket::connect_with(via_counter, fast_config()));
+        // `connect` returns once the TCP connection is up; the first bytes wait in the
+        // session, and the reply comes only once the server has the session.
+        let connector = thread::spawn(move || -> io::Result<RSocket> {
+            let mut sock = RSocket::connect_with(via_counter, fast_config())?;
+            sock.write_all(b"second")?;
+            let mut reply = [0u8; 2];
+            sock.read_exact(&mut reply)?;
+            assert_eq!(&reply, b"ok");
+            Ok(sock)
+        });
         wait_until(
             Duration::from_secs(10),
             "the second client to be refused and retry twice",
@@ -40,7 +49,7 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
         );
         assert!(
             !connector.is_finished(),
-            "the second client's connect returned while max_sessions(1) was taken: {:?}",
+            "the second client got a reply while max_sessions(1) was taken: {:?}",
             join(connector).map(|sock| sock.session_id())
         );
         assert!(
@@ -53,14 +62,15 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
         drop(first_client);
         drop(first_accepted);
 
-        wait_until(
-            Duration::from_secs(10),
-            "the second client to get in after the first session closed",
-            || connector.is_finished(),
-        );
-        let second_client = join(connector).expect("the second client's connect");
         let (_server, accepted) = join(acceptor);
-        let (second_accepted, _peer) = accepted.expect("accept the second session");
+        let (mut second_accepted, _peer) = accepted.expect("accept the second session");
+        let mut first = [0u8; 6];
+        second_accepted
+            .read_exact(&mut first)
+            .expect("read the second client's first bytes");
+        assert_eq!(&first, b"second");
+        second_accepted.write_all(b"ok").expect("reply");
+        let second_client = join(connector).expect("the second client's opening");
         assert_eq!(second_client.session_id(), second_accepted.session_id());
         exchange_seeded(
             &second_client,
@@ -85,12 +95,13 @@ fn a_dropped_server_refuses_new_sessions_but_keeps_its_sessions_through_cuts() {
         // Bounded, so that a client that retries instead of failing fails the assertion
         // (with TimedOut) rather than the watchdog.
         let config = fast_config().give_up_after(Some(Duration::from_secs(5)));
-        match RSocket::connect_with(addr, config) {
-            Ok(sock) => panic!("a dropped server accepted session {}", sock.session_id()),
+        let sock = RSocket::connect_with(addr, config).expect("the TCP connect");
+        match (&sock).read(&mut [0u8; 8]) {
+            Ok(n) => panic!("a dropped server's session gave {n} bytes"),
             Err(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
                 let refused = Error::Refused(Refusal::ServerClosed);
-                assert_eq!(carried("connect to a dropped server", &e), &refused);
+                assert_eq!(carried("a session with a dropped server", &e), &refused);
             }
         }
 

@@ -50,9 +50,13 @@ proptest! {
     }
 
     #[test]
-    fn handshake_frames_round_trip(cid in any::<u32>(), nonce in any::<[u8; NONCE_LEN]>(), attempt in any::<u64>(), received in any::<u32>(), epoch in any::<u32>(), port in any::<u16>()) {
+    fn handshake_frames_round_trip(cid in any::<u32>(), nonce in any::<[u8; NONCE_LEN]>(), attempt in any::<u64>(), received in any::<u32>(), epoch in any::<u32>(), port in any::<u16>(), opened in any::<bool>(), secret in any::<[u8; SECRET_LEN]>()) {
         let keys = keys(Role::Client);
-        let hello = Hello::resume(cid, nonce, attempt, received, &keys.handshake.client);
+        let hello = if cid == 0 {
+            Hello::opening(nonce, attempt, [6; NONCE_LEN], secret, &keys.handshake.client)
+        } else {
+            Hello::resume(cid, nonce, attempt, received, &keys.handshake.client)
+        };
         let frame = hello.encode();
         let header = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
         prop_assert_eq!(header.body_len, frame.len() - HEADER_LEN);
@@ -64,15 +68,16 @@ proptest! {
         } else {
             let accepted = Accepted {
                 cid,
+                opened,
                 control_port: port,
                 client_nonce: nonce,
-                secret: [0; SECRET_LEN],
                 received,
                 epoch,
                 server_nonce: nonce,
                 tag: [0; 16],
             }
             .sign(&hello, &keys.handshake.server);
+            prop_assert!(accepted.answers(&hello, &keys.handshake.server));
             let confirm = Confirm::new(&hello, &accepted, &keys.handshake.client);
             prop_assert_eq!(Confirm::parse(&confirm.encode()[HEADER_LEN..]), Ok(confirm));
             Answer::Accepted(accepted)

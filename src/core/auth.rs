@@ -1,11 +1,12 @@
 //! Session keys and message authentication.
 //!
-//! At opening the server picks a random 256-bit session secret and sends it once, in the
-//! ANSWER of the opening exchange; nothing sends it again. Both sides derive four keys
-//! from it with HKDF-SHA256, one per purpose and direction, salted with the nonce of the
-//! client's opening HELLO. Every later proof (a reconnection's HELLO, ANSWER and CONFIRM,
-//! and every control datagram) is an HMAC-SHA256 tag under one of these keys, truncated to
-//! 128 bits and checked in constant time. See `docs/SECURITY.md`.
+//! At opening the client draws a random 256-bit session secret and a random opening nonce,
+//! and sends both in its opening HELLO (and again in a retried opening's, never once the
+//! server has answered). Both sides derive four keys from the secret with HKDF-SHA256,
+//! one per purpose and direction, salted with the opening nonce: the client before it
+//! sends a byte, the server from the HELLO alone. Every proof (every HELLO, ANSWER and
+//! CONFIRM, and every control datagram) is an HMAC-SHA256 tag under one of these keys,
+//! truncated to 128 bits and checked in constant time. See `docs/SECURITY.md`.
 
 use std::fmt;
 
@@ -22,9 +23,10 @@ pub const NONCE_LEN: usize = 16;
 /// Length of an authentication tag: the first half of an HMAC-SHA256.
 pub const TAG_LEN: usize = 16;
 
-/// The session secret, sent once by the server when the session opens.
+/// The session secret, drawn by the client and sent in its opening HELLO.
 pub type Secret = [u8; SECRET_LEN];
-/// A handshake nonce: random, fresh for each attempt.
+/// A handshake nonce: random, fresh for each attempt (or, for the opening nonce, for
+/// each session).
 pub type Nonce = [u8; NONCE_LEN];
 /// An authentication tag.
 pub type Tag = [u8; TAG_LEN];
@@ -32,10 +34,10 @@ pub type Tag = [u8; TAG_LEN];
 /// Labels of the derived keys (HKDF "info"): one per purpose and direction, so that no
 /// tag made for one use verifies in another.
 mod label {
-    pub(super) const HANDSHAKE_CLIENT: &[u8] = b"robust-tcp v2 handshake client";
-    pub(super) const HANDSHAKE_SERVER: &[u8] = b"robust-tcp v2 handshake server";
-    pub(super) const CONTROL_CLIENT: &[u8] = b"robust-tcp v2 control client";
-    pub(super) const CONTROL_SERVER: &[u8] = b"robust-tcp v2 control server";
+    pub(super) const HANDSHAKE_CLIENT: &[u8] = b"robust-tcp v3 handshake client";
+    pub(super) const HANDSHAKE_SERVER: &[u8] = b"robust-tcp v3 handshake server";
+    pub(super) const CONTROL_CLIENT: &[u8] = b"robust-tcp v3 control client";
+    pub(super) const CONTROL_SERVER: &[u8] = b"robust-tcp v3 control server";
 }
 
 /// A key for one purpose and direction, ready to tag messages.
@@ -77,8 +79,8 @@ impl fmt::Debug for MacKey {
     }
 }
 
-/// The keys of a session's handshakes: the client tags its reconnection HELLO and every
-/// CONFIRM with `client`; the server tags a reconnection's ANSWER with `server`.
+/// The keys of a session's handshakes: the client tags every HELLO and CONFIRM with
+/// `client`; the server tags every ANSWER with `server`.
 #[derive(Clone, Debug)]
 pub struct HandshakeKeys {
     /// The client's key.
@@ -100,7 +102,7 @@ pub struct ControlKeys {
 /// Every key of a session, derived from its secret.
 #[derive(Clone, Debug)]
 pub struct SessionKeys {
-    /// For the handshakes of reconnections.
+    /// For the handshakes.
     pub handshake: HandshakeKeys,
     /// For the control datagrams of the side that derived them.
     pub control: ControlKeys,
@@ -108,7 +110,7 @@ pub struct SessionKeys {
 
 impl SessionKeys {
     /// The keys of side `role` of the session whose secret is `secret` and whose opening
-    /// HELLO carried `opening_nonce`.
+    /// nonce (in its opening HELLO) is `opening_nonce`.
     pub fn derive(secret: &Secret, opening_nonce: &Nonce, role: Role) -> Self {
         let hkdf = Hkdf::<Sha256>::new(Some(opening_nonce), secret);
         let key = |label: &[u8]| {

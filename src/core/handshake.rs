@@ -2,20 +2,22 @@
 //!
 //! Every frame has an 8-byte header (`magic`, `version`, `kind`, body length) and a body.
 //! A decoder accepts a body longer than it knows and ignores the rest, so a later version can
-//! append a field without breaking this one. A reconnection's frames carry tags over the
-//! exchange so far (the *transcript*: the canonical encodings of the frames before, and of
-//! this one up to its tag), made with the session's handshake keys ([`super::auth`]). See
+//! append a field without breaking this one. Every HELLO, ANSWER and CONFIRM carries a tag
+//! over the exchange so far (the *transcript*: the canonical encodings of the frames
+//! before, and of this one up to its tag), made with the session's handshake keys
+//! ([`super::auth`]). An opening HELLO carries the session secret the client drew, so the
+//! server derives the keys from the HELLO alone and can check its tag. See
 //! `docs/PROTOCOL.md`.
 
 use byteorder::{BigEndian, ByteOrder};
 
-use super::auth::{MacKey, Nonce, Secret, Tag, TAG_LEN};
+use super::auth::{MacKey, Nonce, Secret, Tag, NONCE_LEN, SECRET_LEN, TAG_LEN};
 use super::WireError;
 
 /// The first four bytes of every handshake frame: "RTCP".
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
 /// offsets count from the start of the body, after the header.
 mod field {
@@ -37,7 +39,9 @@ mod field {
         pub(crate) const NONCE: Field = 4..20;
         pub(crate) const ATTEMPT: Field = 20..28;
         pub(crate) const RECEIVED: Field = 28..32;
-        pub(crate) const TAG: Field = 32..48;
+        pub(crate) const OPENING_NONCE: Field = 32..48;
+        pub(crate) const SECRET: Field = 48..80;
+        pub(crate) const TAG: Field = 80..96;
     }
 
     /// The body of an ANSWER.
@@ -45,13 +49,13 @@ mod field {
         use super::Field;
         pub(crate) const CID: Field = 0..4;
         pub(crate) const REFUSAL: usize = 4;
-        pub(crate) const CONTROL_PORT: Field = 5..7;
-        pub(crate) const CLIENT_NONCE: Field = 7..23;
-        pub(crate) const SECRET: Field = 23..55;
-        pub(crate) const RECEIVED: Field = 55..59;
-        pub(crate) const EPOCH: Field = 59..63;
-        pub(crate) const SERVER_NONCE: Field = 63..79;
-        pub(crate) const TAG: Field = 79..95;
+        pub(crate) const FLAGS: usize = 5;
+        pub(crate) const CONTROL_PORT: Field = 6..8;
+        pub(crate) const CLIENT_NONCE: Field = 8..24;
+        pub(crate) const RECEIVED: Field = 24..28;
+        pub(crate) const EPOCH: Field = 28..32;
+        pub(crate) const SERVER_NONCE: Field = 32..48;
+        pub(crate) const TAG: Field = 48..64;
     }
 
     /// The body of a CONFIRM.
@@ -72,9 +76,11 @@ pub const MAX_BODY_LEN: usize = 1024;
 pub enum FrameKind {
     /// Client to server: open a session (CID 0) or resume one.
     Hello = 1,
-    /// Server to client: accept (with the CID) or refuse.
+    /// Server to client: accept (with the CID: opened, or resumed) or refuse.
     Answer = 2,
-    /// Client to server: the client has the CID; the new session may be accepted.
+    /// Client to server, after an answer that resumed a session: the client holds the
+    /// keys and received this very answer; the server may move the session to this
+    /// connection.
     Confirm = 3,
     /// Client to server, first on a connection that carries control datagrams instead of
     /// a session (where UDP does not get through); no body. Datagrams follow both ways,
@@ -161,17 +167,24 @@ fn untagged(frame: &[u8]) -> &[u8] {
 /// Client to server, first frame on every TCP connection of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
-    /// 0 to open a new session; the session's CID to resume it.
+    /// 0 to open a session (a new one, or the one this client opened with the same
+    /// opening nonce, if the server has it); the session's CID to resume it.
     pub cid: u32,
     /// Fresh for each attempt: the server echoes it, so an answer cannot be replayed.
     pub nonce: Nonce,
-    /// 0 when opening; each reconnection of a session counts one more, so a replayed
+    /// The number of this attempt in the session: 0 for the first opening; each later
+    /// attempt (a retried opening, a reconnection) counts one more, so that a replayed
     /// HELLO is refused.
     pub attempt: u64,
     /// Bytes the client has received in this session (wrapping at 2^32).
     pub received: u32,
-    /// Zero when opening; for a reconnection, the tag of the frame up to the tag under
-    /// the client's handshake key.
+    /// When opening: random, drawn once per session; the keys are derived with it as the
+    /// salt, and the server finds a session it opened by it. Zero when resuming by CID.
+    pub opening_nonce: Nonce,
+    /// When opening: the session secret, drawn by the client. Zero when resuming by CID
+    /// (it travels once per attempt at opening, never afterwards).
+    pub secret: Secret,
+    /// The tag of the frame up to the tag under the client's handshake key.
     pub tag: Tag,
 }
 
@@ -181,29 +194,64 @@ impl Hello {
     /// Length of the whole frame.
     pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
 
-    /// The HELLO that opens a new session.
-    pub fn opening(nonce: Nonce) -> Self {
+    /// The HELLO of opening attempt number `attempt` of the session whose secret is
+    /// `secret` and whose opening nonce is `opening_nonce`, tagged with the client's
+    /// handshake key `key` (derived from those two).
+    pub fn opening(
+        nonce: Nonce,
+        attempt: u64,
+        opening_nonce: Nonce,
+        secret: Secret,
+        key: &MacKey,
+    ) -> Self {
         Hello {
             cid: 0,
             nonce,
-            attempt: 0,
+            attempt,
             received: 0,
+            opening_nonce,
+            secret,
             tag: [0; TAG_LEN],
         }
+        .signed(key)
     }
 
     /// The HELLO of reconnection number `attempt` of session `cid`, tagged with the
     /// client's handshake key.
     pub fn resume(cid: u32, nonce: Nonce, attempt: u64, received: u32, key: &MacKey) -> Self {
-        let mut hello = Hello {
+        Hello {
             cid,
             nonce,
             attempt,
             received,
+            opening_nonce: [0; NONCE_LEN],
+            secret: [0; SECRET_LEN],
             tag: [0; TAG_LEN],
-        };
-        hello.tag = key.tag(&[untagged(&hello.encode())]);
-        hello
+        }
+        .signed(key)
+    }
+
+    /// This HELLO with its tag under `key`.
+    fn signed(mut self, key: &MacKey) -> Self {
+        self.tag = key.tag(&[untagged(&self.encode())]);
+        self
+    }
+
+    /// Whether this HELLO opens a session (CID 0).
+    pub fn is_opening(&self) -> bool {
+        self.cid == 0
+    }
+
+    /// Whether the opening part is as it must be: present (non-zero) exactly when the
+    /// HELLO opens a session.
+    pub fn opening_part_is_consistent(&self) -> bool {
+        let present = self.opening_nonce != [0; NONCE_LEN] && self.secret != [0; SECRET_LEN];
+        let absent = self.opening_nonce == [0; NONCE_LEN] && self.secret == [0; SECRET_LEN];
+        if self.is_opening() {
+            present
+        } else {
+            absent
+        }
     }
 
     /// Whether the tag is right for the client's handshake key `key`.
@@ -219,6 +267,8 @@ impl Hello {
         body[field::hello::NONCE].copy_from_slice(&self.nonce);
         BigEndian::write_u64(&mut body[field::hello::ATTEMPT], self.attempt);
         BigEndian::write_u32(&mut body[field::hello::RECEIVED], self.received);
+        body[field::hello::OPENING_NONCE].copy_from_slice(&self.opening_nonce);
+        body[field::hello::SECRET].copy_from_slice(&self.secret);
         body[field::hello::TAG].copy_from_slice(&self.tag);
         out
     }
@@ -235,6 +285,8 @@ impl Hello {
             nonce: array(b, field::hello::NONCE),
             attempt: BigEndian::read_u64(&b[field::hello::ATTEMPT]),
             received: BigEndian::read_u32(&b[field::hello::RECEIVED]),
+            opening_nonce: array(b, field::hello::OPENING_NONCE),
+            secret: array(b, field::hello::SECRET),
             tag: array(b, field::hello::TAG),
         })
     }
@@ -277,28 +329,31 @@ impl RefusalCode {
 pub struct Accepted {
     /// The session's CID (never 0).
     pub cid: u32,
+    /// Whether the server opened the session on this connection: then the client's bytes
+    /// follow its HELLO, no CONFIRM follows, and both sides start from byte 0. Otherwise
+    /// the server resumed a session it had (by the HELLO's CID, or by its opening nonce),
+    /// and waits for the client's CONFIRM.
+    pub opened: bool,
     /// The server's UDP control port.
     pub control_port: u16,
     /// The nonce of the hello this answers.
     pub client_nonce: Nonce,
-    /// The session secret when the session opens; zero when it resumes (it never travels
-    /// again).
-    pub secret: Secret,
     /// Bytes the server has received in this session (wrapping at 2^32).
     pub received: u32,
-    /// The number of this TCP connection in the session (0 for the first); control
-    /// messages about a connection name it.
+    /// The number of this TCP connection in the session; control messages about a
+    /// connection name it. A session opened by opening attempt `n` starts at `n`, so
+    /// that it never reuses a number the client gave an earlier connection.
     pub epoch: u32,
     /// Fresh for each answer: the client's CONFIRM covers it, so a CONFIRM cannot be
     /// replayed.
     pub server_nonce: Nonce,
-    /// Zero when opening; for a reconnection, the tag of the HELLO and of this frame up
-    /// to the tag under the server's handshake key.
+    /// The tag of the HELLO and of this frame up to the tag under the server's handshake
+    /// key.
     pub tag: Tag,
 }
 
 impl Accepted {
-    /// Tags a reconnection's answer to `hello` with the server's handshake key.
+    /// Tags the answer to `hello` with the server's handshake key.
     pub fn sign(mut self, hello: &Hello, key: &MacKey) -> Self {
         self.tag = [0; TAG_LEN];
         let frame = Answer::Accepted(self).encode();
@@ -306,15 +361,12 @@ impl Accepted {
         self
     }
 
-    /// Whether this answers `hello`: it echoes the hello's nonce, and, with `key` the
-    /// server's handshake key of a reconnection, its tag is right.
-    pub fn answers(&self, hello: &Hello, key: Option<&MacKey>) -> bool {
+    /// Whether this answers `hello`: it echoes the hello's nonce and its tag is right for
+    /// the server's handshake key `key`.
+    pub fn answers(&self, hello: &Hello, key: &MacKey) -> bool {
         if self.client_nonce != hello.nonce {
             return false;
         }
-        let Some(key) = key else {
-            return true;
-        };
         let frame = Answer::Accepted(*self).encode();
         key.verify(&[&hello.encode(), untagged(&frame)], &self.tag)
     }
@@ -329,6 +381,9 @@ pub enum Answer {
     Refused(RefusalCode),
 }
 
+/// The ANSWER flag saying that the server opened the session on this connection.
+const OPENED: u8 = 0x01;
+
 impl Answer {
     /// Length of the body this version writes.
     pub const BODY_LEN: usize = field::answer::TAG.end;
@@ -342,9 +397,9 @@ impl Answer {
         match self {
             Answer::Accepted(a) => {
                 BigEndian::write_u32(&mut body[field::answer::CID], a.cid);
+                body[field::answer::FLAGS] = if a.opened { OPENED } else { 0 };
                 BigEndian::write_u16(&mut body[field::answer::CONTROL_PORT], a.control_port);
                 body[field::answer::CLIENT_NONCE].copy_from_slice(&a.client_nonce);
-                body[field::answer::SECRET].copy_from_slice(&a.secret);
                 BigEndian::write_u32(&mut body[field::answer::RECEIVED], a.received);
                 BigEndian::write_u32(&mut body[field::answer::EPOCH], a.epoch);
                 body[field::answer::SERVER_NONCE].copy_from_slice(&a.server_nonce);
@@ -360,8 +415,8 @@ impl Answer {
     ///
     /// # Errors
     ///
-    /// [`WireError::Malformed`] if the body is too short, accepts with CID 0, or refuses
-    /// with an unknown reason.
+    /// [`WireError::Malformed`] if the body is too short, accepts with CID 0, refuses
+    /// with an unknown reason, or has flags this version does not know.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         let b = known_part(body, Self::BODY_LEN, "short answer")?;
         let cid = BigEndian::read_u32(&b[field::answer::CID]);
@@ -372,11 +427,16 @@ impl Answer {
         if reason != 0 {
             return Err(WireError::Malformed("answer both accepts and refuses"));
         }
+        let opened = match b[field::answer::FLAGS] {
+            0 => false,
+            OPENED => true,
+            _ => return Err(WireError::Malformed("unknown answer flags")),
+        };
         Ok(Answer::Accepted(Accepted {
             cid,
+            opened,
             control_port: BigEndian::read_u16(&b[field::answer::CONTROL_PORT]),
             client_nonce: array(b, field::answer::CLIENT_NONCE),
-            secret: array(b, field::answer::SECRET),
             received: BigEndian::read_u32(&b[field::answer::RECEIVED]),
             epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
             server_nonce: array(b, field::answer::SERVER_NONCE),
@@ -385,8 +445,9 @@ impl Answer {
     }
 }
 
-/// Client to server, after every accepting answer: the proof that the client holds the
-/// session's keys and received this very answer.
+/// Client to server, after every answer that resumed a session: the proof that the
+/// client holds the session's keys and received this very answer (an opening answer needs
+/// none: the client's bytes follow its HELLO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Confirm {
     /// The CID the client received.
@@ -465,7 +526,7 @@ impl Confirm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+    use crate::core::auth::SessionKeys;
     use crate::core::session::Role;
 
     fn body(frame: &[u8], kind: FrameKind) -> &[u8] {
@@ -482,9 +543,9 @@ mod tests {
     fn accepted() -> Accepted {
         Accepted {
             cid: 7,
+            opened: false,
             control_port: 1234,
             client_nonce: [5; NONCE_LEN],
-            secret: [6; SECRET_LEN],
             received: 5,
             epoch: 3,
             server_nonce: [8; NONCE_LEN],
@@ -494,18 +555,20 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let h = Hello::resume(
-            0xdead_beef,
-            [1; NONCE_LEN],
-            9,
-            u32::MAX,
-            &keys().handshake.client,
-        );
+        let key = &keys().handshake.client;
+        let h = Hello::resume(0xdead_beef, [1; NONCE_LEN], 9, u32::MAX, key);
         let f = h.encode();
-        assert_eq!(&f[..6], b"RTCP\x02\x01");
+        assert_eq!(&f[..6], b"RTCP\x03\x01");
         assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
-        let a = Answer::Accepted(accepted());
-        assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
+        let o = Hello::opening([1; NONCE_LEN], 2, [4; NONCE_LEN], [3; SECRET_LEN], key);
+        assert_eq!(Hello::parse(body(&o.encode(), FrameKind::Hello)), Ok(o));
+        for opened in [false, true] {
+            let a = Answer::Accepted(Accepted {
+                opened,
+                ..accepted()
+            });
+            assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
+        }
         for r in [
             RefusalCode::Closed,
             RefusalCode::TooManySessions,
@@ -515,65 +578,111 @@ mod tests {
             let a = Answer::Refused(r);
             assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
         }
-        let c = Confirm::new(&h, &accepted(), &keys().handshake.client);
+        let c = Confirm::new(&h, &accepted(), key);
         assert_eq!(Confirm::parse(body(&c.encode(), FrameKind::Confirm)), Ok(c));
     }
 
     #[test]
-    fn a_reconnection_proves_itself_both_ways() {
-        let keys = keys();
-        let (client, server) = (&keys.handshake.client, &keys.handshake.server);
-        let hello = Hello::resume(7, [5; NONCE_LEN], 2, 100, client);
-        assert!(hello.verify(client));
-        assert!(!hello.verify(server), "wrong key");
-        for changed in [
+    fn the_opening_part_is_present_exactly_when_opening() {
+        let key = &keys().handshake.client;
+        let opening = Hello::opening([1; NONCE_LEN], 0, [4; NONCE_LEN], [3; SECRET_LEN], key);
+        assert!(opening.is_opening() && opening.opening_part_is_consistent());
+        let resume = Hello::resume(7, [1; NONCE_LEN], 1, 0, key);
+        assert!(!resume.is_opening() && resume.opening_part_is_consistent());
+        for broken in [
             Hello {
-                attempt: 3,
-                ..hello
+                secret: [0; SECRET_LEN],
+                ..opening
             },
             Hello {
-                received: 101,
-                ..hello
+                opening_nonce: [0; NONCE_LEN],
+                ..opening
             },
-            Hello { cid: 8, ..hello },
             Hello {
-                nonce: [6; NONCE_LEN],
-                ..hello
+                secret: [1; SECRET_LEN],
+                ..resume
+            },
+            Hello {
+                opening_nonce: [1; NONCE_LEN],
+                ..resume
             },
         ] {
-            assert!(!changed.verify(client), "{changed:?}");
+            assert!(!broken.opening_part_is_consistent(), "{broken:?}");
         }
-        let answer = Accepted {
-            secret: [0; SECRET_LEN],
-            ..accepted()
+    }
+
+    #[test]
+    fn hellos_and_answers_prove_themselves_both_ways() {
+        let keys = keys();
+        let (client, server) = (&keys.handshake.client, &keys.handshake.server);
+        let resume = Hello::resume(7, [5; NONCE_LEN], 2, 100, client);
+        let opening = Hello::opening([5; NONCE_LEN], 1, [4; NONCE_LEN], [3; SECRET_LEN], client);
+        for hello in [resume, opening] {
+            assert!(hello.verify(client));
+            assert!(!hello.verify(server), "wrong key");
+            for changed in [
+                Hello {
+                    attempt: hello.attempt + 1,
+                    ..hello
+                },
+                Hello {
+                    received: 101,
+                    ..hello
+                },
+                Hello { cid: 8, ..hello },
+                Hello {
+                    nonce: [6; NONCE_LEN],
+                    ..hello
+                },
+                Hello {
+                    opening_nonce: [9; NONCE_LEN],
+                    ..hello
+                },
+                Hello {
+                    secret: [9; SECRET_LEN],
+                    ..hello
+                },
+            ] {
+                assert!(!changed.verify(client), "{changed:?}");
+            }
         }
-        .sign(&hello, server);
-        assert!(answer.answers(&hello, Some(server)));
-        assert!(!answer.answers(&hello, Some(client)), "wrong key");
+        let answer = accepted().sign(&resume, server);
+        assert!(answer.answers(&resume, server));
+        assert!(!answer.answers(&resume, client), "wrong key");
         let other_hello = Hello::resume(7, [9; NONCE_LEN], 2, 100, client);
         assert!(
-            !answer.answers(&other_hello, Some(server)),
+            !answer.answers(&other_hello, server),
             "not this hello's answer"
         );
-        assert!(!Accepted { epoch: 4, ..answer }.answers(&hello, Some(server)));
-        let confirm = Confirm::new(&hello, &answer, client);
-        assert!(confirm.verify(&hello, &answer, client));
-        assert!(!confirm.verify(&hello, &answer, server), "wrong key");
+        assert!(!Accepted { epoch: 4, ..answer }.answers(&resume, server));
+        assert!(
+            !Accepted {
+                opened: true,
+                ..answer
+            }
+            .answers(&resume, server),
+            "the flag is covered"
+        );
+        let confirm = Confirm::new(&resume, &answer, client);
+        assert!(confirm.verify(&resume, &answer, client));
+        assert!(!confirm.verify(&resume, &answer, server), "wrong key");
         let other_answer = Accepted {
             server_nonce: [1; NONCE_LEN],
             ..answer
         };
         assert!(
-            !confirm.verify(&hello, &other_answer, client),
+            !confirm.verify(&resume, &other_answer, client),
             "replayed confirm"
         );
-    }
-
-    #[test]
-    fn an_opening_answer_is_checked_by_its_nonce() {
-        let hello = Hello::opening([5; NONCE_LEN]);
-        assert!(accepted().answers(&hello, None));
-        assert!(!accepted().answers(&Hello::opening([6; NONCE_LEN]), None));
+        let opened = Accepted {
+            opened: true,
+            epoch: 1,
+            received: 0,
+            ..accepted()
+        }
+        .sign(&opening, server);
+        assert!(opened.answers(&opening, server));
+        assert!(!opened.answers(&resume, server));
     }
 
     #[test]
@@ -595,24 +704,26 @@ mod tests {
             nonce: std::array::from_fn(|i| 5 + i as u8),
             attempt: 0x1516_1718_191a_1b1c,
             received: 0x1d1e_1f20,
-            tag: std::array::from_fn(|i| 0x21 + i as u8),
+            opening_nonce: std::array::from_fn(|i| 0x21 + i as u8),
+            secret: std::array::from_fn(|i| 0x31 + i as u8),
+            tag: std::array::from_fn(|i| 0x51 + i as u8),
         };
-        let mut expect = b"RTCP\x02\x01\x00\x30".to_vec();
-        expect.extend(1..=0x30u8);
+        let mut expect = b"RTCP\x03\x01\x00\x60".to_vec();
+        expect.extend(1..=0x60u8);
         assert_eq!(hello.encode()[..], expect[..]);
 
         let answer = Answer::Accepted(Accepted {
             cid: 0x0102_0304,
-            control_port: 0x0506,
-            client_nonce: std::array::from_fn(|i| 7 + i as u8),
-            secret: std::array::from_fn(|i| 0x17 + i as u8),
-            received: 0x3738_393a,
-            epoch: 0x3b3c_3d3e,
-            server_nonce: std::array::from_fn(|i| 0x3f + i as u8),
-            tag: std::array::from_fn(|i| 0x4f + i as u8),
+            opened: true,
+            control_port: 0x0708,
+            client_nonce: std::array::from_fn(|i| 9 + i as u8),
+            received: 0x191a_1b1c,
+            epoch: 0x1d1e_1f20,
+            server_nonce: std::array::from_fn(|i| 0x21 + i as u8),
+            tag: std::array::from_fn(|i| 0x31 + i as u8),
         });
-        let mut expect = b"RTCP\x02\x02\x00\x5f\x01\x02\x03\x04\x00".to_vec();
-        expect.extend(5..=0x5eu8);
+        let mut expect = b"RTCP\x03\x02\x00\x40\x01\x02\x03\x04\x00\x01".to_vec();
+        expect.extend(7..=0x40u8);
         assert_eq!(answer.encode()[..], expect[..]);
 
         let refused = Answer::Refused(RefusalCode::TooManySessions).encode();
@@ -624,18 +735,25 @@ mod tests {
             tag: [0xee; TAG_LEN],
         }
         .encode();
-        assert_eq!(confirm[..12], *b"RTCP\x02\x03\x00\x14\x0a\x0b\x0c\x0d");
+        assert_eq!(confirm[..12], *b"RTCP\x03\x03\x00\x14\x0a\x0b\x0c\x0d");
         assert_eq!(confirm[12..], [0xee; TAG_LEN]);
+    }
+
+    #[test]
+    fn unknown_answer_flags_are_malformed() {
+        let mut frame = Answer::Accepted(accepted()).encode();
+        frame[HEADER_LEN + 5] = 0x02;
+        assert!(Answer::parse(&frame[HEADER_LEN..]).is_err());
     }
 
     #[test]
     fn foreign_bytes_are_recognised() {
         assert_eq!(FrameHeader::parse(b"SSH-2.0-"), Err(WireError::NotRobust));
         assert_eq!(
-            FrameHeader::parse(b"RTCP\x01\x01\0\0"),
-            Err(WireError::Version(1))
+            FrameHeader::parse(b"RTCP\x02\x01\0\0"),
+            Err(WireError::Version(2))
         );
-        assert!(FrameHeader::parse(b"RTCP\x02\x09\0\0").is_err());
-        assert!(FrameHeader::parse(b"RTCP\x02\x01\xff\xff").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x03\x09\0\0").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x03\x01\xff\xff").is_err());
     }
 }

@@ -30,6 +30,11 @@ pub enum Fresh {
 }
 
 impl ReplayWindow {
+    /// Whether any packet number was accepted.
+    pub fn any_accepted(&self) -> bool {
+        self.highest.is_some()
+    }
+
     /// How `pn` fares, without recording it (the datagram is not acted on yet).
     pub fn check(&self, pn: u64) -> Fresh {
         let Some(highest) = self.highest else {

@@ -1,24 +1,31 @@
-//! The client side: opening a session (paper Fig. 3) and reconnecting it (Fig. 4).
+//! The client side: opening a session in one round trip (paper Fig. 3, with the paper's
+//! suggestion of piggybacking the session messages on the first data) and reconnecting it
+//! (Fig. 4).
 //!
-//! Each attempt, opening or reconnection, is a [`Dial`] run by the engine on a
-//! non-blocking socket with one deadline (the handshake timeout): TCP connect, HELLO,
-//! ANSWER, and for an opening CONFIRM. The retry policy of `connect` runs in the caller's
-//! thread ([`connect`]), which blocks anyway; that of a reconnection runs in the engine
-//! ([`Redial`]), driven by its timers.
+//! `connect` waits only for the TCP connect ([`connect`], in the caller's thread, which
+//! retries nothing but the addresses). Then the engine writes the opening HELLO, makes the
+//! session, attaches the connection and returns the session: the application may write at
+//! once, right behind the HELLO, while the engine reads the server's ANSWER from the same
+//! connection ([`Engine::start_session`]). Every later attempt (an opening retried after a
+//! cut, or a reconnection) is a [`Dial`] on a non-blocking socket with one deadline (the
+//! handshake timeout): TCP connect, HELLO, ANSWER, and CONFIRM when the server resumed a
+//! session. Their schedule is the engine's ([`Redial`]), driven by its timers.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
+use super::control::canonical;
+use super::frames::{write_frame, DontWait, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
-use super::{engine, into_std, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
-use crate::core::auth::SessionKeys;
+use super::{engine, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
+use crate::core::auth::{Nonce, Secret, SessionKeys};
 use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
@@ -27,12 +34,18 @@ use crate::core::WireError;
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
 
-/// How many openings in a row may fail after the TCP connect succeeded before `connect`
-/// gives up: a cut during the handshake is retried, but a peer that keeps hanging up
-/// without answering is most likely not a robust-tcp server.
+/// How many attempts of an opening in a row may be cut after their TCP connect, with no
+/// answer, before the session fails: a cut during the handshake is retried, but a peer
+/// that keeps hanging up without answering is most likely not a robust-tcp server.
 const OPEN_ATTEMPTS: u32 = 10;
+/// How many handshake timeouts an opening may go on without any answer from the server
+/// before the session fails. Shorter than the server keeps the opening nonce of a session
+/// that ended before its client could know it (`server::TOMBSTONE_PATIENCE`): so no
+/// retried opening can reach the server after it forgot the nonce, and open a second
+/// session with the same first bytes.
+pub(super) const OPENING_PATIENCE: u32 = 10;
 
-/// A caller's request for one opening attempt.
+/// A caller's request for an opening.
 pub(crate) struct OpenRequest {
     addr: SocketAddr,
     config: Config,
@@ -54,8 +67,9 @@ pub(crate) enum Failure {
     Fatal(Error),
 }
 
-/// Opens a session with the first of `addrs` that answers, retrying cut handshakes and
-/// temporary refusals with backoff until `limit` (if any) has passed.
+/// Opens a session with the first of `addrs` that accepts a TCP connection, trying them in
+/// turn until `limit` (if any) has passed. Returns once the TCP connection is up, with the
+/// opening HELLO written: the rest of the opening is the engine's (see the module doc).
 pub(crate) fn connect(
     addrs: &[SocketAddr],
     config: &Config,
@@ -70,61 +84,24 @@ pub(crate) fn connect(
     }
     let engine = engine()?;
     let started = Instant::now();
-    let (initial, max) = config.reconnect_backoff_value();
-    let backoff = Backoff::new(initial, max);
-    let mut reached_server = false;
-    let mut busy = false;
-    let mut cuts = 0;
-    let mut attempt = 0;
-    loop {
-        let mut last_error = None;
-        for &addr in addrs {
-            match open_once(&engine, addr, config) {
-                Ok(shared) => return Ok(shared),
-                Err(Failure::Connect(e)) => last_error = Some(e),
-                Err(Failure::Timeout) => {
-                    // The connection was up and nothing answered.
-                    let reason = NotRobustReason::Silent;
-                    return Err(Error::NotRobust { reason }.into());
-                }
-                Err(Failure::Busy) => {
-                    reached_server = true;
-                    busy = true;
-                }
-                Err(Failure::Cut(e)) => {
-                    reached_server = true;
-                    busy = false;
-                    cuts += 1;
-                    log::debug!("opening a session with {addr}: {e}");
-                    if cuts >= OPEN_ATTEMPTS {
-                        let reason = NotRobustReason::HungUp(cuts);
-                        return Err(Error::NotRobust { reason }.into());
-                    }
-                }
-                Err(Failure::Fatal(e)) => return Err(e.into()),
-            }
+    let mut last_error = None;
+    for &addr in addrs {
+        if limit.is_some_and(|limit| started.elapsed() >= limit) {
+            break;
         }
-        if !reached_server {
-            // Like TcpStream::connect: nobody listens, so say so at once.
-            return Err(last_error.unwrap_or_else(|| io::ErrorKind::NotConnected.into()));
+        match open_once(&engine, addr, config) {
+            Ok(shared) => return Ok(shared),
+            Err(Failure::Fatal(e)) => return Err(e.into()),
+            Err(Failure::Connect(e) | Failure::Cut(e)) => last_error = Some(e),
+            Err(failure) => last_error = Some(io::Error::other(format!("{failure:?}"))),
         }
-        attempt += 1;
-        let delay = backoff.delay(attempt);
-        if let Some(limit) = limit {
-            if started.elapsed().saturating_add(delay) >= limit {
-                return Err(if busy {
-                    Error::Refused(Refusal::TooManySessions)
-                } else {
-                    Error::GaveUp { after: limit }
-                }
-                .into());
-            }
-        }
-        std::thread::sleep(delay);
     }
+    // Like TcpStream::connect: nobody listens, so say so at once.
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "the connect timed out")))
 }
 
-/// One opening attempt, run by the engine while the caller waits.
+/// One opening, run by the engine while the caller waits for its TCP connect.
 fn open_once(
     engine: &EngineHandle,
     addr: SocketAddr,
@@ -149,8 +126,8 @@ pub(crate) struct Redial {
     backoff: Backoff,
     /// Failed attempts since the last success.
     attempt: u32,
-    /// The number of the last reconnection HELLO sent: each one names a higher number,
-    /// so that the server can refuse a replayed one.
+    /// The number of the last HELLO sent (0 for the first opening): each one names a
+    /// higher number, so that the server can refuse a replayed one.
     last_hello: u64,
     /// When the next attempt starts, once one is planned.
     pub(super) next_try: Option<Instant>,
@@ -158,6 +135,22 @@ pub(crate) struct Redial {
     pub(super) dialing: Option<(Token, Instant)>,
     /// The latest sign of life from the server that an attempt was started for.
     heard_acted_on: Option<Instant>,
+    /// Until the server has answered the session's opening: what a retried opening needs.
+    opening: Option<Box<Opening>>,
+}
+
+/// A session whose opening the server has not answered yet: its retried openings send
+/// the same opening nonce and secret, so that a server that did receive an earlier HELLO
+/// resumes that session instead of opening a second one.
+struct Opening {
+    nonce: Nonce,
+    secret: Secret,
+    /// When the first HELLO went out.
+    started: Instant,
+    /// Attempts cut after their TCP connect since the last answer (a refusal).
+    cuts: u32,
+    /// Whether any answer (a temporary refusal) came.
+    answered: bool,
 }
 
 /// What a disconnected client does next, as [`Redial::plan`] decides.
@@ -177,6 +170,29 @@ pub(super) enum Plan {
 const STALE_CONNECT: Duration = Duration::from_millis(250);
 
 impl Redial {
+    /// The schedule of a new session with the server at `addr`, whose opening HELLO (with
+    /// `opening`'s nonce and secret) went out at `started`.
+    fn new(addr: SocketAddr, config: Config, nonce: Nonce, secret: Secret) -> Self {
+        let (initial, max) = config.reconnect_backoff_value();
+        Redial {
+            addr,
+            backoff: Backoff::new(initial, max),
+            config,
+            attempt: 0,
+            last_hello: 0,
+            next_try: None,
+            dialing: None,
+            heard_acted_on: None,
+            opening: Some(Box::new(Opening {
+                nonce,
+                secret,
+                started: Instant::now(),
+                cuts: 0,
+                answered: false,
+            })),
+        }
+    }
+
     /// The server's address.
     pub(super) fn addr(&self) -> SocketAddr {
         self.addr
@@ -226,15 +242,56 @@ impl Redial {
             }
         }
     }
+
+    /// An attempt failed at `now`: plans the next one, and returns the error that fails
+    /// the session if the opening (while the server has not answered it) must stop.
+    /// Reconnections of an open session go on however they fail.
+    fn failed(&mut self, failure: Failure, now: Instant) -> Option<Error> {
+        self.dialing = None;
+        self.attempt = self.attempt.saturating_add(1);
+        self.next_try = Some(self.due(now));
+        let opening = self.opening.as_mut()?;
+        match failure {
+            Failure::Fatal(e) => return Some(e),
+            // The connection was up and nothing answered.
+            Failure::Timeout => {
+                let reason = NotRobustReason::Silent;
+                return Some(Error::NotRobust { reason });
+            }
+            Failure::Busy => {
+                opening.answered = true;
+                opening.cuts = 0;
+            }
+            Failure::Cut(_) => {
+                opening.cuts += 1;
+                if opening.cuts >= OPEN_ATTEMPTS {
+                    let reason = NotRobustReason::HungUp(opening.cuts);
+                    return Some(Error::NotRobust { reason });
+                }
+            }
+            Failure::Connect(_) => {}
+        }
+        let patience = self.config.handshake_timeout_value() * OPENING_PATIENCE;
+        let waited = now.saturating_duration_since(opening.started);
+        (!opening.answered && waited >= patience).then_some(Error::GaveUp { after: patience })
+    }
 }
 
-/// One attempt at a TCP connection and a handshake, by the client.
+/// One attempt at a handshake, by the client.
 pub(crate) struct Dial {
-    pub(crate) stream: TcpStream,
+    /// A non-blocking socket of the dial's own; or, for the first opening, a duplicate
+    /// descriptor of the session's connection, which the application uses in blocking
+    /// mode (read with `MSG_DONTWAIT`, never written to; a descriptor of our own, because
+    /// the engine's resend may watch the session's for room, and epoll takes a descriptor
+    /// once).
+    stream: TcpStream,
     purpose: Purpose,
     /// `None` while the TCP connect is in progress; then the HELLO sent and the reader of
     /// the ANSWER.
     answer: Option<(Hello, FrameReader)>,
+    /// Whether `stream` is the session's own connection: the opening HELLO went out on it
+    /// and the application's bytes follow.
+    on_session: bool,
 }
 
 impl Dial {
@@ -245,12 +302,14 @@ impl Dial {
 }
 
 enum Purpose {
+    /// A caller of `connect` waits for the TCP connect.
     Open(OpenRequest),
+    /// Session `id` needs a connection: its opening retried, or a reconnection.
     Resume(Token),
 }
 
 impl Engine {
-    /// Starts an opening attempt for a caller of `connect`.
+    /// Starts an opening for a caller of `connect`.
     pub(super) fn open(&mut self, request: OpenRequest) {
         let timeout = request.config.handshake_timeout_value();
         let addr = request.addr;
@@ -258,7 +317,7 @@ impl Engine {
         self.dial(token, addr, timeout, Purpose::Open(request));
     }
 
-    /// Starts a reconnection attempt for client session `id`.
+    /// Starts an attempt for client session `id`.
     pub(super) fn redial(&mut self, id: Token) {
         let token = self.new_token();
         let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) else {
@@ -274,25 +333,39 @@ impl Engine {
 
     fn dial(&mut self, token: Token, addr: SocketAddr, timeout: Duration, purpose: Purpose) {
         let deadline = Instant::now() + timeout;
-        let stream = TcpStream::connect(addr).and_then(|mut stream| {
-            self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(stream)
-        });
+        let stream = mio::net::TcpStream::connect(addr)
+            .map(TcpStream::from)
+            .and_then(|stream| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                self.watch(&stream, token, interest)?;
+                Ok(stream)
+            });
         match stream {
             Ok(stream) => {
                 let dial = Dial {
                     stream,
                     purpose,
                     answer: None,
+                    on_session: false,
                 };
-                self.add_handshake(token, Handshake::Client(dial), deadline);
+                self.add_handshake(token, Handshake::Client(Box::new(dial)), deadline);
             }
             Err(e) => self.attempt_failed(purpose, Failure::Connect(e)),
         }
+    }
+
+    /// Registers `stream`'s descriptor with the poll under `token`.
+    fn watch(&self, stream: &TcpStream, token: Token, interest: Interest) -> io::Result<()> {
+        let fd = stream.as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, interest)
+    }
+
+    /// Stops watching a dial's socket.
+    fn unwatch_dial(&self, dial: &Dial) {
+        let fd = dial.stream.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
     }
 
     /// Advances a dial as far as the connection allows.
@@ -300,7 +373,8 @@ impl Engine {
         if dial.answer.is_none() {
             match connected(&dial.stream) {
                 Ok(false) => {
-                    self.handshakes.insert(token, Handshake::Client(dial));
+                    self.handshakes
+                        .insert(token, Handshake::Client(Box::new(dial)));
                     return;
                 }
                 Ok(true) => {}
@@ -308,6 +382,9 @@ impl Engine {
             }
             // The handshake's frames go out at once rather than wait on Nagle.
             let _ = dial.stream.set_nodelay(true);
+            if matches!(dial.purpose, Purpose::Open(_)) {
+                return self.start_session(token, dial);
+            }
             let hello = match self.hello(&dial.purpose) {
                 Some(Ok(hello)) => hello,
                 Some(Err(e)) => return self.dial_failed(dial, Failure::Cut(e)),
@@ -322,17 +399,14 @@ impl Engine {
             return;
         };
         let hello = *hello;
-        match reader.poll(&dial.stream) {
+        match reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
-                self.handshakes.insert(token, Handshake::Client(dial));
+                self.handshakes
+                    .insert(token, Handshake::Client(Box::new(dial)));
             }
             Ok(FrameRead::Done(body)) => match Answer::parse(&body) {
                 Ok(Answer::Accepted(answer)) => self.answered(dial, hello, answer),
-                Ok(Answer::Refused(code)) => {
-                    let mut stream = dial.stream;
-                    self.deregister(&mut stream);
-                    self.refused(code, dial.purpose);
-                }
+                Ok(Answer::Refused(code)) => self.refused(code, dial),
                 Err(e) => self.dial_failed(dial, not_robust(e)),
             },
             Err(FrameError::Wire(e)) => self.dial_failed(dial, not_robust(e)),
@@ -340,15 +414,87 @@ impl Engine {
         }
     }
 
-    /// The HELLO for a dial, or why there is none; `None` if its session is gone.
+    /// The TCP connect of a caller's opening completed: writes the opening HELLO, makes the
+    /// session with the connection attached, and hands it to the caller, who may write at
+    /// once. The ANSWER is read from the session's connection by a dial of its own (a
+    /// duplicate descriptor), under the same token and a fresh deadline.
+    fn start_session(&mut self, token: Token, dial: Dial) {
+        self.unwatch_dial(&dial);
+        let Dial {
+            stream, purpose, ..
+        } = dial;
+        let Purpose::Open(request) = purpose else {
+            return;
+        };
+        let (Ok(nonce), Ok(opening_nonce), Ok(secret)) = (random(), random(), random()) else {
+            let e = io::Error::other("the system has no random bytes to give");
+            let _ = request.reply.send(Err(Failure::Connect(e)));
+            return;
+        };
+        let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
+        let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+        let sent = write_frame(&stream, &hello.encode());
+        // The engine's own descriptor of the connection, to read the ANSWER with.
+        let reader = sent.and_then(|()| stream.try_clone());
+        let id = self.new_token();
+        let timeout = request.config.handshake_timeout_value();
+        let spec = SessionSpec {
+            id,
+            role: Role::Client,
+            cid: 0,
+            keys,
+            epoch: 0,
+            server_control: None,
+            config: request.config.clone(),
+            control: Arc::clone(self.handle.control()),
+        };
+        let shared = Shared::new(spec, Arc::clone(&self.handle));
+        shared.attach_opening(stream);
+        let mut redial = Redial::new(request.addr, request.config, opening_nonce, secret);
+        let reading = reader.and_then(|reader| {
+            self.watch(&reader, token, Interest::READABLE)?;
+            Ok(reader)
+        });
+        match reading {
+            Ok(reader) => {
+                let now = Instant::now();
+                redial.dialing = Some((token, now));
+                let dial = Dial {
+                    stream: reader,
+                    purpose: Purpose::Resume(id),
+                    answer: Some((hello, FrameReader::new(FrameKind::Answer))),
+                    on_session: true,
+                };
+                self.handshakes
+                    .insert(token, Handshake::Client(Box::new(dial)));
+                self.timers.set(token, Some(now + timeout));
+            }
+            // The opening is retried as after a cut.
+            Err(e) => shared.connection_failed(0, &e.to_string()),
+        }
+        let entry = Entry {
+            shared: Arc::clone(&shared),
+            // Routed once the server's answer names the CID.
+            route: (Role::Client, 0),
+            flush_watch: None,
+            side: Side::Client(Box::new(redial)),
+        };
+        self.adopt(id, entry);
+        if request.reply.send(Ok(shared)).is_err() {
+            log::debug!("session {id:?}: its caller is gone");
+        }
+    }
+
+    /// The HELLO for an attempt of session `purpose` names, or why there is none; `None`
+    /// if its session is gone. A session whose opening the server has not answered sends
+    /// its opening again (same opening nonce and secret, a higher attempt number).
     fn hello(&mut self, purpose: &Purpose) -> Option<io::Result<Hello>> {
         let nonce = match random() {
             Ok(nonce) => nonce,
             Err(e) => return Some(Err(e)),
         };
-        let id = match purpose {
-            Purpose::Open(_) => return Some(Ok(Hello::opening(nonce))),
-            Purpose::Resume(id) => id,
+        let Purpose::Resume(id) = purpose else {
+            return None;
         };
         let entry = self.sessions.get_mut(id)?;
         let Side::Client(redial) = &mut entry.side else {
@@ -359,145 +505,143 @@ impl Engine {
         // The old connection is detached: once no thread is inside a read or write on it,
         // the received count is exact.
         shared.barrier();
-        Some(Ok(Hello::resume(
-            shared.cid(),
-            nonce,
-            redial.last_hello,
-            to_wire(shared.received()),
-            &shared.handshake_keys().client,
-        )))
+        let key = &shared.handshake_keys().client;
+        Some(Ok(match &redial.opening {
+            Some(o) => Hello::opening(nonce, redial.last_hello, o.nonce, o.secret, key),
+            None => Hello::resume(
+                shared.cid(),
+                nonce,
+                redial.last_hello,
+                to_wire(shared.received()),
+                key,
+            ),
+        }))
     }
 
-    /// The server accepted a dial's `hello` with `answer`: if the answer is this hello's
-    /// (and, for a reconnection, proves the server holds the session's keys), confirm it
-    /// and move the session to the connection.
+    /// The server accepted a dial's `hello` with `answer`. If the answer is this hello's
+    /// and proves that the server holds the session's keys: learns the CID if the session
+    /// was opening, confirms where the server resumed a session, and moves the session to
+    /// the connection (the first opening's is the session's already).
     fn answered(&mut self, dial: Dial, hello: Hello, answer: Accepted) {
+        let Purpose::Resume(id) = dial.purpose else {
+            return self.drop_dial(dial);
+        };
+        let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
+            return self.drop_dial(dial);
+        };
+        if !answer.answers(&hello, &shared.handshake_keys().server) {
+            // Not the server that holds the session's keys, or not an answer to this
+            // hello: nothing more is sent on this connection.
+            let e = io::Error::other("the answer does not prove itself");
+            return self.dial_failed(dial, Failure::Cut(e));
+        }
+        let fits = if hello.is_opening() {
+            // The first opening's connection carries the session already: only a session
+            // opened on it, as connection 0, fits.
+            !dial.on_session || (answer.opened && answer.epoch == 0)
+        } else {
+            !answer.opened && answer.cid == hello.cid
+        };
+        if !fits {
+            let e = io::Error::other("the answer does not fit the hello");
+            return self.dial_failed(dial, Failure::Cut(e));
+        }
+        let peer_received = shared
+            .check_resume(answer.received)
+            .filter(|&n| n == 0 || !answer.opened);
+        let Some(peer_received) = peer_received else {
+            self.drop_dial(dial);
+            shared.reset(Error::ProtocolViolation(
+                "the server claims to have received bytes that were never sent",
+            ));
+            return self.service(id);
+        };
+        if !answer.opened {
+            // The server resumed a session: prove that we hold its keys and got this
+            // answer, before it moves the session to this connection.
+            let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
+            if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
+                return self.dial_failed(dial, Failure::Cut(e));
+            }
+        }
+        self.unwatch_dial(&dial);
+        if hello.is_opening() {
+            self.learn_cid(id, &shared, &answer);
+        }
+        if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
+            redial.dialing = None;
+            redial.attempt = 0;
+        }
+        if dial.on_session {
+            // Our descriptor of the connection closes here; the session's stays.
+            shared.answer_consumed();
+        } else {
+            // An opened session starts at byte 0 both ways: everything is resent.
+            shared.resume(dial.stream, answer.epoch, peer_received);
+        }
+        self.service(id);
+        self.flush(id);
+    }
+
+    /// The server answered session `id`'s opening: the session learns its CID and the
+    /// server's control address, and its control datagrams are routed to it.
+    fn learn_cid(&mut self, id: Token, shared: &Shared, answer: &Accepted) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Side::Client(redial) = &mut entry.side else {
+            return;
+        };
+        redial.opening = None;
+        let server_ip = canonical(redial.addr).ip();
+        shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
+        let route = (Role::Client, answer.cid);
+        entry.route = route;
+        self.routes.insert(route, id);
+        log::debug!("session {id:?} opened: {}", answer.cid);
+    }
+
+    fn refused(&mut self, code: RefusalCode, dial: Dial) {
+        self.unwatch_dial(&dial);
+        if dial.on_session {
+            self.first_connection_failed(&dial.purpose, "the server refused the opening");
+        }
+        if code.is_temporary() {
+            return self.attempt_failed(dial.purpose, Failure::Busy);
+        }
         match dial.purpose {
             Purpose::Open(request) => {
-                if !answer.answers(&hello, None) {
-                    let e = io::Error::other("the answer is not for our hello");
-                    return self.dial_failed(
-                        Dial {
-                            purpose: Purpose::Open(request),
-                            ..dial
-                        },
-                        Failure::Cut(e),
-                    );
-                }
-                let stream = into_std(&self.poll, dial.stream);
-                let server_ip = super::control::canonical(request.addr).ip();
-                let keys = SessionKeys::derive(&answer.secret, &hello.nonce, Role::Client);
-                let confirm = Confirm::new(&hello, &answer, &keys.handshake.client);
-                let id = self.new_token();
-                let route = (Role::Client, answer.cid);
-                self.routes.insert(route, id);
-                let spec = SessionSpec {
-                    id,
-                    role: Role::Client,
-                    cid: answer.cid,
-                    keys,
-                    epoch: answer.epoch,
-                    server_control: Some(SocketAddr::new(server_ip, answer.control_port)),
-                    config: request.config.clone(),
-                    control: Arc::clone(self.handle.control()),
-                };
-                let shared = Shared::new(spec, Arc::clone(&self.handle));
-                let confirmed = write_frame(&stream, &confirm.encode());
-                shared.attach_first(stream);
-                if let Err(e) = confirmed {
-                    // The server holds the session unconfirmed; resuming it confirms it.
-                    shared.connection_failed(answer.epoch, &e.to_string());
-                }
-                let (initial, max) = request.config.reconnect_backoff_value();
-                let redial = Redial {
-                    addr: request.addr,
-                    backoff: Backoff::new(initial, max),
-                    config: request.config,
-                    attempt: 0,
-                    last_hello: 0,
-                    next_try: None,
-                    dialing: None,
-                    heard_acted_on: None,
-                };
-                let entry = Entry {
-                    shared: Arc::clone(&shared),
-                    route,
-                    flush_watch: None,
-                    side: Side::Client(Box::new(redial)),
-                };
-                self.adopt(id, entry);
-                if request.reply.send(Ok(shared)).is_err() {
-                    log::debug!("session {}: its caller is gone", answer.cid);
-                }
-            }
-            Purpose::Resume(id) => {
-                let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
-                    return self.drop_dial(dial);
-                };
-                if !answer.answers(&hello, Some(&shared.handshake_keys().server)) {
-                    // Not the server that holds the session, or not an answer to this
-                    // hello: nothing is sent on this connection.
-                    let e = io::Error::other("the answer does not prove itself");
-                    return self.dial_failed(dial, Failure::Cut(e));
-                }
-                let Some(peer_received) = shared.check_resume(answer.received) else {
-                    self.drop_dial(dial);
-                    shared.reset(Error::ProtocolViolation(
-                        "the server claims to have received bytes that were never sent",
-                    ));
-                    return self.service(id);
-                };
-                let stream = into_std(&self.poll, dial.stream);
-                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
-                if let Err(e) = write_frame(&stream, &confirm.encode()) {
-                    return self.attempt_failed(Purpose::Resume(id), Failure::Cut(e));
-                }
-                if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
-                {
-                    redial.dialing = None;
-                    redial.attempt = 0;
-                }
-                shared.resume(stream, answer.epoch, peer_received);
-                self.service(id);
-                self.flush(id);
-            }
-        }
-    }
-
-    fn refused(&mut self, code: RefusalCode, purpose: Purpose) {
-        if code.is_temporary() {
-            return self.attempt_failed(purpose, Failure::Busy);
-        }
-        match purpose {
-            Purpose::Open(request) => {
-                let error = match code {
-                    RefusalCode::Closed => Error::Refused(Refusal::ServerClosed),
-                    _ => Error::ProtocolViolation("the server refused to open a session"),
-                };
+                let error = Error::ProtocolViolation("the server refused a HELLO never sent");
                 let _ = request.reply.send(Err(Failure::Fatal(error)));
             }
             Purpose::Resume(id) => {
-                let error = match code {
-                    RefusalCode::BadRequest => {
+                let Some(entry) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let opening = entry.shared.cid() == 0;
+                let error = match (code, opening) {
+                    (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
+                    (RefusalCode::BadRequest, true) => {
+                        Error::ProtocolViolation("the server refused to open a session")
+                    }
+                    (RefusalCode::BadRequest, false) => {
                         Error::ProtocolViolation("the server found our byte count impossible")
                     }
                     _ => Error::UnknownSession,
                 };
-                log::debug!("session {id:?}: reconnection refused: {code:?}");
-                if let Some(entry) = self.sessions.get_mut(&id) {
-                    if let Side::Client(redial) = &mut entry.side {
-                        redial.dialing = None;
-                    }
-                    entry.shared.resume_refused(error);
+                log::debug!("session {id:?}: refused: {code:?}");
+                if let Side::Client(redial) = &mut entry.side {
+                    redial.dialing = None;
                 }
+                entry.shared.resume_refused(error);
                 self.service(id);
             }
         }
     }
 
     /// A dial failed or timed out.
-    pub(super) fn dial_failed(&mut self, mut dial: Dial, failure: Failure) {
-        self.deregister(&mut dial.stream);
+    pub(super) fn dial_failed(&mut self, dial: Dial, failure: Failure) {
+        self.unwatch_dial(&dial);
         // A deadline passed before the connection was up is the connect's own failure.
         let failure = match failure {
             Failure::Timeout if dial.answer.is_none() => Failure::Connect(io::Error::new(
@@ -506,12 +650,25 @@ impl Engine {
             )),
             other => other,
         };
+        if dial.on_session {
+            self.first_connection_failed(&dial.purpose, &format!("{failure:?}"));
+        }
         self.attempt_failed(dial.purpose, failure);
     }
 
-    /// Drops a dial whose session is gone.
-    fn drop_dial(&mut self, mut dial: Dial) {
-        self.deregister(&mut dial.stream);
+    /// The first opening's dial ended without an answer that opened the session on its
+    /// connection: the session's connection failed with it (if it had not already).
+    fn first_connection_failed(&self, purpose: &Purpose, why: &str) {
+        if let Purpose::Resume(id) = purpose {
+            if let Some(entry) = self.sessions.get(id) {
+                entry.shared.connection_failed(0, why);
+            }
+        }
+    }
+
+    /// Drops a dial whose session is gone (or that is started over).
+    pub(super) fn drop_dial(&mut self, dial: Dial) {
+        self.unwatch_dial(&dial);
     }
 
     fn attempt_failed(&mut self, purpose: Purpose, failure: Failure) {
@@ -520,13 +677,15 @@ impl Engine {
                 let _ = request.reply.send(Err(failure));
             }
             Purpose::Resume(id) => {
-                log::debug!("session {id:?}: reconnection failed: {failure:?}");
+                log::debug!("session {id:?}: attempt failed: {failure:?}");
                 let now = Instant::now();
-                if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
-                {
-                    redial.dialing = None;
-                    redial.attempt = redial.attempt.saturating_add(1);
-                    redial.next_try = Some(redial.due(now));
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    if let Side::Client(redial) = &mut entry.side {
+                        if let Some(error) = redial.failed(failure, now) {
+                            log::debug!("session {id:?}: the opening failed: {error}");
+                            entry.shared.fail(error);
+                        }
+                    }
                 }
                 self.service(id);
             }

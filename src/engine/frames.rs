@@ -2,6 +2,7 @@
 //! peer sends and however it splits it, and writing one small frame.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 
 use crate::core::handshake::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::core::WireError;
@@ -104,6 +105,20 @@ impl FrameReader {
                 Err(e) => return Err(FrameError::Io(e)),
             }
         }
+    }
+}
+
+/// A TCP stream read without blocking whatever mode its socket is in: `recv` with
+/// `MSG_DONTWAIT`. The engine reads a client's opening ANSWER this way from the connection
+/// that the application already writes to in blocking mode (the application reads only
+/// once the ANSWER is consumed).
+pub(crate) struct DontWait<'a>(pub(crate) &'a TcpStream);
+
+impl Read for DontWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        rustix::net::recv(self.0, buf, rustix::net::RecvFlags::DONTWAIT)
+            .map(|(n, _)| n)
+            .map_err(io::Error::from)
     }
 }
 

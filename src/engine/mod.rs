@@ -7,10 +7,11 @@
 //! - every listener of every [`RServerSocket`](crate::RServerSocket), and the server side of
 //!   every handshake, opening or reconnection ([`server`]);
 //! - the client side of every handshake: opening a session for a caller blocked in
-//!   `connect`, and reconnecting a session whose connection failed ([`client`]);
+//!   `connect` (until its TCP connect completes) and reading the server's answer, and
+//!   reconnecting a session whose connection failed ([`client`]);
 //! - one timer heap for everything that is due later: the sessions' retransmissions,
-//!   acknowledgement requests, give-up and lingering, unconfirmed sessions, handshake
-//!   deadlines, reconnection backoff, paused listeners ([`timers`]);
+//!   acknowledgement requests, give-up and lingering, handshake deadlines, reconnection
+//!   backoff, paused listeners ([`timers`]);
 //! - the resend of bytes that a connection lacks when no application writer sends them
 //!   (after a reconnection, or when a writer's timeout cut its write short).
 //!
@@ -89,7 +90,7 @@ pub(crate) enum Command {
     Listen(Box<Listener>),
     /// An `RServerSocket` was dropped: refuse new sessions on it.
     Unlisten(Token),
-    /// Make one attempt at opening a session.
+    /// Open a session (the caller waits for its TCP connect).
     Open(client::OpenRequest),
     /// Receive on a control socket bound on a fixed port.
     ServeControl(Arc<ControlSocket>),
@@ -240,24 +241,29 @@ struct Entry {
 
 /// What the engine does for one end of a session.
 enum Side {
-    /// A client reconnects when its connection fails.
+    /// A client reconnects when its connection fails (and retries its opening until the
+    /// server answers it).
     Client(Box<Redial>),
-    /// A server session belongs to a listener, and waits for its client's confirmation
-    /// until `unconfirmed_until` (`None` once confirmed).
+    /// A server session belongs to a listener.
     Server {
         listener: Token,
-        unconfirmed_until: Option<Instant>,
         client: std::net::SocketAddr,
-        /// The highest reconnection attempt whose HELLO proved itself: a HELLO must
-        /// name a higher one, so none is accepted twice.
+        /// The highest attempt whose HELLO proved itself (the opening's, at first): a
+        /// HELLO must name a higher one, so none is accepted twice.
         last_attempt: u64,
+        /// The opening nonce of the client's HELLO: how a retried opening finds the
+        /// session.
+        opening_nonce: crate::core::auth::Nonce,
+        /// Whether the client resumed the session by its CID: it knows the CID (so does
+        /// a client whose authentic datagram arrived, which the session itself records).
+        knows_cid: bool,
     },
 }
 
 /// A handshake in progress on a non-blocking connection.
 enum Handshake {
     Server(ServerHandshake),
-    Client(Dial),
+    Client(Box<Dial>),
 }
 
 /// The engine thread's state.
@@ -516,27 +522,13 @@ impl Engine {
         self.service(id);
     }
 
-    /// Looks at session `id`: runs its timers, frees it when finished, expires it if its
-    /// client never confirmed it, starts a reconnection when one is due, and sets its
-    /// next deadline.
+    /// Looks at session `id`: runs its timers, frees it when finished, starts a
+    /// reconnection when one is due, and sets its next deadline.
     fn service(&mut self, id: Token) {
         let now = Instant::now();
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        if let Side::Server {
-            unconfirmed_until: Some(until),
-            ..
-        } = entry.side
-        {
-            if until <= now {
-                log::debug!("session {}: never confirmed", entry.shared.cid());
-                // Nobody holds the session: the error is for the log only.
-                entry.shared.fail(crate::Error::UnknownSession);
-                self.finish(id);
-                return;
-            }
-        }
         if let (Side::Client(_), Some(local)) = (&entry.side, entry.shared.connected_from()) {
             if !self.local_addrs.present(local, now) {
                 // The host left the network the connection was on: reconnect from where it
@@ -552,13 +544,11 @@ impl Engine {
             self.finish(id);
             return;
         }
-        let mut next = duties.timeout;
+        let next = duties.timeout;
         let mut plan = Plan::Wait(None);
         let mut tcp_control = None;
         match &mut entry.side {
-            Side::Server {
-                unconfirmed_until, ..
-            } => next = earliest(next, *unconfirmed_until),
+            Side::Server { .. } => {}
             Side::Client(redial) if duties.needs_connection => {
                 let handshakes = &self.handshakes;
                 plan = redial.plan(duties.heard_since_disconnected, now, |token| {
@@ -598,7 +588,18 @@ impl Engine {
         self.routes.remove(&entry.route, id);
         self.unwatch(entry.flush_watch);
         match entry.side {
-            Side::Server { listener, .. } => self.forget_session(listener, entry.shared.cid()),
+            Side::Server {
+                listener,
+                opening_nonce,
+                knows_cid,
+                ..
+            } => {
+                // A client that never showed it knows the CID may still be retrying its
+                // opening, which must not open a second session.
+                let tombstone = !knows_cid && !entry.shared.peer_knows_cid();
+                let cid = entry.shared.cid();
+                self.forget_session(listener, cid, opening_nonce, tombstone);
+            }
             Side::Client(redial) => {
                 if let Some((dial, _)) = redial.dialing {
                     self.drop_handshake(dial);
@@ -665,7 +666,7 @@ impl Engine {
     fn advance_handshake(&mut self, token: Token) {
         match self.handshakes.remove(&token) {
             Some(Handshake::Server(hs)) => self.advance_server_handshake(token, hs),
-            Some(Handshake::Client(dial)) => self.advance_dial(token, dial),
+            Some(Handshake::Client(dial)) => self.advance_dial(token, *dial),
             None => {}
         }
         if !self.handshakes.contains_key(&token) {
@@ -681,7 +682,7 @@ impl Engine {
                 self.forget_handshake(hs.listener, token);
                 self.server_handshake_failed(hs, why);
             }
-            Some(Handshake::Client(dial)) => self.dial_failed(dial, client::Failure::Timeout),
+            Some(Handshake::Client(dial)) => self.dial_failed(*dial, client::Failure::Timeout),
             None => {}
         }
     }
@@ -691,7 +692,7 @@ impl Engine {
         self.timers.set(token, None);
         match self.handshakes.remove(&token) {
             Some(Handshake::Server(mut hs)) => self.deregister(&mut hs.stream),
-            Some(Handshake::Client(mut dial)) => self.deregister(&mut dial.stream),
+            Some(Handshake::Client(dial)) => self.drop_dial(*dial),
             None => {}
         }
     }

@@ -1,6 +1,14 @@
 //! The server side, run by the engine: listeners, and the handshake of every incoming TCP
 //! connection, new session (paper Fig. 3) or reconnection (Fig. 4).
 //!
+//! A new session is accepted at its HELLO, in one round trip: the HELLO carries the secret
+//! the client drew, so the client holds the keys and can always come back to the session,
+//! and its first bytes follow the HELLO on the connection. Each listener remembers the
+//! opening nonces of its sessions, so that a retried opening (the client never got the
+//! ANSWER) resumes the session it already opened rather than open a second one; and, for
+//! a while, those of sessions that ended before their client could know them
+//! (*tombstones*), which refuse such an opening instead.
+//!
 //! A listener outlives its `RServerSocket`: while any of its sessions lives,
 //! reconnections must still find the port open. New sessions are refused once the
 //! `RServerSocket` is gone; the listener closes with the last session.
@@ -19,20 +27,25 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
+use super::client::OPENING_PATIENCE;
 use super::control::{canonical, ControlSocket};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
 use super::tcp_control::TcpControl;
 use super::{into_std, random, Engine, Entry, Handshake, Side};
-use crate::core::auth::{SessionKeys, TAG_LEN};
+use crate::core::auth::{Nonce, SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, RSocket};
 
-/// How many handshake timeouts a new session may wait for its client's confirmation, which
-/// a cut can delay until the client's first reconnection.
-const CONFIRM_PATIENCE: u32 = 12;
+/// How many handshake timeouts a listener keeps the opening nonce of a session that ended
+/// before its client showed that it knows the CID (the client may never have received the
+/// ANSWER, and may still be retrying its opening). Longer than a client retries an opening
+/// that gets no answer (`client::OPENING_PATIENCE`), plus a handshake timeout for a HELLO
+/// still on its way.
+pub(super) const TOMBSTONE_PATIENCE: u32 = 12;
+const _: () = assert!(TOMBSTONE_PATIENCE > OPENING_PATIENCE + 1);
 /// How long a session must have waited for its client before a full server may evict it,
 /// when there is no silence limit (`Config::dead_after(None)`) to measure it by.
 const EVICTABLE_WITHOUT_LIMIT: Duration = Duration::from_secs(3);
@@ -59,14 +72,17 @@ pub(crate) struct Listener {
     open: bool,
     /// Every session of this listener, with the address its client opened it from.
     by_cid: HashMap<u32, (Token, IpAddr)>,
+    /// Every session of this listener, by the opening nonce of its client's HELLO.
+    by_opening: HashMap<Nonce, Token>,
+    /// Opening nonces of sessions that ended before their client showed that it knows the
+    /// CID, until when each is kept, oldest first; and the same as a set.
+    tombstones: VecDeque<(Nonce, Instant)>,
+    tombstoned: HashMap<Nonce, Instant>,
     /// How many sessions were opened from each client address, for
     /// `Config::max_sessions_per_address`.
     per_address: HashMap<IpAddr, usize>,
     /// Handshakes in progress, oldest first.
     handshakes: VecDeque<Token>,
-    /// New sessions whose client has not confirmed them yet, oldest first (confirmed or
-    /// ended ones are dropped from the front as they are met).
-    unconfirmed: VecDeque<Token>,
     /// Set while accepting is paused after a resource error.
     paused_until: Option<Instant>,
 }
@@ -89,9 +105,11 @@ impl Listener {
             control,
             open: true,
             by_cid: HashMap::new(),
+            by_opening: HashMap::new(),
+            tombstones: VecDeque::new(),
+            tombstoned: HashMap::new(),
             per_address: HashMap::new(),
             handshakes: VecDeque::new(),
-            unconfirmed: VecDeque::new(),
             paused_until: None,
         })
     }
@@ -104,16 +122,40 @@ impl Listener {
             || per_address >= self.config.max_sessions_per_address_value();
         full.then_some(RefusalCode::TooManySessions)
     }
+
+    /// Whether a session with opening nonce `nonce` ended here, at most
+    /// `TOMBSTONE_PATIENCE` handshake timeouts ago, before its client knew it.
+    fn is_tombstoned(&self, nonce: &Nonce, now: Instant) -> bool {
+        self.tombstoned.get(nonce).is_some_and(|&until| until > now)
+    }
+
+    /// Keeps `nonce` as a tombstone from `now` on: for `TOMBSTONE_PATIENCE` handshake
+    /// timeouts, and among the `max_sessions` newest.
+    fn tombstone(&mut self, nonce: Nonce, now: Instant) {
+        while let Some(&(oldest, until)) = self.tombstones.front() {
+            let full = self.tombstones.len() >= self.config.max_sessions_value();
+            if until > now && !full {
+                break;
+            }
+            self.tombstones.pop_front();
+            if self.tombstoned.get(&oldest) == Some(&until) {
+                self.tombstoned.remove(&oldest);
+            }
+        }
+        let until = now + self.config.handshake_timeout_value() * TOMBSTONE_PATIENCE;
+        self.tombstones.push_back((nonce, until));
+        self.tombstoned.insert(nonce, until);
+    }
 }
 
-/// A handshake answered, waiting for its CONFIRM: the exchange the CONFIRM must cover.
+/// A reconnection answered, waiting for its CONFIRM: the exchange the CONFIRM must cover.
 struct Confirming {
     reader: FrameReader,
     session: Token,
     hello: Hello,
     answer: Accepted,
-    /// For a reconnection, what installs the connection once confirmed.
-    resume: Option<Resume>,
+    /// What installs the connection once confirmed.
+    resume: Resume,
 }
 
 /// A reconnection answered: the session moves to the new connection once the client
@@ -136,8 +178,8 @@ pub(crate) struct ServerHandshake {
 enum Phase {
     /// Waiting for the client's HELLO.
     Hello(FrameReader),
-    /// Session `session` was opened or resumed and answered; waiting for the client's
-    /// CONFIRM, which proves it holds the keys and received this answer.
+    /// Session `session` was resumed and answered; waiting for the client's CONFIRM,
+    /// which proves it holds the keys and received this answer.
     Confirm(Box<Confirming>),
     /// The peer does not speak robust-tcp: it was told so, and what it still sends is
     /// read and dropped until it hangs up, so that closing does not reset the connection
@@ -170,9 +212,15 @@ impl Engine {
         self.close_if_done(id);
     }
 
-    /// A session of listener `id` ended: free its slot.
-    pub(super) fn forget_session(&mut self, id: Token, cid: u32) {
+    /// A session of listener `id` ended: free its slot. Its opening nonce is kept as a
+    /// tombstone if `tombstone` (its client never showed that it knows the CID, so it may
+    /// still be retrying its opening: that must not open a second session).
+    pub(super) fn forget_session(&mut self, id: Token, cid: u32, opening: Nonce, tombstone: bool) {
         if let Some(listener) = self.listeners.get_mut(&id) {
+            listener.by_opening.remove(&opening);
+            if tombstone {
+                listener.tombstone(opening, Instant::now());
+            }
             if let Some((_, client)) = listener.by_cid.remove(&cid) {
                 if let Some(n) = listener.per_address.get_mut(&client) {
                     *n -= 1;
@@ -345,52 +393,6 @@ impl Engine {
         }
     }
 
-    /// Makes room for a new session on listener `id` by freeing its oldest unconfirmed
-    /// session, if there are as many as there is room for handshakes or the listener is
-    /// full, and that session's opening is over: it is older than the handshake timeout,
-    /// so its CONFIRM is not merely still on its way, and no handshake refers to it. (The
-    /// sessions still opening are bounded by the handshakes in progress.)
-    ///
-    /// A session stays unconfirmed past its opening only if its client never sent
-    /// CONFIRM: a cut, rarely, or a peer that opens sessions it never uses. Without a
-    /// bound, such peers would hold every slot for `CONFIRM_PATIENCE` handshake timeouts;
-    /// a client that is here now is worth more.
-    fn evict_unconfirmed(&mut self, id: Token) {
-        let Some(listener) = self.listeners.get_mut(&id) else {
-            return;
-        };
-        let timeout = listener.config.handshake_timeout_value();
-        let cap = listener.config.max_handshakes_value();
-        let sessions = &self.sessions;
-        let unconfirmed_until = |token: &Token| match sessions.get(token).map(|e| &e.side) {
-            Some(Side::Server {
-                unconfirmed_until, ..
-            }) => *unconfirmed_until,
-            _ => None,
-        };
-        listener
-            .unconfirmed
-            .retain(|token| unconfirmed_until(token).is_some());
-        let full = listener.by_cid.len() >= listener.config.max_sessions_value();
-        let oldest = listener.unconfirmed.front().copied();
-        // `unconfirmed_until` is the opening time plus the patience.
-        let opening_over = oldest
-            .and_then(|token| unconfirmed_until(&token))
-            .is_some_and(|until| until + timeout <= Instant::now() + timeout * CONFIRM_PATIENCE);
-        if !opening_over || (listener.unconfirmed.len() < cap && !full) {
-            return;
-        }
-        let Some(oldest) = listener.unconfirmed.pop_front() else {
-            return;
-        };
-        if let Some(entry) = self.sessions.get(&oldest) {
-            log::debug!("session {}: dropped unconfirmed", entry.shared.cid());
-            // Nobody holds the session: the error is for the log only.
-            entry.shared.fail(crate::Error::UnknownSession);
-        }
-        self.finish(oldest);
-    }
-
     /// Advances a server handshake as far as the bytes that arrived allow.
     pub(super) fn advance_server_handshake(&mut self, token: Token, hs: ServerHandshake) {
         let listener = hs.listener;
@@ -417,7 +419,10 @@ impl Engine {
                     None
                 }
                 Ok(FrameRead::Done(body)) => match Hello::parse(&body) {
-                    Ok(hello) if hello.cid == 0 => self.open_session(hs, hello),
+                    Ok(hello) if !hello.opening_part_is_consistent() => {
+                        self.refuse(hs, RefusalCode::BadRequest)
+                    }
+                    Ok(hello) if hello.is_opening() => self.opening(hs, hello),
                     Ok(hello) => self.resume_session(hs, hello),
                     Err(_) => self.turn_away(hs),
                 },
@@ -446,10 +451,11 @@ impl Engine {
                     let key = &e.shared.handshake_keys().client;
                     Confirm::parse(&body).is_ok_and(|cf| cf.verify(&c.hello, &c.answer, key))
                 });
-                match (proven, c.resume) {
-                    (false, _) => self.confirm_failed(hs, "a confirmation that does not verify"),
-                    (true, None) => self.confirm(hs),
-                    (true, Some(resume)) => self.complete_resume(hs, resume),
+                let resume = c.resume;
+                if proven {
+                    self.complete_resume(hs, resume);
+                } else {
+                    self.confirm_failed(hs, "a confirmation that does not verify");
                 }
                 None
             }
@@ -511,18 +517,43 @@ impl Engine {
         }
     }
 
-    /// Opens a new session for the client and answers it.
-    fn open_session(&mut self, mut hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
-        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
+    /// An opening HELLO: proves itself under the keys derived from the secret it carries.
+    /// If this listener has a session with its opening nonce, the client is retrying an
+    /// opening whose ANSWER it did not get: the session is resumed (a higher attempt) or
+    /// the HELLO refused (a duplicate or a replay). A nonce kept as a tombstone is refused
+    /// as an unknown session. Otherwise a new session opens.
+    fn opening(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+        let keys = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
+        if !hello.verify(&keys.handshake.client) {
+            return self.refuse(hs, RefusalCode::BadRequest);
+        }
+        let Some(listener) = self.listeners.get(&hs.listener) else {
+            return self.refuse(hs, RefusalCode::Closed);
+        };
+        if let Some(&id) = listener.by_opening.get(&hello.opening_nonce) {
+            return self.resume_found(hs, hello, Some(id));
+        }
+        if listener.is_tombstoned(&hello.opening_nonce, Instant::now()) {
+            return self.refuse(hs, RefusalCode::UnknownSession);
+        }
+        self.open_session(hs, hello, keys)
+    }
+
+    /// Opens a new session for the client, answers it, and hands it to `accept` at once:
+    /// the client holds the keys (it drew the secret) and the opening nonce, so it can
+    /// always come back to the session, and its first bytes follow the HELLO.
+    fn open_session(
+        &mut self,
+        hs: ServerHandshake,
+        hello: Hello,
+        keys: SessionKeys,
+    ) -> Option<ServerHandshake> {
+        let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };
         if !listener.open {
             return self.refuse(hs, RefusalCode::Closed);
         }
-        self.evict_unconfirmed(hs.listener);
-        let Some(listener) = self.listeners.get(&hs.listener) else {
-            return self.refuse(hs, RefusalCode::Closed);
-        };
         if listener.refusal_for(hs.client.ip()).is_some() {
             self.evict_vanished(hs.listener, hs.client.ip());
         }
@@ -534,20 +565,27 @@ impl Engine {
         }
         let config = listener.config.clone();
         let control = Arc::clone(&listener.control);
-        let (Some(cid), Ok(secret), Ok(server_nonce)) = (self.new_cid(), random(), random()) else {
+        let (Some(cid), Ok(server_nonce)) = (self.new_cid(), random()) else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
+        // The number of the attempt, so that a session opened by a retried opening never
+        // reuses a connection number the client gave an earlier connection (a stale
+        // failure report about it must not fail this one). Attempts of an honest client
+        // stay far below 2^32.
+        let epoch = hello.attempt as u32;
         let answer = Accepted {
             cid,
+            opened: true,
             control_port: control.port(),
             client_nonce: hello.nonce,
-            secret,
             received: 0,
-            epoch: 0,
+            epoch,
             server_nonce,
             tag: [0; TAG_LEN],
-        };
+        }
+        .sign(&hello, &keys.handshake.server);
         if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
+            // Nothing was made: the client's next attempt opens the session.
             log::debug!("handshake with {}: {e}", hs.client);
             self.close_handshake(hs);
             return None;
@@ -555,13 +593,12 @@ impl Engine {
         let id = self.new_token();
         let route = (Role::Server, cid);
         self.routes.insert(route, id);
-        let patience = config.handshake_timeout_value() * CONFIRM_PATIENCE;
         let spec = SessionSpec {
             id,
             role: Role::Server,
             cid,
-            keys: SessionKeys::derive(&secret, &hello.nonce, Role::Server),
-            epoch: 0,
+            keys,
+            epoch,
             // A server learns its client's control address from its datagrams.
             server_control: None,
             control: Arc::clone(&control),
@@ -570,30 +607,27 @@ impl Engine {
         let shared = Shared::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
             listener.by_cid.insert(cid, (id, hs.client.ip()));
+            listener.by_opening.insert(hello.opening_nonce, id);
             *listener.per_address.entry(hs.client.ip()).or_default() += 1;
-            listener.unconfirmed.push_back(id);
         }
+        // The client's first bytes follow the HELLO in the stream, which the frame reader
+        // read exactly: they are the application's to read.
+        shared.attach_first(into_std(&self.poll, hs.stream));
         let entry = Entry {
             shared,
             route,
             flush_watch: None,
             side: Side::Server {
                 listener: hs.listener,
-                unconfirmed_until: Some(Instant::now() + patience),
                 client: hs.client,
-                last_attempt: 0,
+                last_attempt: hello.attempt,
+                opening_nonce: hello.opening_nonce,
+                knows_cid: false,
             },
         };
         self.adopt(id, entry);
-        // The CONFIRM may have arrived already.
-        hs.phase = Phase::Confirm(Box::new(Confirming {
-            reader: FrameReader::new(FrameKind::Confirm),
-            session: id,
-            hello,
-            answer,
-            resume: None,
-        }));
-        self.server_step(hs)
+        self.deliver(hs.listener, id, hs.client);
+        None
     }
 
     /// A random CID that no server session of this process has, never 0: random, so that
@@ -606,69 +640,41 @@ impl Engine {
         })
     }
 
-    /// The client confirmed the new session on this handshake's connection.
-    fn confirm(&mut self, hs: ServerHandshake) {
-        let Phase::Confirm(confirming) = &hs.phase else {
-            return;
-        };
-        let session = confirming.session;
-        let stream = into_std(&self.poll, hs.stream);
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let Side::Server {
-            unconfirmed_until,
-            client,
-            listener,
-            ..
-        } = &mut entry.side
-        else {
-            return;
-        };
-        if unconfirmed_until.take().is_none() {
-            // A reconnection confirmed it first and handed it to `accept` already.
-            return;
-        }
-        // The client's first bytes follow the CONFIRM at once, and its Nagle holds them
-        // until the CONFIRM is acknowledged: acknowledge now, not after the delayed-ACK
-        // timer.
-        #[cfg(target_os = "linux")]
-        let _ = socket2::SockRef::from(&stream).set_quickack(true);
-        entry.shared.attach_first(stream);
-        let (listener, client) = (*listener, *client);
-        self.deliver(listener, session, client);
-    }
-
-    /// The confirmation did not arrive, or did not verify. A new session waits,
-    /// unconfirmed, for the client's first reconnection (the client may have its CID); a
-    /// reconnection's session stays without a connection until the next one.
+    /// The confirmation of a reconnection did not arrive, or did not verify: the session
+    /// stays without a connection until the next one.
     fn confirm_failed(&mut self, hs: ServerHandshake, why: &str) {
         log::debug!("handshake with {}: {why}", hs.client);
-        let opening = match &hs.phase {
-            Phase::Confirm(c) if c.resume.is_none() => Some(c.session),
-            _ => None,
-        };
         self.close_handshake(hs);
-        if let Some(session) = opening {
-            if let Some(entry) = self.sessions.get(&session) {
-                entry.shared.connection_failed(0, why);
-            }
-            self.service(session);
-        }
     }
 
-    /// Resumes the session the client names on this connection. Nothing changes unless
-    /// the HELLO proves itself: it is tagged with the session's key and names a higher
-    /// attempt than any before (a replayed HELLO names an old one).
-    fn resume_session(&mut self, mut hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+    /// Resumes the session the client names by its CID on this connection.
+    fn resume_session(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
         let id = self
             .listeners
             .get(&hs.listener)
             .and_then(|l| l.by_cid.get(&hello.cid))
             .map(|&(id, _)| id);
+        self.resume_found(hs, hello, id)
+    }
+
+    /// Resumes session `id` (found by the HELLO's CID, or by its opening nonce) on this
+    /// connection. Nothing changes unless the HELLO proves itself: it is tagged with the
+    /// session's key and names a higher attempt than any before (a replayed HELLO names
+    /// an old one).
+    fn resume_found(
+        &mut self,
+        mut hs: ServerHandshake,
+        hello: Hello,
+        id: Option<Token>,
+    ) -> Option<ServerHandshake> {
         let proven = id.and_then(|id| {
             let entry = self.sessions.get_mut(&id)?;
-            let Side::Server { last_attempt, .. } = &mut entry.side else {
+            let Side::Server {
+                last_attempt,
+                knows_cid,
+                ..
+            } = &mut entry.side
+            else {
                 return None;
             };
             let fresh = hello.attempt > *last_attempt;
@@ -676,6 +682,8 @@ impl Engine {
                 return None;
             }
             *last_attempt = hello.attempt;
+            // A client that names the CID received it.
+            *knows_cid |= !hello.is_opening();
             Some((id, Arc::clone(&entry.shared)))
         });
         let Some((id, shared)) = proven else {
@@ -702,10 +710,9 @@ impl Engine {
         let epoch = shared.epoch().wrapping_add(1);
         let answer = Accepted {
             cid: shared.cid(),
+            opened: false,
             control_port: shared.control_port(),
             client_nonce: hello.nonce,
-            // The secret never travels again.
-            secret: [0; crate::core::auth::SECRET_LEN],
             received: to_wire(shared.received()),
             epoch,
             server_nonce,
@@ -730,7 +737,7 @@ impl Engine {
             session: id,
             hello,
             answer,
-            resume: Some(resume),
+            resume,
         }));
         self.server_step(hs)
     }
@@ -742,39 +749,32 @@ impl Engine {
             return;
         };
         let id = confirming.session;
-        let (listener, client) = (hs.listener, hs.client);
+        let client = hs.client;
         let current = self
             .sessions
             .get_mut(&id)
             .and_then(|entry| match &mut entry.side {
                 Side::Server {
-                    unconfirmed_until,
                     client: known,
                     last_attempt,
                     ..
                 } if *last_attempt == resume.attempt => {
                     *known = client;
-                    Some((
-                        Arc::clone(&entry.shared),
-                        unconfirmed_until.take().is_some(),
-                    ))
+                    Some(Arc::clone(&entry.shared))
                 }
                 _ => None,
             });
-        let Some((shared, confirmed_now)) = current else {
+        let Some(shared) = current else {
             self.close_handshake(hs);
             return;
         };
         let stream = into_std(&self.poll, hs.stream);
         shared.resume(stream, resume.epoch, resume.peer_received);
-        if confirmed_now {
-            self.deliver(listener, id, client);
-        }
         self.service(id);
         self.flush(id);
     }
 
-    /// Hands a confirmed session to `accept`.
+    /// Hands a new session to `accept`.
     fn deliver(&mut self, listener: Token, session: Token, client: SocketAddr) {
         let (Some(l), Some(entry)) = (self.listeners.get(&listener), self.sessions.get(&session))
         else {

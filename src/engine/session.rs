@@ -25,6 +25,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
 use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
-use crate::{Config, Status};
+use crate::{Config, SessionState::Closed, Status};
 
 /// The most a resend copies out of the send buffer for one system call: the kernel takes
 /// about this much at a time anyway, and a large buffer is not copied whole for each try.
@@ -56,8 +57,9 @@ const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 pub(crate) struct Shared {
     /// The engine's name for the session.
     id: Token,
-    cid: u32,
-    /// Prove and check the reconnections' handshakes.
+    /// The session's CID; 0 on a client until the server answers its opening.
+    cid: AtomicU32,
+    /// Prove and check the handshakes.
     handshake_keys: HandshakeKeys,
     state: Mutex<State>,
     /// Signalled on every change a blocked reader or writer may be waiting for.
@@ -85,6 +87,9 @@ struct State {
     /// connection that the peer's TCP does not acknowledge.
     dead_after: Option<Duration>,
     nodelay: bool,
+    /// The engine reads the server's opening ANSWER from the connection (a client's first
+    /// one, which the application may already write to): reads wait until it is consumed.
+    answer_pending: bool,
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
     flush_wanted: bool,
@@ -149,7 +154,7 @@ impl Shared {
         };
         Arc::new(Shared {
             id: spec.id,
-            cid: spec.cid,
+            cid: AtomicU32::new(spec.cid),
             handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
                 session: Session::new(
@@ -169,6 +174,7 @@ impl Shared {
                 linger: None,
                 dead_after: spec.config.dead_after_value(),
                 nodelay: spec.config.nodelay_value(),
+                answer_pending: false,
                 flush_wanted: false,
             }),
             changed: Condvar::new(),
@@ -179,8 +185,20 @@ impl Shared {
         })
     }
 
+    /// The session's CID; 0 on a client whose opening the server has not answered yet.
     pub(crate) fn cid(&self) -> u32 {
-        self.cid
+        self.cid.load(Ordering::Acquire)
+    }
+
+    /// The session's CID, once the server has answered the opening: waits for the answer
+    /// if it has not come yet (as a read does). 0 if the opening failed.
+    pub(crate) fn wait_cid(&self) -> u32 {
+        let mut st = self.state.lock();
+        while st.session.is_opening() && st.session.status(Instant::now()).state != Closed {
+            self.changed.wait(&mut st);
+        }
+        drop(st);
+        self.cid()
     }
 
     /// The UDP port of the session's control socket.
@@ -257,7 +275,7 @@ impl Shared {
                 Err(why) => {
                     log::trace!(
                         "session {}: dropped a datagram from {from}: {why:?}",
-                        self.cid
+                        self.cid()
                     );
                     false
                 }
@@ -273,6 +291,7 @@ impl Shared {
         let _ = stream.set_read_timeout(st.read_timeout);
         let _ = stream.set_write_timeout(None);
         let _ = stream.set_nodelay(st.nodelay);
+        st.answer_pending = false;
         // A connection whose path died under a live control path (a firewall or NAT that
         // lost only its TCP state) hears datagrams, so the silence limit never fires; its
         // bytes stay unacknowledged in the kernel, which this turns into an error after
@@ -292,9 +311,45 @@ impl Shared {
     /// reconnection brings another).
     pub(crate) fn attach_first(&self, stream: TcpStream) {
         self.update(|st, _| {
-            if st.session.is_connected() && st.session.epoch() == 0 && st.conn.is_none() {
+            if st.session.is_connected() && st.conn.is_none() {
                 Self::attach(st, stream);
             }
+        });
+    }
+
+    /// Attaches a client's first connection right behind its opening HELLO, before the
+    /// server answered: writes go out on it at once; reads wait until the engine has
+    /// consumed the ANSWER ([`answer_consumed`](Self::answer_consumed)). `TCP_NODELAY`
+    /// stays on meanwhile, so that Nagle does not hold the first small write until the
+    /// HELLO is acknowledged.
+    pub(crate) fn attach_opening(&self, stream: TcpStream) {
+        self.update(|st, _| {
+            Self::attach(st, stream);
+            st.answer_pending = true;
+            if let Some(conn) = &st.conn {
+                let _ = conn.set_nodelay(true);
+            }
+        });
+    }
+
+    /// The engine consumed the server's ANSWER from the first connection: the application
+    /// reads from it now, and the session's own `TCP_NODELAY` setting applies.
+    pub(crate) fn answer_consumed(&self) {
+        self.update(|st, _| {
+            if std::mem::take(&mut st.answer_pending) {
+                if let Some(conn) = &st.conn {
+                    let _ = conn.set_nodelay(st.nodelay);
+                }
+            }
+        });
+    }
+
+    /// The server answered a client's opening: the session is `cid`, and its control
+    /// datagrams go to `server_control`.
+    pub(crate) fn opened(&self, cid: u32, server_control: SocketAddr) {
+        self.update(|st, now| {
+            st.session.opened(cid, server_control, now);
+            self.cid.store(cid, Ordering::Release);
         });
     }
 
@@ -303,7 +358,10 @@ impl Shared {
     pub(crate) fn connection_failed(&self, epoch: u32, reason: &str) {
         self.update(|st, now| {
             if st.session.handle_connection_failed(epoch, reason, now) {
-                log::debug!("session {}: connection {epoch} failed: {reason}", self.cid);
+                log::debug!(
+                    "session {}: connection {epoch} failed: {reason}",
+                    self.cid()
+                );
             }
         });
     }
@@ -322,6 +380,12 @@ impl Shared {
     pub(crate) fn barrier(&self) {
         drop(self.read_lock.lock());
         drop(self.write_lock.lock());
+    }
+
+    /// Whether the client has shown that it knows the session's CID (see
+    /// `Session::peer_knows_cid`).
+    pub(crate) fn peer_knows_cid(&self) -> bool {
+        self.state.lock().session.peer_knows_cid()
     }
 
     /// While the session has no connection: how long its peer has been silent (a client
@@ -394,7 +458,7 @@ impl Shared {
     /// The session is over: drops its connection.
     pub(crate) fn finish(&self) {
         self.update(|st, _| abort(st.conn.take()));
-        log::debug!("session {} finished", self.cid);
+        log::debug!("session {} finished", self.cid());
     }
 
     /// Writes what the connection lacks without blocking (the engine's resend when no
@@ -491,8 +555,10 @@ impl Shared {
                 ReadGate::Proceed => {
                     st.session.reader_blocked(now);
                     Ok(match &st.conn {
-                        Some(conn) => ReadStep::Read(Arc::clone(conn), st.session.epoch()),
-                        None => ReadStep::Wait,
+                        Some(conn) if !st.answer_pending => {
+                            ReadStep::Read(Arc::clone(conn), st.session.epoch())
+                        }
+                        _ => ReadStep::Wait,
                     })
                 }
             })?;
@@ -536,10 +602,13 @@ impl Shared {
         }
     }
 
-    /// Blocks until the session has a connection again, or a read can end without one.
+    /// Blocks until the session has a connection to read from again (one whose opening
+    /// ANSWER is consumed), or a read can end without one.
     fn wait_for_connection(&self, deadline: Option<Instant>) -> io::Result<()> {
         let mut st = self.state.lock();
-        while matches!(st.session.read_gate(), ReadGate::Proceed) && st.conn.is_none() {
+        while matches!(st.session.read_gate(), ReadGate::Proceed)
+            && (st.conn.is_none() || st.answer_pending)
+        {
             self.wait(&mut st, deadline)?;
         }
         Ok(())
@@ -814,10 +883,12 @@ impl Shared {
     pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         let mut st = self.state.lock();
         st.nodelay = nodelay;
-        if let Some(conn) = &st.conn {
-            conn.set_nodelay(nodelay)?;
+        match &st.conn {
+            // Applied once the opening ANSWER is consumed.
+            Some(_) if st.answer_pending => Ok(()),
+            Some(conn) => conn.set_nodelay(nodelay),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub(crate) fn nodelay(&self) -> bool {

@@ -14,6 +14,7 @@ pub mod check;
 pub mod netns;
 pub mod payload;
 pub mod proxy;
+pub mod raw;
 pub mod rng;
 pub mod session;
 // `tls.rs` is not listed: it needs rustls and rcgen, dev-dependencies of robust-tcp alone,

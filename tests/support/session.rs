@@ -118,30 +118,27 @@ pub fn exchange_seeded(client: &RSocket, server: &RSocket, len: u64, seed: u64) 
     exchange(client, server, up, down, seed);
 }
 
-/// The process's UDP control port, read from the ANSWER to an opening HELLO that a raw
-/// client sends to `server` (the session it opens is never confirmed and expires).
+/// The UDP control port `server` names in its answers, read from the ANSWER to an opening
+/// that a raw client sends; the session it opens is accepted here and aborted, so that it
+/// does not come out of the caller's next `accept`.
 ///
 /// # Panics
 ///
-/// If the server does not answer with an acceptance.
-pub fn control_port(server: SocketAddr) -> u16 {
-    use robust_tcp::protocol::auth::NONCE_LEN;
-    use robust_tcp::protocol::handshake::{Answer, FrameHeader, Hello, HEADER_LEN};
-    use std::io::{Read, Write};
+/// If the server does not answer with an acceptance, or `accept` returns another session.
+pub fn control_port(server: &RServerSocket) -> u16 {
+    use super::raw;
+    use super::rng::{fresh_seed, Rng};
 
-    let mut raw = std::net::TcpStream::connect(server).expect("connect");
-    raw.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("set_read_timeout");
-    raw.write_all(&Hello::opening([1; NONCE_LEN]).encode())
-        .expect("send a hello");
-    let mut header = [0u8; HEADER_LEN];
-    raw.read_exact(&mut header)
-        .expect("read the answer's header");
-    let header = FrameHeader::parse(&header).expect("an answer header");
-    let mut body = vec![0u8; header.body_len];
-    raw.read_exact(&mut body).expect("read the answer");
-    match Answer::parse(&body).expect("an answer") {
-        Answer::Accepted(accepted) => accepted.control_port,
-        refused => panic!("refused: {refused:?}"),
-    }
+    let mut rng = Rng::new(fresh_seed());
+    let opening = raw::RawOpening::new(&mut rng);
+    let mut stream = raw::connect(server_addr(server));
+    let answer = raw::open(&mut stream, &opening, b"", &mut rng);
+    let (accepted, _) = server.accept().expect("accept the raw session");
+    assert_eq!(
+        accepted.session_id(),
+        answer.cid,
+        "accept returned another session"
+    );
+    accepted.abort().expect("abort the raw session");
+    answer.control_port
 }

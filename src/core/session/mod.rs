@@ -129,7 +129,9 @@ impl Session {
     /// A session whose first TCP connection (number `epoch`) came up at `now`, whose
     /// datagrams are tagged and checked with `keys`. A client sends its datagrams to
     /// `server_control`, the server's control address; a server ignores it and learns
-    /// where its client is from the client's datagrams.
+    /// where its client is from the client's datagrams. A client session made with CID 0
+    /// is opening: it learns its CID and the server's control address from the answer
+    /// ([`opened`](Self::opened)).
     pub fn new(
         role: Role,
         cid: u32,
@@ -178,6 +180,21 @@ impl Session {
     /// Whether a TCP connection carries the session.
     pub fn is_connected(&self) -> bool {
         self.link.connected
+    }
+
+    /// Whether this is a client session whose opening the server has not answered yet:
+    /// it has no CID and nowhere to send datagrams (what it would send is dropped, as if
+    /// lost), and no silence limit (the handshake timeout bounds the wait). See
+    /// [`opened`](Self::opened).
+    pub fn is_opening(&self) -> bool {
+        self.reliable.cid() == 0
+    }
+
+    /// Whether the peer has shown that it knows the session's CID: an authentic datagram
+    /// from it arrived (it carries the CID under the peer's key). A server whose client
+    /// never did cannot know whether the client received its opening answer.
+    pub fn peer_knows_cid(&self) -> bool {
+        self.replay.any_accepted()
     }
 
     /// Bytes the application has read, which is what the peer may stop keeping.
@@ -441,6 +458,19 @@ impl Session {
 
     // ---------------------------------------------------------------- inputs
 
+    /// A client's opening was answered at `now`: the session is `cid`, and its datagrams
+    /// go to `server_control`. What it queued before went nowhere, as if lost: messages
+    /// awaiting confirmation go out now, and an ACK tells the server where the client is.
+    pub fn opened(&mut self, cid: u32, server_control: SocketAddr, now: Instant) {
+        self.reliable.set_cid(cid);
+        self.path = ControlPath::to_server(Some(server_control));
+        // The server's datagrams are awaited from now on.
+        self.liveness.datagram(now);
+        self.datagrams_missing = false;
+        self.reliable.rewind(now);
+        self.probe();
+    }
+
     /// The application read `n` bytes at `now`; acknowledges once enough have arrived.
     pub fn handle_read(&mut self, n: usize, now: Instant) {
         if n > 0 {
@@ -679,7 +709,7 @@ impl Session {
         let heartbeat = self
             .wants_heartbeat()
             .then(|| self.liveness.next_heartbeat());
-        let silence = self.link.connected.then(|| self.liveness.dead_at());
+        let silence = (self.link.connected && !self.is_opening()).then(|| self.liveness.dead_at());
         let missing = self
             .watches_datagrams()
             .then(|| self.liveness.datagrams_missing_at());
@@ -743,7 +773,8 @@ impl Session {
         {
             self.datagrams_missing = true;
         }
-        if self.link.connected && self.liveness.dead_at().is_some_and(|t| now >= t) {
+        let limited = self.link.connected && !self.is_opening();
+        if limited && self.liveness.dead_at().is_some_and(|t| now >= t) {
             let after = self.liveness.dead_after().unwrap_or_default();
             let reason = format!("heard nothing from the peer for {after:?}");
             self.handle_connection_failed(self.link.epoch, &reason, now);
@@ -767,6 +798,7 @@ impl Session {
             && self.link.connected
             && self.fatal.is_none()
             && !self.datagrams_missing
+            && !self.is_opening()
     }
 
     /// Whether heartbeats are due on this session: while it is connected, and, on a

@@ -58,9 +58,14 @@ impl Reliable {
         }
     }
 
-    /// The session's CID.
+    /// The session's CID (0 on a client until its opening is answered).
     pub(super) fn cid(&self) -> u32 {
         self.cid
+    }
+
+    /// The session's CID is `cid` from now on: every message built later carries it.
+    pub(super) fn set_cid(&mut self, cid: u32) {
+        self.cid = cid;
     }
 
     /// Queues a message that is sent once: an ACK or a REQ_ACK (id 0), or a CONF (the id
