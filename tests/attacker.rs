@@ -122,7 +122,7 @@ fn recording(packets: &[Packet]) -> Recording {
     };
     for p in packets.iter().filter(|p| p.proto == Proto::Tcp) {
         let frame = &p.payload;
-        let kind = (frame.len() >= HEADER_LEN && frame.starts_with(b"RTCP\x02"))
+        let kind = (frame.len() >= HEADER_LEN && frame.starts_with(b"RTCP\x03"))
             .then(|| FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).ok())
             .flatten();
         let Some(header) = kind else { continue };
@@ -401,8 +401,9 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
             }
             attacker.tally.forged_hellos += 1;
             if round % (rounds / OPENING_REPLAYS) == 0 {
-                // An opening is anyone's to make: the attacker gets a session of its own,
-                // never the victim's.
+                // The victim's opening, replayed, is refused while its session lives (the
+                // server knows its opening nonce). Any other opening is anyone's to make:
+                // the attacker gets a session of its own, never the victim's.
                 if let Some(opening) = rec.opening_hellos.first() {
                     if let Answer::Accepted(a) = attacker.handshake(opening, None) {
                         assert_ne!(a.cid, attacker.cid, "seed {seed}: the victim's CID again");

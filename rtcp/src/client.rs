@@ -53,8 +53,9 @@ pub fn run(
 }
 
 /// Opens a session for one local connection and relays, or resets the connection if no
-/// session can be opened: the local program sees the failure as it would a refused
-/// connection, not as an empty reply.
+/// session can be opened (at the TCP connect, or when the server's answer fails the session
+/// during the relay): the local program sees the failure as it would a refused connection,
+/// not as an empty reply.
 fn serve(
     local: TcpStream,
     peer: SocketAddr,
@@ -73,13 +74,14 @@ fn serve(
             return;
         }
     };
-    let id = session.session_id();
-    log::info!("connection from {peer}: session {id} to {server}");
+    // The relay starts at once: the local program's first bytes follow the session's
+    // opening HELLO, without waiting for the server's answer (and so for the session's id).
+    log::info!("connection from {peer}: session to {server}");
     tunnel::run(
         local,
         "local program",
         session,
         registry,
-        &format!("connection from {peer}, session {id}"),
+        &format!("connection from {peer}, session to {server}"),
     );
 }

@@ -76,7 +76,9 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
         addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
     let session = RSocket::connect_with(&addrs[..], config)
         .map_err(|e| Fatal(format!("cannot open a session to {server}: {e}")))?;
-    log::info!("session {} to {server}", session.session_id());
+    // Not the session's id, which waits for the server's answer: stdin's first bytes
+    // follow the opening at once. A server that fails the opening fails the relay below.
+    log::info!("session to {server}");
     let session = Arc::new(session);
     let weak = Arc::downgrade(&session);
     let link = Arc::new(Link::default());
