@@ -25,7 +25,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,10 @@ pub(crate) struct Shared {
     id: Token,
     /// The session's CID; 0 on a client until the server answers its opening.
     cid: AtomicU32,
+    /// `TCP_NODELAY` is held on for a server's first connection until the application's
+    /// first write went out, whatever the session's setting (see
+    /// [`attach_first`](Self::attach_first)).
+    nodelay_held: AtomicBool,
     /// Prove and check the handshakes.
     handshake_keys: HandshakeKeys,
     state: Mutex<State>,
@@ -155,6 +159,7 @@ impl Shared {
         Arc::new(Shared {
             id: spec.id,
             cid: AtomicU32::new(spec.cid),
+            nodelay_held: AtomicBool::new(false),
             handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
                 session: Session::new(
@@ -307,14 +312,31 @@ impl Shared {
         st.conn = Some(Arc::new(stream));
     }
 
-    /// Attaches the first connection of a session, unless it already failed (then a
-    /// reconnection brings another).
+    /// Attaches a server's first connection, right after its ANSWER, unless the session
+    /// already failed (then a reconnection brings another). `TCP_NODELAY` stays on until
+    /// the application's first write has gone out: the first reply then leaves at once,
+    /// instead of waiting (Nagle) for the acknowledgement of the ANSWER, a round trip.
     pub(crate) fn attach_first(&self, stream: TcpStream) {
         self.update(|st, _| {
             if st.session.is_connected() && st.conn.is_none() {
                 Self::attach(st, stream);
+                if let Some(conn) = &st.conn {
+                    let _ = conn.set_nodelay(true);
+                    self.nodelay_held.store(true, Ordering::Relaxed);
+                }
             }
         });
+    }
+
+    /// After a write: the session's own `TCP_NODELAY` setting applies from now on, if
+    /// [`attach_first`](Self::attach_first) held it on.
+    fn release_nodelay(&self) {
+        if self.nodelay_held.swap(false, Ordering::Relaxed) {
+            let st = self.state.lock();
+            if let (Some(conn), false) = (&st.conn, st.answer_pending) {
+                let _ = conn.set_nodelay(st.nodelay);
+            }
+        }
     }
 
     /// Attaches a client's first connection right behind its opening HELLO, before the
@@ -655,6 +677,7 @@ impl Shared {
             if let Some((start, n)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
                 self.send_unsent(start, fresh, deadline);
+                self.release_nodelay();
                 return Ok(n);
             }
             let mut st = self.state.lock();
