@@ -15,8 +15,10 @@ use support::session::{
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
-/// Handshake cuts per test: enough to cut every frame boundary of a ~70-byte handshake a
-/// few times over, few enough that even a slow backoff stays fast.
+/// Handshake cuts per test: enough to cut the frame boundaries of a 200-byte handshake a
+/// few times over, few enough that even a slow backoff stays fast (and an opening cut this
+/// many times in a row, below the 10 after which a client gives up on a server that keeps
+/// hanging up).
 const HANDSHAKE_CUTS: usize = 8;
 
 /// Opens a fresh session straight to `server` and checks that `accept` returns exactly

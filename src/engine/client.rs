@@ -170,8 +170,8 @@ pub(super) enum Plan {
 const STALE_CONNECT: Duration = Duration::from_millis(250);
 
 impl Redial {
-    /// The schedule of a new session with the server at `addr`, whose opening HELLO (with
-    /// `opening`'s nonce and secret) went out at `started`.
+    /// The schedule of a new session with the server at `addr`, whose opening HELLO, with
+    /// opening nonce `nonce` and secret `secret`, goes out now.
     fn new(addr: SocketAddr, config: Config, nonce: Nonce, secret: Secret) -> Self {
         let (initial, max) = config.reconnect_backoff_value();
         Redial {
@@ -240,6 +240,14 @@ impl Redial {
                     Plan::Wait(Some(at))
                 }
             }
+        }
+    }
+
+    /// The server answered an attempt with proof that it holds the session's keys.
+    fn heard_answer(&mut self) {
+        if let Some(opening) = &mut self.opening {
+            opening.answered = true;
+            opening.cuts = 0;
         }
     }
 
@@ -534,6 +542,11 @@ impl Engine {
             // hello: nothing more is sent on this connection.
             let e = io::Error::other("the answer does not prove itself");
             return self.dial_failed(dial, Failure::Cut(e));
+        }
+        if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
+            // A robust-tcp server answered: whatever happens to this attempt, the opening
+            // is not talking to a stranger that hangs up.
+            redial.heard_answer();
         }
         let fits = if hello.is_opening() {
             // The first opening's connection carries the session already: only a session

@@ -16,9 +16,10 @@ use std::time::Duration;
 use super::rng::{fresh_seed, seed_from_env, Rng, SEED_ENV};
 
 /// The largest "early" cut point, in bytes forwarded in both directions together: an
-/// opening handshake is about 70 bytes (hello, answer, confirm) and a reconnection about
-/// 60, so early cuts land before, inside and just after them.
-pub const EARLY_CUT_MAX: u64 = 72;
+/// opening handshake is 176 bytes (HELLO 104, ANSWER 72, with the client's first bytes
+/// between them) and a reconnection 204 (and its CONFIRM, 28), so early cuts land before,
+/// inside and just after them.
+pub const EARLY_CUT_MAX: u64 = 216;
 
 /// How often blocked proxy threads look at the cut and stop flags. Reads and writes use it
 /// as their timeout, so a cut or a drop takes effect within about this long.
@@ -68,6 +69,7 @@ pub struct CutPlan {
     reset_percent: u32,
     script: Vec<CutAt>,
     seed: Option<u64>,
+    hold_downstream: bool,
 }
 
 impl CutPlan {
@@ -87,6 +89,7 @@ impl CutPlan {
             reset_percent: 50,
             script: Vec::new(),
             seed: None,
+            hold_downstream: false,
         }
     }
 
@@ -106,6 +109,14 @@ impl CutPlan {
     /// follow the random plan. `max_cuts` still applies.
     pub fn script(mut self, first: impl IntoIterator<Item = CutAt>) -> CutPlan {
         self.script = first.into_iter().collect();
+        self
+    }
+
+    /// Holds every byte from the target to the client (in the target's socket) until
+    /// [`FaultProxy::release_downstream`]: the client hears nothing from the server
+    /// meanwhile, whatever the server sends, while the client's bytes still go through.
+    pub fn hold_downstream(mut self) -> CutPlan {
+        self.hold_downstream = true;
         self
     }
 
@@ -197,14 +208,32 @@ impl FaultProxy {
     ///
     /// If `target` is not a loopback address: these tests stay on the local machine.
     pub fn start(target: SocketAddr, plan: CutPlan) -> io::Result<FaultProxy> {
-        assert!(target.ip().is_loopback(), "{target} is not loopback");
-        let seed = seed_from_env().or(plan.seed).unwrap_or_else(fresh_seed);
         let listen_ip = if target.is_ipv4() {
             Ipv4Addr::LOCALHOST.into()
         } else {
             Ipv6Addr::LOCALHOST.into()
         };
-        let listener = TcpListener::bind(SocketAddr::new(listen_ip, 0))?;
+        FaultProxy::start_at(SocketAddr::new(listen_ip, 0), target, plan)
+    }
+
+    /// As [`start`](Self::start), listening on `listen` (a loopback address; the port of
+    /// a proxy dropped before, say, so that its clients reach this one).
+    ///
+    /// # Errors
+    ///
+    /// If the listening socket cannot be set up.
+    ///
+    /// # Panics
+    ///
+    /// If `target` is not a loopback address.
+    pub fn start_at(
+        listen: SocketAddr,
+        target: SocketAddr,
+        plan: CutPlan,
+    ) -> io::Result<FaultProxy> {
+        assert!(target.ip().is_loopback(), "{target} is not loopback");
+        let seed = seed_from_env().or(plan.seed).unwrap_or_else(fresh_seed);
+        let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         eprintln!("fault proxy {addr} -> {target}: seed {seed} (replay with {SEED_ENV}={seed})");
         let shared = Arc::new(Shared {
@@ -214,6 +243,7 @@ impl FaultProxy {
             planned_cuts: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            downstream_held: AtomicBool::new(plan.hold_downstream),
             links: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
         });
@@ -259,6 +289,12 @@ impl FaultProxy {
         self.shared.max_cuts.store(0, Ordering::SeqCst);
     }
 
+    /// Lets the bytes from the target through to the client, held since the start by
+    /// [`CutPlan::hold_downstream`] (and every later byte).
+    pub fn release_downstream(&self) {
+        self.shared.downstream_held.store(false, Ordering::SeqCst);
+    }
+
     /// Cuts every live connection now, each in its planned [`CutStyle`]; returns how many.
     /// These cuts count in [`cuts`](Self::cuts) but not against the plan's `max_cuts`.
     pub fn cut_all(&self) -> usize {
@@ -300,6 +336,8 @@ struct Shared {
     /// All cuts (plan and `cut_all`).
     cuts: AtomicUsize,
     connections: AtomicUsize,
+    /// Whether the target's bytes wait before going to the client.
+    downstream_held: AtomicBool,
     /// Live connections for `cut_all` and drop; the forwarders own them, so a link whose
     /// forwarders have both ended is freed (and its sockets closed) at once.
     links: Mutex<Vec<Weak<Link>>>,
@@ -504,6 +542,13 @@ fn forward(shared: &Shared, link: &Link, to_server: bool) {
         (&link.server, &link.client)
     };
     let mut buf = vec![0; BUF_SIZE];
+    while !to_server && shared.downstream_held.load(Ordering::SeqCst) {
+        // The target's bytes wait in its socket: nothing is read from it meanwhile.
+        if link.is_closed() || shared.stopping() {
+            return;
+        }
+        thread::park_timeout(POLL);
+    }
     loop {
         if link.is_closed() || shared.stopping() {
             return;

@@ -467,8 +467,20 @@ impl Session {
         // The server's datagrams are awaited from now on.
         self.liveness.datagram(now);
         self.datagrams_missing = false;
+        self.reachable(now);
+    }
+
+    /// The peer can be sent datagrams now, and could not before: what awaits its
+    /// confirmation goes out at once, and an acknowledgement request if one is wanted,
+    /// else an ACK (any sent before went nowhere; a client's also tells the server where
+    /// it is).
+    fn reachable(&mut self, now: Instant) {
         self.reliable.rewind(now);
-        self.probe();
+        if self.wants_ack() {
+            self.request_ack(now);
+        } else {
+            self.send_ack();
+        }
     }
 
     /// The application read `n` bytes at `now`; acknowledges once enough have arrived.
@@ -627,11 +639,17 @@ impl Session {
                 }
             }
             ControlKind::Response(value) => {
+                let first = self.path.current().is_none();
                 if self.role == Role::Server && self.path.response(from, value) {
                     log::debug!(
                         "session {}: the client's control path moved to {from}",
                         self.reliable.cid()
                     );
+                    if first {
+                        // What went nowhere before (a new session's first messages) goes
+                        // out now rather than at its next retransmission.
+                        self.reachable(now);
+                    }
                 }
             }
         }
