@@ -6,50 +6,60 @@
 //! Input: the connections' bytes, separated by `|NEXT|`. Of each, the first byte chooses
 //! where the rest is cut into pieces (the low 4 bits: the first piece's length; the high 4
 //! bits: half the second's), and the rest is what the client sends. In it, `CID?` stands
-//! for the CID of the latest session the server accepted in this input, and
-//! `TAG?????????????` in the tag field of a HELLO or a CONFIRM for the right tag, which the
-//! harness computes with that session's keys (a CONFIRM's, over its connection's HELLO and
-//! ANSWER): so an input can open a session and confirm it, then resume it on another
-//! connection, with the CID and secret the server chose at random. Marks after a HELLO are
-//! filled from that HELLO's own ANSWER if it accepts: the client sends the HELLO, reads
-//! the ANSWER, then sends the rest.
+//! for the CID of the latest session the server accepted in this input;
+//! `OPENING?????????` for an opening nonce of this input's own (fresh for each input, the
+//! same in all its connections, so that an input can open a session and retry its
+//! opening); and `TAG?????????????` in the tag field of a HELLO or a CONFIRM for the right
+//! tag, which the harness computes: an opening HELLO's with the keys of the secret and
+//! opening nonce it carries, a reconnection HELLO's and a CONFIRM's with the keys of the
+//! latest session (a CONFIRM's over its connection's HELLO and ANSWER). So an input can
+//! open a session, then resume it by its CID or retry its opening on another connection,
+//! with the CID the server chose at random. Marks after a HELLO are filled from that
+//! HELLO's own ANSWER if it accepts: the client sends the HELLO, reads the ANSWER, then
+//! sends the rest.
 //!
 //! What must hold, whatever the bytes:
 //! - the server answers with nothing, or with exactly one well-formed ANSWER frame, and
 //!   never with more;
 //! - bytes that end before their first frame does get no answer; a first frame the server
 //!   cannot read as a HELLO (a foreign protocol, another version, another kind, a short
-//!   body) gets a refusal for a bad request; a HELLO gets an answer: an acceptance only of
-//!   a new session (echoing the HELLO's nonce, with a secret) or of the session it names
-//!   when the HELLO's tag is right for that session (the answer proving itself, without
-//!   the secret), with a count of bytes received that the server sent (0: its
-//!   application never writes), and a refusal only for a reason that kind of HELLO can
-//!   have;
-//! - `accept` returns only sessions that a connection claimed: one the server accepted in
-//!   its ANSWER on that connection, followed by the CONFIRM with the right tag. Garbage
-//!   never becomes a session, and neither does an exchange without its proof.
+//!   body) gets a refusal for a bad request; a HELLO gets an answer, which proves itself
+//!   (echoes the HELLO's nonce, tagged with the session's server key);
+//! - an opening HELLO is accepted only if its opening part is there and its tag is right
+//!   for the keys it carries (else it is refused as a bad request); it opens a session
+//!   (from byte 0, as connection number `attempt`) only if its opening nonce opened none
+//!   before in this input, and resumes one only if that session was opened with its
+//!   opening nonce and the attempt is not the first; an opening nonce never used before is
+//!   refused, if at all, only for lack of room;
+//! - a reconnection HELLO resumes only the session it names, and only when its tag is
+//!   right for that session, with a count of bytes received that the server sent (0: its
+//!   application never writes); a refusal only for a reason that kind of HELLO can have;
+//! - `accept` returns only sessions that a connection opened: the server opened it in its
+//!   ANSWER on that connection. Garbage never becomes a session, and neither does a HELLO
+//!   without its proof.
 //!
 //! A panic on the library's engine thread aborts the run too (libFuzzer's panic hook), so a
 //! bug there is a crash here. Every wait is bounded (connect, writes, reads), so an input
 //! never hangs.
 //!
 //! Protocol API used: `FrameHeader::parse(&[u8; HEADER_LEN])` with `kind` and
-//! `body_len`, `FrameKind`, `Hello::parse`, `Hello::resume`, `Hello::verify`,
-//! `Answer::parse`, `Accepted::answers`, `Confirm::new`, `SessionKeys::derive`,
-//! `HEADER_LEN`; and the public `RServerSocket::bind_with`, `accept`, `local_addr`,
+//! `body_len`, `FrameKind`, `Hello::parse`, `Hello::signed`, `Hello::verify`,
+//! `Hello::opening_part_is_consistent`, `Answer::parse`, `Accepted::answers`,
+//! `Confirm::new`, `SessionKeys::derive`, `HEADER_LEN`; and the public `RServerSocket::bind_with`, `accept`, `local_addr`,
 //! `RSocket::session_id`, `abort`, and `Config`'s `handshake_timeout`, `give_up_after`,
 //! `max_handshakes`.
 #![no_main]
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::auth::{SessionKeys, SECRET_LEN, TAG_LEN};
+use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, TAG_LEN};
 use robust_tcp::protocol::handshake::{
     Accepted, Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode, HEADER_LEN,
 };
@@ -62,6 +72,8 @@ const NEXT: &[u8] = b"|NEXT|";
 const CID_MARK: &[u8] = b"CID?";
 /// In a tag field, stands for the right tag.
 const TAG_MARK: &[u8; TAG_LEN] = b"TAG?????????????";
+/// Stands for the input's own opening nonce.
+const OPENING_MARK: &[u8; NONCE_LEN] = b"OPENING?????????";
 /// The most connections an input makes.
 const MAX_CONNECTIONS: usize = 4;
 /// How many of the sessions `accept` returned are kept open (the oldest is aborted), so
@@ -85,8 +97,12 @@ const MAX_RESPONSE: usize = 4096;
 
 /// Sessions `accept` returned: their CIDs, until checked against `CLAIMED`.
 static ACCEPTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-/// CIDs that a connection may have confirmed or resumed (see the module's doc).
+/// CIDs of the sessions the server opened in an ANSWER (see the module's doc).
 static CLAIMED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// The session the server last opened with each opening nonce.
+static OPENED: Mutex<Option<HashMap<[u8; NONCE_LEN], u32>>> = Mutex::new(None);
+/// Counts the inputs, for their own opening nonces.
+static INPUTS: AtomicU64 = AtomicU64::new(0);
 
 /// A session the server accepted, as its ANSWER named it, with the keys the client
 /// derived.
@@ -98,12 +114,18 @@ struct Session {
 
 fuzz_target!(|data: &[u8]| {
     let addr = server();
-    let mut session = None;
+    let mut input = Input {
+        session: None,
+        opening_nonce: input_nonce(),
+        opened: BTreeSet::new(),
+    };
     for part in parts(data).take(MAX_CONNECTIONS) {
         let Some((&cuts, bytes)) = part.split_first() else {
             continue;
         };
-        session = connection(addr, cuts, bytes, session.clone()).or(session);
+        if let Some(session) = connection(addr, cuts, bytes, &mut input) {
+            input.session = Some(session);
+        }
     }
     // Every session `accept` returned so far was claimed by a connection: the one that
     // claims a session gets its ANSWER before `accept` can return it, and was checked.
@@ -115,6 +137,24 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
+
+/// What the connections of one input share.
+struct Input {
+    /// The latest session the server accepted (the marks stand for it).
+    session: Option<Session>,
+    /// This input's opening nonce (`OPENING_MARK` stands for it).
+    opening_nonce: [u8; NONCE_LEN],
+    /// The opening nonces the server opened a session with, in this input.
+    opened: BTreeSet<[u8; NONCE_LEN]>,
+}
+
+/// An opening nonce no other input of the run has, and never the mark.
+fn input_nonce() -> [u8; NONCE_LEN] {
+    let n = INPUTS.fetch_add(1, Ordering::Relaxed);
+    let mut nonce = [0x6e; NONCE_LEN];
+    nonce[..8].copy_from_slice(&n.to_be_bytes());
+    nonce
+}
 
 /// The server for the whole run: its address. Binds it, and starts the thread that takes
 /// what `accept` returns, on first use.
@@ -176,13 +216,21 @@ fn has_mark(bytes: &[u8]) -> bool {
         .any(|mark| bytes.windows(mark.len()).any(|w| w == *mark))
 }
 
-/// `bytes`, with the CID marks replaced by `session`'s CID if there is a session.
-fn fill(bytes: &[u8], session: Option<&Session>) -> Vec<u8> {
+/// `bytes`, with the opening nonce marks replaced by `opening_nonce`, and the CID marks
+/// by `session`'s CID if there is a session.
+fn fill(bytes: &[u8], session: Option<&Session>, opening_nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     let mut out = bytes.to_vec();
+    replace(&mut out, OPENING_MARK, opening_nonce);
     if let Some(session) = session {
         replace(&mut out, CID_MARK, &session.cid.to_be_bytes());
     }
     out
+}
+
+/// The client's keys of the session an opening HELLO opens, from the secret and opening
+/// nonce it carries.
+fn opening_keys(hello: &Hello) -> SessionKeys {
+    SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Client)
 }
 
 /// Replaces every `mark` in `bytes` with `with`, of the same length.
@@ -205,18 +253,22 @@ fn frame_of(bytes: &[u8], kind: FrameKind) -> Option<(usize, &[u8])> {
     (header.kind == kind).then_some((len, bytes.get(HEADER_LEN..len)?))
 }
 
-/// Puts the right tag in a HELLO at the start of `bytes` whose tag is the mark, with
-/// `session`'s keys.
+/// Puts the right tag in a HELLO at the start of `bytes` whose tag is the mark: an opening
+/// HELLO's with the keys it carries, another's with `session`'s keys.
 fn sign_hello(bytes: &mut [u8], session: Option<&Session>) {
-    let (Some(session), Some((_, body))) = (session, frame_of(bytes, FrameKind::Hello)) else {
+    let Some((_, body)) = frame_of(bytes, FrameKind::Hello) else {
         return;
     };
     let Ok(h) = Hello::parse(body) else { return };
     if h.tag != *TAG_MARK {
         return;
     }
-    let key = &session.keys.handshake.client;
-    let signed = Hello::resume(h.cid, h.nonce, h.attempt, h.received, key);
+    let keys = match (h.cid, session) {
+        (0, _) => opening_keys(&h),
+        (_, Some(session)) => session.keys.clone(),
+        (_, None) => return,
+    };
+    let signed = h.signed(&keys.handshake.client);
     let at = HEADER_LEN + Hello::BODY_LEN - TAG_LEN;
     bytes[at..at + TAG_LEN].copy_from_slice(&signed.tag);
 }
@@ -236,18 +288,17 @@ fn sign_confirm(bytes: &mut [u8], hello: &Hello, answer: &Accepted, session: &Se
     bytes[at..at + TAG_LEN].copy_from_slice(&signed.tag);
 }
 
-/// The session an acceptance of `hello` is for: a new one, with the keys its secret
-/// gives, or `resumed`, the one the HELLO named.
+/// The session an acceptance of `hello` is for: an opening's (opened, or found by its
+/// opening nonce), with the keys the HELLO carries, or `resumed`, the one the HELLO named.
 fn accepted_session(
     hello: &Hello,
     answer: &Accepted,
     resumed: Option<&Session>,
 ) -> Option<Session> {
     if hello.cid == 0 {
-        let keys = SessionKeys::derive(&answer.secret, &hello.nonce, Role::Client);
         return Some(Session {
             cid: answer.cid,
-            keys,
+            keys: opening_keys(hello),
         });
     }
     resumed.filter(|s| s.cid == answer.cid).cloned()
@@ -257,13 +308,10 @@ fn accepted_session(
 /// until the server closes or falls silent, and checks it. Marks are filled in from
 /// `session`, those after a HELLO from its own ANSWER if that accepts. Returns the session
 /// the server accepted on it, if it did.
-fn connection(
-    addr: SocketAddr,
-    cuts: u8,
-    bytes: &[u8],
-    session: Option<Session>,
-) -> Option<Session> {
-    let mut sent = fill(bytes, session.as_ref());
+fn connection(addr: SocketAddr, cuts: u8, bytes: &[u8], input: &mut Input) -> Option<Session> {
+    let session = input.session.clone();
+    let bytes = &fill(bytes, None, &input.opening_nonce)[..];
+    let mut sent = fill(bytes, session.as_ref(), &input.opening_nonce);
     sign_hello(&mut sent, session.as_ref());
     let opening = Opening::of(&sent);
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
@@ -280,7 +328,7 @@ fn connection(
             read(&mut stream, &mut response, true, true);
             if let Some(Answer::Accepted(a)) = whole_answer(&response) {
                 if let Some(this) = accepted_session(hello, &a, session.as_ref()) {
-                    let mut rest = fill(&bytes[len..], Some(&this));
+                    let mut rest = fill(&bytes[len..], Some(&this), &input.opening_nonce);
                     sign_confirm(&mut rest, hello, &a, &this);
                     sent[len..].copy_from_slice(&rest);
                 }
@@ -292,12 +340,12 @@ fn connection(
     let _ = stream.shutdown(Shutdown::Write);
     let closed = read(&mut stream, &mut response, opening.needs_answer(), false);
     opening.check(
-        &sent,
         &Response {
             bytes: response,
             closed,
         },
         session.as_ref(),
+        &mut input.opened,
     )
 }
 
@@ -432,14 +480,14 @@ impl Opening {
         !matches!(self, Opening::Incomplete | Opening::Control)
     }
 
-    /// Checks the server's response to `input`, records the session the connection may
-    /// claim, and returns the session the server accepted, if it did. `resumable` is the
-    /// session the input's marks stood for.
+    /// Checks the server's response, records the session it opened, and returns the
+    /// session the server accepted, if it did. `resumable` is the session the input's
+    /// marks stood for; `opened` the opening nonces of the sessions this input opened.
     fn check(
         &self,
-        input: &[u8],
         response: &Response,
         resumable: Option<&Session>,
+        opened: &mut BTreeSet<[u8; NONCE_LEN]>,
     ) -> Option<Session> {
         let Some(answer) = parse_answer(&response.bytes) else {
             // Silence is only right for bytes that end inside their frame. (The server
@@ -468,14 +516,51 @@ impl Opening {
             (Opening::Foreign, answer) => {
                 panic!("the server answered {answer:?} to a frame that is no HELLO")
             }
-            (Opening::Hello { hello, len }, Answer::Accepted(a)) => {
+            (Opening::Hello { hello, .. }, Answer::Accepted(a)) => {
                 let cid = a.cid;
+                assert!(
+                    hello.opening_part_is_consistent(),
+                    "the server accepted {hello:?}, whose opening part is wrong"
+                );
+                // The server's count: its application never writes, so a client can have
+                // received nothing: any other count is outside what was sent.
+                assert_eq!(
+                    hello.received, 0,
+                    "the server accepted session {cid} for a client that claims bytes of \
+                     the 0 it sent"
+                );
                 if hello.cid == 0 {
+                    let keys = opening_keys(hello);
                     assert!(
-                        a.answers(hello, None),
-                        "an opening answer without the nonce"
+                        hello.verify(&keys.handshake.client),
+                        "the server accepted an opening whose tag is wrong: {hello:?}"
                     );
-                    assert_ne!(a.secret, [0; SECRET_LEN], "an opening without a secret");
+                    assert!(
+                        a.answers(hello, &keys.handshake.server),
+                        "an opening answer that does not prove itself"
+                    );
+                    let mut by_nonce = lock(&OPENED);
+                    let by_nonce = by_nonce.get_or_insert_with(HashMap::new);
+                    if a.opened {
+                        assert_eq!(
+                            (a.received, a.epoch),
+                            (0, hello.attempt as u32),
+                            "a new session that does not start afresh"
+                        );
+                        assert!(
+                            opened.insert(hello.opening_nonce),
+                            "a second session opened with one opening nonce: {hello:?}"
+                        );
+                        by_nonce.insert(hello.opening_nonce, cid);
+                        lock(&CLAIMED).insert(cid);
+                    } else {
+                        assert_eq!(
+                            by_nonce.get(&hello.opening_nonce),
+                            Some(&cid),
+                            "a retried opening resumed a session not opened with its nonce"
+                        );
+                        assert!(hello.attempt > 0, "the first opening resumed a session");
+                    }
                 } else {
                     // Only a HELLO with the right tag for the session it names resumes it.
                     let proven = resumable.is_some_and(|s| {
@@ -486,37 +571,38 @@ impl Opening {
                         "the server resumed session {cid} for an unproven {hello:?}"
                     );
                     assert_eq!(hello.cid, cid, "the server resumed another session");
-                    assert_eq!(a.secret, [0; SECRET_LEN], "the secret travelled again");
+                    assert!(!a.opened, "the server opened a session for a reconnection");
                     let key = resumable.map(|s| &s.keys.handshake.server);
                     assert!(
-                        a.answers(hello, key),
+                        key.is_some_and(|key| a.answers(hello, key)),
                         "a resuming answer that does not prove itself"
                     );
-                    // The server's application never writes, so a resuming client can
-                    // have received nothing: any other count is outside what was sent.
-                    assert_eq!(
-                        hello.received, 0,
-                        "the server resumed session {cid} for a client that claims bytes \
-                         of the 0 it sent"
-                    );
                 }
-                let session = accepted_session(hello, &a, resumable)?;
-                // The CONFIRM that follows, if any, as the server reads it (a longer body
-                // is a later version's: the tag covers the canonical frame).
-                let key = &session.keys.handshake.client;
-                let confirmed = frame_of(&input[*len..], FrameKind::Confirm)
-                    .and_then(|(_, body)| Confirm::parse(body).ok())
-                    .is_some_and(|c| c.verify(hello, &a, key));
-                if confirmed {
-                    lock(&CLAIMED).insert(cid);
-                }
-                return Some(session);
+                return accepted_session(hello, &a, resumable);
             }
             (Opening::Hello { hello, .. }, Answer::Refused(reason)) => {
-                let allowed: &[RefusalCode] = if hello.cid == 0 {
-                    &[RefusalCode::Closed, RefusalCode::TooManySessions]
-                } else {
-                    &[RefusalCode::UnknownSession, RefusalCode::BadRequest]
+                let proven = hello.opening_part_is_consistent()
+                    && hello.verify(&opening_keys(hello).handshake.client);
+                let fresh = !lock(&OPENED)
+                    .as_ref()
+                    .is_some_and(|n| n.contains_key(&hello.opening_nonce));
+                let allowed: &[RefusalCode] = match (hello.cid, proven, fresh) {
+                    // A new session, whose client has received nothing: refused only for
+                    // lack of room.
+                    (0, true, true) if hello.received == 0 => {
+                        &[RefusalCode::Closed, RefusalCode::TooManySessions]
+                    }
+                    (0, true, true) => &[RefusalCode::BadRequest],
+                    // A retry (with a count, checked), a copy, or a session that ended
+                    // before its client knew it.
+                    (0, true, false) => &[
+                        RefusalCode::Closed,
+                        RefusalCode::TooManySessions,
+                        RefusalCode::UnknownSession,
+                        RefusalCode::BadRequest,
+                    ],
+                    (0, false, _) => &[RefusalCode::BadRequest],
+                    _ => &[RefusalCode::UnknownSession, RefusalCode::BadRequest],
                 };
                 assert!(
                     allowed.contains(&reason),

@@ -231,8 +231,9 @@ impl Hello {
         .signed(key)
     }
 
-    /// This HELLO with its tag under `key`.
-    fn signed(mut self, key: &MacKey) -> Self {
+    /// This HELLO, whatever its fields, with its tag under the client's handshake key
+    /// `key` (the constructors above use it; so can tests and fuzzers).
+    pub fn signed(mut self, key: &MacKey) -> Self {
         self.tag = key.tag(&[untagged(&self.encode())]);
         self
     }

@@ -536,6 +536,10 @@ impl Engine {
         if listener.is_tombstoned(&hello.opening_nonce, Instant::now()) {
             return self.refuse(hs, RefusalCode::UnknownSession);
         }
+        if hello.received != 0 {
+            // The client of a new session has received nothing.
+            return self.refuse(hs, RefusalCode::BadRequest);
+        }
         self.open_session(hs, hello, keys)
     }
 
