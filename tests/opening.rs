@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -33,6 +33,15 @@ fn server(config: Config) -> RServerSocket {
     RServerSocket::bind_with("127.0.0.1:0", config).expect("bind")
 }
 
+/// A proxy to `server` that holds every byte from the server until released, and its
+/// address.
+fn holding_proxy(server: &RServerSocket) -> (FaultProxy, SocketAddr) {
+    let plan = CutPlan::never().hold_downstream();
+    let proxy = FaultProxy::start(server_addr(server), plan).expect("proxy");
+    let via = proxy.local_addr();
+    (proxy, via)
+}
+
 /// `len` bytes drawn from `rng`.
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -48,9 +57,7 @@ fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
 fn the_server_accepts_reads_and_replies_before_any_of_its_bytes_reaches_the_client() {
     run_bounded(LIMIT, || {
         let server = server(fast_config());
-        let plan = CutPlan::never().hold_downstream();
-        let proxy = FaultProxy::start(server_addr(&server), plan).expect("proxy");
-        let via = proxy.local_addr();
+        let (proxy, via) = holding_proxy(&server);
         let mut rng = Rng::new(proxy.seed());
         let (request, reply) = (bytes(&mut rng, 300), bytes(&mut rng, 500));
         let (sent_tx, sent_rx) = mpsc::channel();
@@ -94,9 +101,7 @@ fn the_server_accepts_reads_and_replies_before_any_of_its_bytes_reaches_the_clie
 fn a_session_closed_before_the_answer_delivers_its_bytes_and_end_of_stream() {
     run_bounded(LIMIT, || {
         let server = server(fast_config());
-        let plan = CutPlan::never().hold_downstream();
-        let proxy = FaultProxy::start(server_addr(&server), plan).expect("proxy");
-        let via = proxy.local_addr();
+        let (proxy, via) = holding_proxy(&server);
         let client = thread::spawn(move || -> io::Result<()> {
             let mut sock = RSocket::connect_with(via, fast_config())?;
             sock.write_all(b"fire and forget")?;
@@ -282,9 +287,7 @@ fn a_retried_opening_of_a_session_that_ended_meanwhile_is_refused() {
             .max_sessions(1)
             .dead_after(Some(Duration::from_millis(200)));
         let server = server(config);
-        let plan = CutPlan::never().hold_downstream();
-        let first = FaultProxy::start(server_addr(&server), plan).expect("proxy");
-        let via = first.local_addr();
+        let (first, via) = holding_proxy(&server);
         let (sent_tx, sent_rx) = mpsc::channel();
         let client = thread::spawn(move || -> io::Result<()> {
             let mut sock = RSocket::connect_with(via, fast_config())?;
