@@ -645,10 +645,22 @@ impl Engine {
     }
 
     /// The confirmation of a reconnection did not arrive, or did not verify: the session
-    /// stays without a connection until the next one.
+    /// stays without a connection until the next one. A client whose CONFIRM was lost on
+    /// the way installed the connection offered, which the server never took: it is told
+    /// that this connection failed, and reconnects.
     fn confirm_failed(&mut self, hs: ServerHandshake, why: &str) {
         log::debug!("handshake with {}: {why}", hs.client);
+        let offered = match &hs.phase {
+            Phase::Confirm(c) => Some((c.session, c.resume.epoch)),
+            _ => None,
+        };
         self.close_handshake(hs);
+        if let Some((session, epoch)) = offered {
+            if let Some(entry) = self.sessions.get(&session) {
+                entry.shared.offer_failed(epoch);
+            }
+            self.service(session);
+        }
     }
 
     /// Resumes the session the client names by its CID on this connection.
@@ -711,7 +723,10 @@ impl Engine {
             self.close_handshake(hs);
             return None;
         };
-        let epoch = shared.epoch().wrapping_add(1);
+        // The connection is numbered by the attempt that made it: above every number
+        // offered before, so that no two connections the client may have installed share
+        // a number (a RECONNECT about one never fails another).
+        let epoch = hello.attempt as u32;
         let answer = Accepted {
             cid: shared.cid(),
             opened: false,

@@ -38,7 +38,7 @@ use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
 use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
-use crate::{Config, SessionState::Closed, Status};
+use crate::{Config, SessionState, Status};
 
 /// The most a resend copies out of the send buffer for one system call: the kernel takes
 /// about this much at a time anyway, and a large buffer is not copied whole for each try.
@@ -199,7 +199,9 @@ impl Shared {
     /// if it has not come yet (as a read does). 0 if the opening failed.
     pub(crate) fn wait_cid(&self) -> u32 {
         let mut st = self.state.lock();
-        while st.session.is_opening() && st.session.status(Instant::now()).state != Closed {
+        while st.session.is_opening()
+            && st.session.status(Instant::now()).state != SessionState::Closed
+        {
             self.changed.wait(&mut st);
         }
         drop(st);
@@ -386,6 +388,12 @@ impl Shared {
                 );
             }
         });
+    }
+
+    /// The client never confirmed connection `epoch`, which a resuming ANSWER offered (see
+    /// `Session::handle_offer_failed`).
+    pub(crate) fn offer_failed(&self, epoch: u32) {
+        self.update(|st, now| st.session.handle_offer_failed(epoch, now));
     }
 
     /// Aborts the connection in use, if any (a server does this when the client comes back

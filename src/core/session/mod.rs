@@ -515,6 +515,17 @@ impl Session {
         true
     }
 
+    /// A server offered connection `epoch` in a resuming ANSWER and the client's CONFIRM
+    /// never came: if the client did send it, it installed a connection the server never
+    /// took, and must learn that it failed (it may only be waiting for an ACK). Epochs are
+    /// never offered twice, so the RECONNECT cannot fail a later connection.
+    pub fn handle_offer_failed(&mut self, epoch: u32, now: Instant) {
+        let offered_only = self.link.current() != Some(epoch);
+        if self.role == Role::Server && self.fatal.is_none() && !self.link.passive && offered_only {
+            self.reliable.send(ControlKind::Reconnect(epoch), now);
+        }
+    }
+
     /// The session moved to connection `epoch`, whose peer has received `peer_received`
     /// bytes (checked by [`check_resume`](Self::check_resume)): the bytes after it are to be
     /// resent, see [`unsent`](Self::unsent).
