@@ -148,6 +148,17 @@ fn sweep(style: CutStyle) {
     // the peer has read everything, not at the next acknowledgement request.
     let config = fast_config().ack_threshold(1);
     let server = server(config.clone());
+    let addr = server_addr(&server);
+    // `accept` in a thread of its own, so that a session that never comes fails a bound
+    // with the client's state rather than the watchdog.
+    let (accepted_tx, accepted_rx) = mpsc::channel();
+    thread::spawn(move || {
+        while let Ok((sock, _)) = server.accept() {
+            if accepted_tx.send(sock).is_err() {
+                return;
+            }
+        }
+    });
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     for at in 0..=SWEEP {
@@ -157,15 +168,19 @@ fn sweep(style: CutStyle) {
             .script([CutAt::Bytes(at)])
             .seed(seed ^ at)
             .hold_downstream();
-        let proxy = FaultProxy::start(server_addr(&server), plan).expect("proxy");
+        let proxy = FaultProxy::start(addr, plan).expect("proxy");
         let via = proxy.local_addr();
         let (request, reply) = (bytes(&mut rng, REQUEST), bytes(&mut rng, REPLY));
         let what = format!("seed {seed}, cut at {at} ({style:?})");
+        eprintln!("{what}");
+        let (opened_tx, opened_rx) = mpsc::channel();
         let client = {
             let (request, reply, what) = (request.clone(), reply.clone(), what.clone());
             let config = config.clone();
             thread::spawn(move || -> io::Result<RSocket> {
                 let mut sock = RSocket::connect_with(via, config)?;
+                sock.set_read_timeout(Some(BOUND))?;
+                let _ = opened_tx.send(sock.try_clone()?);
                 sock.write_all(&request)?;
                 sock.shutdown(Shutdown::Write)?;
                 let mut got = Vec::new();
@@ -174,17 +189,41 @@ fn sweep(style: CutStyle) {
                 Ok(sock)
             })
         };
+        let watched = opened_rx.recv_timeout(BOUND);
+        let client_state = || match &watched {
+            Ok(sock) => format!("{:?}", sock.status()),
+            Err(_) => "no session".to_owned(),
+        };
         // Accepted before any byte from the server reached the client: no round trip.
-        let (mut accepted, _) = server.accept().expect("accept");
+        let Ok(mut accepted) = accepted_rx.recv_timeout(BOUND) else {
+            panic!(
+                "{what}: nothing came out of accept; the client: {}",
+                client_state()
+            );
+        };
         proxy.release_downstream();
-        let mut got = Vec::new();
         accepted
-            .read_to_end(&mut got)
-            .unwrap_or_else(|e| panic!("{what}: reading the request: {e}"));
+            .set_read_timeout(Some(BOUND))
+            .expect("set_read_timeout");
+        let mut got = Vec::new();
+        if let Err(e) = accepted.read_to_end(&mut got) {
+            panic!(
+                "{what}: reading the request after {} bytes: {e}; server {:?}; client {}",
+                got.len(),
+                accepted.status(),
+                client_state()
+            );
+        }
         assert!(got == request, "{what}: the request differs: {got:02x?}");
         accepted.write_all(&reply).expect("write the reply");
         accepted.shutdown(Shutdown::Write).expect("shutdown");
-        let sock = join(client).unwrap_or_else(|e| panic!("{what}: the client: {e}"));
+        let sock = join(client).unwrap_or_else(|e| {
+            panic!(
+                "{what}: the client: {e}; client {}; server {:?}",
+                client_state(),
+                accepted.status()
+            )
+        });
         assert_eq!(
             sock.session_id(),
             accepted.session_id(),
@@ -196,11 +235,18 @@ fn sweep(style: CutStyle) {
         });
         drop(proxy);
     }
-    let (mut sentinel, mut accepted) = connect_pair(&server, server_addr(&server), fast_config());
-    sentinel.write_all(b"sentinel").expect("sentinel write");
+    let client = thread::spawn(move || {
+        let mut sentinel = RSocket::connect_with(addr, fast_config())?;
+        sentinel.write_all(b"sentinel")?;
+        Ok::<_, io::Error>(sentinel)
+    });
+    let mut accepted = accepted_rx
+        .recv_timeout(BOUND)
+        .expect("the sentinel's session");
     let mut got = [0u8; 8];
     accepted.read_exact(&mut got).expect("sentinel read");
     assert_eq!(&got, b"sentinel", "seed {seed}: a stray session in accept");
+    join(client).expect("the sentinel");
 }
 
 // Proves: a cut at any point of the opening (inside the HELLO, the client's first bytes, the

@@ -386,6 +386,14 @@ impl Engine {
                     return;
                 }
                 Ok(true) => {}
+                // Established, then reset before we looked: a cut after the TCP connect.
+                // An opening goes on (its HELLO fails, and it is retried), as it would had
+                // we looked a moment earlier.
+                Err(e) if was_established(&e) => {
+                    if !matches!(dial.purpose, Purpose::Open(_)) {
+                        return self.dial_failed(dial, Failure::Cut(e));
+                    }
+                }
                 Err(e) => return self.dial_failed(dial, Failure::Connect(e)),
             }
             // The handshake's frames go out at once rather than wait on Nagle.
@@ -716,6 +724,17 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a connect's error says that the connection was established and then lost (a
+/// reset answers a SYN with `ConnectionRefused`, never these).
+fn was_established(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The failure for bytes from a server that are not a robust-tcp answer.
