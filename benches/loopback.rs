@@ -61,11 +61,14 @@
 //! a paired round are the figures to compare.
 //!
 //! Every loop ends by itself, and a watchdog aborts the process if one run (one side of a
-//! round) takes more than a minute, so a hung library cannot hang the bench.
+//! round) takes more than a minute, so a hung (or pathologically slow) library cannot hang
+//! the bench; it says how far the run got and prints the tables of the benchmarks finished
+//! so far. A filter selects the benchmarks whose names contain it, as `cargo test` does.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -163,6 +166,15 @@ impl Kind {
             Kind::Crr { transactions } => Kind::Crr {
                 transactions: (transactions / divisor).max(1),
             },
+        }
+    }
+
+    /// The writes, round trips or transactions of one run.
+    fn work(self) -> u64 {
+        match self {
+            Kind::Stream { write, bytes } => bytes / write as u64,
+            Kind::Rr { round_trips, .. } => round_trips,
+            Kind::Crr { transactions } => transactions,
         }
     }
 
@@ -334,6 +346,7 @@ fn stream<N: Net>(write: usize, bytes: u64) -> io::Result<Run> {
     for seq in 0..writes {
         message[..8].copy_from_slice(&seq.to_le_bytes());
         client.write_all(&message)?;
+        progress(seq + 1);
     }
     N::shutdown_write(&client)?;
     let (received, ended) = join(receiver)?;
@@ -419,6 +432,7 @@ fn request_response<N: Net>(message: usize, round_trips: u64) -> io::Result<Run>
         if reply != request {
             return Err(invalid(format!("round trip {i}: the echo differs")));
         }
+        progress((i + 1).saturating_sub(RR_WARMUP));
     }
     let run = Run {
         wall: started.0.elapsed(),
@@ -472,6 +486,7 @@ fn connect_request_response<N: Net>(transactions: u64) -> io::Result<Run> {
                 "transaction {i}: a wrong reply ({got} bytes)"
             )));
         }
+        progress(i + 1);
     }
     let run = Run {
         wall: started.elapsed(),
@@ -504,7 +519,10 @@ fn bench(bench: &Bench, kind: Kind, rounds: usize) -> io::Result<Rounds> {
         for robust_turn in [robust_first, !robust_first] {
             thread::sleep(SETTLE);
             let side = if robust_turn { Robust::NAME } else { Tcp::NAME };
-            watch(format!("{} round {} ({side})", bench.name, round + 1));
+            watch(
+                format!("{} round {} ({side})", bench.name, round + 1),
+                kind.work(),
+            );
             let result = if robust_turn {
                 run::<Robust>(kind)
             } else {
@@ -572,7 +590,7 @@ fn main() {
          parity), time per transaction for crr (lower is better); cpu = process CPU time robust / \
          TCP for the same work (lower is better)\n"
     );
-    let mut summaries = Vec::new();
+    let mut failed = false;
     for b in &selected {
         let kind = if options.quick {
             b.kind.scaled_down(QUICK_DIVISOR)
@@ -588,27 +606,28 @@ fn main() {
             }
             Err(e) => println!("  FAILED: {e}"),
         }
-        summaries.push(Summary {
+        failed |= result.is_err();
+        let summary = Summary {
             name: b.name,
             kind,
             result,
-        });
+        };
+        FINISHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rows(&summary));
     }
-    print_tables(&summaries);
-    if summaries.iter().any(|s| s.result.is_err()) {
+    print_tables();
+    if failed {
         std::process::exit(1);
     }
 }
 
-fn print_tables(summaries: &[Summary]) {
-    println!();
-    println!(
-        "{:<11} {:>6} {:>11} {:>11} {:>7} {:>13} {:>13} {:>6}",
-        "bench", "unit", "TCP", "robust", "ratio", "p25-p75", "min-max", "cpu"
-    );
-    for s in summaries {
-        match &s.result {
-            Ok(r) => println!(
+/// The two table rows of a finished benchmark: plain text and markdown.
+fn rows(s: &Summary) -> (String, String) {
+    match &s.result {
+        Ok(r) => (
+            format!(
                 "{:<11} {:>6} {:>11} {:>11} {:>7.2} {:>13} {:>13} {:>6.2}",
                 s.name,
                 s.kind.unit(),
@@ -627,15 +646,7 @@ fn print_tables(summaries: &[Summary]) {
                 ),
                 median(&r.cpu_ratio),
             ),
-            Err(e) => println!("{:<11} FAILED: {e}", s.name),
-        }
-    }
-    println!();
-    println!("| bench | unit | TCP (median) | robust (median) | ratio robust/TCP (median) | ratio p25–p75 | ratio min–max | CPU ratio robust/TCP (median) |");
-    println!("|---|---|--:|--:|--:|--:|--:|--:|");
-    for s in summaries {
-        match &s.result {
-            Ok(r) => println!(
+            format!(
                 "| {} | {} | {} | {} | {:.2}{} | {:.2}–{:.2} | {:.2}–{:.2} | {:.2} |",
                 s.name,
                 s.kind.unit(),
@@ -649,8 +660,35 @@ fn print_tables(summaries: &[Summary]) {
                 quantile(&r.ratio, 1.0),
                 median(&r.cpu_ratio),
             ),
-            Err(e) => println!("| {} | {} | failed: {e} | | | | | |", s.name, s.kind.unit()),
-        }
+        ),
+        Err(e) => (
+            format!("{:<11} FAILED: {e}", s.name),
+            format!("| {} | {} | failed: {e} | | | | | |", s.name, s.kind.unit()),
+        ),
+    }
+}
+
+/// Rows of the benchmarks finished so far, for the final tables (and the watchdog's).
+static FINISHED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn print_tables() {
+    let finished = FINISHED.lock().unwrap_or_else(|e| e.into_inner());
+    println!();
+    println!(
+        "{:<11} {:>6} {:>11} {:>11} {:>7} {:>13} {:>13} {:>6}",
+        "bench", "unit", "TCP", "robust", "ratio", "p25-p75", "min-max", "cpu"
+    );
+    for (text, _) in finished.iter() {
+        println!("{text}");
+    }
+    println!();
+    println!(
+        "| bench | unit | TCP (median) | robust (median) | ratio robust/TCP (median) | \
+         ratio p25–p75 | ratio min–max | CPU ratio robust/TCP (median) |"
+    );
+    println!("|---|---|--:|--:|--:|--:|--:|--:|");
+    for (_, markdown) in finished.iter() {
+        println!("{markdown}");
     }
 }
 
@@ -757,15 +795,22 @@ fn join<T>(handle: thread::JoinHandle<io::Result<T>>) -> io::Result<T> {
         .unwrap_or_else(|_| Err(io::Error::other("a benchmark thread panicked")))
 }
 
-/// What runs now and since when, for the watchdog.
-static RUNNING: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+/// What runs now, since when, and how much work it has (for the watchdog).
+static RUNNING: Mutex<Option<(String, Instant, u64)>> = Mutex::new(None);
+/// How much of its work the current run has done: writes, round trips or transactions.
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
 
-fn watch(what: String) {
-    *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, Instant::now()));
+fn watch(what: String, work: u64) {
+    PROGRESS.store(0, Ordering::Relaxed);
+    *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, Instant::now(), work));
 }
 
 fn unwatch() {
     *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn progress(done: u64) {
+    PROGRESS.store(done, Ordering::Relaxed);
 }
 
 /// Aborts the process if a run takes longer than [`RUN_LIMIT`]: a hang in the library (or
@@ -776,12 +821,15 @@ fn start_watchdog() {
         .spawn(|| loop {
             thread::sleep(Duration::from_millis(500));
             let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((what, since)) = &*running {
+            if let Some((what, since, work)) = &*running {
                 if since.elapsed() > RUN_LIMIT {
-                    eprintln!(
-                        "watchdog: {what} has run for more than {RUN_LIMIT:?}; something hangs. \
-                         Aborting."
+                    let done = PROGRESS.load(Ordering::Relaxed);
+                    println!(
+                        "\nwatchdog: {what} has run for more than {RUN_LIMIT:?} and done {done} of \
+                         {work} (writes, round trips or transactions): it hangs or is \
+                         pathologically slow. Aborting; the benchmarks finished so far:"
                     );
+                    print_tables();
                     std::process::abort();
                 }
             }
