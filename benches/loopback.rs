@@ -60,6 +60,11 @@
 //! sees. Absolute figures depend on the machine and on what else runs on it; the ratios of
 //! a paired round are the figures to compare.
 //!
+//! RR and CRR stop a run after 20 s at the next round trip or transaction and take its
+//! figures from the work done (the round's line and the table say so): a pathologically
+//! slow run is measured and reported, and the bench goes on. Every figure and ratio is per
+//! unit of work (byte, round trip, transaction), so a run cut short compares fairly.
+//!
 //! Every loop ends by itself, and a watchdog aborts the process if one run (one side of a
 //! round) takes more than a minute, so a hung (or pathologically slow) library cannot hang
 //! the bench; it says how far the run got and prints the tables of the benchmarks finished
@@ -82,6 +87,10 @@ const QUICK_ROUNDS: usize = 3;
 const QUICK_DIVISOR: u64 = 16;
 /// A run (one side of one round) taking longer than this aborts the process.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// RR and CRR stop a run at the next round trip or transaction after this long, and the
+/// figures of that run are taken from the work it did: a pathologically slow run is
+/// measured and reported, and the bench goes on.
+const SOFT_LIMIT: Duration = Duration::from_secs(20);
 /// Pause between runs, so that what one run leaves behind (closing sockets, lingering
 /// sessions, exiting threads) is mostly done before the next one's clocks start.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -193,11 +202,11 @@ impl Kind {
 
     /// The figure of a run: a rate, or for CRR microseconds per transaction.
     fn figure(self, run: &Run) -> f64 {
-        let secs = run.wall.as_secs_f64();
+        let per_unit = run.wall_per_unit();
         match self {
-            Kind::Stream { bytes, .. } => bytes as f64 / MIB / secs,
-            Kind::Rr { round_trips, .. } => round_trips as f64 / secs,
-            Kind::Crr { transactions } => secs * 1e6 / transactions as f64,
+            Kind::Stream { write, .. } => write as f64 / MIB / per_unit,
+            Kind::Rr { .. } => 1.0 / per_unit,
+            Kind::Crr { .. } => per_unit * 1e6,
         }
     }
 
@@ -222,6 +231,22 @@ impl Kind {
 struct Run {
     wall: Duration,
     cpu: Duration,
+    /// The writes, round trips or transactions done: all of them, unless the run was cut
+    /// short at [`SOFT_LIMIT`].
+    done: u64,
+    cut_short: bool,
+}
+
+impl Run {
+    /// Wall-clock seconds per unit of work.
+    fn wall_per_unit(&self) -> f64 {
+        self.wall.as_secs_f64() / self.done.max(1) as f64
+    }
+
+    /// CPU seconds per unit of work.
+    fn cpu_per_unit(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.done.max(1) as f64
+    }
 }
 
 // ---------------------------------------------------------------- the two implementations
@@ -353,6 +378,8 @@ fn stream<N: Net>(write: usize, bytes: u64) -> io::Result<Run> {
     let run = Run {
         wall: ended - started,
         cpu: cpu_time() - cpu,
+        done: writes,
+        cut_short: false,
     };
     if received != writes * write as u64 {
         return Err(invalid(format!(
@@ -422,9 +449,14 @@ fn request_response<N: Net>(message: usize, round_trips: u64) -> io::Result<Run>
     let mut request = vec![FILL; message];
     let mut reply = vec![0; message];
     let mut started = (Instant::now(), cpu_time());
+    let mut done = round_trips;
     for i in 0..total {
         if i == RR_WARMUP {
             started = (Instant::now(), cpu_time());
+        }
+        if i > RR_WARMUP && started.0.elapsed() > SOFT_LIMIT {
+            done = i - RR_WARMUP;
+            break;
         }
         request[0] = i as u8;
         client.write_all(&request)?;
@@ -437,8 +469,13 @@ fn request_response<N: Net>(message: usize, round_trips: u64) -> io::Result<Run>
     let run = Run {
         wall: started.0.elapsed(),
         cpu: cpu_time() - started.1,
+        done,
+        cut_short: done < round_trips,
     };
-    join(echo)?;
+    if !run.cut_short {
+        // (Cut short, the echo thread waits for the rest: it is left behind.)
+        join(echo)?;
+    }
     Ok(run)
 }
 
@@ -465,7 +502,12 @@ fn connect_request_response<N: Net>(transactions: u64) -> io::Result<Run> {
     let mut reply = vec![0; CRR_REPLY + 1];
     let cpu = cpu_time();
     let started = Instant::now();
+    let mut done = transactions;
     for i in 0..transactions {
+        if started.elapsed() > SOFT_LIMIT {
+            done = i;
+            break;
+        }
         let mut stream = N::connect(addr, false)?;
         request[..8].copy_from_slice(&i.to_le_bytes());
         stream.write_all(&request)?;
@@ -491,8 +533,13 @@ fn connect_request_response<N: Net>(transactions: u64) -> io::Result<Run> {
     let run = Run {
         wall: started.elapsed(),
         cpu: cpu_time() - cpu,
+        done,
+        cut_short: done < transactions,
     };
-    join(server)?;
+    if !run.cut_short {
+        // (Cut short, the server thread waits in accept for the rest: it is left behind.)
+        join(server)?;
+    }
     Ok(run)
 }
 
@@ -504,6 +551,8 @@ struct Rounds {
     robust: Vec<f64>,
     ratio: Vec<f64>,
     cpu_ratio: Vec<f64>,
+    /// Runs cut short at [`SOFT_LIMIT`].
+    cut_short: usize,
 }
 
 fn bench(bench: &Bench, kind: Kind, rounds: usize) -> io::Result<Rounds> {
@@ -512,6 +561,7 @@ fn bench(bench: &Bench, kind: Kind, rounds: usize) -> io::Result<Rounds> {
         robust: Vec::new(),
         ratio: Vec::new(),
         cpu_ratio: Vec::new(),
+        cut_short: 0,
     };
     for round in 0..rounds {
         let robust_first = round % 2 == 1;
@@ -543,15 +593,38 @@ fn bench(bench: &Bench, kind: Kind, rounds: usize) -> io::Result<Rounds> {
         }
         let (tcp, robust) = (tcp.expect("ran"), robust.expect("ran"));
         let (tcp_figure, robust_figure) = (kind.figure(&tcp), kind.figure(&robust));
-        // A rate ratio robust / TCP is TCP's time over robust's; a time ratio the reverse.
-        let time_ratio = robust.wall.as_secs_f64() / tcp.wall.as_secs_f64();
-        out.ratio.push(if kind.is_time() {
+        // Per unit of work, since a run may be cut short. A rate ratio robust / TCP is
+        // TCP's time over robust's; a time ratio the reverse.
+        let time_ratio = robust.wall_per_unit() / tcp.wall_per_unit();
+        let ratio = if kind.is_time() {
             time_ratio
         } else {
             1.0 / time_ratio
-        });
-        out.cpu_ratio
-            .push(robust.cpu.as_secs_f64() / tcp.cpu.as_secs_f64().max(1e-9));
+        };
+        let cpu_ratio = robust.cpu_per_unit() / tcp.cpu_per_unit().max(1e-12);
+        let mut notes = String::new();
+        for (name, run) in [(Tcp::NAME, &tcp), (Robust::NAME, &robust)] {
+            if run.cut_short {
+                let _ = write!(
+                    notes,
+                    "; {name} cut short at {SOFT_LIMIT:?}: {} of {} done",
+                    run.done,
+                    kind.work()
+                );
+                out.cut_short += 1;
+            }
+        }
+        println!(
+            "  round {:>2} ({} first): TCP {:>9} {unit}  robust {:>9} {unit}  ratio {ratio:>6.2}  \
+             cpu {cpu_ratio:>6.2}{notes}",
+            round + 1,
+            if robust_first { "robust" } else { "TCP" },
+            figure(tcp_figure),
+            figure(robust_figure),
+            unit = kind.unit(),
+        );
+        out.ratio.push(ratio);
+        out.cpu_ratio.push(cpu_ratio);
         out.tcp.push(tcp_figure);
         out.robust.push(robust_figure);
     }
@@ -601,8 +674,7 @@ fn main() {
         let result = bench(b, kind, options.rounds).map_err(|e| e.to_string());
         match &result {
             Ok(rounds) => {
-                println!("  ratio per round: {}", list(&rounds.ratio));
-                println!("  cpu per round:   {}", list(&rounds.cpu_ratio));
+                println!("  ratios sorted:   {}", sorted_list(&rounds.ratio));
             }
             Err(e) => println!("  FAILED: {e}"),
         }
@@ -626,46 +698,59 @@ fn main() {
 /// The two table rows of a finished benchmark: plain text and markdown.
 fn rows(s: &Summary) -> (String, String) {
     match &s.result {
-        Ok(r) => (
-            format!(
-                "{:<11} {:>6} {:>11} {:>11} {:>7.2} {:>13} {:>13} {:>6.2}",
-                s.name,
-                s.kind.unit(),
-                figure(median(&r.tcp)),
-                figure(median(&r.robust)),
-                median(&r.ratio),
-                format!(
-                    "{:.2}-{:.2}",
-                    quantile(&r.ratio, 0.25),
-                    quantile(&r.ratio, 0.75)
+        Ok(r) => {
+            let note = match r.cut_short {
+                0 => String::new(),
+                n => format!(
+                    " ({n} of {} runs cut short at {SOFT_LIMIT:?})",
+                    2 * r.ratio.len()
                 ),
-                format!(
-                    "{:.2}-{:.2}",
-                    quantile(&r.ratio, 0.0),
-                    quantile(&r.ratio, 1.0)
-                ),
-                median(&r.cpu_ratio),
-            ),
-            format!(
-                "| {} | {} | {} | {} | {:.2}{} | {:.2}–{:.2} | {:.2}–{:.2} | {:.2} |",
-                s.name,
-                s.kind.unit(),
-                figure(median(&r.tcp)),
-                figure(median(&r.robust)),
-                median(&r.ratio),
-                if s.kind.is_time() { " (time)" } else { "" },
-                quantile(&r.ratio, 0.25),
-                quantile(&r.ratio, 0.75),
-                quantile(&r.ratio, 0.0),
-                quantile(&r.ratio, 1.0),
-                median(&r.cpu_ratio),
-            ),
-        ),
+            };
+            rows_of(s, r, &note)
+        }
         Err(e) => (
             format!("{:<11} FAILED: {e}", s.name),
             format!("| {} | {} | failed: {e} | | | | | |", s.name, s.kind.unit()),
         ),
     }
+}
+
+fn rows_of(s: &Summary, r: &Rounds, note: &str) -> (String, String) {
+    (
+        format!(
+            "{:<11} {:>6} {:>11} {:>11} {:>7.2} {:>13} {:>13} {:>6.2}{note}",
+            s.name,
+            s.kind.unit(),
+            figure(median(&r.tcp)),
+            figure(median(&r.robust)),
+            median(&r.ratio),
+            format!(
+                "{:.2}-{:.2}",
+                quantile(&r.ratio, 0.25),
+                quantile(&r.ratio, 0.75)
+            ),
+            format!(
+                "{:.2}-{:.2}",
+                quantile(&r.ratio, 0.0),
+                quantile(&r.ratio, 1.0)
+            ),
+            median(&r.cpu_ratio),
+        ),
+        format!(
+            "| {}{note} | {} | {} | {} | {:.2}{} | {:.2}–{:.2} | {:.2}–{:.2} | {:.2} |",
+            s.name,
+            s.kind.unit(),
+            figure(median(&r.tcp)),
+            figure(median(&r.robust)),
+            median(&r.ratio),
+            if s.kind.is_time() { " (time)" } else { "" },
+            quantile(&r.ratio, 0.25),
+            quantile(&r.ratio, 0.75),
+            quantile(&r.ratio, 0.0),
+            quantile(&r.ratio, 1.0),
+            median(&r.cpu_ratio),
+        ),
+    )
 }
 
 /// Rows of the benchmarks finished so far, for the final tables (and the watchdog's).
@@ -700,9 +785,11 @@ fn figure(x: f64) -> String {
     }
 }
 
-fn list(values: &[f64]) -> String {
+fn sorted_list(values: &[f64]) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
     let mut out = String::new();
-    for v in values {
+    for v in &sorted {
         let _ = write!(out, "{v:.2} ");
     }
     out.trim_end().to_string()
