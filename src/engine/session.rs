@@ -421,8 +421,18 @@ impl Shared {
     /// [`flush`](Self::flush) with the write lock held.
     fn flush_locked(&self) -> Flush {
         self.state.lock().flush_wanted = false;
+        // The last connection this resend wrote to.
+        let mut wrote_to: Option<Arc<TcpStream>> = None;
         loop {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
+                if let Some(conn) = wrote_to {
+                    // A resend follows the reconnection's CONFIRM, which the peer's TCP
+                    // acknowledges only after its delayed-ACK timer (some 40 ms): Nagle
+                    // would hold the resend's tail until then.
+                    if !self.state.lock().nodelay {
+                        push_held_segments(&conn);
+                    }
+                }
                 return Flush::Done;
             };
             let len = usize::try_from(to - from).unwrap_or(usize::MAX);
@@ -437,7 +447,10 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => {
+                    self.update(|st, _| st.session.handle_sent(epoch, from, n));
+                    wrote_to = Some(conn);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -568,11 +581,8 @@ impl Shared {
                         if let Some(conn) = &st.conn {
                             // Nagle may hold the tail of the window until a delayed TCP
                             // ACK, and the peer acknowledges (frees our buffer) only once
-                            // it has read that tail: a stall per window. On Linux, setting
-                            // TCP_NODELAY pushes pending segments out at once; then the
-                            // user's choice is restored. Elsewhere it costs two calls.
-                            let _ = conn.set_nodelay(true);
-                            let _ = conn.set_nodelay(false);
+                            // it has read that tail: a stall per window.
+                            push_held_segments(conn);
                         }
                     }
                     Ok(None)
@@ -834,6 +844,14 @@ fn duties(session: &Session) -> Duties {
         datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
     }
+}
+
+/// Sends at once the segments that Nagle's algorithm holds on `conn`, which stays in
+/// Nagle mode: on Linux, setting TCP_NODELAY pushes pending segments out; then the
+/// user's choice is restored. Elsewhere it costs two calls and may push nothing.
+fn push_held_segments(conn: &TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let _ = conn.set_nodelay(false);
 }
 
 /// Shuts a connection down both ways, waking every thread blocked on it.
