@@ -194,8 +194,9 @@ impl Shared {
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
-    /// messages it queued, sends FIN if due, wakes blocked threads and, if the session's
-    /// timers or duties changed, tells the engine.
+    /// messages it queued, sends FIN if due, wakes blocked threads and, if the engine must
+    /// look at the session sooner than it planned to (see [`Duties::need_a_look`]), tells
+    /// it.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
@@ -220,7 +221,7 @@ impl Shared {
         } else {
             None
         };
-        let changed = duties(&st.session) != before;
+        let changed = duties(&st.session).need_a_look(&before);
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -825,7 +826,36 @@ impl Shared {
     }
 }
 
-/// What the engine acts on: when any of it changes, the engine must look again.
+impl Duties {
+    /// Whether the engine must look at the session again, its duties having gone from
+    /// `before` to `self`: a deadline that appeared or came earlier, or any other change.
+    ///
+    /// Not a deadline that moved later or went away: the application's reads and writes
+    /// do that all the time (the silence limit, the acknowledgement of bytes read once
+    /// the reads pause), and a wake-up of the engine for each would cost far more than
+    /// the call. The engine then wakes at the deadline it was given, which is never later
+    /// than the session's, finds nothing due, and sets the session's new deadline from
+    /// [`Shared::duties`], as it does after every timer.
+    pub(crate) fn need_a_look(&self, before: &Duties) -> bool {
+        let sooner = match (before.timeout, self.timeout) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(was), Some(now)) => now < was,
+        };
+        let others = |d: &Duties| {
+            (
+                d.needs_connection,
+                d.heard_since_disconnected,
+                d.datagrams_missing,
+                d.finished,
+            )
+        };
+        sooner || others(self) != others(before)
+    }
+}
+
+/// What the engine acts on: when any of it changes, the engine must look again (see
+/// [`Duties::need_a_look`]).
 fn duties(session: &Session) -> Duties {
     Duties {
         timeout: session.poll_timeout(),
@@ -899,4 +929,56 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duties(timeout: Option<Instant>) -> Duties {
+        Duties {
+            timeout,
+            needs_connection: false,
+            heard_since_disconnected: None,
+            datagrams_missing: false,
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn the_engine_is_told_of_sooner_deadlines_and_other_changes_only() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let look = |before, after| duties(after).need_a_look(&duties(before));
+        assert!(look(None, at(5)), "a deadline appears");
+        assert!(look(at(10), at(5)), "a deadline comes sooner");
+        assert!(!look(at(5), at(10)), "a deadline moves later");
+        assert!(!look(at(5), at(5)), "nothing changed");
+        assert!(!look(at(5), None), "a deadline goes away");
+        assert!(!look(None, None));
+        let before = duties(at(5));
+        let changes = [
+            Duties {
+                needs_connection: true,
+                ..before
+            },
+            Duties {
+                heard_since_disconnected: at(1),
+                ..before
+            },
+            Duties {
+                datagrams_missing: true,
+                ..before
+            },
+            Duties {
+                finished: true,
+                // Even with a deadline that went away.
+                timeout: None,
+                ..before
+            },
+        ];
+        for after in changes {
+            assert!(after.need_a_look(&before), "{after:?}");
+        }
+    }
 }
