@@ -142,6 +142,7 @@ impl Shared {
     pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<Shared> {
         let limits = Limits {
             send_buffer: spec.config.send_buffer_size_value(),
+            send_buffer_max: spec.config.send_buffer_max_value(),
             ack_threshold: spec.config.ack_threshold_value(),
             give_up_after: spec.config.give_up_after_value(),
             dead_after: spec.config.dead_after_value(),
@@ -438,7 +439,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => self.update(|st, now| st.session.handle_sent(epoch, from, n, now)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -663,7 +664,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return false;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => self.update(|st, now| st.session.handle_sent(epoch, from, n, now)),
                 Err(e) if is_timeout(&e) => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
