@@ -35,6 +35,19 @@ fn capacity(sock: &RSocket) -> usize {
     sock.status().send_buffer_capacity
 }
 
+/// Moves `len` bytes from a client to a server, both with `config`, and checks them;
+/// returns the client and the largest capacity its send buffer had meanwhile.
+fn transfer(config: Config, len: u64, seed: u64) -> (RSocket, usize) {
+    let server = bind_with(config.clone());
+    let (client, accepted) = connect_pair(&server, server_addr(&server), config);
+    let payload = Payload::new(seed, len);
+    let writer = spawn_writer(&client, payload);
+    let (read, peak) = with_peak_capacity(&client, || payload.verify_from(&accepted));
+    expect_ok(seed, "reading", read);
+    expect_ok(seed, "writing", join(writer));
+    (client, peak)
+}
+
 // Proves: a small write that the peer reads is acknowledged although nothing asks for it
 // (no heartbeats, no blocked writer, far below every threshold): the reader acknowledges
 // once it has gone idle. Before, the bytes stayed unacknowledged for good.
@@ -68,16 +81,9 @@ fn bytes_read_are_acknowledged_once_the_reader_goes_idle() {
 #[test]
 fn a_buffer_grows_for_a_transfer_and_shrinks_back_once_idle() {
     run_bounded(LIMIT, || {
-        const LEN: u64 = 32 << 20;
         let config = quiet_config().send_buffer_max(1 << 20);
         let initial = config.send_buffer_size_value();
-        let server = bind_with(config.clone());
-        let (client, accepted) = connect_pair(&server, server_addr(&server), config);
-        let payload = Payload::new(0xB5, LEN);
-        let writer = spawn_writer(&client, payload);
-        let (read, peak) = with_peak_capacity(&client, || payload.verify_from(&accepted));
-        expect_ok(0, "reading", read);
-        expect_ok(0, "writing", join(writer));
+        let (client, peak) = transfer(config, 32 << 20, 0xB5);
         assert!(peak > initial, "the buffer never grew: {peak}");
         assert!(peak <= 1 << 20, "the buffer grew past its maximum: {peak}");
         wait_until(EVENTUALLY, "the buffer to shrink back", || {
@@ -91,16 +97,9 @@ fn a_buffer_grows_for_a_transfer_and_shrinks_back_once_idle() {
 #[test]
 fn the_papers_buffer_never_grows() {
     run_bounded(LIMIT, || {
-        const LEN: u64 = 4 << 20;
         let config =
             Config::paper().reconnect_backoff(Duration::from_millis(1), Duration::from_millis(20));
-        let server = bind_with(config.clone());
-        let (client, accepted) = connect_pair(&server, server_addr(&server), config);
-        let payload = Payload::new(0x9A, LEN);
-        let writer = spawn_writer(&client, payload);
-        let (read, peak) = with_peak_capacity(&client, || payload.verify_from(&accepted));
-        expect_ok(0, "reading", read);
-        expect_ok(0, "writing", join(writer));
+        let (_client, peak) = transfer(config, 4 << 20, 0x9A);
         assert_eq!(peak, 16 << 10);
     });
 }
