@@ -52,6 +52,14 @@ impl Pair {
         Pair::with_dead_after(buffer, threshold, [Some(DEAD_AFTER); 2])
     }
 
+    /// [`Pair::new`] whose opening datagrams went through: the server knows where its
+    /// client is, so its datagrams reach it.
+    fn opened(buffer: usize, threshold: usize) -> Pair {
+        let mut pair = Pair::new(buffer, threshold);
+        pair.deliver_control(|| false);
+        pair
+    }
+
     /// A pair whose client and server have these silence limits.
     fn with_dead_after(buffer: usize, threshold: usize, dead_after: [Option<Duration>; 2]) -> Pair {
         Pair::build([buffer, buffer], threshold, dead_after)
@@ -819,8 +827,7 @@ fn a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer()
     // the bytes (UDP against TCP), so when it arrives nothing has been read yet. The
     // acknowledgement must still come as soon as the server has read the request, not
     // at the next REQ_ACK 200 ms later: the virtual clock never moves in this test.
-    let mut pair = Pair::new(16 << 10, 8 << 10);
-    pair.deliver_control(|| false); // the client's opening ACK
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
     let start = pair.now;
     pair.write(0, 64);
     let now = pair.now;
@@ -873,8 +880,7 @@ fn a_writer_asks_for_an_acknowledgement_at_half_its_buffer() {
     // The receiver's own threshold is the whole buffer: it would acknowledge only once
     // the writer is full. The writer asks when half its buffer is unacknowledged, and the
     // receiver answers once it has read that far, with no timer.
-    let mut pair = Pair::new(16 << 10, 16 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
     let start = pair.now;
     let since = pair.captured.len();
     pair.write(0, 4 << 10);
@@ -903,8 +909,7 @@ fn a_writer_asks_for_an_acknowledgement_at_half_its_buffer() {
 fn a_reader_that_goes_idle_acknowledges_after_a_short_delay() {
     // 100 bytes, far below every threshold, and nobody asks: the reader acknowledges
     // them once it has read nothing more for a while (40 ms), not at once and not never.
-    let mut pair = Pair::new(16 << 10, 8 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
     pair.write(0, 100);
     pair.deliver_control(|| false);
     pair.read(1, usize::MAX);
@@ -928,8 +933,7 @@ fn a_reader_that_goes_idle_acknowledges_after_a_short_delay() {
 
 #[test]
 fn a_writer_asks_once_per_half_buffer_however_small_its_writes() {
-    let mut pair = Pair::new(16 << 10, 16 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
     let since = pair.captured.len();
     for _ in 0..16 {
         pair.write(0, 1024);
@@ -947,8 +951,7 @@ fn a_writer_asks_once_per_half_buffer_however_small_its_writes() {
 
 #[test]
 fn a_request_is_answered_when_the_reads_reach_it_and_not_before() {
-    let mut pair = Pair::new(16 << 10, 16 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
     pair.write(0, 10_000); // one request, at 8192: half the buffer
     pair.deliver_control(|| false);
     let since = pair.captured.len();
@@ -993,8 +996,7 @@ fn a_writer_asks_at_each_half_buffer_however_its_writes_are_cut() {
     // One write of the whole buffer: the requests still mark each half, so the reader
     // acknowledges the first half while it reads the second (a sliding window, not a
     // stop and wait per buffer).
-    let mut pair = Pair::new(16 << 10, 1 << 20);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 1 << 20);
     let since = pair.captured.len();
     pair.write(0, 16 << 10);
     pair.deliver_control(|| false);
@@ -1016,8 +1018,7 @@ fn a_writer_asks_at_each_half_buffer_however_its_writes_are_cut() {
 fn a_heartbeat_is_answered_at_once_even_with_bytes_unread() {
     // The server reads nothing; the client's heartbeats must still be answered, or it
     // would take its peer for silent.
-    let mut pair = Pair::new(16 << 10, 16 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
     pair.write(0, 10_000);
     pair.deliver_control(|| false);
     let since = pair.captured.len();
@@ -1117,8 +1118,7 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     assert_eq!(pair.ends[0].write_space(), Ok(16 << 10));
 
     // Pinned (maximum = initial): the paper's fixed buffer.
-    let mut pair = Pair::new(16 << 10, 8 << 10);
-    pair.deliver_control(|| false);
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
     pair.write(0, 8 << 10);
     pair.read(1, 8 << 10);
     pair.deliver_control(|| false);
