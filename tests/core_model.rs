@@ -302,6 +302,11 @@ impl Pair {
         Some(self.captured[i].clone())
     }
 
+    /// Bytes end `i` wrote that its peer has not acknowledged.
+    fn unacknowledged(&self, i: usize) -> u64 {
+        self.ends[i].status(self.now).unacknowledged
+    }
+
     /// The TCP connection breaks: what was in flight is lost.
     fn cut(&mut self) {
         if !self.connected {
@@ -836,7 +841,7 @@ fn a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer()
     pair.read(1, usize::MAX);
     pair.deliver_control(|| false); // the ACK, the HALF_CLOSE and its CONF
     assert_eq!(pair.read[1], pair.written[0]);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0);
+    assert_eq!(pair.unacknowledged(0), 0);
     assert!(matches!(pair.ends[1].read_gate(), ReadGate::Eof));
     // The server replies and drops its end; the client reads the reply to its end.
     pair.write(1, 300);
@@ -847,7 +852,7 @@ fn a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer()
     pair.deliver_control(|| false);
     assert_eq!(pair.read[0], pair.written[1]);
     assert!(matches!(pair.ends[0].read_gate(), ReadGate::Eof));
-    assert_eq!(pair.ends[1].status(pair.now).unacknowledged, 0);
+    assert_eq!(pair.unacknowledged(1), 0);
     assert!(pair.ends[1].is_finished(), "the server's session is done");
     assert_eq!(pair.now, start, "a timer had to run");
 }
@@ -898,10 +903,10 @@ fn a_writer_asks_for_an_acknowledgement_at_half_its_buffer() {
         "one request at half the buffer"
     );
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 8 << 10);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
     pair.read(1, usize::MAX);
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0);
+    assert_eq!(pair.unacknowledged(0), 0);
     assert_eq!(pair.now, start);
 }
 
@@ -914,21 +919,13 @@ fn a_reader_that_goes_idle_acknowledges_after_a_short_delay() {
     pair.deliver_control(|| false);
     pair.read(1, usize::MAX);
     pair.deliver_control(|| false);
-    assert_eq!(
-        pair.ends[0].status(pair.now).unacknowledged,
-        100,
-        "not at once"
-    );
+    assert_eq!(pair.unacknowledged(0), 100, "not at once");
     pair.tick(30);
     pair.deliver_control(|| false);
-    assert_eq!(
-        pair.ends[0].status(pair.now).unacknowledged,
-        100,
-        "not before 40 ms"
-    );
+    assert_eq!(pair.unacknowledged(0), 100, "not before 40 ms");
     pair.tick(10);
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0, "at 40 ms");
+    assert_eq!(pair.unacknowledged(0), 0, "at 40 ms");
 }
 
 #[test]
@@ -1010,7 +1007,7 @@ fn a_writer_asks_at_each_half_buffer_however_its_writes_are_cut() {
     assert_eq!(asked, [8 << 10, 16 << 10]);
     pair.read(1, 8 << 10);
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 8 << 10);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
     assert_eq!(pair.ends[0].write_space(), Ok(8 << 10));
 }
 
@@ -1037,7 +1034,6 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     let mut pair = Pair::growing(16 << 10, 64 << 10, 1 << 20);
     pair.deliver_control(|| false);
     let capacity = |pair: &Pair| pair.ends[0].status(pair.now).send_buffer_capacity;
-    let unacknowledged = |pair: &Pair| pair.ends[0].status(pair.now).unacknowledged;
     // Full, and the connection took every byte, but the peer has acknowledged nothing:
     // its application may not read at all, so growing would only fill kernel buffers.
     pair.write(0, 16 << 10);
@@ -1047,12 +1043,12 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     pair.deliver_control(|| false);
     pair.read(1, 8 << 10);
     pair.deliver_control(|| false);
-    assert_eq!(unacknowledged(&pair), 8 << 10);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
     pair.write(0, 8 << 10);
     assert_eq!(pair.ends[0].write_space(), Ok(16 << 10));
     pair.write(0, 1 << 20);
     assert_eq!(
-        (capacity(&pair), unacknowledged(&pair)),
+        (capacity(&pair), pair.unacknowledged(0)),
         (32 << 10, 32 << 10)
     );
     // Again only once the peer has acknowledged half of the new size since.
@@ -1060,7 +1056,7 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     pair.read(1, 8 << 10);
     pair.deliver_control(|| false);
     pair.write(0, 1 << 20);
-    assert_eq!(unacknowledged(&pair), 32 << 10);
+    assert_eq!(pair.unacknowledged(0), 32 << 10);
     assert_eq!(
         pair.ends[0].write_space(),
         Ok(0),
@@ -1076,7 +1072,7 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     );
     pair.write(0, 1 << 20);
     assert_eq!(
-        (capacity(&pair), unacknowledged(&pair)),
+        (capacity(&pair), pair.unacknowledged(0)),
         (64 << 10, 64 << 10)
     );
     // Never past the maximum: the writer waits.
@@ -1138,10 +1134,7 @@ fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
     while capacity(&pair) < 256 << 10 {
         // The peer reads half of what is buffered each round: the buffer doubles when full.
         pair.write(0, 256 << 10);
-        pair.read(
-            1,
-            (pair.ends[0].status(pair.now).unacknowledged / 2) as usize,
-        );
+        pair.read(1, (pair.unacknowledged(0) / 2) as usize);
         pair.deliver_control(|| false);
         pair.write(0, 256 << 10);
     }
@@ -1151,7 +1144,7 @@ fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
     assert_eq!(capacity(&pair), 256 << 10);
     pair.read(1, usize::MAX);
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0);
+    assert_eq!(pair.unacknowledged(0), 0);
     let emptied = pair.now;
     assert_eq!(
         pair.ends[0].poll_timeout(),
@@ -1167,7 +1160,7 @@ fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
     assert_eq!(capacity(&pair), 256 << 10);
     pair.tick(40); // the reader's delayed acknowledgement
     pair.deliver_control(|| false);
-    assert_eq!(pair.ends[0].status(pair.now).unacknowledged, 0);
+    assert_eq!(pair.unacknowledged(0), 0);
     pair.tick(999);
     assert_eq!(capacity(&pair), 256 << 10);
     pair.tick(1);
