@@ -195,9 +195,10 @@ impl Shared {
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
-    /// messages it queued, sends FIN if due, wakes blocked threads and, if the engine must
-    /// look at the session sooner than it planned to (see [`Duties::need_a_look`]), tells
-    /// it.
+    /// messages it queued, sends FIN if due, wakes blocked threads and tells the engine
+    /// when it must look at the session: from an application thread, only if sooner than
+    /// it planned to (see [`Duties::need_a_look`]); on the engine thread, whenever its
+    /// duties changed, which costs nothing there.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
@@ -222,7 +223,7 @@ impl Shared {
         } else {
             None
         };
-        let changed = duties(&st.session).need_a_look(&before);
+        let after = duties(&st.session);
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -230,12 +231,14 @@ impl Shared {
             let _ = conn.shutdown(Shutdown::Write);
         }
         self.changed.notify_all();
-        if changed {
-            if on_engine_thread() {
+        if on_engine_thread() {
+            // A look costs the engine no wake-up here, and saves one: re-armed now, it
+            // does not wake later at a deadline that has moved.
+            if after != before {
                 mark_dirty(self.id);
-            } else {
-                self.engine.poke(self.id);
             }
+        } else if after.need_a_look(&before) {
+            self.engine.poke(self.id);
         }
         result
     }
@@ -828,15 +831,16 @@ impl Shared {
 }
 
 impl Duties {
-    /// Whether the engine must look at the session again, its duties having gone from
-    /// `before` to `self`: a deadline that appeared or came earlier, or any other change.
+    /// Whether an application thread must wake the engine to look at the session, its
+    /// duties having gone from `before` to `self`: a deadline that appeared or came
+    /// earlier, or any other change.
     ///
     /// Not a deadline that moved later or went away: the application's reads and writes
     /// do that all the time (the silence limit, the acknowledgement of bytes read once
-    /// the reads pause), and a wake-up of the engine for each would cost far more than
-    /// the call. The engine then wakes at the deadline it was given, which is never later
-    /// than the session's, finds nothing due, and sets the session's new deadline from
-    /// [`Shared::duties`], as it does after every timer.
+    /// the reads pause), and a wake-up of the engine thread for each would cost far more
+    /// than the call. The engine then wakes at the deadline it was given, which is never
+    /// later than the session's, finds nothing due, and sets the session's new deadline
+    /// from [`Shared::duties`], as it does after every timer.
     pub(crate) fn need_a_look(&self, before: &Duties) -> bool {
         let sooner = match (before.timeout, self.timeout) {
             (_, None) => false,
