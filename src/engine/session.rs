@@ -142,6 +142,7 @@ impl Shared {
     pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<Shared> {
         let limits = Limits {
             send_buffer: spec.config.send_buffer_size_value(),
+            send_buffer_max: spec.config.send_buffer_max_value(),
             ack_threshold: spec.config.ack_threshold_value(),
             give_up_after: spec.config.give_up_after_value(),
             dead_after: spec.config.dead_after_value(),
@@ -194,8 +195,10 @@ impl Shared {
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
-    /// messages it queued, sends FIN if due, wakes blocked threads and, if the session's
-    /// timers or duties changed, tells the engine.
+    /// messages it queued, sends FIN if due, wakes blocked threads and tells the engine
+    /// when it must look at the session: from an application thread, only if sooner than
+    /// it planned to (see [`Duties::need_a_look`]); on the engine thread, whenever its
+    /// duties changed, which costs nothing there.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
@@ -220,7 +223,7 @@ impl Shared {
         } else {
             None
         };
-        let changed = duties(&st.session) != before;
+        let after = duties(&st.session);
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -228,12 +231,14 @@ impl Shared {
             let _ = conn.shutdown(Shutdown::Write);
         }
         self.changed.notify_all();
-        if changed {
-            if on_engine_thread() {
+        if on_engine_thread() {
+            // A look costs the engine no wake-up here, and saves one: re-armed now, it
+            // does not wake later at a deadline that has moved.
+            if after != before {
                 mark_dirty(self.id);
-            } else {
-                self.engine.poke(self.id);
             }
+        } else if after.need_a_look(&before) {
+            self.engine.poke(self.id);
         }
         result
     }
@@ -448,7 +453,7 @@ impl Shared {
                     return Flush::Done;
                 }
                 Ok(n) => {
-                    self.update(|st, _| st.session.handle_sent(epoch, from, n));
+                    self.update(|st, now| st.session.handle_sent(epoch, from, n, now));
                     wrote_to = Some(conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
@@ -672,7 +677,7 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return false;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => self.update(|st, now| st.session.handle_sent(epoch, from, n, now)),
                 Err(e) if is_timeout(&e) => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -835,7 +840,37 @@ impl Shared {
     }
 }
 
-/// What the engine acts on: when any of it changes, the engine must look again.
+impl Duties {
+    /// Whether an application thread must wake the engine to look at the session, its
+    /// duties having gone from `before` to `self`: a deadline that appeared or came
+    /// earlier, or any other change.
+    ///
+    /// Not a deadline that moved later or went away: the application's reads and writes
+    /// do that all the time (the silence limit, the acknowledgement of bytes read once
+    /// the reads pause), and a wake-up of the engine thread for each would cost far more
+    /// than the call. The engine then wakes at the deadline it was given, which is never
+    /// later than the session's, finds nothing due, and sets the session's new deadline
+    /// from [`Shared::duties`], as it does after every timer.
+    pub(crate) fn need_a_look(&self, before: &Duties) -> bool {
+        let sooner = match (before.timeout, self.timeout) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(was), Some(now)) => now < was,
+        };
+        let others = |d: &Duties| {
+            (
+                d.needs_connection,
+                d.heard_since_disconnected,
+                d.datagrams_missing,
+                d.finished,
+            )
+        };
+        sooner || others(self) != others(before)
+    }
+}
+
+/// What the engine acts on: when any of it changes, the engine must look again (see
+/// [`Duties::need_a_look`]).
 fn duties(session: &Session) -> Duties {
     Duties {
         timeout: session.poll_timeout(),
@@ -917,4 +952,56 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duties(timeout: Option<Instant>) -> Duties {
+        Duties {
+            timeout,
+            needs_connection: false,
+            heard_since_disconnected: None,
+            datagrams_missing: false,
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn the_engine_is_told_of_sooner_deadlines_and_other_changes_only() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let look = |before, after| duties(after).need_a_look(&duties(before));
+        assert!(look(None, at(5)), "a deadline appears");
+        assert!(look(at(10), at(5)), "a deadline comes sooner");
+        assert!(!look(at(5), at(10)), "a deadline moves later");
+        assert!(!look(at(5), at(5)), "nothing changed");
+        assert!(!look(at(5), None), "a deadline goes away");
+        assert!(!look(None, None));
+        let before = duties(at(5));
+        let changes = [
+            Duties {
+                needs_connection: true,
+                ..before
+            },
+            Duties {
+                heard_since_disconnected: at(1),
+                ..before
+            },
+            Duties {
+                datagrams_missing: true,
+                ..before
+            },
+            Duties {
+                finished: true,
+                // Even with a deadline that went away.
+                timeout: None,
+                ..before
+            },
+        ];
+        for after in changes {
+            assert!(after.need_a_look(&before), "{after:?}");
+        }
+    }
 }
