@@ -1172,3 +1172,32 @@ fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
     pair.settle();
     assert_eq!(pair.read[1], pair.written[0]);
 }
+
+#[test]
+fn what_a_server_says_before_it_knows_its_client_address_goes_out_once_it_does() {
+    // Connect, request, response, close, all before the server has validated its client's
+    // control address (the client's first datagram, the challenge and the response are
+    // still on their way): the server's acknowledgement of the request and its CLOSE
+    // had nowhere to go. They must go out as soon as the path is validated, not at a
+    // retransmission timer; and the client, which would otherwise wait for an
+    // acknowledgement from a server session that has ended, must finish too. The
+    // virtual clock never moves.
+    let mut pair = Pair::new(16 << 10, 8 << 10);
+    let start = pair.now;
+    pair.write(0, 64);
+    pair.read(1, usize::MAX);
+    pair.write(1, 8 << 10);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    pair.read(0, usize::MAX);
+    let now = pair.now;
+    pair.ends[0].close(now);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert_eq!(pair.unacknowledged(0), 0, "the request was acknowledged");
+    assert!(pair.ends[1].is_finished(), "the server's session is done");
+    assert!(pair.ends[0].is_finished(), "the client's session is done");
+    assert_eq!(pair.now, start, "a timer had to run");
+}

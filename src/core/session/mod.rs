@@ -440,6 +440,11 @@ impl Session {
         self.send.closed = true;
         self.recv.read_shut = true;
         self.shutdown_write(now);
+        if self.recv.unacknowledged() && self.fatal.is_none() {
+            // Nothing here reads any more: the peer learns at once how much was read, so
+            // that its session can end without asking.
+            self.send_ack();
+        }
     }
 
     /// Fails the session for good, telling nobody; every later call reports `error`.
@@ -638,6 +643,15 @@ impl Session {
                         "session {}: the client's control path moved to {from}",
                         self.reliable.cid()
                     );
+                    // What had nowhere to go until now goes at once: the messages awaiting
+                    // confirmation, and our counts (an ACK or REQ_ACK sent before was
+                    // dropped, and a short exchange may be over before any timer runs).
+                    self.reliable.rewind(now);
+                    if self.wants_ack() {
+                        self.request_ack(now);
+                    } else {
+                        self.send_ack();
+                    }
                 }
             }
         }
@@ -656,9 +670,11 @@ impl Session {
         if self.fatal.is_none() {
             self.send.shrink_if_due(self.limits.send_buffer, now);
         }
-        // A CLOSE is given up on only once every byte is acknowledged and the session is
-        // connected: until then the peer still needs its total.
-        let close_may_lapse = self.link.connected && self.send.buf.is_empty();
+        // A CLOSE is given up on only once the session is connected and every byte is
+        // acknowledged (or the peer closed too, and reads none of them): until then the
+        // peer still needs its total.
+        let close_may_lapse =
+            self.link.connected && (self.send.buf.is_empty() || self.recv.peer_closed);
         let dropped = self.reliable.retransmit(now, |kind| match kind {
             ControlKind::Close(_) => close_may_lapse,
             ControlKind::Reset => true,

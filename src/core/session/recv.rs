@@ -110,6 +110,11 @@ impl RecvSide {
         self.asked_len += 1;
     }
 
+    /// Whether bytes were read since the last acknowledgement.
+    pub(super) fn unacknowledged(&self) -> bool {
+        self.received > self.ack_sent
+    }
+
     /// When to acknowledge the bytes read and not yet acknowledged, if there are any: once
     /// the application has read nothing more for [`IDLE_ACK_DELAY`].
     pub(super) fn idle_ack_at(&self) -> Option<Instant> {
