@@ -88,6 +88,9 @@ struct State {
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
     flush_wanted: bool,
+    /// The session's duties as the last [`Shared::update`] found them: the engine knows
+    /// them, or deadlines no later than them.
+    reported: Duties,
 }
 
 /// What a new session is made of.
@@ -130,6 +133,11 @@ pub(crate) enum Flush {
     Blocked(Arc<TcpStream>),
 }
 
+/// The bytes a connection lacks, as `(from, to, connection, epoch)`: stream positions
+/// `[from, to)`, to be written to connection number `epoch`; `None` if it lacks nothing
+/// (or there is no connection).
+type Job = Option<(u64, u64, Arc<TcpStream>, u32)>;
+
 /// The next thing a read does.
 enum ReadStep {
     Eof,
@@ -148,20 +156,22 @@ impl Shared {
             dead_after: spec.config.dead_after_value(),
             linger: spec.config.linger_limit_value(),
         };
+        let session = Session::new(
+            spec.role,
+            spec.cid,
+            spec.epoch,
+            limits,
+            spec.keys.control,
+            spec.server_control,
+            Instant::now(),
+        );
         Arc::new(Shared {
             id: spec.id,
             cid: spec.cid,
             handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
-                session: Session::new(
-                    spec.role,
-                    spec.cid,
-                    spec.epoch,
-                    limits,
-                    spec.keys.control,
-                    spec.server_control,
-                    Instant::now(),
-                ),
+                reported: duties(&session),
+                session,
                 conn: None,
                 local_addr: None,
                 peer_addr: None,
@@ -202,7 +212,6 @@ impl Shared {
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
-        let before = duties(&st.session);
         let result = f(&mut st, now);
         if !st.session.is_connected() {
             // The core dropped the connection (it failed, the peer fell silent, the
@@ -223,7 +232,10 @@ impl Shared {
         } else {
             None
         };
+        // Computed once per call, against what the last call reported: reads and writes
+        // come here several times each, and this is their costliest part.
         let after = duties(&st.session);
+        let before = std::mem::replace(&mut st.reported, after);
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -466,9 +478,12 @@ impl Shared {
         }
     }
 
-    /// The bytes the current connection lacks, as `(from, to, connection, epoch)`.
-    fn unsent_job(&self) -> Option<(u64, u64, Arc<TcpStream>, u32)> {
-        let st = self.state.lock();
+    /// The bytes the current connection lacks (see [`Job`]).
+    fn unsent_job(&self) -> Job {
+        Self::job(&self.state.lock())
+    }
+
+    fn job(st: &State) -> Job {
         match (st.session.unsent(), &st.conn) {
             (Some((from, to)), Some(conn)) if from < to => {
                 Some((from, to, Arc::clone(conn), st.session.epoch()))
@@ -494,10 +509,18 @@ impl Shared {
             return Ok(0);
         }
         let timeout = self.state.lock().read_timeout;
-        let result = self.read_until(buf, timeout);
-        self.update(|st, _| st.session.reader_unblocked());
-        result
+        match self.read_until(buf, timeout) {
+            // `read_until` counted the bytes and the end of the call in one go.
+            Ok(n) if n > 0 => Ok(n),
+            other => {
+                self.update(|st, _| st.session.reader_unblocked());
+                other
+            }
+        }
     }
+
+    /// [`read`](Self::read)'s loop. A call that returns bytes has also recorded that the
+    /// reader is no longer blocked.
 
     fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
         let deadline = deadline_after(timeout);
@@ -544,7 +567,10 @@ impl Shared {
                     self.connection_failed(epoch, "end of stream without a close announcement");
                 }
                 Ok(n) => {
-                    self.update(|st, now| st.session.handle_read(n, now));
+                    self.update(|st, now| {
+                        st.session.handle_read(n, now);
+                        st.session.reader_unblocked();
+                    });
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => return Err(timed_out()),
@@ -575,34 +601,23 @@ impl Shared {
         let timeout = self.state.lock().write_timeout;
         let deadline = deadline_after(timeout);
         loop {
-            let pushed = self.update(|st, now| match st.session.write_space() {
-                Err(e) => {
-                    st.session.writer_unblocked();
-                    Err(io::Error::from(e))
-                }
-                Ok(0) => {
-                    st.session.writer_blocked(now);
-                    if !st.nodelay {
-                        if let Some(conn) = &st.conn {
-                            // Nagle may hold the tail of the window until a delayed TCP
-                            // ACK, and the peer acknowledges (frees our buffer) only once
-                            // it has read that tail: a stall per window.
-                            push_held_segments(conn);
-                        }
-                    }
-                    Ok(None)
-                }
-                Ok(_) => {
-                    st.session.writer_unblocked();
-                    let start = st.session.written();
-                    Ok(Some((start, st.session.write(data, now))))
-                }
-            })?;
-            if let Some((start, n)) = pushed {
+            // Held from before the bytes are buffered until they are written, so that the
+            // range found to be unsent is still unsent when it is written.
+            let write = lock_until(&self.write_lock, deadline)?;
+            let pushed = self.update(|st, now| Self::push(st, data, now))?;
+            if let Some((start, n, job)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
-                self.send_unsent(start, fresh, deadline);
+                let out_of_time = self.send_locked(start, fresh, job, deadline);
+                drop(write);
+                let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
+                if out_of_time || wanted {
+                    // Only once the write lock is free: the engine's resend needs it, and
+                    // gives up (leaving the bytes to whoever holds it) if it is taken.
+                    self.engine.flush(self.id);
+                }
                 return Ok(n);
             }
+            drop(write);
             let mut st = self.state.lock();
             while matches!(st.session.write_space(), Ok(0)) {
                 if let Err(e) = self.wait(&mut st, deadline) {
@@ -613,34 +628,49 @@ impl Shared {
         }
     }
 
-    /// Writes to the connection whatever of the send buffer it lacks, ending with `fresh`,
-    /// the caller's own just-buffered bytes from stream position `start` (written from the
-    /// caller's slice when they are all that is missing, which saves a copy). Past the
-    /// deadline, hands what is left to the engine.
-    fn send_unsent(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) {
-        let out_of_time = match lock_until(&self.write_lock, deadline) {
-            Ok(write) => {
-                let out_of_time = self.send_locked(start, fresh, deadline);
-                drop(write);
-                out_of_time
+    /// Appends what fits of `data` to the send buffer: the stream position it starts at,
+    /// how much that was and what the connection now lacks; `None` if nothing fits.
+    fn push(st: &mut State, data: &[u8], now: Instant) -> io::Result<Option<(u64, usize, Job)>> {
+        match st.session.write_space() {
+            Err(e) => {
+                st.session.writer_unblocked();
+                Err(io::Error::from(e))
             }
-            // Another writer holds the connection: it may have looked for unsent bytes
-            // before ours were buffered.
-            Err(_) => true,
-        };
-        let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
-        if out_of_time || wanted {
-            // Only once the write lock is free: the engine's resend needs it, and gives up
-            // (leaving the bytes to whoever holds it) if it is taken.
-            self.engine.flush(self.id);
+            Ok(0) => {
+                st.session.writer_blocked(now);
+                if !st.nodelay {
+                    if let Some(conn) = &st.conn {
+                        // Nagle may hold the tail of the window until a delayed TCP ACK,
+                        // and the peer acknowledges (frees our buffer) only once it has
+                        // read that tail: a stall per window.
+                        push_held_segments(conn);
+                    }
+                }
+                Ok(None)
+            }
+            Ok(_) => {
+                st.session.writer_unblocked();
+                let start = st.session.written();
+                let n = st.session.write(data, now);
+                Ok(Some((start, n, Self::job(st))))
+            }
         }
     }
 
-    /// [`send_unsent`](Self::send_unsent) with the write lock held. Returns whether the
-    /// deadline passed with bytes still unsent.
-    fn send_locked(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) -> bool {
+    /// Writes to the connection what it lacks (`job`, then whatever is still missing),
+    /// with the write lock held. The caller's own just-buffered bytes, `fresh`, from
+    /// stream position `start`, are written from its slice when they are all that is
+    /// missing, which saves a copy. Returns whether the deadline passed with bytes still
+    /// unsent: the engine then sends them.
+    fn send_locked(
+        &self,
+        start: u64,
+        fresh: &[u8],
+        mut job: Job,
+        deadline: Option<Instant>,
+    ) -> bool {
         loop {
-            let Some((from, to, conn, epoch)) = self.unsent_job() else {
+            let Some((from, to, conn, epoch)) = job else {
                 return false;
             };
             let copy: Vec<u8>;
@@ -677,9 +707,14 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return false;
                 }
-                Ok(n) => self.update(|st, now| st.session.handle_sent(epoch, from, n, now)),
+                Ok(n) => {
+                    job = self.update(|st, now| {
+                        st.session.handle_sent(epoch, from, n, now);
+                        Self::job(st)
+                    });
+                }
                 Err(e) if is_timeout(&e) => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => job = self.unsent_job(),
                 Err(e) => {
                     self.write_failed(epoch, &e);
                     return false;
