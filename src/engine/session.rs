@@ -521,7 +521,6 @@ impl Shared {
 
     /// [`read`](Self::read)'s loop. A call that returns bytes has also recorded that the
     /// reader is no longer blocked.
-
     fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
         let deadline = deadline_after(timeout);
         loop {
