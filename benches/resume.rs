@@ -52,7 +52,7 @@
 //! The proxy is part of the path: it accepts the new connection, connects to the server
 //! and forwards each direction with a thread of its own (no Nagle delay; its blocked
 //! writes poll its cut flag every 10 ms, but a write blocks only when the server is not
-//! reading, and a session never has more than its 16 KiB send buffer in flight). Everything
+//! reading, and a session never has more than its send buffer in flight). Everything
 //! shares the machine's cores with the stream itself, which keeps both threads busy: the
 //! tail of the distribution is sensitive to other load.
 //!
@@ -137,7 +137,7 @@ fn run(options: &Options) -> io::Result<()> {
         "resume latency after a reset cut during a client → server stream, loopback, {cuts} cuts"
     );
     println!(
-        "{} on both ends: send buffer {} KiB, ACK every {} KiB; a client \
+        "{} on both ends: send buffer {} KiB growing up to {} KiB, ACK at least every {} KiB; a client \
          reconnects at once after a failure, then after {backoff_initial:?} doubling up to \
          {backoff_max:?} while attempts fail; dead_after {:?} (not involved: an RST is seen at \
          once)",
@@ -147,6 +147,7 @@ fn run(options: &Options) -> io::Result<()> {
             "Config::default()"
         },
         config.send_buffer_size_value() >> 10,
+        config.send_buffer_max_value() >> 10,
         config.ack_threshold_value() >> 10,
         config.dead_after_value(),
     );
