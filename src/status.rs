@@ -65,4 +65,9 @@ pub struct Status {
     pub peer_addr: Option<SocketAddr>,
     /// Whether the session is passive, or going passive (`RSocket::passivate`).
     pub passive: bool,
+    /// How many bytes the send buffer holds at most now: `Config::send_buffer_size` at
+    /// first; it doubles, up to `Config::send_buffer_max`, while writers fill it faster
+    /// than acknowledgements come back, and returns to its initial size once it has been
+    /// empty for a second.
+    pub send_buffer_capacity: usize,
 }

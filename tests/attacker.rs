@@ -183,7 +183,10 @@ impl Attacker {
         let n = self.tally.forged_datagrams;
         let kind = match n % 7 {
             0 => ControlKind::Ack(self.rng.next_u64() as u32),
-            1 => ControlKind::ReqAck(self.rng.next_u64() as u32),
+            1 => ControlKind::ReqAck {
+                received: self.rng.next_u64() as u32,
+                sent: self.rng.next_u64() as u32,
+            },
             2 => ControlKind::Close(self.rng.range(0, 4095) as u32),
             3 => ControlKind::HalfClose(self.rng.range(0, 4095) as u32),
             4 => ControlKind::Reset,

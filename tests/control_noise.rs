@@ -26,7 +26,10 @@ fn random_kind(rng: &mut Rng) -> ControlKind {
     let n = rng.next_u64() as u32;
     match rng.range(0, 7) {
         0 => ControlKind::Ack(n),
-        1 => ControlKind::ReqAck(n),
+        1 => ControlKind::ReqAck {
+            received: n,
+            sent: n.rotate_left(16),
+        },
         2 => ControlKind::Close(n),
         3 => ControlKind::HalfClose(n),
         4 => ControlKind::Reset,

@@ -52,10 +52,29 @@ impl Pair {
         Pair::with_dead_after(buffer, threshold, [Some(DEAD_AFTER); 2])
     }
 
+    /// [`Pair::new`] whose opening datagrams went through: the server knows where its
+    /// client is, so its datagrams reach it.
+    fn opened(buffer: usize, threshold: usize) -> Pair {
+        let mut pair = Pair::new(buffer, threshold);
+        pair.deliver_control(|| false);
+        pair
+    }
+
     /// A pair whose client and server have these silence limits.
     fn with_dead_after(buffer: usize, threshold: usize, dead_after: [Option<Duration>; 2]) -> Pair {
+        Pair::build([buffer, buffer], threshold, dead_after)
+    }
+
+    /// A pair whose send buffers start at `buffer` bytes and grow up to `max`.
+    fn growing(buffer: usize, max: usize, threshold: usize) -> Pair {
+        Pair::build([buffer, max], threshold, [Some(DEAD_AFTER); 2])
+    }
+
+    /// A pair whose send buffers start at `buffer[0]` bytes and grow up to `buffer[1]`.
+    fn build(buffer: [usize; 2], threshold: usize, dead_after: [Option<Duration>; 2]) -> Pair {
         let limits = |dead_after| Limits {
-            send_buffer: buffer,
+            send_buffer: buffer[0],
+            send_buffer_max: buffer[1],
             ack_threshold: threshold,
             give_up_after: None,
             dead_after,
@@ -133,7 +152,7 @@ impl Pair {
             let bytes = self.ends[i].buffered_from(from, usize::MAX);
             let n = (to - from) as usize;
             self.pipes[i].in_flight.extend(&bytes[..n]);
-            self.ends[i].handle_sent(self.epoch, from, n);
+            self.ends[i].handle_sent(self.epoch, from, n, self.now);
         }
     }
 
@@ -185,7 +204,8 @@ impl Pair {
     /// Moves control datagrams between the ends in order, dropping those `lose` says to.
     fn deliver_control(&mut self, mut lose: impl FnMut() -> bool) {
         for _ in 0..8 {
-            if !self.transmit() {
+            let moved = self.transmit();
+            if !moved && self.datagrams.iter().all(VecDeque::is_empty) {
                 break;
             }
             for i in 0..2 {
@@ -224,7 +244,10 @@ impl Pair {
             let to = (next(rng) % 2) as usize;
             let kind = match next(rng) % 7 {
                 0 => ControlKind::Ack(next(rng) as u32),
-                1 => ControlKind::ReqAck(next(rng) as u32),
+                1 => ControlKind::ReqAck {
+                    received: next(rng) as u32,
+                    sent: next(rng) as u32,
+                },
                 2 => ControlKind::Close(next(rng) as u32 % 64),
                 3 => ControlKind::HalfClose(next(rng) as u32 % 64),
                 4 => ControlKind::Reset,
@@ -277,6 +300,11 @@ impl Pair {
         }
         let i = next(rng) as usize % self.captured.len();
         Some(self.captured[i].clone())
+    }
+
+    /// Bytes end `i` wrote that its peer has not acknowledged.
+    fn unacknowledged(&self, i: usize) -> u64 {
+        self.ends[i].status(self.now).unacknowledged
     }
 
     /// The TCP connection breaks: what was in flight is lost.
@@ -404,31 +432,49 @@ proptest! {
 
     #[test]
     fn every_byte_arrives_exactly_once(ops in proptest::collection::vec(op(), 1..200)) {
-        let mut pair = Pair::new(4096, 1024);
-        let mut loss = 0u32;
-        for op in ops {
-            match op {
-                Op::Write(i, n) => pair.write(i, n),
-                Op::Read(i, n) => pair.read(i, n),
-                Op::Control { lose_one_in } => pair.deliver_control(|| {
-                    loss += 1;
-                    loss % lose_one_in == 0
-                }),
-                Op::Shuffled(mut seed) => pair.deliver_shuffled(&mut seed),
-                Op::Attack(mut seed) => pair.attack(&mut seed, 20),
-                Op::Cut => pair.cut(),
-                Op::Reconnect => pair.reconnect(),
-                Op::Tick(ms) => pair.tick(ms),
-            }
-            for i in 0..2 {
-                // What was read is always a prefix of what the other side wrote.
-                prop_assert!(pair.written[1 - i].starts_with(&pair.read[i]));
-            }
-        }
-        pair.settle();
-        prop_assert_eq!(&pair.read[0], &pair.written[1]);
-        prop_assert_eq!(&pair.read[1], &pair.written[0]);
+        every_byte_arrives_exactly_once_through(Pair::new(4096, 1024), ops)?;
     }
+
+    #[test]
+    fn every_byte_arrives_exactly_once_with_buffers_that_grow_and_shrink(
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        // Buffers from 1 KiB to 16 KiB: writes of up to 5000 bytes make them grow, cuts
+        // leave grown buffers to resend, ticks let them shrink.
+        every_byte_arrives_exactly_once_through(Pair::growing(1024, 16 << 10, 1024), ops)?;
+    }
+}
+
+/// Runs `ops` on `pair`: what each side read is always a prefix of what the other wrote,
+/// and once the network behaves it is all of it.
+fn every_byte_arrives_exactly_once_through(
+    mut pair: Pair,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut loss = 0u32;
+    for op in ops {
+        match op {
+            Op::Write(i, n) => pair.write(i, n),
+            Op::Read(i, n) => pair.read(i, n),
+            Op::Control { lose_one_in } => pair.deliver_control(|| {
+                loss += 1;
+                loss % lose_one_in == 0
+            }),
+            Op::Shuffled(mut seed) => pair.deliver_shuffled(&mut seed),
+            Op::Attack(mut seed) => pair.attack(&mut seed, 20),
+            Op::Cut => pair.cut(),
+            Op::Reconnect => pair.reconnect(),
+            Op::Tick(ms) => pair.tick(ms),
+        }
+        for i in 0..2 {
+            // What was read is always a prefix of what the other side wrote.
+            prop_assert!(pair.written[1 - i].starts_with(&pair.read[i]));
+        }
+    }
+    pair.settle();
+    prop_assert_eq!(&pair.read[0], &pair.written[1]);
+    prop_assert_eq!(&pair.read[1], &pair.written[0]);
+    Ok(())
 }
 
 #[test]
@@ -778,4 +824,380 @@ fn a_closed_session_without_a_connection_probes_once_an_interval() {
     // 20 probes and the CLOSE's retransmissions (100 ms doubling to 2 s, 15 in 20 s):
     // 36 here; a REQ_ACK every 200 ms on top made it 136.
     assert!(sent[0] <= 40, "{sent:?} datagrams in 20 s");
+}
+
+#[test]
+fn a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer() {
+    // A 64-byte request, then shutdown(Write): the REQ_ACK that shutdown sends overtakes
+    // the bytes (UDP against TCP), so when it arrives nothing has been read yet. The
+    // acknowledgement must still come as soon as the server has read the request, not
+    // at the next REQ_ACK 200 ms later: the virtual clock never moves in this test.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    let start = pair.now;
+    pair.write(0, 64);
+    let now = pair.now;
+    pair.ends[0].shutdown_write(now);
+    pair.deliver_control(|| false); // the REQ_ACK, ahead of the bytes
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false); // the ACK, the HALF_CLOSE and its CONF
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert_eq!(pair.unacknowledged(0), 0);
+    assert!(matches!(pair.ends[1].read_gate(), ReadGate::Eof));
+    // The server replies and drops its end; the client reads the reply to its end.
+    pair.write(1, 300);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    pair.read(0, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert!(matches!(pair.ends[0].read_gate(), ReadGate::Eof));
+    assert_eq!(pair.unacknowledged(1), 0);
+    assert!(pair.ends[1].is_finished(), "the server's session is done");
+    assert_eq!(pair.now, start, "a timer had to run");
+}
+
+/// The kinds of the datagrams end `from` sent since `since` (an index into `captured`).
+fn kinds_sent(pair: &Pair, from: usize, since: usize) -> Vec<ControlKind> {
+    let receiver = if from == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let keys = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], receiver).control;
+    pair.captured[since..]
+        .iter()
+        .filter(|(sender, _)| *sender == from)
+        .map(|(_, d)| ControlMessage::open(d, &keys.recv).expect("genuine").1.kind)
+        .collect()
+}
+
+/// How many acknowledgement requests (REQ_ACK) end `from` sent since `since`.
+fn requests_sent(pair: &Pair, from: usize, since: usize) -> usize {
+    kinds_sent(pair, from, since)
+        .iter()
+        .filter(|k| matches!(k, ControlKind::ReqAck { .. }))
+        .count()
+}
+
+#[test]
+fn a_writer_asks_for_an_acknowledgement_at_half_its_buffer() {
+    // The receiver's own threshold is the whole buffer: it would acknowledge only once
+    // the writer is full. The writer asks when half its buffer is unacknowledged, and the
+    // receiver answers once it has read that far, with no timer.
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
+    let start = pair.now;
+    let since = pair.captured.len();
+    pair.write(0, 4 << 10);
+    pair.transmit();
+    assert_eq!(
+        requests_sent(&pair, 0, since),
+        0,
+        "asked before half the buffer"
+    );
+    pair.write(0, 4 << 10);
+    pair.transmit();
+    assert_eq!(
+        requests_sent(&pair, 0, since),
+        1,
+        "one request at half the buffer"
+    );
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 0);
+    assert_eq!(pair.now, start);
+}
+
+#[test]
+fn a_reader_that_goes_idle_acknowledges_after_a_short_delay() {
+    // 100 bytes, far below every threshold, and nobody asks: the reader acknowledges
+    // them once it has read nothing more for a while (40 ms), not at once and not never.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(0, 100);
+    pair.deliver_control(|| false);
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 100, "not at once");
+    pair.tick(30);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 100, "not before 40 ms");
+    pair.tick(10);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 0, "at 40 ms");
+}
+
+#[test]
+fn a_writer_asks_once_per_half_buffer_however_small_its_writes() {
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
+    let since = pair.captured.len();
+    for _ in 0..16 {
+        pair.write(0, 1024);
+        pair.transmit();
+    }
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    assert_eq!(requests_sent(&pair, 0, since), 2, "at 8 KiB and at 16 KiB");
+    // The reader reads it all: one acknowledgement answers both.
+    pair.deliver_control(|| false);
+    pair.read(1, usize::MAX);
+    pair.transmit();
+    let acks = kinds_sent(&pair, 1, since);
+    assert_eq!(acks, [ControlKind::Ack(16 << 10)], "{acks:?}");
+}
+
+#[test]
+fn a_request_is_answered_when_the_reads_reach_it_and_not_before() {
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
+    pair.write(0, 10_000); // one request, at 8192: half the buffer
+    pair.deliver_control(|| false);
+    let since = pair.captured.len();
+    pair.read(1, 6000);
+    pair.transmit();
+    assert_eq!(
+        kinds_sent(&pair, 1, since),
+        [],
+        "answered before the reads reached it"
+    );
+    pair.read(1, 2191);
+    pair.transmit();
+    assert_eq!(kinds_sent(&pair, 1, since), []);
+    pair.read(1, 1);
+    pair.transmit();
+    assert_eq!(kinds_sent(&pair, 1, since), [ControlKind::Ack(8192)]);
+    // A blocked writer asks for every byte it sent.
+    let now = pair.now;
+    pair.ends[0].writer_blocked(now);
+    pair.deliver_control(|| false);
+    pair.read(1, 1807);
+    pair.transmit();
+    assert_eq!(kinds_sent(&pair, 1, since), [ControlKind::Ack(8192)]);
+    pair.read(1, 1);
+    pair.transmit();
+    let answers = [ControlKind::Ack(8192), ControlKind::Ack(10_000)];
+    assert_eq!(kinds_sent(&pair, 1, since), answers);
+    // A request for what was read already is answered at once.
+    pair.ends[0].writer_unblocked();
+    pair.ends[0].writer_blocked(now);
+    pair.deliver_control(|| false);
+    let answers = [
+        ControlKind::Ack(8192),
+        ControlKind::Ack(10_000),
+        ControlKind::Ack(10_000),
+    ];
+    assert_eq!(kinds_sent(&pair, 1, since), answers);
+}
+
+#[test]
+fn a_writer_asks_at_each_half_buffer_however_its_writes_are_cut() {
+    // One write of the whole buffer: the requests still mark each half, so the reader
+    // acknowledges the first half while it reads the second (a sliding window, not a
+    // stop and wait per buffer).
+    let mut pair = Pair::opened(16 << 10, 1 << 20);
+    let since = pair.captured.len();
+    pair.write(0, 16 << 10);
+    pair.deliver_control(|| false);
+    let asked: Vec<_> = kinds_sent(&pair, 0, since)
+        .into_iter()
+        .filter_map(|k| match k {
+            ControlKind::ReqAck { sent, .. } => Some(sent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [8 << 10, 16 << 10]);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
+    assert_eq!(pair.ends[0].write_space(), Ok(8 << 10));
+}
+
+#[test]
+fn a_heartbeat_is_answered_at_once_even_with_bytes_unread() {
+    // The server reads nothing; the client's heartbeats must still be answered, or it
+    // would take its peer for silent.
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
+    pair.write(0, 10_000);
+    pair.deliver_control(|| false);
+    let since = pair.captured.len();
+    run_for(&mut pair, Duration::from_secs(10), true);
+    let answers = kinds_sent(&pair, 1, since)
+        .into_iter()
+        .filter(|k| *k == ControlKind::Ack(0))
+        .count();
+    assert!(answers >= 9, "{answers} answers in 10 s");
+    assert!(pair.ends.iter().all(Session::is_connected));
+    assert!(!pair.ends[0].datagrams_missing());
+}
+
+#[test]
+fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte() {
+    let mut pair = Pair::growing(16 << 10, 64 << 10, 1 << 20);
+    pair.deliver_control(|| false);
+    let capacity = |pair: &Pair| pair.ends[0].status(pair.now).send_buffer_capacity;
+    // Full, and the connection took every byte, but the peer has acknowledged nothing:
+    // its application may not read at all, so growing would only fill kernel buffers.
+    pair.write(0, 16 << 10);
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    // The peer reads half (the writer asked at half its buffer): full again, the buffer
+    // doubles instead of the writer waiting.
+    pair.deliver_control(|| false);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 8 << 10);
+    pair.write(0, 8 << 10);
+    assert_eq!(pair.ends[0].write_space(), Ok(16 << 10));
+    pair.write(0, 1 << 20);
+    assert_eq!(
+        (capacity(&pair), pair.unacknowledged(0)),
+        (32 << 10, 32 << 10)
+    );
+    // Again only once the peer has acknowledged half of the new size since.
+    pair.deliver_control(|| false);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    pair.write(0, 1 << 20);
+    assert_eq!(pair.unacknowledged(0), 32 << 10);
+    assert_eq!(
+        pair.ends[0].write_space(),
+        Ok(0),
+        "8 KiB read since: not yet"
+    );
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    pair.write(0, 1 << 20);
+    assert_eq!(
+        pair.ends[0].write_space(),
+        Ok(32 << 10),
+        "16 KiB read since"
+    );
+    pair.write(0, 1 << 20);
+    assert_eq!(
+        (capacity(&pair), pair.unacknowledged(0)),
+        (64 << 10, 64 << 10)
+    );
+    // Never past the maximum: the writer waits.
+    pair.read(1, 32 << 10);
+    pair.deliver_control(|| false);
+    pair.write(0, 1 << 20);
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    pair.write(0, 1);
+    assert_eq!(capacity(&pair), 64 << 10);
+    assert!(pair.ends[0].status(pair.now).blocked_write.is_some());
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
+
+    // A peer that has read half a buffer, then a buffer full of bytes the connection has
+    // not taken (the writer is blocked in the kernel): no growth.
+    let mut pair = Pair::growing(16 << 10, 64 << 10, 1 << 20);
+    pair.deliver_control(|| false);
+    pair.write(0, 8 << 10);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    let now = pair.now;
+    assert_eq!(pair.ends[0].write(&[7; 16 << 10], now), 16 << 10);
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    assert_eq!(pair.ends[0].write(&[7; 100], now), 0);
+    assert_eq!(capacity(&pair), 16 << 10);
+    pair.flush(0);
+    assert_eq!(pair.ends[0].write_space(), Ok(16 << 10), "taken now");
+
+    // Without a connection: no growth either.
+    let mut pair = Pair::growing(16 << 10, 64 << 10, 1 << 20);
+    pair.deliver_control(|| false);
+    pair.write(0, 8 << 10);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    pair.write(0, 16 << 10);
+    pair.cut();
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    pair.reconnect(); // resends everything: taken again
+    assert_eq!(pair.ends[0].write_space(), Ok(16 << 10));
+
+    // Pinned (maximum = initial): the paper's fixed buffer.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(0, 8 << 10);
+    pair.read(1, 8 << 10);
+    pair.deliver_control(|| false);
+    pair.write(0, 16 << 10);
+    assert_eq!(pair.ends[0].write_space(), Ok(0));
+    assert_eq!(capacity(&pair), 16 << 10);
+}
+
+#[test]
+fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
+    let no_heartbeats = [None, None];
+    let mut pair = Pair::build([16 << 10, 1 << 20], 8 << 10, no_heartbeats);
+    let capacity = |pair: &Pair| pair.ends[0].status(pair.now).send_buffer_capacity;
+    pair.deliver_control(|| false);
+    // An idle session of the initial size has no deadline at all.
+    assert_eq!(pair.ends[0].poll_timeout(), None);
+    for _ in 0..5 {
+        // The peer reads half of what is buffered each round: the buffer doubles when full.
+        pair.write(0, 256 << 10);
+        pair.read(1, (pair.unacknowledged(0) / 2) as usize);
+        pair.deliver_control(|| false);
+        pair.write(0, 256 << 10);
+    }
+    assert_eq!(capacity(&pair), 256 << 10);
+    // Not while bytes are unacknowledged, however long.
+    pair.tick(5000);
+    assert_eq!(capacity(&pair), 256 << 10);
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 0);
+    let emptied = pair.now;
+    assert_eq!(
+        pair.ends[0].poll_timeout(),
+        Some(emptied + Duration::from_secs(1))
+    );
+    pair.tick(999);
+    assert_eq!(capacity(&pair), 256 << 10);
+    // A write in between starts the wait anew.
+    pair.write(0, 10);
+    pair.read(1, usize::MAX);
+    pair.tick(1);
+    pair.deliver_control(|| false);
+    assert_eq!(capacity(&pair), 256 << 10);
+    pair.tick(40); // the reader's delayed acknowledgement
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(0), 0);
+    pair.tick(999);
+    assert_eq!(capacity(&pair), 256 << 10);
+    pair.tick(1);
+    assert_eq!(capacity(&pair), 16 << 10);
+    assert_eq!(pair.ends[0].poll_timeout(), None, "no timer once shrunk");
+    // And it grows again when needed, keeping the stream intact.
+    pair.write(0, 100 << 10);
+    pair.write(0, 100 << 10);
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
+}
+
+#[test]
+fn what_a_server_says_before_it_knows_its_client_address_goes_out_once_it_does() {
+    // Connect, request, response, close, all before the server has validated its client's
+    // control address (the client's first datagram, the challenge and the response are
+    // still on their way): the server's acknowledgement of the request and its CLOSE
+    // had nowhere to go. They must go out as soon as the path is validated, not at a
+    // retransmission timer; and the client, which would otherwise wait for an
+    // acknowledgement from a server session that has ended, must finish too. The
+    // virtual clock never moves.
+    let mut pair = Pair::new(16 << 10, 8 << 10);
+    let start = pair.now;
+    pair.write(0, 64);
+    pair.read(1, usize::MAX);
+    pair.write(1, 8 << 10);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    pair.read(0, usize::MAX);
+    let now = pair.now;
+    pair.ends[0].close(now);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert_eq!(pair.unacknowledged(0), 0, "the request was acknowledged");
+    assert!(pair.ends[1].is_finished(), "the server's session is done");
+    assert!(pair.ends[0].is_finished(), "the client's session is done");
+    assert_eq!(pair.now, start, "a timer had to run");
 }

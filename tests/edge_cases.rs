@@ -493,7 +493,11 @@ fn half_close_with_nothing_left_to_acknowledge_survives_a_cut() {
 fn zero_length_reads_and_writes_return_at_once() {
     run_bounded(LIMIT, || {
         let server = bind();
+        // A buffer that cannot grow: once full, a write must wait whatever the kernel takes.
         let config = fast_config();
+        let config = config
+            .clone()
+            .send_buffer_max(config.send_buffer_size_value());
         let buffer = config.send_buffer_size_value() as u64;
         let (mut client, mut accepted) = connect_pair(&server, server_addr(&server), config);
         client

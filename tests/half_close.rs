@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
@@ -47,6 +47,40 @@ fn half_close_then_reply_through_cuts() {
         assert_eq!(accepted.status().bytes_read, LEN);
         assert_eq!(client.status().bytes_read, LEN);
         assert!(proxy.cuts() >= 5, "seed {seed}: only {} cuts", proxy.cuts());
+    });
+}
+
+// Proves: the request/response pattern that half-closes (a small request, then
+// shutdown(Write); the server reads to end of stream, replies and drops) works end to end,
+// and that the server's end of stream implies the request is acknowledged. That it takes
+// no timer (the REQ_ACK of shutdown overtakes the request and is answered once the request
+// is read, not 200 ms later) is pinned under a virtual clock in tests/core_model.rs
+// (`a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer`).
+#[test]
+fn a_small_request_then_half_close_gets_its_reply() {
+    run_bounded(LIMIT, || {
+        let server = bind();
+        let (mut client, accepted) = connect_pair(&server, server_addr(&server), fast_config());
+        let server_side = thread::spawn(move || -> std::io::Result<Vec<u8>> {
+            let mut accepted = accepted;
+            let mut request = Vec::new();
+            accepted.read_to_end(&mut request)?;
+            accepted.write_all(&[0x5A; 300])?;
+            drop(accepted);
+            Ok(request)
+        });
+        client.write_all(&[0xA5; 64]).expect("request");
+        client.shutdown(Shutdown::Write).expect("shutdown(Write)");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).expect("reply");
+        let request = join(server_side).expect("server");
+        assert_eq!(request, [0xA5; 64]);
+        assert_eq!(reply, [0x5A; 300]);
+        // The server saw end of stream: the HALF_CLOSE came, which goes only once every
+        // byte is acknowledged.
+        let status = client.status();
+        assert_eq!(status.unacknowledged, 0, "{status:?}");
+        assert_eq!((status.bytes_written, status.bytes_read), (64, 300));
     });
 }
 

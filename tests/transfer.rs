@@ -1,5 +1,7 @@
 //! Bulk transfers through a proxy that cuts the TCP connection dozens of times: every byte
-//! must arrive exactly once and in order, and the application must see no error.
+//! must arrive exactly once and in order, and the application must see no error. With the
+//! default config the writer's send buffer grows for them, so the cuts resend from a grown
+//! buffer.
 
 mod support;
 
@@ -10,7 +12,9 @@ use support::bounded::{join, run_bounded};
 use support::check::expect_ok;
 use support::payload::Payload;
 use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, exchange, fast_config, server_addr, spawn_writer};
+use support::session::{
+    bind, connect_pair, exchange, fast_config, server_addr, spawn_writer, with_peak_capacity,
+};
 
 const LEN: u64 = 64 << 20;
 const MIN_CUTS: usize = 50;
@@ -61,6 +65,17 @@ impl Setup {
     fn expect_ok(&self, what: &str, result: std::io::Result<()>) {
         expect_ok(self.proxy.seed(), what, result);
     }
+
+    /// The writer's send buffer grew for the transfer (its bytes then resent from the
+    /// grown buffer after each cut), within its maximum.
+    fn assert_grew(&self, peak: usize) {
+        let config = fast_config();
+        let seed = self.proxy.seed();
+        assert!(
+            peak > config.send_buffer_size_value() && peak <= config.send_buffer_max_value(),
+            "seed {seed}: the send buffer peaked at {peak} bytes"
+        );
+    }
 }
 
 #[test]
@@ -69,9 +84,11 @@ fn client_to_server_64_mib_through_cuts() {
         let s = setup();
         let payload = Payload::new(0xC2, LEN);
         let writer = spawn_writer(&s.client, payload);
-        s.expect_ok("server reading", payload.verify_from(&s.accepted));
+        let (read, peak) = with_peak_capacity(&s.client, || payload.verify_from(&s.accepted));
+        s.expect_ok("server reading", read);
         s.expect_ok("client writing", join(writer));
         s.assert_cut_and_reconnected();
+        s.assert_grew(peak);
         assert_eq!(s.client.status().bytes_written, LEN);
         assert_eq!(s.accepted.status().bytes_read, LEN);
     });
@@ -83,9 +100,11 @@ fn server_to_client_64_mib_through_cuts() {
         let s = setup();
         let payload = Payload::new(0x52, LEN);
         let writer = spawn_writer(&s.accepted, payload);
-        s.expect_ok("client reading", payload.verify_from(&s.client));
+        let (read, peak) = with_peak_capacity(&s.accepted, || payload.verify_from(&s.client));
+        s.expect_ok("client reading", read);
         s.expect_ok("server writing", join(writer));
         s.assert_cut_and_reconnected();
+        s.assert_grew(peak);
         assert_eq!(s.client.status().bytes_read, LEN);
         assert_eq!(s.accepted.status().bytes_written, LEN);
     });

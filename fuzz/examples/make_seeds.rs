@@ -87,7 +87,13 @@ fn main() -> io::Result<()> {
     let dir = root.join("control_datagram");
     let kinds = [
         ("ack", ControlKind::Ack(1000)),
-        ("req_ack", ControlKind::ReqAck(u32::MAX)),
+        (
+            "req_ack",
+            ControlKind::ReqAck {
+                received: u32::MAX,
+                sent: 5000,
+            },
+        ),
         ("close", ControlKind::Close(4096)),
         ("half_close", ControlKind::HalfClose(17)),
         ("reset", ControlKind::Reset),

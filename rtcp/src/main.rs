@@ -118,9 +118,9 @@ enum Mode {
 /// The library's session settings that matter to an operator.
 #[derive(Args, Debug)]
 struct SessionOptions {
-    /// Bytes kept for resending after a cut, per session and direction (e.g. 65536, 64K,
-    /// 1M; default 16K). A writer waits while it is full: larger buffers carry more over
-    /// long fat links. Use the same value on both ends
+    /// Bytes kept for resending after a cut, per session and direction, at first (e.g.
+    /// 65536, 64K, 1M; default 16K). The buffer grows while a writer outpaces the
+    /// acknowledgements, up to 4M or this size if larger, and shrinks back once idle
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     buffer_size: Option<usize>,
     /// Give a session up after this many seconds without a connection (default: never)
@@ -132,11 +132,10 @@ impl SessionOptions {
     fn config(&self) -> Config {
         let mut config = Config::default();
         if let Some(bytes) = self.buffer_size {
-            // The default acknowledges every half buffer; keep that ratio, or a larger
-            // buffer would still be acknowledged every 8 KiB and a smaller one refused.
-            config = config
-                .send_buffer_size(bytes)
-                .ack_threshold((bytes / 2).max(1));
+            // The buffer's maximum follows (4 MiB, or this size if larger), and so does
+            // the acknowledgement threshold (half the maximum): writers ask for
+            // acknowledgements at each half of their buffer themselves.
+            config = config.send_buffer_size(bytes);
         }
         if let Some(secs) = self.give_up_after {
             config = config.give_up_after(Some(Duration::from_secs(secs)));

@@ -1,8 +1,8 @@
 //! The UDP control datagrams (paper Fig. 5), authenticated.
 //!
 //! The paper's 8-byte header (CID 4 bytes, type 1, flags 1, message id 2), then the
-//! sender's packet number (8 bytes), for some types a 4-byte count, and a 16-byte tag over
-//! everything before it; all big-endian. See `docs/PROTOCOL.md`.
+//! sender's packet number (8 bytes), for most types a 4-byte count (two for REQ_ACK), and
+//! a 16-byte tag over everything before it; all big-endian. See `docs/PROTOCOL.md`.
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -18,18 +18,21 @@ mod field {
     pub(super) const FLAGS: usize = 5;
     pub(super) const ID: Field = 6..8;
     pub(super) const PACKET_NUMBER: Field = 8..16;
-    /// Only in the types that carry a count; the tag follows the count, or the packet
-    /// number in the types without one.
-    pub(super) const COUNT: Field = 16..20;
+    /// The counts follow the packet number, 4 bytes each: none, one, or two (REQ_ACK);
+    /// the tag follows the last.
+    pub(super) const COUNTS: usize = 16;
+    pub(super) const COUNT_LEN: usize = 4;
+    /// The most counts a datagram carries.
+    pub(super) const MAX_COUNTS: usize = 2;
 }
 
 /// Length of the header (the paper's fields and the packet number): every datagram has
-/// it, then maybe a count, then the tag.
+/// it, then its counts, then the tag.
 pub const HEADER_LEN: usize = field::PACKET_NUMBER.end;
 /// Length of a datagram without a count.
 pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN;
-/// The longest datagram this crate sends or accepts: a header, a count and a tag.
-pub const MAX_LEN: usize = field::COUNT.end + TAG_LEN;
+/// The longest datagram this crate sends or accepts: a header, two counts and a tag.
+pub const MAX_LEN: usize = MIN_LEN + field::MAX_COUNTS * field::COUNT_LEN;
 
 /// Flag: the receiver must answer with a `Conf` carrying the message id.
 pub const FLAG_NEEDS_CONF: u8 = 0x01;
@@ -42,8 +45,16 @@ const KNOWN_FLAGS: u8 = FLAG_NEEDS_CONF | FLAG_FROM_SERVER;
 pub enum ControlKind {
     /// "I have received this many bytes" (wrapping at 2^32).
     Ack(u32),
-    /// An `Ack` that also asks the receiver to answer with its own `Ack` at once.
-    ReqAck(u32),
+    /// An `Ack` that also asks the receiver to answer with its own `Ack` once it has read
+    /// `sent` bytes (at once if it has).
+    ReqAck {
+        /// "I have received this many bytes", as in `Ack`.
+        received: u32,
+        /// The sender's count of bytes handed to TCP: answer once you have read up to
+        /// here. A count the receiver has read already (the sender's acknowledged count,
+        /// in a heartbeat) asks for an answer at once.
+        sent: u32,
+    },
     /// The sender closed the session: it will send exactly this many bytes in all and will
     /// read nothing more. Confirmed.
     Close(u32),
@@ -72,7 +83,7 @@ impl ControlKind {
     fn code(self) -> u8 {
         match self {
             ControlKind::Ack(_) => 1,
-            ControlKind::ReqAck(_) => 2,
+            ControlKind::ReqAck { .. } => 2,
             ControlKind::Close(_) => 3,
             ControlKind::HalfClose(_) => 4,
             ControlKind::Reset => 5,
@@ -96,17 +107,18 @@ impl ControlKind {
         )
     }
 
-    fn count(self) -> Option<u32> {
+    /// The counts it carries after the header, and how many of the two there are.
+    fn counts(self) -> ([u32; field::MAX_COUNTS], usize) {
         match self {
             ControlKind::Ack(n)
-            | ControlKind::ReqAck(n)
             | ControlKind::Close(n)
             | ControlKind::HalfClose(n)
             | ControlKind::Reconnect(n)
             | ControlKind::Challenge(n)
             | ControlKind::Response(n)
-            | ControlKind::Passivate(n) => Some(n),
-            ControlKind::Reset | ControlKind::Conf => None,
+            | ControlKind::Passivate(n) => ([n, 0], 1),
+            ControlKind::ReqAck { received, sent } => ([received, sent], 2),
+            ControlKind::Reset | ControlKind::Conf => ([0, 0], 0),
         }
     }
 }
@@ -150,13 +162,12 @@ impl ControlMessage {
         out[field::FLAGS] = flags;
         BigEndian::write_u16(&mut out[field::ID], self.id);
         BigEndian::write_u64(&mut out[field::PACKET_NUMBER], pn);
-        let tagged = match self.kind.count() {
-            Some(n) => {
-                BigEndian::write_u32(&mut out[field::COUNT], n);
-                field::COUNT.end
-            }
-            None => HEADER_LEN,
-        };
+        let (counts, n) = self.kind.counts();
+        let mut tagged = field::COUNTS;
+        for count in &counts[..n] {
+            BigEndian::write_u32(&mut out[tagged..tagged + field::COUNT_LEN], *count);
+            tagged += field::COUNT_LEN;
+        }
         let (message, tag) = out.split_at_mut(tagged);
         tag[..TAG_LEN].copy_from_slice(&key.tag(&[message]));
         tagged + TAG_LEN
@@ -176,42 +187,49 @@ impl ControlMessage {
     ///
     /// # Errors
     ///
-    /// [`WireError::Malformed`] for a datagram of neither length this version sends;
-    /// [`WireError::Forged`] if the tag does not verify (nothing else is looked at then);
-    /// [`WireError::Malformed`] for an authentic datagram that makes no sense (unknown
-    /// type or flags, a confirmation flag that disagrees with its type, a length wrong
-    /// for its type), which only a peer with the key, of another version, sends.
+    /// [`WireError::Malformed`] for a datagram of no length this version sends (32, 36
+    /// or 40 bytes); [`WireError::Forged`] if the tag does not verify (nothing else is
+    /// looked at then); [`WireError::Malformed`] for an authentic datagram that makes no
+    /// sense (unknown type or flags, a confirmation flag that disagrees with its type, a
+    /// length wrong for its type), which only a peer with the key, of another version,
+    /// sends.
     pub fn open(datagram: &[u8], key: &MacKey) -> Result<(u64, Self), WireError> {
-        if datagram.len() != MIN_LEN && datagram.len() != MAX_LEN {
-            return Err(WireError::Malformed("control datagram of the wrong length"));
+        let wrong_length = WireError::Malformed("control datagram of the wrong length");
+        let counts = match datagram.len().checked_sub(MIN_LEN) {
+            Some(extra) if extra % field::COUNT_LEN == 0 => extra / field::COUNT_LEN,
+            _ => return Err(wrong_length),
+        };
+        if counts > field::MAX_COUNTS {
+            return Err(wrong_length);
         }
         let (message, tag) = datagram.split_at(datagram.len() - TAG_LEN);
         if !key.verify(&[message], tag) {
             return Err(WireError::Forged);
         }
-        // In range: `message` is HEADER_LEN or field::COUNT.end bytes long.
+        // In range: `message` is the header and `counts` counts.
         let cid = BigEndian::read_u32(&message[field::CID]);
         let (code, flags) = (message[field::KIND], message[field::FLAGS]);
         let id = BigEndian::read_u16(&message[field::ID]);
         let pn = BigEndian::read_u64(&message[field::PACKET_NUMBER]);
-        let count = || match message.get(field::COUNT) {
-            Some(count) => Ok(BigEndian::read_u32(count)),
-            None => Err(WireError::Malformed("control datagram of the wrong length")),
+        let count = |i: usize| {
+            let at = field::COUNTS + i * field::COUNT_LEN;
+            BigEndian::read_u32(&message[at..at + field::COUNT_LEN])
         };
-        let kind = match code {
-            1 => ControlKind::Ack(count()?),
-            2 => ControlKind::ReqAck(count()?),
-            3 => ControlKind::Close(count()?),
-            4 => ControlKind::HalfClose(count()?),
-            5 | 6 if message.len() != HEADER_LEN => {
-                return Err(WireError::Malformed("control datagram of the wrong length"))
-            }
-            5 => ControlKind::Reset,
-            6 => ControlKind::Conf,
-            7 => ControlKind::Reconnect(count()?),
-            8 => ControlKind::Challenge(count()?),
-            9 => ControlKind::Response(count()?),
-            10 => ControlKind::Passivate(count()?),
+        let kind = match (code, counts) {
+            (1, 1) => ControlKind::Ack(count(0)),
+            (2, 2) => ControlKind::ReqAck {
+                received: count(0),
+                sent: count(1),
+            },
+            (3, 1) => ControlKind::Close(count(0)),
+            (4, 1) => ControlKind::HalfClose(count(0)),
+            (5, 0) => ControlKind::Reset,
+            (6, 0) => ControlKind::Conf,
+            (7, 1) => ControlKind::Reconnect(count(0)),
+            (8, 1) => ControlKind::Challenge(count(0)),
+            (9, 1) => ControlKind::Response(count(0)),
+            (10, 1) => ControlKind::Passivate(count(0)),
+            (1..=10, _) => return Err(wrong_length),
             _ => return Err(WireError::Malformed("unknown control type")),
         };
         if flags & !KNOWN_FLAGS != 0 {
@@ -252,7 +270,10 @@ mod tests {
     fn every_kind_round_trips() {
         let kinds = [
             ControlKind::Ack(1),
-            ControlKind::ReqAck(u32::MAX),
+            ControlKind::ReqAck {
+                received: u32::MAX,
+                sent: 0x0102_0304,
+            },
             ControlKind::Close(3),
             ControlKind::HalfClose(4),
             ControlKind::Reset,
@@ -307,6 +328,19 @@ mod tests {
             .len(),
             32
         );
+        let req_ack = ControlMessage {
+            kind: ControlKind::ReqAck {
+                received: 0x1122_3344,
+                sent: 0x5566_7788,
+            },
+            ..m
+        };
+        let d = sealed(&req_ack, 0x0102_0304_0506_0708);
+        assert_eq!(d.len(), 40);
+        assert_eq!(d[4], 2);
+        assert_eq!(d[16..24], [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+        let tag = keys(Role::Client).control.send.tag(&[&d[..24]]);
+        assert_eq!(d[24..], tag);
     }
 
     #[test]
@@ -333,7 +367,7 @@ mod tests {
             ControlMessage::open(&good, &wrong_key),
             Err(WireError::Forged)
         );
-        for len in [0, 7, 8, 31, 33, 35, 37, 64] {
+        for len in [0, 7, 8, 31, 33, 35, 37, 39, 41, 44, 64] {
             let d = vec![0; len];
             assert!(ControlMessage::open(&d, &recv).is_err(), "length {len}");
         }
@@ -347,11 +381,18 @@ mod tests {
         };
         let mut reset_with_count = vec![0, 0, 0, 5, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         reset_with_count.extend([0, 0, 0, 0]);
+        // A REQ_ACK with one count (the previous version's), an ACK with two.
+        let mut req_ack_short = vec![0, 0, 0, 5, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        req_ack_short.extend([0, 0, 0, 9]);
+        let mut ack_long = vec![0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        ack_long.extend([0, 0, 0, 9, 0, 0, 0, 9]);
         let unknown_type = vec![0, 0, 0, 5, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let unknown_flag = vec![0, 0, 0, 5, 6, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let reset_unflagged = vec![0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         for body in [
             reset_with_count,
+            req_ack_short,
+            ack_long,
             unknown_type,
             unknown_flag,
             reset_unflagged,

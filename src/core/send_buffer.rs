@@ -3,10 +3,13 @@
 /// A ring of the stream bytes `[acked, end)`: everything written that the peer has not yet
 /// acknowledged, kept so it can be resent after a reconnection.
 ///
-/// Positions are absolute stream offsets (`u64`, never wrapping in practice).
+/// Positions are absolute stream offsets (`u64`, never wrapping in practice). The capacity
+/// can change ([`grow`](Self::grow), [`shrink`](Self::shrink)); the bytes held and their
+/// positions stay as they are.
 #[derive(Debug)]
 pub struct SendBuffer {
-    /// Storage; its length is the capacity. Never reallocated.
+    /// Storage; its length is the capacity. Replaced, never resized in place, when the
+    /// capacity changes.
     ring: Box<[u8]>,
     /// Index in `ring` of the byte at stream position `acked`.
     head: usize,
@@ -102,6 +105,48 @@ impl SendBuffer {
         (&self.ring[start..start + first], &self.ring[..n - first])
     }
 
+    /// The capacity [`grow`](Self::grow) makes: twice this one, at most `max`, and never
+    /// less than this one.
+    pub fn next_capacity(&self, max: usize) -> usize {
+        self.capacity()
+            .saturating_mul(2)
+            .min(max)
+            .max(self.capacity())
+    }
+
+    /// Doubles the capacity, or raises it to `max` if that is less; returns whether it
+    /// grew (not if it is already at `max` or beyond).
+    pub fn grow(&mut self, max: usize) -> bool {
+        let target = self.next_capacity(max);
+        if target == self.capacity() {
+            return false;
+        }
+        self.reallocate(target);
+        true
+    }
+
+    /// Lowers the capacity to `to`, or to what it holds if that is more; returns whether
+    /// it shrank.
+    pub fn shrink(&mut self, to: usize) -> bool {
+        let target = to.max(self.len);
+        if target >= self.capacity() {
+            return false;
+        }
+        self.reallocate(target);
+        true
+    }
+
+    /// Moves the bytes held into a new ring of `capacity` bytes (at least `len`), from its
+    /// start: the positions stay, the ring's wrap goes.
+    fn reallocate(&mut self, capacity: usize) {
+        let mut ring = vec![0; capacity].into_boxed_slice();
+        let (a, b) = self.slices_from(self.acked);
+        ring[..a.len()].copy_from_slice(a);
+        ring[a.len()..a.len() + b.len()].copy_from_slice(b);
+        self.ring = ring;
+        self.head = 0;
+    }
+
     /// Copies at most `max` bytes from stream position `from` on into a new vector.
     pub fn copy_from(&self, from: u64, max: usize) -> Vec<u8> {
         let (a, b) = self.slices_from(from);
@@ -143,6 +188,60 @@ mod tests {
         assert!(!b.ack(3), "ack going backwards");
         assert!(!b.ack(4), "duplicate ack");
         assert_eq!(b.copy_from(0, usize::MAX), b"456789");
+    }
+
+    /// A buffer of `capacity` whose bytes wrap around the end of the ring: it holds the
+    /// stream bytes 6..6+held, whose values are their positions.
+    fn wrapped(capacity: usize, held: usize) -> SendBuffer {
+        let mut b = SendBuffer::new(capacity);
+        let bytes: Vec<u8> = (0..(6 + held) as u8).collect();
+        assert_eq!(b.push(&bytes[..6]), 6);
+        assert!(b.ack(6));
+        assert_eq!(b.push(&bytes[6..]), held);
+        let (first, second) = b.slices_from(6);
+        assert!(!second.is_empty() && !first.is_empty(), "the bytes wrap");
+        b
+    }
+
+    #[test]
+    fn grows_by_doubling_up_to_the_max_keeping_bytes_and_positions() {
+        let mut b = wrapped(8, 8);
+        assert_eq!(b.space(), 0);
+        assert!(b.grow(100));
+        assert_eq!((b.capacity(), b.len(), b.acked(), b.end()), (16, 8, 6, 14));
+        assert_eq!(b.copy_from(0, usize::MAX), (6..14).collect::<Vec<u8>>());
+        assert_eq!(b.copy_from(10, 2), [10, 11]);
+        // The new room is usable, and wraps correctly later on.
+        assert_eq!(b.push(&[14, 15, 16, 17]), 4);
+        assert!(b.ack(12));
+        assert_eq!(b.push(&(18..28).collect::<Vec<u8>>()), 10);
+        assert_eq!(b.copy_from(0, usize::MAX), (12..28).collect::<Vec<u8>>());
+        assert!(b.grow(20), "to the max, not past it");
+        assert_eq!(b.capacity(), 20);
+        assert!(!b.grow(20), "at the max already");
+        assert!(!b.grow(4), "a max below the capacity never shrinks it");
+        assert_eq!(b.capacity(), 20);
+        assert_eq!(b.copy_from(0, usize::MAX), (12..28).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn shrinks_to_the_target_or_to_what_it_holds() {
+        let mut b = wrapped(8, 5);
+        assert!(b.grow(64));
+        assert!(b.grow(64));
+        assert_eq!(b.capacity(), 32);
+        assert!(b.shrink(4), "no lower than what it holds");
+        assert_eq!((b.capacity(), b.len(), b.acked()), (5, 5, 6));
+        assert_eq!(b.copy_from(0, usize::MAX), (6..11).collect::<Vec<u8>>());
+        assert!(!b.shrink(2));
+        assert!(b.ack(11));
+        assert!(b.is_empty());
+        assert!(b.grow(64));
+        assert!(b.shrink(8));
+        assert_eq!((b.capacity(), b.len(), b.end()), (8, 0, 11));
+        assert!(!b.shrink(8), "already there");
+        assert_eq!(b.push(&[11; 9]), 8);
+        assert_eq!(b.end(), 19);
     }
 
     #[test]

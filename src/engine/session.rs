@@ -97,6 +97,9 @@ struct State {
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
     flush_wanted: bool,
+    /// The session's duties as the last [`Shared::update`] found them: the engine knows
+    /// them, or deadlines no later than them.
+    reported: Duties,
 }
 
 /// What a new session is made of.
@@ -139,6 +142,11 @@ pub(crate) enum Flush {
     Blocked(Arc<TcpStream>),
 }
 
+/// The bytes a connection lacks, as `(from, to, connection, epoch)`: stream positions
+/// `[from, to)`, to be written to connection number `epoch`; `None` if it lacks nothing
+/// (or there is no connection).
+type Job = Option<(u64, u64, Arc<TcpStream>, u32)>;
+
 /// The next thing a read does.
 enum ReadStep {
     Eof,
@@ -151,26 +159,29 @@ impl Shared {
     pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<Shared> {
         let limits = Limits {
             send_buffer: spec.config.send_buffer_size_value(),
+            send_buffer_max: spec.config.send_buffer_max_value(),
             ack_threshold: spec.config.ack_threshold_value(),
             give_up_after: spec.config.give_up_after_value(),
             dead_after: spec.config.dead_after_value(),
             linger: spec.config.linger_limit_value(),
         };
+        let session = Session::new(
+            spec.role,
+            spec.cid,
+            spec.epoch,
+            limits,
+            spec.keys.control,
+            spec.server_control,
+            Instant::now(),
+        );
         Arc::new(Shared {
             id: spec.id,
             cid: AtomicU32::new(spec.cid),
             nodelay_held: AtomicBool::new(false),
             handshake_keys: spec.keys.handshake,
             state: Mutex::new(State {
-                session: Session::new(
-                    spec.role,
-                    spec.cid,
-                    spec.epoch,
-                    limits,
-                    spec.keys.control,
-                    spec.server_control,
-                    Instant::now(),
-                ),
+                reported: duties(&session),
+                session,
                 conn: None,
                 local_addr: None,
                 peer_addr: None,
@@ -219,12 +230,13 @@ impl Shared {
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
-    /// messages it queued, sends FIN if due, wakes blocked threads and, if the session's
-    /// timers or duties changed, tells the engine.
+    /// messages it queued, sends FIN if due, wakes blocked threads and tells the engine
+    /// when it must look at the session: from an application thread, only if sooner than
+    /// it planned to (see [`Duties::need_a_look`]); on the engine thread, whenever its
+    /// duties changed, which costs nothing there.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
         let mut st = self.state.lock();
-        let before = duties(&st.session);
         let result = f(&mut st, now);
         if !st.session.is_connected() {
             // The core dropped the connection (it failed, the peer fell silent, the
@@ -245,7 +257,10 @@ impl Shared {
         } else {
             None
         };
-        let changed = duties(&st.session) != before;
+        // Computed once per call, against what the last call reported: reads and writes
+        // come here several times each, and this is their costliest part.
+        let after = duties(&st.session);
+        let before = std::mem::replace(&mut st.reported, after);
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -253,12 +268,14 @@ impl Shared {
             let _ = conn.shutdown(Shutdown::Write);
         }
         self.changed.notify_all();
-        if changed {
-            if on_engine_thread() {
+        if on_engine_thread() {
+            // A look costs the engine no wake-up here, and saves one: re-armed now, it
+            // does not wake later at a deadline that has moved.
+            if after != before {
                 mark_dirty(self.id);
-            } else {
-                self.engine.poke(self.id);
             }
+        } else if after.need_a_look(&before) {
+            self.engine.poke(self.id);
         }
         result
     }
@@ -515,8 +532,18 @@ impl Shared {
     /// [`flush`](Self::flush) with the write lock held.
     fn flush_locked(&self) -> Flush {
         self.state.lock().flush_wanted = false;
+        // The last connection this resend wrote to.
+        let mut wrote_to: Option<Arc<TcpStream>> = None;
         loop {
             let Some((from, to, conn, epoch)) = self.unsent_job() else {
+                if let Some(conn) = wrote_to {
+                    // A resend follows the reconnection's CONFIRM, which the peer's TCP
+                    // acknowledges only after its delayed-ACK timer (some 40 ms): Nagle
+                    // would hold the resend's tail until then.
+                    if !self.state.lock().nodelay {
+                        push_held_segments(&conn);
+                    }
+                }
                 return Flush::Done;
             };
             let len = usize::try_from(to - from).unwrap_or(usize::MAX);
@@ -531,7 +558,10 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => {
+                    self.update(|st, now| st.session.handle_sent(epoch, from, n, now));
+                    wrote_to = Some(conn);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -542,9 +572,12 @@ impl Shared {
         }
     }
 
-    /// The bytes the current connection lacks, as `(from, to, connection, epoch)`.
-    fn unsent_job(&self) -> Option<(u64, u64, Arc<TcpStream>, u32)> {
-        let st = self.state.lock();
+    /// The bytes the current connection lacks (see [`Job`]).
+    fn unsent_job(&self) -> Job {
+        Self::job(&self.state.lock())
+    }
+
+    fn job(st: &State) -> Job {
         match (st.session.unsent(), &st.conn) {
             (Some((from, to)), Some(conn)) if from < to => {
                 Some((from, to, Arc::clone(conn), st.session.epoch()))
@@ -570,11 +603,18 @@ impl Shared {
             return Ok(0);
         }
         let timeout = self.state.lock().read_timeout;
-        let result = self.read_until(buf, timeout);
-        self.update(|st, _| st.session.reader_unblocked());
-        result
+        match self.read_until(buf, timeout) {
+            // `read_until` counted the bytes and the end of the call in one go.
+            Ok(n) if n > 0 => Ok(n),
+            other => {
+                self.update(|st, _| st.session.reader_unblocked());
+                other
+            }
+        }
     }
 
+    /// [`read`](Self::read)'s loop. A call that returns bytes has also recorded that the
+    /// reader is no longer blocked.
     fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
         let deadline = deadline_after(timeout);
         loop {
@@ -622,7 +662,10 @@ impl Shared {
                     self.connection_failed(epoch, "end of stream without a close announcement");
                 }
                 Ok(n) => {
-                    self.update(|st, now| st.session.handle_read(n, now));
+                    self.update(|st, now| {
+                        st.session.handle_read(n, now);
+                        st.session.reader_unblocked();
+                    });
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) => return Err(timed_out()),
@@ -656,38 +699,24 @@ impl Shared {
         let timeout = self.state.lock().write_timeout;
         let deadline = deadline_after(timeout);
         loop {
-            let pushed = self.update(|st, now| match st.session.write_space() {
-                Err(e) => {
-                    st.session.writer_unblocked();
-                    Err(io::Error::from(e))
-                }
-                Ok(0) => {
-                    st.session.writer_blocked(now);
-                    if !st.nodelay {
-                        if let Some(conn) = &st.conn {
-                            // Nagle may hold the tail of the window until a delayed TCP
-                            // ACK, and the peer acknowledges (frees our buffer) only once
-                            // it has read that tail: a stall per window. On Linux, setting
-                            // TCP_NODELAY pushes pending segments out at once; then the
-                            // user's choice is restored. Elsewhere it costs two calls.
-                            let _ = conn.set_nodelay(true);
-                            let _ = conn.set_nodelay(false);
-                        }
-                    }
-                    Ok(None)
-                }
-                Ok(_) => {
-                    st.session.writer_unblocked();
-                    let start = st.session.written();
-                    Ok(Some((start, st.session.write(data, now))))
-                }
-            })?;
-            if let Some((start, n)) = pushed {
+            // Held from before the bytes are buffered until they are written, so that the
+            // range found to be unsent is still unsent when it is written.
+            let write = lock_until(&self.write_lock, deadline)?;
+            let pushed = self.update(|st, now| Self::push(st, data, now))?;
+            if let Some((start, n, job)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
-                self.send_unsent(start, fresh, deadline);
+                let out_of_time = self.send_locked(start, fresh, job, deadline);
+                drop(write);
+                let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
+                if out_of_time || wanted {
+                    // Only once the write lock is free: the engine's resend needs it, and
+                    // gives up (leaving the bytes to whoever holds it) if it is taken.
+                    self.engine.flush(self.id);
+                }
                 self.release_nodelay();
                 return Ok(n);
             }
+            drop(write);
             let mut st = self.state.lock();
             while matches!(st.session.write_space(), Ok(0)) {
                 if let Err(e) = self.wait(&mut st, deadline) {
@@ -698,34 +727,49 @@ impl Shared {
         }
     }
 
-    /// Writes to the connection whatever of the send buffer it lacks, ending with `fresh`,
-    /// the caller's own just-buffered bytes from stream position `start` (written from the
-    /// caller's slice when they are all that is missing, which saves a copy). Past the
-    /// deadline, hands what is left to the engine.
-    fn send_unsent(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) {
-        let out_of_time = match lock_until(&self.write_lock, deadline) {
-            Ok(write) => {
-                let out_of_time = self.send_locked(start, fresh, deadline);
-                drop(write);
-                out_of_time
+    /// Appends what fits of `data` to the send buffer: the stream position it starts at,
+    /// how much that was and what the connection now lacks; `None` if nothing fits.
+    fn push(st: &mut State, data: &[u8], now: Instant) -> io::Result<Option<(u64, usize, Job)>> {
+        match st.session.write_space() {
+            Err(e) => {
+                st.session.writer_unblocked();
+                Err(io::Error::from(e))
             }
-            // Another writer holds the connection: it may have looked for unsent bytes
-            // before ours were buffered.
-            Err(_) => true,
-        };
-        let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
-        if out_of_time || wanted {
-            // Only once the write lock is free: the engine's resend needs it, and gives up
-            // (leaving the bytes to whoever holds it) if it is taken.
-            self.engine.flush(self.id);
+            Ok(0) => {
+                st.session.writer_blocked(now);
+                if !st.nodelay {
+                    if let Some(conn) = &st.conn {
+                        // Nagle may hold the tail of the window until a delayed TCP ACK,
+                        // and the peer acknowledges (frees our buffer) only once it has
+                        // read that tail: a stall per window.
+                        push_held_segments(conn);
+                    }
+                }
+                Ok(None)
+            }
+            Ok(_) => {
+                st.session.writer_unblocked();
+                let start = st.session.written();
+                let n = st.session.write(data, now);
+                Ok(Some((start, n, Self::job(st))))
+            }
         }
     }
 
-    /// [`send_unsent`](Self::send_unsent) with the write lock held. Returns whether the
-    /// deadline passed with bytes still unsent.
-    fn send_locked(&self, start: u64, fresh: &[u8], deadline: Option<Instant>) -> bool {
+    /// Writes to the connection what it lacks (`job`, then whatever is still missing),
+    /// with the write lock held. The caller's own just-buffered bytes, `fresh`, from
+    /// stream position `start`, are written from its slice when they are all that is
+    /// missing, which saves a copy. Returns whether the deadline passed with bytes still
+    /// unsent: the engine then sends them.
+    fn send_locked(
+        &self,
+        start: u64,
+        fresh: &[u8],
+        mut job: Job,
+        deadline: Option<Instant>,
+    ) -> bool {
         loop {
-            let Some((from, to, conn, epoch)) = self.unsent_job() else {
+            let Some((from, to, conn, epoch)) = job else {
                 return false;
             };
             let copy: Vec<u8>;
@@ -762,9 +806,14 @@ impl Shared {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return false;
                 }
-                Ok(n) => self.update(|st, _| st.session.handle_sent(epoch, from, n)),
+                Ok(n) => {
+                    job = self.update(|st, now| {
+                        st.session.handle_sent(epoch, from, n, now);
+                        Self::job(st)
+                    });
+                }
                 Err(e) if is_timeout(&e) => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => job = self.unsent_job(),
                 Err(e) => {
                     self.write_failed(epoch, &e);
                     return false;
@@ -927,7 +976,37 @@ impl Shared {
     }
 }
 
-/// What the engine acts on: when any of it changes, the engine must look again.
+impl Duties {
+    /// Whether an application thread must wake the engine to look at the session, its
+    /// duties having gone from `before` to `self`: a deadline that appeared or came
+    /// earlier, or any other change.
+    ///
+    /// Not a deadline that moved later or went away: the application's reads and writes
+    /// do that all the time (the silence limit, the acknowledgement of bytes read once
+    /// the reads pause), and a wake-up of the engine thread for each would cost far more
+    /// than the call. The engine then wakes at the deadline it was given, which is never
+    /// later than the session's, finds nothing due, and sets the session's new deadline
+    /// from [`Shared::duties`], as it does after every timer.
+    pub(crate) fn need_a_look(&self, before: &Duties) -> bool {
+        let sooner = match (before.timeout, self.timeout) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(was), Some(now)) => now < was,
+        };
+        let others = |d: &Duties| {
+            (
+                d.needs_connection,
+                d.heard_since_disconnected,
+                d.datagrams_missing,
+                d.finished,
+            )
+        };
+        sooner || others(self) != others(before)
+    }
+}
+
+/// What the engine acts on: when any of it changes, the engine must look again (see
+/// [`Duties::need_a_look`]).
 fn duties(session: &Session) -> Duties {
     Duties {
         timeout: session.poll_timeout(),
@@ -936,6 +1015,14 @@ fn duties(session: &Session) -> Duties {
         datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
     }
+}
+
+/// Sends at once the segments that Nagle's algorithm holds on `conn`, which stays in
+/// Nagle mode: on Linux, setting TCP_NODELAY pushes pending segments out; then the
+/// user's choice is restored. Elsewhere it costs two calls and may push nothing.
+fn push_held_segments(conn: &TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let _ = conn.set_nodelay(false);
 }
 
 /// Shuts a connection down both ways, waking every thread blocked on it.
@@ -1001,4 +1088,56 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duties(timeout: Option<Instant>) -> Duties {
+        Duties {
+            timeout,
+            needs_connection: false,
+            heard_since_disconnected: None,
+            datagrams_missing: false,
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn the_engine_is_told_of_sooner_deadlines_and_other_changes_only() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let look = |before, after| duties(after).need_a_look(&duties(before));
+        assert!(look(None, at(5)), "a deadline appears");
+        assert!(look(at(10), at(5)), "a deadline comes sooner");
+        assert!(!look(at(5), at(10)), "a deadline moves later");
+        assert!(!look(at(5), at(5)), "nothing changed");
+        assert!(!look(at(5), None), "a deadline goes away");
+        assert!(!look(None, None));
+        let before = duties(at(5));
+        let changes = [
+            Duties {
+                needs_connection: true,
+                ..before
+            },
+            Duties {
+                heard_since_disconnected: at(1),
+                ..before
+            },
+            Duties {
+                datagrams_missing: true,
+                ..before
+            },
+            Duties {
+                finished: true,
+                // Even with a deadline that went away.
+                timeout: None,
+                ..before
+            },
+        ];
+        for after in changes {
+            assert!(after.need_a_look(&before), "{after:?}");
+        }
+    }
 }

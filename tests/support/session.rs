@@ -142,3 +142,29 @@ pub fn control_port(server: &RServerSocket) -> u16 {
     accepted.abort().expect("abort the raw session");
     answer.control_port
 }
+
+/// Runs `work` while sampling the send buffer capacity of `sock` (every millisecond or
+/// so); returns what `work` returned and the largest capacity seen, before, during and
+/// right after it.
+pub fn with_peak_capacity<T>(sock: &RSocket, work: impl FnOnce() -> T) -> (T, usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let done = AtomicBool::new(false);
+    let capacity = || sock.status().send_buffer_capacity;
+    thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = capacity();
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(capacity());
+                thread::park_timeout(Duration::from_millis(1));
+            }
+            peak.max(capacity())
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        let peak = sampler
+            .join()
+            .unwrap_or_else(|payload| panic::resume_unwind(payload));
+        (result, peak)
+    })
+}

@@ -24,7 +24,7 @@ use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
 use super::auth::ControlKeys;
 use super::control::{ControlKind, ControlMessage, MAX_LEN};
-use super::counter::from_wire;
+use super::counter::{from_wire, to_wire};
 use super::replay::{Fresh, ReplayWindow};
 use super::WireError;
 use crate::error::Error;
@@ -42,9 +42,13 @@ pub enum Role {
 /// The per-session settings the core needs.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Capacity of the send buffer.
+    /// Capacity of the send buffer at first, and what a grown buffer goes back to once
+    /// it has been empty for a while.
     pub send_buffer: usize,
-    /// Received bytes that trigger an acknowledgement.
+    /// The most the send buffer grows to (see [`Session::write_space`]); `send_buffer` or
+    /// less: it never grows.
+    pub send_buffer_max: usize,
+    /// Received bytes that trigger an acknowledgement, asked for or not.
     pub ack_threshold: usize,
     /// How long to stay disconnected before failing the session, if ever.
     pub give_up_after: Option<Duration>,
@@ -149,7 +153,7 @@ impl Session {
             role,
             limits,
             fatal: None,
-            send: SendSide::new(limits.send_buffer),
+            send: SendSide::new(limits.send_buffer, now),
             recv: RecvSide::default(),
             link: Link::new(epoch),
             liveness: Liveness::new(limits.dead_after, role == Role::Server, now),
@@ -207,7 +211,14 @@ impl Session {
         self.send.buf.end()
     }
 
-    /// How many bytes a write may append now.
+    /// How many bytes a write may append now: the room in the send buffer, or, when it is
+    /// full, the room it has once [`write`](Self::write) has doubled it (up to
+    /// `Limits::send_buffer_max`). It grows only while the connection has taken every
+    /// byte written (the kernel has room, so the path could carry more than the
+    /// acknowledgements' round trip lets through) and the peer has acknowledged half the
+    /// buffer since it last grew (its application keeps up). A writer blocked in the
+    /// kernel, without a connection, or writing to a peer that does not read, finds no
+    /// room until the peer acknowledges some.
     ///
     /// # Errors
     ///
@@ -222,6 +233,10 @@ impl Session {
         }
         if self.recv.peer_closed {
             return Err(Error::PeerClosed);
+        }
+        if self.may_grow() {
+            let buf = &self.send.buf;
+            return Ok(buf.next_capacity(self.limits.send_buffer_max) - buf.len());
         }
         Ok(self.send.buf.space())
     }
@@ -358,16 +373,20 @@ impl Session {
             local_addr: None,
             peer_addr: None,
             passive: self.link.passive,
+            send_buffer_capacity: self.send.buf.capacity(),
         }
     }
 
     // ---------------------------------------------------------------- application calls
 
-    /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)) and
-    /// returns how much that was.
+    /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)), first
+    /// growing a full buffer that may grow, and returns how much that was.
     pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
         if !data.is_empty() {
             self.wake(now);
+            if self.may_grow() {
+                self.send.grow(self.limits.send_buffer_max);
+            }
         }
         self.send.write(data, now)
     }
@@ -387,8 +406,10 @@ impl Session {
         }
     }
 
-    /// A writer found the buffer full: ask the peer for an acknowledgement now, and again
-    /// every so often while it waits.
+    /// A writer found no room (see [`write_space`](Self::write_space)): ask the peer for
+    /// an acknowledgement now, and again every so often while it waits. (Even if a request
+    /// for the same bytes just went out: its answer may have been lost, and then the
+    /// writer would wait for the next request.)
     pub fn writer_blocked(&mut self, now: Instant) {
         if self.send.writer_blocked_since.is_none() {
             self.send.writer_blocked_since = Some(now);
@@ -436,6 +457,11 @@ impl Session {
         self.send.closed = true;
         self.recv.read_shut = true;
         self.shutdown_write(now);
+        if self.recv.unacknowledged() && self.fatal.is_none() {
+            // Nothing here reads any more: the peer learns at once how much was read, so
+            // that its session can end without asking.
+            self.send_ack();
+        }
     }
 
     /// Fails the session for good, telling nobody; every later call reports `error`.
@@ -483,22 +509,35 @@ impl Session {
         }
     }
 
-    /// The application read `n` bytes at `now`; acknowledges once enough have arrived.
+    /// The application read `n` bytes at `now`; acknowledges once `ack_threshold` bytes
+    /// have been read since the last acknowledgement, or the reads reach the position the
+    /// peer asked for one at. What is left unacknowledged is acknowledged once the reads
+    /// pause (see [`poll_timeout`](Self::poll_timeout)).
     pub fn handle_read(&mut self, n: usize, now: Instant) {
         if n > 0 {
             self.liveness.heard(now);
         }
-        if self.recv.read(n, self.limits.ack_threshold) {
+        if self.recv.read(n, self.limits.ack_threshold, now) {
             self.send_ack();
         }
     }
 
-    /// The bytes `[from, from + n)` of the outgoing stream went out on connection `epoch`.
+    /// The bytes `[from, from + n)` of the outgoing stream went out on connection `epoch`
+    /// at `now`. Asks the peer for an acknowledgement once half the send buffer is
+    /// unacknowledged (and again at each further half), and once the last bytes before a
+    /// shutdown went out.
     ///
     /// Counted as possibly delivered even if that connection has failed meanwhile: the
     /// peer may have them, so its count may include them.
-    pub fn handle_sent(&mut self, epoch: u32, from: u64, n: usize) {
+    pub fn handle_sent(&mut self, epoch: u32, from: u64, n: usize, now: Instant) {
         self.send.sent(epoch, from, n, self.link.current());
+        if self.fatal.is_some() || self.recv.peer_closed {
+            return;
+        }
+        // At most three: the bytes sent but unacknowledged are at most the capacity.
+        while let Some(upto) = self.send.next_ask() {
+            self.request_ack_at(upto, now);
+        }
     }
 
     /// Connection `epoch` failed (an I/O error, or an end of stream the peer did not
@@ -595,9 +634,11 @@ impl Session {
         }
         match msg.kind {
             ControlKind::Ack(count) => self.handle_ack(count, now),
-            ControlKind::ReqAck(count) => {
-                self.handle_ack(count, now);
-                self.send_ack();
+            ControlKind::ReqAck { received, sent } => {
+                self.handle_ack(received, now);
+                if self.recv.asked(sent) {
+                    self.send_ack();
+                }
             }
             ControlKind::HalfClose(total) => self.recv.peer_end(total),
             ControlKind::Close(total) => {
@@ -650,30 +691,38 @@ impl Session {
                 }
             }
             ControlKind::Response(value) => {
-                let first = self.path.current().is_none();
                 if self.role == Role::Server && self.path.response(from, value) {
                     log::debug!(
                         "session {}: the client's control path moved to {from}",
                         self.reliable.cid()
                     );
-                    if first {
-                        // What went nowhere before (a new session's first messages) goes
-                        // out now rather than at its next retransmission.
-                        self.reachable(now);
-                    }
+                    // What had nowhere to go until now goes at once: the messages awaiting
+                    // confirmation, and our counts (an ACK or REQ_ACK sent before was
+                    // dropped, and a short exchange may be over before any timer runs).
+                    self.reachable(now);
                 }
             }
         }
     }
 
     /// Runs the timers due at `now`: retransmissions, acknowledgement requests,
-    /// heartbeats, the peer's silence (which fails the connection in use), giving up
-    /// (which fails the session with [`Error::GaveUp`] and resets it).
+    /// acknowledgements of bytes read before the reads paused, heartbeats, the peer's
+    /// silence (which fails the connection in use), giving up (which fails the session
+    /// with [`Error::GaveUp`] and resets it), and the return of a grown send buffer to its
+    /// initial size once it has been empty for a while.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.check_liveness(now);
-        // A CLOSE is given up on only once every byte is acknowledged and the session is
-        // connected: until then the peer still needs its total.
-        let close_may_lapse = self.link.connected && self.send.buf.is_empty();
+        if self.idle_ack_at().is_some_and(|t| t <= now) {
+            self.send_ack();
+        }
+        if self.fatal.is_none() {
+            self.send.shrink_if_due(self.limits.send_buffer, now);
+        }
+        // A CLOSE is given up on only once the session is connected and every byte is
+        // acknowledged (or the peer closed too, and reads none of them): until then the
+        // peer still needs its total.
+        let close_may_lapse =
+            self.link.connected && (self.send.buf.is_empty() || self.recv.peer_closed);
         let dropped = self.reliable.retransmit(now, |kind| match kind {
             ControlKind::Close(_) => close_may_lapse,
             ControlKind::Reset => true,
@@ -726,10 +775,22 @@ impl Session {
         Some((msg.seal(pn, &self.keys.send, out), to))
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever. An idle
+    /// session whose buffer has its initial size has no deadline but its heartbeats'.
+    ///
+    /// The application's reads and writes move deadlines later (the silence limit, the
+    /// acknowledgement of bytes read once the reads pause) far more often than earlier:
+    /// an engine may sleep until a deadline it was given and then ask again, rather than
+    /// be told of every move.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmit = self.reliable.next_due();
         let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
+        let idle_ack = self.idle_ack_at();
+        let shrink = self
+            .fatal
+            .is_none()
+            .then(|| self.send.shrink_at(self.limits.send_buffer))
+            .flatten();
         let give_up = self
             .give_up_at()
             .into_iter()
@@ -742,7 +803,7 @@ impl Session {
         let missing = self
             .watches_datagrams()
             .then(|| self.liveness.datagrams_missing_at());
-        [retransmit, req_ack, give_up]
+        [retransmit, req_ack, give_up, idle_ack, shrink]
             .into_iter()
             .chain([heartbeat, silence, missing].into_iter().flatten())
             .flatten()
@@ -767,9 +828,25 @@ impl Session {
     }
 
     fn acknowledged(&mut self, upto: u64, now: Instant) {
-        if self.send.acknowledged(upto) {
+        if self.send.acknowledged(upto, now) {
             self.advance_close(now);
         }
+    }
+
+    /// Whether a full send buffer may grow before a writer waits (see
+    /// [`write_space`](Self::write_space)).
+    fn may_grow(&self) -> bool {
+        self.send
+            .may_grow(self.link.connected, self.limits.send_buffer_max)
+    }
+
+    /// When to acknowledge the bytes read since the last acknowledgement, once the reads
+    /// have paused.
+    fn idle_ack_at(&self) -> Option<Instant> {
+        self.fatal
+            .is_none()
+            .then(|| self.recv.idle_ack_at())
+            .flatten()
     }
 
     /// Announces the end of our stream: HALF_CLOSE once every byte written is
@@ -809,11 +886,14 @@ impl Session {
             self.handle_connection_failed(self.link.epoch, &reason, now);
         }
         if self.wants_heartbeat() && self.liveness.next_heartbeat().is_some_and(|t| now >= t) {
-            // A REQ_ACK: the peer answers with an ACK, whatever its own settings. It also
-            // tells a server where its client is; and a reconnecting client that hears the
-            // answer knows the path is back, and starts its next attempt at once.
-            let count = self.recv.ack_count();
-            self.reliable.send_once(ControlKind::ReqAck(count), 0);
+            // A REQ_ACK: the peer answers with an ACK at once, whatever its own settings,
+            // since it asks for nothing the peer has not read (our acknowledged count). It
+            // also tells a server where its client is; and a reconnecting client that
+            // hears the answer knows the path is back, and starts its next attempt at once.
+            let received = self.recv.ack_count();
+            let sent = to_wire(self.send.buf.acked());
+            self.reliable
+                .send_once(ControlKind::ReqAck { received, sent }, 0);
             // Counted as sent even where nothing goes out (a server that does not know
             // its client's address yet): the next one is due an interval later.
             self.liveness.heartbeat_sent(now);
@@ -880,10 +960,22 @@ impl Session {
             && (self.send.writer_blocked_since.is_some() || self.send.write_shut.is_some())
     }
 
+    /// Asks the peer to acknowledge every byte sent so far, once it has read them.
     fn request_ack(&mut self, now: Instant) {
-        let count = self.recv.ack_count();
-        self.reliable.send_once(ControlKind::ReqAck(count), 0);
-        self.send.requested_ack(now);
+        self.request_ack_at(self.send.high_water, now);
+    }
+
+    /// Asks the peer for an acknowledgement once it has read up to `upto`.
+    fn request_ack_at(&mut self, upto: u64, now: Instant) {
+        let received = self.recv.ack_count();
+        self.reliable.send_once(
+            ControlKind::ReqAck {
+                received,
+                sent: to_wire(upto),
+            },
+            0,
+        );
+        self.send.requested_ack(upto, now);
     }
 
     /// A client tells the server where its control datagrams come from, after the opening

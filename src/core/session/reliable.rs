@@ -117,13 +117,18 @@ impl Reliable {
             .any(|m| m.kind == ControlKind::Reset)
     }
 
-    /// The peer is reachable again: what it has not confirmed goes out at `now`, with a
-    /// fresh count of attempts.
+    /// The peer is reachable again: what it has not confirmed goes out now, with fresh
+    /// retransmission timers and a fresh count of attempts.
     pub(super) fn rewind(&mut self, now: Instant) {
-        for m in &mut self.awaiting_conf {
-            m.due = now;
+        for i in 0..self.awaiting_conf.len() {
+            let Some(m) = self.awaiting_conf.get_mut(i) else {
+                break;
+            };
+            m.due = now + RETRANSMIT_INITIAL;
             m.attempts = 0;
             m.interval = RETRANSMIT_INITIAL;
+            let (id, kind) = (m.id, m.kind);
+            self.send_once(kind, id);
         }
     }
 

@@ -11,6 +11,9 @@
 //! - `announced` only moves forward: `Nothing`, then `HalfClose`, then `Close`, and
 //!   `confirmed` goes from `false` to `true` only.
 //! - `closed` implies `write_shut`.
+//! - `asked_upto <= high_water`: the position our last acknowledgement request named.
+//! - `emptied_at` is `Some` exactly while `buf` is empty.
+//! - `acked_at_resize <= buf.acked()`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +28,13 @@ const REQ_ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// Writes within this span share one entry in the unacknowledged-age queue, which keeps
 /// that queue short however small the writes are.
 const AGE_GRANULARITY: Duration = Duration::from_millis(1);
+/// How long a grown send buffer stays empty before it goes back to its initial capacity.
+/// Long against acknowledgement round trips and the pauses inside a transfer or between
+/// the requests of a busy session (which would otherwise pay for growing again: a copy of
+/// the buffer per doubling), short enough that memory comes back soon after a session
+/// goes quiet; the heartbeat interval is of the same order, so an idle session wakes
+/// about as often for this as it would anyway.
+pub(super) const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
 /// How far our own close announcement got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +65,17 @@ pub(super) struct SendSide {
     pub(super) writer_blocked_since: Option<Instant>,
     /// When to ask for an acknowledgement again, while one is wanted.
     pub(super) next_req_ack: Option<Instant>,
+    /// The position our last acknowledgement request asked the peer to read up to.
+    asked_upto: u64,
+    /// When the buffer last became empty, while it is.
+    emptied_at: Option<Instant>,
+    /// The acknowledged position when the buffer last changed size.
+    acked_at_resize: u64,
 }
 
 impl SendSide {
-    pub(super) fn new(capacity: usize) -> Self {
+    /// An empty send side at `now`, whose buffer holds `capacity` bytes at first.
+    pub(super) fn new(capacity: usize, now: Instant) -> Self {
         SendSide {
             buf: SendBuffer::new(capacity),
             tcp_sent: 0,
@@ -70,6 +87,33 @@ impl SendSide {
             announced: Announced::Nothing,
             writer_blocked_since: None,
             next_req_ack: None,
+            asked_upto: 0,
+            emptied_at: Some(now),
+            acked_at_resize: 0,
+        }
+    }
+
+    /// Whether the buffer is full and may grow up to `max` before a writer has to wait:
+    /// what holds the writer back is the acknowledgements' round trip, not the path nor
+    /// the reading application. The current connection took every byte written (the
+    /// kernel has room: not while a writer is blocked in the kernel, nor without a
+    /// connection), and the peer acknowledged at least half the buffer since it last
+    /// changed size (its application reads at the buffer's pace: one that reads slowly,
+    /// or not at all, would only see its kernel's buffers fill, and a TCP window that
+    /// stays closed for `TCP_USER_TIMEOUT` fails the connection on Linux).
+    pub(super) fn may_grow(&self, connected: bool, max: usize) -> bool {
+        let read_since = self.buf.acked() - self.acked_at_resize;
+        connected
+            && self.buf.space() == 0
+            && self.tcp_sent == self.buf.end()
+            && self.buf.capacity() < max
+            && read_since >= self.buf.capacity() as u64 / 2
+    }
+
+    /// Doubles the buffer, up to `max`.
+    pub(super) fn grow(&mut self, max: usize) {
+        if self.buf.grow(max) {
+            self.acked_at_resize = self.buf.acked();
         }
     }
 
@@ -77,6 +121,7 @@ impl SendSide {
     pub(super) fn write(&mut self, data: &[u8], now: Instant) -> usize {
         let n = self.buf.push(data);
         if n > 0 {
+            self.emptied_at = None;
             let end = self.buf.end();
             match self.unacked_since.back_mut() {
                 Some((last_end, at)) if now.saturating_duration_since(*at) < AGE_GRANULARITY => {
@@ -98,10 +143,14 @@ impl SendSide {
         }
     }
 
-    /// Drops the bytes before `upto`; returns whether that acknowledged anything new.
-    pub(super) fn acknowledged(&mut self, upto: u64) -> bool {
+    /// Drops the bytes before `upto`, acknowledged at `now`; returns whether that
+    /// acknowledged anything new.
+    pub(super) fn acknowledged(&mut self, upto: u64, now: Instant) -> bool {
         if !self.buf.ack(upto) {
             return false;
+        }
+        if self.buf.is_empty() {
+            self.emptied_at = Some(now);
         }
         while self
             .unacked_since
@@ -123,10 +172,47 @@ impl SendSide {
         self.unacked_since.front().map(|&(_, t)| t)
     }
 
-    /// Records an acknowledgement request at `now` (the caller sends it) and when to
-    /// repeat it.
-    pub(super) fn requested_ack(&mut self, now: Instant) {
+    /// Records a request at `now` for an acknowledgement once the peer has read up to
+    /// `upto` (the caller sends it), and when to repeat it.
+    pub(super) fn requested_ack(&mut self, upto: u64, now: Instant) {
         self.next_req_ack = Some(now + REQ_ACK_INTERVAL);
+        self.asked_upto = self.asked_upto.max(upto);
+    }
+
+    /// The position to ask the peer to acknowledge at, now that more bytes went out, if
+    /// one is due: the mark half the buffer's current capacity past the last request (or
+    /// the last acknowledgement, if later), once it went out, so that a request goes at
+    /// each half buffer however the writes are cut (the caller asks again until this says
+    /// no more); or, once writing was shut down and the last bytes went out after the
+    /// last request, every byte.
+    pub(super) fn next_ask(&self) -> Option<u64> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let half = (self.buf.capacity() as u64 / 2).max(1);
+        let mark = self.asked_upto.max(self.buf.acked()) + half;
+        if self.high_water >= mark {
+            return Some(mark);
+        }
+        let last_out = self.write_shut == Some(self.high_water);
+        (last_out && self.asked_upto < self.high_water).then_some(self.high_water)
+    }
+
+    /// When the buffer goes back to `initial` bytes: once it has been empty for
+    /// [`SHRINK_AFTER`], if it has grown. Never otherwise, so a buffer of the initial size
+    /// costs no timer.
+    pub(super) fn shrink_at(&self, initial: usize) -> Option<Instant> {
+        if self.buf.capacity() <= initial {
+            return None;
+        }
+        self.emptied_at?.checked_add(SHRINK_AFTER)
+    }
+
+    /// Gives the memory of a grown buffer back if it is due at `now`.
+    pub(super) fn shrink_if_due(&mut self, initial: usize, now: Instant) {
+        if self.shrink_at(initial).is_some_and(|t| t <= now) && self.buf.shrink(initial) {
+            self.acked_at_resize = self.buf.acked();
+        }
     }
 
     /// Whether the session's end has been announced and the announcement confirmed.
