@@ -1201,3 +1201,36 @@ fn what_a_server_says_before_it_knows_its_client_address_goes_out_once_it_does()
     assert!(pair.ends[0].is_finished(), "the client's session is done");
     assert_eq!(pair.now, start, "a timer had to run");
 }
+
+#[test]
+fn a_session_closed_after_its_peer_closed_does_not_wait_long_for_a_confirmation() {
+    // A server answers and hangs up; its session ends as soon as the client has
+    // acknowledged every byte and confirmed the server's CLOSE, often before the client's
+    // own CLOSE arrives, which nobody then confirms. The client must not linger through
+    // the 20 s of tries a CLOSE gets otherwise: under a load of such exchanges, thousands
+    // of lingering sessions would fill the engine.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(0, 64);
+    pair.read(1, usize::MAX);
+    pair.write(1, 8 << 10);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    pair.read(0, usize::MAX);
+    pair.deliver_control(|| false);
+    assert!(pair.ends[1].is_finished(), "the server's session is done");
+    // The server's session is gone: nothing the client sends is answered any more.
+    let now = pair.now;
+    pair.ends[0].close(now);
+    let start = pair.now;
+    while !pair.ends[0].is_finished() {
+        assert!(
+            pair.now - start < Duration::from_secs(1),
+            "the client still lingers after {:?}",
+            pair.now - start
+        );
+        pair.tick(50);
+        pair.transmit();
+        pair.datagrams = [VecDeque::new(), VecDeque::new()];
+    }
+}

@@ -30,6 +30,14 @@ use super::WireError;
 use crate::error::Error;
 use crate::status::{SessionState, Status};
 
+/// How often a farewell (a CLOSE once every byte is acknowledged, a RESET) is
+/// retransmitted before the sender stops waiting for its confirmation: about 20 s of
+/// tries. The peer has all the data; it learns of the end when it next reconnects (and is
+/// refused).
+const FAREWELL_TRIES: u32 = 14;
+/// The same for a CLOSE sent after the peer's own CLOSE: about 300 ms of tries.
+const PEER_GONE_CLOSE_TRIES: u32 = 2;
+
 /// Which end of the session this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -721,12 +729,24 @@ impl Session {
         // A CLOSE is given up on only once the session is connected and every byte is
         // acknowledged (or the peer closed too, and reads none of them): until then the
         // peer still needs its total.
-        let close_may_lapse =
-            self.link.connected && (self.send.buf.is_empty() || self.recv.peer_closed);
+        //
+        // After the peer's own CLOSE it lapses after a few tries: the peer's application
+        // is gone, and its session, which needs nothing more from us once our final ACK
+        // came, has most likely ended already; nobody would confirm it, and a session
+        // that waited out every try would linger some 20 s after each exchange in which
+        // the peer closed first (a server that answers and hangs up), thousands of them
+        // under load.
+        let close_tries = if !self.link.connected {
+            None
+        } else if self.recv.peer_closed {
+            Some(PEER_GONE_CLOSE_TRIES)
+        } else {
+            self.send.buf.is_empty().then_some(FAREWELL_TRIES)
+        };
         let dropped = self.reliable.retransmit(now, |kind| match kind {
-            ControlKind::Close(_) => close_may_lapse,
-            ControlKind::Reset => true,
-            _ => false,
+            ControlKind::Close(_) => close_tries,
+            ControlKind::Reset => Some(FAREWELL_TRIES),
+            _ => None,
         });
         for kind in dropped {
             // Nobody will confirm it: count it as confirmed, so the session can end.

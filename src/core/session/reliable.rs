@@ -20,11 +20,6 @@ use crate::core::control::{ControlKind, ControlMessage};
 const RETRANSMIT_INITIAL: Duration = Duration::from_millis(100);
 /// Retransmission delays double up to this.
 const RETRANSMIT_MAX: Duration = Duration::from_secs(2);
-/// How often a CLOSE or RESET is sent before the sender stops waiting for its
-/// confirmation (about 20 s of tries). A CLOSE is given up on only once every byte is
-/// acknowledged, so the peer has all the data; it learns of the end when it next
-/// reconnects (and is refused).
-const FAREWELL_ATTEMPTS: u32 = 14;
 
 /// A message sent until the peer confirms it.
 #[derive(Clone, Copy, Debug)]
@@ -138,12 +133,12 @@ impl Reliable {
     }
 
     /// Retransmits what is due at `now`, doubling each delay. A farewell (a message for
-    /// which `farewell` says so) that went unconfirmed `FAREWELL_ATTEMPTS` times is
+    /// which `farewell` gives a number of tries) that went unconfirmed that many times is
     /// dropped instead; the kinds dropped are returned.
     pub(super) fn retransmit(
         &mut self,
         now: Instant,
-        farewell: impl Fn(ControlKind) -> bool,
+        farewell: impl Fn(ControlKind) -> Option<u32>,
     ) -> Vec<ControlKind> {
         let mut dropped = Vec::new();
         let mut i = 0;
@@ -152,7 +147,7 @@ impl Reliable {
                 i += 1;
                 continue;
             }
-            if farewell(m.kind) && m.attempts >= FAREWELL_ATTEMPTS {
+            if farewell(m.kind).is_some_and(|tries| m.attempts >= tries) {
                 let kind = self.awaiting_conf.swap_remove(i).kind;
                 log::debug!("session {}: {kind:?} never confirmed; giving up", self.cid);
                 dropped.push(kind);
