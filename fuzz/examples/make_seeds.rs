@@ -43,17 +43,19 @@ fn main() -> io::Result<()> {
     let mut longer = open.to_vec();
     longer.extend_from_slice(b"future field");
     longer[7] += 12;
-    let answer = |hello: &Hello, opened: bool| Accepted {
-        cid: 7,
-        opened,
-        control_port: 40002,
-        client_nonce: hello.nonce,
-        received: if opened { 0 } else { 1000 },
-        epoch: 2,
-        server_nonce: [0x44; 16],
-        tag: [0; TAG_LEN],
-    }
-    .sign(hello, &keys.handshake.server);
+    let answer = |hello: &Hello, opened: bool| {
+        Accepted {
+            cid: 7,
+            opened,
+            control_port: 40002,
+            client_nonce: hello.nonce,
+            received: if opened { 0 } else { 1000 },
+            epoch: 2,
+            server_nonce: [0x44; 16],
+            tag: [0; TAG_LEN],
+        }
+        .sign(hello, &keys.handshake.server)
+    };
     let resumed_answer = answer(&resume_hello, false);
     let resumed = Answer::Accepted(resumed_answer).encode();
     let opened = Answer::Accepted(answer(&open_hello, true)).encode();
