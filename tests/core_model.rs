@@ -1184,13 +1184,7 @@ fn what_a_server_says_before_it_knows_its_client_address_goes_out_once_it_does()
     // virtual clock never moves.
     let mut pair = Pair::new(16 << 10, 8 << 10);
     let start = pair.now;
-    pair.write(0, 64);
-    pair.read(1, usize::MAX);
-    pair.write(1, 8 << 10);
-    let now = pair.now;
-    pair.ends[1].close(now);
-    pair.deliver_control(|| false);
-    pair.read(0, usize::MAX);
+    request_reply_and_server_close(&mut pair);
     let now = pair.now;
     pair.ends[0].close(now);
     pair.deliver_control(|| false);
@@ -1210,13 +1204,7 @@ fn a_session_closed_after_its_peer_closed_does_not_wait_long_for_a_confirmation(
     // the 20 s of tries a CLOSE gets otherwise: under a load of such exchanges, thousands
     // of lingering sessions would fill the engine.
     let mut pair = Pair::opened(16 << 10, 8 << 10);
-    pair.write(0, 64);
-    pair.read(1, usize::MAX);
-    pair.write(1, 8 << 10);
-    let now = pair.now;
-    pair.ends[1].close(now);
-    pair.deliver_control(|| false);
-    pair.read(0, usize::MAX);
+    request_reply_and_server_close(&mut pair);
     pair.deliver_control(|| false);
     assert!(pair.ends[1].is_finished(), "the server's session is done");
     // The server's session is gone: nothing the client sends is answered any more.
@@ -1233,4 +1221,17 @@ fn a_session_closed_after_its_peer_closed_does_not_wait_long_for_a_confirmation(
         pair.transmit();
         pair.datagrams = [VecDeque::new(), VecDeque::new()];
     }
+}
+
+/// Connect-request-response up to the client's last read: a 64-byte request read by the
+/// server, an 8 KiB reply, the server's close, the datagrams of both delivered, the
+/// reply read.
+fn request_reply_and_server_close(pair: &mut Pair) {
+    pair.write(0, 64);
+    pair.read(1, usize::MAX);
+    pair.write(1, 8 << 10);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    pair.read(0, usize::MAX);
 }
