@@ -342,6 +342,13 @@ impl Config {
     /// Whether the TCP connections of a session set `TCP_NODELAY` (default `false`).
     /// [`RSocket::set_nodelay`](crate::RSocket::set_nodelay) changes it for one session.
     ///
+    /// With Nagle on (`false`), small writes that the application makes back to back wait
+    /// in the send buffer and go to TCP in one system call per batch of up to 64 KiB, as
+    /// Nagle's algorithm lets TCP hold small segments: the first write after a pause goes
+    /// out at once, and held bytes go out within 1 ms, or as soon as the application
+    /// reads from, flushes, shuts down or closes the socket. With `true`, every write goes
+    /// to TCP at once.
+    ///
     /// # Examples
     ///
     /// ```

@@ -401,7 +401,9 @@ impl RSocket {
         Ok(self.shared().linger())
     }
 
-    /// Sets `TCP_NODELAY` on the current connection and on every later one.
+    /// Sets `TCP_NODELAY` on the current connection and on every later one. With `true`,
+    /// small writes are no longer held for a batch either (see [`Config::nodelay`]), and
+    /// what is held goes out now.
     ///
     /// # Errors
     ///
@@ -514,9 +516,12 @@ impl Write for RSocket {
         self.shared().write(buf)
     }
 
-    /// Returns at once: every write already went to TCP or waits in the send buffer for a
-    /// reconnection, which sends it without being asked.
+    /// Sends at once what small writes left in the send buffer to go out in one batch
+    /// (with Nagle on, back-to-back writes are coalesced for up to 1 ms; see
+    /// [`Config::nodelay`]). Never blocks: the rest is already with TCP, or waits in the
+    /// send buffer for a reconnection, which sends it without being asked.
     fn flush(&mut self) -> io::Result<()> {
+        self.shared().send_held();
         Ok(())
     }
 }
@@ -533,6 +538,7 @@ impl Write for &RSocket {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.shared().send_held();
         Ok(())
     }
 }

@@ -103,3 +103,36 @@ fn the_papers_buffer_never_grows() {
         assert_eq!(peak, 16 << 10);
     });
 }
+
+// Proves: with Nagle on, small writes made back to back, which the session holds in its
+// send buffer to send in one batch, reach the peer although the writer then does nothing
+// at all (no further write, no read, no flush, no shutdown): the engine sends them when
+// the hold's deadline comes. Then the same after a pause, with a flush instead.
+#[test]
+fn small_writes_held_for_a_batch_go_out_by_themselves() {
+    run_bounded(LIMIT, || {
+        let server = bind_with(quiet_config());
+        let (mut client, mut accepted) =
+            connect_pair(&server, server_addr(&server), quiet_config());
+        accepted
+            .set_read_timeout(Some(EVENTUALLY))
+            .expect("read timeout");
+        let payload = Payload::new(9, 2000);
+        for round in 0..2u64 {
+            for piece in 0..100 {
+                let at = round * 1000 + piece * 10;
+                client
+                    .write_all(&payload.bytes(at..at + 10))
+                    .expect("write");
+            }
+            if round == 1 {
+                client.flush().expect("flush");
+            }
+            let mut got = vec![0; 1000];
+            accepted
+                .read_exact(&mut got)
+                .expect("the held bytes arrive");
+            assert_eq!(got, payload.bytes(round * 1000..round * 1000 + 1000));
+        }
+    });
+}

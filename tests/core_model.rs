@@ -140,7 +140,11 @@ impl Pair {
         if self.record {
             self.written[i].extend_from_slice(&data);
         }
-        self.flush(i);
+        // With Nagle on, as the engine's writer does: back-to-back writes may wait for a
+        // batch, which a timer, a read or a full batch sends.
+        if !self.ends[i].hold_unsent(true, self.now) {
+            self.flush(i);
+        }
     }
 
     /// The writer's TCP write: everything unsent goes into the pipe.
@@ -160,6 +164,9 @@ impl Pair {
     fn read(&mut self, i: usize, n: usize) {
         if !matches!(self.ends[i].read_gate(), ReadGate::Proceed) {
             return;
+        }
+        if self.ends[i].release_held(self.now, true) {
+            self.flush(i);
         }
         let pipe = &mut self.pipes[1 - i].in_flight;
         let n = n.min(pipe.len());
@@ -348,8 +355,11 @@ impl Pair {
     fn tick(&mut self, ms: u64) {
         self.now += Duration::from_millis(ms);
         let now = self.now;
-        for end in &mut self.ends {
-            end.handle_timeout(now);
+        for i in 0..2 {
+            self.ends[i].handle_timeout(now);
+            if self.ends[i].release_held(now, false) {
+                self.flush(i);
+            }
         }
         // An end that found its peer silent dropped the connection; as the engine does,
         // abort it, which the other end sees as a failure too.
@@ -361,9 +371,9 @@ impl Pair {
     /// Lets the network behave until both directions are fully read.
     fn settle(&mut self) {
         for _ in 0..10_000 {
+            // No flush here: what writes held must go out by the hold's own deadline.
             self.reconnect();
             for i in 0..2 {
-                self.flush(i);
                 self.read(i, usize::MAX);
             }
             self.deliver_control(|| false);
@@ -417,6 +427,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..2usize, 1..5000usize).prop_map(|(i, n)| Op::Write(i, n)),
+        // Small enough to be held for a batch.
+        2 => (0..2usize, 1..200usize).prop_map(|(i, n)| Op::Write(i, n)),
         4 => (0..2usize, 1..5000usize).prop_map(|(i, n)| Op::Read(i, n)),
         3 => (1..5u32).prop_map(|lose_one_in| Op::Control { lose_one_in }),
         1 => any::<u64>().prop_map(Op::Shuffled),

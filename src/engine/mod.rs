@@ -581,6 +581,9 @@ impl Engine {
                 self.redial(id);
             }
         }
+        if duties.send_held {
+            self.flush(id);
+        }
     }
 
     /// Frees session `id`: its routes, its listener slot, its reconnection, its resend.

@@ -130,6 +130,9 @@ pub(crate) struct Duties {
     pub(crate) datagrams_missing: bool,
     /// Nothing is left to do: the session can be freed.
     pub(crate) finished: bool,
+    /// Bytes that writes held for a batch are due: send them. Only
+    /// [`Shared::duties`] sets it, once per hold.
+    pub(crate) send_held: bool,
 }
 
 /// How a non-blocking flush went.
@@ -286,7 +289,10 @@ impl Shared {
     pub(crate) fn duties(&self) -> Duties {
         self.update(|st, now| {
             st.session.handle_timeout(now);
-            duties(&st.session)
+            Duties {
+                send_held: st.session.release_held(now, false),
+                ..duties(&st.session)
+            }
         })
     }
 
@@ -619,19 +625,28 @@ impl Shared {
         let deadline = deadline_after(timeout);
         loop {
             let guard = lock_until(&self.read_lock, deadline)?;
-            let step = self.update(|st, now| match st.session.read_gate() {
-                ReadGate::Eof => Ok(ReadStep::Eof),
-                ReadGate::Failed(e) => Err(io::Error::from(e)),
-                ReadGate::Proceed => {
-                    st.session.reader_blocked(now);
-                    Ok(match &st.conn {
-                        Some(conn) if !st.answer_pending => {
-                            ReadStep::Read(Arc::clone(conn), st.session.epoch())
-                        }
-                        _ => ReadStep::Wait,
-                    })
-                }
-            })?;
+            let (step, holding) = self.update(|st, now| {
+                let step = match st.session.read_gate() {
+                    ReadGate::Eof => Ok(ReadStep::Eof),
+                    ReadGate::Failed(e) => Err(io::Error::from(e)),
+                    ReadGate::Proceed => {
+                        st.session.reader_blocked(now);
+                        Ok(match &st.conn {
+                            Some(conn) if !st.answer_pending => {
+                                ReadStep::Read(Arc::clone(conn), st.session.epoch())
+                            }
+                            _ => ReadStep::Wait,
+                        })
+                    }
+                };
+                (step, st.session.holds_unsent())
+            });
+            if holding {
+                // A request's last bytes must not wait for a batch while its reply is
+                // awaited.
+                self.send_held();
+            }
+            let step = step?;
             let (conn, epoch) = match step {
                 ReadStep::Eof => return Ok(0),
                 ReadStep::Read(conn, epoch) => (conn, epoch),
@@ -702,7 +717,8 @@ impl Shared {
             // Held from before the bytes are buffered until they are written, so that the
             // range found to be unsent is still unsent when it is written.
             let write = lock_until(&self.write_lock, deadline)?;
-            let pushed = self.update(|st, now| Self::push(st, data, now))?;
+            let nagle = !self.nodelay_held.load(Ordering::Relaxed);
+            let pushed = self.update(|st, now| Self::push(st, data, nagle && !st.nodelay, now))?;
             if let Some((start, n, job)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
                 let out_of_time = self.send_locked(start, fresh, job, deadline);
@@ -728,8 +744,14 @@ impl Shared {
     }
 
     /// Appends what fits of `data` to the send buffer: the stream position it starts at,
-    /// how much that was and what the connection now lacks; `None` if nothing fits.
-    fn push(st: &mut State, data: &[u8], now: Instant) -> io::Result<Option<(u64, usize, Job)>> {
+    /// how much that was and what the connection now lacks, unless the bytes may wait for
+    /// a batch (with `nagle`: see `Session::hold_unsent`); `None` if nothing fits.
+    fn push(
+        st: &mut State,
+        data: &[u8],
+        nagle: bool,
+        now: Instant,
+    ) -> io::Result<Option<(u64, usize, Job)>> {
         match st.session.write_space() {
             Err(e) => {
                 st.session.writer_unblocked();
@@ -751,7 +773,12 @@ impl Shared {
                 st.session.writer_unblocked();
                 let start = st.session.written();
                 let n = st.session.write(data, now);
-                Ok(Some((start, n, Self::job(st))))
+                let job = if st.session.hold_unsent(nagle, now) {
+                    None
+                } else {
+                    Self::job(st)
+                };
+                Ok(Some((start, n, job)))
             }
         }
     }
@@ -843,6 +870,9 @@ impl Shared {
 
     /// `shutdown(how)`.
     pub(crate) fn shutdown(&self, how: Shutdown) {
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.send_held();
+        }
         self.update(|st, now| {
             if matches!(how, Shutdown::Write | Shutdown::Both) {
                 st.session.shutdown_write(now);
@@ -860,7 +890,24 @@ impl Shared {
     /// The application dropped its last handle: the session lingers until every byte is
     /// acknowledged (or the peer closed too) and its CLOSE is confirmed.
     pub(crate) fn close(&self) {
+        self.send_held();
         self.update(|st, now| st.session.close(now));
+    }
+
+    /// Sends now the bytes that writes held for a batch, if any (`Write::flush`, and
+    /// whenever nothing more may come to batch with them). Never blocks: while another
+    /// thread writes, that writer sends them, or the hold's deadline does; what the
+    /// kernel does not take now, the engine sends.
+    pub(crate) fn send_held(&self) {
+        let Some(write) = self.write_lock.try_lock() else {
+            return;
+        };
+        if self.update(|st, now| st.session.release_held(now, true)) {
+            if let Flush::Blocked(_) = self.flush_locked() {
+                drop(write);
+                self.engine.flush(self.id);
+            }
+        }
     }
 
     /// Makes the session passive (see `RSocket::passivate`).
@@ -963,12 +1010,17 @@ impl Shared {
     pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         let mut st = self.state.lock();
         st.nodelay = nodelay;
-        match &st.conn {
+        let set = match &st.conn {
             // Applied once the opening ANSWER is consumed.
             Some(_) if st.answer_pending => Ok(()),
             Some(conn) => conn.set_nodelay(nodelay),
             None => Ok(()),
+        };
+        drop(st);
+        if nodelay {
+            self.send_held();
         }
+        set
     }
 
     pub(crate) fn nodelay(&self) -> bool {
@@ -1014,6 +1066,7 @@ fn duties(session: &Session) -> Duties {
         heard_since_disconnected: session.heard_since_disconnected(),
         datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
+        send_held: false,
     }
 }
 
@@ -1101,6 +1154,7 @@ mod tests {
             heard_since_disconnected: None,
             datagrams_missing: false,
             finished: false,
+            send_held: false,
         }
     }
 

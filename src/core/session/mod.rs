@@ -6,6 +6,7 @@
 //! the control messages on their way out (`reliable.rs`). Every method that needs the time
 //! takes it as an argument, so tests drive a session with a virtual clock.
 
+mod coalesce;
 mod link;
 mod liveness;
 mod path;
@@ -391,12 +392,42 @@ impl Session {
     /// growing a full buffer that may grow, and returns how much that was.
     pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
         if !data.is_empty() {
+            self.send.coalescing.on_write(now);
             self.wake(now);
             if self.may_grow() {
                 self.send.grow(self.limits.send_buffer_max);
             }
         }
         self.send.write(data, now)
+    }
+
+    /// Whether the bytes the connection lacks may stay in the send buffer after a write,
+    /// to go out with the next ones in one batch (see `coalesce.rs`): only
+    /// with `nagle` (the application did not set `TCP_NODELAY`), while the application
+    /// writes back to back, and until a batch is full. Otherwise the caller sends them now.
+    /// Held bytes go out at the latest at a deadline of [`poll_timeout`](Self::poll_timeout),
+    /// when [`release_held`](Self::release_held) says so.
+    pub fn hold_unsent(&mut self, nagle: bool, now: Instant) -> bool {
+        let Some((from, to)) = self.unsent() else {
+            return false;
+        };
+        let unsent = usize::try_from(to - from).unwrap_or(usize::MAX);
+        let (capacity, space) = (self.send.buf.capacity(), self.send.buf.space());
+        self.send
+            .coalescing
+            .hold(nagle, unsent, capacity, space, now)
+    }
+
+    /// Ends the holding of written bytes if it is due at `now`, or `on_demand` (the
+    /// application reads, flushes, shuts down or closes: nothing more may come to batch
+    /// with). Returns whether bytes were held: the caller then sends every unsent byte.
+    pub fn release_held(&mut self, now: Instant, on_demand: bool) -> bool {
+        self.send.coalescing.release(now, on_demand)
+    }
+
+    /// Whether written bytes are being held (see [`hold_unsent`](Self::hold_unsent)).
+    pub fn holds_unsent(&self) -> bool {
+        self.send.coalescing.holding()
     }
 
     /// The application asked for the session to go passive: it closes its TCP connection
@@ -538,7 +569,7 @@ impl Session {
     /// Counted as possibly delivered even if that connection has failed meanwhile: the
     /// peer may have them, so its count may include them.
     pub fn handle_sent(&mut self, epoch: u32, from: u64, n: usize, now: Instant) {
-        self.send.sent(epoch, from, n, self.link.current());
+        self.send.sent(epoch, from, n, self.link.current(), now);
         if self.fatal.is_some() || self.recv.peer_closed {
             return;
         }
@@ -806,6 +837,7 @@ impl Session {
         let retransmit = self.reliable.next_due();
         let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
         let idle_ack = self.idle_ack_at();
+        let held = self.send.coalescing.release_at();
         let shrink = self
             .fatal
             .is_none()
@@ -823,7 +855,7 @@ impl Session {
         let missing = self
             .watches_datagrams()
             .then(|| self.liveness.datagrams_missing_at());
-        [retransmit, req_ack, give_up, idle_ack, shrink]
+        [retransmit, req_ack, give_up, idle_ack, shrink, held]
             .into_iter()
             .chain([heartbeat, silence, missing].into_iter().flatten())
             .flatten()

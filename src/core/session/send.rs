@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::coalesce::Coalescing;
 use crate::core::control::ControlKind;
 use crate::core::counter::to_wire;
 use crate::core::send_buffer::SendBuffer;
@@ -71,6 +72,8 @@ pub(super) struct SendSide {
     emptied_at: Option<Instant>,
     /// The acknowledged position when the buffer last changed size.
     acked_at_resize: u64,
+    /// Whether small writes wait in the buffer for a batch.
+    pub(super) coalescing: Coalescing,
 }
 
 impl SendSide {
@@ -90,6 +93,7 @@ impl SendSide {
             asked_upto: 0,
             emptied_at: Some(now),
             acked_at_resize: 0,
+            coalescing: Coalescing::default(),
         }
     }
 
@@ -133,14 +137,23 @@ impl SendSide {
         n
     }
 
-    /// The bytes `[from, from + n)` went out on connection `epoch`; `current` is the
-    /// connection in use, if any.
-    pub(super) fn sent(&mut self, epoch: u32, from: u64, n: usize, current: Option<u32>) {
+    /// The bytes `[from, from + n)` went out on connection `epoch` at `now`; `current` is
+    /// the connection in use, if any.
+    pub(super) fn sent(
+        &mut self,
+        epoch: u32,
+        from: u64,
+        n: usize,
+        current: Option<u32>,
+        now: Instant,
+    ) {
         let end = (from + n as u64).min(self.buf.end());
         self.high_water = self.high_water.max(end);
         if current == Some(epoch) && from == self.tcp_sent {
             self.tcp_sent = end;
         }
+        self.coalescing
+            .on_sent(self.tcp_sent == self.buf.end(), now);
     }
 
     /// Drops the bytes before `upto`, acknowledged at `now`; returns whether that
