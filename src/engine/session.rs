@@ -97,8 +97,8 @@ struct State {
     /// The engine found the write lock taken when it came to send what the connection
     /// lacks: whoever holds it looks here once it lets go, and hands the send back.
     flush_wanted: bool,
-    /// The session's duties as the last [`Shared::update`] found them: the engine knows
-    /// them, or deadlines no later than them.
+    /// The session's duties as the engine last learnt them, with the earliest deadline
+    /// its timer may still be armed for: the engine wakes no later than `timeout`.
     reported: Duties,
 }
 
@@ -263,7 +263,24 @@ impl Shared {
         // Computed once per call, against what the last call reported: reads and writes
         // come here several times each, and this is their costliest part.
         let after = duties(&st.session);
-        let before = std::mem::replace(&mut st.reported, after);
+        let before = st.reported;
+        let tell_engine = if on_engine_thread() {
+            // A look costs the engine no wake-up here, and saves one: re-armed now, it
+            // does not wake later at a deadline that has moved.
+            after != before
+        } else {
+            after.need_a_look(&before)
+        };
+        st.reported = if tell_engine {
+            after
+        } else {
+            // Untold, the engine still wakes at the earlier deadline: remembered, it
+            // spares a poke for each deadline that comes back between the two.
+            Duties {
+                timeout: before.timeout,
+                ..after
+            }
+        };
         drop(st);
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
@@ -271,14 +288,12 @@ impl Shared {
             let _ = conn.shutdown(Shutdown::Write);
         }
         self.changed.notify_all();
-        if on_engine_thread() {
-            // A look costs the engine no wake-up here, and saves one: re-armed now, it
-            // does not wake later at a deadline that has moved.
-            if after != before {
+        if tell_engine {
+            if on_engine_thread() {
                 mark_dirty(self.id);
+            } else {
+                self.engine.poke(self.id);
             }
-        } else if after.need_a_look(&before) {
-            self.engine.poke(self.id);
         }
         result
     }
@@ -773,7 +788,11 @@ impl Shared {
                 st.session.writer_unblocked();
                 let start = st.session.written();
                 let n = st.session.write(data, now);
-                let job = if st.session.hold_unsent(nagle, now) {
+                // The engine asked for what the connection lacks (held bytes that are due,
+                // or a resend) while a writer held the lock: this writer sends it. Handing
+                // it back instead would wake the engine again and again while writes go on.
+                let asked = std::mem::take(&mut st.flush_wanted);
+                let job = if st.session.hold_unsent(nagle && !asked, now) {
                     None
                 } else {
                     Self::job(st)

@@ -13,6 +13,8 @@
 //! - `held_since` is `Some` only while some of the written bytes have not been handed to
 //!   the connection because a write chose to hold them, and names when the oldest did.
 //! - Bytes are never held past `held_since + HOLD_AT_MOST`: then the engine sends them.
+//! - `last_held` is `Some` only while nothing is held, for at most `HOLD_AT_MOST` after
+//!   the start of the last hold.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,9 @@ pub(super) struct Coalescing {
     back_to_back: bool,
     /// When the oldest held bytes were written, while bytes are held.
     held_since: Option<Instant>,
+    /// When the last hold began, while none is on and its deadline has not come: the
+    /// engine's timer is still armed for it (see [`release_at`](Self::release_at)).
+    last_held: Option<Instant>,
 }
 
 impl Coalescing {
@@ -54,7 +59,13 @@ impl Coalescing {
     pub(super) fn on_sent(&mut self, all_sent: bool, now: Instant) {
         self.last_active = Some(now);
         if all_sent {
-            self.held_since = None;
+            self.end_hold();
+        }
+    }
+
+    fn end_hold(&mut self) {
+        if let Some(t) = self.held_since.take() {
+            self.last_held = Some(t);
         }
     }
 
@@ -74,10 +85,13 @@ impl Coalescing {
         let limit = BATCH.min(capacity / 4);
         let hold = nagle && self.back_to_back && unsent > 0 && unsent < limit && space > 0;
         if hold {
-            self.held_since.get_or_insert(now);
+            if self.held_since.is_none() {
+                self.held_since = Some(now);
+                self.last_held = None;
+            }
         } else {
             // The caller sends every unsent byte now.
-            self.held_since = None;
+            self.end_hold();
         }
         hold
     }
@@ -87,16 +101,25 @@ impl Coalescing {
         self.held_since.is_some()
     }
 
-    /// When the held bytes must go out.
+    /// When the engine must look: when the held bytes must go out. With none held, the
+    /// deadline a hold that ended lately had: a stream holds batch after batch, and each
+    /// new hold then finds the engine's timer armed already (a deadline no later than its
+    /// own), instead of waking the engine thread to arm it, once per batch.
     pub(super) fn release_at(&self) -> Option<Instant> {
-        self.held_since.map(|t| t + HOLD_AT_MOST)
+        self.held_since.or(self.last_held).map(|t| t + HOLD_AT_MOST)
     }
 
-    /// Stops holding if it is due at `now` (or `anyway`); returns whether held bytes are
-    /// to be sent now.
-    pub(super) fn release(&mut self, now: Instant, anyway: bool) -> bool {
-        let due = anyway || self.release_at().is_some_and(|t| t <= now);
-        due && self.held_since.take().is_some()
+    /// Stops holding if it is due at `now`, or `on_demand`; returns whether held bytes
+    /// are to be sent now.
+    pub(super) fn release(&mut self, now: Instant, on_demand: bool) -> bool {
+        if self.release_at().is_some_and(|t| t <= now) {
+            self.last_held = None;
+        } else if !on_demand {
+            return false;
+        }
+        let released = self.held_since.is_some();
+        self.end_hold();
+        released
     }
 }
 
@@ -166,6 +189,26 @@ mod tests {
         assert_eq!(c.release_at(), None);
         assert!(c.hold(NAGLE, 64, ROOMY, ROOMY, due));
         assert!(c.release(due, true), "released on demand");
+        assert!(!c.release(due, true));
+    }
+
+    #[test]
+    fn the_timer_of_a_hold_that_ended_runs_out_before_it_goes() {
+        let t0 = Instant::now();
+        let mut c = streaming(t0);
+        assert!(c.hold(NAGLE, 64, ROOMY, ROOMY, t0));
+        let later = t0 + Duration::from_micros(300);
+        c.on_sent(true, later);
+        assert!(!c.holding());
+        assert_eq!(c.release_at(), Some(t0 + HOLD_AT_MOST), "still armed");
+        // The next hold of the stream: its own, later deadline.
+        c.on_write(later);
+        assert!(c.hold(NAGLE, 64, ROOMY, ROOMY, later));
+        assert_eq!(c.release_at(), Some(later + HOLD_AT_MOST));
+        c.on_sent(true, later);
+        // Nothing held when the timer fires: it is not armed again.
+        assert!(!c.release(later + HOLD_AT_MOST, false));
+        assert_eq!(c.release_at(), None);
     }
 
     #[test]
