@@ -287,8 +287,8 @@ struct Engine {
     /// Which local addresses still exist, for the clients' connections.
     local_addrs: LocalAddrs,
     /// Sources that had more to give when their round's budget ran out (the control
-    /// socket, listeners): served again next round, before the engine sleeps. With
-    /// edge-triggered readiness nothing would report them again.
+    /// socket, listeners, a session's resend): served again next round, before the engine
+    /// sleeps. With edge-triggered readiness nothing would report them again.
     backlog: Vec<Token>,
 }
 
@@ -626,6 +626,11 @@ impl Engine {
             Flush::Done | Flush::Busy => {
                 let watch = entry.flush_watch.take();
                 self.unwatch(watch);
+            }
+            Flush::Yielded => {
+                let watch = entry.flush_watch.take();
+                self.unwatch(watch);
+                self.backlog.push(id);
             }
             Flush::Blocked(conn) => {
                 if entry

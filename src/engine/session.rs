@@ -40,9 +40,12 @@ use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
 use crate::{Config, SessionState, Status};
 
-/// The most a resend copies out of the send buffer for one system call: the kernel takes
-/// about this much at a time anyway, and a large buffer is not copied whole for each try.
-const RESEND_CHUNK: usize = 256 * 1024;
+/// The most a resend copies out of the send buffer for one system call, so that a large
+/// buffer is not copied whole for each try. The engine's resend also yields after one such
+/// chunk, so that a session with megabytes to resend holds up every other session's
+/// handshakes, datagrams and timers for no more than a copy and a system call of this
+/// size (tens of microseconds), and 64 KiB is about what loopback's TCP takes per call.
+const RESEND_CHUNK: usize = 64 * 1024;
 
 /// The engine's resend must not block (application threads use the socket in blocking
 /// mode), nor raise SIGPIPE when the peer has reset the connection: std's own writes avoid
@@ -143,6 +146,8 @@ pub(crate) enum Flush {
     Busy,
     /// The connection's send buffer is full: wait until `conn` is writable.
     Blocked(Arc<TcpStream>),
+    /// One chunk went out and more is left: flush again after other work.
+    Yielded,
 }
 
 /// The bytes a connection lacks, as `(from, to, connection, epoch)`: stream positions
@@ -580,7 +585,13 @@ impl Shared {
                     return Flush::Done;
                 }
                 Ok(n) => {
-                    self.update(|st, now| st.session.handle_sent(epoch, from, n, now));
+                    let more = self.update(|st, now| {
+                        st.session.handle_sent(epoch, from, n, now);
+                        Self::job(st).is_some()
+                    });
+                    if more {
+                        return Flush::Yielded;
+                    }
                     wrote_to = Some(conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked(conn),
@@ -737,17 +748,11 @@ impl Shared {
             if let Some((start, n, job)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
                 let out_of_time = self.send_locked(start, fresh, job, deadline);
-                drop(write);
-                let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
-                if out_of_time || wanted {
-                    // Only once the write lock is free: the engine's resend needs it, and
-                    // gives up (leaving the bytes to whoever holds it) if it is taken.
-                    self.engine.flush(self.id);
-                }
+                self.unlock_write(write, out_of_time);
                 self.release_nodelay();
                 return Ok(n);
             }
-            drop(write);
+            self.unlock_write(write, false);
             let mut st = self.state.lock();
             while matches!(st.session.write_space(), Ok(0)) {
                 if let Err(e) = self.wait(&mut st, deadline) {
@@ -921,11 +926,22 @@ impl Shared {
         let Some(write) = self.write_lock.try_lock() else {
             return;
         };
-        if self.update(|st, now| st.session.release_held(now, true)) {
-            if let Flush::Blocked(_) = self.flush_locked() {
-                drop(write);
-                self.engine.flush(self.id);
-            }
+        let more = self.update(|st, now| st.session.release_held(now, true))
+            && matches!(self.flush_locked(), Flush::Blocked(_) | Flush::Yielded);
+        self.unlock_write(write, more);
+    }
+
+    /// Lets go of the write lock, then hands the engine the sending it asked for while
+    /// the lock was held (see [`flush`](Self::flush)), or what `left` says is left: it
+    /// sends what a writer never will. Every holder of the lock but the engine lets go
+    /// here; a request it dropped would leave a resend undone.
+    fn unlock_write(&self, write: MutexGuard<'_, ()>, left: bool) {
+        drop(write);
+        // Only once the write lock is free: the engine's resend needs it, and gives up
+        // (leaving the bytes to whoever holds it) if it is taken.
+        let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
+        if left || wanted {
+            self.engine.flush(self.id);
         }
     }
 
