@@ -1247,3 +1247,68 @@ fn request_reply_and_server_close(pair: &mut Pair) {
     pair.deliver_control(|| false);
     pair.read(0, usize::MAX);
 }
+
+#[test]
+fn a_reader_is_woken_once_when_the_peer_closes_after_it_read_everything() {
+    // A read blocked in the kernel when the peer's CLOSE arrives would otherwise wait
+    // for the peer's FIN, which follows our confirmation: a round trip.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(1, 300);
+    pair.read(0, usize::MAX);
+    assert!(!pair.ends[0].poll_end_of_stream(), "the stream goes on");
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    assert!(pair.ends[0].poll_end_of_stream(), "the CLOSE ends it");
+    assert!(!pair.ends[0].poll_end_of_stream(), "once per connection");
+    assert!(matches!(pair.ends[0].read_gate(), ReadGate::Eof));
+
+    // Bytes still unread when the CLOSE comes: the reader gets them first, and its next
+    // read sees the end without blocking; the wake comes once they are read.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(1, 300);
+    let now = pair.now;
+    pair.ends[1].close(now);
+    pair.deliver_control(|| false);
+    assert!(!pair.ends[0].poll_end_of_stream(), "300 bytes to read");
+    pair.read(0, 100);
+    assert!(!pair.ends[0].poll_end_of_stream(), "200 bytes to read");
+    pair.read(0, usize::MAX);
+    assert!(pair.ends[0].poll_end_of_stream());
+}
+
+#[test]
+fn a_shutdown_asks_again_only_for_bytes_the_last_request_did_not_name() {
+    // An 8 KiB reply in a 16 KiB buffer reaches the half-buffer mark, which asks for an
+    // acknowledgement of all of it; the shutdown right after has nothing more to ask for
+    // (the timer repeats the request if its answer is lost).
+    let mut pair = Pair::opened(16 << 10, 16 << 10);
+    let since = pair.captured.len();
+    pair.write(1, 8 << 10);
+    pair.transmit();
+    assert_eq!(
+        requests_sent(&pair, 1, since),
+        1,
+        "asked at half the buffer"
+    );
+    let now = pair.now;
+    pair.ends[1].shutdown_write(now);
+    pair.transmit();
+    assert_eq!(requests_sent(&pair, 1, since), 1, "no second request");
+
+    // Bytes beyond the last request: the shutdown asks for them.
+    pair.write(0, 100);
+    pair.transmit();
+    let since = pair.captured.len();
+    let now = pair.now;
+    pair.ends[0].shutdown_write(now);
+    pair.transmit();
+    assert_eq!(requests_sent(&pair, 0, since), 1);
+    // And the receiver reads everything and acknowledges it, the writer's timer repeating
+    // nothing meanwhile.
+    pair.read(0, usize::MAX);
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.unacknowledged(1), 0);
+    assert_eq!(pair.unacknowledged(0), 0);
+}

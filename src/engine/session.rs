@@ -265,6 +265,12 @@ impl Shared {
         } else {
             None
         };
+        if st.session.poll_end_of_stream() {
+            if let Some(conn) = &st.conn {
+                // Wakes a reader blocked on the connection; it then sees end of stream.
+                let _ = conn.shutdown(Shutdown::Read);
+            }
+        }
         // Computed once per call, against what the last call reported: reads and writes
         // come here several times each, and this is their costliest part.
         let after = duties(&st.session);

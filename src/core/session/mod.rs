@@ -476,9 +476,11 @@ impl Session {
         self.wake(now);
         if self.send.write_shut.is_none() {
             self.send.write_shut = Some(self.send.buf.end());
-            if !self.send.buf.is_empty() {
+            if !self.send.buf.is_empty() && !self.send.asked_for_all_sent() {
                 // The receiver acknowledges only every `ack_threshold` bytes: ask for the
-                // rest, and keep asking while lingering.
+                // rest, and keep asking while lingering. (Not again for what the last
+                // request named: a write that reached half the buffer asked for it just
+                // now, and the timer repeats that request.)
                 self.request_ack(now);
             }
         }
@@ -868,6 +870,15 @@ impl Session {
     /// in the kernel: its bytes will never be read). Returns `true` once per connection.
     pub fn poll_fin(&mut self) -> bool {
         self.link.connected && self.send.take_fin(self.link.epoch, self.recv.peer_closed)
+    }
+
+    /// Whether the engine should wake a reader blocked on the current connection (shut the
+    /// connection down for reading): the peer's stream has ended and every byte of it was
+    /// read, so such a read waits for nothing. It would otherwise wait for the peer's FIN,
+    /// which follows our confirmation of its end, a round trip later. Returns `true` once
+    /// per connection.
+    pub fn poll_end_of_stream(&mut self) -> bool {
+        self.link.connected && self.recv.take_end_wake(self.link.epoch)
     }
 
     // ---------------------------------------------------------------- internals

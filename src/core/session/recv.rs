@@ -51,6 +51,9 @@ pub(super) struct RecvSide {
     asked_len: usize,
     /// When the application last read bytes.
     last_read: Option<Instant>,
+    /// The connection on which a reader blocked in the kernel was woken because the stream
+    /// had ended (see `Session::poll_end_of_stream`).
+    end_woken_on: Option<u32>,
 }
 
 impl RecvSide {
@@ -133,6 +136,16 @@ impl RecvSide {
     /// Whether every byte the peer will ever send has been read.
     pub(super) fn all_read(&self) -> bool {
         self.peer_final == Some(self.received)
+    }
+
+    /// Whether a reader blocked on connection `epoch` must be woken (see
+    /// `Session::poll_end_of_stream`); records that it is.
+    pub(super) fn take_end_wake(&mut self, epoch: u32) -> bool {
+        let due = self.all_read() && self.end_woken_on != Some(epoch);
+        if due {
+            self.end_woken_on = Some(epoch);
+        }
+        due
     }
 
     /// The peer announced the end of its stream at `total` (32 bits of it).

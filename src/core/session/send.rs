@@ -192,6 +192,11 @@ impl SendSide {
         self.asked_upto = self.asked_upto.max(upto);
     }
 
+    /// Whether our last acknowledgement request named every byte sent so far.
+    pub(super) fn asked_for_all_sent(&self) -> bool {
+        self.asked_upto >= self.high_water
+    }
+
     /// The position to ask the peer to acknowledge at, now that more bytes went out, if
     /// one is due: the mark half the buffer's current capacity past the last request (or
     /// the last acknowledgement, if later), once it went out, so that a request goes at
