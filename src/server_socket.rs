@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::iter::FusedIterator;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -47,6 +48,8 @@ pub struct RServerSocket {
     local_addr: SocketAddr,
     accepted: Receiver<Arrival>,
     engine: Arc<EngineHandle>,
+    /// The listener's: cleared on drop (see `Listener::open_flag`).
+    open: Arc<AtomicBool>,
 }
 
 impl RServerSocket {
@@ -94,12 +97,14 @@ impl RServerSocket {
         let control = engine.control_on(config.control_port_value())?;
         let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
+        let open = listener.open_flag();
         engine.send(Command::Listen(Box::new(listener)));
         Ok(RServerSocket {
             id,
             local_addr,
             accepted,
             engine,
+            open,
         })
     }
 
@@ -164,6 +169,8 @@ impl RServerSocket {
 
 impl Drop for RServerSocket {
     fn drop(&mut self) {
+        // New sessions are refused from now on, whenever the engine reads their HELLO.
+        self.open.store(false, Ordering::SeqCst);
         // Sessions nobody accepted close now, as they would if accepted and dropped.
         while self.accepted.try_recv().is_ok() {}
         self.engine.send(Command::Unlisten(self.id));

@@ -3,13 +3,14 @@
 //! (Fig. 4).
 //!
 //! `connect` waits only for the TCP connect ([`connect`], in the caller's thread, which
-//! retries nothing but the addresses). Then the engine writes the opening HELLO, makes the
-//! session, attaches the connection and returns the session: the application may write at
-//! once, right behind the HELLO, while the engine reads the server's ANSWER from the same
-//! connection ([`Engine::start_session`]). Every later attempt (an opening retried after a
-//! cut, or a reconnection) is a [`Dial`] on a non-blocking socket with one deadline (the
-//! handshake timeout): TCP connect, HELLO, ANSWER, and CONFIRM when the server resumed a
-//! session. Their schedule is the engine's ([`Redial`]), driven by its timers.
+//! retries nothing but the addresses). The same thread then writes the opening HELLO, makes
+//! the session with the connection attached and hands it to the engine, which reads the
+//! server's ANSWER from the same connection ([`Engine::adopt_opening`]); no round trip
+//! through the engine thread, and the application may write at once, right behind the
+//! HELLO. Every later attempt (an opening retried after a cut, or a reconnection) is a
+//! [`Dial`] on a non-blocking socket with one deadline (the handshake timeout): TCP
+//! connect, HELLO, ANSWER, and CONFIRM when the server resumed a session. Their schedule is
+//! the engine's ([`Redial`]), driven by its timers.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +18,6 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
@@ -45,11 +45,18 @@ const OPEN_ATTEMPTS: u32 = 10;
 /// session with the same first bytes.
 pub(super) const OPENING_PATIENCE: u32 = 10;
 
-/// A caller's request for an opening.
-pub(crate) struct OpenRequest {
+/// A session its caller opened (see [`open_once`]), for the engine to take over.
+pub(crate) struct Opened {
+    id: Token,
+    shared: Arc<Shared>,
+    /// A descriptor of the session's connection of the engine's own, to read the ANSWER
+    /// with; or why there is none (then the opening is retried, as after a cut).
+    reader: io::Result<TcpStream>,
+    hello: Hello,
     addr: SocketAddr,
     config: Config,
-    reply: Sender<Result<Arc<Shared>, Failure>>,
+    opening_nonce: Nonce,
+    secret: Secret,
 }
 
 /// Why one attempt failed.
@@ -101,22 +108,64 @@ pub(crate) fn connect(
         .unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "the connect timed out")))
 }
 
-/// One opening, run by the engine while the caller waits for its TCP connect.
+/// One opening, in the caller's thread: the TCP connect (at most the handshake timeout),
+/// the opening HELLO, and the session with the connection attached, handed to the engine,
+/// which reads the ANSWER and retries the opening if it is cut.
 fn open_once(
-    engine: &EngineHandle,
+    engine: &Arc<EngineHandle>,
     addr: SocketAddr,
     config: &Config,
 ) -> Result<Arc<Shared>, Failure> {
-    let (reply, outcome) = crossbeam_channel::bounded(1);
-    engine.send(Command::Open(OpenRequest {
+    let connected = match TcpStream::connect_timeout(&addr, config.handshake_timeout_value()) {
+        Ok(stream) => Ok(stream),
+        // Established, then reset before this thread looked: a cut after the TCP connect,
+        // after which the opening is retried, as after any other cut.
+        Err(e) if was_established(&e) => Err(e),
+        Err(e) => return Err(Failure::Connect(e)),
+    };
+    let (Ok(nonce), Ok(opening_nonce), Ok(secret)) = (random(), random(), random()) else {
+        let e = io::Error::other("the system has no random bytes to give");
+        return Err(Failure::Connect(e));
+    };
+    let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
+    let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+    let (stream, reader) = match connected {
+        Ok(stream) => {
+            // The HELLO goes out at once rather than wait on Nagle (and the session keeps
+            // TCP_NODELAY on until the ANSWER, see `Shared::attach_opening`).
+            let _ = stream.set_nodelay(true);
+            let reader = write_frame(&stream, &hello.encode()).and_then(|()| stream.try_clone());
+            (Some(stream), reader)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    let id = engine.new_token();
+    let spec = SessionSpec {
+        id,
+        role: Role::Client,
+        cid: 0,
+        keys,
+        epoch: 0,
+        server_control: None,
+        config: config.clone(),
+        control: Arc::clone(engine.control()),
+    };
+    let shared = Shared::new(spec, Arc::clone(engine));
+    if let Some(stream) = stream {
+        shared.attach_opening(stream);
+    }
+    // Before the caller has the session, so the engine has it before any command about it.
+    engine.send(Command::Adopt(Box::new(Opened {
+        id,
+        shared: Arc::clone(&shared),
+        reader,
+        hello,
         addr,
         config: config.clone(),
-        reply,
-    }));
-    // The engine drops the request without an answer only if it stopped.
-    outcome
-        .recv()
-        .unwrap_or(Err(Failure::Fatal(Error::EngineStopped)))
+        opening_nonce,
+        secret,
+    })));
+    Ok(shared)
 }
 
 /// A client session's reconnection schedule, kept by the engine.
@@ -293,7 +342,8 @@ pub(crate) struct Dial {
     /// the engine's resend may watch the session's for room, and epoll takes a descriptor
     /// once).
     stream: TcpStream,
-    purpose: Purpose,
+    /// The session the attempt is for: its opening retried, or a reconnection.
+    session: Token,
     /// `None` while the TCP connect is in progress; then the HELLO sent and the reader of
     /// the ANSWER.
     answer: Option<(Hello, FrameReader)>,
@@ -309,22 +359,7 @@ impl Dial {
     }
 }
 
-enum Purpose {
-    /// A caller of `connect` waits for the TCP connect.
-    Open(OpenRequest),
-    /// Session `id` needs a connection: its opening retried, or a reconnection.
-    Resume(Token),
-}
-
 impl Engine {
-    /// Starts an opening for a caller of `connect`.
-    pub(super) fn open(&mut self, request: OpenRequest) {
-        let timeout = request.config.handshake_timeout_value();
-        let addr = request.addr;
-        let token = self.new_token();
-        self.dial(token, addr, timeout, Purpose::Open(request));
-    }
-
     /// Starts an attempt for client session `id`.
     pub(super) fn redial(&mut self, id: Token) {
         let token = self.new_token();
@@ -336,10 +371,10 @@ impl Engine {
         redial.next_try = None;
         let (addr, timeout) = (redial.addr, redial.config.handshake_timeout_value());
         log::debug!("session {id:?}: reconnecting to {addr}");
-        self.dial(token, addr, timeout, Purpose::Resume(id));
+        self.dial(token, addr, timeout, id);
     }
 
-    fn dial(&mut self, token: Token, addr: SocketAddr, timeout: Duration, purpose: Purpose) {
+    fn dial(&mut self, token: Token, addr: SocketAddr, timeout: Duration, session: Token) {
         let deadline = Instant::now() + timeout;
         let stream = mio::net::TcpStream::connect(addr)
             .map(TcpStream::from)
@@ -352,13 +387,13 @@ impl Engine {
             Ok(stream) => {
                 let dial = Dial {
                     stream,
-                    purpose,
+                    session,
                     answer: None,
                     on_session: false,
                 };
                 self.add_handshake(token, Handshake::Client(Box::new(dial)), deadline);
             }
-            Err(e) => self.attempt_failed(purpose, Failure::Connect(e)),
+            Err(e) => self.attempt_failed(session, Failure::Connect(e)),
         }
     }
 
@@ -387,21 +422,12 @@ impl Engine {
                 }
                 Ok(true) => {}
                 // Established, then reset before we looked: a cut after the TCP connect.
-                // An opening goes on (its HELLO fails, and it is retried), as it would had
-                // we looked a moment earlier.
-                Err(e) if was_established(&e) => {
-                    if !matches!(dial.purpose, Purpose::Open(_)) {
-                        return self.dial_failed(dial, Failure::Cut(e));
-                    }
-                }
+                Err(e) if was_established(&e) => return self.dial_failed(dial, Failure::Cut(e)),
                 Err(e) => return self.dial_failed(dial, Failure::Connect(e)),
             }
             // The handshake's frames go out at once rather than wait on Nagle.
             let _ = dial.stream.set_nodelay(true);
-            if matches!(dial.purpose, Purpose::Open(_)) {
-                return self.start_session(token, dial);
-            }
-            let hello = match self.hello(&dial.purpose) {
+            let hello = match self.hello(dial.session) {
                 Some(Ok(hello)) => hello,
                 Some(Err(e)) => return self.dial_failed(dial, Failure::Cut(e)),
                 None => return self.drop_dial(dial),
@@ -430,43 +456,23 @@ impl Engine {
         }
     }
 
-    /// The TCP connect of a caller's opening completed: writes the opening HELLO, makes the
-    /// session with the connection attached, and hands it to the caller, who may write at
-    /// once. The ANSWER is read from the session's connection by a dial of its own (a
-    /// duplicate descriptor), under the same token and a fresh deadline.
-    fn start_session(&mut self, token: Token, dial: Dial) {
-        self.unwatch_dial(&dial);
-        let Dial {
-            stream, purpose, ..
-        } = dial;
-        let Purpose::Open(request) = purpose else {
-            return;
-        };
-        let (Ok(nonce), Ok(opening_nonce), Ok(secret)) = (random(), random(), random()) else {
-            let e = io::Error::other("the system has no random bytes to give");
-            let _ = request.reply.send(Err(Failure::Connect(e)));
-            return;
-        };
-        let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-        let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
-        let sent = write_frame(&stream, &hello.encode());
-        // The engine's own descriptor of the connection, to read the ANSWER with.
-        let reader = sent.and_then(|()| stream.try_clone());
-        let id = self.new_token();
-        let timeout = request.config.handshake_timeout_value();
-        let spec = SessionSpec {
+    /// Takes over a session its caller opened ([`open_once`]): reads the server's ANSWER
+    /// from the session's connection by a dial of its own (a duplicate descriptor), under
+    /// the handshake timeout, and keeps the session.
+    pub(super) fn adopt_opening(&mut self, opened: Opened) {
+        let Opened {
             id,
-            role: Role::Client,
-            cid: 0,
-            keys,
-            epoch: 0,
-            server_control: None,
-            config: request.config.clone(),
-            control: Arc::clone(self.handle.control()),
-        };
-        let shared = Shared::new(spec, Arc::clone(&self.handle));
-        shared.attach_opening(stream);
-        let mut redial = Redial::new(request.addr, request.config, opening_nonce, secret);
+            shared,
+            reader,
+            hello,
+            addr,
+            config,
+            opening_nonce,
+            secret,
+        } = opened;
+        let token = self.new_token();
+        let timeout = config.handshake_timeout_value();
+        let mut redial = Redial::new(addr, config, opening_nonce, secret);
         let reading = reader.and_then(|reader| {
             self.watch(&reader, token, Interest::READABLE)?;
             Ok(reader)
@@ -477,7 +483,7 @@ impl Engine {
                 redial.dialing = Some((token, now));
                 let dial = Dial {
                     stream: reader,
-                    purpose: Purpose::Resume(id),
+                    session: id,
                     answer: Some((hello, FrameReader::new(FrameKind::Answer))),
                     on_session: true,
                 };
@@ -489,30 +495,24 @@ impl Engine {
             Err(e) => shared.connection_failed(0, &e.to_string()),
         }
         let entry = Entry {
-            shared: Arc::clone(&shared),
+            shared,
             // Routed once the server's answer names the CID.
             route: (Role::Client, 0),
             flush_watch: None,
             side: Side::Client(Box::new(redial)),
         };
         self.adopt(id, entry);
-        if request.reply.send(Ok(shared)).is_err() {
-            log::debug!("session {id:?}: its caller is gone");
-        }
     }
 
-    /// The HELLO for an attempt of session `purpose` names, or why there is none; `None`
-    /// if its session is gone. A session whose opening the server has not answered sends
-    /// its opening again (same opening nonce and secret, a higher attempt number).
-    fn hello(&mut self, purpose: &Purpose) -> Option<io::Result<Hello>> {
+    /// The HELLO for an attempt of session `id`, or why there is none; `None` if the
+    /// session is gone. A session whose opening the server has not answered sends its
+    /// opening again (same opening nonce and secret, a higher attempt number).
+    fn hello(&mut self, id: Token) -> Option<io::Result<Hello>> {
         let nonce = match random() {
             Ok(nonce) => nonce,
             Err(e) => return Some(Err(e)),
         };
-        let Purpose::Resume(id) = purpose else {
-            return None;
-        };
-        let entry = self.sessions.get_mut(id)?;
+        let entry = self.sessions.get_mut(&id)?;
         let Side::Client(redial) = &mut entry.side else {
             return None;
         };
@@ -539,9 +539,7 @@ impl Engine {
     /// was opening, confirms where the server resumed a session, and moves the session to
     /// the connection (the first opening's is the session's already).
     fn answered(&mut self, dial: Dial, hello: Hello, answer: Accepted) {
-        let Purpose::Resume(id) = dial.purpose else {
-            return self.drop_dial(dial);
-        };
+        let id = dial.session;
         let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.drop_dial(dial);
         };
@@ -625,39 +623,32 @@ impl Engine {
     fn refused(&mut self, code: RefusalCode, dial: Dial) {
         self.unwatch_dial(&dial);
         if dial.on_session {
-            self.first_connection_failed(&dial.purpose, "the server refused the opening");
+            self.first_connection_failed(dial.session, "the server refused the opening");
         }
         if code.is_temporary() {
-            return self.attempt_failed(dial.purpose, Failure::Busy);
+            return self.attempt_failed(dial.session, Failure::Busy);
         }
-        match dial.purpose {
-            Purpose::Open(request) => {
-                let error = Error::ProtocolViolation("the server refused a HELLO never sent");
-                let _ = request.reply.send(Err(Failure::Fatal(error)));
+        let id = dial.session;
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let opening = entry.shared.cid() == 0;
+        let error = match (code, opening) {
+            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
+            (RefusalCode::BadRequest, true) => {
+                Error::ProtocolViolation("the server refused to open a session")
             }
-            Purpose::Resume(id) => {
-                let Some(entry) = self.sessions.get_mut(&id) else {
-                    return;
-                };
-                let opening = entry.shared.cid() == 0;
-                let error = match (code, opening) {
-                    (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
-                    (RefusalCode::BadRequest, true) => {
-                        Error::ProtocolViolation("the server refused to open a session")
-                    }
-                    (RefusalCode::BadRequest, false) => {
-                        Error::ProtocolViolation("the server found our byte count impossible")
-                    }
-                    _ => Error::UnknownSession,
-                };
-                log::debug!("session {id:?}: refused: {code:?}");
-                if let Side::Client(redial) = &mut entry.side {
-                    redial.dialing = None;
-                }
-                entry.shared.resume_refused(error);
-                self.service(id);
+            (RefusalCode::BadRequest, false) => {
+                Error::ProtocolViolation("the server found our byte count impossible")
             }
+            _ => Error::UnknownSession,
+        };
+        log::debug!("session {id:?}: refused: {code:?}");
+        if let Side::Client(redial) = &mut entry.side {
+            redial.dialing = None;
         }
+        entry.shared.resume_refused(error);
+        self.service(id);
     }
 
     /// A dial failed or timed out.
@@ -672,18 +663,16 @@ impl Engine {
             other => other,
         };
         if dial.on_session {
-            self.first_connection_failed(&dial.purpose, &format!("{failure:?}"));
+            self.first_connection_failed(dial.session, &format!("{failure:?}"));
         }
-        self.attempt_failed(dial.purpose, failure);
+        self.attempt_failed(dial.session, failure);
     }
 
     /// The first opening's dial ended without an answer that opened the session on its
     /// connection: the session's connection failed with it (if it had not already).
-    fn first_connection_failed(&self, purpose: &Purpose, why: &str) {
-        if let Purpose::Resume(id) = purpose {
-            if let Some(entry) = self.sessions.get(id) {
-                entry.shared.connection_failed(0, why);
-            }
+    fn first_connection_failed(&self, id: Token, why: &str) {
+        if let Some(entry) = self.sessions.get(&id) {
+            entry.shared.connection_failed(0, why);
         }
     }
 
@@ -692,25 +681,18 @@ impl Engine {
         self.unwatch_dial(&dial);
     }
 
-    fn attempt_failed(&mut self, purpose: Purpose, failure: Failure) {
-        match purpose {
-            Purpose::Open(request) => {
-                let _ = request.reply.send(Err(failure));
-            }
-            Purpose::Resume(id) => {
-                log::debug!("session {id:?}: attempt failed: {failure:?}");
-                let now = Instant::now();
-                if let Some(entry) = self.sessions.get_mut(&id) {
-                    if let Side::Client(redial) = &mut entry.side {
-                        if let Some(error) = redial.failed(failure, now) {
-                            log::debug!("session {id:?}: the opening failed: {error}");
-                            entry.shared.fail(error);
-                        }
-                    }
+    fn attempt_failed(&mut self, id: Token, failure: Failure) {
+        log::debug!("session {id:?}: attempt failed: {failure:?}");
+        let now = Instant::now();
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            if let Side::Client(redial) = &mut entry.side {
+                if let Some(error) = redial.failed(failure, now) {
+                    log::debug!("session {id:?}: the opening failed: {error}");
+                    entry.shared.fail(error);
                 }
-                self.service(id);
             }
         }
+        self.service(id);
     }
 }
 

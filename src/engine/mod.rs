@@ -90,8 +90,8 @@ pub(crate) enum Command {
     Listen(Box<Listener>),
     /// An `RServerSocket` was dropped: refuse new sessions on it.
     Unlisten(Token),
-    /// Open a session (the caller waits for its TCP connect).
-    Open(client::OpenRequest),
+    /// Take over a session its caller opened: read its ANSWER, keep it.
+    Adopt(Box<client::Opened>),
     /// Receive on a control socket bound on a fixed port.
     ServeControl(Arc<ControlSocket>),
     /// Send a control datagram on a TCP control connection.
@@ -415,7 +415,7 @@ impl Engine {
                 Command::Flush(id) => self.flush(id),
                 Command::Listen(listener) => self.listen(*listener),
                 Command::Unlisten(id) => self.unlisten(id),
-                Command::Open(request) => self.open(request),
+                Command::Adopt(opened) => self.adopt_opening(*opened),
                 Command::ServeControl(socket) => self.serve_control(socket),
                 Command::ControlOverTcp(token, datagram) => self.send_over_tcp(token, &datagram),
             }

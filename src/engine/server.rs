@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,8 +69,10 @@ pub(crate) struct Listener {
     pub(crate) accepted: Sender<Arrival>,
     /// The UDP socket its sessions' control datagrams use (its port is in every ANSWER).
     pub(crate) control: Arc<ControlSocket>,
-    /// Whether the `RServerSocket` still exists (new sessions are welcome).
-    open: bool,
+    /// Whether the `RServerSocket` still exists (new sessions are welcome). Its drop
+    /// clears it at once, before the engine hears of the drop: a HELLO the engine reads
+    /// after the drop returned is refused even if it came before that command.
+    open: Arc<AtomicBool>,
     /// Every session of this listener, with the address its client opened it from.
     by_cid: HashMap<u32, (Token, IpAddr)>,
     /// Every session of this listener, by the opening nonce of its client's HELLO.
@@ -88,6 +91,15 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
+    /// The flag its `RServerSocket` clears when dropped.
+    pub(crate) fn open_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.open)
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
     /// A listener for the engine, from a bound non-blocking socket.
     pub(crate) fn new(
         id: Token,
@@ -103,7 +115,7 @@ impl Listener {
             config,
             accepted,
             control,
-            open: true,
+            open: Arc::new(AtomicBool::new(true)),
             by_cid: HashMap::new(),
             by_opening: HashMap::new(),
             tombstones: VecDeque::new(),
@@ -206,9 +218,6 @@ impl Engine {
 
     /// The `RServerSocket` was dropped: refuse new sessions; close once none is left.
     pub(super) fn unlisten(&mut self, id: Token) {
-        if let Some(listener) = self.listeners.get_mut(&id) {
-            listener.open = false;
-        }
         self.close_if_done(id);
     }
 
@@ -275,7 +284,7 @@ impl Engine {
         let done = self
             .listeners
             .get(&id)
-            .is_some_and(|l| !l.open && l.by_cid.is_empty());
+            .is_some_and(|l| !l.is_open() && l.by_cid.is_empty());
         if !done {
             return;
         }
@@ -555,7 +564,7 @@ impl Engine {
         let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };
-        if !listener.open {
+        if !listener.is_open() {
             return self.refuse(hs, RefusalCode::Closed);
         }
         if listener.refusal_for(hs.client.ip()).is_some() {
