@@ -339,14 +339,17 @@ impl Shared {
         )
     }
 
-    /// Makes `stream` the session's connection, in blocking mode with the session's
-    /// options.
-    fn attach(st: &mut State, stream: TcpStream) {
+    /// Makes `stream`, a new connection, the session's, in blocking mode with the
+    /// session's options, and `TCP_NODELAY` as `nodelay` says. (A new socket has no
+    /// timeouts: only a read timeout is set, if the session has one. The system calls
+    /// here are on the way to the first byte of a session.)
+    fn attach(st: &mut State, stream: TcpStream, nodelay: bool) {
         // A socket option that fails here fails again on use, where it is reported.
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(st.read_timeout);
-        let _ = stream.set_write_timeout(None);
-        let _ = stream.set_nodelay(st.nodelay);
+        if st.read_timeout.is_some() {
+            let _ = stream.set_read_timeout(st.read_timeout);
+        }
+        let _ = stream.set_nodelay(nodelay);
         st.answer_pending = false;
         // A connection whose path died under a live control path (a firewall or NAT that
         // lost only its TCP state) hears datagrams, so the silence limit never fires; its
@@ -370,11 +373,8 @@ impl Shared {
     pub(crate) fn attach_first(&self, stream: TcpStream) {
         self.update(|st, _| {
             if st.session.is_connected() && st.conn.is_none() {
-                Self::attach(st, stream);
-                if let Some(conn) = &st.conn {
-                    let _ = conn.set_nodelay(true);
-                    self.nodelay_held.store(true, Ordering::Relaxed);
-                }
+                Self::attach(st, stream, true);
+                self.nodelay_held.store(true, Ordering::Relaxed);
             }
         });
     }
@@ -397,11 +397,8 @@ impl Shared {
     /// HELLO is acknowledged.
     pub(crate) fn attach_opening(&self, stream: TcpStream) {
         self.update(|st, _| {
-            Self::attach(st, stream);
+            Self::attach(st, stream, true);
             st.answer_pending = true;
-            if let Some(conn) = &st.conn {
-                let _ = conn.set_nodelay(true);
-            }
         });
     }
 
@@ -514,7 +511,8 @@ impl Shared {
     pub(crate) fn resume(&self, stream: TcpStream, epoch: u32, peer_received: u64) {
         self.update(|st, now| {
             st.session.handle_resume(peer_received, epoch, now);
-            Self::attach(st, stream);
+            let nodelay = st.nodelay;
+            Self::attach(st, stream, nodelay);
         });
     }
 
