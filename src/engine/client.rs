@@ -48,7 +48,7 @@ pub(super) const OPENING_PATIENCE: u32 = 10;
 /// A session its caller opened (see [`open_once`]), for the engine to take over.
 pub(crate) struct Opened {
     id: Token,
-    shared: Arc<Shared>,
+    session: Handover,
     /// A descriptor of the session's connection of the engine's own, to read the ANSWER
     /// with; or why there is none (then the opening is retried, as after a cut).
     reader: io::Result<TcpStream>,
@@ -57,6 +57,25 @@ pub(crate) struct Opened {
     config: Config,
     opening_nonce: Nonce,
     secret: Secret,
+}
+
+/// A session on its way to the engine. If the command carrying it is dropped instead (the
+/// engine stopped after a panic), the session fails with `EngineStopped`, as the engine's
+/// own sessions do, rather than wait for an ANSWER nobody reads.
+struct Handover(Option<Arc<Shared>>);
+
+impl Handover {
+    fn arrived(mut self) -> Option<Arc<Shared>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.fail(Error::EngineStopped);
+        }
+    }
 }
 
 /// Why one attempt failed.
@@ -157,7 +176,7 @@ fn open_once(
     // Before the caller has the session, so the engine has it before any command about it.
     engine.send(Command::Adopt(Box::new(Opened {
         id,
-        shared: Arc::clone(&shared),
+        session: Handover(Some(Arc::clone(&shared))),
         reader,
         hello,
         addr,
@@ -462,7 +481,7 @@ impl Engine {
     pub(super) fn adopt_opening(&mut self, opened: Opened) {
         let Opened {
             id,
-            shared,
+            session,
             reader,
             hello,
             addr,
@@ -470,6 +489,9 @@ impl Engine {
             opening_nonce,
             secret,
         } = opened;
+        let Some(shared) = session.arrived() else {
+            return;
+        };
         let token = self.new_token();
         let timeout = config.handshake_timeout_value();
         let mut redial = Redial::new(addr, config, opening_nonce, secret);

@@ -344,7 +344,7 @@ impl Engine {
     /// After a panic (a bug): fails every session, so that no application thread waits
     /// forever for an engine that is gone, and lets the next `connect` or `bind` start a
     /// new engine. Listeners close as the engine's state is dropped, which ends their
-    /// `accept`; pending openings end as their commands are dropped.
+    /// `accept`; openings whose commands are dropped fail (see `client::Opened`).
     fn stop(&mut self) {
         log::error!("the robust-tcp engine stopped after a panic; failing its sessions");
         *ENGINE.lock() = None;
@@ -630,7 +630,10 @@ impl Engine {
             Flush::Yielded => {
                 let watch = entry.flush_watch.take();
                 self.unwatch(watch);
-                self.backlog.push(id);
+                // Once per round, however many asked.
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
+                }
             }
             Flush::Blocked(conn) => {
                 if entry

@@ -748,7 +748,14 @@ impl Shared {
             // range found to be unsent is still unsent when it is written.
             let write = lock_until(&self.write_lock, deadline)?;
             let nagle = !self.nodelay_held.load(Ordering::Relaxed);
-            let pushed = self.update(|st, now| Self::push(st, data, nagle && !st.nodelay, now))?;
+            let pushed =
+                match self.update(|st, now| Self::push(st, data, nagle && !st.nodelay, now)) {
+                    Ok(pushed) => pushed,
+                    Err(e) => {
+                        self.unlock_write(write, false);
+                        return Err(e);
+                    }
+                };
             if let Some((start, n, job)) = pushed {
                 let fresh = data.get(..n).unwrap_or_default();
                 let out_of_time = self.send_locked(start, fresh, job, deadline);

@@ -112,13 +112,16 @@ impl Coalescing {
     /// Stops holding if it is due at `now`, or `on_demand`; returns whether held bytes
     /// are to be sent now.
     pub(super) fn release(&mut self, now: Instant, on_demand: bool) -> bool {
+        let released = self.held_since.is_some();
         if self.release_at().is_some_and(|t| t <= now) {
+            // The engine's timer for it has run: nothing to keep armed.
+            self.held_since = None;
             self.last_held = None;
-        } else if !on_demand {
+        } else if on_demand {
+            self.end_hold();
+        } else {
             return false;
         }
-        let released = self.held_since.is_some();
-        self.end_hold();
         released
     }
 }
@@ -185,8 +188,8 @@ mod tests {
         let due = t0 + HOLD_AT_MOST;
         assert!(!c.release(due - Duration::from_nanos(1), false));
         assert!(c.release(due, false));
+        assert_eq!(c.release_at(), None, "no deadline in the past is left");
         assert!(!c.release(due, false));
-        assert_eq!(c.release_at(), None);
         assert!(c.hold(NAGLE, 64, ROOMY, ROOMY, due));
         assert!(c.release(due, true), "released on demand");
         assert!(!c.release(due, true));
