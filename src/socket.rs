@@ -403,7 +403,7 @@ impl RSocket {
 
     /// Sets `TCP_NODELAY` on the current connection and on every later one. With `true`,
     /// small writes are no longer held for a batch either (see [`Config::nodelay`]), and
-    /// what is held goes out now.
+    /// what is held goes out now (within 1 ms if another thread is writing meanwhile).
     ///
     /// # Errors
     ///
