@@ -11,6 +11,15 @@ pub(crate) mod send_buffer;
 pub(crate) mod session;
 
 use std::fmt;
+use std::time::Instant;
+
+/// The earlier of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// Bytes from a peer that do not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

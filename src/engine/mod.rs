@@ -52,6 +52,7 @@ use self::session::{Flush, Shared};
 use self::tcp_control::TcpControl;
 use self::timers::TimerQueue;
 use crate::core::control::{ControlMessage, MAX_LEN};
+use crate::core::earliest;
 use crate::core::session::Role;
 
 const WAKER: Token = Token(0);
@@ -722,14 +723,6 @@ fn random<const N: usize>() -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     getrandom::getrandom(&mut bytes).map_err(io::Error::other)?;
     Ok(bytes)
-}
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Turns a handshake's non-blocking stream into the blocking std stream the application

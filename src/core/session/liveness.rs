@@ -27,6 +27,9 @@ pub(super) struct Liveness {
     /// The heartbeat interval: a third of `dead_after` on a client, half as long again
     /// on a server.
     interval: Option<Duration>,
+    /// How long the peer's datagrams may be missing (see
+    /// [`datagrams_missing_at`](Self::datagrams_missing_at)).
+    missing_after: Option<Duration>,
     /// When the peer was last heard from.
     last_heard: Instant,
     /// When the peer's last control datagram came (or the connection came up, which
@@ -51,6 +54,7 @@ impl Liveness {
         Liveness {
             dead_after,
             interval,
+            missing_after: dead_after.map(|d| d / HEARTBEATS_PER_SILENCE * 2),
             last_heard: now,
             last_datagram: now,
             last_heartbeat: now,
@@ -91,8 +95,7 @@ impl Liveness {
     /// network that drops UDP). Before the silence limit, so that a session moves its
     /// control messages elsewhere before it is taken for dead.
     pub(super) fn datagrams_missing_at(&self) -> Option<Instant> {
-        let interval = self.dead_after? / HEARTBEATS_PER_SILENCE;
-        self.last_datagram.checked_add(interval * 2)
+        self.last_datagram.checked_add(self.missing_after?)
     }
 
     /// When the peer's silence fails the connection in use, if ever.

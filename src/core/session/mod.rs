@@ -27,7 +27,7 @@ use super::auth::ControlKeys;
 use super::control::{ControlKind, ControlMessage, MAX_LEN};
 use super::counter::{from_wire, to_wire};
 use super::replay::{Fresh, ReplayWindow};
-use super::WireError;
+use super::{earliest, WireError};
 use crate::error::Error;
 use crate::status::{SessionState, Status};
 
@@ -836,32 +836,28 @@ impl Session {
     /// an engine may sleep until a deadline it was given and then ask again, rather than
     /// be told of every move.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retransmit = self.reliable.next_due();
-        let req_ack = self.wants_ack().then_some(self.send.next_req_ack).flatten();
-        let idle_ack = self.idle_ack_at();
-        let held = self.send.coalescing.release_at();
-        let shrink = self
-            .fatal
-            .is_none()
-            .then(|| self.send.shrink_at(self.limits.send_buffer))
-            .flatten();
-        let give_up = self
-            .give_up_at()
-            .into_iter()
-            .chain(self.linger_ends())
-            .min();
-        let heartbeat = self
-            .wants_heartbeat()
-            .then(|| self.liveness.next_heartbeat());
-        let silence = (self.link.connected && !self.is_opening()).then(|| self.liveness.dead_at());
-        let missing = self
-            .watches_datagrams()
-            .then(|| self.liveness.datagrams_missing_at());
-        [retransmit, req_ack, give_up, idle_ack, shrink, held]
-            .into_iter()
-            .chain([heartbeat, silence, missing].into_iter().flatten())
-            .flatten()
-            .min()
+        // Every read and write asks (twice): plain comparisons, no iterator chains.
+        let mut at = self.reliable.next_due();
+        if self.wants_ack() {
+            at = earliest(at, self.send.next_req_ack);
+        }
+        at = earliest(at, self.give_up_at());
+        at = earliest(at, self.linger_ends());
+        at = earliest(at, self.idle_ack_at());
+        if self.fatal.is_none() {
+            at = earliest(at, self.send.shrink_at(self.limits.send_buffer));
+        }
+        at = earliest(at, self.send.coalescing.release_at());
+        if self.wants_heartbeat() {
+            at = earliest(at, self.liveness.next_heartbeat());
+        }
+        if self.link.connected && !self.is_opening() {
+            at = earliest(at, self.liveness.dead_at());
+        }
+        if self.watches_datagrams() {
+            at = earliest(at, self.liveness.datagrams_missing_at());
+        }
+        at
     }
 
     /// Whether the engine should send FIN on the current connection now: the peer has
