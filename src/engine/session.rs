@@ -655,12 +655,15 @@ impl Shared {
         let deadline = deadline_after(timeout);
         loop {
             let guard = lock_until(&self.read_lock, deadline)?;
-            let (step, holding) = self.update(|st, now| {
+            // A look, not a change: marking the reader blocked only shows in `status`, so
+            // this needs none of `update`'s work (the costliest part of a read).
+            let (step, holding) = {
+                let mut st = self.state.lock();
                 let step = match st.session.read_gate() {
                     ReadGate::Eof => Ok(ReadStep::Eof),
                     ReadGate::Failed(e) => Err(io::Error::from(e)),
                     ReadGate::Proceed => {
-                        st.session.reader_blocked(now);
+                        st.session.reader_blocked(Instant::now());
                         Ok(match &st.conn {
                             Some(conn) if !st.answer_pending => {
                                 ReadStep::Read(Arc::clone(conn), st.session.epoch())
@@ -670,7 +673,7 @@ impl Shared {
                     }
                 };
                 (step, st.session.holds_unsent())
-            });
+            };
             if holding {
                 // A request's last bytes must not wait for a batch while its reply is
                 // awaited.
