@@ -147,17 +147,11 @@ impl SendBuffer {
         self.head = 0;
     }
 
-    /// At most `max` bytes from stream position `from` on, as at most two slices.
-    pub fn slices(&self, from: u64, max: usize) -> (&[u8], &[u8]) {
+    /// Copies at most `max` bytes from stream position `from` on into a new vector.
+    pub fn copy_from(&self, from: u64, max: usize) -> Vec<u8> {
         let (a, b) = self.slices_from(from);
         let a = a.get(..max).unwrap_or(a);
         let b = b.get(..max - a.len()).unwrap_or(b);
-        (a, b)
-    }
-
-    /// Copies at most `max` bytes from stream position `from` on into a new vector.
-    pub fn copy_from(&self, from: u64, max: usize) -> Vec<u8> {
-        let (a, b) = self.slices(from, max);
         let mut out = Vec::with_capacity(a.len() + b.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b);

@@ -23,7 +23,7 @@
 //! the queued control messages, sends FIN when due, wakes blocked threads and tells the
 //! engine when the session's timers or duties changed.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -40,12 +40,11 @@ use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
 use crate::{Config, SessionState, Status};
 
-/// The most one system call sends from the send buffer (or copies out of it), so that a
-/// large buffer is not handed to the kernel whole, under the state lock, for each try. The
-/// engine's resend also yields after one such chunk, so that a session with megabytes to
-/// resend holds up every other session's handshakes, datagrams and timers for no more
-/// than a system call of this size (tens of microseconds), and 64 KiB is about what
-/// loopback's TCP takes per call.
+/// The most a resend copies out of the send buffer for one system call, so that a large
+/// buffer is not copied whole for each try. The engine's resend also yields after one such
+/// chunk, so that a session with megabytes to resend holds up every other session's
+/// handshakes, datagrams and timers for no more than a copy and a system call of this
+/// size (tens of microseconds), and 64 KiB is about what loopback's TCP takes per call.
 const RESEND_CHUNK: usize = 64 * 1024;
 
 /// The engine's resend must not block (application threads use the socket in blocking
@@ -577,7 +576,14 @@ impl Shared {
                 }
                 return Flush::Done;
             };
-            match self.send_buffered_now(&conn, from, to) {
+            let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+            let bytes = self
+                .state
+                .lock()
+                .session
+                .buffered_from(from, len.min(RESEND_CHUNK));
+            let sock = socket2::SockRef::from(&*conn);
+            match sock.send_with_flags(&bytes, RESEND_FLAGS) {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;
@@ -600,19 +606,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// Sends what the kernel takes at once of the buffered bytes `[from, to)`, at most
-    /// [`RESEND_CHUNK`] of them, straight from the send buffer, which saves copying them
-    /// out. The state lock is held across the call, as for a datagram: the send cannot
-    /// block (`MSG_DONTWAIT`; `WouldBlock` when the kernel has no room), and takes about
-    /// as long as the copy it saves.
-    fn send_buffered_now(&self, conn: &TcpStream, from: u64, to: u64) -> io::Result<usize> {
-        let len = usize::try_from(to - from).unwrap_or(usize::MAX);
-        let st = self.state.lock();
-        let (first, second) = st.session.buffered(from, len.min(RESEND_CHUNK));
-        let bytes = [IoSlice::new(first), IoSlice::new(second)];
-        socket2::SockRef::from(conn).send_vectored_with_flags(&bytes, RESEND_FLAGS)
     }
 
     /// The bytes the current connection lacks (see [`Job`]).
@@ -844,35 +837,35 @@ impl Shared {
             let Some((from, to, conn, epoch)) = job else {
                 return false;
             };
+            let copy: Vec<u8>;
+            let end = start + fresh.len() as u64;
+            let bytes = if from >= start && to <= end {
+                // In range: both offsets are within `fresh`.
+                fresh
+                    .get((from - start) as usize..(to - start) as usize)
+                    .unwrap_or_default()
+            } else {
+                let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+                copy = self
+                    .state
+                    .lock()
+                    .session
+                    .buffered_from(from, len.min(RESEND_CHUNK));
+                &copy
+            };
             // The connection's own send timeout is off (writers without a timeout block);
             // a writer with one bounds each system call by what is left of it.
             let left = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
                 Some(left) if left.is_zero() => return true,
                 left => left,
             };
-            let end = start + fresh.len() as u64;
-            let result = if from >= start && to <= end {
-                // In range: both offsets are within `fresh`.
-                let bytes = fresh
-                    .get((from - start) as usize..(to - start) as usize)
-                    .unwrap_or_default();
-                write_within(&conn, bytes, left)
-            } else {
-                // A batch of earlier writes (or a resend): from the buffer itself while the
-                // kernel has room, else copied out, to block without the state lock.
-                match self.send_buffered_now(&conn, from, to) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let len = usize::try_from(to - from).unwrap_or(usize::MAX);
-                        let copy = self
-                            .state
-                            .lock()
-                            .session
-                            .buffered_from(from, len.min(RESEND_CHUNK));
-                        write_within(&conn, &copy, left)
-                    }
-                    sent => sent,
-                }
-            };
+            if left.is_some() {
+                let _ = conn.set_write_timeout(left);
+            }
+            let result = (&*conn).write(bytes);
+            if left.is_some() {
+                let _ = conn.set_write_timeout(None);
+            }
             match result {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
@@ -1124,18 +1117,6 @@ fn duties(session: &Session) -> Duties {
         finished: session.is_finished(),
         send_held: false,
     }
-}
-
-/// A blocking write of `bytes` to `conn`, bounded by `left` if given.
-fn write_within(mut conn: &TcpStream, bytes: &[u8], left: Option<Duration>) -> io::Result<usize> {
-    if left.is_some() {
-        let _ = conn.set_write_timeout(left);
-    }
-    let result = conn.write(bytes);
-    if left.is_some() {
-        let _ = conn.set_write_timeout(None);
-    }
-    result
 }
 
 /// Sends at once the segments that Nagle's algorithm holds on `conn`, which stays in

@@ -268,12 +268,6 @@ impl Session {
         self.send.buf.copy_from(from, max)
     }
 
-    /// At most `max` buffered bytes from stream position `from` on, in place: at most two
-    /// slices (the buffer is a ring).
-    pub fn buffered(&self, from: u64, max: usize) -> (&[u8], &[u8]) {
-        self.send.buf.slices(from, max)
-    }
-
     /// What a read call may do now.
     pub fn read_gate(&self) -> ReadGate {
         if self.recv.read_shut || self.recv.all_read() {
