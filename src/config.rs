@@ -102,8 +102,10 @@ impl Config {
     /// retransmission. When a writer finds it full while the TCP connection has taken
     /// every byte (the kernel has room: what holds the writer back is the round trip of
     /// the acknowledgements, not the path), the buffer doubles, up to
-    /// [`send_buffer_max`](Self::send_buffer_max), instead of the writer waiting. It
-    /// returns to this size once it has been empty for a second, so that idle sessions
+    /// [`send_buffer_max`](Self::send_buffer_max), instead of the writer waiting; past
+    /// 1 MiB, only over a path whose acknowledgements take a millisecond or more to come
+    /// back (a shorter one needs no more, and more would only fill the kernels' buffers).
+    /// It returns to this size once it has been empty for a second, so that idle sessions
     /// stay small. A writer blocks while the buffer is full and cannot grow.
     ///
     /// # Examples
@@ -122,7 +124,8 @@ impl Config {
     /// more); at least `send_buffer_size`, at most 1 GiB. Equal to `send_buffer_size`, the
     /// buffer never grows. The buffer rarely needs all of it: what a failure can take
     /// from the stream is at most what the local kernel's send buffer and the peer's
-    /// receive buffer hold, and the buffer grows only while the kernel takes every byte.
+    /// receive buffer hold, the buffer grows only while the kernel takes every byte, and
+    /// past 1 MiB only over a path with a round trip of a millisecond or more.
     ///
     /// # Examples
     ///

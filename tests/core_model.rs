@@ -1135,6 +1135,55 @@ fn a_full_buffer_grows_while_the_peer_reads_and_the_connection_takes_every_byte(
     assert_eq!(capacity(&pair), 16 << 10);
 }
 
+/// Streams client → server over a path whose acknowledgements take `round_trip` to come
+/// back, for `cycles` round trips: the client writes until its buffer is full (which asks
+/// for every byte sent), the server's application then reads `reads` bytes of what arrived
+/// (all of it if `None`) and answers. Returns the pair, every byte checked so far, and
+/// the client's buffer capacity after each cycle.
+fn stream_over(round_trip: Duration, reads: Option<usize>, cycles: usize) -> (Pair, Vec<usize>) {
+    let mut pair = Pair::growing(16 << 10, 4 << 20, 2 << 20);
+    pair.deliver_control(|| false);
+    let mut capacities = Vec::new();
+    for _ in 0..cycles {
+        while pair.ends[0].write_space() != Ok(0) {
+            pair.write(0, 1 << 20);
+        }
+        pair.write(0, 1); // finds the buffer full: asks for every byte sent
+        pair.now += round_trip;
+        pair.read(1, reads.unwrap_or(usize::MAX));
+        pair.deliver_control(|| false);
+        capacities.push(pair.ends[0].status(pair.now).send_buffer_capacity);
+    }
+    assert_eq!(pair.read[1][..], pair.written[0][..pair.read[1].len()]);
+    (pair, capacities)
+}
+
+// Proves: up to 1 MiB a buffer grows as before; past it only when the peer's answers to
+// two of our latest requests in a row came a long round trip (1 ms or more) after them: a
+// WAN path grows to the maximum, a loopback or LAN one stops at 1 MiB, and so does a long
+// path whose reader stays more than a buffer behind (it reaches the latest request only
+// after the writer has made a newer one).
+#[test]
+fn a_buffer_grows_past_a_megabyte_only_over_a_long_round_trip() {
+    const MIB: usize = 1 << 20;
+    let (mut wan, capacities) = stream_over(Duration::from_millis(30), None, 12);
+    assert_eq!(capacities.last(), Some(&(4 * MIB)), "{capacities:?}");
+    // Two long round trips per doubling past 1 MiB, not one.
+    let at_one = capacities
+        .iter()
+        .position(|&c| c == MIB)
+        .expect("reaches 1 MiB");
+    assert_eq!(capacities.get(at_one + 1), Some(&MIB), "{capacities:?}");
+    wan.settle();
+    assert_eq!(wan.read[1], wan.written[0]);
+
+    let (_, capacities) = stream_over(Duration::from_micros(200), None, 16);
+    assert_eq!(capacities.last(), Some(&MIB), "{capacities:?}");
+
+    let (_, capacities) = stream_over(Duration::from_millis(30), Some(MIB / 2), 16);
+    assert_eq!(capacities.last(), Some(&MIB), "{capacities:?}");
+}
+
 #[test]
 fn a_grown_buffer_shrinks_once_empty_for_a_second_and_then_has_no_timer() {
     let no_heartbeats = [None, None];

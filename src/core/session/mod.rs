@@ -882,6 +882,7 @@ impl Session {
     fn handle_ack(&mut self, count: u32, now: Instant) {
         // Outside [acked, high_water] it is stale or a lie: ignored.
         if let Some(upto) = from_wire(count, self.send.buf.acked(), self.send.high_water) {
+            self.send.answered(upto, now);
             self.acknowledged(upto, now);
         }
     }
