@@ -445,11 +445,18 @@ impl Link {
                     let _ = stream.shutdown(Shutdown::Both);
                 }
                 CutStyle::Reset => {
-                    // The RST goes out when the last handle closes the socket, which the
-                    // forwarders do as soon as they see `closed`. Shutting down reading
-                    // wakes a blocked reader at once and sends nothing on Linux.
-                    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-                    let _ = stream.shutdown(Shutdown::Read);
+                    // Disconnecting (a connect to AF_UNSPEC) sends the RST at once and
+                    // wakes every thread blocked on the socket. Closing it with SO_LINGER 0
+                    // would send the RST only once the forwarders let go of it, and one
+                    // blocked in a write sees the cut only when its send timeout ends (10
+                    // ms), which delayed the reset that long.
+                    if rustix::net::connect_unspec(stream).is_err() {
+                        // Where that is not supported: the RST goes out when the last
+                        // handle closes the socket; shutting down reading wakes a blocked
+                        // reader at once and sends nothing.
+                        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                        let _ = stream.shutdown(Shutdown::Read);
+                    }
                 }
             }
         }
