@@ -744,29 +744,51 @@ impl Shared {
         if data.is_empty() {
             return Ok(0);
         }
-        let timeout = self.state.lock().write_timeout;
+        let (timeout, mut connected) = {
+            let st = self.state.lock();
+            (st.write_timeout, st.conn.is_some())
+        };
         let deadline = deadline_after(timeout);
         loop {
             // Held from before the bytes are buffered until they are written, so that the
-            // range found to be unsent is still unsent when it is written.
-            let write = lock_until(&self.write_lock, deadline)?;
+            // range found to be unsent is still unsent when it is written. Without a
+            // connection the bytes only go into the send buffer, which the state lock
+            // keeps in order: no write lock then, so that a writer that goes on filling
+            // the buffer through an outage never keeps the engine's barrier (and with it
+            // the reconnection) waiting while the scheduler has it off the CPU.
+            let write = if connected {
+                Some(lock_until(&self.write_lock, deadline)?)
+            } else {
+                None
+            };
             let nagle = !self.nodelay_held.load(Ordering::Relaxed);
             let pushed =
                 match self.update(|st, now| Self::push(st, data, nagle && !st.nodelay, now)) {
                     Ok(pushed) => pushed,
                     Err(e) => {
-                        self.unlock_write(write, false);
+                        if let Some(write) = write {
+                            self.unlock_write(write, false);
+                        }
                         return Err(e);
                     }
                 };
             if let Some((start, n, job)) = pushed {
-                let fresh = data.get(..n).unwrap_or_default();
-                let out_of_time = self.send_locked(start, fresh, job, deadline);
-                self.unlock_write(write, out_of_time);
-                self.release_nodelay();
+                match write {
+                    Some(write) => {
+                        let fresh = data.get(..n).unwrap_or_default();
+                        let out_of_time = self.send_locked(start, fresh, job, deadline);
+                        self.unlock_write(write, out_of_time);
+                        self.release_nodelay();
+                    }
+                    // A connection came meanwhile and lacks bytes: the engine sends them.
+                    None if job.is_some() => self.engine.flush(self.id),
+                    None => {}
+                }
                 return Ok(n);
             }
-            self.unlock_write(write, false);
+            if let Some(write) = write {
+                self.unlock_write(write, false);
+            }
             let mut st = self.state.lock();
             while matches!(st.session.write_space(), Ok(0)) {
                 if let Err(e) = self.wait(&mut st, deadline) {
@@ -774,6 +796,7 @@ impl Shared {
                     return Err(e);
                 }
             }
+            connected = st.conn.is_some();
         }
     }
 
