@@ -103,8 +103,9 @@ impl Config {
     /// every byte (the kernel has room: what holds the writer back is the round trip of
     /// the acknowledgements, not the path), the buffer doubles, up to
     /// [`send_buffer_max`](Self::send_buffer_max), instead of the writer waiting; past
-    /// 1 MiB, only over a path whose acknowledgements take a millisecond or more to come
-    /// back (a shorter one needs no more, and more would only fill the kernels' buffers).
+    /// 1 MiB, only over a path whose round trip is a millisecond or more (as a client's
+    /// TCP connect or a server's check of its client's address measured it): a shorter one
+    /// needs no more, and more would only fill the kernels' buffers.
     /// It returns to this size once it has been empty for a second, so that idle sessions
     /// stay small. A writer blocks while the buffer is full and cannot grow.
     ///

@@ -135,7 +135,11 @@ fn open_once(
     addr: SocketAddr,
     config: &Config,
 ) -> Result<Arc<Shared>, Failure> {
-    let connected = match TcpStream::connect_timeout(&addr, config.handshake_timeout_value()) {
+    let dialled = Instant::now();
+    let connected = TcpStream::connect_timeout(&addr, config.handshake_timeout_value());
+    // A connect takes one round trip (SYN, SYN-ACK), with nothing queued ahead of it.
+    let round_trip = dialled.elapsed();
+    let connected = match connected {
         Ok(stream) => Ok(stream),
         // Established, then reset before this thread looked: a cut after the TCP connect,
         // after which the opening is retried, as after any other cut.
@@ -171,6 +175,7 @@ fn open_once(
     };
     let shared = Shared::new(spec, Arc::clone(engine));
     if let Some(stream) = stream {
+        shared.round_trip(round_trip);
         shared.attach_opening(stream);
     }
     // Before the caller has the session, so the engine has it before any command about it.
@@ -424,6 +429,20 @@ impl Engine {
             .register(&mut SourceFd(&fd), token, interest)
     }
 
+    /// A dial's TCP connect completed: it took one round trip of the path (and the
+    /// engine's look at it), with nothing queued ahead; the session learns the path's
+    /// round trip anew, which a host that moved to another network needs.
+    fn connect_timed(&self, dial: &Dial) {
+        let Some(entry) = self.sessions.get(&dial.session) else {
+            return;
+        };
+        if let Side::Client(redial) = &entry.side {
+            if let Some((_, started)) = redial.dialing {
+                entry.shared.round_trip(started.elapsed());
+            }
+        }
+    }
+
     /// Stops watching a dial's socket.
     fn unwatch_dial(&self, dial: &Dial) {
         let fd = dial.stream.as_raw_fd();
@@ -439,7 +458,7 @@ impl Engine {
                         .insert(token, Handshake::Client(Box::new(dial)));
                     return;
                 }
-                Ok(true) => {}
+                Ok(true) => self.connect_timed(&dial),
                 // Established, then reset before we looked: a cut after the TCP connect.
                 Err(e) if was_established(&e) => return self.dial_failed(dial, Failure::Cut(e)),
                 Err(e) => return self.dial_failed(dial, Failure::Connect(e)),

@@ -414,6 +414,12 @@ impl Shared {
         });
     }
 
+    /// The path to the peer takes `rtt` per round trip, as a TCP connect just measured
+    /// (see `Session::handle_round_trip`).
+    pub(crate) fn round_trip(&self, rtt: Duration) {
+        self.state.lock().session.handle_round_trip(rtt);
+    }
+
     /// The server answered a client's opening: the session is `cid`, and its control
     /// datagrams go to `server_control`.
     pub(crate) fn opened(&self, cid: u32, server_control: SocketAddr) {

@@ -595,6 +595,14 @@ impl Session {
         true
     }
 
+    /// The path to the peer was measured: a round trip takes `rtt`, with nothing of the
+    /// stream queued ahead (a client's TCP connect, which the engine times; a server's
+    /// path check times itself). The latest measurement stands: a send buffer grows past
+    /// 1 MiB only over a long round trip (see `SendSide::may_grow`).
+    pub fn handle_round_trip(&mut self, rtt: Duration) {
+        self.send.round_trip = Some(rtt);
+    }
+
     /// A server offered connection `epoch` in a resuming ANSWER and the client's CONFIRM
     /// never came: if the client did send it, it installed a connection the server never
     /// took, and must learn that it failed (it may only be waiting for an ACK). Epochs are
@@ -732,11 +740,16 @@ impl Session {
                 }
             }
             ControlKind::Response(value) => {
-                if self.role == Role::Server && self.path.response(from, value) {
+                let answered = match self.role {
+                    Role::Server => self.path.response(from, value, now),
+                    Role::Client => None,
+                };
+                if let Some(rtt) = answered {
                     log::debug!(
-                        "session {}: the client's control path moved to {from}",
+                        "session {}: the client's control path moved to {from} (round trip {rtt:?})",
                         self.reliable.cid()
                     );
+                    self.handle_round_trip(rtt);
                     // What had nowhere to go until now goes at once: the messages awaiting
                     // confirmation, and our counts (an ACK or REQ_ACK sent before was
                     // dropped, and a short exchange may be over before any timer runs).
@@ -882,7 +895,6 @@ impl Session {
     fn handle_ack(&mut self, count: u32, now: Instant) {
         // Outside [acked, high_water] it is stale or a lie: ignored.
         if let Some(upto) = from_wire(count, self.send.buf.acked(), self.send.high_water) {
-            self.send.answered(upto, now);
             self.acknowledged(upto, now);
         }
     }

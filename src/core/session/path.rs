@@ -36,6 +36,9 @@ pub(super) struct ControlPath {
 struct Candidate {
     addr: SocketAddr,
     challenge: u32,
+    /// When the first challenge went out: the answer times the path's round trip from
+    /// there (a later challenge carries the same value, and the answer may be to the first).
+    first_sent: Option<Instant>,
     /// When the last challenge went out.
     sent: Option<Instant>,
     /// A datagram came from it since: another challenge may go.
@@ -83,6 +86,7 @@ impl ControlPath {
                 self.candidate = Some(Candidate {
                     addr: from,
                     challenge,
+                    first_sent: None,
                     sent: None,
                     due: true,
                 });
@@ -90,18 +94,23 @@ impl ControlPath {
         }
     }
 
-    /// An authentic `Response(value)` came from `from`: if it answers the challenge sent
-    /// there, `from` becomes the path. Returns whether it did.
-    pub(super) fn response(&mut self, from: SocketAddr, value: u32) -> bool {
-        let answers = self
-            .candidate
-            .as_ref()
-            .is_some_and(|c| c.addr == from && c.challenge == value);
-        if answers {
-            self.current = Some(from);
-            self.candidate = None;
+    /// An authentic `Response(value)` came from `from` at `now`: if it answers the
+    /// challenge sent there, `from` becomes the path. Returns whether it did, as the round
+    /// trip since the first challenge.
+    pub(super) fn response(
+        &mut self,
+        from: SocketAddr,
+        value: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let c = self.candidate.as_ref()?;
+        let first_sent = c.first_sent?;
+        if c.addr != from || c.challenge != value {
+            return None;
         }
-        answers
+        self.current = Some(from);
+        self.candidate = None;
+        Some(now.saturating_duration_since(first_sent))
     }
 
     /// The challenge to send now, and where, if one is due.
@@ -115,6 +124,7 @@ impl ControlPath {
         }
         c.due = false;
         c.sent = Some(now);
+        c.first_sent.get_or_insert(now);
         Some((c.addr, c.challenge))
     }
 }
@@ -136,12 +146,18 @@ mod tests {
         let (to, value) = path.poll_challenge(t0).expect("a challenge");
         assert_eq!(to, addr(1));
         assert_eq!(path.current(), None, "not before the answer");
-        assert!(!path.response(addr(2), value), "from elsewhere");
-        assert!(
-            !path.response(addr(1), value.wrapping_add(1)),
+        assert_eq!(path.response(addr(2), value, t0), None, "from elsewhere");
+        assert_eq!(
+            path.response(addr(1), value.wrapping_add(1), t0),
+            None,
             "another value"
         );
-        assert!(path.response(addr(1), value));
+        let t1 = t0 + Duration::from_millis(30);
+        assert_eq!(
+            path.response(addr(1), value, t1),
+            Some(Duration::from_millis(30)),
+            "the round trip"
+        );
         assert_eq!(path.current(), Some(addr(1)));
 
         // A new address: challenged, while the old one stays in use.
@@ -151,8 +167,23 @@ mod tests {
         assert_ne!(second, value);
         // The client shows up on the old path again: the check is dropped.
         path.newest_from(addr(1));
-        assert!(!path.response(addr(9), second));
+        assert_eq!(path.response(addr(9), second, t0), None);
         assert_eq!(path.current(), Some(addr(1)));
+    }
+
+    #[test]
+    fn the_round_trip_counts_from_the_first_challenge() {
+        let t0 = Instant::now();
+        let mut path = ControlPath::learned();
+        path.newest_from(addr(1));
+        let (_, value) = path.poll_challenge(t0).expect("a challenge");
+        // A path slower than the challenge interval: a second challenge, same value, goes
+        // before the answer to the first arrives.
+        path.newest_from(addr(1));
+        let again = path.poll_challenge(t0 + CHALLENGE_INTERVAL);
+        assert_eq!(again, Some((addr(1), value)));
+        let rtt = Duration::from_millis(150);
+        assert_eq!(path.response(addr(1), value, t0 + rtt), Some(rtt));
     }
 
     #[test]

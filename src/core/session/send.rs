@@ -37,23 +37,18 @@ const AGE_GRANULARITY: Duration = Duration::from_millis(1);
 /// about as often for this as it would anyway.
 pub(super) const SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// Up to this capacity a full buffer grows whenever the kernel has taken every byte (see
-/// [`SendSide::may_grow`]); past it, only over a path whose acknowledgements take long to
-/// come back ([`LONG_ROUND_TRIP`]). Half of it goes out between two acknowledgement
-/// requests: at 1 MiB that is one request per half megabyte, too rare to cost a stream
-/// anything measurable, and enough for 500 MB/s over a round trip of 1 ms. On a shorter
-/// path a larger buffer gains nothing: it only lets more of the stream wait in the
-/// kernels' buffers (their autotuning lets a loopback connection hold several megabytes),
-/// and that costs CPU, since the bytes then drop out of the caches between their write and
-/// their read (measured in `docs/PERFORMANCE.md`).
+/// [`SendSide::may_grow`]); past it, only over a path whose round trip is long
+/// ([`LONG_ROUND_TRIP`]). Half of it goes out between two acknowledgement requests: at
+/// 1 MiB that is one request per half megabyte, too rare to cost a stream anything
+/// measurable, and enough for 500 MB/s over a round trip of 1 ms. On a shorter path a
+/// larger buffer gains nothing: it only lets more of the stream wait in the kernels'
+/// buffers (their autotuning lets a loopback connection hold several megabytes), and that
+/// costs CPU, since the bytes then drop out of the caches between their write and their
+/// read (measured in `docs/PERFORMANCE.md`).
 const GROWS_FREELY_UPTO: usize = 1 << 20;
-/// An acknowledgement round trip at least this long lets a buffer grow past
-/// [`GROWS_FREELY_UPTO`]: a loopback or LAN round trip is well below it, most WAN paths
-/// above it.
+/// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`]: a
+/// loopback or LAN round trip is well below it, most WAN paths above it.
 const LONG_ROUND_TRIP: Duration = Duration::from_millis(1);
-/// How many long round trips in a row, since the buffer last grew, make it grow again:
-/// one late answer may be a thread that was not scheduled in time, two in a row are the
-/// path.
-const LONG_ROUND_TRIPS_TO_GROW: u8 = 2;
 
 /// How far our own close announcement got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,12 +85,9 @@ pub(super) struct SendSide {
     emptied_at: Option<Instant>,
     /// The acknowledged position when the buffer last changed size.
     acked_at_resize: u64,
-    /// When we asked the peer to acknowledge up to `asked_upto`, until it answers.
-    asked_at: Option<Instant>,
-    /// How many of the peer's answers to our latest request in a row, since the buffer
-    /// last grew, came [`LONG_ROUND_TRIP`] or more after it (see
-    /// [`answered`](Self::answered)).
-    long_round_trips: u8,
+    /// The path's round trip as last measured, if it has been (see
+    /// `Session::handle_round_trip`).
+    pub(super) round_trip: Option<Duration>,
     /// Whether small writes wait in the buffer for a batch.
     pub(super) coalescing: Coalescing,
 }
@@ -117,8 +109,7 @@ impl SendSide {
             asked_upto: 0,
             emptied_at: Some(now),
             acked_at_resize: 0,
-            asked_at: None,
-            long_round_trips: 0,
+            round_trip: None,
             coalescing: Coalescing::default(),
         }
     }
@@ -132,10 +123,12 @@ impl SendSide {
     /// or not at all, would only see its kernel's buffers fill, and a TCP window that
     /// stays closed for `TCP_USER_TIMEOUT` fails the connection on Linux).
     ///
-    /// Past [`GROWS_FREELY_UPTO`], the acknowledgements' round trip must also have shown
-    /// itself long ([`answered`](Self::answered)): the kernel's room alone does not show
-    /// that it holds the stream back, since a loopback connection's kernel buffers take
-    /// megabytes while the reader lags, and a short one is covered already.
+    /// Past [`GROWS_FREELY_UPTO`], the path's round trip must also be long, or not known:
+    /// the kernel's room alone does not show that the round trip holds the stream back,
+    /// since a loopback connection's kernel buffers take megabytes while the reader lags,
+    /// and a short round trip is covered already. (The round trip comes from a handshake
+    /// or a path check, when nothing of the stream queues ahead of it: the time an
+    /// acknowledgement takes during a stream is mostly the queue.)
     pub(super) fn may_grow(&self, connected: bool, max: usize) -> bool {
         let read_since = self.buf.acked() - self.acked_at_resize;
         let capacity = self.buf.capacity();
@@ -144,15 +137,14 @@ impl SendSide {
             && self.tcp_sent == self.buf.end()
             && capacity < max
             && read_since >= capacity as u64 / 2
-            && (capacity < GROWS_FREELY_UPTO || self.long_round_trips >= LONG_ROUND_TRIPS_TO_GROW)
+            && (capacity < GROWS_FREELY_UPTO
+                || self.round_trip.map_or(true, |rtt| rtt >= LONG_ROUND_TRIP))
     }
 
     /// Doubles the buffer, up to `max`.
     pub(super) fn grow(&mut self, max: usize) {
         if self.buf.grow(max) {
             self.acked_at_resize = self.buf.acked();
-            // Growing again past the free size takes round trips from after this growth.
-            self.long_round_trips = 0;
         }
     }
 
@@ -224,33 +216,7 @@ impl SendSide {
     /// `upto` (the caller sends it), and when to repeat it.
     pub(super) fn requested_ack(&mut self, upto: u64, now: Instant) {
         self.next_req_ack = Some(now + REQ_ACK_INTERVAL);
-        if upto > self.asked_upto || self.asked_at.is_none() {
-            // A repeated request keeps the first one's time: the round trip is the wait.
-            self.asked_at = Some(now);
-        }
         self.asked_upto = self.asked_upto.max(upto);
-    }
-
-    /// The peer acknowledged up to `upto` at `now`. An acknowledgement that answers our
-    /// latest request, which named every byte handed to TCP then, times one round trip:
-    /// the bytes' way to the peer's application and the answer's way back. A long one
-    /// counts towards growing past [`GROWS_FREELY_UPTO`], a short one starts the count
-    /// over. (A reader slower than the path also answers late, once it gets to the
-    /// bytes; its buffer then grows as every buffer did before the round trip was
-    /// timed, at the cost of memory that an idle session gives back.)
-    pub(super) fn answered(&mut self, upto: u64, now: Instant) {
-        let Some(asked_at) = self.asked_at else {
-            return;
-        };
-        if upto < self.asked_upto {
-            return;
-        }
-        self.asked_at = None;
-        self.long_round_trips = if now.saturating_duration_since(asked_at) >= LONG_ROUND_TRIP {
-            self.long_round_trips.saturating_add(1)
-        } else {
-            0
-        };
     }
 
     /// Whether our last acknowledgement request named every byte sent so far.
