@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use capture::{Capture, Packet, Proto};
 use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN};
-use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
+use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN, MIN_LEN};
 use robust_tcp::protocol::handshake::{Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN};
 use robust_tcp::protocol::session::Role;
 use robust_tcp::{RSocket, SessionState};
@@ -55,6 +55,11 @@ const FORGED_DATAGRAMS: usize = 10_000;
 const HELLO_REPLAYS: usize = 100;
 const FORGED_HELLOS: usize = 100;
 const OPENING_REPLAYS: usize = 30;
+/// A CHALLENGE datagram as docs/PROTOCOL.md section 5 lays it out: its type (8) at byte 4,
+/// and one count.
+const CHALLENGE_KIND: u8 = 8;
+const KIND_AT: usize = 4;
+const CHALLENGE_LEN: usize = MIN_LEN + 4;
 /// How long the attacker waits for an answer, or for bytes after one.
 const READ_BOUND: Duration = Duration::from_secs(5);
 
@@ -453,14 +458,32 @@ fn an_off_path_attacker_can_neither_disturb_nor_read_a_session() {
             );
         }
 
-        // Nothing ever answered the attacker's datagrams.
+        // Nothing answered the attacker's datagrams but, at most, a challenge: a replayed
+        // genuine datagram that reached the server before its original (one the server
+        // never got, or had not read yet) makes its source a candidate address, which
+        // gets a challenge and nothing else (docs/SECURITY.md). Seen once in about 100
+        // runs of this binary.
         attacker.udp.set_nonblocking(true).expect("set_nonblocking");
         let mut buf = [0u8; 64];
-        let got = attacker.udp.recv_from(&mut buf);
+        let mut challenges = 0;
+        loop {
+            match attacker.udp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    assert!(
+                        n == CHALLENGE_LEN && buf[KIND_AT] == CHALLENGE_KIND,
+                        "seed {seed}: the attacker received {n} bytes from {from}, type {}",
+                        buf[KIND_AT]
+                    );
+                    challenges += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("seed {seed}: the attacker's socket: {e}"),
+            }
+        }
         assert!(
-            matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            "seed {seed}: the attacker received a datagram: {got:?}, type byte {}",
-            buf[4]
+            challenges <= attacker.tally.replayed_datagrams,
+            "seed {seed}: {challenges} challenges for {} replays",
+            attacker.tally.replayed_datagrams
         );
     });
 }
