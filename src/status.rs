@@ -70,4 +70,10 @@ pub struct Status {
     /// than acknowledgements come back, and returns to its initial size once it has been
     /// empty for a second.
     pub send_buffer_capacity: usize,
+    /// The path's round trip as last measured, with nothing of the stream queued ahead:
+    /// on a client, from its HELLO to the server's ANSWER (the opening's, then each
+    /// reconnection's); on a server, from its challenge of a new address of its client's
+    /// to the answer. `None` until measured. The send buffer grows past 1 MiB only when it
+    /// is 1 ms or more (or unknown).
+    pub round_trip: Option<Duration>,
 }

@@ -15,6 +15,7 @@ use robust_tcp::{Config, RServerSocket, RSocket};
 use support::bounded::{join, run_bounded, wait_until};
 use support::check::expect_ok;
 use support::payload::Payload;
+use support::proxy::{CutPlan, FaultProxy};
 use support::session::{connect_pair, fast_config, server_addr, spawn_writer, with_peak_capacity};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -90,6 +91,41 @@ fn a_buffer_grows_for_a_transfer_and_shrinks_back_once_idle() {
             capacity(&client) == initial
         });
         assert_eq!(client.status().unacknowledged, 0);
+    });
+}
+
+/// One byte each way: the client's ANSWER is read, and each end has heard the other.
+fn exchange(client: &mut RSocket, accepted: &mut RSocket) {
+    let mut byte = [0];
+    client.write_all(b"?").expect("client write");
+    accepted.read_exact(&mut byte).expect("server read");
+    accepted.write_all(b"!").expect("server write");
+    client.read_exact(&mut byte).expect("client read");
+    assert_eq!(&byte, b"!");
+}
+
+// Proves: the engine gives each session the path's round trip, which decides whether its
+// buffer may grow past 1 MiB (the rule is pinned in tests/core_model.rs): a client times
+// its HELLO until the server's ANSWER, at the opening and again at each reconnection, and
+// a server times its challenge of the client's address. (That a measurement comes, and a
+// new one at a reconnection; how long loopback's is depends on the machine.)
+#[test]
+fn the_round_trip_is_measured_at_the_opening_at_each_reconnection_and_by_the_server() {
+    run_bounded(LIMIT, || {
+        let server = bind_with(fast_config());
+        let plan = CutPlan::never().reset_percent(100);
+        let proxy = FaultProxy::start(server_addr(&server), plan).expect("proxy");
+        let (mut client, mut accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        exchange(&mut client, &mut accepted);
+        let opening = client.status().round_trip.expect("measured at the opening");
+        wait_until(EVENTUALLY, "the server's challenge to be answered", || {
+            accepted.status().round_trip.is_some()
+        });
+        assert_eq!(proxy.cut_all(), 1);
+        exchange(&mut client, &mut accepted);
+        assert!(client.status().reconnections >= 1);
+        let again = client.status().round_trip.expect("measured");
+        assert_ne!(again, opening, "not measured again at the reconnection");
     });
 }
 

@@ -1177,8 +1177,9 @@ fn deliver_control_slowly(pair: &mut Pair, one_way: Duration) {
 }
 
 // Proves: up to 1 MiB a buffer grows as before; past it only over a path whose round
-// trip is long (1 ms or more) or not known. A client knows it from its TCP connect (the
-// engine tells the core); a server from the challenge of its client's address.
+// trip is long (1 ms or more) or not known. A client knows it from its HELLO and the
+// server's ANSWER (the engine tells the core); a server from the challenge of its
+// client's address.
 #[test]
 fn a_buffer_grows_past_a_megabyte_only_over_a_long_round_trip() {
     const MIB: usize = 1 << 20;
@@ -1188,6 +1189,9 @@ fn a_buffer_grows_past_a_megabyte_only_over_a_long_round_trip() {
     for (measured, path, expected) in [
         (Some(wan), wan, 4 * MIB),
         (Some(lan), lan, MIB),
+        // The threshold: 1 ms.
+        (Some(Duration::from_micros(999)), lan, MIB),
+        (Some(Duration::from_millis(1)), lan, 4 * MIB),
         // Not measured: as every buffer grew before the round trip was measured.
         (None, lan, 4 * MIB),
     ] {

@@ -53,6 +53,8 @@ pub(crate) struct Opened {
     /// with; or why there is none (then the opening is retried, as after a cut).
     reader: io::Result<TcpStream>,
     hello: Hello,
+    /// When the caller's thread wrote the HELLO.
+    hello_sent: Instant,
     addr: SocketAddr,
     config: Config,
     opening_nonce: Nonce,
@@ -135,11 +137,7 @@ fn open_once(
     addr: SocketAddr,
     config: &Config,
 ) -> Result<Arc<Shared>, Failure> {
-    let dialled = Instant::now();
-    let connected = TcpStream::connect_timeout(&addr, config.handshake_timeout_value());
-    // A connect takes one round trip (SYN, SYN-ACK), with nothing queued ahead of it.
-    let round_trip = dialled.elapsed();
-    let connected = match connected {
+    let connected = match TcpStream::connect_timeout(&addr, config.handshake_timeout_value()) {
         Ok(stream) => Ok(stream),
         // Established, then reset before this thread looked: a cut after the TCP connect,
         // after which the opening is retried, as after any other cut.
@@ -162,6 +160,7 @@ fn open_once(
         }
         Err(e) => (None, Err(e)),
     };
+    let hello_sent = Instant::now();
     let id = engine.new_token();
     let spec = SessionSpec {
         id,
@@ -175,7 +174,6 @@ fn open_once(
     };
     let shared = Shared::new(spec, Arc::clone(engine));
     if let Some(stream) = stream {
-        shared.round_trip(round_trip);
         shared.attach_opening(stream);
     }
     // Before the caller has the session, so the engine has it before any command about it.
@@ -184,6 +182,7 @@ fn open_once(
         session: Handover(Some(Arc::clone(&shared))),
         reader,
         hello,
+        hello_sent,
         addr,
         config: config.clone(),
         opening_nonce,
@@ -368,9 +367,9 @@ pub(crate) struct Dial {
     stream: TcpStream,
     /// The session the attempt is for: its opening retried, or a reconnection.
     session: Token,
-    /// `None` while the TCP connect is in progress; then the HELLO sent and the reader of
-    /// the ANSWER.
-    answer: Option<(Hello, FrameReader)>,
+    /// `None` while the TCP connect is in progress; then the HELLO sent, when it went out,
+    /// and the reader of the ANSWER.
+    answer: Option<(Hello, Instant, FrameReader)>,
     /// Whether `stream` is the session's own connection: the opening HELLO went out on it
     /// and the application's bytes follow.
     on_session: bool,
@@ -429,20 +428,6 @@ impl Engine {
             .register(&mut SourceFd(&fd), token, interest)
     }
 
-    /// A dial's TCP connect completed: it took one round trip of the path (and the
-    /// engine's look at it), with nothing queued ahead; the session learns the path's
-    /// round trip anew, which a host that moved to another network needs.
-    fn connect_timed(&self, dial: &Dial) {
-        let Some(entry) = self.sessions.get(&dial.session) else {
-            return;
-        };
-        if let Side::Client(redial) = &entry.side {
-            if let Some((_, started)) = redial.dialing {
-                entry.shared.round_trip(started.elapsed());
-            }
-        }
-    }
-
     /// Stops watching a dial's socket.
     fn unwatch_dial(&self, dial: &Dial) {
         let fd = dial.stream.as_raw_fd();
@@ -458,7 +443,7 @@ impl Engine {
                         .insert(token, Handshake::Client(Box::new(dial)));
                     return;
                 }
-                Ok(true) => self.connect_timed(&dial),
+                Ok(true) => {}
                 // Established, then reset before we looked: a cut after the TCP connect.
                 Err(e) if was_established(&e) => return self.dial_failed(dial, Failure::Cut(e)),
                 Err(e) => return self.dial_failed(dial, Failure::Connect(e)),
@@ -473,19 +458,19 @@ impl Engine {
             if let Err(e) = write_frame(&dial.stream, &hello.encode()) {
                 return self.dial_failed(dial, Failure::Cut(e));
             }
-            dial.answer = Some((hello, FrameReader::new(FrameKind::Answer)));
+            dial.answer = Some((hello, Instant::now(), FrameReader::new(FrameKind::Answer)));
         }
-        let Some((hello, reader)) = dial.answer.as_mut() else {
+        let Some((hello, hello_sent, reader)) = dial.answer.as_mut() else {
             return;
         };
-        let hello = *hello;
+        let (hello, hello_sent) = (*hello, *hello_sent);
         match reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
             }
             Ok(FrameRead::Done(body)) => match Answer::parse(&body) {
-                Ok(Answer::Accepted(answer)) => self.answered(dial, hello, answer),
+                Ok(Answer::Accepted(answer)) => self.answered(dial, hello, hello_sent, answer),
                 Ok(Answer::Refused(code)) => self.refused(code, dial),
                 Err(e) => self.dial_failed(dial, not_robust(e)),
             },
@@ -503,6 +488,7 @@ impl Engine {
             session,
             reader,
             hello,
+            hello_sent,
             addr,
             config,
             opening_nonce,
@@ -525,7 +511,7 @@ impl Engine {
                 let dial = Dial {
                     stream: reader,
                     session: id,
-                    answer: Some((hello, FrameReader::new(FrameKind::Answer))),
+                    answer: Some((hello, hello_sent, FrameReader::new(FrameKind::Answer))),
                     on_session: true,
                 };
                 self.handshakes
@@ -575,11 +561,12 @@ impl Engine {
         }))
     }
 
-    /// The server accepted a dial's `hello` with `answer`. If the answer is this hello's
-    /// and proves that the server holds the session's keys: learns the CID if the session
-    /// was opening, confirms where the server resumed a session, and moves the session to
-    /// the connection (the first opening's is the session's already).
-    fn answered(&mut self, dial: Dial, hello: Hello, answer: Accepted) {
+    /// The server accepted a dial's `hello`, sent at `hello_sent`, with `answer`. If the
+    /// answer is this hello's and proves that the server holds the session's keys: learns
+    /// the path's round trip, learns the CID if the session was opening, confirms where
+    /// the server resumed a session, and moves the session to the connection (the first
+    /// opening's is the session's already).
+    fn answered(&mut self, dial: Dial, hello: Hello, hello_sent: Instant, answer: Accepted) {
         let id = dial.session;
         let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.drop_dial(dial);
@@ -606,6 +593,9 @@ impl Engine {
             let e = io::Error::other("the answer does not fit the hello");
             return self.dial_failed(dial, Failure::Cut(e));
         }
+        // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
+        // may end at a proxy on the way), with nothing of the stream queued ahead.
+        shared.round_trip(hello_sent.elapsed());
         let peer_received = shared
             .check_resume(answer.received)
             .filter(|&n| n == 0 || !answer.opened);

@@ -414,8 +414,8 @@ impl Shared {
         });
     }
 
-    /// The path to the peer takes `rtt` per round trip, as a TCP connect just measured
-    /// (see `Session::handle_round_trip`).
+    /// The path to the peer takes `rtt` per round trip, as a client's HELLO and the
+    /// server's ANSWER just measured (see `Session::handle_round_trip`).
     pub(crate) fn round_trip(&self, rtt: Duration) {
         self.state.lock().session.handle_round_trip(rtt);
     }

@@ -383,6 +383,7 @@ impl Session {
             peer_addr: None,
             passive: self.link.passive,
             send_buffer_capacity: self.send.buf.capacity(),
+            round_trip: self.send.round_trip,
         }
     }
 
@@ -596,8 +597,8 @@ impl Session {
     }
 
     /// The path to the peer was measured: a round trip takes `rtt`, with nothing of the
-    /// stream queued ahead (a client's TCP connect, which the engine times; a server's
-    /// path check times itself). The latest measurement stands: a send buffer grows past
+    /// stream queued ahead (a client's HELLO and the server's ANSWER, which the engine
+    /// times; a server's path check times itself). The latest measurement stands: a send buffer grows past
     /// 1 MiB only over a long round trip (see `SendSide::may_grow`).
     pub fn handle_round_trip(&mut self, rtt: Duration) {
         self.send.round_trip = Some(rtt);

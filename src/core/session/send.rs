@@ -38,13 +38,16 @@ const AGE_GRANULARITY: Duration = Duration::from_millis(1);
 pub(super) const SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// Up to this capacity a full buffer grows whenever the kernel has taken every byte (see
 /// [`SendSide::may_grow`]); past it, only over a path whose round trip is long
-/// ([`LONG_ROUND_TRIP`]). Half of it goes out between two acknowledgement requests: at
-/// 1 MiB that is one request per half megabyte, too rare to cost a stream anything
-/// measurable, and enough for 500 MB/s over a round trip of 1 ms. On a shorter path a
-/// larger buffer gains nothing: it only lets more of the stream wait in the kernels'
-/// buffers (their autotuning lets a loopback connection hold several megabytes), and that
-/// costs CPU, since the bytes then drop out of the caches between their write and their
-/// read (measured in `docs/PERFORMANCE.md`).
+/// ([`LONG_ROUND_TRIP`]) or not measured yet. Half of it goes out between two
+/// acknowledgement requests: at 1 MiB that is one request per half megabyte, too rare to
+/// cost a stream anything measurable, and enough for 500 MB/s over a round trip of 1 ms.
+/// On loopback a larger buffer gains nothing: it only lets more of the stream wait in the
+/// kernels' buffers (their autotuning lets a loopback connection hold several megabytes),
+/// and that costs CPU, since the bytes then drop out of the caches between their write and
+/// their read (measured in `docs/PERFORMANCE.md`). A path under 1 ms that carries more
+/// than half of this per round trip (above 1 GB/s at 0.5 ms) is held to it: the price of a
+/// rule that needs no rate estimate; `Config::send_buffer_size` can start such a buffer
+/// larger.
 const GROWS_FREELY_UPTO: usize = 1 << 20;
 /// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`]: a
 /// loopback or LAN round trip is well below it, most WAN paths above it.
