@@ -33,8 +33,9 @@
 //!   the client has its last reply and has dropped its socket.
 //!
 //! Both sides use their defaults and nothing else: `Config::default()` for robust-tcp
-//! (a send buffer that starts at 16 KiB and grows up to 4 MiB while the path takes
-//! everything, as Linux's own TCP buffers do), std's socket defaults for TCP, no
+//! (a send buffer that starts at 16 KiB and grows while the path takes everything, as
+//! Linux's own TCP buffers do: up to 1 MiB here, up to 4 MiB over a round trip of 1 ms or
+//! more), std's socket defaults for TCP, no
 //! socket buffer sizes set on either; Nagle is turned off on both in RR only. The message
 //! sizes, the reader's buffer and the checks are the same code for both.
 //!

@@ -11,7 +11,8 @@ use std::time::Duration;
 /// paper chose its fixed 16 KiB buffer, acknowledged every 8 KiB, so that writers hardly
 /// ever wait on its 100 Mbit Ethernet; to keep that on faster paths, the buffer grows
 /// while writers wait for acknowledgements that a faster path would bring sooner, up to
-/// 4 MiB, and shrinks back once idle, as Linux sizes TCP's own buffers.
+/// 1 MiB, and past it up to 4 MiB over a path whose round trip is 1 ms or more (or not
+/// measured yet), and shrinks back once idle, as Linux sizes TCP's own buffers.
 /// [`Config::paper`] pins the paper's fixed sizes.
 ///
 /// Setters take and return the `Config` so that they chain; the values are checked when the
@@ -104,7 +105,7 @@ impl Config {
     /// the acknowledgements, not the path), the buffer doubles, up to
     /// [`send_buffer_max`](Self::send_buffer_max), instead of the writer waiting; past
     /// 1 MiB, only over a path whose round trip is a millisecond or more, or not measured
-    /// yet (see `Status::round_trip`): on loopback more would only fill the kernels'
+    /// yet (see [`Status::round_trip`](crate::Status::round_trip)): on loopback more would only fill the kernels'
     /// buffers, at a cost in CPU. A path under a millisecond that carries more than half a
     /// MiB per round trip (above 1 GB/s at 0.5 ms) needs a larger size set here.
     /// It returns to this size once it has been empty for a second, so that idle sessions

@@ -9,7 +9,8 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, RServerSocket, RSocket};
 use support::bounded::{join, run_bounded, wait_until};
@@ -107,17 +108,38 @@ fn exchange(client: &mut RSocket, accepted: &mut RSocket) {
 // Proves: the engine gives each session the path's round trip, which decides whether its
 // buffer may grow past 1 MiB (the rule is pinned in tests/core_model.rs): a client times
 // its HELLO until the server's ANSWER, at the opening and again at each reconnection, and
-// a server times its challenge of the client's address. (That a measurement comes, and a
-// new one at a reconnection; how long loopback's is depends on the machine.)
+// a server times its challenge of the client's address. The proxy holds the server's
+// bytes for a while after the TCP connect, which it answers itself at once: the client's
+// measurement must include that wait, which a timed connect would not. (Beyond that, how
+// long loopback's round trip is depends on the machine: only that a new measurement
+// comes at a reconnection is checked.)
 #[test]
 fn the_round_trip_is_measured_at_the_opening_at_each_reconnection_and_by_the_server() {
     run_bounded(LIMIT, || {
+        const HELD: Duration = Duration::from_millis(20);
         let server = bind_with(fast_config());
-        let plan = CutPlan::never().reset_percent(100);
+        let plan = CutPlan::never().reset_percent(100).hold_downstream();
         let proxy = FaultProxy::start(server_addr(&server), plan).expect("proxy");
-        let (mut client, mut accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+        // `connect` returns once the HELLO is written, and `accept` at the HELLO; the
+        // ANSWER waits in the proxy.
+        let connecting = thread::spawn({
+            let to = proxy.local_addr();
+            move || RSocket::connect_with(to, fast_config())
+        });
+        let (mut accepted, _) = server.accept().expect("accept");
+        let mut client = join(connecting).expect("connect");
+        let connected = Instant::now();
+        // Not a wait for anything: the delay the client's measurement must contain.
+        thread::sleep(HELD);
+        proxy.release_downstream();
+        let held = connected.elapsed();
         exchange(&mut client, &mut accepted);
+        assert_eq!(client.session_id(), accepted.session_id());
         let opening = client.status().round_trip.expect("measured at the opening");
+        assert!(
+            opening >= held,
+            "the client measured {opening:?} while its ANSWER was held {held:?}"
+        );
         wait_until(EVENTUALLY, "the server's challenge to be answered", || {
             accepted.status().round_trip.is_some()
         });

@@ -225,7 +225,9 @@ impl Session {
     /// `Limits::send_buffer_max`). It grows only while the connection has taken every
     /// byte written (the kernel has room, so the path could carry more than the
     /// acknowledgements' round trip lets through) and the peer has acknowledged half the
-    /// buffer since it last grew (its application keeps up). A writer blocked in the
+    /// buffer since it last grew (its application keeps up); past 1 MiB, only over a
+    /// round trip of 1 ms or more, or not measured (see `SendSide::may_grow`). A writer
+    /// blocked in the
     /// kernel, without a connection, or writing to a peer that does not read, finds no
     /// room until the peer acknowledges some.
     ///
