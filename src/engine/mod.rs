@@ -245,20 +245,9 @@ enum Side {
     /// A client reconnects when its connection fails (and retries its opening until the
     /// server answers it).
     Client(Box<Redial>),
-    /// A server session belongs to a listener.
-    Server {
-        listener: Token,
-        client: std::net::SocketAddr,
-        /// The highest attempt whose HELLO proved itself (the opening's, at first): a
-        /// HELLO must name a higher one, so none is accepted twice.
-        last_attempt: u64,
-        /// The opening nonce of the client's HELLO: how a retried opening finds the
-        /// session.
-        opening_nonce: crate::core::auth::Nonce,
-        /// Whether the client resumed the session by its CID: it knows the CID (so does
-        /// a client whose authentic datagram arrived, which the session itself records).
-        knows_cid: bool,
-    },
+    /// A server session belongs to a listener, which knows the rest (its
+    /// `ServerEndpoint`).
+    Server { listener: Token },
 }
 
 /// A handshake in progress on a non-blocking connection.
@@ -596,17 +585,9 @@ impl Engine {
         self.routes.remove(&entry.route, id);
         self.unwatch(entry.flush_watch);
         match entry.side {
-            Side::Server {
-                listener,
-                opening_nonce,
-                knows_cid,
-                ..
-            } => {
-                // A client that never showed it knows the CID may still be retrying its
-                // opening, which must not open a second session.
-                let tombstone = !knows_cid && !entry.shared.peer_knows_cid();
-                let cid = entry.shared.cid();
-                self.forget_session(listener, cid, opening_nonce, tombstone);
+            Side::Server { listener } => {
+                let (cid, knows) = (entry.shared.cid(), entry.shared.peer_knows_cid());
+                self.forget_session(listener, cid, knows);
             }
             Side::Client(redial) => {
                 if let Some((dial, _)) = redial.dialing {

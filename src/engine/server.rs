@@ -1,25 +1,15 @@
 //! The server side, run by the engine: listeners, and the handshake of every incoming TCP
-//! connection, new session (paper Fig. 3) or reconnection (Fig. 4).
-//!
-//! A new session is accepted at its HELLO, in one round trip: the HELLO carries the secret
-//! the client drew, so the client holds the keys and can always come back to the session,
-//! and its first bytes follow the HELLO on the connection. Each listener remembers the
-//! opening nonces of its sessions, so that a retried opening (the client never got the
-//! ANSWER) resumes the session it already opened rather than open a second one; and, for
-//! a while, those of sessions that ended before their client could know them
-//! (*tombstones*), which refuse such an opening instead.
+//! connection, new session (paper Fig. 3) or reconnection (Fig. 4), on non-blocking
+//! sockets. What each HELLO gets, the caps, eviction and tombstones are the I/O-free
+//! [`ServerEndpoint`]'s decisions; this file reads and writes the frames, makes the
+//! sessions and carries the verdicts out.
 //!
 //! A listener outlives its `RServerSocket`: while any of its sessions lives,
 //! reconnections must still find the port open. New sessions are refused once the
 //! `RServerSocket` is gone; the listener closes with the last session.
-//!
-//! Handshakes in progress are bounded per listener by `Config::max_handshakes`: past it,
-//! the oldest is dropped to make room. A real client completes its handshake within a
-//! round trip, so a flood of slow or silent connections evicts itself, not the client.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,28 +18,18 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::client::OPENING_PATIENCE;
 use super::control::{canonical, ControlSocket};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
 use super::tcp_control::TcpControl;
 use super::{into_std, random, Engine, Entry, Handshake, Side};
-use crate::core::auth::{Nonce, SessionKeys, TAG_LEN};
+use crate::core::auth::{SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
+use crate::core::endpoint::server::{ServerEndpoint, ServerLimits, Verdict};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, RSocket};
 
-/// How many handshake timeouts a listener keeps the opening nonce of a session that ended
-/// before its client showed that it knows the CID (the client may never have received the
-/// ANSWER, and may still be retrying its opening). Longer than a client retries an opening
-/// that gets no answer (`client::OPENING_PATIENCE`), plus a handshake timeout for a HELLO
-/// still on its way.
-pub(super) const TOMBSTONE_PATIENCE: u32 = 12;
-const _: () = assert!(TOMBSTONE_PATIENCE > OPENING_PATIENCE + 1);
-/// How long a session must have waited for its client before a full server may evict it,
-/// when there is no silence limit (`Config::dead_after(None)`) to measure it by.
-const EVICTABLE_WITHOUT_LIMIT: Duration = Duration::from_secs(3);
 /// How long a listener pauses after an accept error that retrying at once cannot fix (no
 /// descriptors or memory left, say).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -73,19 +53,8 @@ pub(crate) struct Listener {
     /// clears it at once, before the engine hears of the drop: a HELLO the engine reads
     /// after the drop returned is refused even if it came before that command.
     open: Arc<AtomicBool>,
-    /// Every session of this listener, with the address its client opened it from.
-    by_cid: HashMap<u32, (Token, IpAddr)>,
-    /// Every session of this listener, by the opening nonce of its client's HELLO.
-    by_opening: HashMap<Nonce, Token>,
-    /// Opening nonces of sessions that ended before their client showed that it knows the
-    /// CID, until when each is kept, oldest first; and the same as a set.
-    tombstones: VecDeque<(Nonce, Instant)>,
-    tombstoned: HashMap<Nonce, Instant>,
-    /// How many sessions were opened from each client address, for
-    /// `Config::max_sessions_per_address`.
-    per_address: HashMap<IpAddr, usize>,
-    /// Handshakes in progress, oldest first.
-    handshakes: VecDeque<Token>,
+    /// Its sessions and handshakes, and every decision about them.
+    endpoint: ServerEndpoint<Token, Token>,
     /// Set while accepting is paused after a resource error.
     paused_until: Option<Instant>,
 }
@@ -112,51 +81,13 @@ impl Listener {
             id,
             local_addr: socket.local_addr()?,
             socket,
-            config,
             accepted,
             control,
             open: Arc::new(AtomicBool::new(true)),
-            by_cid: HashMap::new(),
-            by_opening: HashMap::new(),
-            tombstones: VecDeque::new(),
-            tombstoned: HashMap::new(),
-            per_address: HashMap::new(),
-            handshakes: VecDeque::new(),
+            endpoint: ServerEndpoint::new(ServerLimits::new(&config)),
             paused_until: None,
+            config,
         })
-    }
-
-    /// Whether `client` may open another session: the listener has room, in all and for
-    /// that address.
-    fn refusal_for(&self, client: IpAddr) -> Option<RefusalCode> {
-        let per_address = self.per_address.get(&client).copied().unwrap_or(0);
-        let full = self.by_cid.len() >= self.config.max_sessions_value()
-            || per_address >= self.config.max_sessions_per_address_value();
-        full.then_some(RefusalCode::TooManySessions)
-    }
-
-    /// Whether a session with opening nonce `nonce` ended here, at most
-    /// `TOMBSTONE_PATIENCE` handshake timeouts ago, before its client knew it.
-    fn is_tombstoned(&self, nonce: &Nonce, now: Instant) -> bool {
-        self.tombstoned.get(nonce).is_some_and(|&until| until > now)
-    }
-
-    /// Keeps `nonce` as a tombstone from `now` on: for `TOMBSTONE_PATIENCE` handshake
-    /// timeouts, and among the `max_sessions` newest.
-    fn tombstone(&mut self, nonce: Nonce, now: Instant) {
-        while let Some(&(oldest, until)) = self.tombstones.front() {
-            let full = self.tombstones.len() >= self.config.max_sessions_value();
-            if until > now && !full {
-                break;
-            }
-            self.tombstones.pop_front();
-            if self.tombstoned.get(&oldest) == Some(&until) {
-                self.tombstoned.remove(&oldest);
-            }
-        }
-        let until = now + self.config.handshake_timeout_value() * TOMBSTONE_PATIENCE;
-        self.tombstones.push_back((nonce, until));
-        self.tombstoned.insert(nonce, until);
     }
 }
 
@@ -164,6 +95,7 @@ impl Listener {
 struct Confirming {
     reader: FrameReader,
     session: Token,
+    cid: u32,
     hello: Hello,
     answer: Accepted,
     /// What installs the connection once confirmed.
@@ -181,6 +113,8 @@ struct Resume {
 
 /// The server side of one handshake.
 pub(crate) struct ServerHandshake {
+    /// Its token in the engine (and in its listener's endpoint).
+    id: Token,
     pub(crate) stream: TcpStream,
     pub(crate) listener: Token,
     client: SocketAddr,
@@ -221,77 +155,28 @@ impl Engine {
         self.close_if_done(id);
     }
 
-    /// A session of listener `id` ended: free its slot. Its opening nonce is kept as a
-    /// tombstone if `tombstone` (its client never showed that it knows the CID, so it may
-    /// still be retrying its opening: that must not open a second session).
-    pub(super) fn forget_session(&mut self, id: Token, cid: u32, opening: Nonce, tombstone: bool) {
+    /// A session of listener `id` ended: free its slot (see [`ServerEndpoint::ended`]).
+    pub(super) fn forget_session(&mut self, id: Token, cid: u32, client_knows_cid: bool) {
         if let Some(listener) = self.listeners.get_mut(&id) {
-            listener.by_opening.remove(&opening);
-            if tombstone {
-                listener.tombstone(opening, Instant::now());
-            }
-            if let Some((_, client)) = listener.by_cid.remove(&cid) {
-                if let Some(n) = listener.per_address.get_mut(&client) {
-                    *n -= 1;
-                    if *n == 0 {
-                        listener.per_address.remove(&client);
-                    }
-                }
-            }
+            listener
+                .endpoint
+                .ended(cid, client_knows_cid, Instant::now());
         }
         self.close_if_done(id);
-    }
-
-    /// Makes room in a full listener for a new session from `client`: resets the session
-    /// whose client has been gone longest (no connection, and silent; among `client`'s own
-    /// if only its per-address share is full), if it has been silent for at least the
-    /// silence limit. Vanished
-    /// clients would otherwise hold the server's capacity for good. Costs a scan of the
-    /// listener's sessions, only when it is full.
-    fn evict_vanished(&mut self, listener: Token, client: IpAddr) {
-        let Some(l) = self.listeners.get(&listener) else {
-            return;
-        };
-        let full = l.by_cid.len() >= l.config.max_sessions_value();
-        let floor = l
-            .config
-            .dead_after_value()
-            .unwrap_or(EVICTABLE_WITHOUT_LIMIT);
-        let now = Instant::now();
-        let victim = l
-            .by_cid
-            .values()
-            .filter(|(_, ip)| full || *ip == client)
-            .filter_map(|(token, _)| {
-                let waited = self.sessions.get(token)?.shared.gone_for(now)?;
-                (waited >= floor).then_some((waited, *token))
-            })
-            .max();
-        let Some((waited, token)) = victim else {
-            return;
-        };
-        if let Some(entry) = self.sessions.get(&token) {
-            log::debug!(
-                "session {}: evicted after its client was gone for {waited:?}",
-                entry.shared.cid()
-            );
-            entry.shared.reset(crate::Error::Evicted { waited });
-        }
-        self.finish(token);
     }
 
     fn close_if_done(&mut self, id: Token) {
         let done = self
             .listeners
             .get(&id)
-            .is_some_and(|l| !l.is_open() && l.by_cid.is_empty());
+            .is_some_and(|l| !l.is_open() && l.endpoint.session_count() == 0);
         if !done {
             return;
         }
         if let Some(mut listener) = self.listeners.remove(&id) {
             self.timers.set(id, None);
             let _ = self.poll.registry().deregister(&mut listener.socket);
-            for token in listener.handshakes {
+            for token in listener.endpoint.take_handshakes() {
                 self.drop_handshake(token);
             }
             log::debug!("server on {} stopped listening", listener.local_addr);
@@ -347,9 +232,7 @@ impl Engine {
         let Some(listener) = self.listeners.get(&id) else {
             return;
         };
-        let cap = listener.config.max_handshakes_value();
         let timeout = listener.config.handshake_timeout_value();
-        let crowded = listener.handshakes.len() >= cap;
         // The handshake's frames go out at once rather than wait on Nagle for an ACK.
         let _ = stream.set_nodelay(true);
         if let Err(e) = self
@@ -360,46 +243,22 @@ impl Engine {
             log::warn!("cannot watch a connection from {client}: {e}");
             return;
         }
-        if crowded {
-            self.evict_handshake(id);
-        }
-        if let Some(listener) = self.listeners.get_mut(&id) {
-            listener.handshakes.push_back(token);
+        let crowded = self
+            .listeners
+            .get_mut(&id)
+            .and_then(|l| l.endpoint.handshake_started(token));
+        if let Some(victim) = crowded {
+            self.abandon_handshake(victim, "too many handshakes in progress");
         }
         let deadline = Instant::now() + timeout;
         let hs = ServerHandshake {
+            id: token,
             stream,
             listener: id,
             client,
             phase: Phase::Hello(FrameReader::first()),
         };
         self.add_handshake(token, Handshake::Server(hs), deadline);
-    }
-
-    /// Makes room for a handshake on listener `id`: drops the oldest one that has not
-    /// sent its HELLO yet (a client that got its ANSWER is further along: it goes last).
-    fn evict_handshake(&mut self, id: Token) {
-        let Some(listener) = self.listeners.get(&id) else {
-            return;
-        };
-        let confirming = |token: &Token| {
-            matches!(
-                self.handshakes.get(token),
-                Some(Handshake::Server(ServerHandshake {
-                    phase: Phase::Confirm(_),
-                    ..
-                }))
-            )
-        };
-        let victim = listener
-            .handshakes
-            .iter()
-            .find(|t| !confirming(t))
-            .or(listener.handshakes.front())
-            .copied();
-        if let Some(victim) = victim {
-            self.abandon_handshake(victim, "too many handshakes in progress");
-        }
     }
 
     /// Advances a server handshake as far as the bytes that arrived allow.
@@ -428,11 +287,7 @@ impl Engine {
                     None
                 }
                 Ok(FrameRead::Done(body)) => match Hello::parse(&body) {
-                    Ok(hello) if !hello.opening_part_is_consistent() => {
-                        self.refuse(hs, RefusalCode::BadRequest)
-                    }
-                    Ok(hello) if hello.is_opening() => self.opening(hs, hello),
-                    Ok(hello) => self.resume_session(hs, hello),
+                    Ok(hello) => self.answer_hello(hs, hello),
                     Err(_) => self.turn_away(hs),
                 },
                 Err(FrameError::Wire(_)) => self.turn_away(hs),
@@ -515,41 +370,57 @@ impl Engine {
         self.deregister(&mut hs.stream);
     }
 
-    /// Removes a handshake from its listener's queue.
+    /// Removes a handshake from its listener's count.
     pub(super) fn forget_handshake(&mut self, listener: Token, token: Token) {
         if let Some(l) = self.listeners.get_mut(&listener) {
-            if l.handshakes.front() == Some(&token) {
-                l.handshakes.pop_front();
-            } else {
-                l.handshakes.retain(|&t| t != token);
-            }
+            l.endpoint.handshake_ended(token);
         }
     }
 
-    /// An opening HELLO: proves itself under the keys derived from the secret it carries.
-    /// If this listener has a session with its opening nonce, the client is retrying an
-    /// opening whose ANSWER it did not get: the session is resumed (a higher attempt) or
-    /// the HELLO refused (a duplicate or a replay). A nonce kept as a tombstone is refused
-    /// as an unknown session. Otherwise a new session opens.
-    fn opening(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
-        let keys = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
-        if !hello.verify(&keys.handshake.client) {
-            return self.refuse(hs, RefusalCode::BadRequest);
-        }
-        let Some(listener) = self.listeners.get(&hs.listener) else {
+    /// A HELLO: carries out what the listener's endpoint decides for it.
+    fn answer_hello(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
+        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };
-        if let Some(&id) = listener.by_opening.get(&hello.opening_nonce) {
-            return self.resume_found(hs, hello, Some(id));
+        let welcome = listener.is_open();
+        let sessions = &self.sessions;
+        let now = Instant::now();
+        let verdict = listener.endpoint.on_hello(
+            &hello,
+            hs.client.ip(),
+            welcome,
+            now,
+            |id, hello| {
+                sessions
+                    .get(&id)
+                    .is_some_and(|e| hello.verify(&e.shared.handshake_keys().client))
+            },
+            |id| {
+                sessions
+                    .get(&id)
+                    .map_or_else(Default::default, |e| e.shared.presence(now))
+            },
+        );
+        match verdict {
+            Verdict::Refuse(code) => self.refuse(hs, code),
+            Verdict::Resume(id) => self.resume_session(hs, hello, id),
+            Verdict::Open { keys, evict } => {
+                if let Some(evicted) = evict {
+                    if let Some(entry) = self.sessions.get(&evicted.session) {
+                        log::debug!(
+                            "session {}: evicted after its client was gone for {:?}",
+                            evicted.cid,
+                            evicted.waited
+                        );
+                        entry.shared.reset(crate::Error::Evicted {
+                            waited: evicted.waited,
+                        });
+                    }
+                    self.finish(evicted.session);
+                }
+                self.open_session(hs, hello, *keys)
+            }
         }
-        if listener.is_tombstoned(&hello.opening_nonce, Instant::now()) {
-            return self.refuse(hs, RefusalCode::UnknownSession);
-        }
-        if hello.received != 0 {
-            // The client of a new session has received nothing.
-            return self.refuse(hs, RefusalCode::BadRequest);
-        }
-        self.open_session(hs, hello, keys)
     }
 
     /// Opens a new session for the client, answers it, and hands it to `accept` at once:
@@ -564,18 +435,6 @@ impl Engine {
         let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
         };
-        if !listener.is_open() {
-            return self.refuse(hs, RefusalCode::Closed);
-        }
-        if listener.refusal_for(hs.client.ip()).is_some() {
-            self.evict_vanished(hs.listener, hs.client.ip());
-        }
-        let Some(listener) = self.listeners.get(&hs.listener) else {
-            return self.refuse(hs, RefusalCode::Closed);
-        };
-        if let Some(refusal) = listener.refusal_for(hs.client.ip()) {
-            return self.refuse(hs, refusal);
-        }
         let config = listener.config.clone();
         let control = Arc::clone(&listener.control);
         let (Some(cid), Ok(server_nonce)) = (self.new_cid(), random()) else {
@@ -619,9 +478,7 @@ impl Engine {
         };
         let shared = Shared::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
-            listener.by_cid.insert(cid, (id, hs.client.ip()));
-            listener.by_opening.insert(hello.opening_nonce, id);
-            *listener.per_address.entry(hs.client.ip()).or_default() += 1;
+            listener.endpoint.opened(cid, id, hs.client.ip(), &hello);
         }
         // The client's first bytes follow the HELLO in the stream, which the frame reader
         // read exactly: they are the application's to read.
@@ -632,10 +489,6 @@ impl Engine {
             flush_watch: None,
             side: Side::Server {
                 listener: hs.listener,
-                client: hs.client,
-                last_attempt: hello.attempt,
-                opening_nonce: hello.opening_nonce,
-                knows_cid: false,
             },
         };
         self.adopt(id, entry);
@@ -672,50 +525,20 @@ impl Engine {
         }
     }
 
-    /// Resumes the session the client names by its CID on this connection.
-    fn resume_session(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
-        let id = self
-            .listeners
-            .get(&hs.listener)
-            .and_then(|l| l.by_cid.get(&hello.cid))
-            .map(|&(id, _)| id);
-        self.resume_found(hs, hello, id)
-    }
-
-    /// Resumes session `id` (found by the HELLO's CID, or by its opening nonce) on this
-    /// connection. Nothing changes unless the HELLO proves itself: it is tagged with the
-    /// session's key and names a higher attempt than any before (a replayed HELLO names
-    /// an old one).
-    fn resume_found(
+    /// Resumes session `id` on this connection: its HELLO proved itself (see
+    /// [`ServerEndpoint::on_hello`]); the count it carries must check out too.
+    fn resume_session(
         &mut self,
         mut hs: ServerHandshake,
         hello: Hello,
-        id: Option<Token>,
+        id: Token,
     ) -> Option<ServerHandshake> {
-        let proven = id.and_then(|id| {
-            let entry = self.sessions.get_mut(&id)?;
-            let Side::Server {
-                last_attempt,
-                knows_cid,
-                ..
-            } = &mut entry.side
-            else {
-                return None;
-            };
-            let fresh = hello.attempt > *last_attempt;
-            if !fresh || !hello.verify(&entry.shared.handshake_keys().client) {
-                return None;
-            }
-            *last_attempt = hello.attempt;
-            // A client that names the CID received it.
-            *knows_cid |= !hello.is_opening();
-            Some((id, Arc::clone(&entry.shared)))
-        });
-        let Some((id, shared)) = proven else {
-            // Unknown, forged and replayed hellos get the same answer: it tells an
-            // attacker nothing about which sessions exist.
+        let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.refuse(hs, RefusalCode::UnknownSession);
         };
+        if !hello.is_opening() {
+            shared.cid_named();
+        }
         // Check before touching the live connection: a count outside what was ever written
         // leaves it alone. (One that passes this but fails the exact check after the
         // barrier costs the live connection; only the client, which holds the key, can
@@ -758,11 +581,15 @@ impl Engine {
             epoch,
             peer_received,
         };
+        if let Some(listener) = self.listeners.get_mut(&hs.listener) {
+            listener.endpoint.handshake_confirming(hs.id);
+        }
         // Nothing is resent before the client proves, with its CONFIRM, that it is the
         // one that sent this HELLO now, not someone replaying it.
         hs.phase = Phase::Confirm(Box::new(Confirming {
             reader: FrameReader::new(FrameKind::Confirm),
             session: id,
+            cid: shared.cid(),
             hello,
             answer,
             resume,
@@ -777,21 +604,14 @@ impl Engine {
             return;
         };
         let id = confirming.session;
-        let client = hs.client;
-        let current = self
-            .sessions
-            .get_mut(&id)
-            .and_then(|entry| match &mut entry.side {
-                Side::Server {
-                    client: known,
-                    last_attempt,
-                    ..
-                } if *last_attempt == resume.attempt => {
-                    *known = client;
-                    Some(Arc::clone(&entry.shared))
-                }
-                _ => None,
-            });
+        let latest = self
+            .listeners
+            .get(&hs.listener)
+            .is_some_and(|l| l.endpoint.confirmed(confirming.cid, resume.attempt));
+        let current = latest
+            .then(|| self.sessions.get(&id))
+            .flatten()
+            .map(|entry| Arc::clone(&entry.shared));
         let Some(shared) = current else {
             self.close_handshake(hs);
             return;

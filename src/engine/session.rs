@@ -36,6 +36,7 @@ use super::control::ControlSocket;
 use super::{mark_dirty, on_engine_thread, EngineHandle};
 use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
+use crate::core::endpoint::server::Presence;
 use crate::core::session::{Limits, ReadGate, Role, Session};
 use crate::error::Error;
 use crate::{Config, SessionState, Status};
@@ -470,12 +471,26 @@ impl Shared {
         self.state.lock().session.peer_knows_cid()
     }
 
-    /// While the session has no connection: how long its peer has been silent (a client
-    /// that still probes is not gone, however long its TCP connection has been).
-    pub(crate) fn gone_for(&self, now: Instant) -> Option<Duration> {
+    /// What a server's endpoint asks of a session when it decides whom to evict or
+    /// whether to keep a tombstone. A client is gone while the session has no connection,
+    /// for as long as it has been silent (a client that still probes is not gone, however
+    /// long its TCP connection has been).
+    pub(crate) fn presence(&self, now: Instant) -> Presence {
         let st = self.state.lock();
-        st.session.disconnected_since()?;
-        Some(now.saturating_duration_since(st.session.last_heard()))
+        let gone_for = st
+            .session
+            .disconnected_since()
+            .map(|_| now.saturating_duration_since(st.session.last_heard()));
+        Presence {
+            gone_for,
+            client_knows_cid: st.session.peer_knows_cid(),
+        }
+    }
+
+    /// The client named the CID in a HELLO that proved itself (see
+    /// `Session::handle_cid_named`).
+    pub(crate) fn cid_named(&self) {
+        self.state.lock().session.handle_cid_named();
     }
 
     /// Where the session's control datagrams go (a client's: the server's control

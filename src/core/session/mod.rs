@@ -125,6 +125,8 @@ pub struct Session {
     next_packet: u64,
     /// The peer's packet numbers seen.
     replay: ReplayWindow,
+    /// Whether the peer named the CID in a HELLO that proved itself.
+    peer_named_cid: bool,
 }
 
 /// Why a datagram was dropped without effect.
@@ -173,6 +175,7 @@ impl Session {
             closed_at: None,
             next_packet: 0,
             replay: ReplayWindow::default(),
+            peer_named_cid: false,
         };
         session.probe();
         session
@@ -204,10 +207,16 @@ impl Session {
     }
 
     /// Whether the peer has shown that it knows the session's CID: an authentic datagram
-    /// from it arrived (it carries the CID under the peer's key). A server whose client
-    /// never did cannot know whether the client received its opening answer.
+    /// from it arrived (it carries the CID under the peer's key), or a HELLO that named
+    /// the CID proved itself ([`handle_cid_named`](Self::handle_cid_named)). A server
+    /// whose client never did cannot know whether the client received its opening answer.
     pub fn peer_knows_cid(&self) -> bool {
-        self.replay.any_accepted()
+        self.peer_named_cid || self.replay.any_accepted()
+    }
+
+    /// The peer named the CID in a HELLO that proved itself: it received the CID.
+    pub fn handle_cid_named(&mut self) {
+        self.peer_named_cid = true;
     }
 
     /// Bytes the application has read, which is what the peer may stop keeping.

@@ -1,0 +1,15 @@
+//! Every decision of an endpoint before and between a session's connections, without I/O
+//! or a clock (quinn-proto's `Endpoint` is the model): which HELLO opens a session,
+//! resumes one or is refused, the caps on sessions and handshakes, whom a full server
+//! evicts, and how long a server remembers the openings of sessions that ended
+//! (tombstones). The engine owns the sockets and asks; time comes in as `now`.
+
+pub(crate) mod server;
+
+use std::time::Duration;
+
+/// The longest a client retries an unanswered opening, counted from its first HELLO,
+/// whatever its `Config`: a protocol constant rather than a setting, so that a server's
+/// tombstones ([`server::ServerEndpoint`]) outlive every retry of every client, whatever
+/// either side's handshake timeout is.
+pub(crate) const OPENING_WINDOW: Duration = Duration::from_secs(60);

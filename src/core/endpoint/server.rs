@@ -1,0 +1,648 @@
+//! A listener's decisions: what each HELLO gets (a new session, the resumption of one,
+//! or a refusal), the caps on sessions in all and per client address, which session a
+//! full listener evicts, which handshake a crowded one drops, and the tombstones of
+//! sessions that ended before their client knew them.
+//!
+//! A new session is accepted at its HELLO, in one round trip: the HELLO carries the secret
+//! the client drew, so the client holds the keys and can always come back to the session.
+//! Each listener remembers the opening nonces of its sessions, so that a retried opening
+//! (the client never got the ANSWER) resumes the session it already opened rather than
+//! open a second one; and, for [`OPENING_WINDOW`] past the end of such a session, the
+//! nonces of sessions that ended before their client could know them (*tombstones*),
+//! which refuse such an opening instead.
+//!
+//! Sessions and handshakes are named by ids of the engine's choosing (`S`, `H`); the
+//! engine asks, carries out the verdict and reports what happened (`opened`, `ended`).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::OPENING_WINDOW;
+use crate::core::auth::{Nonce, SessionKeys};
+use crate::core::handshake::{Hello, RefusalCode};
+use crate::core::session::Role;
+use crate::Config;
+
+/// How long a session must have waited for its client before a full server may evict it,
+/// when there is no silence limit (`Config::dead_after(None)`) to measure it by.
+const EVICTABLE_WITHOUT_LIMIT: Duration = Duration::from_secs(3);
+
+/// The settings a listener decides by, from its `Config`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerLimits {
+    /// Sessions at once, in all.
+    pub(crate) max_sessions: usize,
+    /// Sessions at once from one client address.
+    pub(crate) max_sessions_per_address: usize,
+    /// Handshakes in progress at once.
+    pub(crate) max_handshakes: usize,
+    /// How long a HELLO may take to arrive on an accepted connection.
+    pub(crate) handshake_timeout: Duration,
+    /// How long a session's client must have been gone before a full listener may evict
+    /// it.
+    pub(crate) evictable_after: Duration,
+}
+
+impl ServerLimits {
+    /// The limits `config` sets.
+    pub(crate) fn new(config: &Config) -> Self {
+        ServerLimits {
+            max_sessions: config.max_sessions_value(),
+            max_sessions_per_address: config.max_sessions_per_address_value(),
+            max_handshakes: config.max_handshakes_value(),
+            handshake_timeout: config.handshake_timeout_value(),
+            evictable_after: config.dead_after_value().unwrap_or(EVICTABLE_WITHOUT_LIMIT),
+        }
+    }
+
+    /// How long a tombstone is kept: a retried opening is sent at most [`OPENING_WINDOW`]
+    /// after the client's first HELLO, which came before the session opened and so before
+    /// it ended, and is read within a handshake timeout of its connection's arrival.
+    fn tombstone_life(&self) -> Duration {
+        OPENING_WINDOW + self.handshake_timeout
+    }
+}
+
+/// What the engine tells the endpoint about one of its sessions when asked.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Presence {
+    /// How long its client has been gone: disconnected and silent since; `None` while
+    /// connected.
+    pub(crate) gone_for: Option<Duration>,
+    /// Whether its client has shown that it knows the CID (`Session::peer_knows_cid`).
+    pub(crate) client_knows_cid: bool,
+}
+
+/// What a HELLO gets.
+#[derive(Debug)]
+pub(crate) enum Verdict<S> {
+    /// A new session: open it with these keys (derived from the HELLO's secret), answer,
+    /// and report it with [`ServerEndpoint::opened`]. First, if there is one, reset and
+    /// end the evicted session (the endpoint has forgotten it already).
+    Open {
+        keys: Box<SessionKeys>,
+        evict: Option<Eviction<S>>,
+    },
+    /// The HELLO proved itself for an existing session: resume it on this connection
+    /// once its count checks out, and install the connection once the client confirms
+    /// ([`ServerEndpoint::confirmed`]).
+    Resume(S),
+    /// Answer with this refusal and close.
+    Refuse(RefusalCode),
+}
+
+/// A session a full listener gives up to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Eviction<S> {
+    pub(crate) session: S,
+    /// Its CID.
+    pub(crate) cid: u32,
+    /// How long its client had been gone.
+    pub(crate) waited: Duration,
+}
+
+/// One session, as its listener knows it.
+#[derive(Debug)]
+struct Record<S> {
+    session: S,
+    /// The address its client opened it from (its share of the per-address cap).
+    client: IpAddr,
+    /// The opening nonce of the client's HELLO: how a retried opening finds the session.
+    opening: Nonce,
+    /// The highest attempt whose HELLO proved itself (the opening's, at first): a HELLO
+    /// must name a higher one, so none is accepted twice.
+    last_attempt: u64,
+}
+
+/// A handshake in progress, and whether it got as far as waiting for a CONFIRM.
+#[derive(Debug)]
+struct InProgress<H> {
+    handshake: H,
+    confirming: bool,
+}
+
+/// One listener's decisions (see the module doc).
+#[derive(Debug)]
+pub(crate) struct ServerEndpoint<S, H> {
+    limits: ServerLimits,
+    /// Every session, by CID.
+    sessions: HashMap<u32, Record<S>>,
+    /// Every session's CID, by the opening nonce of its client's HELLO.
+    by_opening: HashMap<Nonce, u32>,
+    /// How many sessions were opened from each client address.
+    per_address: HashMap<IpAddr, usize>,
+    tombstones: Tombstones,
+    /// Handshakes in progress, oldest first.
+    handshakes: VecDeque<InProgress<H>>,
+}
+
+impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
+    /// A listener with no session and no handshake.
+    pub(crate) fn new(limits: ServerLimits) -> Self {
+        ServerEndpoint {
+            limits,
+            sessions: HashMap::new(),
+            by_opening: HashMap::new(),
+            per_address: HashMap::new(),
+            tombstones: Tombstones::default(),
+            handshakes: VecDeque::new(),
+        }
+    }
+
+    /// How many sessions the listener has.
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
+    /// `RServerSocket` still exists). `verify` checks a resumption's tag with the
+    /// session's client handshake key; `presence` reports on a session, for eviction.
+    pub(crate) fn on_hello(
+        &mut self,
+        hello: &Hello,
+        client: IpAddr,
+        welcome: bool,
+        now: Instant,
+        verify: impl FnOnce(S, &Hello) -> bool,
+        presence: impl Fn(S) -> Presence,
+    ) -> Verdict<S> {
+        if !hello.opening_part_is_consistent() {
+            return Verdict::Refuse(RefusalCode::BadRequest);
+        }
+        if !hello.is_opening() {
+            return self.resumption(hello.cid, hello, verify);
+        }
+        let keys = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
+        if !hello.verify(&keys.handshake.client) {
+            return Verdict::Refuse(RefusalCode::BadRequest);
+        }
+        if let Some(&cid) = self.by_opening.get(&hello.opening_nonce) {
+            // The client is retrying an opening whose ANSWER it did not get.
+            return self.resumption(cid, hello, verify);
+        }
+        if self.tombstones.holds(&hello.opening_nonce, now) {
+            return Verdict::Refuse(RefusalCode::UnknownSession);
+        }
+        if hello.received != 0 {
+            // The client of a new session has received nothing.
+            return Verdict::Refuse(RefusalCode::BadRequest);
+        }
+        if !welcome {
+            return Verdict::Refuse(RefusalCode::Closed);
+        }
+        let mut evict = None;
+        if self.is_full_for(client) {
+            evict = self.eviction(client, &presence);
+            match evict {
+                Some(e) => {
+                    let knows = presence(e.session).client_knows_cid;
+                    self.forget(e.cid, knows, now);
+                }
+                None => return Verdict::Refuse(RefusalCode::TooManySessions),
+            }
+        }
+        Verdict::Open {
+            keys: Box::new(keys),
+            evict,
+        }
+    }
+
+    /// A resumption of session `cid` (named by the HELLO, or found by its opening nonce):
+    /// nothing changes unless the HELLO proves itself with the session's key and names a
+    /// higher attempt than any before (a replayed HELLO names an old one). Unknown,
+    /// forged and replayed HELLOs get the same refusal: it tells an attacker nothing
+    /// about which sessions exist.
+    fn resumption(
+        &mut self,
+        cid: u32,
+        hello: &Hello,
+        verify: impl FnOnce(S, &Hello) -> bool,
+    ) -> Verdict<S> {
+        let Some(record) = self.sessions.get_mut(&cid) else {
+            return Verdict::Refuse(RefusalCode::UnknownSession);
+        };
+        if hello.attempt <= record.last_attempt || !verify(record.session, hello) {
+            return Verdict::Refuse(RefusalCode::UnknownSession);
+        }
+        record.last_attempt = hello.attempt;
+        Verdict::Resume(record.session)
+    }
+
+    /// Whether a new session from `client` would pass a cap.
+    fn is_full_for(&self, client: IpAddr) -> bool {
+        let from_client = self.per_address.get(&client).copied().unwrap_or(0);
+        self.sessions.len() >= self.limits.max_sessions
+            || from_client >= self.limits.max_sessions_per_address
+    }
+
+    /// The session whose client has been gone longest (among `client`'s own if only its
+    /// per-address share is full), if it has been gone for at least
+    /// `ServerLimits::evictable_after`. Vanished clients would otherwise hold the
+    /// server's capacity for good. Costs a scan, only when the listener is full.
+    fn eviction(&self, client: IpAddr, presence: &impl Fn(S) -> Presence) -> Option<Eviction<S>> {
+        let full = self.sessions.len() >= self.limits.max_sessions;
+        self.sessions
+            .iter()
+            .filter(|(_, r)| full || r.client == client)
+            .filter_map(|(&cid, r)| {
+                let waited = presence(r.session).gone_for?;
+                let eviction = Eviction {
+                    session: r.session,
+                    cid,
+                    waited,
+                };
+                (waited >= self.limits.evictable_after).then_some(eviction)
+            })
+            .max_by_key(|e| e.waited)
+    }
+
+    /// The engine opened `session` with CID `cid` for `hello`, from `client`.
+    pub(crate) fn opened(&mut self, cid: u32, session: S, client: IpAddr, hello: &Hello) {
+        self.sessions.insert(
+            cid,
+            Record {
+                session,
+                client,
+                opening: hello.opening_nonce,
+                last_attempt: hello.attempt,
+            },
+        );
+        self.by_opening.insert(hello.opening_nonce, cid);
+        *self.per_address.entry(client).or_default() += 1;
+    }
+
+    /// The client confirmed attempt `attempt` of session `cid`: whether it is still the
+    /// latest that proved itself (a later one may have meanwhile), so that the connection
+    /// may be installed.
+    pub(crate) fn confirmed(&self, cid: u32, attempt: u64) -> bool {
+        self.sessions
+            .get(&cid)
+            .is_some_and(|r| r.last_attempt == attempt)
+    }
+
+    /// Session `cid` ended: its slot is free. Its opening nonce is kept as a tombstone if
+    /// its client never showed that it knows the CID, since it may still be retrying its
+    /// opening, which must not open a second session.
+    pub(crate) fn ended(&mut self, cid: u32, client_knows_cid: bool, now: Instant) {
+        self.forget(cid, client_knows_cid, now);
+    }
+
+    /// Removes session `cid`'s record, keeping a tombstone if its client may not know it.
+    fn forget(&mut self, cid: u32, client_knows_cid: bool, now: Instant) {
+        let Some(record) = self.sessions.remove(&cid) else {
+            return;
+        };
+        self.by_opening.remove(&record.opening);
+        if !client_knows_cid {
+            let until = now + self.limits.tombstone_life();
+            self.tombstones
+                .keep(record.opening, until, now, self.limits.max_sessions);
+        }
+        if let Some(n) = self.per_address.get_mut(&record.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&record.client);
+            }
+        }
+    }
+
+    /// A handshake started: returns the one to drop first to make room, if the listener
+    /// has `max_handshakes` already (the oldest that has not been answered: a client
+    /// that got its ANSWER is further along and goes last). A real client completes
+    /// within a round trip, so a flood of slow or silent connections evicts itself.
+    pub(crate) fn handshake_started(&mut self, handshake: H) -> Option<H> {
+        let victim = if self.handshakes.len() >= self.limits.max_handshakes {
+            let oldest = self.handshakes.front().map(|h| h.handshake);
+            self.handshakes
+                .iter()
+                .find(|h| !h.confirming)
+                .map(|h| h.handshake)
+                .or(oldest)
+        } else {
+            None
+        };
+        if let Some(victim) = victim {
+            self.handshake_ended(victim);
+        }
+        self.handshakes.push_back(InProgress {
+            handshake,
+            confirming: false,
+        });
+        victim
+    }
+
+    /// A handshake was answered and waits for the client's CONFIRM.
+    pub(crate) fn handshake_confirming(&mut self, handshake: H) {
+        if let Some(h) = self
+            .handshakes
+            .iter_mut()
+            .find(|h| h.handshake == handshake)
+        {
+            h.confirming = true;
+        }
+    }
+
+    /// A handshake is over (completed, failed or dropped).
+    pub(crate) fn handshake_ended(&mut self, handshake: H) {
+        if self
+            .handshakes
+            .front()
+            .is_some_and(|h| h.handshake == handshake)
+        {
+            self.handshakes.pop_front();
+        } else {
+            self.handshakes.retain(|h| h.handshake != handshake);
+        }
+    }
+
+    /// The handshakes in progress, to drop when the listener closes.
+    pub(crate) fn take_handshakes(&mut self) -> impl Iterator<Item = H> {
+        std::mem::take(&mut self.handshakes)
+            .into_iter()
+            .map(|h| h.handshake)
+    }
+}
+
+/// Opening nonces of sessions that ended before their client showed that it knows the
+/// CID, each with when it may be forgotten.
+#[derive(Debug, Default)]
+struct Tombstones {
+    /// Oldest first.
+    queue: VecDeque<(Nonce, Instant)>,
+    /// The same, to look up.
+    until: HashMap<Nonce, Instant>,
+}
+
+impl Tombstones {
+    /// Whether `nonce` is a tombstone at `now`.
+    fn holds(&self, nonce: &Nonce, now: Instant) -> bool {
+        self.until.get(nonce).is_some_and(|&until| until > now)
+    }
+
+    /// Keeps `nonce` until `until`, among the `cap` newest: a bounded table whatever the
+    /// rate at which sessions end.
+    fn keep(&mut self, nonce: Nonce, until: Instant, now: Instant, cap: usize) {
+        while let Some(&(oldest, oldest_until)) = self.queue.front() {
+            if oldest_until > now && self.queue.len() < cap {
+                break;
+            }
+            self.queue.pop_front();
+            if self.until.get(&oldest) == Some(&oldest_until) {
+                self.until.remove(&oldest);
+            }
+        }
+        self.queue.push_back((nonce, until));
+        self.until.insert(nonce, until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::auth::{NONCE_LEN, SECRET_LEN};
+    use std::net::Ipv4Addr;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+    fn limits(handshake_timeout: Duration) -> ServerLimits {
+        ServerLimits {
+            max_sessions: 4,
+            max_sessions_per_address: 2,
+            max_handshakes: 3,
+            handshake_timeout,
+            evictable_after: Duration::from_secs(3),
+        }
+    }
+
+    /// Attempt `attempt` of the opening of the session with opening nonce `[n; _]`.
+    fn opening(n: u8, attempt: u64) -> Hello {
+        let (secret, nonce) = ([n; SECRET_LEN], [n; NONCE_LEN]);
+        let keys = SessionKeys::derive(&secret, &nonce, Role::Client);
+        Hello::opening(
+            [attempt as u8; NONCE_LEN],
+            attempt,
+            nonce,
+            secret,
+            &keys.handshake.client,
+        )
+    }
+
+    type Endpoint = ServerEndpoint<u32, u32>;
+
+    /// Asks about `hello` with sessions that verify and are all connected.
+    fn ask(ep: &mut Endpoint, hello: &Hello, from: IpAddr, now: Instant) -> Verdict<u32> {
+        ask_as(ep, hello, from, now, true, true)
+    }
+
+    /// Asks about `hello` with connected sessions, new ones `welcome` or not, whose
+    /// resumption HELLOs `verify` or not.
+    fn ask_as(
+        ep: &mut Endpoint,
+        hello: &Hello,
+        from: IpAddr,
+        now: Instant,
+        welcome: bool,
+        verify: bool,
+    ) -> Verdict<u32> {
+        ep.on_hello(
+            hello,
+            from,
+            welcome,
+            now,
+            |_, _| verify,
+            |_| Presence::default(),
+        )
+    }
+
+    /// Opens session `n` (CID and id `n`) from `from`.
+    fn open(ep: &mut Endpoint, n: u8, from: IpAddr, now: Instant) {
+        let hello = opening(n, 0);
+        match ask(ep, &hello, from, now) {
+            Verdict::Open { evict: None, .. } => ep.opened(n.into(), n.into(), from, &hello),
+            other => panic!("session {n} not opened: {other:?}"),
+        }
+    }
+
+    fn refusal(verdict: Verdict<u32>) -> Option<RefusalCode> {
+        match verdict {
+            Verdict::Refuse(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_retried_opening_resumes_its_session_and_a_replayed_one_is_refused() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        assert!(matches!(
+            ask(&mut ep, &opening(1, 1), CLIENT, now),
+            Verdict::Resume(1)
+        ));
+        assert_eq!(
+            refusal(ask(&mut ep, &opening(1, 1), CLIENT, now)),
+            Some(RefusalCode::UnknownSession)
+        );
+        assert!(ep.confirmed(1, 1));
+        assert!(!ep.confirmed(1, 0));
+        assert_eq!(ep.session_count(), 1);
+    }
+
+    #[test]
+    fn a_hello_that_does_not_verify_changes_nothing() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        let mut forged = opening(1, 7);
+        forged.tag[0] ^= 1;
+        assert_eq!(
+            refusal(ask(&mut ep, &forged, CLIENT, now)),
+            Some(RefusalCode::BadRequest)
+        );
+        let resume = Hello::resume(
+            1,
+            [3; NONCE_LEN],
+            2,
+            0,
+            &SessionKeys::derive(&[0; SECRET_LEN], &[0; NONCE_LEN], Role::Client)
+                .handshake
+                .client,
+        );
+        let verdict = ask_as(&mut ep, &resume, CLIENT, now, true, false);
+        assert_eq!(refusal(verdict), Some(RefusalCode::UnknownSession));
+        // The attempt number was not used up by the HELLOs that failed.
+        assert!(matches!(
+            ask(&mut ep, &opening(1, 2), CLIENT, now),
+            Verdict::Resume(1)
+        ));
+    }
+
+    /// Defect 1 of issue 18: a server with a short handshake timeout kept tombstones for
+    /// 12 of its own handshake timeouts, while clients retry for 10 of theirs; a retry
+    /// arriving later opened a second session with the same first bytes.
+    #[test]
+    fn a_tombstone_outlives_every_retry_of_the_opening_whatever_either_timeout() {
+        for server_timeout in [1, 5, 30].map(Duration::from_secs) {
+            let opened = Instant::now();
+            let mut ep = Endpoint::new(limits(server_timeout));
+            open(&mut ep, 1, CLIENT, opened);
+            // The session ends at once, before its client knew the CID.
+            ep.ended(1, false, opened);
+            // The client's last retry goes out at the end of its window, counted from
+            // its first HELLO (before `opened`), and waits a handshake timeout to be read.
+            let last = opened + OPENING_WINDOW + server_timeout - Duration::from_millis(1);
+            assert_eq!(
+                refusal(ask(&mut ep, &opening(1, 9), CLIENT, last)),
+                Some(RefusalCode::UnknownSession),
+                "server handshake timeout {server_timeout:?}"
+            );
+            // Past that, the nonce may be forgotten.
+            let later = opened + OPENING_WINDOW + server_timeout;
+            assert!(matches!(
+                ask(&mut ep, &opening(1, 9), CLIENT, later),
+                Verdict::Open { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_session_whose_client_knew_it_leaves_no_tombstone() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        ep.ended(1, true, now);
+        assert!(matches!(
+            ask(&mut ep, &opening(1, 1), CLIENT, now),
+            Verdict::Open { .. }
+        ));
+        assert_eq!(ep.session_count(), 0);
+    }
+
+    #[test]
+    fn tombstones_stay_bounded_however_many_sessions_end() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        for n in 1..=255 {
+            open(&mut ep, n, IpAddr::V4(Ipv4Addr::new(10, 1, 0, n)), now);
+            ep.ended(n.into(), false, now);
+        }
+        assert_eq!(ep.tombstones.queue.len(), ep.limits.max_sessions);
+        assert_eq!(ep.tombstones.until.len(), ep.limits.max_sessions);
+    }
+
+    #[test]
+    fn caps_refuse_in_all_and_per_address_and_free_on_end() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        open(&mut ep, 2, CLIENT, now);
+        assert_eq!(
+            refusal(ask(&mut ep, &opening(3, 0), CLIENT, now)),
+            Some(RefusalCode::TooManySessions)
+        );
+        open(&mut ep, 3, OTHER, now);
+        open(&mut ep, 4, OTHER, now);
+        let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+        assert_eq!(
+            refusal(ask(&mut ep, &opening(5, 0), third, now)),
+            Some(RefusalCode::TooManySessions)
+        );
+        ep.ended(1, true, now);
+        open(&mut ep, 6, CLIENT, now);
+        let closed = ask_as(&mut ep, &opening(7, 0), third, now, false, true);
+        assert_eq!(refusal(closed), Some(RefusalCode::Closed));
+    }
+
+    #[test]
+    fn a_full_listener_evicts_the_client_gone_longest_if_gone_long_enough() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        open(&mut ep, 2, CLIENT, now);
+        // A third session from CLIENT, while sessions 1 and 2 have been gone these
+        // seconds (0: connected).
+        let mut third = |gone: [u64; 3]| {
+            let presence = move |id: u32| Presence {
+                gone_for: gone
+                    .get(id as usize)
+                    .filter(|&&s| s > 0)
+                    .map(|&s| Duration::from_secs(s)),
+                client_knows_cid: true,
+            };
+            ep.on_hello(&opening(3, 0), CLIENT, true, now, |_, _| true, presence)
+        };
+        // Gone, but not for long enough: refused.
+        assert_eq!(
+            refusal(third([0, 2, 1])),
+            Some(RefusalCode::TooManySessions)
+        );
+        let v = third([0, 4, 9]);
+        match v {
+            Verdict::Open { evict: Some(e), .. } => {
+                assert_eq!((e.session, e.cid, e.waited), (2, 2, Duration::from_secs(9)))
+            }
+            other => panic!("no eviction: {other:?}"),
+        }
+        assert_eq!(ep.session_count(), 1);
+    }
+
+    #[test]
+    fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        assert_eq!(ep.handshake_started(10), None);
+        assert_eq!(ep.handshake_started(11), None);
+        assert_eq!(ep.handshake_started(12), None);
+        ep.handshake_confirming(10);
+        assert_eq!(ep.handshake_started(13), Some(11));
+        ep.handshake_confirming(12);
+        ep.handshake_confirming(13);
+        // All answered: the oldest goes.
+        assert_eq!(ep.handshake_started(14), Some(10));
+        ep.handshake_ended(12);
+        assert_eq!(ep.handshake_started(15), None);
+        assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
+    }
+}
