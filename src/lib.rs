@@ -50,8 +50,9 @@ pub use server_socket::{Incoming, RServerSocket};
 pub use socket::RSocket;
 pub use status::{SessionState, Status};
 
-/// The I/O-free protocol core, exposed for property tests and fuzzing: wire formats,
-/// keys, counters, the send buffer and the session state machine. Not a stable API.
+/// The I/O-free protocol core, exposed for property tests, the simulation and fuzzing: wire
+/// formats, keys, counters, the send buffer, the session state machine and the endpoint's
+/// decisions. Not a stable API.
 #[doc(hidden)]
 pub mod protocol {
     pub use crate::core::WireError;
@@ -84,5 +85,13 @@ pub mod protocol {
     /// Byte counts and their 32-bit wire form.
     pub mod counter {
         pub use crate::core::counter::to_wire;
+    }
+
+    /// An endpoint's decisions before and between connections.
+    pub mod endpoint {
+        pub use crate::core::endpoint::server::{
+            Eviction, Presence, ServerEndpoint, ServerLimits, Verdict,
+        };
+        pub use crate::core::endpoint::OPENING_WINDOW;
     }
 }

@@ -12,4 +12,4 @@ use std::time::Duration;
 /// whatever its `Config`: a protocol constant rather than a setting, so that a server's
 /// tombstones ([`server::ServerEndpoint`]) outlive every retry of every client, whatever
 /// either side's handshake timeout is.
-pub(crate) const OPENING_WINDOW: Duration = Duration::from_secs(60);
+pub const OPENING_WINDOW: Duration = Duration::from_secs(60);

@@ -31,23 +31,23 @@ const EVICTABLE_WITHOUT_LIMIT: Duration = Duration::from_secs(3);
 
 /// The settings a listener decides by, from its `Config`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ServerLimits {
+pub struct ServerLimits {
     /// Sessions at once, in all.
-    pub(crate) max_sessions: usize,
+    pub max_sessions: usize,
     /// Sessions at once from one client address.
-    pub(crate) max_sessions_per_address: usize,
+    pub max_sessions_per_address: usize,
     /// Handshakes in progress at once.
-    pub(crate) max_handshakes: usize,
+    pub max_handshakes: usize,
     /// How long a HELLO may take to arrive on an accepted connection.
-    pub(crate) handshake_timeout: Duration,
+    pub handshake_timeout: Duration,
     /// How long a session's client must have been gone before a full listener may evict
     /// it.
-    pub(crate) evictable_after: Duration,
+    pub evictable_after: Duration,
 }
 
 impl ServerLimits {
     /// The limits `config` sets.
-    pub(crate) fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Self {
         ServerLimits {
             max_sessions: config.max_sessions_value(),
             max_sessions_per_address: config.max_sessions_per_address_value(),
@@ -67,22 +67,23 @@ impl ServerLimits {
 
 /// What the engine tells the endpoint about one of its sessions when asked.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Presence {
+pub struct Presence {
     /// How long its client has been gone: disconnected and silent since; `None` while
     /// connected.
-    pub(crate) gone_for: Option<Duration>,
+    pub gone_for: Option<Duration>,
     /// Whether its client has shown that it knows the CID (`Session::peer_knows_cid`).
-    pub(crate) client_knows_cid: bool,
+    pub client_knows_cid: bool,
 }
 
 /// What a HELLO gets.
 #[derive(Debug)]
-pub(crate) enum Verdict<S> {
-    /// A new session: open it with these keys (derived from the HELLO's secret), answer,
-    /// and report it with [`ServerEndpoint::opened`]. First, if there is one, reset and
-    /// end the evicted session (the endpoint has forgotten it already).
+pub enum Verdict<S> {
+    /// A new session: open it, answer, and report it with [`ServerEndpoint::opened`].
     Open {
+        /// The session's keys, derived from the HELLO's secret.
         keys: Box<SessionKeys>,
+        /// A session to reset and end first, to make room (the endpoint has forgotten it
+        /// already).
         evict: Option<Eviction<S>>,
     },
     /// The HELLO proved itself for an existing session: resume it on this connection
@@ -95,12 +96,13 @@ pub(crate) enum Verdict<S> {
 
 /// A session a full listener gives up to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Eviction<S> {
-    pub(crate) session: S,
+pub struct Eviction<S> {
+    /// The session.
+    pub session: S,
     /// Its CID.
-    pub(crate) cid: u32,
+    pub cid: u32,
     /// How long its client had been gone.
-    pub(crate) waited: Duration,
+    pub waited: Duration,
 }
 
 /// One session, as its listener knows it.
@@ -125,7 +127,7 @@ struct InProgress<H> {
 
 /// One listener's decisions (see the module doc).
 #[derive(Debug)]
-pub(crate) struct ServerEndpoint<S, H> {
+pub struct ServerEndpoint<S, H> {
     limits: ServerLimits,
     /// Every session, by CID.
     sessions: HashMap<u32, Record<S>>,
@@ -140,7 +142,7 @@ pub(crate) struct ServerEndpoint<S, H> {
 
 impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// A listener with no session and no handshake.
-    pub(crate) fn new(limits: ServerLimits) -> Self {
+    pub fn new(limits: ServerLimits) -> Self {
         ServerEndpoint {
             limits,
             sessions: HashMap::new(),
@@ -152,14 +154,14 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// How many sessions the listener has.
-    pub(crate) fn session_count(&self) -> usize {
+    pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
     /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
     /// `RServerSocket` still exists). `verify` checks a resumption's tag with the
     /// session's client handshake key; `presence` reports on a session, for eviction.
-    pub(crate) fn on_hello(
+    pub fn on_hello(
         &mut self,
         hello: &Hello,
         client: IpAddr,
@@ -255,11 +257,11 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                 };
                 (waited >= self.limits.evictable_after).then_some(eviction)
             })
-            .max_by_key(|e| e.waited)
+            .max_by_key(|e| (e.waited, e.cid))
     }
 
     /// The engine opened `session` with CID `cid` for `hello`, from `client`.
-    pub(crate) fn opened(&mut self, cid: u32, session: S, client: IpAddr, hello: &Hello) {
+    pub fn opened(&mut self, cid: u32, session: S, client: IpAddr, hello: &Hello) {
         self.sessions.insert(
             cid,
             Record {
@@ -276,7 +278,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// The client confirmed attempt `attempt` of session `cid`: whether it is still the
     /// latest that proved itself (a later one may have meanwhile), so that the connection
     /// may be installed.
-    pub(crate) fn confirmed(&self, cid: u32, attempt: u64) -> bool {
+    pub fn confirmed(&self, cid: u32, attempt: u64) -> bool {
         self.sessions
             .get(&cid)
             .is_some_and(|r| r.last_attempt == attempt)
@@ -285,7 +287,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// Session `cid` ended: its slot is free. Its opening nonce is kept as a tombstone if
     /// its client never showed that it knows the CID, since it may still be retrying its
     /// opening, which must not open a second session.
-    pub(crate) fn ended(&mut self, cid: u32, client_knows_cid: bool, now: Instant) {
+    pub fn ended(&mut self, cid: u32, client_knows_cid: bool, now: Instant) {
         self.forget(cid, client_knows_cid, now);
     }
 
@@ -312,7 +314,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// has `max_handshakes` already (the oldest that has not been answered: a client
     /// that got its ANSWER is further along and goes last). A real client completes
     /// within a round trip, so a flood of slow or silent connections evicts itself.
-    pub(crate) fn handshake_started(&mut self, handshake: H) -> Option<H> {
+    pub fn handshake_started(&mut self, handshake: H) -> Option<H> {
         let victim = if self.handshakes.len() >= self.limits.max_handshakes {
             let oldest = self.handshakes.front().map(|h| h.handshake);
             self.handshakes
@@ -334,7 +336,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// A handshake was answered and waits for the client's CONFIRM.
-    pub(crate) fn handshake_confirming(&mut self, handshake: H) {
+    pub fn handshake_confirming(&mut self, handshake: H) {
         if let Some(h) = self
             .handshakes
             .iter_mut()
@@ -345,7 +347,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// A handshake is over (completed, failed or dropped).
-    pub(crate) fn handshake_ended(&mut self, handshake: H) {
+    pub fn handshake_ended(&mut self, handshake: H) {
         if self
             .handshakes
             .front()
@@ -358,7 +360,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// The handshakes in progress, to drop when the listener closes.
-    pub(crate) fn take_handshakes(&mut self) -> impl Iterator<Item = H> {
+    pub fn take_handshakes(&mut self) -> impl Iterator<Item = H> {
         std::mem::take(&mut self.handshakes)
             .into_iter()
             .map(|h| h.handshake)
