@@ -5,6 +5,7 @@ pub(crate) mod auth;
 pub(crate) mod backoff;
 pub(crate) mod control;
 pub(crate) mod counter;
+pub(crate) mod endpoint;
 pub(crate) mod handshake;
 pub(crate) mod replay;
 pub(crate) mod send_buffer;

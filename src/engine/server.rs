@@ -28,7 +28,6 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::client::OPENING_PATIENCE;
 use super::control::{canonical, ControlSocket};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
@@ -36,6 +35,7 @@ use super::tcp_control::TcpControl;
 use super::{into_std, random, Engine, Entry, Handshake, Side};
 use crate::core::auth::{Nonce, SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
+use crate::core::endpoint::redial::OPENING_PATIENCE;
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::{Config, RSocket};
@@ -43,7 +43,7 @@ use crate::{Config, RSocket};
 /// How many handshake timeouts a listener keeps the opening nonce of a session that ended
 /// before its client showed that it knows the CID (the client may never have received the
 /// ANSWER, and may still be retrying its opening). Longer than a client retries an opening
-/// that gets no answer (`client::OPENING_PATIENCE`), plus a handshake timeout for a HELLO
+/// that gets no answer (`redial::OPENING_PATIENCE`), plus a handshake timeout for a HELLO
 /// still on its way.
 pub(super) const TOMBSTONE_PATIENCE: u32 = 12;
 const _: () = assert!(TOMBSTONE_PATIENCE > OPENING_PATIENCE + 1);
