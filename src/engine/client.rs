@@ -73,8 +73,10 @@ impl Drop for Handover {
 }
 
 /// Opens a session with the first of `addrs` that accepts a TCP connection, trying them in
-/// turn until `limit` (if any) has passed. Returns once the TCP connection is up, with the
-/// opening HELLO written: the rest of the opening is the engine's (see the module doc).
+/// turn until `limit` (if any) has passed; each attempt of the opening, this TCP connect
+/// and the engine's retries alike, takes at most `limit` too. Returns once the TCP
+/// connection is up, with the opening HELLO written: the rest of the opening is the
+/// engine's (see the module doc).
 pub(crate) fn connect(
     addrs: &[SocketAddr],
     config: &Config,
@@ -89,7 +91,10 @@ pub(crate) fn connect(
     }
     let engine = engine()?;
     let started = Instant::now();
-    let opening_timeout = config.handshake_timeout_value();
+    // An attempt longer than the caller's limit is of no use to it; the session's later
+    // reconnections keep the configured bound.
+    let hs = config.handshake_timeout_value();
+    let opening_timeout = limit.map_or(hs, |limit| limit.min(hs));
     let mut last_error = None;
     for &addr in addrs {
         if limit.is_some_and(|limit| started.elapsed() >= limit) {
