@@ -3,6 +3,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::core::endpoint::OPENING_WINDOW;
+
 /// Settings for a robust session, shared by [`RSocket`](crate::RSocket) and
 /// [`RServerSocket`](crate::RServerSocket).
 ///
@@ -44,6 +46,7 @@ pub struct Config {
     backoff_initial: Duration,
     backoff_max: Duration,
     give_up_after: Option<Duration>,
+    busy_limit: Duration,
     dead_after: Option<Duration>,
     control_port: Option<u16>,
     linger_limit: Duration,
@@ -63,6 +66,7 @@ impl Default for Config {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
+            busy_limit: Duration::from_secs(30),
             dead_after: Some(Duration::from_secs(3)),
             control_port: None,
             linger_limit: Duration::from_secs(60),
@@ -197,6 +201,33 @@ impl Config {
     /// ```
     pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
         self.give_up_after = limit;
+        self
+    }
+
+    /// How long a new session is retried while its server refuses it as full (default
+    /// 30 s; at most 60 s), counted from `connect`: the server holds
+    /// [`max_sessions`](Self::max_sessions), or
+    /// [`max_sessions_per_address`](Self::max_sessions_per_address) from this client's
+    /// address (all the connections of one tunnel, say), and none it may evict. The opening
+    /// is retried with backoff meanwhile, since sessions end and make room; past this
+    /// time the session fails, and its pending and later reads and writes return
+    /// `ConnectionRefused` ([`Error::Refused`](crate::Error::Refused)), as a TCP connect to
+    /// a listener that never accepts fails rather than hang. Tens of seconds ride out a
+    /// burst of sessions ending and starting; a client that would rather know at once sets
+    /// zero. Capped at 60 s because no opening is retried longer than that after its first
+    /// HELLO (the server forgets an ended session's opening after that, see
+    /// `docs/PROTOCOL.md`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().busy_limit(Duration::from_secs(5));
+    /// assert_eq!(config.busy_limit_value(), Duration::from_secs(5));
+    /// ```
+    pub fn busy_limit(mut self, limit: Duration) -> Self {
+        self.busy_limit = limit;
         self
     }
 
@@ -439,6 +470,19 @@ impl Config {
         self.give_up_after
     }
 
+    /// The configured time a new session is retried while its server refuses it as full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(robust_tcp::Config::default().busy_limit_value(), Duration::from_secs(30));
+    /// ```
+    pub fn busy_limit_value(&self) -> Duration {
+        self.busy_limit
+    }
+
     /// The configured silence limit, if any.
     ///
     /// # Examples
@@ -542,10 +586,10 @@ impl Config {
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
     /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over
     /// an hour, a silence limit (`dead_after`) under 30 ms or over an hour, a control port
-    /// of 0, a zero linger limit, a send buffer maximum below its initial size, a threshold
-    /// larger than the buffer's maximum, a send buffer over 1 GiB (the wire's 32-bit
-    /// counters need the window well below 4 GiB), or a backoff whose maximum is below its
-    /// initial delay.
+    /// of 0, a zero linger limit, a busy limit over 60 s, a send buffer maximum below its
+    /// initial size, a threshold larger than the buffer's maximum, a send buffer over 1 GiB
+    /// (the wire's 32-bit counters need the window well below 4 GiB), or a backoff whose
+    /// maximum is below its initial delay.
     ///
     /// # Examples
     ///
@@ -583,6 +627,9 @@ impl Config {
         }
         if self.give_up_after == Some(Duration::ZERO) {
             return invalid("give_up_after must not be zero (use None to never give up)");
+        }
+        if self.busy_limit > OPENING_WINDOW {
+            return invalid("busy_limit must not exceed 60 s");
         }
         if self
             .dead_after
@@ -724,6 +771,7 @@ mod tests {
             Config::default().handshake_timeout(Duration::ZERO),
             Config::default().handshake_timeout(Duration::MAX),
             Config::default().give_up_after(Some(Duration::ZERO)),
+            Config::default().busy_limit(OPENING_WINDOW + Duration::from_nanos(1)),
             Config::default().dead_after(Some(Duration::ZERO)),
             Config::default().control_port(Some(0)),
             Config::default().linger_limit(Duration::ZERO),

@@ -140,7 +140,8 @@ impl RSocket {
     }
 
     /// Opens a session with the server at `addr`, taking at most `timeout` for the TCP
-    /// connect (and, at most, for each handshake of the opening that follows).
+    /// connect (and, at most, for each handshake of the opening that follows; the
+    /// session's later reconnections are bounded by the default handshake timeout).
     ///
     /// # Errors
     ///
@@ -163,13 +164,9 @@ impl RSocket {
                 "cannot set a 0 duration timeout",
             ));
         }
-        let config = Config::default();
-        let config = if timeout < config.handshake_timeout_value() {
-            config.handshake_timeout(timeout)
-        } else {
-            config
-        };
-        RSocket::open(&[*addr], config, Some(timeout))
+        // The opening's attempts take at most `timeout` each (see `client::connect`); the
+        // session's reconnections keep the default handshake timeout.
+        RSocket::open(&[*addr], Config::default(), Some(timeout))
     }
 
     fn open(addrs: &[SocketAddr], config: Config, limit: Option<Duration>) -> io::Result<RSocket> {

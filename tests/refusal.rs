@@ -1,11 +1,12 @@
 //! Servers that refuse: one at its session limit (temporary: the client waits and gets in
-//! later) and one that was dropped (permanent for new sessions, yet its sessions live on).
+//! later, or fails with `ConnectionRefused` once its `busy_limit` has passed) and one that
+//! was dropped (permanent for new sessions, yet its sessions live on).
 
 mod support;
 
 use std::io::{self, Read, Write};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use robust_tcp::{Error, RServerSocket, RSocket, Refusal};
 use support::bounded::{join, run_bounded, wait_until};
@@ -78,6 +79,48 @@ fn at_max_sessions_a_second_client_waits_until_the_first_session_closes() {
             256 << 10,
             counter.seed() ^ 2,
         );
+    });
+}
+
+#[test]
+fn a_full_server_fails_a_new_client_with_connection_refused_within_its_busy_limit() {
+    run_bounded(LIMIT, || {
+        let config = fast_config().max_sessions_per_address(1);
+        let server = RServerSocket::bind_with("127.0.0.1:0", config).unwrap();
+        let addr = server_addr(&server);
+        let (first_client, first_accepted) = connect_pair(&server, addr, fast_config());
+
+        let busy_limit = Duration::from_secs(2);
+        let started = Instant::now();
+        let mut second = RSocket::connect_with(addr, fast_config().busy_limit(busy_limit))
+            .expect("the TCP connect");
+        // A client that is never told would wait for as long as the server stays full;
+        // the read timeout turns that into this test's failure.
+        second.set_read_timeout(Some(LIMIT / 3)).unwrap();
+        second
+            .write_all(b"second")
+            .expect("the first bytes go into the session");
+        let read = second.read(&mut [0u8; 8]);
+        let waited = started.elapsed();
+        let e = match read {
+            Ok(n) => panic!("a full server's session gave {n} bytes"),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{e} after {waited:?}"
+        );
+        let refused = Error::Refused(Refusal::TooManySessions);
+        assert_eq!(carried("a session with a full server", &e), &refused);
+        assert!(waited <= busy_limit + Duration::from_secs(1), "{waited:?}");
+        let write = second
+            .write(b"more")
+            .expect_err("a write after the refusal");
+        assert_eq!(write.kind(), io::ErrorKind::ConnectionRefused, "{write}");
+
+        // The session that holds the address's one slot is untouched.
+        exchange_seeded(&first_client, &first_accepted, 256 << 10, 18);
     });
 }
 

@@ -9,8 +9,9 @@
 //! through the engine thread, and the application may write at once, right behind the
 //! HELLO. Every later attempt (an opening retried after a cut, or a reconnection) is a
 //! [`Dial`] on a non-blocking socket with one deadline (the handshake timeout): TCP
-//! connect, HELLO, ANSWER, and CONFIRM when the server resumed a session. Their schedule is
-//! the engine's ([`Redial`]), driven by its timers.
+//! connect, HELLO, ANSWER, and CONFIRM when the server resumed a session. Their schedule,
+//! and when an opening stops, is the core's ([`Redial`]); the engine drives it with its
+//! timers and carries it out on its sockets.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -26,24 +27,13 @@ use super::frames::{write_frame, DontWait, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
 use super::{engine, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
 use crate::core::auth::{Nonce, Secret, SessionKeys};
-use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
+use crate::core::endpoint::redial::{Failure, NextHello, Redial};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::core::WireError;
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
-
-/// How many attempts of an opening in a row may be cut after their TCP connect, with no
-/// answer, before the session fails: a cut during the handshake is retried, but a peer
-/// that keeps hanging up without answering is most likely not a robust-tcp server.
-const OPEN_ATTEMPTS: u32 = 10;
-/// How many handshake timeouts an opening may go on without any answer from the server
-/// before the session fails. Shorter than the server keeps the opening nonce of a session
-/// that ended before its client could know it (`server::TOMBSTONE_PATIENCE`): so no
-/// retried opening can reach the server after it forgot the nonce, and open a second
-/// session with the same first bytes.
-pub(super) const OPENING_PATIENCE: u32 = 10;
 
 /// A session its caller opened (see [`open_once`]), for the engine to take over.
 pub(crate) struct Opened {
@@ -57,6 +47,8 @@ pub(crate) struct Opened {
     hello_sent: Instant,
     addr: SocketAddr,
     config: Config,
+    /// The bound on each attempt of the opening.
+    opening_timeout: Duration,
     opening_nonce: Nonce,
     secret: Secret,
 }
@@ -80,24 +72,11 @@ impl Drop for Handover {
     }
 }
 
-/// Why one attempt failed.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The TCP connect itself failed.
-    Connect(io::Error),
-    /// The deadline passed with the connection up and no answer.
-    Timeout,
-    /// The connection failed during the handshake: worth another try.
-    Cut(io::Error),
-    /// The server refused with a temporary reason.
-    Busy,
-    /// Retrying cannot help.
-    Fatal(Error),
-}
-
 /// Opens a session with the first of `addrs` that accepts a TCP connection, trying them in
-/// turn until `limit` (if any) has passed. Returns once the TCP connection is up, with the
-/// opening HELLO written: the rest of the opening is the engine's (see the module doc).
+/// turn until `limit` (if any) has passed; each attempt of the opening, this TCP connect
+/// and the engine's retries alike, takes at most `limit` too. Returns once the TCP
+/// connection is up, with the opening HELLO written: the rest of the opening is the
+/// engine's (see the module doc).
 pub(crate) fn connect(
     addrs: &[SocketAddr],
     config: &Config,
@@ -112,12 +91,16 @@ pub(crate) fn connect(
     }
     let engine = engine()?;
     let started = Instant::now();
+    // An attempt longer than the caller's limit is of no use to it; the session's later
+    // reconnections keep the configured bound.
+    let hs = config.handshake_timeout_value();
+    let opening_timeout = limit.map_or(hs, |limit| limit.min(hs));
     let mut last_error = None;
     for &addr in addrs {
         if limit.is_some_and(|limit| started.elapsed() >= limit) {
             break;
         }
-        match open_once(&engine, addr, config) {
+        match open_once(&engine, addr, config, opening_timeout) {
             Ok(shared) => return Ok(shared),
             Err(Failure::Fatal(e)) => return Err(e.into()),
             Err(Failure::Connect(e) | Failure::Cut(e)) => last_error = Some(e),
@@ -136,8 +119,9 @@ fn open_once(
     engine: &Arc<EngineHandle>,
     addr: SocketAddr,
     config: &Config,
+    opening_timeout: Duration,
 ) -> Result<Arc<Shared>, Failure> {
-    let connected = match TcpStream::connect_timeout(&addr, config.handshake_timeout_value()) {
+    let connected = match TcpStream::connect_timeout(&addr, opening_timeout) {
         Ok(stream) => Ok(stream),
         // Established, then reset before this thread looked: a cut after the TCP connect,
         // after which the opening is retried, as after any other cut.
@@ -185,176 +169,11 @@ fn open_once(
         hello_sent,
         addr,
         config: config.clone(),
+        opening_timeout,
         opening_nonce,
         secret,
     })));
     Ok(shared)
-}
-
-/// A client session's reconnection schedule, kept by the engine.
-pub(crate) struct Redial {
-    addr: SocketAddr,
-    config: Config,
-    backoff: Backoff,
-    /// Failed attempts since the last success.
-    attempt: u32,
-    /// The number of the last HELLO sent (0 for the first opening): each one names a
-    /// higher number, so that the server can refuse a replayed one.
-    last_hello: u64,
-    /// When the next attempt starts, once one is planned.
-    pub(super) next_try: Option<Instant>,
-    /// The attempt in progress, and when it started.
-    pub(super) dialing: Option<(Token, Instant)>,
-    /// The latest sign of life from the server that an attempt was started for.
-    heard_acted_on: Option<Instant>,
-    /// Until the server has answered the session's opening: what a retried opening needs.
-    opening: Option<Box<Opening>>,
-}
-
-/// A session whose opening the server has not answered yet: its retried openings send
-/// the same opening nonce and secret, so that a server that did receive an earlier HELLO
-/// resumes that session instead of opening a second one.
-struct Opening {
-    nonce: Nonce,
-    secret: Secret,
-    /// When the first HELLO went out.
-    started: Instant,
-    /// Attempts cut after their TCP connect since the last answer (a refusal).
-    cuts: u32,
-    /// Whether any answer (a temporary refusal) came.
-    answered: bool,
-}
-
-/// What a disconnected client does next, as [`Redial::plan`] decides.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Plan {
-    /// Start an attempt now.
-    Dial,
-    /// Wait: until this time, or for the attempt in progress.
-    Wait(Option<Instant>),
-    /// Drop the attempt in progress and start another now.
-    Restart(Token),
-}
-
-/// An attempt older than this whose TCP connect has not completed when the server is
-/// heard from again is started over: its SYN was most likely lost to the outage, and the
-/// kernel's retransmission of it may be seconds away (its timer doubles from 1 s).
-const STALE_CONNECT: Duration = Duration::from_millis(250);
-
-impl Redial {
-    /// The schedule of a new session with the server at `addr`, whose opening HELLO, with
-    /// opening nonce `nonce` and secret `secret`, goes out now.
-    fn new(addr: SocketAddr, config: Config, nonce: Nonce, secret: Secret) -> Self {
-        let (initial, max) = config.reconnect_backoff_value();
-        Redial {
-            addr,
-            backoff: Backoff::new(initial, max),
-            config,
-            attempt: 0,
-            last_hello: 0,
-            next_try: None,
-            dialing: None,
-            heard_acted_on: None,
-            opening: Some(Box::new(Opening {
-                nonce,
-                secret,
-                started: Instant::now(),
-                cuts: 0,
-                answered: false,
-            })),
-        }
-    }
-
-    /// The server's address.
-    pub(super) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// When the next attempt is due: at once after a success, then with backoff.
-    pub(super) fn due(&self, now: Instant) -> Instant {
-        now + self.backoff.delay(self.attempt)
-    }
-
-    /// Decides what to do for a session that needs a connection. `heard` is when the
-    /// server was last heard from since the connection was lost (over the control path:
-    /// the path works again); `connecting` says whether the attempt in progress is still
-    /// in its TCP connect. Hearing the server cuts the backoff short, so that a session
-    /// resumes within a heartbeat of the path's return however long the outage was.
-    pub(super) fn plan(
-        &mut self,
-        heard: Option<Instant>,
-        now: Instant,
-        connecting: impl FnOnce(Token) -> bool,
-    ) -> Plan {
-        let news = heard.filter(|&h| self.heard_acted_on.map_or(true, |seen| h > seen));
-        if let Some(h) = news {
-            self.heard_acted_on = Some(h);
-        }
-        match self.dialing {
-            Some((token, started)) => {
-                let stale = now.saturating_duration_since(started) >= STALE_CONNECT;
-                if news.is_some() && stale && connecting(token) {
-                    Plan::Restart(token)
-                } else {
-                    Plan::Wait(None)
-                }
-            }
-            None => {
-                if news.is_some() {
-                    self.attempt = 0;
-                    self.next_try = Some(now);
-                }
-                let due = self.due(now);
-                let at = *self.next_try.get_or_insert(due);
-                if at <= now {
-                    Plan::Dial
-                } else {
-                    Plan::Wait(Some(at))
-                }
-            }
-        }
-    }
-
-    /// The server answered an attempt with proof that it holds the session's keys.
-    fn heard_answer(&mut self) {
-        if let Some(opening) = &mut self.opening {
-            opening.answered = true;
-            opening.cuts = 0;
-        }
-    }
-
-    /// An attempt failed at `now`: plans the next one, and returns the error that fails
-    /// the session if the opening (while the server has not answered it) must stop.
-    /// Reconnections of an open session go on however they fail.
-    fn failed(&mut self, failure: Failure, now: Instant) -> Option<Error> {
-        self.dialing = None;
-        self.attempt = self.attempt.saturating_add(1);
-        self.next_try = Some(self.due(now));
-        let opening = self.opening.as_mut()?;
-        match failure {
-            Failure::Fatal(e) => return Some(e),
-            // The connection was up and nothing answered.
-            Failure::Timeout => {
-                let reason = NotRobustReason::Silent;
-                return Some(Error::NotRobust { reason });
-            }
-            Failure::Busy => {
-                opening.answered = true;
-                opening.cuts = 0;
-            }
-            Failure::Cut(_) => {
-                opening.cuts += 1;
-                if opening.cuts >= OPEN_ATTEMPTS {
-                    let reason = NotRobustReason::HungUp(opening.cuts);
-                    return Some(Error::NotRobust { reason });
-                }
-            }
-            Failure::Connect(_) => {}
-        }
-        let patience = self.config.handshake_timeout_value() * OPENING_PATIENCE;
-        let waited = now.saturating_duration_since(opening.started);
-        (!opening.answered && waited >= patience).then_some(Error::GaveUp { after: patience })
-    }
 }
 
 /// One attempt at a handshake, by the client.
@@ -390,9 +209,8 @@ impl Engine {
             return;
         };
         // Recorded first: the attempt may fail, and say so, before `dial` returns.
-        redial.dialing = Some((token, Instant::now()));
-        redial.next_try = None;
-        let (addr, timeout) = (redial.addr, redial.config.handshake_timeout_value());
+        redial.started(token, Instant::now());
+        let (addr, timeout) = (redial.addr(), redial.attempt_timeout());
         log::debug!("session {id:?}: reconnecting to {addr}");
         self.dial(token, addr, timeout, id);
     }
@@ -452,7 +270,7 @@ impl Engine {
             let _ = dial.stream.set_nodelay(true);
             let hello = match self.hello(dial.session) {
                 Some(Ok(hello)) => hello,
-                Some(Err(e)) => return self.dial_failed(dial, Failure::Cut(e)),
+                Some(Err(failure)) => return self.dial_failed(dial, failure),
                 None => return self.drop_dial(dial),
             };
             if let Err(e) = write_frame(&dial.stream, &hello.encode()) {
@@ -491,6 +309,7 @@ impl Engine {
             hello_sent,
             addr,
             config,
+            opening_timeout,
             opening_nonce,
             secret,
         } = opened;
@@ -498,8 +317,14 @@ impl Engine {
             return;
         };
         let token = self.new_token();
-        let timeout = config.handshake_timeout_value();
-        let mut redial = Redial::new(addr, config, opening_nonce, secret);
+        let mut redial = Redial::new(
+            addr,
+            &config,
+            opening_timeout,
+            opening_nonce,
+            secret,
+            hello_sent,
+        );
         let reading = reader.and_then(|reader| {
             self.watch(&reader, token, Interest::READABLE)?;
             Ok(reader)
@@ -507,7 +332,7 @@ impl Engine {
         match reading {
             Ok(reader) => {
                 let now = Instant::now();
-                redial.dialing = Some((token, now));
+                redial.started(token, now);
                 let dial = Dial {
                     stream: reader,
                     session: id,
@@ -516,7 +341,7 @@ impl Engine {
                 };
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
-                self.timers.set(token, Some(now + timeout));
+                self.timers.set(token, Some(now + redial.attempt_timeout()));
             }
             // The opening is retried as after a cut.
             Err(e) => shared.connection_failed(0, &e.to_string()),
@@ -534,30 +359,32 @@ impl Engine {
     /// The HELLO for an attempt of session `id`, or why there is none; `None` if the
     /// session is gone. A session whose opening the server has not answered sends its
     /// opening again (same opening nonce and secret, a higher attempt number).
-    fn hello(&mut self, id: Token) -> Option<io::Result<Hello>> {
+    fn hello(&mut self, id: Token) -> Option<Result<Hello, Failure>> {
         let nonce = match random() {
             Ok(nonce) => nonce,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(Err(Failure::Cut(e))),
         };
         let entry = self.sessions.get_mut(&id)?;
         let Side::Client(redial) = &mut entry.side else {
             return None;
         };
-        redial.last_hello += 1;
+        let NextHello { attempt, opening } = match redial.next_hello(Instant::now()) {
+            Ok(next) => next,
+            Err(e) => return Some(Err(Failure::Fatal(e))),
+        };
         let shared = &entry.shared;
         // The old connection is detached: once no thread is inside a read or write on it,
         // the received count is exact.
         shared.barrier();
         let key = &shared.handshake_keys().client;
-        Some(Ok(match &redial.opening {
-            Some(o) => Hello::opening(nonce, redial.last_hello, o.nonce, o.secret, key),
-            None => Hello::resume(
-                shared.cid(),
-                nonce,
-                redial.last_hello,
-                to_wire(shared.received()),
-                key,
-            ),
+        Some(Ok(match opening {
+            Some((opening_nonce, secret)) => {
+                Hello::opening(nonce, attempt, opening_nonce, secret, key)
+            }
+            None => {
+                let received = to_wire(shared.received());
+                Hello::resume(shared.cid(), nonce, attempt, received, key)
+            }
         }))
     }
 
@@ -619,8 +446,7 @@ impl Engine {
             self.learn_cid(id, &shared, &answer);
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
-            redial.dialing = None;
-            redial.attempt = 0;
+            redial.connected();
         }
         if dial.on_session {
             // Our descriptor of the connection closes here; the session's stays.
@@ -639,11 +465,10 @@ impl Engine {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        let Side::Client(redial) = &mut entry.side else {
+        let Side::Client(redial) = &entry.side else {
             return;
         };
-        redial.opening = None;
-        let server_ip = canonical(redial.addr).ip();
+        let server_ip = canonical(redial.addr()).ip();
         shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
         let route = (Role::Client, answer.cid);
         entry.route = route;
@@ -676,7 +501,7 @@ impl Engine {
         };
         log::debug!("session {id:?}: refused: {code:?}");
         if let Side::Client(redial) = &mut entry.side {
-            redial.dialing = None;
+            redial.abandoned();
         }
         entry.shared.resume_refused(error);
         self.service(id);
@@ -718,12 +543,29 @@ impl Engine {
         if let Some(entry) = self.sessions.get_mut(&id) {
             if let Side::Client(redial) = &mut entry.side {
                 if let Some(error) = redial.failed(failure, now) {
-                    log::debug!("session {id:?}: the opening failed: {error}");
+                    log_opening_failure(id, redial, &error);
                     entry.shared.fail(error);
                 }
             }
         }
         self.service(id);
+    }
+}
+
+/// Logs why session `id`'s opening failed: at warn when a full server refused it for as
+/// long as the client waits, which nothing else shows but the application's next read or
+/// write (a tunnel's connection that just closes, say).
+fn log_opening_failure(id: Token, redial: &Redial<Token>, error: &Error) {
+    if *error == Error::Refused(Refusal::TooManySessions) {
+        log::warn!(
+            "session {id:?}: {} refused the new session as full (its max_sessions, or its \
+             max_sessions_per_address for this client's address) for the whole busy_limit \
+             of {:?}: {error}",
+            redial.addr(),
+            redial.busy_limit()
+        );
+    } else {
+        log::debug!("session {id:?}: the opening failed: {error}");
     }
 }
 

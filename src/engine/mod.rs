@@ -44,7 +44,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use self::client::{Dial, Plan, Redial};
+use self::client::Dial;
 use self::control::{ControlSocket, RouteKey, Routes};
 use self::local_addrs::LocalAddrs;
 use self::server::{Listener, ServerHandshake};
@@ -53,6 +53,7 @@ use self::tcp_control::TcpControl;
 use self::timers::TimerQueue;
 use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::earliest;
+use crate::core::endpoint::redial::{Failure, Plan, Redial};
 use crate::core::session::Role;
 
 const WAKER: Token = Token(0);
@@ -244,7 +245,7 @@ struct Entry {
 enum Side {
     /// A client reconnects when its connection fails (and retries its opening until the
     /// server answers it).
-    Client(Box<Redial>),
+    Client(Box<Redial<Token>>),
     /// A server session belongs to a listener, which knows the rest (its
     /// `ServerEndpoint`).
     Server { listener: Token },
@@ -590,7 +591,7 @@ impl Engine {
                 self.forget_session(listener, cid, knows);
             }
             Side::Client(redial) => {
-                if let Some((dial, _)) = redial.dialing {
+                if let Some(dial) = redial.dialing() {
                     self.drop_handshake(dial);
                 }
             }
@@ -679,7 +680,7 @@ impl Engine {
                 self.forget_handshake(hs.listener, token);
                 self.server_handshake_failed(hs, why);
             }
-            Some(Handshake::Client(dial)) => self.dial_failed(*dial, client::Failure::Timeout),
+            Some(Handshake::Client(dial)) => self.dial_failed(*dial, Failure::Timeout),
             None => {}
         }
     }

@@ -1,9 +1,13 @@
 //! Every decision of an endpoint before and between a session's connections, without I/O
-//! or a clock (quinn-proto's `Endpoint` is the model): which HELLO opens a session,
-//! resumes one or is refused, the caps on sessions and handshakes, whom a full server
-//! evicts, and how long a server remembers the openings of sessions that ended
-//! (tombstones). The engine owns the sockets and asks; time comes in as `now`.
+//! or a clock (quinn-proto's `Endpoint` is the model). On a server
+//! ([`server::ServerEndpoint`]): which HELLO opens a session, resumes one or is refused,
+//! the caps on sessions and handshakes, whom a full server evicts, and how long it
+//! remembers the openings of sessions that ended (tombstones). On a client
+//! ([`redial::Redial`]): when to attempt a connection, what its HELLO opens or resumes,
+//! and when an opening stops. The engine owns the sockets and asks; time comes in as
+//! `now`.
 
+pub(crate) mod redial;
 pub(crate) mod server;
 
 use std::time::Duration;

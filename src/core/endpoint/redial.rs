@@ -1,0 +1,569 @@
+//! A client session's connection attempts: when the next one starts (backoff, cut short
+//! when the server is heard from again), what its HELLO says (a retried opening or a
+//! resumption, and its attempt number), and when an opening the server never accepted
+//! stops, with which error. Reconnections of an open session go on however they fail
+//! (only the session's `give_up_after` ends them).
+//!
+//! The engine owns the sockets and the timers; it names each attempt by an id of its own
+//! (`D`), passes the time in, and reports what became of each attempt.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::OPENING_WINDOW;
+use crate::core::auth::{Nonce, Secret};
+use crate::core::backoff::Backoff;
+use crate::error::{Error, NotRobustReason, Refusal};
+use crate::Config;
+
+/// How many attempts of an opening in a row may be cut after their TCP connect, with no
+/// answer, before the session fails: a cut during the handshake is retried, but a peer
+/// that keeps hanging up without answering is most likely not a robust-tcp server.
+const OPEN_ATTEMPTS: u32 = 10;
+/// How many handshake timeouts an opening may go on without any answer from the server
+/// before the session fails (within [`OPENING_WINDOW`] in any case): nothing shows that
+/// anything but a dead network or a stranger is there.
+pub(crate) const OPENING_PATIENCE: u32 = 10;
+/// An attempt older than this whose TCP connect has not completed when the server is
+/// heard from again is started over: its SYN was most likely lost to the outage, and the
+/// kernel's retransmission of it may be seconds away (its timer doubles from 1 s).
+const STALE_CONNECT: Duration = Duration::from_millis(250);
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The TCP connect itself failed.
+    Connect(io::Error),
+    /// The deadline passed with the connection up and no answer.
+    Timeout,
+    /// The connection failed during the handshake: worth another try.
+    Cut(io::Error),
+    /// The server refused with a temporary reason: it holds too many sessions.
+    Busy,
+    /// Retrying cannot help.
+    Fatal(Error),
+}
+
+/// What a disconnected client does next, as [`Redial::plan`] decides.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan<D> {
+    /// Start an attempt now.
+    Dial,
+    /// Wait: until this time, or for the attempt in progress.
+    Wait(Option<Instant>),
+    /// Drop the attempt in progress and start another now.
+    Restart(D),
+}
+
+/// What an attempt's HELLO says, as [`Redial::next_hello`] decides.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NextHello {
+    /// Its attempt number: each HELLO of a session names a higher one, so that the server
+    /// can refuse a replayed one.
+    pub attempt: u64,
+    /// A retried opening's opening nonce and secret (the first HELLO's); `None` to resume
+    /// by CID.
+    pub opening: Option<(Nonce, Secret)>,
+}
+
+/// A client session's reconnection schedule; `D` names an attempt (the engine's token).
+pub struct Redial<D> {
+    addr: SocketAddr,
+    /// The bound on each reconnection.
+    handshake_timeout: Duration,
+    /// The bound on each attempt of the opening: at most `handshake_timeout`, less for
+    /// `RSocket::connect_timeout`, for the opening only.
+    opening_timeout: Duration,
+    /// How long an opening refused as busy is retried.
+    busy_limit: Duration,
+    backoff: Backoff,
+    /// Failed attempts since the last success.
+    attempt: u32,
+    /// The number of the last HELLO sent (0 for the first opening).
+    last_hello: u64,
+    /// When the next attempt starts, once one is planned.
+    next_try: Option<Instant>,
+    /// The attempt in progress, and when it started.
+    dialing: Option<(D, Instant)>,
+    /// The latest sign of life from the server that an attempt was started for.
+    heard_acted_on: Option<Instant>,
+    /// Until the server has answered the session's opening: what a retried opening needs.
+    opening: Option<Box<Opening>>,
+}
+
+/// A session whose opening the server has not answered yet: its retried openings send
+/// the same opening nonce and secret, so that a server that did receive an earlier HELLO
+/// resumes that session instead of opening a second one.
+struct Opening {
+    nonce: Nonce,
+    secret: Secret,
+    /// When the first HELLO went out.
+    started: Instant,
+    /// Attempts cut after their TCP connect since the last answer (a refusal).
+    cuts: u32,
+    /// The most telling answer the server gave.
+    heard: Heard,
+}
+
+/// What an opening heard from the server, in increasing order of what it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Heard {
+    /// Nothing: a stranger or a dead network, as far as the client knows.
+    Nothing,
+    /// An authentic answer: a robust-tcp server is there.
+    Answer,
+    /// A refusal as busy: a robust-tcp server is there, and full.
+    Busy,
+}
+
+impl<D: Copy> Redial<D> {
+    /// The schedule of a new session with the server at `addr`, whose opening HELLO, with
+    /// opening nonce `nonce` and secret `secret`, went out at `now`; each attempt of its
+    /// opening is bounded by `opening_timeout`.
+    pub fn new(
+        addr: SocketAddr,
+        config: &Config,
+        opening_timeout: Duration,
+        nonce: Nonce,
+        secret: Secret,
+        now: Instant,
+    ) -> Self {
+        let (initial, max) = config.reconnect_backoff_value();
+        let handshake_timeout = config.handshake_timeout_value();
+        Redial {
+            addr,
+            handshake_timeout,
+            opening_timeout: opening_timeout.min(handshake_timeout),
+            busy_limit: config.busy_limit_value(),
+            backoff: Backoff::new(initial, max),
+            attempt: 0,
+            last_hello: 0,
+            next_try: None,
+            dialing: None,
+            heard_acted_on: None,
+            opening: Some(Box::new(Opening {
+                nonce,
+                secret,
+                started: now,
+                cuts: 0,
+                heard: Heard::Nothing,
+            })),
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound on the next attempt: the opening's own until the server answered it.
+    pub fn attempt_timeout(&self) -> Duration {
+        if self.opening.is_some() {
+            self.opening_timeout
+        } else {
+            self.handshake_timeout
+        }
+    }
+
+    /// How long an opening refused as busy is retried.
+    pub fn busy_limit(&self) -> Duration {
+        self.busy_limit
+    }
+
+    /// The attempt in progress.
+    pub fn dialing(&self) -> Option<D> {
+        self.dialing.map(|(dial, _)| dial)
+    }
+
+    /// Attempt `dial` started at `now`.
+    pub fn started(&mut self, dial: D, now: Instant) {
+        self.dialing = Some((dial, now));
+        self.next_try = None;
+    }
+
+    /// When the next attempt is due: at once after a success, then with backoff.
+    fn due(&self, now: Instant) -> Instant {
+        now + self.backoff.delay(self.attempt)
+    }
+
+    /// Decides what to do for a session that needs a connection. `heard` is when the
+    /// server was last heard from since the connection was lost (over the control path:
+    /// the path works again); `connecting` says whether the attempt in progress is still
+    /// in its TCP connect. Hearing the server cuts the backoff short, so that a session
+    /// resumes within a heartbeat of the path's return however long the outage was.
+    pub fn plan(
+        &mut self,
+        heard: Option<Instant>,
+        now: Instant,
+        connecting: impl FnOnce(D) -> bool,
+    ) -> Plan<D> {
+        let news = heard.filter(|&h| self.heard_acted_on.map_or(true, |seen| h > seen));
+        if let Some(h) = news {
+            self.heard_acted_on = Some(h);
+        }
+        match self.dialing {
+            Some((dial, started)) => {
+                let stale = now.saturating_duration_since(started) >= STALE_CONNECT;
+                if news.is_some() && stale && connecting(dial) {
+                    Plan::Restart(dial)
+                } else {
+                    Plan::Wait(None)
+                }
+            }
+            None => {
+                if news.is_some() {
+                    self.attempt = 0;
+                    self.next_try = Some(now);
+                }
+                let due = self.due(now);
+                let at = *self.next_try.get_or_insert(due);
+                if at <= now {
+                    Plan::Dial
+                } else {
+                    Plan::Wait(Some(at))
+                }
+            }
+        }
+    }
+
+    /// The HELLO of the attempt whose TCP connection is up at `now`; or, for an opening
+    /// whose time is up, the error that fails the session: no retried opening goes out
+    /// once [`OPENING_WINDOW`] has passed since the first, so none reaches a server after
+    /// it forgot the opening nonce, however the two sides are configured.
+    pub fn next_hello(&mut self, now: Instant) -> Result<NextHello, Error> {
+        if let Some(e) = self.expired(now) {
+            return Err(e);
+        }
+        self.last_hello += 1;
+        Ok(NextHello {
+            attempt: self.last_hello,
+            opening: self.opening.as_ref().map(|o| (o.nonce, o.secret)),
+        })
+    }
+
+    /// The server answered an attempt with proof that it holds the session's keys.
+    pub fn heard_answer(&mut self) {
+        if let Some(opening) = &mut self.opening {
+            opening.heard = opening.heard.max(Heard::Answer);
+            opening.cuts = 0;
+        }
+    }
+
+    /// The attempt in progress gave the session a connection: the session is open, and
+    /// the next failure is retried at once.
+    pub fn connected(&mut self) {
+        self.dialing = None;
+        self.attempt = 0;
+        self.opening = None;
+    }
+
+    /// The attempt in progress ended with a refusal that fails the session.
+    pub fn abandoned(&mut self) {
+        self.dialing = None;
+    }
+
+    /// An attempt failed at `now`: plans the next one, and returns the error that fails
+    /// the session if the opening (while the server has not answered it) must stop.
+    /// Reconnections of an open session go on however they fail.
+    pub fn failed(&mut self, failure: Failure, now: Instant) -> Option<Error> {
+        self.dialing = None;
+        self.attempt = self.attempt.saturating_add(1);
+        let next = self.due(now);
+        self.next_try = Some(next);
+        let opening = self.opening.as_mut()?;
+        match failure {
+            Failure::Fatal(e) => return Some(e),
+            // The connection was up and nothing answered.
+            Failure::Timeout => {
+                let reason = NotRobustReason::Silent;
+                return Some(Error::NotRobust { reason });
+            }
+            Failure::Busy => {
+                opening.heard = Heard::Busy;
+                opening.cuts = 0;
+            }
+            Failure::Cut(_) => {
+                opening.cuts += 1;
+                if opening.cuts >= OPEN_ATTEMPTS {
+                    let reason = NotRobustReason::HungUp(opening.cuts);
+                    return Some(Error::NotRobust { reason });
+                }
+            }
+            Failure::Connect(_) => {}
+        }
+        // The next attempt cannot send its HELLO before it starts: fail now rather than
+        // keep the application waiting for an attempt that could only be refused.
+        self.expired(next)
+    }
+
+    /// Whether the opening's time is up at `at`, and the error it then fails with. An
+    /// opening that heard nothing gets `OPENING_PATIENCE` attempt timeouts; one refused as
+    /// busy, `busy_limit` (a full server fails a client as a TCP listener that never
+    /// accepts does, not by leaving it waiting); every opening, `OPENING_WINDOW` at most.
+    fn expired(&self, at: Instant) -> Option<Error> {
+        let opening = self.opening.as_ref()?;
+        let (after, error) = match opening.heard {
+            Heard::Nothing => {
+                let patience = self.opening_timeout.saturating_mul(OPENING_PATIENCE);
+                let after = patience.min(OPENING_WINDOW);
+                (after, Error::GaveUp { after })
+            }
+            Heard::Answer => (
+                OPENING_WINDOW,
+                Error::GaveUp {
+                    after: OPENING_WINDOW,
+                },
+            ),
+            Heard::Busy => (
+                self.busy_limit.min(OPENING_WINDOW),
+                Error::Refused(Refusal::TooManySessions),
+            ),
+        };
+        (at.saturating_duration_since(opening.started) >= after).then_some(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7000))
+    }
+
+    /// A new session's schedule under `config`, its first HELLO sent at `t0` on attempt 0.
+    fn opening(config: &Config, t0: Instant) -> Redial<u32> {
+        let timeout = config.handshake_timeout_value();
+        let mut redial = Redial::new(addr(), config, timeout, [1; 16], [2; 32], t0);
+        redial.started(0, t0);
+        redial
+    }
+
+    fn cut() -> Failure {
+        Failure::Cut(io::Error::from(io::ErrorKind::ConnectionReset))
+    }
+
+    fn connect_failed() -> Failure {
+        Failure::Connect(io::Error::from(io::ErrorKind::TimedOut))
+    }
+
+    /// Runs attempts of `redial` from `now`, each failing with `failure()` as soon as it
+    /// is due, until the session fails; returns when and with what.
+    fn fail_until_given_up(
+        redial: &mut Redial<u32>,
+        mut now: Instant,
+        failure: impl Fn() -> Failure,
+    ) -> (Instant, Error) {
+        for dial in 1..10_000 {
+            if let Some(e) = redial.failed(failure(), now) {
+                return (now, e);
+            }
+            now = match redial.plan(None, now, |_| false) {
+                Plan::Dial => now,
+                Plan::Wait(Some(at)) => at,
+                other => panic!("{other:?} with no attempt in progress"),
+            };
+            redial.started(dial, now);
+            if let Err(e) = redial.next_hello(now) {
+                return (now, e);
+            }
+        }
+        panic!("the opening never stopped");
+    }
+
+    #[test]
+    fn a_lost_connection_is_retried_at_once_then_with_doubling_backoff() {
+        let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        r.connected();
+        assert_eq!(r.plan(None, t0, |_| false), Plan::Dial);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for dial in 1..6 {
+            r.started(dial, now);
+            assert_eq!(r.plan(None, now, |_| true), Plan::Wait(None));
+            assert!(r.failed(connect_failed(), now).is_none());
+            let Plan::Wait(Some(at)) = r.plan(None, now, |_| false) else {
+                panic!("no backoff after a failure");
+            };
+            waits.push(at - now);
+            assert_eq!(r.plan(None, at, |_| false), Plan::Dial);
+            now = at;
+        }
+        assert_eq!(waits, [50 * MS, 100 * MS, 200 * MS, 200 * MS, 200 * MS]);
+        r.connected();
+        assert_eq!(r.plan(None, now, |_| false), Plan::Dial);
+    }
+
+    #[test]
+    fn news_from_the_server_restarts_a_stale_connect_and_cuts_the_backoff_short() {
+        let config = Config::default().reconnect_backoff(SECOND, 60 * SECOND);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        r.connected();
+        r.started(7, t0);
+        let heard = Some(t0 + 100 * MS);
+        // Too young to call stale: its SYN may still be on its way.
+        assert_eq!(r.plan(heard, t0 + 100 * MS, |_| true), Plan::Wait(None));
+        // The same news again, once the connect is stale, is no reason to restart.
+        assert_eq!(r.plan(heard, t0 + SECOND, |_| true), Plan::Wait(None));
+        let heard = Some(t0 + SECOND);
+        // Past its TCP connect, the attempt is not started over.
+        assert_eq!(r.plan(heard, t0 + SECOND, |_| false), Plan::Wait(None));
+        let heard = Some(t0 + 2 * SECOND);
+        assert_eq!(r.plan(heard, t0 + 2 * SECOND, |_| true), Plan::Restart(7));
+
+        // Several failures put the next attempt far off; news brings it to now.
+        let mut now = t0 + 2 * SECOND;
+        for _ in 0..5 {
+            r.failed(connect_failed(), now);
+            now += 10 * MS;
+        }
+        assert!(matches!(r.plan(None, now, |_| false), Plan::Wait(Some(at)) if at > now + SECOND));
+        assert_eq!(r.plan(Some(now), now, |_| false), Plan::Dial);
+    }
+
+    #[test]
+    fn an_opening_nobody_answers_fails_after_its_patience() {
+        let config = Config::default().handshake_timeout(SECOND);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        let (when, e) = fail_until_given_up(&mut r, t0, connect_failed);
+        let patience = SECOND * OPENING_PATIENCE;
+        assert_eq!(e, Error::GaveUp { after: patience });
+        assert!(when <= t0 + patience, "{:?}", when - t0);
+        // Within one backoff step of it (the next attempt could not have started in time).
+        assert!(
+            when + Duration::from_secs(5) > t0 + patience,
+            "{:?}",
+            when - t0
+        );
+    }
+
+    #[test]
+    fn cuts_in_a_row_fail_the_opening_and_an_answer_starts_the_count_again() {
+        let t0 = Instant::now();
+        let mut r = opening(&Config::default(), t0);
+        for n in 1..OPEN_ATTEMPTS {
+            assert!(r.failed(cut(), t0 + n * MS).is_none(), "cut {n}");
+        }
+        // An answer in between: a robust-tcp server is there; cuts count from zero.
+        r.heard_answer();
+        for n in 1..OPEN_ATTEMPTS {
+            assert!(r.failed(cut(), t0 + SECOND + n * MS).is_none(), "cut {n}");
+        }
+        assert!(r.failed(Failure::Busy, t0 + 2 * SECOND).is_none());
+        for n in 1..OPEN_ATTEMPTS {
+            assert!(
+                r.failed(cut(), t0 + 3 * SECOND + n * MS).is_none(),
+                "cut {n}"
+            );
+        }
+        let e = r.failed(cut(), t0 + 4 * SECOND);
+        let reason = NotRobustReason::HungUp(OPEN_ATTEMPTS);
+        assert_eq!(e, Some(Error::NotRobust { reason }));
+    }
+
+    #[test]
+    fn an_opening_refused_as_busy_fails_as_refused_within_the_busy_limit() {
+        let limit = Config::default().busy_limit_value();
+        assert!(limit >= 10 * SECOND && limit < OPENING_WINDOW, "{limit:?}");
+        let config = Config::default().busy_limit(3 * SECOND);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        let (when, e) = fail_until_given_up(&mut r, t0, || Failure::Busy);
+        assert_eq!(e, Error::Refused(Refusal::TooManySessions));
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(when <= t0 + 3 * SECOND, "{:?}", when - t0);
+        // Retried meanwhile, with backoff: the server may free a slot.
+        assert!(r.last_hello >= 5, "only {} attempts", r.last_hello);
+        assert!(when + Duration::from_secs(5) > t0 + 3 * SECOND);
+
+        // A zero limit fails at the first refusal.
+        let mut r = opening(&Config::default().busy_limit(Duration::ZERO), t0);
+        let e = r.failed(Failure::Busy, t0 + MS);
+        assert_eq!(e, Some(Error::Refused(Refusal::TooManySessions)));
+    }
+
+    #[test]
+    fn no_retried_opening_starts_after_the_window_whatever_the_handshake_timeout() {
+        let config = Config::default().handshake_timeout(30 * SECOND);
+        let t0 = Instant::now();
+        // An opening that heard nothing, whose patience (300 s) is past the window.
+        let mut r = opening(&config, t0);
+        let (when, e) = fail_until_given_up(&mut r, t0, connect_failed);
+        assert_eq!(
+            e,
+            Error::GaveUp {
+                after: OPENING_WINDOW
+            }
+        );
+        assert!(when <= t0 + OPENING_WINDOW, "{:?}", when - t0);
+
+        // An opening that heard an answer has no patience limit, only the window; an
+        // attempt whose TCP connect took it past the window sends no HELLO.
+        let mut r = opening(&config, t0);
+        r.heard_answer();
+        assert!(r.failed(cut(), t0 + 59 * SECOND).is_none());
+        r.started(1, t0 + 59 * SECOND);
+        let e = r.next_hello(t0 + OPENING_WINDOW);
+        assert_eq!(
+            e,
+            Err(Error::GaveUp {
+                after: OPENING_WINDOW
+            })
+        );
+        assert_eq!(r.last_hello, 0, "a HELLO was numbered");
+
+        // A busy limit cannot take an opening past the window either.
+        let mut r = opening(&config, t0);
+        r.busy_limit = 2 * OPENING_WINDOW;
+        let (when, _) = fail_until_given_up(&mut r, t0, || Failure::Busy);
+        assert!(when <= t0 + OPENING_WINDOW, "{:?}", when - t0);
+    }
+
+    #[test]
+    fn retried_openings_carry_the_opening_then_reconnections_resume() {
+        let config = Config::default().handshake_timeout(5 * SECOND);
+        let t0 = Instant::now();
+        let mut r = Redial::new(addr(), &config, SECOND, [1; 16], [2; 32], t0);
+        r.started(0, t0);
+        assert_eq!(r.attempt_timeout(), SECOND);
+        r.failed(cut(), t0);
+        let hello = r.next_hello(t0 + SECOND).unwrap();
+        let opening = Some(([1; 16], [2; 32]));
+        assert_eq!(
+            hello,
+            NextHello {
+                attempt: 1,
+                opening
+            }
+        );
+        r.connected();
+        // The opening's shorter bound was the opening's only.
+        assert_eq!(r.attempt_timeout(), 5 * SECOND);
+        // A reconnection goes on however it fails, and names the next attempt.
+        let mut now = t0 + 2 * SECOND;
+        for failure in [cut(), Failure::Timeout, Failure::Busy] {
+            assert!(r.failed(failure, now).is_none());
+            now += 10 * OPENING_WINDOW;
+        }
+        let fatal = Failure::Fatal(Error::NotRobust {
+            reason: NotRobustReason::Malformed,
+        });
+        assert!(r.failed(fatal, now).is_none());
+        let hello = r.next_hello(now).unwrap();
+        assert_eq!(
+            hello,
+            NextHello {
+                attempt: 2,
+                opening: None
+            }
+        );
+    }
+}
