@@ -11,10 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+use robust_tcp::protocol::auth::{
+    ChallengeKey, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN, SECRET_LEN,
+};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::session::{Dropped, Limits, ReadGate, Role, Session};
+use robust_tcp::protocol::session::{Dropped, End, Limits, ReadGate, Role, Session};
 
 const CID: u32 = 42;
 
@@ -86,21 +88,20 @@ impl Pair {
             now,
             ends: [
                 Session::new(
-                    Role::Client,
+                    End::Client(Some(SERVER_ADDR)),
                     CID,
                     0,
                     limits(dead_after[0]),
                     keys(Role::Client),
-                    Some(SERVER_ADDR),
                     now,
                 ),
                 Session::new(
-                    Role::Server,
+                    // The server's own: the client never learns it.
+                    End::Server(ChallengeKey::new(&[5; CHALLENGE_KEY_LEN])),
                     CID,
                     0,
                     limits(dead_after[1]),
                     keys(Role::Server),
-                    None,
                     now,
                 ),
             ],
@@ -301,6 +302,14 @@ impl Pair {
         }
     }
 
+    /// How many datagrams went to `addr`, not the peer's address.
+    fn misdirected_to(&self, addr: SocketAddr) -> usize {
+        self.misdirected
+            .iter()
+            .filter(|(_, to, _)| *to == addr)
+            .count()
+    }
+
     fn pick_captured(&self, rng: &mut u64) -> Option<(usize, Vec<u8>)> {
         if self.captured.is_empty() {
             return None;
@@ -396,6 +405,8 @@ const CLIENT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(1
 const SERVER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 5000));
 const ATTACKER_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 66), 6666));
+/// An address that never sends anything itself: an attacker's spoofed datagrams claim it.
+const VICTIM_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, 3), 3333));
 
 /// The silence after which an end drops its connection.
 const DEAD_AFTER: Duration = Duration::from_secs(3);
@@ -758,12 +769,7 @@ fn a_copy_from_elsewhere_that_arrives_first_does_not_move_the_server() {
     assert_eq!(pair.receive(0, &d), Err(Dropped::Replayed));
     // The server's answer goes to the client; the attacker gets one challenge, no more.
     pair.transmit();
-    let to_attacker = pair
-        .misdirected
-        .iter()
-        .filter(|(_, to, _)| *to == ATTACKER_ADDR)
-        .count();
-    assert_eq!(to_attacker, 1);
+    assert_eq!(pair.misdirected_to(ATTACKER_ADDR), 1);
     pair.check_misdirected();
     assert!(
         !pair.datagrams[1].is_empty(),
@@ -1508,4 +1514,42 @@ fn passivations_never_confirmed_leave_one_pending() {
     let pending = pending_at_server(&pair, since);
     // At most one: the RECONNECT for the last connection, which the silent client lost.
     assert!(pending.len() <= 1, "{} pending: {pending:?}", pending.len());
+}
+
+#[test]
+fn a_key_holder_that_never_saw_the_challenge_cannot_move_the_path() {
+    // Anyone may open a session, so an attacker may hold its client's keys. It sends one
+    // authentic datagram "from" a victim's address, which the server challenges, and then
+    // answers the challenge it never received with guesses, from there too. The server
+    // must keep sending to its client, and send the victim nothing but challenges.
+    let mut pair = Pair::opened(4096, 1024);
+    assert_eq!(pair.ends[1].control_peer(), Some(CLIENT_ADDR));
+    let client = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
+    let mut pn = 1 << 40;
+    let mut forge = |kind| {
+        let msg = ControlMessage {
+            cid: CID,
+            from_server: false,
+            id: 0,
+            kind,
+        };
+        let mut d = [0; MAX_LEN];
+        let n = msg.seal(pn, &client.send, &mut d);
+        pn += 1;
+        d[..n].to_vec()
+    };
+    pair.receive_from(0, VICTIM_ADDR, &forge(ControlKind::Ack(0)))
+        .expect("authentic");
+    pair.transmit();
+    for guess in 0..10_000 {
+        pair.now += Duration::from_millis(1);
+        pair.receive_from(0, VICTIM_ADDR, &forge(ControlKind::Response(guess)))
+            .expect("authentic");
+        pair.transmit();
+    }
+    assert_eq!(pair.ends[1].control_peer(), Some(CLIENT_ADDR));
+    pair.check_misdirected();
+    let challenges = pair.misdirected_to(VICTIM_ADDR);
+    // One per 100 ms at most, over 10 s.
+    assert!((1..=101).contains(&challenges), "{challenges} challenges");
 }

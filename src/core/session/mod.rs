@@ -23,7 +23,7 @@ use self::path::ControlPath;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
-use super::auth::ControlKeys;
+use super::auth::{ChallengeKey, ControlKeys};
 use super::control::{ControlKind, ControlMessage, MAX_LEN};
 use super::counter::{from_wire, to_wire};
 use super::replay::{Fresh, ReplayWindow};
@@ -46,6 +46,18 @@ pub enum Role {
     Client,
     /// Accepted the session; waits for the client to reconnect.
     Server,
+}
+
+/// Which end of the session this is, with what only that end needs to reach its peer.
+#[derive(Clone, Debug)]
+pub enum End {
+    /// The client, which sends its datagrams to the server's control address (none while
+    /// it is opening: see [`Session::opened`]).
+    Client(Option<SocketAddr>),
+    /// The server, which learns its client's address from the client's datagrams and checks
+    /// each new one with challenges whose values come from this key, drawn at random for the
+    /// session (see `path.rs`).
+    Server(ChallengeKey),
 }
 
 /// The per-session settings the core needs.
@@ -139,24 +151,21 @@ pub enum Dropped {
 }
 
 impl Session {
-    /// A session whose first TCP connection (number `epoch`) came up at `now`, whose
-    /// datagrams are tagged and checked with `keys`. A client sends its datagrams to
-    /// `server_control`, the server's control address; a server ignores it and learns
-    /// where its client is from the client's datagrams. A client session made with CID 0
+    /// A session of `end` whose first TCP connection (number `epoch`) came up at `now`,
+    /// whose datagrams are tagged and checked with `keys`. A client session made with CID 0
     /// is opening: it learns its CID and the server's control address from the answer
     /// ([`opened`](Self::opened)).
     pub fn new(
-        role: Role,
+        end: End,
         cid: u32,
         epoch: u32,
         limits: Limits,
         keys: ControlKeys,
-        server_control: Option<SocketAddr>,
         now: Instant,
     ) -> Self {
-        let path = match role {
-            Role::Client => ControlPath::to_server(server_control),
-            Role::Server => ControlPath::learned(),
+        let (role, path) = match end {
+            End::Client(server_control) => (Role::Client, ControlPath::to_server(server_control)),
+            End::Server(challenges) => (Role::Server, ControlPath::learned(challenges)),
         };
         let mut session = Session {
             role,
