@@ -59,13 +59,14 @@ pub mod protocol {
 
     /// The session state machine.
     pub mod session {
-        pub use crate::core::session::{Dropped, Limits, ReadGate, Role, Session};
+        pub use crate::core::session::{Dropped, End, Limits, ReadGate, Role, Session};
     }
 
     /// Session keys and tags.
     pub mod auth {
         pub use crate::core::auth::{
-            ControlKeys, HandshakeKeys, MacKey, SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN,
+            ChallengeKey, ControlKeys, HandshakeKeys, MacKey, SessionKeys, CHALLENGE_KEY_LEN,
+            NONCE_LEN, SECRET_LEN, TAG_LEN,
         };
     }
 

@@ -11,10 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
+use robust_tcp::protocol::auth::{
+    ChallengeKey, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN, SECRET_LEN,
+};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::session::{Dropped, Limits, ReadGate, Role, Session};
+use robust_tcp::protocol::session::{Dropped, End, Limits, ReadGate, Role, Session};
 
 const CID: u32 = 42;
 
@@ -86,21 +88,20 @@ impl Pair {
             now,
             ends: [
                 Session::new(
-                    Role::Client,
+                    End::Client(Some(SERVER_ADDR)),
                     CID,
                     0,
                     limits(dead_after[0]),
                     keys(Role::Client),
-                    Some(SERVER_ADDR),
                     now,
                 ),
                 Session::new(
-                    Role::Server,
+                    // The server's own: the client never learns it.
+                    End::Server(ChallengeKey::new(&[5; CHALLENGE_KEY_LEN])),
                     CID,
                     0,
                     limits(dead_after[1]),
                     keys(Role::Server),
-                    None,
                     now,
                 ),
             ],
@@ -301,6 +302,14 @@ impl Pair {
         }
     }
 
+    /// How many datagrams went to `addr`, not the peer's address.
+    fn misdirected_to(&self, addr: SocketAddr) -> usize {
+        self.misdirected
+            .iter()
+            .filter(|(_, to, _)| *to == addr)
+            .count()
+    }
+
     fn pick_captured(&self, rng: &mut u64) -> Option<(usize, Vec<u8>)> {
         if self.captured.is_empty() {
             return None;
@@ -396,6 +405,8 @@ const CLIENT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(1
 const SERVER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 5000));
 const ATTACKER_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 66), 6666));
+/// An address that never sends anything itself: an attacker's spoofed datagrams claim it.
+const VICTIM_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, 3), 3333));
 
 /// The silence after which an end drops its connection.
 const DEAD_AFTER: Duration = Duration::from_secs(3);
@@ -758,12 +769,7 @@ fn a_copy_from_elsewhere_that_arrives_first_does_not_move_the_server() {
     assert_eq!(pair.receive(0, &d), Err(Dropped::Replayed));
     // The server's answer goes to the client; the attacker gets one challenge, no more.
     pair.transmit();
-    let to_attacker = pair
-        .misdirected
-        .iter()
-        .filter(|(_, to, _)| *to == ATTACKER_ADDR)
-        .count();
-    assert_eq!(to_attacker, 1);
+    assert_eq!(pair.misdirected_to(ATTACKER_ADDR), 1);
     pair.check_misdirected();
     assert!(
         !pair.datagrams[1].is_empty(),
@@ -869,8 +875,8 @@ fn a_small_request_and_half_close_are_acknowledged_without_waiting_for_a_timer()
     assert_eq!(pair.now, start, "a timer had to run");
 }
 
-/// The kinds of the datagrams end `from` sent since `since` (an index into `captured`).
-fn kinds_sent(pair: &Pair, from: usize, since: usize) -> Vec<ControlKind> {
+/// The messages end `from` sent since `since` (an index into `captured`).
+fn messages_sent(pair: &Pair, from: usize, since: usize) -> Vec<ControlMessage> {
     let receiver = if from == 0 {
         Role::Server
     } else {
@@ -880,7 +886,15 @@ fn kinds_sent(pair: &Pair, from: usize, since: usize) -> Vec<ControlKind> {
     pair.captured[since..]
         .iter()
         .filter(|(sender, _)| *sender == from)
-        .map(|(_, d)| ControlMessage::open(d, &keys.recv).expect("genuine").1.kind)
+        .map(|(_, d)| ControlMessage::open(d, &keys.recv).expect("genuine").1)
+        .collect()
+}
+
+/// The kinds of the datagrams end `from` sent since `since` (an index into `captured`).
+fn kinds_sent(pair: &Pair, from: usize, since: usize) -> Vec<ControlKind> {
+    messages_sent(pair, from, since)
+        .into_iter()
+        .map(|msg| msg.kind)
         .collect()
 }
 
@@ -1400,4 +1414,142 @@ fn a_shutdown_asks_again_only_for_bytes_the_last_request_did_not_name() {
     pair.deliver_control(|| false);
     assert_eq!(pair.unacknowledged(1), 0);
     assert_eq!(pair.unacknowledged(0), 0);
+}
+
+/// The messages the server sent since `since` (an index into `captured`) that await
+/// confirmation, each once, as (message id, kind): those pending, if the window spans a
+/// retransmission interval.
+fn pending_at_server(pair: &Pair, since: usize) -> Vec<(u16, ControlKind)> {
+    let mut pending: Vec<(u16, ControlKind)> = messages_sent(pair, 1, since)
+        .into_iter()
+        .filter(|msg| msg.kind.needs_conf())
+        .map(|msg| (msg.id, msg.kind))
+        .collect();
+    pending.sort_unstable_by_key(|&(id, _)| id);
+    pending.dedup();
+    pending
+}
+
+#[test]
+fn failed_offers_leave_a_bounded_number_of_reconnects_pending() {
+    // A peer that holds the session's keys (anyone may open a session) sends resuming
+    // HELLOs with rising attempt numbers and never CONFIRMs: the first one aborts the live
+    // connection, every one leaves a failed offer. However many there are, the server
+    // keeps a constant number of RECONNECTs pending, and so sends a constant number of
+    // datagrams per retransmission interval.
+    let mut pair = Pair::opened(4096, 1024);
+    let now = pair.now;
+    assert!(pair.ends[1].handle_connection_failed(0, "aborted for a HELLO", now));
+    const OFFERS: u32 = 2000;
+    for epoch in 1..=OFFERS {
+        pair.now += Duration::from_millis(1);
+        let now = pair.now;
+        pair.ends[1].handle_offer_failed(epoch, now);
+        pair.transmit();
+        pair.datagrams.iter_mut().for_each(VecDeque::clear);
+    }
+    // Past the first retransmissions, every pending RECONNECT goes out once per 2 s: over
+    // 4 s, each pending one shows its id twice.
+    run_for(&mut pair, Duration::from_secs(10), false);
+    let since = pair.captured.len();
+    let sent = run_for(&mut pair, Duration::from_secs(4), false);
+    let pending = pending_at_server(&pair, since);
+    assert!(
+        pending.len() <= 2 && sent[1] <= 6,
+        "{} RECONNECTs pending, {} datagrams sent in 4 s",
+        pending.len(),
+        sent[1]
+    );
+    // The ones kept are the ones a client may still use: the live connection that was
+    // aborted, and the newest offer.
+    let kinds: Vec<ControlKind> = pending.iter().map(|&(_, kind)| kind).collect();
+    assert!(
+        kinds.contains(&ControlKind::Reconnect(0))
+            && kinds.contains(&ControlKind::Reconnect(OFFERS)),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_client_that_installed_the_newest_failed_offer_learns_that_it_failed() {
+    // The client reconnected with attempt 5 after earlier attempts of its own failed:
+    // it sent the CONFIRM for offer 5 and installed the connection, but the CONFIRM never
+    // arrived. The server's RECONNECT for offer 5 must reach it, whatever older offers
+    // failed before.
+    let mut pair = Pair::opened(4096, 1024);
+    pair.cut();
+    let now = pair.now;
+    for epoch in 1..=5 {
+        pair.ends[1].handle_offer_failed(epoch, now);
+    }
+    let at = pair.ends[0]
+        .check_resume(0)
+        .expect("the server has sent nothing");
+    pair.ends[0].handle_resume(at, 5, now);
+    assert!(pair.ends[0].is_connected());
+    run_for(&mut pair, Duration::from_secs(3), true);
+    assert!(
+        pair.ends[0].needs_connection(),
+        "the client still uses a connection the server never took"
+    );
+}
+
+#[test]
+fn passivations_never_confirmed_leave_one_pending() {
+    // The server's application passivates again and again; its client never confirms,
+    // and reconnects each time (its connection was cut). A PASSIVATE for a connection
+    // that is gone is moot: only the newest may stay pending.
+    let mut pair = Pair::opened(4096, 1024);
+    for _ in 0..50 {
+        let now = pair.now;
+        pair.ends[1].passivate(now);
+        pair.transmit();
+        pair.datagrams.iter_mut().for_each(VecDeque::clear);
+        pair.cut();
+        pair.reconnect();
+    }
+    run_for(&mut pair, Duration::from_secs(10), false);
+    let since = pair.captured.len();
+    run_for(&mut pair, Duration::from_secs(4), false);
+    let pending = pending_at_server(&pair, since);
+    // At most one: the RECONNECT for the last connection, which the silent client lost.
+    assert!(pending.len() <= 1, "{} pending: {pending:?}", pending.len());
+}
+
+#[test]
+fn a_key_holder_that_never_saw_the_challenge_cannot_move_the_path() {
+    // Anyone may open a session, so an attacker may hold its client's keys. It sends one
+    // authentic datagram "from" a victim's address, which the server challenges, and then
+    // answers the challenge it never received with guesses, from there too. The server
+    // must keep sending to its client, and send the victim nothing but challenges.
+    let mut pair = Pair::opened(4096, 1024);
+    assert_eq!(pair.ends[1].control_peer(), Some(CLIENT_ADDR));
+    let client = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
+    let mut pn = 1 << 40;
+    let mut forge = |kind| {
+        let msg = ControlMessage {
+            cid: CID,
+            from_server: false,
+            id: 0,
+            kind,
+        };
+        let mut d = [0; MAX_LEN];
+        let n = msg.seal(pn, &client.send, &mut d);
+        pn += 1;
+        d[..n].to_vec()
+    };
+    pair.receive_from(0, VICTIM_ADDR, &forge(ControlKind::Ack(0)))
+        .expect("authentic");
+    pair.transmit();
+    for guess in 0..10_000 {
+        pair.now += Duration::from_millis(1);
+        pair.receive_from(0, VICTIM_ADDR, &forge(ControlKind::Response(guess)))
+            .expect("authentic");
+        pair.transmit();
+    }
+    assert_eq!(pair.ends[1].control_peer(), Some(CLIENT_ADDR));
+    pair.check_misdirected();
+    let challenges = pair.misdirected_to(VICTIM_ADDR);
+    // One per 100 ms at most, over 10 s.
+    assert!((1..=101).contains(&challenges), "{challenges} challenges");
 }

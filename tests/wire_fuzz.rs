@@ -18,6 +18,9 @@ fn control_kind() -> impl Strategy<Value = ControlKind> {
         Just(ControlKind::Reset),
         Just(ControlKind::Conf),
         any::<u32>().prop_map(ControlKind::Reconnect),
+        any::<u64>().prop_map(ControlKind::Challenge),
+        any::<u64>().prop_map(ControlKind::Response),
+        any::<u32>().prop_map(ControlKind::Passivate),
     ]
 }
 

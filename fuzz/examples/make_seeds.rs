@@ -101,6 +101,9 @@ fn main() -> io::Result<()> {
         ("reset", ControlKind::Reset),
         ("conf", ControlKind::Conf),
         ("reconnect", ControlKind::Reconnect(3)),
+        ("challenge", ControlKind::Challenge(0x8899_aabb_ccdd_eeff)),
+        ("response", ControlKind::Response(0x0011_2233_4455_6677)),
+        ("passivate", ControlKind::Passivate(4)),
     ];
     for (i, (name, kind)) in kinds.into_iter().enumerate() {
         let msg = ControlMessage {

@@ -3,8 +3,9 @@
 //!
 //! The input is tried twice: as a whole datagram (whose tag a fuzzer cannot guess, so this
 //! checks that nothing gets past the tag), and, if it is no longer than the part a tag
-//! covers in the longest datagram (24 bytes: a REQ_ACK's), tagged with the receiver's key,
-//! so that the decoding after the tag check is fuzzed too, at every length.
+//! covers in the longest datagram (24 bytes: a REQ_ACK's, CHALLENGE's or RESPONSE's),
+//! tagged with the receiver's key, so that the decoding after the tag check is fuzzed too,
+//! at every length.
 //!
 //! Protocol API used: `ControlMessage::route`, `ControlMessage::open(&[u8], &MacKey)`,
 //! `ControlMessage::seal(pn, &MacKey, &mut [u8; MAX_LEN])`, `SessionKeys::derive`,

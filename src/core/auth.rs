@@ -31,6 +31,9 @@ pub type Nonce = [u8; NONCE_LEN];
 /// An authentication tag.
 pub type Tag = [u8; TAG_LEN];
 
+/// Length of a server session's challenge key.
+pub const CHALLENGE_KEY_LEN: usize = 32;
+
 /// Labels of the derived keys (HKDF "info"): one per purpose and direction, so that no
 /// tag made for one use verifies in another.
 mod label {
@@ -97,6 +100,32 @@ pub struct ControlKeys {
     pub send: MacKey,
     /// Checks the peer's datagrams.
     pub recv: MacKey,
+}
+
+/// A server session's key for the values of its path challenges (`path.rs`). The engine
+/// draws it from the operating system for each session, and it never leaves the server:
+/// unlike the session's keys, which its client holds (and anyone may open a session), it
+/// lets nobody answer a challenge they did not receive.
+#[derive(Clone, Debug)]
+pub struct ChallengeKey(MacKey);
+
+// A challenge value is the first 64 bits of a tag.
+const _: () = assert!(TAG_LEN >= 8);
+
+impl ChallengeKey {
+    /// The key made of `bytes` (random, in the engine).
+    pub fn new(bytes: &[u8; CHALLENGE_KEY_LEN]) -> Self {
+        ChallengeKey(MacKey::new(bytes))
+    }
+
+    /// The value of challenge number `n`: the first 64 bits of the HMAC-SHA256 of `n`
+    /// under the key. Without the key, no value tells anything of another's.
+    pub fn challenge(&self, n: u64) -> u64 {
+        let tag = self.0.tag(&[&n.to_be_bytes()]);
+        let mut value = [0u8; 8];
+        value.iter_mut().zip(tag).for_each(|(v, t)| *v = t);
+        u64::from_be_bytes(value)
+    }
 }
 
 /// Every key of a session, derived from its secret.
@@ -178,6 +207,21 @@ mod tests {
         assert!(!other_secret.control.send.verify(&[b"close 1000"], &tag));
         let other_nonce = SessionKeys::derive(&[7; SECRET_LEN], &[0; NONCE_LEN], Role::Client);
         assert!(!other_nonce.control.send.verify(&[b"close 1000"], &tag));
+    }
+
+    #[test]
+    fn challenges_differ_by_number_and_key() {
+        let key = ChallengeKey::new(&[1; CHALLENGE_KEY_LEN]);
+        let other = ChallengeKey::new(&[2; CHALLENGE_KEY_LEN]);
+        let values = [key.challenge(0), key.challenge(1), other.challenge(0)];
+        assert_ne!(values[0], values[1]);
+        assert_ne!(values[0], values[2]);
+        assert!(!values.contains(&0) && !values.contains(&1), "{values:?}");
+        // The same key gives the same values: tests stay deterministic.
+        assert_eq!(
+            ChallengeKey::new(&[1; CHALLENGE_KEY_LEN]).challenge(1),
+            values[1]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The UDP control datagrams (paper Fig. 5), authenticated.
 //!
 //! The paper's 8-byte header (CID 4 bytes, type 1, flags 1, message id 2), then the
-//! sender's packet number (8 bytes), for most types a 4-byte count (two for REQ_ACK), and
-//! a 16-byte tag over everything before it; all big-endian. See `docs/PROTOCOL.md`.
+//! sender's packet number (8 bytes), for most types a 4-byte count (two for REQ_ACK; a
+//! CHALLENGE's or RESPONSE's 64-bit value as two), and a 16-byte tag over everything
+//! before it; all big-endian. See `docs/PROTOCOL.md`.
 
 use byteorder::{BigEndian, ByteOrder};
 
@@ -18,8 +19,8 @@ mod field {
     pub(super) const FLAGS: usize = 5;
     pub(super) const ID: Field = 6..8;
     pub(super) const PACKET_NUMBER: Field = 8..16;
-    /// The counts follow the packet number, 4 bytes each: none, one, or two (REQ_ACK);
-    /// the tag follows the last.
+    /// The counts follow the packet number, 4 bytes each: none, one, or two (REQ_ACK, and
+    /// a 64-bit value, high half first); the tag follows the last.
     pub(super) const COUNTS: usize = 16;
     pub(super) const COUNT_LEN: usize = 4;
     /// The most counts a datagram carries.
@@ -69,10 +70,10 @@ pub enum ControlKind {
     Reconnect(u32),
     /// From the server, to a new address the client's datagrams came from: "answer this
     /// from there". The server sends its other datagrams to the new address only once the
-    /// answer comes (path validation).
-    Challenge(u32),
+    /// answer comes (path validation). The value is unpredictable (see `ChallengeKey`).
+    Challenge(u64),
     /// From the client: the answer to the `Challenge` carrying this value.
-    Response(u32),
+    Response(u64),
     /// The sender closes TCP connection `epoch` on purpose once this is confirmed: the
     /// session goes passive, and neither side reconnects until one has something to send
     /// (paper section 6, "passivation"). Confirmed.
@@ -114,10 +115,12 @@ impl ControlKind {
             | ControlKind::Close(n)
             | ControlKind::HalfClose(n)
             | ControlKind::Reconnect(n)
-            | ControlKind::Challenge(n)
-            | ControlKind::Response(n)
             | ControlKind::Passivate(n) => ([n, 0], 1),
             ControlKind::ReqAck { received, sent } => ([received, sent], 2),
+            ControlKind::Challenge(value) | ControlKind::Response(value) => {
+                // The halves: truncation is the point.
+                ([(value >> 32) as u32, value as u32], 2)
+            }
             ControlKind::Reset | ControlKind::Conf => ([0, 0], 0),
         }
     }
@@ -215,6 +218,7 @@ impl ControlMessage {
             let at = field::COUNTS + i * field::COUNT_LEN;
             BigEndian::read_u32(&message[at..at + field::COUNT_LEN])
         };
+        let value = || u64::from(count(0)) << 32 | u64::from(count(1));
         let kind = match (code, counts) {
             (1, 1) => ControlKind::Ack(count(0)),
             (2, 2) => ControlKind::ReqAck {
@@ -226,8 +230,8 @@ impl ControlMessage {
             (5, 0) => ControlKind::Reset,
             (6, 0) => ControlKind::Conf,
             (7, 1) => ControlKind::Reconnect(count(0)),
-            (8, 1) => ControlKind::Challenge(count(0)),
-            (9, 1) => ControlKind::Response(count(0)),
+            (8, 2) => ControlKind::Challenge(value()),
+            (9, 2) => ControlKind::Response(value()),
             (10, 1) => ControlKind::Passivate(count(0)),
             (1..=10, _) => return Err(wrong_length),
             _ => return Err(WireError::Malformed("unknown control type")),
@@ -279,8 +283,8 @@ mod tests {
             ControlKind::Reset,
             ControlKind::Conf,
             ControlKind::Reconnect(6),
-            ControlKind::Challenge(7),
-            ControlKind::Response(8),
+            ControlKind::Challenge(0x0102_0304_0506_0708),
+            ControlKind::Response(u64::MAX - 8),
             ControlKind::Passivate(9),
         ];
         let recv = keys(Role::Server).control.recv;
@@ -341,6 +345,14 @@ mod tests {
         assert_eq!(d[16..24], [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
         let tag = keys(Role::Client).control.send.tag(&[&d[..24]]);
         assert_eq!(d[24..], tag);
+        // A challenge's 64-bit value: high half first, where REQ_ACK's counts go.
+        let challenge = ControlMessage {
+            kind: ControlKind::Challenge(0x1122_3344_5566_7788),
+            ..m
+        };
+        let d = sealed(&challenge, 0);
+        assert_eq!((d.len(), d[4], d[5]), (40, 8, FLAG_FROM_SERVER));
+        assert_eq!(d[16..24], [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
     }
 
     #[test]
@@ -386,6 +398,9 @@ mod tests {
         req_ack_short.extend([0, 0, 0, 9]);
         let mut ack_long = vec![0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         ack_long.extend([0, 0, 0, 9, 0, 0, 0, 9]);
+        // A RESPONSE with a 32-bit value (the previous version's).
+        let mut response_short = vec![0, 0, 0, 5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        response_short.extend([0, 0, 0, 0]);
         let unknown_type = vec![0, 0, 0, 5, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let unknown_flag = vec![0, 0, 0, 5, 6, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let reset_unflagged = vec![0, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -393,6 +408,7 @@ mod tests {
             reset_with_count,
             req_ack_short,
             ack_long,
+            response_short,
             unknown_type,
             unknown_flag,
             reset_unflagged,

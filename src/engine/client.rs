@@ -30,7 +30,7 @@ use crate::core::auth::{Nonce, Secret, SessionKeys};
 use crate::core::counter::to_wire;
 use crate::core::endpoint::redial::{Failure, NextHello, Redial};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
-use crate::core::session::Role;
+use crate::core::session::{End, Role};
 use crate::core::WireError;
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
@@ -148,11 +148,11 @@ fn open_once(
     let id = engine.new_token();
     let spec = SessionSpec {
         id,
-        role: Role::Client,
+        // The server's control address comes with its ANSWER.
+        end: End::Client(None),
         cid: 0,
         keys,
         epoch: 0,
-        server_control: None,
         config: config.clone(),
         control: Arc::clone(engine.control()),
     };

@@ -23,11 +23,11 @@ use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use super::session::{SessionSpec, Shared};
 use super::tcp_control::TcpControl;
 use super::{into_std, random, Engine, Entry, Handshake, Side};
-use crate::core::auth::{SessionKeys, TAG_LEN};
+use crate::core::auth::{ChallengeKey, SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
 use crate::core::endpoint::server::{ServerEndpoint, ServerLimits, Verdict};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
-use crate::core::session::Role;
+use crate::core::session::{End, Role};
 use crate::{Config, RSocket};
 
 /// How long a listener pauses after an accept error that retrying at once cannot fix (no
@@ -437,7 +437,8 @@ impl Engine {
         };
         let config = listener.config.clone();
         let control = Arc::clone(&listener.control);
-        let (Some(cid), Ok(server_nonce)) = (self.new_cid(), random()) else {
+        let (Some(cid), Ok(server_nonce), Ok(challenge_key)) = (self.new_cid(), random(), random())
+        else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
         // The number of the attempt, so that a session opened by a retried opening never
@@ -467,12 +468,12 @@ impl Engine {
         self.routes.insert(route, id);
         let spec = SessionSpec {
             id,
-            role: Role::Server,
+            // A server learns its client's control address from its datagrams, and checks
+            // each with challenges nobody else can predict.
+            end: End::Server(ChallengeKey::new(&challenge_key)),
             cid,
             keys,
             epoch,
-            // A server learns its client's control address from its datagrams.
-            server_control: None,
             control: Arc::clone(&control),
             config,
         };

@@ -37,7 +37,7 @@ use super::{mark_dirty, on_engine_thread, EngineHandle};
 use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
 use crate::core::endpoint::server::Presence;
-use crate::core::session::{Limits, ReadGate, Role, Session};
+use crate::core::session::{End, Limits, ReadGate, Session};
 use crate::error::Error;
 use crate::{Config, SessionState, Status};
 
@@ -109,12 +109,12 @@ struct State {
 /// What a new session is made of.
 pub(crate) struct SessionSpec {
     pub(crate) id: Token,
-    pub(crate) role: Role,
+    /// A client's: the server's control address, once known. A server's: its key for the
+    /// values of its path challenges, which it draws for the session.
+    pub(crate) end: End,
     pub(crate) cid: u32,
     pub(crate) keys: SessionKeys,
     pub(crate) epoch: u32,
-    /// A client's: the server's control address. A server learns its client's.
-    pub(crate) server_control: Option<SocketAddr>,
     /// The socket to send control datagrams on.
     pub(crate) control: Arc<ControlSocket>,
     pub(crate) config: Config,
@@ -175,12 +175,11 @@ impl Shared {
             linger: spec.config.linger_limit_value(),
         };
         let session = Session::new(
-            spec.role,
+            spec.end,
             spec.cid,
             spec.epoch,
             limits,
             spec.keys.control,
-            spec.server_control,
             Instant::now(),
         );
         Arc::new(Shared {

@@ -23,7 +23,7 @@ use self::path::ControlPath;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
 use self::send::{Announced, SendSide};
-use super::auth::ControlKeys;
+use super::auth::{ChallengeKey, ControlKeys};
 use super::control::{ControlKind, ControlMessage, MAX_LEN};
 use super::counter::{from_wire, to_wire};
 use super::replay::{Fresh, ReplayWindow};
@@ -46,6 +46,18 @@ pub enum Role {
     Client,
     /// Accepted the session; waits for the client to reconnect.
     Server,
+}
+
+/// Which end of the session this is, with what only that end needs to reach its peer.
+#[derive(Clone, Debug)]
+pub enum End {
+    /// The client, which sends its datagrams to the server's control address (none while
+    /// it is opening: see [`Session::opened`]).
+    Client(Option<SocketAddr>),
+    /// The server, which learns its client's address from the client's datagrams and checks
+    /// each new one with challenges whose values come from this key, drawn at random for the
+    /// session (see `path.rs`).
+    Server(ChallengeKey),
 }
 
 /// The per-session settings the core needs.
@@ -141,24 +153,21 @@ pub enum Dropped {
 }
 
 impl Session {
-    /// A session whose first TCP connection (number `epoch`) came up at `now`, whose
-    /// datagrams are tagged and checked with `keys`. A client sends its datagrams to
-    /// `server_control`, the server's control address; a server ignores it and learns
-    /// where its client is from the client's datagrams. A client session made with CID 0
+    /// A session of `end` whose first TCP connection (number `epoch`) came up at `now`,
+    /// whose datagrams are tagged and checked with `keys`. A client session made with CID 0
     /// is opening: it learns its CID and the server's control address from the answer
     /// ([`opened`](Self::opened)).
     pub fn new(
-        role: Role,
+        end: End,
         cid: u32,
         epoch: u32,
         limits: Limits,
         keys: ControlKeys,
-        server_control: Option<SocketAddr>,
         now: Instant,
     ) -> Self {
-        let path = match role {
-            Role::Client => ControlPath::to_server(server_control),
-            Role::Server => ControlPath::learned(),
+        let (role, path) = match end {
+            End::Client(server_control) => (Role::Client, ControlPath::to_server(server_control)),
+            End::Server(challenges) => (Role::Server, ControlPath::learned(challenges)),
         };
         let mut session = Session {
             role,
@@ -602,7 +611,7 @@ impl Session {
         }
         if self.role == Role::Server && self.fatal.is_none() && !self.link.passive {
             // The client may not have noticed (it may only be waiting for an ACK): tell it.
-            self.reliable.send(ControlKind::Reconnect(epoch), now);
+            self.ask_to_reconnect(epoch, now);
         }
         true
     }
@@ -618,12 +627,34 @@ impl Session {
     /// A server offered connection `epoch` in a resuming ANSWER and the client's CONFIRM
     /// never came: if the client did send it, it installed a connection the server never
     /// took, and must learn that it failed (it may only be waiting for an ACK). Epochs are
-    /// never offered twice, so the RECONNECT cannot fail a later connection.
+    /// never offered twice, so the RECONNECT cannot fail a later connection. It replaces
+    /// the RECONNECT of an earlier failed offer (see `ask_to_reconnect`).
     pub fn handle_offer_failed(&mut self, epoch: u32, now: Instant) {
         let offered_only = self.link.current() != Some(epoch);
         if self.role == Role::Server && self.fatal.is_none() && !self.link.passive && offered_only {
-            self.reliable.send(ControlKind::Reconnect(epoch), now);
+            self.ask_to_reconnect(epoch, now);
         }
+    }
+
+    /// A server tells its client that connection `epoch` failed, with a RECONNECT sent
+    /// until confirmed. At most two are pending, whatever a peer does: the one for the
+    /// connection the session last installed (its client may still use it), and the one
+    /// for the newest offer that failed. Why the older offers' may go: a client reconnects
+    /// only once it has given up its connection, so its connection is the one of its
+    /// newest handshake, and a RECONNECT for any other epoch is ignored (`Link::failed`),
+    /// save that it wakes a passive client, which the newer one does as well. The server
+    /// takes attempt numbers only in rising order, so the newest offer is the latest. A
+    /// peer holding the keys (anyone may open a session) that sends HELLOs with rising
+    /// attempts and never CONFIRMs would otherwise leave one RECONNECT per offer,
+    /// retransmitted every 2 s for the session's life.
+    fn ask_to_reconnect(&mut self, epoch: u32, now: Instant) {
+        let installed = self.link.epoch;
+        let offer = epoch != installed;
+        self.reliable.forget(|kind| match kind {
+            ControlKind::Reconnect(e) => e == epoch || (offer && e != installed),
+            _ => false,
+        });
+        self.reliable.send(ControlKind::Reconnect(epoch), now);
     }
 
     /// The session moved to connection `epoch`, whose peer has received `peer_received`
@@ -636,8 +667,11 @@ impl Session {
         // A new connection: the peer's datagrams are awaited anew.
         self.liveness.datagram(now);
         self.datagrams_missing = false;
+        // Both are about an older connection, which the peer no longer uses: it would
+        // ignore them. (A PASSIVATE the peer never confirmed would otherwise stay for
+        // the session's life, one more for each passivation.)
         self.reliable
-            .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
+            .forget(|kind| matches!(kind, ControlKind::Reconnect(_) | ControlKind::Passivate(_)));
         // The peer is reachable again: what it has not confirmed goes out at once.
         self.reliable.rewind(now);
         self.probe();
@@ -1012,8 +1046,7 @@ impl Session {
         self.reliable
             .forget(|kind| matches!(kind, ControlKind::Passivate(_)));
         if self.role == Role::Server && !self.link.connected {
-            self.reliable
-                .send(ControlKind::Reconnect(self.link.epoch), now);
+            self.ask_to_reconnect(self.link.epoch, now);
         }
     }
 

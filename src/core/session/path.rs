@@ -10,9 +10,16 @@
 //! challenge, from the new address, moves it (as QUIC validates a path). To an address
 //! that has not answered, it sends one challenge per datagram received from it, at most
 //! one per [`CHALLENGE_INTERVAL`]: never more than it received.
+//!
+//! A challenge's value is 64 bits derived from a key of the server's own
+//! ([`ChallengeKey`]), not from the session's keys: anyone may open a session and so hold
+//! its keys, and could otherwise answer, from a victim's address, a challenge it never
+//! received there, and have the server send the victim its datagrams.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::core::auth::ChallengeKey;
 
 /// The least time between two challenges to one candidate address.
 const CHALLENGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,19 +30,20 @@ pub(super) struct ControlPath {
     /// Where datagrams go: the server's control address on a client; on a server, the
     /// last client address that answered a challenge (none yet: nothing is sent).
     current: Option<SocketAddr>,
-    /// Whether this end follows its peer's address (a server does).
-    follows: bool,
+    /// A server follows its peer's address, checking each new one with challenges whose
+    /// values come from this key; a client has none.
+    challenges: Option<ChallengeKey>,
     /// A new address of the peer's, being checked.
     candidate: Option<Candidate>,
-    /// The value of the next challenge: each candidate gets its own.
-    next_challenge: u32,
+    /// The number of the next challenge: each candidate gets its own value.
+    next_challenge: u64,
 }
 
 /// An address the client's newest datagram came from, not yet proved to be the client's.
 #[derive(Debug)]
 struct Candidate {
     addr: SocketAddr,
-    challenge: u32,
+    challenge: u64,
     /// When the first challenge went out: the answer times the path's round trip from
     /// there (a later challenge carries the same value, and the answer may be to the first).
     first_sent: Option<Instant>,
@@ -50,17 +58,18 @@ impl ControlPath {
     pub(super) fn to_server(server: Option<SocketAddr>) -> Self {
         ControlPath {
             current: server,
-            follows: false,
+            challenges: None,
             candidate: None,
             next_challenge: 0,
         }
     }
 
-    /// A server's path: learned from the client's datagrams.
-    pub(super) fn learned() -> Self {
+    /// A server's path: learned from the client's datagrams, each new address checked with
+    /// challenges derived from `challenges`.
+    pub(super) fn learned(challenges: ChallengeKey) -> Self {
         ControlPath {
             current: None,
-            follows: true,
+            challenges: Some(challenges),
             candidate: None,
             next_challenge: 0,
         }
@@ -73,15 +82,19 @@ impl ControlPath {
 
     /// The peer's newest authentic datagram came from `from`.
     pub(super) fn newest_from(&mut self, from: SocketAddr) {
-        if !self.follows || self.current == Some(from) {
-            // Back on the known path (a stray copy made the detour): nothing to check.
-            self.candidate = None;
-            return;
-        }
+        let key = match &self.challenges {
+            Some(key) if self.current != Some(from) => key,
+            _ => {
+                // A client, or back on the known path (a stray copy made the detour):
+                // nothing to check.
+                self.candidate = None;
+                return;
+            }
+        };
         match &mut self.candidate {
             Some(c) if c.addr == from => c.due = true,
             _ => {
-                let challenge = self.next_challenge;
+                let challenge = key.challenge(self.next_challenge);
                 self.next_challenge = self.next_challenge.wrapping_add(1);
                 self.candidate = Some(Candidate {
                     addr: from,
@@ -100,7 +113,7 @@ impl ControlPath {
     pub(super) fn response(
         &mut self,
         from: SocketAddr,
-        value: u32,
+        value: u64,
         now: Instant,
     ) -> Option<Duration> {
         let c = self.candidate.as_ref()?;
@@ -114,7 +127,7 @@ impl ControlPath {
     }
 
     /// The challenge to send now, and where, if one is due.
-    pub(super) fn poll_challenge(&mut self, now: Instant) -> Option<(SocketAddr, u32)> {
+    pub(super) fn poll_challenge(&mut self, now: Instant) -> Option<(SocketAddr, u64)> {
         let c = self.candidate.as_mut()?;
         let rested = c.sent.map_or(true, |t| {
             now.saturating_duration_since(t) >= CHALLENGE_INTERVAL
@@ -132,15 +145,20 @@ impl ControlPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::auth::CHALLENGE_KEY_LEN;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
 
+    fn learned() -> ControlPath {
+        ControlPath::learned(ChallengeKey::new(&[3; CHALLENGE_KEY_LEN]))
+    }
+
     #[test]
     fn a_server_moves_only_once_the_new_address_answers() {
         let t0 = Instant::now();
-        let mut path = ControlPath::learned();
+        let mut path = learned();
         assert_eq!(path.current(), None);
         path.newest_from(addr(1));
         let (to, value) = path.poll_challenge(t0).expect("a challenge");
@@ -174,7 +192,7 @@ mod tests {
     #[test]
     fn the_round_trip_counts_from_the_first_challenge() {
         let t0 = Instant::now();
-        let mut path = ControlPath::learned();
+        let mut path = learned();
         path.newest_from(addr(1));
         let (_, value) = path.poll_challenge(t0).expect("a challenge");
         // A path slower than the challenge interval: a second challenge, same value, goes
@@ -189,7 +207,7 @@ mod tests {
     #[test]
     fn challenges_never_outnumber_what_came_from_the_address() {
         let t0 = Instant::now();
-        let mut path = ControlPath::learned();
+        let mut path = learned();
         path.newest_from(addr(1));
         assert!(path.poll_challenge(t0).is_some());
         // Nothing more came from it: nothing more goes, however long we wait.
@@ -206,5 +224,31 @@ mod tests {
         path.newest_from(addr(8));
         assert_eq!(path.poll_challenge(Instant::now()), None);
         assert_eq!(path.current(), Some(addr(7)));
+    }
+
+    /// The values of the first `n` challenges of a server path with key `key`.
+    fn values(key: u8, n: u16) -> Vec<u64> {
+        let mut path = ControlPath::learned(ChallengeKey::new(&[key; CHALLENGE_KEY_LEN]));
+        let t0 = Instant::now();
+        (0..n)
+            .map(|port| {
+                path.newest_from(SocketAddr::from(([10, 0, 0, 1], port)));
+                path.poll_challenge(t0).expect("a challenge").1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn challenges_come_from_the_servers_own_key() {
+        let mine = values(1, 64);
+        // Distinct, none a small counter an attacker would try first.
+        let mut sorted = mine.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), mine.len());
+        assert!(mine.iter().all(|&v| v > u64::from(u32::MAX)), "{mine:?}");
+        // Another server session's challenges (another key) share none of them.
+        let theirs = values(2, 64);
+        assert!(mine.iter().all(|v| !theirs.contains(v)));
     }
 }

@@ -9,7 +9,11 @@
 //!   ids come from `next_id`, which wraps (far more messages than are ever outstanding).
 //! - an entry's `interval` lies in `[RETRANSMIT_INITIAL, RETRANSMIT_MAX]` and its `due` is
 //!   at most `interval` after its last (re)transmission.
-//! - `outbox` holds datagrams in the order they are to be sent.
+//! - `outbox` holds datagrams in the order they are to be sent; the engine drains it after
+//!   every call into the session.
+//! - `awaiting_conf` stays small whatever a peer does: the session keeps one entry of each
+//!   kind at most (a HALF_CLOSE gives way to the CLOSE), save RECONNECT, of which it keeps
+//!   two (see `Session::ask_to_reconnect`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
