@@ -64,8 +64,8 @@ fn main() -> io::Result<()> {
     let version1 = b"RTCP\x01\x01\x00\x12".to_vec();
     // The previous version's opening HELLO: a near miss.
     let version2 = [&b"RTCP\x02\x01\x00\x30"[..], &[0x42; 48]].concat();
-    let oversized = b"RTCP\x03\x01\xff\xff".to_vec();
-    let short_hello = b"RTCP\x03\x01\x00\x04\x00\x00\x00\x00".to_vec();
+    let oversized = b"RTCP\x04\x01\xff\xff".to_vec();
+    let short_hello = b"RTCP\x04\x01\x00\x04\x00\x00\x00\x00".to_vec();
 
     let dir = root.join("handshake_frames");
     write(&dir, "hello_open", &open)?;

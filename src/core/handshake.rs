@@ -17,7 +17,7 @@ use super::WireError;
 /// The first four bytes of every handshake frame: "RTCP".
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
 /// offsets count from the start of the body, after the header.
 mod field {
