@@ -1,0 +1,415 @@
+//! The client side, driven as the engine drives it (`src/engine/client.rs`): the opening
+//! on the session's first connection, then the core's `Redial` schedule for every later
+//! attempt; each attempt a HELLO, an ANSWER and, for a resumption, a CONFIRM.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use robust_tcp::protocol::auth::SessionKeys;
+use robust_tcp::protocol::counter::to_wire;
+use robust_tcp::protocol::endpoint::{Failure, NextHello, Plan, Redial};
+use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
+use robust_tcp::{Config, Error, Refusal};
+
+use crate::frames::{self, Front};
+use crate::net::{Conn, CONNECT_TIME};
+use crate::world::{limits, Stream, World, SERVER_CONTROL, SERVER_TCP};
+
+/// One client application and its session.
+pub struct Client {
+    pub session: Session,
+    /// The session's handshake keys (the control keys are the session's).
+    pub keys: SessionKeys,
+    pub redial: Redial<usize>,
+    /// Where its datagrams and connections come from now (it may move).
+    pub addr: SocketAddr,
+    /// The connection the session uses, if any.
+    pub conn: Option<usize>,
+    pub dial: Option<Dial>,
+    pub config: Config,
+    /// The byte streams: what it writes, and what its server session writes to it.
+    pub out: Stream,
+    pub back: Stream,
+    /// Why the session failed, if it did.
+    pub failed: Option<Error>,
+    /// The session's CID, once the server answered.
+    pub cid: u32,
+}
+
+/// An attempt in progress.
+pub struct Dial {
+    pub conn: usize,
+    /// When the TCP connect completes.
+    pub connected_at: Instant,
+    pub deadline: Instant,
+    /// The HELLO, once sent.
+    pub hello: Option<Hello>,
+    /// Whether this is the session's own first connection (the application's bytes
+    /// follow the HELLO on it).
+    pub on_session: bool,
+}
+
+impl World {
+    /// A new client at `addr`: its caller's thread connects and writes the opening HELLO
+    /// (`open_once`), then the session is the engine's.
+    pub fn add_client(&mut self, addr: SocketAddr, config: Config, out: Stream, back: Stream) {
+        let now = self.now;
+        let secret = self.rng.bytes();
+        let opening_nonce = self.rng.bytes();
+        let nonce = self.rng.bytes();
+        let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
+        let control = SessionKeys::derive(&secret, &opening_nonce, Role::Client).control;
+        let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+        let conn = self.connect(self.clients.len(), addr);
+        frames::put(&mut self.conns[conn].up, &hello.encode());
+        let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
+        let timeout = config.handshake_timeout_value();
+        let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, secret, now);
+        redial.started(conn, now);
+        self.clients.push(Client {
+            session,
+            keys,
+            redial,
+            addr,
+            conn: Some(conn),
+            dial: Some(Dial {
+                conn,
+                connected_at: now,
+                deadline: now + timeout,
+                hello: Some(hello),
+                on_session: true,
+            }),
+            config,
+            out,
+            back,
+            failed: None,
+            cid: 0,
+        });
+        self.oracle
+            .openings
+            .insert(opening_nonce, self.clients.len() - 1);
+    }
+
+    /// A new TCP connection from client `client` at `addr`, which the server accepts.
+    pub fn connect(&mut self, client: usize, addr: SocketAddr) -> usize {
+        let id = self.conns.len();
+        self.conns.push(Conn::new(client, addr));
+        self.server_accept(id);
+        id
+    }
+
+    /// Everything client `i`'s engine does now: notice failed connections, advance its
+    /// dial, plan the next, run its timers, send its datagrams.
+    pub fn service_client(&mut self, i: usize) {
+        let now = self.now;
+        if self.clients[i].failed.is_some() {
+            self.drop_client_conns(i);
+            return;
+        }
+        self.client_conn_check(i);
+        self.advance_dial(i);
+        let c = &mut self.clients[i];
+        if c.dial.is_none() && c.session.needs_connection() {
+            let heard = c.session.heard_since_disconnected();
+            match c.redial.plan(heard, now, |_| false) {
+                Plan::Dial => self.start_dial(i),
+                Plan::Restart(_) | Plan::Wait(_) => {}
+            }
+        }
+        let c = &mut self.clients[i];
+        if c.session.poll_timeout().is_some_and(|t| t <= now) {
+            c.session.handle_timeout(now);
+        }
+        self.client_conn_check(i);
+        self.flush_client(i);
+        let from = self.clients[i].addr;
+        let mut buf = [0; robust_tcp::protocol::control::MAX_LEN];
+        while let Some((n, to)) = self.clients[i].session.poll_datagram(&mut buf, now) {
+            self.datagrams.send(&mut self.rng, now, from, to, &buf[..n]);
+        }
+    }
+
+    /// The session's connection: a broken one fails; one the core gave up is aborted.
+    fn client_conn_check(&mut self, i: usize) {
+        let now = self.now;
+        let Some(conn) = self.clients[i].conn else {
+            return;
+        };
+        let c = &mut self.clients[i];
+        let epoch = c.session.epoch();
+        if self.conns[conn].broken {
+            c.session.handle_connection_failed(epoch, "cut", now);
+        }
+        if !c.session.is_connected() || self.conns[conn].broken {
+            c.conn = None;
+            self.conns[conn].abort_from_client();
+        }
+    }
+
+    /// Starts an attempt: a TCP connect that completes after [`CONNECT_TIME`].
+    fn start_dial(&mut self, i: usize) {
+        let now = self.now;
+        let addr = self.clients[i].addr;
+        let conn = self.connect(i, addr);
+        let c = &mut self.clients[i];
+        c.redial.started(conn, now);
+        c.dial = Some(Dial {
+            conn,
+            connected_at: now + CONNECT_TIME,
+            deadline: now + c.redial.attempt_timeout(),
+            hello: None,
+            on_session: false,
+        });
+    }
+
+    /// Moves client `i`'s dial on as far as its connection allows.
+    fn advance_dial(&mut self, i: usize) {
+        let now = self.now;
+        let Some(dial) = self.clients[i].dial.as_mut() else {
+            return;
+        };
+        let conn = dial.conn;
+        if dial.hello.is_none() {
+            if now < dial.connected_at {
+                return self.dial_deadline(i);
+            }
+            if self.conns[conn].broken {
+                return self.dial_failed(i, Failure::Cut(cut()));
+            }
+            let c = &mut self.clients[i];
+            let hello = match c.redial.next_hello(now) {
+                Ok(next) => hello_for(c, next, self.rng.bytes()),
+                Err(e) => {
+                    c.failed = Some(e.clone());
+                    c.session.fail(e);
+                    return self.drop_dial(i);
+                }
+            };
+            frames::put(&mut self.conns[conn].up, &hello.encode());
+            if let Some(d) = self.clients[i].dial.as_mut() {
+                d.hello = Some(hello);
+            }
+        }
+        if self.conns[conn].broken {
+            return self.dial_failed(i, Failure::Cut(cut()));
+        }
+        let Some(pipe) = self.conns[conn].at_client() else {
+            return self.dial_deadline(i);
+        };
+        match frames::take(pipe) {
+            Front::Partial => self.dial_deadline(i),
+            Front::Frame(FrameKind::Answer, body) => match Answer::parse(&body) {
+                Ok(Answer::Accepted(answer)) => self.answered(i, answer),
+                Ok(Answer::Refused(code)) => self.refused(i, code),
+                Err(_) => panic!("client {i}: the server's answer does not parse"),
+            },
+            Front::Frame(..) | Front::Garbage => panic!("client {i}: the server sent no answer"),
+        }
+    }
+
+    fn dial_deadline(&mut self, i: usize) {
+        let Some(dial) = &self.clients[i].dial else {
+            return;
+        };
+        if self.now >= dial.deadline {
+            let failure = if dial.hello.is_none() {
+                Failure::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect"))
+            } else {
+                Failure::Timeout
+            };
+            self.dial_failed(i, failure);
+        }
+    }
+
+    /// The server accepted client `i`'s HELLO with `answer` (`Engine::answered`).
+    fn answered(&mut self, i: usize, answer: Accepted) {
+        let now = self.now;
+        let Some(dial) = self.clients[i].dial.as_ref() else {
+            return;
+        };
+        let (conn, on_session) = (dial.conn, dial.on_session);
+        let Some(hello) = dial.hello else {
+            return;
+        };
+        let c = &mut self.clients[i];
+        assert!(
+            answer.answers(&hello, &c.keys.handshake.server),
+            "client {i}: an answer from the honest server does not prove itself"
+        );
+        c.redial.heard_answer();
+        let fits = if hello.is_opening() {
+            !on_session || (answer.opened && answer.epoch == 0)
+        } else {
+            !answer.opened && answer.cid == hello.cid
+        };
+        if !fits {
+            return self.dial_failed(i, Failure::Cut(cut()));
+        }
+        let peer_received = c
+            .session
+            .check_resume(answer.received)
+            .filter(|&n| n == 0 || !answer.opened);
+        let Some(peer_received) = peer_received else {
+            panic!("client {i}: the server claims bytes that were never sent ({answer:?})");
+        };
+        if !answer.opened {
+            let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
+            frames::put(&mut self.conns[conn].up, &confirm.encode());
+        }
+        if hello.is_opening() {
+            let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
+            c.session.opened(answer.cid, control, now);
+            c.cid = answer.cid;
+        }
+        c.redial.connected();
+        c.dial = None;
+        if !on_session {
+            c.session.handle_resume(peer_received, answer.epoch, now);
+            c.conn = Some(conn);
+        }
+    }
+
+    /// The server refused client `i`'s HELLO (`Engine::refused`).
+    fn refused(&mut self, i: usize, code: RefusalCode) {
+        let conn = self.clients[i].dial.as_ref().map(|d| d.conn);
+        if code.is_temporary() {
+            return self.dial_failed(i, Failure::Busy);
+        }
+        self.first_connection_failed(i);
+        let c = &mut self.clients[i];
+        let error = match (code, c.session.is_opening()) {
+            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
+            (RefusalCode::BadRequest, _) => panic!("client {i}: the server found a bad request"),
+            _ => Error::UnknownSession,
+        };
+        c.redial.abandoned();
+        c.dial = None;
+        c.session.handle_resume_refused(error.clone());
+        if matches!(c.session.read_gate(), ReadGate::Failed(_)) {
+            c.failed = Some(error);
+        }
+        if let Some(conn) = conn {
+            self.conns[conn].abort_from_client();
+        }
+    }
+
+    /// Client `i`'s dial failed (`Engine::dial_failed`).
+    fn dial_failed(&mut self, i: usize, failure: Failure) {
+        let now = self.now;
+        self.first_connection_failed(i);
+        self.drop_dial(i);
+        let c = &mut self.clients[i];
+        if let Some(e) = c.redial.failed(failure, now) {
+            c.failed = Some(e.clone());
+            c.session.fail(e);
+        }
+    }
+
+    /// The first opening's dial ended without opening the session on its connection.
+    fn first_connection_failed(&mut self, i: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        if c.dial.as_ref().is_some_and(|d| d.on_session) {
+            c.session
+                .handle_connection_failed(0, "the opening failed", now);
+            if let Some(conn) = c.conn.take() {
+                self.conns[conn].abort_from_client();
+            }
+        }
+    }
+
+    fn drop_dial(&mut self, i: usize) {
+        if let Some(dial) = self.clients[i].dial.take() {
+            self.conns[dial.conn].abort_from_client();
+        }
+    }
+
+    fn drop_client_conns(&mut self, i: usize) {
+        self.drop_dial(i);
+        if let Some(conn) = self.clients[i].conn.take() {
+            self.conns[conn].abort_from_client();
+        }
+    }
+
+    /// The client's writer sends what its connection lacks.
+    fn flush_client(&mut self, i: usize) {
+        let now = self.now;
+        let Some(conn) = self.clients[i].conn else {
+            return;
+        };
+        let c = &mut self.clients[i];
+        if let Some((from, to)) = c.session.unsent() {
+            let n = (to - from) as usize;
+            let bytes = c.session.buffered_from(from, n);
+            self.conns[conn].up.extend(&bytes[..n]);
+            let epoch = c.session.epoch();
+            c.session.handle_sent(epoch, from, n, now);
+        }
+    }
+
+    /// Client `i`'s application writes up to `n` more bytes of its stream.
+    pub fn client_write(&mut self, i: usize, n: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let Ok(space) = c.session.write_space() else {
+            return;
+        };
+        if c.out.left() == 0 {
+            return;
+        }
+        if space == 0 {
+            // A writer that finds the buffer full asks for an acknowledgement and waits.
+            c.session.writer_blocked(now);
+            return;
+        }
+        let n = n.min(space).min(c.out.left());
+        let data = c.out.next_bytes(n);
+        assert_eq!(c.session.write(&data, now), n);
+        c.session.writer_unblocked();
+        self.flush_client(i);
+    }
+
+    /// Client `i`'s application reads up to `n` bytes, and checks each against what its
+    /// server session wrote at that position.
+    pub fn client_read(&mut self, i: usize, n: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let opening = c.dial.as_ref().is_some_and(|d| d.on_session);
+        let (Some(conn), false) = (c.conn, opening) else {
+            return;
+        };
+        if !matches!(c.session.read_gate(), ReadGate::Proceed) || self.conns[conn].broken {
+            return;
+        }
+        let Some(pipe) = self.conns[conn].at_client() else {
+            return;
+        };
+        let n = n.min(pipe.len());
+        let bytes: Vec<u8> = pipe.drain(..n).collect();
+        c.back.check_read(&bytes, &format!("client {i}"));
+        c.session.handle_read(n, now);
+    }
+}
+
+/// The HELLO of an attempt, as the core's `Redial` says.
+fn hello_for(c: &Client, next: NextHello, nonce: [u8; 16]) -> Hello {
+    let key = &c.keys.handshake.client;
+    match next.opening {
+        Some((opening_nonce, secret)) => {
+            Hello::opening(nonce, next.attempt, opening_nonce, secret, key)
+        }
+        None => Hello::resume(
+            c.cid,
+            nonce,
+            next.attempt,
+            to_wire(c.session.received()),
+            key,
+        ),
+    }
+}
+
+fn cut() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "cut")
+}

@@ -1,0 +1,343 @@
+//! A deterministic simulation of whole sessions: one server and its clients, on a virtual
+//! clock, over a simulated network, with the protocol's real core (sessions, the server's
+//! endpoint, the client's redial schedule, the handshake frames) and a driver that does
+//! what the engine does around it. Each schedule draws both sides' `Config`s, the
+//! network's weather and the faults (cuts, blackholes, partitions, lost, duplicated and
+//! reordered datagrams, clients that move) from one seed, and checks after every step that
+//! every byte read is the one written at its place, exactly once, and that no opening ever
+//! opens a second session; after the network heals, that every session that did not fail
+//! with a documented error delivers everything within a bound.
+//!
+//! `cargo test --release --test sim -- --nocapture` runs schedules for `SIM_SECONDS`
+//! (default 20) or `SIM_SCHEDULES` of them and prints how many; a failure prints its
+//! seed, and `SIM_SEED=<seed> cargo test --release --test sim -- --nocapture` replays it.
+//! Anchors: FoundationDB's simulation, TigerBeetle's VOPR, quinn-proto's `Pair` tests.
+
+mod client;
+mod frames;
+mod net;
+mod rng;
+mod server;
+mod world;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use robust_tcp::{Config, Error, NotRobustReason, Refusal};
+
+use crate::net::Weather;
+use crate::rng::Rng;
+use crate::world::{Stream, World};
+
+/// How long a healed network may take to deliver everything, in virtual time.
+const HEAL_BOUND: Duration = Duration::from_secs(600);
+
+/// A `Config` drawn at random, within what `validate` accepts.
+fn random_config(rng: &mut Rng) -> Config {
+    let buffer = rng.pick(&[1024, 4096, 16 << 10]);
+    let max = buffer * rng.pick(&[1, 4]);
+    let config = Config::default()
+        .handshake_timeout(rng.pick(&[1, 2, 5, 30]).pipe(Duration::from_secs))
+        .dead_after(rng.pick(&[None, Some(1), Some(3)]).map(Duration::from_secs))
+        .send_buffer_size(buffer)
+        .send_buffer_max(max)
+        .ack_threshold(buffer / rng.pick(&[2, 4]))
+        .busy_limit(Duration::from_secs(rng.pick(&[0, 5, 30])))
+        .max_sessions(rng.pick(&[1, 2, 8]))
+        .max_sessions_per_address(rng.pick(&[1, 2, 8]))
+        .max_handshakes(rng.pick(&[1, 2, 16]));
+    config.validate().expect("a valid random config");
+    config
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+/// What one schedule did.
+#[derive(Default)]
+struct Summary {
+    steps: u64,
+    clients: usize,
+    completed: usize,
+    failed: usize,
+    datagrams: u64,
+}
+
+/// Runs the schedule of `seed`; panics on a broken promise.
+fn run(seed: u64) -> Summary {
+    let mut rng = Rng::new(seed);
+    let server_config = random_config(&mut rng);
+    let mut w = World::new(rng, server_config);
+    let shared_ip = w.rng.chance(500);
+    let mut summary = Summary::default();
+    add_client(&mut w, shared_ip);
+    let steps = 50 + w.rng.below(250);
+    for _ in 0..steps {
+        chaos_step(&mut w, shared_ip);
+        summary.steps += 1;
+    }
+    heal(&mut w);
+    summary.clients = w.clients.len();
+    summary.datagrams = w.delivered;
+    for (i, c) in w.clients.iter().enumerate() {
+        match &c.failed {
+            Some(e) => {
+                assert!(
+                    documented(e),
+                    "client {i} failed with {e:?}, which nothing explains"
+                );
+                summary.failed += 1;
+            }
+            None => summary.completed += 1,
+        }
+    }
+    summary
+}
+
+/// Whether a client may fail with `e` in a schedule: the server was full, forgot the
+/// session (evicted it), or the opening got nowhere through the faults.
+fn documented(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::UnknownSession
+            | Error::Refused(Refusal::TooManySessions)
+            | Error::GaveUp { .. }
+            | Error::NotRobust {
+                reason: NotRobustReason::HungUp(_) | NotRobustReason::Silent
+            }
+    )
+}
+
+fn add_client(w: &mut World, shared_ip: bool) {
+    let i = w.clients.len() as u8;
+    let ip = if shared_ip { 1 } else { 1 + i };
+    let port = 40000 + w.rng.below(20000) as u16;
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)), port);
+    let config = random_config(&mut w.rng);
+    let key = w.rng.next_u64();
+    let out = Stream::new(key, w.rng.below(64 << 10));
+    let back = Stream::new(key ^ 1, w.rng.below(64 << 10));
+    w.add_client(addr, config, out, back);
+}
+
+/// One step of the faulty phase: the applications, the network's weather and faults.
+fn chaos_step(w: &mut World, shared_ip: bool) {
+    match w.rng.below(100) {
+        0..=19 => {
+            let i = w.rng.below(w.clients.len() as u64) as usize;
+            let n = w.rng.below(8192) as usize + 1;
+            w.client_write(i, n);
+            if let Some(s) = pick_server_session(w) {
+                w.server_write(s, n);
+            }
+        }
+        20..=39 => {
+            let i = w.rng.below(w.clients.len() as u64) as usize;
+            let n = w.rng.below(16384) as usize + 1;
+            w.client_read(i, n);
+            if let Some(s) = pick_server_session(w) {
+                w.server_read(s, n);
+            }
+        }
+        40..=59 => {
+            let span = w.rng.millis(1, 1500);
+            w.advance(span);
+        }
+        60..=64 => {
+            // A cut (a reset, or a NAT that forgot the connection and answers with one).
+            let live: Vec<usize> = (0..w.conns.len()).filter(|&c| !w.conns[c].broken).collect();
+            if !live.is_empty() {
+                let c = live[w.rng.below(live.len() as u64) as usize];
+                w.conns[c].cut();
+            }
+        }
+        65..=66 => {
+            // A blackhole: the connection stays up and carries nothing. Only where the
+            // client and the server have a silence limit (`TCP_USER_TIMEOUT`); without one,
+            // TCP's own retransmissions take many minutes, as documented.
+            let limits = w.server.config.dead_after_value().is_some();
+            let live: Vec<usize> = (0..w.conns.len())
+                .filter(|&c| !w.conns[c].broken && w.conns[c].stalled.is_none())
+                .filter(|&c| {
+                    w.clients[w.conns[c].client]
+                        .config
+                        .dead_after_value()
+                        .is_some()
+                })
+                .filter(|_| limits)
+                .collect();
+            if !live.is_empty() {
+                let c = live[w.rng.below(live.len() as u64) as usize];
+                w.conns[c].stalled = Some(w.now);
+            }
+        }
+        67..=71 => {
+            w.datagrams.weather = Weather {
+                loss: w.rng.pick(&[0, 10, 100, 300]),
+                duplication: w.rng.pick(&[0, 10, 100]),
+                delay_ms: (1, w.rng.pick(&[1, 20, 200])),
+                udp_blocked_until: None,
+            };
+        }
+        72..=73 => {
+            let until = w.now + w.rng.millis(500, 8000);
+            w.datagrams.weather.udp_blocked_until = Some(until);
+        }
+        74..=75 => {
+            // The client moves (a NAT rebinding, a new network): new address, and its
+            // connection with the old one is gone.
+            let i = w.rng.below(w.clients.len() as u64) as usize;
+            let port = 40000 + w.rng.below(20000) as u16;
+            let c = &mut w.clients[i];
+            c.addr = SocketAddr::new(c.addr.ip(), port);
+            if let Some(conn) = c.conn {
+                w.conns[conn].cut();
+            }
+        }
+        76..=77 if w.clients.len() < 4 => add_client(w, shared_ip),
+        _ => w.pump(),
+    }
+    w.pump();
+}
+
+/// A live server session, if any, at random.
+fn pick_server_session(w: &mut World) -> Option<usize> {
+    let live: Vec<usize> = (0..w.server.sessions.len())
+        .filter(|&s| !w.server.sessions[s].finished)
+        .collect();
+    (!live.is_empty()).then(|| live[w.rng.below(live.len() as u64) as usize])
+}
+
+/// The network heals: no more faults; every application writes what it has left and reads
+/// everything; every session that has not failed must be done within `HEAL_BOUND`.
+fn heal(w: &mut World) {
+    w.datagrams.weather = Weather::calm();
+    let started = w.now;
+    loop {
+        for i in 0..w.clients.len() {
+            w.client_write(i, usize::MAX);
+            w.client_read(i, usize::MAX);
+        }
+        for s in 0..w.server.sessions.len() {
+            w.server_write(s, usize::MAX);
+            w.server_read(s, usize::MAX);
+        }
+        if all_done(w) {
+            return;
+        }
+        assert!(
+            w.now.duration_since(started) < HEAL_BOUND,
+            "the healed network delivered nothing more for {HEAL_BOUND:?}: {}",
+            pending(w)
+        );
+        w.advance(Duration::from_millis(100));
+    }
+}
+
+/// Whether every client either failed or exchanged everything with its server session.
+fn all_done(w: &World) -> bool {
+    w.clients.iter().enumerate().all(|(i, c)| {
+        c.failed.is_some()
+            || (c.back.is_done()
+                && w.server
+                    .sessions
+                    .iter()
+                    .any(|s| s.client == i && s.back.is_done()))
+    })
+}
+
+fn pending(w: &World) -> String {
+    let mut out = String::new();
+    for (i, c) in w.clients.iter().enumerate() {
+        let server = w.server.sessions.iter().filter(|s| s.client == i);
+        let server: Vec<String> = server
+            .map(|s| {
+                format!(
+                    "read {}/{} wrote {}/{} finished {} conn {:?} epoch {} dead_after {:?} {:?}",
+                    s.back.read,
+                    s.back.total,
+                    s.out.written,
+                    s.out.total,
+                    s.finished,
+                    s.conn.map(|k| (
+                        k,
+                        w.conns[k].broken,
+                        w.conns[k].stalled.is_some(),
+                        w.conns[k].up.len(),
+                        w.conns[k].down.len()
+                    )),
+                    s.session.epoch(),
+                    w.server.config.dead_after_value(),
+                    s.session.status(w.now)
+                )
+            })
+            .collect();
+        out += &format!(
+            "\n  client {i}: read {}/{}, wrote {}/{}, failed {:?}, conn {:?}, dial {}, {:?}; server: {server:?}",
+            c.back.read,
+            c.back.total,
+            c.out.written,
+            c.out.total,
+            c.failed,
+            c.conn.map(|k| (k, c.session.epoch(), c.addr, c.config.dead_after_value(), w.conns[k].broken, w.conns[k].stalled.is_some(), w.conns[k].up.len(), w.conns[k].down.len())),
+            c.dial.is_some(),
+            c.session.status(w.now),
+        );
+    }
+    out
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn every_schedule_delivers_every_byte_exactly_once() {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let s = run(seed);
+        println!(
+            "sim: seed {seed}: {} steps, {} clients ({} completed, {} failed as documented), {} datagrams",
+            s.steps, s.clients, s.completed, s.failed, s.datagrams
+        );
+        return;
+    }
+    let budget = Duration::from_secs(env_u64("SIM_SECONDS").unwrap_or(20));
+    let limit = env_u64("SIM_SCHEDULES");
+    let base = env_u64("SIM_BASE").unwrap_or(0);
+    let started = Instant::now();
+    let mut total = Summary::default();
+    let mut count = 0u64;
+    while limit.map_or(started.elapsed() < budget, |n| count < n) {
+        let seed = base + count;
+        let s = match catch_unwind(AssertUnwindSafe(|| run(seed))) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "sim: schedule {seed} failed; replay it with\n  SIM_SEED={seed} cargo test --release --test sim -- --nocapture"
+                );
+                std::panic::resume_unwind(e);
+            }
+        };
+        count += 1;
+        total.steps += s.steps;
+        total.clients += s.clients;
+        total.completed += s.completed;
+        total.failed += s.failed;
+        total.datagrams += s.datagrams;
+    }
+    println!(
+        "sim: {count} schedules (seeds {base}..{}) in {:.1?}: {} steps, {} clients ({} completed, {} failed as documented), {} datagrams",
+        base + count,
+        started.elapsed(),
+        total.steps,
+        total.clients,
+        total.completed,
+        total.failed,
+        total.datagrams
+    );
+}

@@ -1,0 +1,183 @@
+//! The simulated network: control datagrams with delay, loss, duplication and reordering;
+//! TCP connections as two byte pipes that can be cut, reset or stalled.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::rng::Rng;
+
+/// A datagram on its way.
+pub struct Datagram {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// How badly the network behaves now.
+#[derive(Clone, Copy, Debug)]
+pub struct Weather {
+    /// Datagrams lost, per thousand.
+    pub loss: u64,
+    /// Datagrams delivered twice, per thousand.
+    pub duplication: u64,
+    /// One-way delay of a datagram: a random value in this range (so they reorder).
+    pub delay_ms: (u64, u64),
+    /// Until when every datagram is dropped (a partition, or a firewall).
+    pub udp_blocked_until: Option<Instant>,
+}
+
+impl Weather {
+    /// A network that behaves.
+    pub fn calm() -> Self {
+        Weather {
+            loss: 0,
+            duplication: 0,
+            delay_ms: (5, 5),
+            udp_blocked_until: None,
+        }
+    }
+}
+
+/// Datagrams in flight.
+pub struct Datagrams {
+    pub weather: Weather,
+    in_flight: Vec<Datagram>,
+    /// Every datagram sent, for replays (bounded: the newest).
+    pub captured: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+const CAPTURED: usize = 512;
+
+impl Datagrams {
+    pub fn new() -> Self {
+        Datagrams {
+            weather: Weather::calm(),
+            in_flight: Vec::new(),
+            captured: VecDeque::new(),
+        }
+    }
+
+    /// Sends `bytes` from `from` to `to` at `now`, as the weather allows.
+    pub fn send(
+        &mut self,
+        rng: &mut Rng,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) {
+        if self.captured.len() == CAPTURED {
+            self.captured.pop_front();
+        }
+        self.captured.push_back((from, to, bytes.to_vec()));
+        let w = self.weather;
+        if w.udp_blocked_until.is_some_and(|until| until > now) || rng.chance(w.loss) {
+            return;
+        }
+        let copies = if rng.chance(w.duplication) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = now + rng.millis(w.delay_ms.0, w.delay_ms.1);
+            self.in_flight.push(Datagram {
+                at,
+                from,
+                to,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
+    /// The datagrams due by `now`, in the order they arrive.
+    pub fn due(&mut self, now: Instant) -> Vec<Datagram> {
+        let (mut due, later): (Vec<_>, Vec<_>) =
+            self.in_flight.drain(..).partition(|d| d.at <= now);
+        self.in_flight = later;
+        // A stable sort: datagrams due at one instant keep the order they were sent in.
+        due.sort_by_key(|d| d.at);
+        due
+    }
+
+    /// When the next datagram arrives.
+    pub fn next_arrival(&self) -> Option<Instant> {
+        self.in_flight.iter().map(|d| d.at).min()
+    }
+}
+
+/// One TCP connection between a client and the server.
+pub struct Conn {
+    /// The client it belongs to, and the address it comes from.
+    pub client: usize,
+    pub from: SocketAddr,
+    /// Bytes on their way from the client to the server, and back.
+    pub up: VecDeque<u8>,
+    pub down: VecDeque<u8>,
+    /// Broken (cut, reset, or closed by one end): each end finds out when it next looks.
+    pub broken: bool,
+    /// Since when bytes stop moving (a blackhole): nothing arrives, nobody is told, until
+    /// a kernel's `TCP_USER_TIMEOUT` (the engine sets it to `dead_after`) breaks the
+    /// connection under bytes it could not deliver.
+    pub stalled: Option<Instant>,
+    /// The server end is done with it (handed over, refused or closed).
+    pub server_done: bool,
+    /// The client end is done with it.
+    pub client_done: bool,
+}
+
+impl Conn {
+    /// Bytes that have arrived at the server end.
+    pub fn at_server(&mut self) -> Option<&mut VecDeque<u8>> {
+        self.stalled.is_none().then_some(&mut self.up)
+    }
+
+    /// Bytes that have arrived at the client end.
+    pub fn at_client(&mut self) -> Option<&mut VecDeque<u8>> {
+        self.stalled.is_none().then_some(&mut self.down)
+    }
+
+    /// When a stalled connection breaks: once bytes wait in it, `user_timeout` after the
+    /// stall began (for the side whose bytes wait: `client` for the client's, `server`
+    /// for the server's), if that side has one.
+    pub fn breaks_at(&self, client: Option<Duration>, server: Option<Duration>) -> Option<Instant> {
+        let since = self.stalled?;
+        let up = client.filter(|_| !self.up.is_empty());
+        let down = server.filter(|_| !self.down.is_empty());
+        [up, down].into_iter().flatten().min().map(|d| since + d)
+    }
+
+    /// A new connection from client `client` at `from`.
+    pub fn new(client: usize, from: SocketAddr) -> Self {
+        Conn {
+            client,
+            from,
+            up: VecDeque::new(),
+            down: VecDeque::new(),
+            broken: false,
+            stalled: None,
+            server_done: false,
+            client_done: false,
+        }
+    }
+
+    /// Breaks it: what was in flight is lost, and each end finds out when it next looks.
+    pub fn cut(&mut self) {
+        self.broken = true;
+        self.up.clear();
+        self.down.clear();
+    }
+
+    /// The client closes it abruptly.
+    pub fn abort_from_client(&mut self) {
+        self.client_done = true;
+        self.cut();
+    }
+
+    /// The server closes it abruptly.
+    pub fn abort_from_server(&mut self) {
+        self.server_done = true;
+        self.cut();
+    }
+}
+
+/// A TCP connect's time: one round trip, roughly.
+pub const CONNECT_TIME: Duration = Duration::from_millis(10);

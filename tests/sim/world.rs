@@ -1,0 +1,231 @@
+//! The simulated world: one server, its clients, the network between them, a virtual
+//! clock; the application streams each side writes and checks; and the oracle that knows
+//! which client every opening belongs to.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use robust_tcp::protocol::auth::NONCE_LEN;
+use robust_tcp::protocol::control::ControlMessage;
+use robust_tcp::protocol::session::Limits;
+use robust_tcp::Config;
+
+use crate::client::Client;
+use crate::net::{Conn, Datagrams};
+use crate::rng::Rng;
+use crate::server::{Handshake, Server};
+
+/// The server's TCP address and its control (UDP) address.
+pub const SERVER_TCP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 7000);
+pub const SERVER_CONTROL: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 7001);
+
+/// A session's limits from its `Config`, as the engine makes them.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        send_buffer: config.send_buffer_size_value(),
+        send_buffer_max: config.send_buffer_max_value(),
+        ack_threshold: config.ack_threshold_value(),
+        give_up_after: config.give_up_after_value(),
+        dead_after: config.dead_after_value(),
+        linger: config.linger_limit_value(),
+    }
+}
+
+/// One direction of an application's byte stream: byte `p` is a function of the stream's
+/// key and `p`, so a reader checks every byte it gets, in place and in order, without
+/// keeping what was written.
+#[derive(Clone, Copy, Debug)]
+pub struct Stream {
+    key: u64,
+    /// How many bytes the writer writes in all.
+    pub total: u64,
+    pub written: u64,
+    pub read: u64,
+}
+
+impl Stream {
+    pub fn new(key: u64, total: u64) -> Self {
+        Stream {
+            key,
+            total,
+            written: 0,
+            read: 0,
+        }
+    }
+
+    /// The same stream, as the other end sees it from the start.
+    pub fn fresh(&self) -> Self {
+        Stream::new(self.key, self.total)
+    }
+
+    fn byte(&self, p: u64) -> u8 {
+        let mut x = self.key ^ p.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (x >> 40) as u8
+    }
+
+    pub fn left(&self) -> usize {
+        (self.total - self.written) as usize
+    }
+
+    pub fn next_bytes(&mut self, n: usize) -> Vec<u8> {
+        let from = self.written;
+        self.written += n as u64;
+        (from..self.written).map(|p| self.byte(p)).collect()
+    }
+
+    /// Checks bytes read next: each is the one written at its position, exactly once.
+    pub fn check_read(&mut self, bytes: &[u8], who: &str) {
+        for (i, &b) in bytes.iter().enumerate() {
+            let p = self.read + i as u64;
+            assert!(
+                p < self.total,
+                "{who} read byte {p}, past the {} written: a byte delivered twice",
+                self.total
+            );
+            assert_eq!(
+                b,
+                self.byte(p),
+                "{who}: byte {p} is not the one written there (lost, repeated or reordered)"
+            );
+        }
+        self.read += bytes.len() as u64;
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.read == self.total
+    }
+}
+
+/// What only the test knows.
+#[derive(Default)]
+pub struct Oracle {
+    /// Which client drew each opening nonce.
+    pub openings: HashMap<[u8; NONCE_LEN], usize>,
+    /// The opening nonces the server opened a session for.
+    pub opened: HashSet<[u8; NONCE_LEN]>,
+}
+
+/// Everything in one schedule.
+pub struct World {
+    pub now: Instant,
+    pub rng: Rng,
+    pub datagrams: Datagrams,
+    pub conns: Vec<Conn>,
+    pub clients: Vec<Client>,
+    pub server: Server,
+    pub oracle: Oracle,
+    /// Datagrams delivered, for the summary.
+    pub delivered: u64,
+}
+
+impl World {
+    pub fn new(rng: Rng, server: Config) -> Self {
+        World {
+            now: Instant::now(),
+            rng,
+            datagrams: Datagrams::new(),
+            conns: Vec::new(),
+            clients: Vec::new(),
+            server: Server::new(server),
+            oracle: Oracle::default(),
+            delivered: 0,
+        }
+    }
+
+    /// Lets every engine do what is due now: datagrams in, handshakes, timers, datagrams
+    /// and bytes out.
+    pub fn pump(&mut self) {
+        for c in 0..self.conns.len() {
+            if self.conn_breaks_at(c).is_some_and(|t| t <= self.now) {
+                self.conns[c].cut();
+            }
+        }
+        for d in self.datagrams.due(self.now) {
+            self.delivered += 1;
+            if d.to == SERVER_CONTROL {
+                self.server_datagram(d.from, &d.bytes);
+            } else if let Some(i) = self.clients.iter().position(|c| c.addr == d.to) {
+                let Some(route) = ControlMessage::route(&d.bytes) else {
+                    continue;
+                };
+                let c = &mut self.clients[i];
+                if route.from_server && route.cid == c.cid && c.cid != 0 {
+                    let _ = c.session.handle_datagram(&d.bytes, d.from, self.now);
+                }
+            }
+        }
+        for _ in 0..3 {
+            self.service_server();
+            for i in 0..self.clients.len() {
+                self.service_client(i);
+            }
+        }
+    }
+
+    /// When stalled connection `c` breaks under undelivered bytes.
+    fn conn_breaks_at(&self, c: usize) -> Option<Instant> {
+        let conn = &self.conns[c];
+        if conn.broken {
+            return None;
+        }
+        let client = self.clients[conn.client].config.dead_after_value();
+        let server = self.server.config.dead_after_value();
+        conn.breaks_at(client, server)
+    }
+
+    /// The next moment anything is due.
+    fn next_event(&self) -> Option<Instant> {
+        let clients = self.clients.iter().flat_map(|c| {
+            let dial = c.dial.as_ref().map(|d| {
+                if d.hello.is_none() {
+                    d.connected_at.min(d.deadline)
+                } else {
+                    d.deadline
+                }
+            });
+            [c.session.poll_timeout(), dial]
+        });
+        let sessions = self
+            .server
+            .sessions
+            .iter()
+            .filter(|s| !s.finished)
+            .map(|s| s.session.poll_timeout());
+        let handshakes = self.server.handshakes.values().map(|h| match h {
+            Handshake::Hello { deadline } | Handshake::Confirm { deadline, .. } => Some(*deadline),
+        });
+        clients
+            .chain(sessions)
+            .chain(handshakes)
+            .chain([self.datagrams.next_arrival()])
+            .chain((0..self.conns.len()).map(|c| self.conn_breaks_at(c)))
+            .flatten()
+            .min()
+    }
+
+    /// Runs the world for `span` of virtual time, event by event.
+    pub fn advance(&mut self, span: Duration) {
+        let end = self.now + span;
+        let mut stuck = 0;
+        while self.now < end {
+            let next = self.next_event().unwrap_or(end).clamp(self.now, end);
+            if next == self.now {
+                stuck += 1;
+                assert!(
+                    stuck < 1000,
+                    "a deadline that stays due however often it is served (t = {:?})",
+                    self.now
+                );
+                self.now += Duration::from_millis(1);
+            } else {
+                stuck = 0;
+                self.now = next;
+            }
+            self.pump();
+        }
+    }
+}
