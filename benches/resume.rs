@@ -12,7 +12,7 @@
 //! # Setup
 //!
 //! A robust server and client, the client connected through the test suite's fault proxy
-//! (`tests/support/proxy.rs`, included by path) with a plan that never cuts by itself and
+//! (`robust_tcp_testkit::proxy`) with a plan that never cuts by itself and
 //! resets every connection it is told to cut (`CutPlan::never().reset_percent(100)`):
 //! [`FaultProxy::cut_all`] then closes both of the proxy's sockets with `SO_LINGER` 0, so
 //! the client and the server each get an RST, as a middlebox that drops its state would
@@ -20,7 +20,7 @@
 //! they would over a cut cable.
 //!
 //! A writer thread streams client → server without pause, in 8 KiB writes of a
-//! deterministic pseudo-random payload (`tests/support/payload.rs`); a reader thread reads
+//! deterministic pseudo-random payload (`robust_tcp_testkit::payload`); a reader thread reads
 //! into a 64 KiB buffer and checks every byte against the payload, so a lost, duplicated
 //! or reordered byte anywhere fails the run.
 //!
@@ -66,18 +66,6 @@
 //! client's first resent bytes after the CONFIRM can wait for the peer's delayed ACK of
 //! the CONFIRM.
 
-// The test suite's support files, by path: the proxy and the payload need `super::rng`,
-// which is this crate's `rng`. They serve many tests; this bench uses part of them.
-#[allow(dead_code)]
-#[path = "../tests/support/payload.rs"]
-mod payload;
-#[allow(dead_code)]
-#[path = "../tests/support/proxy.rs"]
-mod proxy;
-#[allow(dead_code)]
-#[path = "../tests/support/rng.rs"]
-mod rng;
-
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,9 +74,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use payload::Payload;
-use proxy::{CutPlan, FaultProxy};
 use robust_tcp::{Config, RServerSocket, RSocket};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::rng::Rng;
 
 const CUTS: usize = 200;
 const QUICK_CUTS: usize = 20;
@@ -184,7 +173,7 @@ fn run(options: &Options) -> io::Result<()> {
             .spawn(move || read_stream(&sock, payload, &shared, &resumed_tx))?
     };
 
-    let mut rng = rng::Rng::new(PROXY_SEED);
+    let mut rng = Rng::new(PROXY_SEED);
     let mut latencies = Vec::with_capacity(cuts);
     let mut handshakes = Vec::with_capacity(cuts);
     let mut flowing_from = 0;

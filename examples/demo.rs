@@ -4,10 +4,6 @@
 //! Run with `cargo run --release --example demo`. Set `ROBUST_TCP_SEED` to replay the
 //! proxy's cuts; pass a size in MiB as the first argument to move more or less.
 
-// The fault-injecting proxy and payloads of the test suite, shared rather than copied.
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::process::ExitCode;
@@ -15,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{RServerSocket, RSocket};
-use support::payload::Payload;
-use support::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
 
 const MIB: u64 = 1 << 20;
 /// Cuts the proxy makes at most; afterwards it forwards faithfully.

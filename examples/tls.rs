@@ -20,23 +20,18 @@
 //! TLS then gives what robust-tcp does not: the data is encrypted and authenticated end to
 //! end, and the client knows it talks to the holder of the certificate.
 //!
-//! The certificate is self-signed and made at run time (`tests/support/tls.rs`, shared with
-//! the TLS test), and the client trusts it alone; a real client would trust the usual roots
+//! The certificate is self-signed and made at run time (`robust_tcp_testkit::tls`,
+//! shared with the TLS test), and the client trusts it alone; a real client would trust the usual roots
 //! (webpki-roots or the platform's) and a real server would load its certificate.
-
-// The fault-injecting proxy and the TLS configs of the test suite, shared rather than copied.
-#[path = "../tests/support/mod.rs"]
-mod support;
-#[path = "../tests/support/tls.rs"]
-mod tls_support;
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::thread;
 
 use robust_tcp::{Config, RServerSocket, RSocket};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::tls as tls_support;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
-use support::proxy::{CutPlan, FaultProxy};
 
 /// Messages the client sends; the server echoes each one back.
 const MESSAGES: usize = 200;

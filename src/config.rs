@@ -4,23 +4,37 @@ use std::io;
 use std::time::Duration;
 
 use crate::core::endpoint::OPENING_WINDOW;
+use crate::core::send_buffer::{DEFAULT_MAX_CAPACITY, INITIAL_CAPACITY};
 
 /// Settings for a robust session, shared by [`RSocket`](crate::RSocket) and
 /// [`RServerSocket`](crate::RServerSocket).
 ///
 /// The defaults follow Ekwall, Urbán and Schiper where today's networks allow: reconnection
-/// attempts forever with an exponential backoff, and a send buffer of 16 KiB at first. The
-/// paper chose its fixed 16 KiB buffer, acknowledged every 8 KiB, so that writers hardly
-/// ever wait on its 100 Mbit Ethernet; to keep that on faster paths, the buffer grows
-/// while writers wait for acknowledgements that a faster path would bring sooner, up to
-/// 1 MiB, and past it up to 4 MiB over a path whose round trip is 1 ms or more (or not
-/// measured yet), and shrinks back once idle, as Linux sizes TCP's own buffers.
-/// [`Config::paper`] pins the paper's fixed sizes.
+/// attempts forever with an exponential backoff, and the paper's send buffer at first.
 ///
 /// Setters take and return the `Config` so that they chain; the values are checked when the
 /// config is used (by `connect_with` or `bind_with`), which fail with
 /// [`io::ErrorKind::InvalidInput`] for a value that makes no sense, as std does for a zero
 /// timeout.
+///
+/// # The send buffer
+///
+/// A session keeps the bytes written but not yet acknowledged, for retransmission, in its
+/// send buffer. The paper fixed it at [`send_buffer_size`](Self::send_buffer_size)'s
+/// default, acknowledged at each half, so that writers hardly ever waited on its 100 Mbit
+/// Ethernet; to keep that on faster paths, the buffer grows as Linux sizes TCP's own
+/// buffers. It starts at `send_buffer_size` and doubles, instead of a writer waiting, when
+/// the writer finds it full while the TCP connection has taken every byte (the kernel has
+/// room: what holds the writer back is the acknowledgements' round trip, not the path)
+/// and the peer has acknowledged half of it since it last changed size (the peer's
+/// application keeps up). It doubles so up to 1 MiB, and past it up to
+/// [`send_buffer_max`](Self::send_buffer_max) only over a path whose round trip
+/// ([`Status::round_trip`](crate::Status::round_trip)) is 1 ms or more, or not measured
+/// yet: on loopback more would only fill the kernels' buffers, at a cost in CPU, so a path
+/// under 1 ms that carries more than half a MiB per round trip (above 1 GB/s at 0.5 ms)
+/// needs a larger `send_buffer_size`. Once it has been empty for a second it returns to
+/// `send_buffer_size`, so that idle sessions stay small. A writer blocks while the buffer
+/// is full and cannot grow. [`Config::paper`] pins the paper's fixed sizes.
 ///
 /// # Examples
 ///
@@ -37,7 +51,7 @@ use crate::core::endpoint::OPENING_WINDOW;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     send_buffer_size: usize,
-    /// `None`: [`DEFAULT_SEND_BUFFER_MAX`], or `send_buffer_size` if that is more. In 32
+    /// `None`: [`DEFAULT_MAX_CAPACITY`], or `send_buffer_size` if that is more. In 32
     /// bits (saturated: more is invalid anyway), which keeps `Config` small enough to be
     /// carried by value inside the engine's requests.
     send_buffer_max: Option<u32>,
@@ -60,7 +74,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            send_buffer_size: 16 * 1024,
+            send_buffer_size: INITIAL_CAPACITY,
             send_buffer_max: None,
             ack_threshold: None,
             backoff_initial: Duration::from_millis(50),
@@ -97,23 +111,14 @@ impl Config {
     /// ```
     pub fn paper() -> Self {
         Config::default()
-            .send_buffer_size(PAPER_SEND_BUFFER)
-            .send_buffer_max(PAPER_SEND_BUFFER)
-            .ack_threshold(PAPER_SEND_BUFFER / 2)
+            .send_buffer_size(INITIAL_CAPACITY)
+            .send_buffer_max(INITIAL_CAPACITY)
+            .ack_threshold(INITIAL_CAPACITY / 2)
     }
 
     /// The capacity a session's send buffer starts with, and returns to once idle
-    /// (default 16 KiB, the paper's): the bytes written but not yet acknowledged, kept for
-    /// retransmission. When a writer finds it full while the TCP connection has taken
-    /// every byte (the kernel has room: what holds the writer back is the round trip of
-    /// the acknowledgements, not the path), the buffer doubles, up to
-    /// [`send_buffer_max`](Self::send_buffer_max), instead of the writer waiting; past
-    /// 1 MiB, only over a path whose round trip is a millisecond or more, or not measured
-    /// yet (see [`Status::round_trip`](crate::Status::round_trip)): on loopback more would only fill the kernels'
-    /// buffers, at a cost in CPU. A path under a millisecond that carries more than half a
-    /// MiB per round trip (above 1 GB/s at 0.5 ms) needs a larger size set here.
-    /// It returns to this size once it has been empty for a second, so that idle sessions
-    /// stay small. A writer blocks while the buffer is full and cannot grow.
+    /// (default 16 KiB, the paper's); how it grows and shrinks:
+    /// [the send buffer](Self#the-send-buffer).
     ///
     /// # Examples
     ///
@@ -131,9 +136,8 @@ impl Config {
     /// more); at least `send_buffer_size`, at most 1 GiB. Equal to `send_buffer_size`, the
     /// buffer never grows. The buffer rarely needs all of it: what a failure can take
     /// from the stream is at most what the local kernel's send buffer and the peer's
-    /// receive buffer hold, the buffer grows only while the kernel takes every byte, and
-    /// past 1 MiB only over a path with a round trip of a millisecond or more (or not
-    /// measured yet).
+    /// receive buffer hold, and the buffer grows only as [the send
+    /// buffer](Self#the-send-buffer) says.
     ///
     /// # Examples
     ///
@@ -409,8 +413,8 @@ impl Config {
         self.send_buffer_size
     }
 
-    /// The most the send buffer grows to in bytes: as configured, or by default 4 MiB or
-    /// the initial size if that is more.
+    /// The most the send buffer grows to in bytes: as configured, or by default as
+    /// [`send_buffer_max`](Self::send_buffer_max) says.
     ///
     /// # Examples
     ///
@@ -423,7 +427,7 @@ impl Config {
     pub fn send_buffer_max_value(&self) -> usize {
         match self.send_buffer_max {
             Some(bytes) => widen(bytes),
-            None => DEFAULT_SEND_BUFFER_MAX.max(self.send_buffer_size),
+            None => DEFAULT_MAX_CAPACITY.max(self.send_buffer_size),
         }
     }
 
@@ -676,13 +680,6 @@ const MAX_DEAD_AFTER: Duration = Duration::from_secs(3600);
 /// The largest send buffer: the 32-bit counters on the wire are unambiguous only while the
 /// unacknowledged window stays well below 2^32 bytes.
 const MAX_SEND_BUFFER: usize = 1 << 30;
-
-/// The default most a send buffer grows to: Linux's default maximum for a TCP socket's
-/// own send buffer (`tcp_wmem`), enough for a gigabit path of 30 ms.
-const DEFAULT_SEND_BUFFER_MAX: usize = 4 << 20;
-
-/// The paper's fixed send buffer; it acknowledged every half of it.
-const PAPER_SEND_BUFFER: usize = 16 * 1024;
 
 /// A byte count in 32 bits: `u32::MAX` for anything larger, which validation rejects as
 /// over 1 GiB as it would the count itself.

@@ -66,18 +66,17 @@ pub struct Status {
     /// Whether the session is passive, or going passive (`RSocket::passivate`).
     pub passive: bool,
     /// How many bytes the send buffer holds at most now: `Config::send_buffer_size` at
-    /// first; it doubles, up to `Config::send_buffer_max`, while writers fill it faster
-    /// than acknowledgements come back (past 1 MiB only if
-    /// [`round_trip`](Self::round_trip) is 1 ms or more, or unknown), and returns to its
-    /// initial size once it has been empty for a second.
+    /// first, then as it grows and shrinks ([the send
+    /// buffer](crate::Config#the-send-buffer)).
     pub send_buffer_capacity: usize,
     /// The path's round trip as last measured, with nothing of the stream queued ahead:
     /// on a client, from its HELLO to the server's ANSWER (the opening's, then each
     /// reconnection's); on a server, from its challenge of a new address of its client's
     /// to the answer (`None` until the client's first control datagram has been
-    /// challenged and answered). The send buffer grows past 1 MiB only when it is 1 ms or
-    /// more, or unknown. It is an upper bound: a thread that was not scheduled at once
-    /// (the engine busy, a loaded machine) makes a short path look longer, and the buffer
-    /// then grows as if the path were long, until the next measurement.
+    /// challenged and answered). How far the send buffer grows depends on it ([the send
+    /// buffer](crate::Config#the-send-buffer)). It is an upper bound: a thread that was
+    /// not scheduled at once (the engine busy, a loaded machine) makes a short path look
+    /// longer, and the buffer then grows as if the path were long, until the next
+    /// measurement.
     pub round_trip: Option<Duration>,
 }

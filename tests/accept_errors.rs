@@ -6,16 +6,14 @@
 //! break any test running beside it.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::bounded::run_bounded;
-use support::session::{bind, connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::run_bounded;
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// How long the process's CPU time is watched while the accept fails.

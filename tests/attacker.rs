@@ -15,10 +15,6 @@
 //! handshake answer, on UDP nothing at all (nothing answers what does not authenticate).
 #![cfg(target_os = "linux")]
 
-#[path = "support/capture.rs"]
-mod capture;
-mod support;
-
 use std::io::{self, Read, Write};
 use std::iter;
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -33,11 +29,12 @@ use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN, MIN_LE
 use robust_tcp::protocol::handshake::{Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN};
 use robust_tcp::protocol::session::Role;
 use robust_tcp::{RSocket, SessionState};
-use support::bounded::{join, poll_until, run_bounded, wait_until};
-use support::payload::Payload;
-use support::proxy::{CutAt, CutPlan, FaultProxy};
-use support::rng::{fresh_seed, Rng};
-use support::session::{bind, connect_pair, fast_config, server_addr, spawn_reader};
+use robust_tcp_testkit::bounded::{join, poll_until, run_bounded, wait_until};
+use robust_tcp_testkit::capture;
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutAt, CutPlan, FaultProxy};
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr, spawn_reader};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Bytes each way.

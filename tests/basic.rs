@@ -1,14 +1,12 @@
 //! Sessions without faults: the TcpStream behaviour the crate promises.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
 use robust_tcp::{RServerSocket, RSocket, SessionState};
-use support::bounded::run_bounded;
+use robust_tcp_testkit::bounded::run_bounded;
 
 /// The watchdog: a hang fails the test instead of stalling `cargo test`.
 const LIMIT: Duration = Duration::from_secs(30);

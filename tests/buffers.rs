@@ -6,18 +6,18 @@
 //! The exact rules and their timings are pinned in `tests/core_model.rs`, under a virtual
 //! clock; here only what the engine must make happen, eventually, is checked.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, RServerSocket, RSocket};
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::expect_ok;
-use support::payload::Payload;
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, fast_config, server_addr, spawn_writer, with_peak_capacity};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::expect_ok;
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{
+    connect_pair, fast_config, server_addr, spawn_writer, with_peak_capacity,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long the engine may take to do what a timer asks: far more than any timer here.

@@ -7,14 +7,12 @@
 //! that the server finds by its opening nonce (the client never got the first ANSWER).
 //!
 //! A raw client speaks the handshake with std `TcpStream` and the protocol's own frame
-//! encoders (`support::raw`). To make the server's ANSWER write fail, a failing attempt
+//! encoders (`robust_tcp_testkit::raw`). To make the server's ANSWER write fail, a failing attempt
 //! sends its HELLO but the last byte, pauses, then sends that byte and at once closes with
 //! `SO_LINGER` 0: the RST follows the last byte within microseconds on loopback, before the
 //! server can write its ANSWER; the server still reads the whole HELLO (Linux keeps
 //! received bytes readable after a reset), then its write fails. The pause is fault
 //! injection, not synchronisation: the test is correct whatever the timing.
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,10 +22,10 @@ use std::time::Duration;
 
 use robust_tcp::protocol::handshake::{Answer, Confirm, Hello, RefusalCode};
 use robust_tcp::RSocket;
-use support::bounded::{join, run_bounded};
-use support::raw::{self, RawOpening};
-use support::rng::{fresh_seed, Rng};
-use support::session::{bind, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::raw::{self, RawOpening};
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{bind, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// How long `accept` may take to return a session once its HELLO was sent.
@@ -223,7 +221,7 @@ fn a_retried_opening_resumes_the_session_found_by_its_nonce() {
 fn sessions_of_vanished_openers_do_not_lock_out_real_clients() {
     run_bounded(LIMIT, || {
         const SLOTS: usize = 4;
-        let config = support::session::fast_config()
+        let config = fast_config()
             .max_sessions(SLOTS)
             .dead_after(Some(Duration::from_millis(300)));
         let server = robust_tcp::RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
@@ -238,7 +236,7 @@ fn sessions_of_vanished_openers_do_not_lock_out_real_clients() {
             vanished.push(session);
         }
         let client = thread::spawn(move || -> std::io::Result<()> {
-            let mut sock = RSocket::connect_with(addr, support::session::fast_config())?;
+            let mut sock = RSocket::connect_with(addr, fast_config())?;
             sock.write_all(b"real")?;
             let mut got = [0u8; 2];
             sock.read_exact(&mut got)?;

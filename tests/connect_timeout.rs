@@ -1,7 +1,5 @@
 //! `RSocket::connect_timeout` bounds the opening, not the session's later reconnections.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::RSocket;
-use support::bounded::{join, run_bounded};
-use support::session::{bind, exchange_seeded, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::session::{bind, exchange_seeded, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -4,8 +4,6 @@
 //! afterwards the process's sessions still move data (which needs their acknowledgements
 //! through the control socket), and the sender received nothing back.
 
-mod support;
-
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -13,9 +11,9 @@ use std::time::Duration;
 use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::session::Role;
-use support::bounded::run_bounded;
-use support::rng::Rng;
-use support::session::{
+use robust_tcp_testkit::bounded::run_bounded;
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{
     bind, connect_pair, control_port, exchange_seeded, fast_config, server_addr,
 };
 
@@ -48,7 +46,7 @@ fn noise_on_the_control_socket_disturbs_no_session() {
         let target = SocketAddr::from(([127, 0, 0, 1], control_port(&server)));
 
         let noise = UdpSocket::bind("127.0.0.1:0").expect("bind the noise socket");
-        let seed = support::rng::fresh_seed();
+        let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         // Keys of some other session: what an attacker holds for its own session.
         let stranger = SessionKeys::derive(&[9; SECRET_LEN], &[9; NONCE_LEN], Role::Client);

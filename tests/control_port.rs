@@ -1,16 +1,16 @@
 //! A server's fixed control port (`Config::control_port`, issue 8 item 1), and the control
 //! sockets' dual stack: IPv4 and IPv6 clients of one server.
 
-mod support;
-
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use robust_tcp::{Config, RServerSocket};
-use support::bounded::{run_bounded, wait_until};
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{connect_pair, control_port, exchange_seeded, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{run_bounded, wait_until};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{
+    connect_pair, control_port, exchange_seeded, fast_config, server_addr,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const LEN: u64 = 4 << 20;

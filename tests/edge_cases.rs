@@ -7,8 +7,6 @@
 //! Everything runs on loopback, every test is bounded by a watchdog, and waits poll real
 //! conditions (a blocked call, a session state, a refused port) rather than sleeping.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,11 +15,11 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use robust_tcp::{Config, Error, NotRobustReason, RServerSocket, RSocket, Refusal, SessionState};
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::{assert_kind, carried, expect_ok, session_error};
-use support::payload::{expect_eof, Payload};
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::{assert_kind, carried, expect_ok, session_error};
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 /// The watchdog of the small tests.
 const LIMIT: Duration = Duration::from_secs(20);

@@ -5,8 +5,6 @@
 //! One `#[test]`, alone in its binary, so that nothing else moves the measures.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -15,9 +13,12 @@ use std::time::Duration;
 
 use robust_tcp::protocol::handshake::HEADER_LEN;
 use robust_tcp::RServerSocket;
-use support::bounded::{join, run_bounded};
-use support::rng::{fresh_seed, Rng};
-use support::session::{connect_pair, control_port, exchange_seeded, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::raw::RawOpening;
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{
+    connect_pair, control_port, exchange_seeded, fast_config, server_addr,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Connections of each kind: silent, half a HELLO, junk.
@@ -56,9 +57,7 @@ fn flood(server: SocketAddr, control_port: u16, seed: u64) -> Vec<TcpStream> {
     let mut rng = Rng::new(seed);
     let control = SocketAddr::from(([127, 0, 0, 1], control_port));
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let hello = support::raw::RawOpening::new(&mut rng)
-        .hello(0, &mut rng)
-        .encode();
+    let hello = RawOpening::new(&mut rng).hello(0, &mut rng).encode();
     let mut held = Vec::with_capacity(3 * FLOOD_EACH);
     for i in 0..3 * FLOOD_EACH {
         // The server closes what it evicts; a connect refused in a full backlog is part

@@ -1,18 +1,16 @@
 //! Closing through cuts: a half-closed session still carries the reply, and a session
 //! dropped right after a large write still delivers every byte.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
-use support::bounded::{join, run_bounded};
-use support::check::expect_ok;
-use support::payload::{expect_eof, Payload};
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, fast_config, server_addr, spawn_writer};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::check::expect_ok;
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr, spawn_writer};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

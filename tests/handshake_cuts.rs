@@ -1,16 +1,14 @@
 //! Cuts at the delicate moments: inside the opening handshake, inside reconnection
 //! handshakes, and while a writer is blocked on a full send buffer.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use robust_tcp::RServerSocket;
-use support::bounded::{join, run_bounded, wait_until};
-use support::payload::Payload;
-use support::proxy::{CutAt, CutPlan, FaultProxy};
-use support::session::{
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutAt, CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{
     bind, connect_pair, exchange_seeded, fast_config, server_addr, spawn_writer,
 };
 

@@ -2,8 +2,6 @@
 //! makes the drop wait until the peer has every byte, or abort; `Config::linger_limit`
 //! bounds how long a closed session lingers in the background for a peer that never reads.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,10 +9,10 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::{Error, RServerSocket, SessionState};
-use support::bounded::{join, run_bounded, wait_until};
-use support::payload::Payload;
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const LEN: u64 = 2 << 20;

@@ -1,14 +1,12 @@
 //! The silence limit (`Config::dead_after`) must not take a slow peer for a dead one.
 
-mod support;
-
 use std::io::Read;
 use std::thread;
 use std::time::Duration;
 
-use support::bounded::{join, run_bounded};
-use support::payload::Payload;
-use support::session::{bind, connect_pair, fast_config, server_addr, spawn_writer};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr, spawn_writer};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const DEAD_AFTER: Duration = Duration::from_millis(300);

@@ -7,8 +7,6 @@
 //! until the test releases it: whatever the client does meanwhile, it does without the
 //! server's ANSWER. No sleep synchronises anything; every wait is for a real condition.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
@@ -16,11 +14,11 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::{Config, Error, RServerSocket, RSocket, SessionState};
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::{assert_kind, carried};
-use support::proxy::{CutAt, CutPlan, CutStyle, FaultProxy};
-use support::rng::{fresh_seed, Rng};
-use support::session::{connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::{assert_kind, carried};
+use robust_tcp_testkit::proxy::{CutAt, CutPlan, CutStyle, FaultProxy};
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// The cut-point sweeps, each a few hundred sessions.

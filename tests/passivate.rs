@@ -1,14 +1,12 @@
 //! Passivation (issue 8, item 6; the paper's future work): a session without a TCP
 //! connection, on purpose, until one side writes.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use robust_tcp::{RSocket, SessionState};
-use support::bounded::{run_bounded, wait_until};
-use support::session::{bind, connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{run_bounded, wait_until};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -1,8 +1,6 @@
 //! Self-tests of the test support (proxy, payloads, watchdog) with plain std TCP, so that a
 //! failure in the robust-tcp tests can be trusted to come from the library.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -11,9 +9,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use support::bounded::{join, run_bounded, wait_until};
-use support::payload::Payload;
-use support::proxy::{CutAt, CutPlan, CutStyle, FaultProxy, EARLY_CUT_MAX};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutAt, CutPlan, CutStyle, FaultProxy, EARLY_CUT_MAX};
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -2,17 +2,15 @@
 //! later, or fails with `ConnectionRefused` once its `busy_limit` has passed) and one that
 //! was dropped (permanent for new sessions, yet its sessions live on).
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Error, RServerSocket, RSocket, Refusal};
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::carried;
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::carried;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{bind, connect_pair, exchange_seeded, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -5,8 +5,6 @@
 //! The old server runs in a child process (this test binary again, running only the
 //! ignored `child_server` test), so that killing it really destroys every session.
 
-mod support;
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{self, Child, ChildStdout, Command, Stdio};
@@ -14,9 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::{Error, RServerSocket, RSocket, SessionState};
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::{assert_kind, carried};
-use support::session::fast_config;
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::{assert_kind, carried};
+use robust_tcp_testkit::session::fast_config;
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// Set in the child's environment: only then does `child_server` act as a server.

@@ -5,8 +5,6 @@
 //! tests of a binary on parallel threads, which would disturb the count.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -14,9 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use robust_tcp::{RServerSocket, RSocket};
-use support::bounded::{poll_until, run_bounded, wait_until};
-use support::rng::{fresh_seed, Rng};
-use support::session::{bind, connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{poll_until, run_bounded, wait_until};
+use robust_tcp_testkit::rng::{fresh_seed, Rng};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Sessions held at once, both ends in this process.

@@ -3,19 +3,17 @@
 //! reader waiting for bytes. Each call is timed against [`BOUND`]; a call that waits
 //! forever is caught by the watchdog instead.
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::Config;
-use support::bounded::{join, run_bounded, wait_until};
-use support::check::{assert_kind, expect_ok, session_error};
-use support::payload::{expect_eof, Payload};
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{bind, connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::check::{assert_kind, expect_ok, session_error};
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(10);

@@ -5,10 +5,6 @@
 //!
 //! `examples/tls.rs` explains why this works; here it is checked.
 
-mod support;
-#[path = "support/tls.rs"]
-mod tls_support;
-
 use std::io::{self, Write};
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,12 +12,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, RServerSocket, RSocket, Status};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::rng::Rng;
+use robust_tcp_testkit::session::{connect_pair, fast_config, server_addr};
+use robust_tcp_testkit::tls as tls_support;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
-use support::bounded::{join, run_bounded, wait_until};
-use support::payload::{expect_eof, Payload};
-use support::proxy::{CutPlan, FaultProxy};
-use support::rng::Rng;
-use support::session::{connect_pair, fast_config, server_addr};
 
 /// Bytes of application data each way.
 const LEN: u64 = 8 << 20;

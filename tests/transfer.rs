@@ -3,16 +3,14 @@
 //! default config the writer's send buffer grows for them, so the cuts resend from a grown
 //! buffer.
 
-mod support;
-
 use std::time::Duration;
 
 use robust_tcp::{RServerSocket, RSocket};
-use support::bounded::{join, run_bounded};
-use support::check::expect_ok;
-use support::payload::Payload;
-use support::proxy::{CutPlan, FaultProxy};
-use support::session::{
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::check::expect_ok;
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::session::{
     bind, connect_pair, exchange, fast_config, server_addr, spawn_writer, with_peak_capacity,
 };
 

@@ -6,8 +6,6 @@
 //! [`vanishing_clients`]), which is killed: in-process clients would keep sending their
 //! heartbeats.
 
-mod support;
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::process::{Child, Command, Stdio};
@@ -15,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, Error, RServerSocket, RSocket, SessionState};
-use support::bounded::{join, run_bounded};
-use support::session::{fast_config, server_addr};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::session::{fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SESSIONS: usize = 4;

@@ -8,9 +8,6 @@
 //!
 //! Needs redis-server, redis-benchmark and socat.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io;
@@ -20,9 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{free_port, local, start_redis, Options, Proc, Target, Tunnel};
-use support::bounded::join;
-use support::payload::{expect_eof, Payload};
-use support::proxy::CutPlan;
+use robust_tcp_testkit::bounded::join;
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::CutPlan;
 
 const BENCH: [&str; 8] = ["-n", "100000", "-c", "10", "-t", "set,get", "-q", "--csv"];
 

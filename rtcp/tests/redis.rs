@@ -5,9 +5,6 @@
 //! redis-tools; `.ci/run` installs them). Without them the tests fail when `CI` is set,
 //! and are skipped with a message otherwise.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io::Write;
@@ -17,9 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::{start_redis, Options, Tunnel};
-use support::bounded::{join, run_bounded};
-use support::payload::Payload;
-use support::proxy::CutPlan;
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::proxy::CutPlan;
 
 const TOOLS: [&str; 3] = ["redis-server", "redis-cli", "redis-benchmark"];
 

@@ -1,9 +1,6 @@
 //! The rtcp binary end to end: a local program -> `rtcp client` -> a connection-cutting
 //! proxy -> `rtcp server` -> a target, all real processes and sockets on loopback.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io::{self, Read, Write};
@@ -15,9 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{read_all, Options, Proc, Target, Tunnel, RTCP};
-use support::bounded::{join, run_bounded, wait_until};
-use support::payload::{expect_eof, Payload};
-use support::proxy::CutPlan;
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::proxy::CutPlan;
 
 /// Size of the big transfer: 256 MiB, as the issue asks. `RTCP_BIG_MIB` overrides it for
 /// quick local runs.

@@ -1,4 +1,39 @@
-//! The bounded buffer of bytes written but not yet acknowledged.
+//! The bounded buffer of bytes written but not yet acknowledged, and the numbers of the
+//! policy that sizes it: each defined here once; [`crate::Config`]'s documentation states
+//! the policy for users (`SendSide::may_grow` and `SendSide::shrink_at` apply it).
+
+use std::time::Duration;
+
+/// The capacity a send buffer starts with, and returns to once idle, by default
+/// (`Config::send_buffer_size`): the paper's fixed buffer, all `Config::paper` allows.
+pub const INITIAL_CAPACITY: usize = 16 * 1024;
+/// The most a send buffer grows to by default (`Config::send_buffer_max`), unless its
+/// initial capacity is more: Linux's default maximum for a TCP socket's own send buffer
+/// (`tcp_wmem`), enough for a gigabit path of 30 ms.
+pub const DEFAULT_MAX_CAPACITY: usize = 4 << 20;
+/// How long a grown send buffer stays empty before it goes back to its initial capacity.
+/// Long against acknowledgement round trips and the pauses inside a transfer or between
+/// the requests of a busy session (which would otherwise pay for growing again: a copy of
+/// the buffer per doubling), short enough that memory comes back soon after a session
+/// goes quiet; the heartbeat interval is of the same order, so an idle session wakes
+/// about as often for this as it would anyway.
+pub const SHRINK_AFTER: Duration = Duration::from_secs(1);
+/// Up to this capacity a full buffer grows whenever the kernel has taken every byte (see
+/// `SendSide::may_grow`); past it, only over a path whose round trip is long
+/// ([`LONG_ROUND_TRIP`]) or not measured yet. Half of it goes out between two
+/// acknowledgement requests: at 1 MiB that is one request per half megabyte, too rare to
+/// cost a stream anything measurable, and enough for 500 MB/s over a [`LONG_ROUND_TRIP`].
+/// On loopback a larger buffer gains nothing: it only lets more of the stream wait in the
+/// kernels' buffers (their autotuning lets a loopback connection hold several megabytes),
+/// and that costs CPU, since the bytes then drop out of the caches between their write and
+/// their read (measured in `docs/PERFORMANCE.md`). A path under [`LONG_ROUND_TRIP`] that
+/// carries more than half of this per round trip (above 1 GB/s at 0.5 ms) is held to it:
+/// the price of a rule that needs no rate estimate; `Config::send_buffer_size` can start
+/// such a buffer larger.
+pub const GROWS_FREELY_UPTO: usize = 1 << 20;
+/// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`]: a
+/// loopback or LAN round trip is well below it, most WAN paths above it.
+pub const LONG_ROUND_TRIP: Duration = Duration::from_millis(1);
 
 /// A ring of the stream bytes `[acked, end)`: everything written that the peer has not yet
 /// acknowledged, kept so it can be resent after a reconnection.

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::events::Event;
-use crate::support::netns::{self, Topology};
+use robust_tcp_testkit::netns::{self, Topology};
 
 /// Process ids of every live peer of this run, for the signal handler (which cannot rely
 /// on drops).

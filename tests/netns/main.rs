@@ -19,9 +19,6 @@
 //! It needs root, `ip`, `iptables` and `conntrack`; without them it skips with a message,
 //! unless `CI` is set, when it fails.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod events;
 mod harness;
 mod peer;

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use robust_tcp::{Config, RServerSocket, RSocket, Status};
 
 use crate::events;
-use crate::support::payload::Payload;
-use crate::support::rng::Rng;
+use robust_tcp_testkit::payload::Payload;
+use robust_tcp_testkit::rng::Rng;
 
 /// Largest single write; sizes vary from 1 byte up to this, drawn from the seed.
 const MAX_WRITE: usize = 64 * 1024;

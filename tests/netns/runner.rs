@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{self, Ctx, Shared};
 use crate::scenarios::{self, Scenario};
-use crate::support::netns;
-use crate::support::rng::fresh_seed;
+use robust_tcp_testkit::netns;
+use robust_tcp_testkit::rng::fresh_seed;
 
 /// Scenarios at once by default: the longest (a 120 s blackhole) then overlaps all the
 /// others, and the paced transfers leave the two cores of a CI machine mostly idle.

@@ -11,7 +11,7 @@ use robust_tcp::Config;
 
 use crate::events::Event;
 use crate::harness::{describe, Ctx, Failure, Peer};
-use crate::support::netns::{ClientNet, Counter, Options, Topology, Traffic};
+use robust_tcp_testkit::netns::{ClientNet, Counter, Options, Topology, Traffic};
 
 /// A scenario: its name (what filters match), its time limit, and whether it is left out
 /// of a plain run (and why).

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::support::bounded::poll_until;
-use crate::support::proxy::{CutPlan, FaultProxy};
+use robust_tcp_testkit::bounded::poll_until;
+use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
 
 /// The rtcp binary cargo built for these tests.
 pub const RTCP: &str = env!("CARGO_BIN_EXE_rtcp");

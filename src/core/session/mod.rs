@@ -240,13 +240,8 @@ impl Session {
 
     /// How many bytes a write may append now: the room in the send buffer, or, when it is
     /// full, the room it has once [`write`](Self::write) has doubled it (up to
-    /// `Limits::send_buffer_max`). It grows only while the connection has taken every
-    /// byte written (the kernel has room, so the path could carry more than the
-    /// acknowledgements' round trip lets through) and the peer has acknowledged half the
-    /// buffer since it last grew (its application keeps up); past 1 MiB, only over a
-    /// round trip of 1 ms or more, or not measured (see `SendSide::may_grow`). A writer
-    /// blocked in the
-    /// kernel, without a connection, or writing to a peer that does not read, finds no
+    /// `Limits::send_buffer_max`) when `SendSide::may_grow` allows. A writer blocked in
+    /// the kernel, without a connection, or writing to a peer that does not read, finds no
     /// room until the peer acknowledges some.
     ///
     /// # Errors
@@ -618,8 +613,9 @@ impl Session {
 
     /// The path to the peer was measured: a round trip takes `rtt`, with nothing of the
     /// stream queued ahead (a client's HELLO and the server's ANSWER, which the engine
-    /// times; a server's path check times itself). The latest measurement stands: a send buffer grows past
-    /// 1 MiB only over a long round trip (see `SendSide::may_grow`).
+    /// times; a server's path check times itself). The latest measurement stands: a send
+    /// buffer grows past `send_buffer::GROWS_FREELY_UPTO` only over a long round trip
+    /// (see `SendSide::may_grow`).
     pub fn handle_round_trip(&mut self, rtt: Duration) {
         self.send.round_trip = Some(rtt);
     }

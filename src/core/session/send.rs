@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::coalesce::Coalescing;
 use crate::core::control::ControlKind;
 use crate::core::counter::to_wire;
-use crate::core::send_buffer::SendBuffer;
+use crate::core::send_buffer::{SendBuffer, GROWS_FREELY_UPTO, LONG_ROUND_TRIP, SHRINK_AFTER};
 
 /// How often a sender that waits for acknowledgements asks for one again (the REQ_ACK or
 /// the answering ACK may be lost).
@@ -29,29 +29,6 @@ const REQ_ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// Writes within this span share one entry in the unacknowledged-age queue, which keeps
 /// that queue short however small the writes are.
 const AGE_GRANULARITY: Duration = Duration::from_millis(1);
-/// How long a grown send buffer stays empty before it goes back to its initial capacity.
-/// Long against acknowledgement round trips and the pauses inside a transfer or between
-/// the requests of a busy session (which would otherwise pay for growing again: a copy of
-/// the buffer per doubling), short enough that memory comes back soon after a session
-/// goes quiet; the heartbeat interval is of the same order, so an idle session wakes
-/// about as often for this as it would anyway.
-pub(super) const SHRINK_AFTER: Duration = Duration::from_secs(1);
-/// Up to this capacity a full buffer grows whenever the kernel has taken every byte (see
-/// [`SendSide::may_grow`]); past it, only over a path whose round trip is long
-/// ([`LONG_ROUND_TRIP`]) or not measured yet. Half of it goes out between two
-/// acknowledgement requests: at 1 MiB that is one request per half megabyte, too rare to
-/// cost a stream anything measurable, and enough for 500 MB/s over a round trip of 1 ms.
-/// On loopback a larger buffer gains nothing: it only lets more of the stream wait in the
-/// kernels' buffers (their autotuning lets a loopback connection hold several megabytes),
-/// and that costs CPU, since the bytes then drop out of the caches between their write and
-/// their read (measured in `docs/PERFORMANCE.md`). A path under 1 ms that carries more
-/// than half of this per round trip (above 1 GB/s at 0.5 ms) is held to it: the price of a
-/// rule that needs no rate estimate; `Config::send_buffer_size` can start such a buffer
-/// larger.
-const GROWS_FREELY_UPTO: usize = 1 << 20;
-/// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`]: a
-/// loopback or LAN round trip is well below it, most WAN paths above it.
-const LONG_ROUND_TRIP: Duration = Duration::from_millis(1);
 
 /// How far our own close announcement got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::handshake::{Accepted, Answer, FrameHeader, Hello, HEADER_LEN};
 use robust_tcp::protocol::session::Role;
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// How long a raw client waits for the server's bytes.
 pub const READ_BOUND: Duration = Duration::from_secs(10);

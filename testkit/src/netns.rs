@@ -1,7 +1,7 @@
 //! Real networks in network namespaces (Linux, root, `ip`, `iptables` and `conntrack`): a
 //! client, a router and a server namespace joined by veth pairs, with NAT, DNAT and filters
 //! on the router, and faults injected there: an iptables DROP (a silent blackhole, not a
-//! REJECT), link down and up, `conntrack -F`, and changes of the client's address.
+//! REJECT), `conntrack -F`, and changes of the client's address.
 //!
 //! A [`Topology`] owns its namespaces and deletes them when dropped, on every exit path,
 //! panics included; deleting a namespace deletes its veths, addresses and iptables rules
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::rng::{splitmix64, Rng};
+use crate::rng::{splitmix64, Rng};
 
 /// The start of every namespace name this module creates.
 pub const PREFIX: &str = "rtcp-";
@@ -131,7 +131,7 @@ fn checked(line: &str, output: Output) -> Result<String> {
 /// # Errors
 ///
 /// As [`run`].
-pub fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut full = vec!["netns", "exec", ns, program];
     full.extend_from_slice(args);
     run("ip", &full)
@@ -230,16 +230,6 @@ impl Traffic {
     }
 }
 
-/// A link between the router and one end; taking it down takes down the router's veth,
-/// so the other end loses its carrier but keeps its addresses and routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Link {
-    /// Router to client.
-    Client,
-    /// Router to server.
-    Server,
-}
-
 /// A client, a router and a server namespace (server side 10.a.b.64/26: router .65,
 /// server .66), deleted on drop.
 pub struct Topology {
@@ -298,38 +288,8 @@ impl Topology {
             self.ip(&ns, &["link", "set", "lo", "up"])?;
         }
         let (c, r, s) = (&self.client_ns, &self.router_ns, &self.server_ns);
-        // Each veth pair is created with its ends already in their namespaces, so no name
-        // ever appears in the root namespace (where concurrent runs would clash).
-        self.ip(
-            c,
-            &[
-                "link",
-                "add",
-                HOST_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ROUTER_CLIENT_IF,
-                "netns",
-                r,
-            ],
-        )?;
-        self.ip(
-            s,
-            &[
-                "link",
-                "add",
-                HOST_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ROUTER_SERVER_IF,
-                "netns",
-                r,
-            ],
-        )?;
+        self.veth(c, ROUTER_CLIENT_IF)?;
+        self.veth(s, ROUTER_SERVER_IF)?;
         let home_gw = self.gateway(ClientNet::Home);
         let away_gw = self.gateway(ClientNet::Away);
         let server_gw = self.host(65);
@@ -442,6 +402,17 @@ impl Topology {
         Ok(())
     }
 
+    /// A veth pair from [`HOST_IF`] in `ns` to `router_if` in the router. It is created with
+    /// its ends already in their namespaces, so no name ever appears in the root namespace
+    /// (where concurrent runs would clash).
+    fn veth(&self, ns: &str, router_if: &str) -> Result<()> {
+        let router = self.router_ns.as_str();
+        let args = [
+            "link", "add", HOST_IF, "type", "veth", "peer", "name", router_if, "netns", router,
+        ];
+        self.ip(ns, &args).map(drop)
+    }
+
     /// `ip -n <ns> args`.
     fn ip(&self, ns: &str, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", ns];
@@ -463,7 +434,7 @@ impl Topology {
     }
 
     /// The router's address on `net`: the client's gateway there.
-    pub fn gateway(&self, net: ClientNet) -> Ipv4Addr {
+    fn gateway(&self, net: ClientNet) -> Ipv4Addr {
         self.host(net.base() + 1)
     }
 
@@ -551,27 +522,6 @@ impl Topology {
     /// If conntrack fails.
     pub fn flush_conntrack(&self) -> Result<()> {
         run_in(&self.router_ns, "conntrack", &["-F"]).map(drop)
-    }
-
-    /// Takes `link` down at the router.
-    ///
-    /// # Errors
-    ///
-    /// If ip fails.
-    pub fn link_down(&self, link: Link) -> Result<()> {
-        self.ip(&self.router_ns, &["link", "set", router_if(link), "down"])
-            .map(drop)
-    }
-
-    /// Brings `link` back up at the router (its connected routes come back with it; the
-    /// router has no others).
-    ///
-    /// # Errors
-    ///
-    /// If ip fails.
-    pub fn link_up(&self, link: Link) -> Result<()> {
-        self.ip(&self.router_ns, &["link", "set", router_if(link), "up"])
-            .map(drop)
     }
 
     /// Gives the client its address on `net` and makes that network's gateway its default
@@ -721,14 +671,6 @@ fn chain_counters(ns: &str, chain: &str) -> Result<(u64, u64)> {
         _ => Err(Error(format!(
             "cannot read the counters of chain {chain} of {ns}: {row:?}"
         ))),
-    }
-}
-
-/// The router's interface on `link`.
-fn router_if(link: Link) -> &'static str {
-    match link {
-        Link::Client => ROUTER_CLIENT_IF,
-        Link::Server => ROUTER_SERVER_IF,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
-use super::rng::{splitmix64, Rng};
+use crate::rng::{splitmix64, Rng};
 
 /// Size of the chunks read while checking.
 const READ_CHUNK: usize = 64 * 1024;
@@ -33,6 +33,8 @@ impl Payload {
     }
 
     /// Its length in bytes.
+    // A payload is a stream to send, never a collection asked whether it is empty.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -5,7 +5,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::rng::SEED_ENV;
+use crate::rng::SEED_ENV;
 
 /// Runs `body` on its own thread and returns its result, failing the test if it has not
 /// finished within `limit`.

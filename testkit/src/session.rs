@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use robust_tcp::{Config, RServerSocket, RSocket};
 
-use super::payload::Payload;
+use crate::payload::Payload;
 
 /// The default config with a short reconnection backoff (1 ms doubling to 20 ms): a test
 /// with dozens of cuts must not spend seconds in backoff, and the schedule itself is the
@@ -105,7 +105,7 @@ pub fn exchange(client: &RSocket, server: &RSocket, up: Payload, down: Payload, 
         ("client reading", spawn_reader(client, down)),
     ];
     for (what, thread) in threads {
-        if let Err(e) = super::bounded::join(thread) {
+        if let Err(e) = crate::bounded::join(thread) {
             panic!("seed {seed}: {what}: {e} (kind {:?})", e.kind());
         }
     }
@@ -126,8 +126,8 @@ pub fn exchange_seeded(client: &RSocket, server: &RSocket, len: u64, seed: u64) 
 ///
 /// If the server does not answer with an acceptance, or `accept` returns another session.
 pub fn control_port(server: &RServerSocket) -> u16 {
-    use super::raw;
-    use super::rng::{fresh_seed, Rng};
+    use crate::raw;
+    use crate::rng::{fresh_seed, Rng};
 
     let mut rng = Rng::new(fresh_seed());
     let opening = raw::RawOpening::new(&mut rng);

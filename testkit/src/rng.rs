@@ -60,7 +60,7 @@ impl Rng {
 ///
 /// If the variable is set but is not a number: silently ignoring a typo would make a
 /// "replay" run a different test.
-pub fn seed_from_env() -> Option<u64> {
+pub(crate) fn seed_from_env() -> Option<u64> {
     let text = std::env::var(SEED_ENV).ok()?;
     let text = text.trim();
     let parsed = match text.strip_prefix("0x") {

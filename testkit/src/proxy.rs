@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::rng::{fresh_seed, seed_from_env, Rng, SEED_ENV};
+use crate::rng::{fresh_seed, seed_from_env, Rng, SEED_ENV};
 
 /// The largest "early" cut point, in bytes forwarded in both directions together: an
 /// opening handshake is 176 bytes (HELLO 104, ANSWER 72, with the client's first bytes
@@ -124,11 +124,6 @@ impl CutPlan {
     pub fn seed(mut self, seed: u64) -> CutPlan {
         self.seed = Some(seed);
         self
-    }
-
-    /// The limit on cuts made by the plan.
-    pub fn max_cuts(&self) -> usize {
-        self.max_cuts
     }
 
     /// The cuts for successive connections under `seed`: exactly what a proxy with this

@@ -1,8 +1,8 @@
 //! TLS for `tests/tls.rs` and `examples/tls.rs`: a self-signed certificate made at run
 //! time, the rustls configs that use it, and the orderly close.
 //!
-//! robust-tcp itself takes no TLS dependency: rustls and rcgen are dev-dependencies. Both
-//! use the *ring* crypto provider, which builds with a C compiler alone (aws-lc-rs,
+//! robust-tcp itself takes no TLS dependency: rustls and rcgen are this kit's (and rustls
+//! a dev-dependency of robust-tcp, for the TLS streams). Both use the *ring* crypto provider, which builds with a C compiler alone (aws-lc-rs,
 //! rustls' default, also needs cmake).
 
 use std::io;

@@ -1,0 +1,22 @@
+//! The test kit of robust-tcp: what its integration tests, benches, examples, the netns
+//! test and rtcp's tests share, as one crate they take as a dev-dependency rather than
+//! files each compiles in by path.
+//!
+//! One module per concern: [`bounded`] watchdogs, [`rng`] seeds, [`payload`]
+//! deterministic payloads checked byte by byte, [`proxy`] the seeded fault-injecting TCP
+//! proxy, [`session`] helpers around robust sessions, [`check`] assertions on results,
+//! [`raw`] a client that speaks the handshake frame by frame, [`capture`] a packet capture
+//! on loopback, [`netns`] real networks in network namespaces, and [`tls`] the TLS configs
+//! with a certificate made at run time.
+#![deny(missing_docs)]
+
+pub mod bounded;
+pub mod capture;
+pub mod check;
+pub mod netns;
+pub mod payload;
+pub mod proxy;
+pub mod raw;
+pub mod rng;
+pub mod session;
+pub mod tls;
