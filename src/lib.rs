@@ -59,7 +59,9 @@ pub mod protocol {
 
     /// The session state machine.
     pub mod session {
-        pub use crate::core::session::{Dropped, End, Limits, ReadGate, Role, Session};
+        pub use crate::core::session::{
+            Dropped, End, Limits, ReadGate, Role, Session, MAX_AWAITING_CONFIRMATION,
+        };
     }
 
     /// Session keys and tags.

@@ -559,7 +559,7 @@ mod tests {
         let key = &keys().handshake.client;
         let h = Hello::resume(0xdead_beef, [1; NONCE_LEN], 9, u32::MAX, key);
         let f = h.encode();
-        assert_eq!(&f[..6], b"RTCP\x03\x01");
+        assert_eq!(&f[..6], b"RTCP\x04\x01");
         assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
         let o = Hello::opening([1; NONCE_LEN], 2, [4; NONCE_LEN], [3; SECRET_LEN], key);
         assert_eq!(Hello::parse(body(&o.encode(), FrameKind::Hello)), Ok(o));
@@ -709,7 +709,7 @@ mod tests {
             secret: std::array::from_fn(|i| 0x31 + i as u8),
             tag: std::array::from_fn(|i| 0x51 + i as u8),
         };
-        let mut expect = b"RTCP\x03\x01\x00\x60".to_vec();
+        let mut expect = b"RTCP\x04\x01\x00\x60".to_vec();
         expect.extend(1..=0x60u8);
         assert_eq!(hello.encode()[..], expect[..]);
 
@@ -723,7 +723,7 @@ mod tests {
             server_nonce: std::array::from_fn(|i| 0x21 + i as u8),
             tag: std::array::from_fn(|i| 0x31 + i as u8),
         });
-        let mut expect = b"RTCP\x03\x02\x00\x40\x01\x02\x03\x04\x00\x01".to_vec();
+        let mut expect = b"RTCP\x04\x02\x00\x40\x01\x02\x03\x04\x00\x01".to_vec();
         expect.extend(7..=0x40u8);
         assert_eq!(answer.encode()[..], expect[..]);
 
@@ -736,7 +736,7 @@ mod tests {
             tag: [0xee; TAG_LEN],
         }
         .encode();
-        assert_eq!(confirm[..12], *b"RTCP\x03\x03\x00\x14\x0a\x0b\x0c\x0d");
+        assert_eq!(confirm[..12], *b"RTCP\x04\x03\x00\x14\x0a\x0b\x0c\x0d");
         assert_eq!(confirm[12..], [0xee; TAG_LEN]);
     }
 
@@ -754,7 +754,7 @@ mod tests {
             FrameHeader::parse(b"RTCP\x02\x01\0\0"),
             Err(WireError::Version(2))
         );
-        assert!(FrameHeader::parse(b"RTCP\x03\x09\0\0").is_err());
-        assert!(FrameHeader::parse(b"RTCP\x03\x01\xff\xff").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x04\x09\0\0").is_err());
+        assert!(FrameHeader::parse(b"RTCP\x04\x01\xff\xff").is_err());
     }
 }

@@ -36,6 +36,13 @@ pub struct Client {
     pub failed: Option<Error>,
     /// The session's CID, once the server answered.
     pub cid: u32,
+    /// The application shut down writing; then closed.
+    pub shut: bool,
+    pub closed: bool,
+    /// The session ended (closed on both sides): the engine freed it.
+    pub finished: bool,
+    /// An attacker holding its own session's keys, not an application.
+    pub attacker: bool,
 }
 
 /// An attempt in progress.
@@ -86,6 +93,10 @@ impl World {
             back,
             failed: None,
             cid: 0,
+            shut: false,
+            closed: false,
+            finished: false,
+            attacker: false,
         });
         self.oracle
             .openings
@@ -104,8 +115,7 @@ impl World {
     /// dial, plan the next, run its timers, send its datagrams.
     pub fn service_client(&mut self, i: usize) {
         let now = self.now;
-        if self.clients[i].failed.is_some() {
-            self.drop_client_conns(i);
+        if self.clients[i].finished {
             return;
         }
         self.client_conn_check(i);
@@ -124,10 +134,40 @@ impl World {
         }
         self.client_conn_check(i);
         self.flush_client(i);
+        // The engine's FIN and the reader's wake-up: what they tell is in the datagrams.
+        let c = &mut self.clients[i];
+        c.session.poll_fin();
+        c.session.poll_end_of_stream();
         let from = self.clients[i].addr;
         let mut buf = [0; robust_tcp::protocol::control::MAX_LEN];
         while let Some((n, to)) = self.clients[i].session.poll_datagram(&mut buf, now) {
             self.datagrams.send(&mut self.rng, now, from, to, &buf[..n]);
+        }
+        if self.clients[i].session.is_finished() {
+            self.clients[i].finished = true;
+            self.drop_client_conns(i);
+        }
+    }
+
+    /// Client `i`'s application shuts down writing once it wrote everything, and closes
+    /// once it also read everything.
+    pub fn client_close(&mut self, i: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        if c.failed.is_some() || c.finished || c.attacker {
+            return;
+        }
+        if c.out.left() == 0 && !c.shut {
+            c.session.shutdown_write(now);
+            c.shut = true;
+        }
+        if c.shut && !c.closed && matches!(c.session.read_gate(), ReadGate::Eof) {
+            assert!(
+                c.back.is_done(),
+                "client {i}: end of stream before every byte"
+            );
+            c.session.close(now);
+            c.closed = true;
         }
     }
 

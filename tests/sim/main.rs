@@ -13,6 +13,7 @@
 //! seed, and `SIM_SEED=<seed> cargo test --release --test sim -- --nocapture` replays it.
 //! Anchors: FoundationDB's simulation, TigerBeetle's VOPR, quinn-proto's `Pair` tests.
 
+mod attacker;
 mod client;
 mod frames;
 mod net;
@@ -44,9 +45,9 @@ fn random_config(rng: &mut Rng) -> Config {
         .send_buffer_max(max)
         .ack_threshold(buffer / rng.pick(&[2, 4]))
         .busy_limit(Duration::from_secs(rng.pick(&[0, 5, 30])))
-        .max_sessions(rng.pick(&[1, 2, 8]))
-        .max_sessions_per_address(rng.pick(&[1, 2, 8]))
-        .max_handshakes(rng.pick(&[1, 2, 16]));
+        .max_sessions(rng.pick(&[1, 4, 8, 8]))
+        .max_sessions_per_address(rng.pick(&[1, 4, 8, 8]))
+        .max_handshakes(rng.pick(&[1, 4, 16]));
     config.validate().expect("a valid random config");
     config
 }
@@ -66,6 +67,31 @@ struct Summary {
     completed: usize,
     failed: usize,
     datagrams: u64,
+    /// Failures by kind.
+    reasons: std::collections::BTreeMap<String, usize>,
+}
+
+impl Summary {
+    fn add(&mut self, s: Summary) {
+        self.steps += s.steps;
+        self.clients += s.clients;
+        self.completed += s.completed;
+        self.failed += s.failed;
+        self.datagrams += s.datagrams;
+        for (reason, n) in s.reasons {
+            *self.reasons.entry(reason).or_default() += n;
+        }
+    }
+}
+
+/// A failure's kind, for the summary.
+fn kind(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split([' ', '(', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Runs the schedule of `seed`; panics on a broken promise.
@@ -76,6 +102,13 @@ fn run(seed: u64) -> Summary {
     let shared_ip = w.rng.chance(500);
     let mut summary = Summary::default();
     add_client(&mut w, shared_ip);
+    if w.rng.chance(300) {
+        add_client(&mut w, shared_ip);
+        let attacker = w.clients.len() - 1;
+        w.clients[attacker].attacker = true;
+        w.clients[attacker].out = Stream::new(0, 0);
+        w.clients[attacker].back = Stream::new(0, 0);
+    }
     let steps = 50 + w.rng.below(250);
     for _ in 0..steps {
         chaos_step(&mut w, shared_ip);
@@ -84,7 +117,7 @@ fn run(seed: u64) -> Summary {
     heal(&mut w);
     summary.clients = w.clients.len();
     summary.datagrams = w.delivered;
-    for (i, c) in w.clients.iter().enumerate() {
+    for (i, c) in w.clients.iter().enumerate().filter(|(_, c)| !c.attacker) {
         match &c.failed {
             Some(e) => {
                 assert!(
@@ -92,6 +125,12 @@ fn run(seed: u64) -> Summary {
                     "client {i} failed with {e:?}, which nothing explains"
                 );
                 summary.failed += 1;
+                let reason = match e {
+                    Error::Refused(r) => format!("Refused({r:?})"),
+                    Error::NotRobust { reason } => format!("NotRobust({reason:?})"),
+                    e => kind(e),
+                };
+                *summary.reasons.entry(reason).or_default() += 1;
             }
             None => summary.completed += 1,
         }
@@ -116,7 +155,7 @@ fn documented(e: &Error) -> bool {
 fn add_client(w: &mut World, shared_ip: bool) {
     let i = w.clients.len() as u8;
     let ip = if shared_ip { 1 } else { 1 + i };
-    let port = 40000 + w.rng.below(20000) as u16;
+    let port = w.new_port();
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)), port);
     let config = random_config(&mut w.rng);
     let key = w.rng.next_u64();
@@ -192,7 +231,7 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
             // The client moves (a NAT rebinding, a new network): new address, and its
             // connection with the old one is gone.
             let i = w.rng.below(w.clients.len() as u64) as usize;
-            let port = 40000 + w.rng.below(20000) as u16;
+            let port = w.new_port();
             let c = &mut w.clients[i];
             c.addr = SocketAddr::new(c.addr.ip(), port);
             if let Some(conn) = c.conn {
@@ -200,9 +239,27 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
             }
         }
         76..=77 if w.clients.len() < 4 => add_client(w, shared_ip),
+        78..=79 => w.replay_from_victim(5),
+        80..=81 => {
+            if let Some(a) = w.clients.iter().position(|c| c.attacker) {
+                if w.rng.chance(500) {
+                    w.spoof_path(a);
+                } else {
+                    w.flood_offers(a, 20);
+                }
+            }
+        }
+        82..=84 => {
+            let i = w.rng.below(w.clients.len() as u64) as usize;
+            w.client_close(i);
+            if let Some(s) = pick_server_session(w) {
+                w.server_close(s);
+            }
+        }
         _ => w.pump(),
     }
     w.pump();
+    w.check_bounds();
 }
 
 /// A live server session, if any, at random.
@@ -219,14 +276,20 @@ fn heal(w: &mut World) {
     w.datagrams.weather = Weather::calm();
     let started = w.now;
     loop {
-        for i in 0..w.clients.len() {
+        let applications: Vec<usize> = (0..w.clients.len())
+            .filter(|&i| !w.clients[i].attacker)
+            .collect();
+        for i in applications {
             w.client_write(i, usize::MAX);
             w.client_read(i, usize::MAX);
+            w.client_close(i);
         }
         for s in 0..w.server.sessions.len() {
             w.server_write(s, usize::MAX);
             w.server_read(s, usize::MAX);
+            w.server_close(s);
         }
+        w.check_bounds();
         if all_done(w) {
             return;
         }
@@ -239,16 +302,19 @@ fn heal(w: &mut World) {
     }
 }
 
-/// Whether every client either failed or exchanged everything with its server session.
+/// Whether every client either failed or exchanged everything with its server session
+/// and closed, both ends freed (an attacker's session and one whose client failed may
+/// wait for their client: they are bounded by the server's caps).
 fn all_done(w: &World) -> bool {
-    w.clients.iter().enumerate().all(|(i, c)| {
-        c.failed.is_some()
-            || (c.back.is_done()
-                && w.server
-                    .sessions
-                    .iter()
-                    .any(|s| s.client == i && s.back.is_done()))
-    })
+    let clients = w
+        .clients
+        .iter()
+        .all(|c| c.attacker || c.failed.is_some() || c.finished);
+    let sessions = w.server.sessions.iter().all(|s| {
+        let client = &w.clients[s.client];
+        s.finished || client.attacker || client.failed.is_some()
+    });
+    clients && sessions
 }
 
 fn pending(w: &World) -> String {
@@ -324,20 +390,17 @@ fn every_schedule_delivers_every_byte_exactly_once() {
             }
         };
         count += 1;
-        total.steps += s.steps;
-        total.clients += s.clients;
-        total.completed += s.completed;
-        total.failed += s.failed;
-        total.datagrams += s.datagrams;
+        total.add(s);
     }
     println!(
-        "sim: {count} schedules (seeds {base}..{}) in {:.1?}: {} steps, {} clients ({} completed, {} failed as documented), {} datagrams",
+        "sim: {count} schedules (seeds {base}..{}) in {:.1?}: {} steps, {} clients ({} completed, {} failed as documented: {:?}), {} datagrams",
         base + count,
         started.elapsed(),
         total.steps,
         total.clients,
         total.completed,
         total.failed,
+        total.reasons,
         total.datagrams
     );
 }

@@ -98,6 +98,16 @@ impl Datagrams {
         due
     }
 
+    /// Injects a datagram as if sent from `from` (an attacker's), arriving at once.
+    pub fn inject(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.in_flight.push(Datagram {
+            at: now,
+            from,
+            to,
+            bytes,
+        });
+    }
+
     /// When the next datagram arrives.
     pub fn next_arrival(&self) -> Option<Instant> {
         self.in_flight.iter().map(|d| d.at).min()

@@ -13,7 +13,7 @@ use robust_tcp::protocol::session::{End, ReadGate, Session};
 use robust_tcp::{Config, Error};
 
 use crate::frames::{self, Front};
-use crate::world::{limits, Stream, World, SERVER_CONTROL};
+use crate::world::{limits, Stream, World, SERVER_CONTROL, VICTIM};
 
 /// The server process: one listener.
 pub struct Server {
@@ -39,6 +39,9 @@ pub struct ServerSession {
     pub back: Stream,
     /// Ended: freed by the engine.
     pub finished: bool,
+    /// The application shut down writing; then closed.
+    pub shut: bool,
+    pub closed: bool,
 }
 
 /// The server's side of one connection's handshake.
@@ -208,6 +211,8 @@ impl World {
             out,
             back,
             finished: false,
+            shut: false,
+            closed: false,
         });
         self.server.by_cid.insert(cid, s);
         self.server
@@ -336,8 +341,14 @@ impl World {
         }
         self.server_conn_check(s);
         self.flush_server(s);
+        let ss = &mut self.server.sessions[s];
+        ss.session.poll_fin();
+        ss.session.poll_end_of_stream();
         let mut buf = [0; robust_tcp::protocol::control::MAX_LEN];
         while let Some((n, to)) = self.server.sessions[s].session.poll_datagram(&mut buf, now) {
+            if to.ip() == VICTIM {
+                self.oracle.to_victim += 1;
+            }
             self.datagrams
                 .send(&mut self.rng, now, SERVER_CONTROL, to, &buf[..n]);
         }
@@ -418,6 +429,28 @@ impl World {
         self.flush_server(s);
     }
 
+    /// Server session `s`'s application shuts down writing once it wrote everything, and
+    /// closes once it also read everything.
+    pub fn server_close(&mut self, s: usize) {
+        let now = self.now;
+        let ss = &mut self.server.sessions[s];
+        if ss.finished {
+            return;
+        }
+        if ss.out.left() == 0 && !ss.shut {
+            ss.session.shutdown_write(now);
+            ss.shut = true;
+        }
+        if ss.shut && !ss.closed && matches!(ss.session.read_gate(), ReadGate::Eof) {
+            assert!(
+                ss.back.is_done(),
+                "server session {s}: end of stream before every byte"
+            );
+            ss.session.close(now);
+            ss.closed = true;
+        }
+    }
+
     /// Server session `s`'s application reads up to `n` bytes, checking each.
     pub fn server_read(&mut self, s: usize, n: usize) {
         let now = self.now;
@@ -446,6 +479,9 @@ impl World {
     /// Hands a datagram that arrived at the server's control address to its session.
     pub fn server_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;
+        if from.ip() == VICTIM {
+            self.oracle.from_victim += 1;
+        }
         let Some(route) = robust_tcp::protocol::control::ControlMessage::route(bytes) else {
             return;
         };

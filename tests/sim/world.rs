@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::NONCE_LEN;
 use robust_tcp::protocol::control::ControlMessage;
-use robust_tcp::protocol::session::Limits;
+use robust_tcp::protocol::session::{Limits, MAX_AWAITING_CONFIRMATION};
 use robust_tcp::Config;
 
 use crate::client::Client;
@@ -20,6 +20,9 @@ use crate::server::{Handshake, Server};
 pub const SERVER_TCP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 7000);
 pub const SERVER_CONTROL: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 7001);
+
+/// An address that belongs to no peer: attackers forge datagrams from it.
+pub const VICTIM: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66));
 
 /// A session's limits from its `Config`, as the engine makes them.
 pub fn limits(config: &Config) -> Limits {
@@ -107,6 +110,10 @@ pub struct Oracle {
     pub openings: HashMap<[u8; NONCE_LEN], usize>,
     /// The opening nonces the server opened a session for.
     pub opened: HashSet<[u8; NONCE_LEN]>,
+    /// Datagrams the server received from, and sent to, the victim's address (which an
+    /// attacker forges datagrams from, and which never sends anything itself).
+    pub from_victim: u64,
+    pub to_victim: u64,
 }
 
 /// Everything in one schedule.
@@ -120,6 +127,10 @@ pub struct World {
     pub oracle: Oracle,
     /// Datagrams delivered, for the summary.
     pub delivered: u64,
+    /// Datagrams and HELLOs the key-holding attacker forged so far.
+    pub forged: u64,
+    /// The last port a client was given: each address a client takes is its own.
+    port: u16,
 }
 
 impl World {
@@ -133,7 +144,15 @@ impl World {
             server: Server::new(server),
             oracle: Oracle::default(),
             delivered: 0,
+            forged: 0,
+            port: 40000,
         }
+    }
+
+    /// A port no client had before.
+    pub fn new_port(&mut self) -> u16 {
+        self.port += 1;
+        self.port
     }
 
     /// Lets every engine do what is due now: datagrams in, handshakes, timers, datagrams
@@ -166,6 +185,29 @@ impl World {
         }
     }
 
+    /// The bounds that hold whatever peers do: sessions and handshakes per listener,
+    /// messages awaiting confirmation per session, and nothing sent to an address that
+    /// did not send as much first.
+    pub fn check_bounds(&self) {
+        let config = &self.server.config;
+        assert!(self.server.endpoint.session_count() <= config.max_sessions_value());
+        assert!(self.server.handshakes.len() <= config.max_handshakes_value());
+        let sessions = self.server.sessions.iter().filter(|s| !s.finished);
+        for (i, s) in sessions.map(|s| &s.session).enumerate() {
+            let awaiting = s.awaiting_confirmation();
+            assert!(
+                awaiting <= MAX_AWAITING_CONFIRMATION,
+                "server session {i}: {awaiting} messages await confirmation"
+            );
+        }
+        assert!(
+            self.oracle.to_victim <= self.oracle.from_victim,
+            "the server sent {} datagrams to an address that sent it {}",
+            self.oracle.to_victim,
+            self.oracle.from_victim
+        );
+    }
+
     /// When stalled connection `c` breaks under undelivered bytes.
     fn conn_breaks_at(&self, c: usize) -> Option<Instant> {
         let conn = &self.conns[c];
@@ -179,7 +221,7 @@ impl World {
 
     /// The next moment anything is due.
     fn next_event(&self) -> Option<Instant> {
-        let clients = self.clients.iter().flat_map(|c| {
+        let clients = self.clients.iter().filter(|c| !c.finished).flat_map(|c| {
             let dial = c.dial.as_ref().map(|d| {
                 if d.hello.is_none() {
                     d.connected_at.min(d.deadline)

@@ -11,12 +11,27 @@
 //! has heartbeats configured. The same datagrams keep NAT mappings of the control path
 //! alive. An end that has heard nothing from its peer (no authentic datagram, no byte
 //! read from TCP, no new connection) for `dead_after` treats the connection as failed.
+//!
+//! A client without heartbeats (`dead_after(None)`) still makes sure, after each
+//! connection, that the server can reach it: the server sends its control messages to the
+//! address its client's datagrams last came from, and a client that moved (a new network,
+//! a NAT that rebound it) has sent it none from the new one if its first datagram was
+//! lost. Until it hears an authentic datagram from the server, it sends the same REQ_ACK
+//! a heartbeat is, 1 s after the connection, then 2 s, 4 s, and so on up to every
+//! [`PROBE_MAX`]; the server answers at once, from the new address's challenge on. (The
+//! simulation found a server whose writer waited forever on an ACK it asked for at the
+//! client's old address.)
 
 use std::time::{Duration, Instant};
 
 /// How many client heartbeat intervals fit in `dead_after`: losing two in a row is not
 /// yet a failure.
 const HEARTBEATS_PER_SILENCE: u32 = 3;
+/// The first probe of a client without heartbeats, after a connection came up; each
+/// next one waits twice as long.
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two probes.
+const PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// What one end knows about its peer's signs of life (see the module doc).
 #[derive(Debug)]
@@ -37,6 +52,11 @@ pub(super) struct Liveness {
     last_datagram: Instant,
     /// When this end last sent a heartbeat.
     last_heartbeat: Instant,
+    /// A client without heartbeats that has not heard from its server since its
+    /// connection came up: when it did, and how many probes it sent since.
+    unconfirmed: Option<(Instant, u32)>,
+    /// Whether this end probes (a client without heartbeats).
+    probes: bool,
 }
 
 impl Liveness {
@@ -58,6 +78,8 @@ impl Liveness {
             last_heard: now,
             last_datagram: now,
             last_heartbeat: now,
+            unconfirmed: None,
+            probes: !server && interval.is_none(),
         }
     }
 
@@ -66,16 +88,29 @@ impl Liveness {
         self.last_heard = self.last_heard.max(now);
     }
 
-    /// A control datagram from the peer arrived at `now` (or a connection came up: the
-    /// peer's datagrams are expected from then on).
+    /// A control datagram from the peer arrived at `now`: the path to us works.
     pub(super) fn datagram(&mut self, now: Instant) {
         self.heard(now);
         self.last_datagram = self.last_datagram.max(now);
+        self.unconfirmed = None;
     }
 
-    /// This end sent a heartbeat at `now`.
+    /// A connection came up at `now`: the peer's datagrams are expected from then on, and
+    /// a client without heartbeats probes until one comes.
+    pub(super) fn connected(&mut self, now: Instant) {
+        self.heard(now);
+        self.last_datagram = self.last_datagram.max(now);
+        if self.probes {
+            self.unconfirmed = Some((now, 0));
+        }
+    }
+
+    /// This end sent a heartbeat (or a probe) at `now`.
     pub(super) fn heartbeat_sent(&mut self, now: Instant) {
         self.last_heartbeat = self.last_heartbeat.max(now);
+        if let Some((_, sent)) = &mut self.unconfirmed {
+            *sent = sent.saturating_add(1);
+        }
     }
 
     /// When the peer was last heard from.
@@ -83,11 +118,17 @@ impl Liveness {
         self.last_heard
     }
 
-    /// When the next heartbeat is due, if heartbeats are on: an interval after the later
-    /// of the peer's last datagram and our last heartbeat.
+    /// When the next heartbeat is due: with heartbeats on, an interval after the later of
+    /// the peer's last datagram and our last heartbeat; without, the next probe of a
+    /// client that has not heard from its server since its connection came up.
     pub(super) fn next_heartbeat(&self) -> Option<Instant> {
+        let Some(interval) = self.interval else {
+            let (since, sent) = self.unconfirmed?;
+            let wait = PROBE_FIRST.saturating_mul(1 << sent.min(5)).min(PROBE_MAX);
+            return self.last_heartbeat.max(since).checked_add(wait);
+        };
         let quiet_since = self.last_datagram.max(self.last_heartbeat);
-        quiet_since.checked_add(self.interval?)
+        quiet_since.checked_add(interval)
     }
 
     /// When the peer's control datagrams count as not getting through: none for two
@@ -157,5 +198,31 @@ mod tests {
         let l = Liveness::new(None, false, Instant::now());
         assert_eq!((l.next_heartbeat(), l.dead_at()), (None, None));
         assert_eq!(l.datagrams_missing_at(), None);
+    }
+
+    #[test]
+    fn a_client_without_heartbeats_probes_until_its_server_is_heard_after_a_connection() {
+        let t0 = Instant::now();
+        let secs = |s| t0 + Duration::from_secs(s);
+        let mut l = Liveness::new(None, false, t0);
+        l.connected(t0);
+        let mut probes = Vec::new();
+        for _ in 0..8 {
+            let at = l.next_heartbeat().expect("a probe");
+            probes.push(at);
+            l.heartbeat_sent(at);
+        }
+        // 1 s, then twice as long each time, up to 30 s.
+        let expected = [1, 3, 7, 15, 31, 61, 91, 121].map(secs);
+        assert_eq!(probes, expected);
+        // Heard: no more probes until the next connection.
+        l.datagram(secs(122));
+        assert_eq!(l.next_heartbeat(), None);
+        l.connected(secs(200));
+        assert_eq!(l.next_heartbeat(), Some(secs(201)));
+        // A server never probes: it cannot reach a client that has not spoken.
+        let mut server = Liveness::new(None, true, t0);
+        server.connected(t0);
+        assert_eq!(server.next_heartbeat(), None);
     }
 }

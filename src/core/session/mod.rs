@@ -60,6 +60,10 @@ pub enum End {
     Server(ChallengeKey),
 }
 
+/// The most control messages a session keeps awaiting confirmation (see
+/// [`Session::awaiting_confirmation`]).
+pub const MAX_AWAITING_CONFIRMATION: usize = 5;
+
 /// The per-session settings the core needs.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -226,6 +230,14 @@ impl Session {
     /// The peer named the CID in a HELLO that proved itself: it received the CID.
     pub fn handle_cid_named(&mut self) {
         self.peer_named_cid = true;
+    }
+
+    /// How many control messages await the peer's confirmation, to be sent again until
+    /// it comes: at most [`MAX_AWAITING_CONFIRMATION`] whatever the peer does (one CLOSE or
+    /// HALF_CLOSE, one RESET, one PASSIVATE, and a server's RECONNECTs for its connection
+    /// and its newest failed offer).
+    pub fn awaiting_confirmation(&self) -> usize {
+        self.reliable.awaiting()
     }
 
     /// Bytes the application has read, which is what the peer may stop keeping.
@@ -548,7 +560,7 @@ impl Session {
         self.reliable.set_cid(cid);
         self.path = ControlPath::to_server(Some(server_control));
         // The server's datagrams are awaited from now on.
-        self.liveness.datagram(now);
+        self.liveness.connected(now);
         self.datagrams_missing = false;
         self.reachable(now);
     }
@@ -661,7 +673,7 @@ impl Session {
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
         self.link.resumed(epoch);
         // A new connection: the peer's datagrams are awaited anew.
-        self.liveness.datagram(now);
+        self.liveness.connected(now);
         self.datagrams_missing = false;
         // Both are about an older connection, which the peer no longer uses: it would
         // ignore them. (A PASSIVATE the peer never confirmed would otherwise stay for

@@ -110,6 +110,11 @@ impl Reliable {
     }
 
     /// Whether a RESET still waits for its confirmation.
+    /// How many messages await the peer's confirmation.
+    pub(super) fn awaiting(&self) -> usize {
+        self.awaiting_conf.len()
+    }
+
     pub(super) fn resetting(&self) -> bool {
         self.awaiting_conf
             .iter()
