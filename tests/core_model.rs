@@ -162,7 +162,9 @@ impl Pair {
 
     /// End `i`'s application reads up to `n` bytes that have arrived.
     fn read(&mut self, i: usize, n: usize) {
-        if !matches!(self.ends[i].read_gate(), ReadGate::Proceed) {
+        // Without a connection there is nothing to read from: what the end's closed
+        // connection still held is lost with it.
+        if !matches!(self.ends[i].read_gate(), ReadGate::Proceed) || !self.ends[i].is_connected() {
             return;
         }
         if self.ends[i].release_held(self.now, true) {
@@ -368,11 +370,15 @@ impl Pair {
         }
     }
 
-    /// Lets the network behave until both directions are fully read.
+    /// Lets the network behave until both directions are fully read. The client
+    /// reconnects only when an end needs a connection, as the engine does: a passive
+    /// session that stranded bytes never settles.
     fn settle(&mut self) {
         for _ in 0..10_000 {
             // No flush here: what writes held must go out by the hold's own deadline.
-            self.reconnect();
+            if self.ends.iter().any(Session::needs_connection) {
+                self.reconnect();
+            }
             for i in 0..2 {
                 self.read(i, usize::MAX);
             }
@@ -422,6 +428,7 @@ enum Op {
     Cut,
     Reconnect,
     Tick(u64),
+    Passivate(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -436,6 +443,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Cut),
         1 => Just(Op::Reconnect),
         1 => (1..500u64).prop_map(Op::Tick),
+        1 => (0..2usize).prop_map(Op::Passivate),
     ]
 }
 
@@ -477,6 +485,10 @@ fn every_byte_arrives_exactly_once_through(
             Op::Cut => pair.cut(),
             Op::Reconnect => pair.reconnect(),
             Op::Tick(ms) => pair.tick(ms),
+            Op::Passivate(i) => {
+                let now = pair.now;
+                pair.ends[i].passivate(now);
+            }
         }
         for i in 0..2 {
             // What was read is always a prefix of what the other side wrote.
@@ -1400,4 +1412,94 @@ fn a_shutdown_asks_again_only_for_bytes_the_last_request_did_not_name() {
     pair.deliver_control(|| false);
     assert_eq!(pair.unacknowledged(1), 0);
     assert_eq!(pair.unacknowledged(0), 0);
+}
+
+/// Whether end `i` rests passive: no connection, on purpose, and none wanted.
+fn resting(pair: &Pair, i: usize) -> bool {
+    let end = &pair.ends[i];
+    let status = end.status(pair.now);
+    !end.is_connected() && status.passive && !end.needs_connection()
+}
+
+#[test]
+fn a_passivation_closes_the_connection_only_once_neither_side_has_unread_bytes() {
+    // Issue 18, item 4: bytes in flight both ways when the client passivates. Neither end
+    // may close its connection while the other has not read what it sent: those bytes
+    // would be lost with the connection, and nobody reconnects while passive.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    let since = pair.captured.len();
+    pair.write(0, 3000);
+    pair.write(1, 2000);
+    let now = pair.now;
+    pair.ends[0].passivate(now);
+    pair.deliver_control(|| false);
+    assert!(
+        pair.ends.iter().all(Session::is_connected),
+        "nothing read yet"
+    );
+    assert!(
+        !kinds_sent(&pair, 0, since).contains(&ControlKind::Passivate(0)),
+        "PASSIVATE before the client's bytes were read"
+    );
+    // The server reads the client's bytes: the client asks it to go passive, but its own
+    // bytes are unread at the client, so it keeps the connection and does not confirm.
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert!(kinds_sent(&pair, 0, since).contains(&ControlKind::Passivate(0)));
+    assert!(
+        pair.ends.iter().all(Session::is_connected),
+        "the server's bytes are unread"
+    );
+    assert!(!kinds_sent(&pair, 1, since).contains(&ControlKind::Conf));
+    // The client reads them: the server confirms and closes, the client closes too.
+    pair.read(0, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+    // And they stay so: heartbeats only, no reconnection, no giving up.
+    run_for(&mut pair, Duration::from_secs(30), true);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+    // A write wakes the session: the client reconnects and the bytes arrive.
+    pair.write(1, 100);
+    pair.deliver_control(|| false);
+    assert!(pair.ends[0].needs_connection());
+    pair.cut();
+    pair.settle();
+    assert_eq!(pair.read[0], pair.written[1]);
+}
+
+#[test]
+fn a_passive_client_cut_before_its_bytes_were_read_reconnects_to_deliver_them() {
+    // The cut loses the bytes in flight; the passivation stands: the client reconnects,
+    // resends, and goes passive once the server has read them.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(0, 3000);
+    let now = pair.now;
+    pair.ends[0].passivate(now);
+    pair.cut();
+    assert!(pair.ends[0].needs_connection(), "its bytes are undelivered");
+    pair.reconnect();
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+}
+
+#[test]
+fn a_write_after_the_passivate_went_out_gives_that_connection_up() {
+    // The server may close the connection on the PASSIVATE at any time: bytes written to
+    // it would be lost there. The client reconnects instead, and they arrive.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    let now = pair.now;
+    pair.ends[0].passivate(now); // nothing unacknowledged: the PASSIVATE goes at once
+    pair.transmit();
+    pair.write(0, 100);
+    assert!(!pair.ends[0].is_connected());
+    assert!(pair.ends[0].needs_connection());
+    pair.deliver_control(|| false); // the PASSIVATE arrives now: the server closes
+    pair.cut();
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(!pair.ends[0].status(pair.now).passive);
 }

@@ -990,6 +990,9 @@ impl Shared {
 
     /// Makes the session passive (see `RSocket::passivate`).
     pub(crate) fn passivate(&self) -> io::Result<()> {
+        // Bytes held for a batch go out now: the passivation waits for their
+        // acknowledgement, and nothing more comes to batch with them.
+        self.send_held();
         self.update(|st, now| {
             if let ReadGate::Failed(e) = st.session.read_gate() {
                 return Err(e.into());
