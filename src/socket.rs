@@ -228,6 +228,10 @@ impl RSocket {
     /// `ConnectionAborted` ([`Error::Aborted`](crate::Error::Aborted)). For a close that
     /// loses nothing, drop the socket or [`shutdown`](Self::shutdown) it instead.
     ///
+    /// Right after [`connect`](Self::connect) too, before the server's answer came: the
+    /// server may have accepted the session already, so the library retries the opening
+    /// in the background, for at most about 20 s, to learn where the reset goes.
+    ///
     /// A relay uses it to pass on a reset it saw on the other side.
     ///
     /// # Errors

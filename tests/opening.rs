@@ -42,6 +42,17 @@ fn holding_proxy(server: &RServerSocket) -> (FaultProxy, SocketAddr) {
     (proxy, via)
 }
 
+/// Accepts the next session on `server` and reads `expected` from it, every byte compared.
+fn accept_and_read(server: &RServerSocket, expected: &[u8]) -> RSocket {
+    let (mut accepted, _) = server.accept().expect("accept");
+    let mut got = vec![0u8; expected.len()];
+    accepted
+        .read_exact(&mut got)
+        .expect("read the client's bytes");
+    assert_eq!(got, expected);
+    accepted
+}
+
 /// `len` bytes drawn from `rng`.
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -108,12 +119,7 @@ fn a_session_closed_before_the_answer_delivers_its_bytes_and_end_of_stream() {
             drop(sock);
             Ok(())
         });
-        let (mut accepted, _) = server.accept().expect("accept");
-        let mut got = [0u8; 15];
-        accepted
-            .read_exact(&mut got)
-            .expect("read the client's bytes");
-        assert_eq!(&got, b"fire and forget");
+        let mut accepted = accept_and_read(&server, b"fire and forget");
         // The drop returned with every server byte still held: it waits for nothing.
         join(client).expect("the client wrote and dropped");
         proxy.release_downstream();
@@ -379,5 +385,37 @@ fn a_retried_opening_of_a_session_that_ended_meanwhile_is_refused() {
         );
         drop(accepted);
         drop(second);
+    });
+}
+
+// Proves (issue 18, item 5): `abort()` before the opening's ANSWER reaches the client
+// resets the session the server already accepted: the server's read fails with
+// `ConnectionReset` (`PeerReset`) after the client's bytes, and the client's session ends.
+// The ANSWER is held at the proxy until the client has aborted, so the RESET has no
+// destination yet; the client retries the opening to learn it. (Before the fix the RESET
+// was dropped, the client stopped dialling, and the server's read waited forever, here
+// until its read timeout.)
+#[test]
+fn an_abort_before_the_answer_resets_the_accepted_session() {
+    run_bounded(LIMIT, || {
+        let server = server(fast_config());
+        let (proxy, via) = holding_proxy(&server);
+        let client = RSocket::connect_with(via, fast_config()).expect("connect");
+        (&client).write_all(b"doomed").expect("write");
+        let mut accepted = accept_and_read(&server, b"doomed");
+        client.abort().expect("abort");
+        let e = assert_kind(
+            "the client's read",
+            (&client).read(&mut [0u8; 1]),
+            io::ErrorKind::ConnectionAborted,
+        );
+        assert_eq!(carried("the client's read", &e), &Error::Aborted);
+        proxy.release_downstream();
+        accepted
+            .set_read_timeout(Some(BOUND))
+            .expect("set_read_timeout");
+        let read = accepted.read(&mut [0u8; 1]);
+        let e = assert_kind("the server's read", read, io::ErrorKind::ConnectionReset);
+        assert_eq!(carried("the server's read", &e), &Error::PeerReset);
     });
 }

@@ -284,9 +284,19 @@ impl Session {
     /// Whether the session needs a TCP connection it does not have. Not once the peer has
     /// closed and everything it sent was read: nothing can move in either direction; nor
     /// while it rests passive (see [`passivate`](Self::passivate)).
+    ///
+    /// A failed session needs none, with one exception: a client whose opening the server
+    /// has not answered, with a RESET to deliver (it was aborted). The server may have
+    /// accepted the session already, and only its answer names the CID the RESET needs:
+    /// the client retries its opening to learn it, as after a cut, until the RESET can go
+    /// (or its tries run out, or the opening itself fails: see [`fail`](Self::fail)).
+    /// Without it, the server's session would wait forever for a client that is gone.
     pub fn needs_connection(&self) -> bool {
-        if self.link.connected || self.fatal.is_some() || self.is_finished() {
+        if self.link.connected || self.is_finished() {
             return false;
+        }
+        if self.fatal.is_some() {
+            return self.is_opening() && self.reliable.resetting();
         }
         let spent = self.recv.peer_closed && self.recv.all_read();
         !self.resting() && !spent
@@ -517,9 +527,16 @@ impl Session {
     }
 
     /// Fails the session for good, telling nobody; every later call reports `error`.
+    ///
+    /// On a session that failed already and is still opening, it says that the opening
+    /// retried to deliver its RESET failed too (refused, or given up: see
+    /// [`needs_connection`](Self::needs_connection)): nobody can be told, so the RESET is
+    /// dropped and the session can end.
     pub fn fail(&mut self, error: Error) {
         if self.fatal.is_none() {
             self.fatal = Some(error);
+        } else if self.is_opening() {
+            self.reliable.forget(|kind| kind == ControlKind::Reset);
         }
         self.link.lost();
         self.reliable
@@ -554,6 +571,10 @@ impl Session {
     /// it is).
     fn reachable(&mut self, now: Instant) {
         self.reliable.rewind(now);
+        if self.fatal.is_some() {
+            // Only its RESET is left to say.
+            return;
+        }
         if self.wants_ack() {
             self.request_ack(now);
         } else {
@@ -628,7 +649,13 @@ impl Session {
     /// The session moved to connection `epoch`, whose peer has received `peer_received`
     /// bytes (checked by [`check_resume`](Self::check_resume)): the bytes after it are to be
     /// resent, see [`unsent`](Self::unsent).
+    ///
+    /// A failed session does not take the connection: it reconnected only to learn where
+    /// its RESET goes (see [`needs_connection`](Self::needs_connection)).
     pub fn handle_resume(&mut self, peer_received: u64, epoch: u32, now: Instant) {
+        if self.fatal.is_some() {
+            return;
+        }
         // A new connection wakes a resting session (the peer woke it); one that reconnected
         // to deliver its bytes before going passive stays passive, and goes on with that.
         if self.resting() {
