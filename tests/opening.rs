@@ -42,6 +42,15 @@ fn holding_proxy(server: &RServerSocket) -> (FaultProxy, SocketAddr) {
     (proxy, via)
 }
 
+/// A server, a [`holding_proxy`] to it, and a client session opened through the proxy,
+/// whose ANSWER is held there.
+fn connect_held() -> (RServerSocket, FaultProxy, RSocket) {
+    let server = server(fast_config());
+    let (proxy, via) = holding_proxy(&server);
+    let client = RSocket::connect_with(via, fast_config()).expect("connect");
+    (server, proxy, client)
+}
+
 /// Accepts the next session on `server` and reads `expected` from it, every byte compared.
 fn accept_and_read(server: &RServerSocket, expected: &[u8]) -> RSocket {
     let (mut accepted, _) = server.accept().expect("accept");
@@ -398,9 +407,7 @@ fn a_retried_opening_of_a_session_that_ended_meanwhile_is_refused() {
 #[test]
 fn an_abort_before_the_answer_resets_the_accepted_session() {
     run_bounded(LIMIT, || {
-        let server = server(fast_config());
-        let (proxy, via) = holding_proxy(&server);
-        let client = RSocket::connect_with(via, fast_config()).expect("connect");
+        let (server, proxy, client) = connect_held();
         (&client).write_all(b"doomed").expect("write");
         let mut accepted = accept_and_read(&server, b"doomed");
         client.abort().expect("abort");
@@ -417,5 +424,30 @@ fn an_abort_before_the_answer_resets_the_accepted_session() {
         let read = accepted.read(&mut [0u8; 1]);
         let e = assert_kind("the server's read", read, io::ErrorKind::ConnectionReset);
         assert_eq!(carried("the server's read", &e), &Error::PeerReset);
+    });
+}
+
+// Proves (issue 18, suspected): `shutdown(Read)` right after `connect`, before the ANSWER
+// came, costs the opening nothing: the engine still reads the ANSWER from the first
+// connection (reads return end of stream meanwhile and after), the session opens on it
+// with no second connection and no resumption, and the client's bytes arrive once.
+#[test]
+fn a_shutdown_of_reading_before_the_answer_costs_no_retried_opening() {
+    run_bounded(LIMIT, || {
+        let (server, proxy, client) = connect_held();
+        client.shutdown(Shutdown::Read).expect("shutdown");
+        assert_eq!((&client).read(&mut [0u8; 1]).expect("read"), 0);
+        (&client).write_all(b"one way").expect("write");
+        let accepted = accept_and_read(&server, b"one way");
+        proxy.release_downstream();
+        assert_eq!(client.session_id(), accepted.session_id());
+        let status = client.status();
+        assert_eq!(
+            status.reconnections, 0,
+            "the opening was retried: {status:?}"
+        );
+        assert_eq!(proxy.connections(), 1, "a second connection");
+        assert_eq!(accepted.status().reconnections, 0);
+        assert_eq!((&client).read(&mut [0u8; 1]).expect("read"), 0);
     });
 }
