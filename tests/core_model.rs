@@ -1475,8 +1475,7 @@ fn a_passive_client_cut_before_its_bytes_were_read_reconnects_to_deliver_them() 
     // resends, and goes passive once the server has read them.
     let mut pair = Pair::opened(16 << 10, 8 << 10);
     pair.write(0, 3000);
-    let now = pair.now;
-    pair.ends[0].passivate(now);
+    pair.ends[0].passivate(pair.now);
     pair.cut();
     assert!(pair.ends[0].needs_connection(), "its bytes are undelivered");
     pair.reconnect();
@@ -1586,4 +1585,25 @@ fn an_aborted_opening_stops_retrying_once_the_opening_fails_or_the_reset_lapses(
     }
     assert!(!unanswered.needs_connection());
     assert!(t - now > Duration::from_secs(10));
+}
+
+#[test]
+fn a_closed_server_whose_last_acknowledgement_was_lost_with_the_connection_ends_soon() {
+    // Issue 18, suspected: the server closes; its client reads every byte (it is spent:
+    // nothing can move either way, so it never reconnects) and acknowledges, but the ACK
+    // is lost and the connection fails. The server must not linger for its whole limit
+    // (an hour here) for an acknowledgement its client would give if asked.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(1, 3000);
+    pair.ends[1].close(pair.now);
+    pair.deliver_control(|| false); // the CLOSE and the REQ_ACK, and the CONF back
+    pair.read(0, usize::MAX);
+    assert_eq!(pair.read[0], pair.written[1]);
+    pair.deliver_control(|| true); // the client's ACK is lost
+    pair.cut();
+    assert!(!pair.ends[0].needs_connection(), "the client is spent");
+    assert!(matches!(pair.ends[0].read_gate(), ReadGate::Eof));
+    run_for(&mut pair, Duration::from_secs(10), true);
+    assert_eq!(pair.unacknowledged(1), 0);
+    assert!(pair.ends[1].is_finished(), "the server still lingers");
 }

@@ -1086,9 +1086,24 @@ impl Session {
     /// Whether heartbeats are due on this session: while it is connected, and, on a
     /// client, while it reconnects. A server without a connection waits in silence: its
     /// client may be gone for good.
+    ///
+    /// Except a closed server that lingers for the acknowledgement of its last bytes: its
+    /// client may have read them all and acknowledged them in a datagram that was lost,
+    /// then lost the connection; having read everything the server will ever send, that
+    /// client needs no connection and never reconnects, so nothing would carry its count
+    /// again. A heartbeat asks for it (the client answers at once), an interval at a time,
+    /// until the linger limit.
     fn wants_heartbeat(&self) -> bool {
-        let client_waits = self.needs_connection() || self.link.passive;
-        self.fatal.is_none() && (self.link.connected || (self.role == Role::Client && client_waits))
+        if self.fatal.is_some() {
+            return false;
+        }
+        if self.link.connected {
+            return true;
+        }
+        match self.role {
+            Role::Client => self.needs_connection() || self.link.passive,
+            Role::Server => self.linger_ends().is_some() && !self.send.buf.is_empty(),
+        }
     }
 
     /// The session has something to send: a passive one wakes. A client then reconnects;
