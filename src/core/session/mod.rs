@@ -454,8 +454,10 @@ impl Session {
     /// So the PASSIVATE goes out once every byte written here is acknowledged (read by
     /// the peer's application; until then it asks for acknowledgements); the peer confirms
     /// it, and closes its side, once every byte it wrote is acknowledged in turn; this
-    /// side closes at the confirmation. A cut meanwhile keeps the request: the session
-    /// reconnects to deliver what it holds, then goes on. A write here before the
+    /// side closes at the confirmation. A cut meanwhile strands nothing either: a side with
+    /// unacknowledged bytes reconnects (a server asks its client to) to deliver them. A
+    /// side still delivering its own bytes stays passive across the new connection and
+    /// goes on; otherwise the new connection wakes the session. A write here before the
     /// connection closed ends the request (see `wake`). Without a connection and with
     /// nothing to deliver, the session just stops reconnecting.
     pub fn passivate(&mut self, now: Instant) {
