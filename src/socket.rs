@@ -225,6 +225,10 @@ impl RSocket {
     /// `ConnectionAborted` ([`Error::Aborted`](crate::Error::Aborted)). For a close that
     /// loses nothing, drop the socket or [`shutdown`](Self::shutdown) it instead.
     ///
+    /// Right after [`connect`](Self::connect) too, before the server's answer came: the
+    /// server may have accepted the session already, so the library retries the opening
+    /// in the background, for at most about 20 s, to learn where the reset goes.
+    ///
     /// A relay uses it to pass on a reset it saw on the other side.
     ///
     /// # Errors
@@ -244,12 +248,18 @@ impl RSocket {
     }
 
     /// Puts the session to sleep without ending it (the paper's "passivation"): its TCP
-    /// connection is closed, once the peer has agreed not to reconnect, and the session
-    /// keeps its state, costing no connection and a heartbeat datagram per interval from
-    /// the client (which keeps NAT mappings open for the wake-up). The next write on either
-    /// side wakes it: a client reconnects; a server asks its client, over the control
-    /// path, to reconnect (only a client can). Reads wait meanwhile, as during a
-    /// reconnection. [`status`](Self::status) shows [`SessionState::Passive`](crate::SessionState::Passive).
+    /// connection is closed, and the session keeps its state, costing no connection and a
+    /// heartbeat datagram per interval from the client (which keeps NAT mappings open for
+    /// the wake-up). The next write on either side wakes it: a client reconnects; a server
+    /// asks its client, over the control path, to reconnect (only a client can). Reads
+    /// wait meanwhile, as during a reconnection. [`status`](Self::status) shows
+    /// [`SessionState::Passive`](crate::SessionState::Passive).
+    ///
+    /// Returns at once; nothing written before is lost or held back. The connection closes
+    /// only once the peer's application has read every byte written here, and this side's
+    /// every byte the peer wrote before it learned of the passivation (until then the
+    /// status says `passive` and `Connected`): a request followed by `passivate()` gets
+    /// its response. A write here before the connection closed cancels the passivation.
     ///
     /// # Errors
     ///

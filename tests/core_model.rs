@@ -163,7 +163,9 @@ impl Pair {
 
     /// End `i`'s application reads up to `n` bytes that have arrived.
     fn read(&mut self, i: usize, n: usize) {
-        if !matches!(self.ends[i].read_gate(), ReadGate::Proceed) {
+        // Without a connection there is nothing to read from: what the end's closed
+        // connection still held is lost with it.
+        if !matches!(self.ends[i].read_gate(), ReadGate::Proceed) || !self.ends[i].is_connected() {
             return;
         }
         if self.ends[i].release_held(self.now, true) {
@@ -377,11 +379,15 @@ impl Pair {
         }
     }
 
-    /// Lets the network behave until both directions are fully read.
+    /// Lets the network behave until both directions are fully read. The client
+    /// reconnects only when an end needs a connection, as the engine does: a passive
+    /// session that stranded bytes never settles.
     fn settle(&mut self) {
         for _ in 0..10_000 {
             // No flush here: what writes held must go out by the hold's own deadline.
-            self.reconnect();
+            if self.ends.iter().any(Session::needs_connection) {
+                self.reconnect();
+            }
             for i in 0..2 {
                 self.read(i, usize::MAX);
             }
@@ -433,6 +439,7 @@ enum Op {
     Cut,
     Reconnect,
     Tick(u64),
+    Passivate(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -447,6 +454,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Cut),
         1 => Just(Op::Reconnect),
         1 => (1..500u64).prop_map(Op::Tick),
+        1 => (0..2usize).prop_map(Op::Passivate),
     ]
 }
 
@@ -488,6 +496,10 @@ fn every_byte_arrives_exactly_once_through(
             Op::Cut => pair.cut(),
             Op::Reconnect => pair.reconnect(),
             Op::Tick(ms) => pair.tick(ms),
+            Op::Passivate(i) => {
+                let now = pair.now;
+                pair.ends[i].passivate(now);
+            }
         }
         for i in 0..2 {
             // What was read is always a prefix of what the other side wrote.
@@ -1552,4 +1564,198 @@ fn a_key_holder_that_never_saw_the_challenge_cannot_move_the_path() {
     let challenges = pair.misdirected_to(VICTIM_ADDR);
     // One per 100 ms at most, over 10 s.
     assert!((1..=101).contains(&challenges), "{challenges} challenges");
+}
+
+/// Whether end `i` rests passive: no connection, on purpose, and none wanted.
+fn resting(pair: &Pair, i: usize) -> bool {
+    let end = &pair.ends[i];
+    let status = end.status(pair.now);
+    !end.is_connected() && status.passive && !end.needs_connection()
+}
+
+#[test]
+fn a_passivation_closes_the_connection_only_once_neither_side_has_unread_bytes() {
+    // Issue 18, item 4: bytes in flight both ways when the client passivates. Neither end
+    // may close its connection while the other has not read what it sent: those bytes
+    // would be lost with the connection, and nobody reconnects while passive.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    let since = pair.captured.len();
+    pair.write(0, 3000);
+    pair.write(1, 2000);
+    let now = pair.now;
+    pair.ends[0].passivate(now);
+    pair.deliver_control(|| false);
+    assert!(
+        pair.ends.iter().all(Session::is_connected),
+        "nothing read yet"
+    );
+    assert!(
+        !kinds_sent(&pair, 0, since).contains(&ControlKind::Passivate(0)),
+        "PASSIVATE before the client's bytes were read"
+    );
+    // The server reads the client's bytes: the client asks it to go passive, but its own
+    // bytes are unread at the client, so it keeps the connection and does not confirm.
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert!(kinds_sent(&pair, 0, since).contains(&ControlKind::Passivate(0)));
+    assert!(
+        pair.ends.iter().all(Session::is_connected),
+        "the server's bytes are unread"
+    );
+    assert!(!kinds_sent(&pair, 1, since).contains(&ControlKind::Conf));
+    // The client reads them: the server confirms and closes, the client closes too.
+    pair.read(0, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[0], pair.written[1]);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+    // And they stay so: heartbeats only, no reconnection, no giving up.
+    run_for(&mut pair, Duration::from_secs(30), true);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+    // A write wakes the session: the client reconnects and the bytes arrive.
+    pair.write(1, 100);
+    pair.deliver_control(|| false);
+    assert!(pair.ends[0].needs_connection());
+    pair.cut();
+    pair.settle();
+    assert_eq!(pair.read[0], pair.written[1]);
+}
+
+#[test]
+fn a_passive_client_cut_before_its_bytes_were_read_reconnects_to_deliver_them() {
+    // The cut loses the bytes in flight; the passivation stands: the client reconnects,
+    // resends, and goes passive once the server has read them.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(0, 3000);
+    pair.ends[0].passivate(pair.now);
+    pair.cut();
+    assert!(pair.ends[0].needs_connection(), "its bytes are undelivered");
+    pair.reconnect();
+    pair.read(1, usize::MAX);
+    pair.deliver_control(|| false);
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(resting(&pair, 0) && resting(&pair, 1));
+}
+
+#[test]
+fn a_write_after_the_passivate_went_out_gives_that_connection_up() {
+    // The server may close the connection on the PASSIVATE at any time: bytes written to
+    // it would be lost there. The client reconnects instead, and they arrive.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    let now = pair.now;
+    pair.ends[0].passivate(now); // nothing unacknowledged: the PASSIVATE goes at once
+    pair.transmit();
+    pair.write(0, 100);
+    assert!(!pair.ends[0].is_connected());
+    assert!(pair.ends[0].needs_connection());
+    pair.deliver_control(|| false); // the PASSIVATE arrives now: the server closes
+    pair.cut();
+    pair.settle();
+    assert_eq!(pair.read[1], pair.written[0]);
+    assert!(!pair.ends[0].status(pair.now).passive);
+}
+
+/// A client session whose opening the server has not answered yet.
+fn opening_client(now: Instant) -> Session {
+    let limits = Limits {
+        send_buffer: 16 << 10,
+        send_buffer_max: 16 << 10,
+        ack_threshold: 8 << 10,
+        give_up_after: None,
+        dead_after: Some(DEAD_AFTER),
+        linger: Duration::from_secs(3600),
+    };
+    let keys = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
+    Session::new(End::Client(None), 0, 0, limits, keys, now)
+}
+
+/// The kinds of the datagrams `end` sends now, as the server reads them.
+fn client_sends(end: &mut Session, now: Instant) -> Vec<ControlKind> {
+    let keys = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Server).control;
+    let mut out = [0; MAX_LEN];
+    let mut kinds = Vec::new();
+    while let Some((n, to)) = end.poll_datagram(&mut out, now) {
+        assert_eq!(to, SERVER_ADDR);
+        kinds.push(
+            ControlMessage::open(&out[..n], &keys.recv)
+                .expect("genuine")
+                .1
+                .kind,
+        );
+    }
+    kinds
+}
+
+#[test]
+fn an_aborted_opening_retries_until_its_reset_can_go_and_takes_no_connection() {
+    // Issue 18, item 5: the server may have accepted the session at the HELLO; only its
+    // answer names the CID the RESET needs.
+    let now = Instant::now();
+    let mut client = opening_client(now);
+    client.reset(robust_tcp::Error::Aborted, now);
+    assert!(
+        client_sends(&mut client, now).is_empty(),
+        "nowhere to send yet"
+    );
+    assert!(
+        client.needs_connection(),
+        "retries its opening to deliver the RESET"
+    );
+    assert!(!client.is_finished());
+    // The retried opening is answered: the RESET goes at once; the connection is not used.
+    client.opened(CID, SERVER_ADDR, now);
+    client.handle_resume(0, 1, now);
+    assert!(!client.is_connected());
+    assert!(!client.needs_connection());
+    assert_eq!(client_sends(&mut client, now), [ControlKind::Reset]);
+    assert!(matches!(client.read_gate(), ReadGate::Failed(_)));
+}
+
+#[test]
+fn an_aborted_opening_stops_retrying_once_the_opening_fails_or_the_reset_lapses() {
+    let now = Instant::now();
+    // Refused (the session ended on the server), or given up: nobody to tell.
+    let mut refused = opening_client(now);
+    refused.reset(robust_tcp::Error::Aborted, now);
+    refused.fail(robust_tcp::Error::UnknownSession);
+    assert!(!refused.needs_connection());
+    assert!(refused.is_finished());
+    // No answer ever: the RESET's own tries bound it (about 20 s).
+    let mut unanswered = opening_client(now);
+    unanswered.reset(robust_tcp::Error::Aborted, now);
+    let mut t = now;
+    while !unanswered.is_finished() {
+        assert!(unanswered.needs_connection());
+        t = unanswered
+            .poll_timeout()
+            .expect("a deadline while it retries");
+        unanswered.handle_timeout(t);
+        assert!(
+            t - now < Duration::from_secs(30),
+            "retried past its RESET's tries"
+        );
+    }
+    assert!(!unanswered.needs_connection());
+    assert!(t - now > Duration::from_secs(10));
+}
+
+#[test]
+fn a_closed_server_whose_last_acknowledgement_was_lost_with_the_connection_ends_soon() {
+    // Issue 18, suspected: the server closes; its client reads every byte (it is spent:
+    // nothing can move either way, so it never reconnects) and acknowledges, but the ACK
+    // is lost and the connection fails. The server must not linger for its whole limit
+    // (an hour here) for an acknowledgement its client would give if asked.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    pair.write(1, 3000);
+    pair.ends[1].close(pair.now);
+    pair.deliver_control(|| false); // the CLOSE and the REQ_ACK, and the CONF back
+    pair.read(0, usize::MAX);
+    assert_eq!(pair.read[0], pair.written[1]);
+    pair.deliver_control(|| true); // the client's ACK is lost
+    pair.cut();
+    assert!(!pair.ends[0].needs_connection(), "the client is spent");
+    assert!(matches!(pair.ends[0].read_gate(), ReadGate::Eof));
+    run_for(&mut pair, Duration::from_secs(10), true);
+    assert_eq!(pair.unacknowledged(1), 0);
+    assert!(pair.ends[1].is_finished(), "the server still lingers");
 }

@@ -40,6 +40,26 @@ fn holding_proxy(server: &RServerSocket) -> (FaultProxy, SocketAddr) {
     (proxy, via)
 }
 
+/// A server, a [`holding_proxy`] to it, and a client session opened through the proxy,
+/// whose ANSWER is held there.
+fn connect_held() -> (RServerSocket, FaultProxy, RSocket) {
+    let server = server(fast_config());
+    let (proxy, via) = holding_proxy(&server);
+    let client = RSocket::connect_with(via, fast_config()).expect("connect");
+    (server, proxy, client)
+}
+
+/// Accepts the next session on `server` and reads `expected` from it, every byte compared.
+fn accept_and_read(server: &RServerSocket, expected: &[u8]) -> RSocket {
+    let (mut accepted, _) = server.accept().expect("accept");
+    let mut got = vec![0u8; expected.len()];
+    accepted
+        .read_exact(&mut got)
+        .expect("read the client's bytes");
+    assert_eq!(got, expected);
+    accepted
+}
+
 /// `len` bytes drawn from `rng`.
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
@@ -106,12 +126,7 @@ fn a_session_closed_before_the_answer_delivers_its_bytes_and_end_of_stream() {
             drop(sock);
             Ok(())
         });
-        let (mut accepted, _) = server.accept().expect("accept");
-        let mut got = [0u8; 15];
-        accepted
-            .read_exact(&mut got)
-            .expect("read the client's bytes");
-        assert_eq!(&got, b"fire and forget");
+        let mut accepted = accept_and_read(&server, b"fire and forget");
         // The drop returned with every server byte still held: it waits for nothing.
         join(client).expect("the client wrote and dropped");
         proxy.release_downstream();
@@ -377,5 +392,60 @@ fn a_retried_opening_of_a_session_that_ended_meanwhile_is_refused() {
         );
         drop(accepted);
         drop(second);
+    });
+}
+
+// Proves (issue 18, item 5): `abort()` before the opening's ANSWER reaches the client
+// resets the session the server already accepted: the server's read fails with
+// `ConnectionReset` (`PeerReset`) after the client's bytes, and the client's session ends.
+// The ANSWER is held at the proxy until the client has aborted, so the RESET has no
+// destination yet; the client retries the opening to learn it. (Before the fix the RESET
+// was dropped, the client stopped dialling, and the server's read waited forever, here
+// until its read timeout.)
+#[test]
+fn an_abort_before_the_answer_resets_the_accepted_session() {
+    run_bounded(LIMIT, || {
+        let (server, proxy, client) = connect_held();
+        (&client).write_all(b"doomed").expect("write");
+        let mut accepted = accept_and_read(&server, b"doomed");
+        client.abort().expect("abort");
+        let e = assert_kind(
+            "the client's read",
+            (&client).read(&mut [0u8; 1]),
+            io::ErrorKind::ConnectionAborted,
+        );
+        assert_eq!(carried("the client's read", &e), &Error::Aborted);
+        proxy.release_downstream();
+        accepted
+            .set_read_timeout(Some(BOUND))
+            .expect("set_read_timeout");
+        let read = accepted.read(&mut [0u8; 1]);
+        let e = assert_kind("the server's read", read, io::ErrorKind::ConnectionReset);
+        assert_eq!(carried("the server's read", &e), &Error::PeerReset);
+    });
+}
+
+// Proves (issue 18, suspected): `shutdown(Read)` right after `connect`, before the ANSWER
+// came, costs the opening nothing: the engine still reads the ANSWER from the first
+// connection (reads return end of stream meanwhile and after), the session opens on it
+// with no second connection and no resumption, and the client's bytes arrive once.
+#[test]
+fn a_shutdown_of_reading_before_the_answer_costs_no_retried_opening() {
+    run_bounded(LIMIT, || {
+        let (server, proxy, client) = connect_held();
+        client.shutdown(Shutdown::Read).expect("shutdown");
+        assert_eq!((&client).read(&mut [0u8; 1]).expect("read"), 0);
+        (&client).write_all(b"one way").expect("write");
+        let accepted = accept_and_read(&server, b"one way");
+        proxy.release_downstream();
+        assert_eq!(client.session_id(), accepted.session_id());
+        let status = client.status();
+        assert_eq!(
+            status.reconnections, 0,
+            "the opening was retried: {status:?}"
+        );
+        assert_eq!(proxy.connections(), 1, "a second connection");
+        assert_eq!(accepted.status().reconnections, 0);
+        assert_eq!((&client).read(&mut [0u8; 1]).expect("read"), 0);
     });
 }

@@ -960,9 +960,16 @@ impl Shared {
             }
             if matches!(how, Shutdown::Read | Shutdown::Both) {
                 st.session.shutdown_read();
-                if let Some(conn) = &st.conn {
+                match &st.conn {
+                    // The engine still reads the opening's ANSWER from it (no reader does
+                    // meanwhile): shut down, its end of stream would fail the opening, and
+                    // it would be retried for nothing.
+                    Some(_) if st.answer_pending => {}
                     // Wakes a reader blocked on the connection; it then sees end of stream.
-                    let _ = conn.shutdown(Shutdown::Read);
+                    Some(conn) => {
+                        let _ = conn.shutdown(Shutdown::Read);
+                    }
+                    None => {}
                 }
             }
         });
@@ -1004,6 +1011,9 @@ impl Shared {
 
     /// Makes the session passive (see `RSocket::passivate`).
     pub(crate) fn passivate(&self) -> io::Result<()> {
+        // Bytes held for a batch go out now: the passivation waits for their
+        // acknowledgement, and nothing more comes to batch with them.
+        self.send_held();
         self.update(|st, now| {
             if let ReadGate::Failed(e) = st.session.read_gate() {
                 return Err(e.into());

@@ -6,7 +6,8 @@
 //! - `epoch` names the connection in use while `connected`, else the last one used; it
 //!   only changes when the session resumes on a new connection.
 //! - `reconnections` counts the resumptions, never decreases.
-//! - `passive` is cleared when the session resumes; a passive session never gives up.
+//! - `passivate_sent_on` and `peer_passivated` name connections by epoch: each matters
+//!   only while that connection is the one in use.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,11 @@ pub(super) struct Link {
     /// Passive: the session goes (or went) without a connection on purpose, and nobody
     /// reconnects until one side has something to send.
     pub(super) passive: bool,
+    /// The connection our PASSIVATE named: the peer may close it any time from then on.
+    pub(super) passivate_sent_on: Option<u32>,
+    /// The peer's PASSIVATE of connection `.0`, message id `.1`, not yet confirmed: we
+    /// confirm it, and close, once every byte we sent is acknowledged.
+    pub(super) peer_passivated: Option<(u32, u16)>,
 }
 
 impl Link {
@@ -36,6 +42,8 @@ impl Link {
             reconnections: 0,
             last_failure: None,
             passive: false,
+            passivate_sent_on: None,
+            peer_passivated: None,
         }
     }
 
@@ -70,17 +78,25 @@ impl Link {
     pub(super) fn resumed(&mut self, epoch: u32) {
         self.epoch = epoch;
         self.connected = true;
-        self.passive = false;
         self.disconnected_since = None;
         self.reconnections += 1;
+        self.peer_passivated = None;
+    }
+
+    /// The peer's PASSIVATE of the connection in use awaiting our confirmation: its id.
+    pub(super) fn peer_passivation(&self) -> Option<u16> {
+        let (epoch, id) = self.peer_passivated?;
+        (self.current() == Some(epoch)).then_some(id)
+    }
+
+    /// Whether our PASSIVATE named the connection in use.
+    pub(super) fn passivate_sent(&self) -> bool {
+        self.connected && self.passivate_sent_on == Some(self.epoch)
     }
 
     /// When a session disconnected for `limit` gives up (a time too far in the future to
     /// represent is never).
     pub(super) fn give_up_at(&self, limit: Option<Duration>) -> Option<Instant> {
-        if self.passive {
-            return None;
-        }
         self.disconnected_since?.checked_add(limit?)
     }
 }

@@ -307,14 +307,24 @@ impl Session {
     }
 
     /// Whether the session needs a TCP connection it does not have. Not once the peer has
-    /// closed and everything it sent was read: nothing can move in either direction.
+    /// closed and everything it sent was read: nothing can move in either direction; nor
+    /// while it rests passive (see [`passivate`](Self::passivate)).
+    ///
+    /// A failed session needs none, with one exception: a client whose opening the server
+    /// has not answered, with a RESET to deliver (it was aborted). The server may have
+    /// accepted the session already, and only its answer names the CID the RESET needs:
+    /// the client retries its opening to learn it, as after a cut, until the RESET can go
+    /// (or its tries run out, or the opening itself fails: see [`fail`](Self::fail)).
+    /// Without it, the server's session would wait forever for a client that is gone.
     pub fn needs_connection(&self) -> bool {
+        if self.link.connected || self.is_finished() {
+            return false;
+        }
+        if self.fatal.is_some() {
+            return self.is_opening() && self.reliable.resetting();
+        }
         let spent = self.recv.peer_closed && self.recv.all_read();
-        !self.link.connected
-            && !self.link.passive
-            && self.fatal.is_none()
-            && !spent
-            && !self.is_finished()
+        !self.resting() && !spent
     }
 
     /// Whether nothing is left to do: the session can free its state. A closed session
@@ -383,7 +393,7 @@ impl Session {
             SessionState::Closed
         } else if self.send.write_shut.is_some() || self.send.closed {
             SessionState::Closing
-        } else if !self.link.connected && self.link.passive {
+        } else if !self.link.connected && self.resting() {
             SessionState::Passive
         } else if !self.link.connected {
             SessionState::Reconnecting
@@ -421,8 +431,11 @@ impl Session {
     pub fn write(&mut self, data: &[u8], now: Instant) -> usize {
         if !data.is_empty() {
             self.send.coalescing.on_write(now);
+            // Decided before waking, which may give the connection up: the room
+            // `write_space` promised must be there.
+            let grow = self.may_grow();
             self.wake(now);
-            if self.may_grow() {
+            if grow {
                 self.send.grow(self.limits.send_buffer_max);
             }
         }
@@ -458,19 +471,26 @@ impl Session {
         self.send.coalescing.holding()
     }
 
-    /// The application asked for the session to go passive: it closes its TCP connection
-    /// once the peer has confirmed that it should not reconnect, and nobody reconnects
-    /// until one side writes (paper section 6). Without a connection, the session just
-    /// stops reconnecting.
+    /// The application asked for the session to go passive (paper section 6): no TCP
+    /// connection, and nobody reconnects until one side writes. Nothing written before is
+    /// stranded: the connection closes only once neither side has a byte on it that the
+    /// other has not read.
+    ///
+    /// So the PASSIVATE goes out once every byte written here is acknowledged (read by
+    /// the peer's application; until then it asks for acknowledgements); the peer confirms
+    /// it, and closes its side, once every byte it wrote is acknowledged in turn; this
+    /// side closes at the confirmation. A cut meanwhile strands nothing either: a side with
+    /// unacknowledged bytes reconnects (a server asks its client to) to deliver them. A
+    /// side still delivering its own bytes stays passive across the new connection and
+    /// goes on; otherwise the new connection wakes the session. A write here before the
+    /// connection closed ends the request (see `wake`). Without a connection and with
+    /// nothing to deliver, the session just stops reconnecting.
     pub fn passivate(&mut self, now: Instant) {
         if self.fatal.is_some() || self.link.passive {
             return;
         }
         self.link.passive = true;
-        if self.link.connected {
-            self.reliable
-                .send(ControlKind::Passivate(self.link.epoch), now);
-        }
+        self.advance_passivation(now);
     }
 
     /// A writer found no room (see [`write_space`](Self::write_space)): ask the peer for
@@ -534,9 +554,16 @@ impl Session {
     }
 
     /// Fails the session for good, telling nobody; every later call reports `error`.
+    ///
+    /// On a session that failed already and is still opening, it says that the opening
+    /// retried to deliver its RESET failed too (refused, or given up: see
+    /// [`needs_connection`](Self::needs_connection)): nobody can be told, so the RESET is
+    /// dropped and the session can end.
     pub fn fail(&mut self, error: Error) {
         if self.fatal.is_none() {
             self.fatal = Some(error);
+        } else if self.is_opening() {
+            self.reliable.forget(|kind| kind == ControlKind::Reset);
         }
         self.link.lost();
         self.reliable
@@ -571,6 +598,10 @@ impl Session {
     /// it is).
     fn reachable(&mut self, now: Instant) {
         self.reliable.rewind(now);
+        if self.fatal.is_some() {
+            // Only its RESET is left to say.
+            return;
+        }
         if self.wants_ack() {
             self.request_ack(now);
         } else {
@@ -616,7 +647,7 @@ impl Session {
         if !self.link.failed(epoch, reason, now) {
             return false;
         }
-        if self.role == Role::Server && self.fatal.is_none() && !self.link.passive {
+        if self.role == Role::Server && self.fatal.is_none() && !self.resting() {
             // The client may not have noticed (it may only be waiting for an ACK): tell it.
             self.ask_to_reconnect(epoch, now);
         }
@@ -639,7 +670,7 @@ impl Session {
     /// the RECONNECT of an earlier failed offer (see `ask_to_reconnect`).
     pub fn handle_offer_failed(&mut self, epoch: u32, now: Instant) {
         let offered_only = self.link.current() != Some(epoch);
-        if self.role == Role::Server && self.fatal.is_none() && !self.link.passive && offered_only {
+        if self.role == Role::Server && self.fatal.is_none() && !self.resting() && offered_only {
             self.ask_to_reconnect(epoch, now);
         }
     }
@@ -668,7 +699,18 @@ impl Session {
     /// The session moved to connection `epoch`, whose peer has received `peer_received`
     /// bytes (checked by [`check_resume`](Self::check_resume)): the bytes after it are to be
     /// resent, see [`unsent`](Self::unsent).
+    ///
+    /// A failed session does not take the connection: it reconnected only to learn where
+    /// its RESET goes (see [`needs_connection`](Self::needs_connection)).
     pub fn handle_resume(&mut self, peer_received: u64, epoch: u32, now: Instant) {
+        if self.fatal.is_some() {
+            return;
+        }
+        // A new connection wakes a resting session (the peer woke it); one that reconnected
+        // to deliver its bytes before going passive stays passive, and goes on with that.
+        if self.resting() {
+            self.link.passive = false;
+        }
         self.acknowledged(peer_received, now);
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
         self.link.resumed(epoch);
@@ -683,6 +725,7 @@ impl Session {
         // The peer is reachable again: what it has not confirmed goes out at once.
         self.reliable.rewind(now);
         self.probe();
+        self.advance_passivation(now);
     }
 
     /// The server refused to resume the session (it does not know it: it restarted, or
@@ -731,7 +774,11 @@ impl Session {
     }
 
     fn handle_control(&mut self, msg: &ControlMessage, from: SocketAddr, now: Instant) {
-        if msg.kind.needs_conf() {
+        // A PASSIVATE of the connection in use is confirmed only once every byte we sent
+        // on it is acknowledged (see `advance_passivation`).
+        let deferred = matches!(msg.kind, ControlKind::Passivate(epoch)
+            if self.link.current() == Some(epoch) && self.fatal.is_none());
+        if msg.kind.needs_conf() && !deferred {
             // Confirm duplicates too: our earlier confirmation may have been lost.
             self.reliable.send_once(ControlKind::Conf, msg.id);
         }
@@ -775,17 +822,18 @@ impl Session {
             }
             ControlKind::Reconnect(epoch) => {
                 if self.role == Role::Client {
-                    // From a passive server too: it has something to send.
-                    self.link.passive = false;
+                    // From a passive server too: it has something to send. (A client that
+                    // is still delivering its own bytes before going passive goes on.)
+                    if self.resting() {
+                        self.link.passive = false;
+                    }
                     self.handle_connection_failed(epoch, "the server's connection failed", now);
                 }
             }
             ControlKind::Passivate(epoch) => {
-                if self.link.current() == Some(epoch) {
-                    // Close our side at once: a connection left open here would only be
-                    // found dead by the next write.
-                    self.link.passive = true;
-                    self.handle_connection_failed(epoch, "the peer passivated the session", now);
+                if deferred {
+                    self.link.peer_passivated = Some((epoch, msg.id));
+                    self.advance_passivation(now);
                 }
             }
             ControlKind::Challenge(value) => {
@@ -956,6 +1004,58 @@ impl Session {
     fn acknowledged(&mut self, upto: u64, now: Instant) {
         if self.send.acknowledged(upto, now) {
             self.advance_close(now);
+            self.advance_passivation(now);
+        }
+    }
+
+    /// Whether the session is passive with nothing of its own left to deliver: it rests
+    /// without a connection, on purpose. A passive session whose bytes are not all
+    /// acknowledged still needs a connection to deliver them (after a cut, say), and stays
+    /// passive across it.
+    fn resting(&self) -> bool {
+        self.link.passive && self.send.buf.is_empty()
+    }
+
+    /// Whether the connection in use is to close for a passivation, asked for here or by
+    /// the peer, once every byte sent on it is acknowledged.
+    fn passivating(&self) -> bool {
+        self.link.connected && (self.link.passive || self.link.peer_passivation().is_some())
+    }
+
+    /// Moves a passivation on, as far as the acknowledgements allow: the connection closes
+    /// only once neither side has a byte on it that the other has not read. Each side
+    /// first has every byte it wrote acknowledged (asking for it; the timer asks again),
+    /// then: the side that asked sends PASSIVATE; the side that received it confirms it
+    /// and closes its connection; the asking side closes at the confirmation. Neither
+    /// writes on that connection after its step (a write here wakes the session first).
+    fn advance_passivation(&mut self, now: Instant) {
+        if self.fatal.is_some() || !self.passivating() {
+            return;
+        }
+        let Some(epoch) = self.link.current() else {
+            return;
+        };
+        let asked = self.link.peer_passivation();
+        if asked.is_none() && self.link.passivate_sent() {
+            return; // Ours is out: the peer's confirmation closes the connection.
+        }
+        if !self.send.buf.is_empty() {
+            if !self.send.asked_for_all_sent() {
+                self.request_ack(now);
+            }
+            return;
+        }
+        match asked {
+            Some(id) => {
+                self.link.peer_passivated = None;
+                self.link.passive = true;
+                self.reliable.send_once(ControlKind::Conf, id);
+                self.handle_connection_failed(epoch, "the peer passivated the session", now);
+            }
+            None => {
+                self.link.passivate_sent_on = Some(epoch);
+                self.reliable.send(ControlKind::Passivate(epoch), now);
+            }
         }
     }
 
@@ -1039,13 +1139,33 @@ impl Session {
     /// Whether heartbeats are due on this session: while it is connected, and, on a
     /// client, while it reconnects. A server without a connection waits in silence: its
     /// client may be gone for good.
+    ///
+    /// Except a closed server that lingers for the acknowledgement of its last bytes: its
+    /// client may have read them all and acknowledged them in a datagram that was lost,
+    /// then lost the connection; having read everything the server will ever send, that
+    /// client needs no connection and never reconnects, so nothing would carry its count
+    /// again. A heartbeat asks for it (the client answers at once), an interval at a time,
+    /// until the linger limit.
     fn wants_heartbeat(&self) -> bool {
-        let client_waits = self.needs_connection() || self.link.passive;
-        self.fatal.is_none() && (self.link.connected || (self.role == Role::Client && client_waits))
+        if self.fatal.is_some() {
+            return false;
+        }
+        if self.link.connected {
+            return true;
+        }
+        match self.role {
+            Role::Client => self.needs_connection() || self.link.passive,
+            Role::Server => self.linger_ends().is_some() && !self.send.buf.is_empty(),
+        }
     }
 
     /// The session has something to send: a passive one wakes. A client then reconnects;
     /// a server without a connection asks its client to, with a RECONNECT.
+    ///
+    /// A session whose PASSIVATE named the connection in use gives that connection up:
+    /// the peer may be closing it on our request (it confirms by closing), and bytes
+    /// written to it now would be lost with it, with nobody reconnecting. It fails it
+    /// instead, and reconnects (or asks its client to) as after a cut.
     fn wake(&mut self, now: Instant) {
         if !self.link.passive || self.fatal.is_some() {
             return;
@@ -1053,6 +1173,11 @@ impl Session {
         self.link.passive = false;
         self.reliable
             .forget(|kind| matches!(kind, ControlKind::Passivate(_)));
+        if self.link.passivate_sent() {
+            let reason = "woken while the peer may close the connection it was asked to";
+            self.handle_connection_failed(self.link.epoch, reason, now);
+            return;
+        }
         if self.role == Role::Server && !self.link.connected {
             self.ask_to_reconnect(self.link.epoch, now);
         }
@@ -1068,7 +1193,7 @@ impl Session {
 
     /// When the session gives up, if it is disconnected and has a limit.
     fn give_up_at(&self) -> Option<Instant> {
-        if self.fatal.is_some() {
+        if self.fatal.is_some() || self.resting() {
             return None;
         }
         self.link.give_up_at(self.limits.give_up_after)
@@ -1082,7 +1207,9 @@ impl Session {
             && self.link.connected
             && !self.recv.peer_closed
             && self.fatal.is_none()
-            && (self.send.writer_blocked_since.is_some() || self.send.write_shut.is_some())
+            && (self.send.writer_blocked_since.is_some()
+                || self.send.write_shut.is_some()
+                || self.passivating())
     }
 
     /// Asks the peer to acknowledge every byte sent so far, once it has read them.
