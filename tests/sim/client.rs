@@ -43,6 +43,9 @@ pub struct Client {
     pub finished: bool,
     /// An attacker holding its own session's keys, not an application.
     pub attacker: bool,
+    /// The application aborted the session (`RSocket::abort`): its server session must
+    /// end too.
+    pub aborted: bool,
 }
 
 /// An attempt in progress.
@@ -97,6 +100,7 @@ impl World {
             closed: false,
             finished: false,
             attacker: false,
+            aborted: false,
         });
         self.oracle
             .openings
@@ -147,6 +151,18 @@ impl World {
             self.clients[i].finished = true;
             self.drop_client_conns(i);
         }
+    }
+
+    /// Client `i`'s application aborts its session (`RSocket::abort`: `Shared::reset`).
+    pub fn client_abort(&mut self, i: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        if c.failed.is_some() || c.finished || c.attacker {
+            return;
+        }
+        c.session.reset(Error::Aborted, now);
+        c.failed = Some(Error::Aborted);
+        c.aborted = true;
     }
 
     /// Client `i`'s application shuts down writing once it wrote everything, and closes

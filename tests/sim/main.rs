@@ -143,7 +143,8 @@ fn run(seed: u64) -> Summary {
 fn documented(e: &Error) -> bool {
     matches!(
         e,
-        Error::UnknownSession
+        Error::Aborted
+            | Error::UnknownSession
             | Error::Refused(Refusal::TooManySessions)
             | Error::GaveUp { .. }
             | Error::NotRobust {
@@ -249,6 +250,10 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
                 }
             }
         }
+        85 if w.rng.chance(150) => {
+            let i = w.rng.below(w.clients.len() as u64) as usize;
+            w.client_abort(i);
+        }
         82..=84 => {
             let i = w.rng.below(w.clients.len() as u64) as usize;
             w.client_close(i);
@@ -303,8 +308,9 @@ fn heal(w: &mut World) {
 }
 
 /// Whether every client either failed or exchanged everything with its server session
-/// and closed, both ends freed (an attacker's session and one whose client failed may
-/// wait for their client: they are bounded by the server's caps).
+/// and closed, both ends freed; the server session of an aborted client must have ended
+/// too (an attacker's session and one whose client failed otherwise may wait for their
+/// client: they are bounded by the server's caps).
 fn all_done(w: &World) -> bool {
     let clients = w
         .clients
@@ -312,7 +318,7 @@ fn all_done(w: &World) -> bool {
         .all(|c| c.attacker || c.failed.is_some() || c.finished);
     let sessions = w.server.sessions.iter().all(|s| {
         let client = &w.clients[s.client];
-        s.finished || client.attacker || client.failed.is_some()
+        s.finished || client.attacker || (client.failed.is_some() && !client.aborted)
     });
     clients && sessions
 }
