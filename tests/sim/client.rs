@@ -397,6 +397,7 @@ impl World {
         };
         let c = &mut self.clients[i];
         if let Some((from, to)) = c.session.unsent() {
+            assert!(from <= to, "the session would send [{from}, {to})");
             let n = (to - from) as usize;
             let bytes = c.session.buffered_from(from, n);
             self.conns[conn].up.extend(&bytes[..n]);

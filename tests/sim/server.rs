@@ -396,6 +396,7 @@ impl World {
             return;
         };
         if let Some((from, to)) = ss.session.unsent() {
+            assert!(from <= to, "the session would send [{from}, {to})");
             let n = (to - from) as usize;
             let bytes = ss.session.buffered_from(from, n);
             self.conns[conn].down.extend(&bytes[..n]);

@@ -16,7 +16,8 @@
 //! connection, that the server can reach it: the server sends its control messages to the
 //! address its client's datagrams last came from, and a client that moved (a new network,
 //! a NAT that rebound it) has sent it none from the new one if its first datagram was
-//! lost. Until it hears an authentic datagram from the server, it sends the same REQ_ACK
+//! lost. Until it hears an authentic datagram from the server other than a CHALLENGE (whose
+//! answer may be lost in turn), it sends the same REQ_ACK
 //! a heartbeat is, 1 s after the connection, then 2 s, 4 s, and so on up to every
 //! [`PROBE_MAX`]; the server answers at once, from the new address's challenge on. (The
 //! simulation found a server whose writer waited forever on an ACK it asked for at the
@@ -88,11 +89,15 @@ impl Liveness {
         self.last_heard = self.last_heard.max(now);
     }
 
-    /// A control datagram from the peer arrived at `now`: the path to us works.
-    pub(super) fn datagram(&mut self, now: Instant) {
+    /// A control datagram from the peer arrived at `now`: the path to us works, and, if
+    /// `confirms`, the peer sends to where we are (a server's CHALLENGE does not confirm
+    /// that: its answer may be lost, and then nothing else tells the server to move).
+    pub(super) fn datagram(&mut self, now: Instant, confirms: bool) {
         self.heard(now);
         self.last_datagram = self.last_datagram.max(now);
-        self.unconfirmed = None;
+        if confirms {
+            self.unconfirmed = None;
+        }
     }
 
     /// A connection came up at `now`: the peer's datagrams are expected from then on, and
@@ -177,7 +182,7 @@ mod tests {
     fn a_datagram_puts_the_heartbeat_off_and_bytes_keep_the_peer_alive() {
         let t0 = Instant::now();
         let mut l = Liveness::new(Some(DEAD), false, t0);
-        l.datagram(t0 + Duration::from_millis(800));
+        l.datagram(t0 + Duration::from_millis(800), true);
         assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_millis(1800)));
         l.heartbeat_sent(t0 + Duration::from_secs(2));
         assert_eq!(l.next_heartbeat(), Some(t0 + Duration::from_secs(3)));
@@ -216,7 +221,13 @@ mod tests {
         let expected = [1, 3, 7, 15, 31, 61, 91, 121].map(secs);
         assert_eq!(probes, expected);
         // Heard: no more probes until the next connection.
-        l.datagram(secs(122));
+        l.datagram(secs(121), false);
+        assert_eq!(
+            l.next_heartbeat(),
+            Some(secs(151)),
+            "a CHALLENGE confirms nothing"
+        );
+        l.datagram(secs(122), true);
         assert_eq!(l.next_heartbeat(), None);
         l.connected(secs(200));
         assert_eq!(l.next_heartbeat(), Some(secs(201)));

@@ -764,7 +764,10 @@ impl Session {
         if fresh == Fresh::Replayed {
             return Err(Dropped::Replayed);
         }
-        self.liveness.datagram(now);
+        // A CHALLENGE says that the server has not moved to this address yet: it proves
+        // the path to us works, but not that the server will use it.
+        let moved_to_us = !matches!(msg.kind, ControlKind::Challenge(_));
+        self.liveness.datagram(now, moved_to_us);
         self.datagrams_missing = false;
         if fresh == Fresh::Newest {
             self.path.newest_from(from);
