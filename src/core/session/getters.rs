@@ -200,6 +200,8 @@ impl Session {
             SessionState::Closed
         } else if self.send.closing.write_shut().is_some() {
             SessionState::Closing
+        } else if self.is_opening() {
+            SessionState::Connecting
         } else if !self.link.connected() && self.resting() {
             SessionState::Passive
         } else if !self.link.connected() {
@@ -229,5 +231,49 @@ impl Session {
             send_buffer_capacity: self.send.buf.capacity(),
             round_trip: self.send.round_trip,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::session::testing::session;
+
+    fn state(s: &Session, now: Instant) -> SessionState {
+        s.status(now).state
+    }
+
+    #[test]
+    fn every_state_is_shown() {
+        let t0 = Instant::now();
+        let addr = ([127, 0, 0, 1], 9000).into();
+        // A client whose opening is unanswered: connected or retrying, it is connecting.
+        let mut s = session(Role::Client, 0, None, t0);
+        assert_eq!(state(&s, t0), SessionState::Connecting);
+        s.handle_connection_failed(0, "cut", t0);
+        assert_eq!(state(&s, t0), SessionState::Connecting);
+        s.handle_resume(0, 1, t0);
+        s.opened(7, addr, t0);
+        assert_eq!(state(&s, t0), SessionState::Connected);
+        s.handle_connection_failed(1, "cut", t0);
+        assert_eq!(state(&s, t0), SessionState::Reconnecting);
+        s.passivate(t0);
+        assert_eq!(state(&s, t0), SessionState::Passive);
+        s.write(b"wakes it", t0);
+        assert_eq!(state(&s, t0), SessionState::Reconnecting);
+        s.shutdown_write(t0);
+        assert_eq!(state(&s, t0), SessionState::Closing);
+        s.close(t0);
+        assert_eq!(state(&s, t0), SessionState::Closing);
+        s.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(state(&s, t0), SessionState::Closed, "it lingered its limit");
+        // A server is never connecting; a closing opening is closing.
+        let server = session(Role::Server, 7, None, t0);
+        assert_eq!(state(&server, t0), SessionState::Connected);
+        let mut s = session(Role::Client, 0, None, t0);
+        s.shutdown_write(t0);
+        assert_eq!(state(&s, t0), SessionState::Closing);
     }
 }

@@ -34,8 +34,8 @@
 //! ```
 //!
 //! What the application sees (`Session::status`) comes from these, first match wins:
-//! failed or finished: `Closed`; closed or write shut down: `Closing`;
-//! disconnected and resting passive: `Passive`; disconnected:
+//! failed or finished: `Closed`; closed or write shut down: `Closing`; opening (connected
+//! or not): `Connecting`; disconnected and resting passive: `Passive`; disconnected:
 //! `Reconnecting`; else `Connected`.
 
 use std::time::Instant;
