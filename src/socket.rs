@@ -84,7 +84,8 @@ impl RSocket {
     /// write at once: its first bytes follow the HELLO on the same connection, and the
     /// server accepts the session, and can read them and reply, without waiting for
     /// another round trip. Reads wait for the server's answer (as they wait during a
-    /// reconnection); so does [`session_id`](Self::session_id).
+    /// reconnection); so does [`session_id`](Self::session_id). Until it comes,
+    /// [`status`](Self::status) shows [`SessionState::Connecting`](crate::SessionState::Connecting).
     ///
     /// # Errors
     ///

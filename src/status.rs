@@ -8,8 +8,11 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SessionState {
-    /// The opening handshake has not finished yet. `RSocket::connect` returns only once it
-    /// has, so a status shows this only for sessions still being opened.
+    /// A client whose opening the server has not answered yet. `RSocket::connect` returns
+    /// once the TCP connection is up and its HELLO is on its way, before the answer (the
+    /// opening takes one round trip), so a new session shows this until the server's
+    /// ANSWER is read, and while a cut opening is retried. Writes go ahead; reads wait
+    /// for the answer.
     Connecting,
     /// A TCP connection carries the session.
     Connected,

@@ -1,9 +1,11 @@
 //! The link: which TCP connection carries the session, and its history of failures.
 //!
+//! Whether a connection carries the session is one [`LinkState`]: connected, disconnected
+//! since a time (the outage that `give_up_after` counts), or dropped (the session failed
+//! while connected). See `lifecycle.rs` for how it moves with the rest of the session.
+//!
 //! Invariants:
-//! - `disconnected_since` is `Some` only while not `connected`: set when the connection
-//!   in use fails, cleared when the session resumes.
-//! - `epoch` names the connection in use while `connected`, else the last one used; it
+//! - `epoch` names the connection in use while `Connected`, else the last one used; it
 //!   only changes when the session resumes on a new connection.
 //! - `reconnections` counts the resumptions, never decreases.
 //! - `passivate_sent_on` and `peer_passivated` name connections by epoch: each matters
@@ -11,15 +13,25 @@
 
 use std::time::{Duration, Instant};
 
+/// Whether a TCP connection carries the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkState {
+    /// Connection `Link::epoch` carries it.
+    Connected,
+    /// The connection in use failed at `since`, and none carries the session yet.
+    Disconnected { since: Instant },
+    /// The session failed while connected: its connection is given up, and no outage is
+    /// timed (a failed session never resumes).
+    Dropped,
+}
+
 /// The session's TCP connection, as the core sees it (see the module doc).
 #[derive(Debug)]
 pub(super) struct Link {
     /// Number of the TCP connection in use (the server counts; the client adopts).
     pub(super) epoch: u32,
-    /// Whether a TCP connection currently carries the session.
-    pub(super) connected: bool,
-    /// When the session lost its connection, while it has none.
-    disconnected_since: Option<Instant>,
+    /// Whether a TCP connection carries the session.
+    state: LinkState,
     pub(super) reconnections: u64,
     pub(super) last_failure: Option<String>,
     /// Passive: the session goes (or went) without a connection on purpose, and nobody
@@ -37,8 +49,7 @@ impl Link {
     pub(super) fn new(epoch: u32) -> Self {
         Link {
             epoch,
-            connected: true,
-            disconnected_since: None,
+            state: LinkState::Connected,
             reconnections: 0,
             last_failure: None,
             passive: false,
@@ -49,12 +60,20 @@ impl Link {
 
     /// When the session lost its connection, while it has none.
     pub(super) fn disconnected_since(&self) -> Option<Instant> {
-        self.disconnected_since
+        match self.state {
+            LinkState::Disconnected { since } => Some(since),
+            LinkState::Connected | LinkState::Dropped => None,
+        }
+    }
+
+    /// Whether a TCP connection carries the session.
+    pub(super) fn connected(&self) -> bool {
+        self.state == LinkState::Connected
     }
 
     /// The connection in use, if any.
     pub(super) fn current(&self) -> Option<u32> {
-        self.connected.then_some(self.epoch)
+        self.connected().then_some(self.epoch)
     }
 
     /// Connection `epoch` failed for `reason`; returns whether it was the one in use (a
@@ -63,22 +82,22 @@ impl Link {
         if self.current() != Some(epoch) {
             return false;
         }
-        self.connected = false;
-        self.disconnected_since = Some(now);
+        self.state = LinkState::Disconnected { since: now };
         self.last_failure = Some(reason.to_owned());
         true
     }
 
     /// The session failed: no connection carries it any more.
     pub(super) fn lost(&mut self) {
-        self.connected = false;
+        if self.state == LinkState::Connected {
+            self.state = LinkState::Dropped;
+        }
     }
 
     /// The session moved to connection `epoch`.
     pub(super) fn resumed(&mut self, epoch: u32) {
         self.epoch = epoch;
-        self.connected = true;
-        self.disconnected_since = None;
+        self.state = LinkState::Connected;
         self.reconnections += 1;
         self.peer_passivated = None;
     }
@@ -91,12 +110,12 @@ impl Link {
 
     /// Whether our PASSIVATE named the connection in use.
     pub(super) fn passivate_sent(&self) -> bool {
-        self.connected && self.passivate_sent_on == Some(self.epoch)
+        self.connected() && self.passivate_sent_on == Some(self.epoch)
     }
 
     /// When a session disconnected for `limit` gives up (a time too far in the future to
     /// represent is never).
     pub(super) fn give_up_at(&self, limit: Option<Duration>) -> Option<Instant> {
-        self.disconnected_since?.checked_add(limit?)
+        self.disconnected_since()?.checked_add(limit?)
     }
 }

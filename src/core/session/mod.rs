@@ -1,18 +1,30 @@
 //! The session state machine: counters, send buffer, closing and the reliable control
 //! messages, with no sockets and no clock.
 //!
-//! [`Session`] coordinates four pieces of state, one file each: the send side
-//! (`send.rs`), the receive side (`recv.rs`), the TCP connection in use (`link.rs`) and
-//! the control messages on their way out (`reliable.rs`). Every method that needs the time
-//! takes it as an argument, so tests drive a session with a virtual clock.
+//! [`Session`] coordinates pieces of state, one file each: the send side (`send.rs`),
+//! the receive side (`recv.rs`), the TCP connection in use (`link.rs`), the control
+//! messages on their way out (`reliable.rs`), liveness (`liveness.rs`) and the control
+//! path (`path.rs`). Its methods are spread by concern: what it shows (`getters.rs`),
+//! closing and failing (`closing.rs`), passivation (`passivation.rs`) and its timers
+//! (`timers.rs`); this file holds the rest: making a session, the application's writes,
+//! and the network's inputs and outputs. How the lifecycle's states move is in
+//! `lifecycle.rs`. Every method that needs the time takes it as an argument, so tests
+//! drive a session with a virtual clock.
 
+mod closing;
 mod coalesce;
+mod getters;
+mod lifecycle;
 mod link;
 mod liveness;
+mod passivation;
 mod path;
 mod recv;
 mod reliable;
 mod send;
+#[cfg(test)]
+mod testing;
+mod timers;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,22 +34,13 @@ use self::liveness::Liveness;
 use self::path::ControlPath;
 use self::recv::RecvSide;
 use self::reliable::Reliable;
-use self::send::{Announced, SendSide};
+use self::send::SendSide;
 use super::auth::{ChallengeKey, ControlKeys};
 use super::control::{ControlKind, ControlMessage, MAX_LEN};
 use super::counter::{from_wire, to_wire};
 use super::replay::{Fresh, ReplayWindow};
-use super::{earliest, WireError};
+use super::WireError;
 use crate::error::Error;
-use crate::status::{SessionState, Status};
-
-/// How often a farewell (a CLOSE once every byte is acknowledged, a RESET) is
-/// retransmitted before the sender stops waiting for its confirmation: about 20 s of
-/// tries. The peer has all the data; it learns of the end when it next reconnects (and is
-/// refused).
-const FAREWELL_TRIES: u32 = 14;
-/// The same for a CLOSE sent after the peer's own CLOSE: about 300 ms of tries.
-const PEER_GONE_CLOSE_TRIES: u32 = 2;
 
 /// Which end of the session this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,9 +137,6 @@ pub struct Session {
     /// A client: the server's control datagrams stopped getting through while the
     /// connection works (see [`datagrams_missing`](Self::datagrams_missing)).
     datagrams_missing: bool,
-    /// When the application closed the session, which then lingers at most
-    /// `limits.linger`.
-    closed_at: Option<Instant>,
     /// The packet number of our next datagram.
     next_packet: u64,
     /// The peer's packet numbers seen.
@@ -185,7 +185,6 @@ impl Session {
             reliable: Reliable::new(cid, role == Role::Server),
             keys,
             datagrams_missing: false,
-            closed_at: None,
             next_packet: 0,
             replay: ReplayWindow::default(),
             peer_named_cid: false,
@@ -194,237 +193,10 @@ impl Session {
         session
     }
 
-    // ---------------------------------------------------------------- getters
-
-    /// Which end of the session this is.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// Number of the TCP connection in use (or last used).
-    pub fn epoch(&self) -> u32 {
-        self.link.epoch
-    }
-
-    /// Whether a TCP connection carries the session.
-    pub fn is_connected(&self) -> bool {
-        self.link.connected
-    }
-
-    /// Whether this is a client session whose opening the server has not answered yet:
-    /// it has no CID and nowhere to send datagrams (what it would send is dropped, as if
-    /// lost), and no silence limit (the handshake timeout bounds the wait). See
-    /// [`opened`](Self::opened).
-    pub fn is_opening(&self) -> bool {
-        self.reliable.cid() == 0
-    }
-
-    /// Whether the peer has shown that it knows the session's CID: an authentic datagram
-    /// from it arrived (it carries the CID under the peer's key), or a HELLO that named
-    /// the CID proved itself ([`handle_cid_named`](Self::handle_cid_named)). A server
-    /// whose client never did cannot know whether the client received its opening answer.
-    pub fn peer_knows_cid(&self) -> bool {
-        self.peer_named_cid || self.replay.any_accepted()
-    }
-
     /// The peer named the CID in a HELLO that proved itself: it received the CID.
     pub fn handle_cid_named(&mut self) {
         self.peer_named_cid = true;
     }
-
-    /// How many control messages await the peer's confirmation, to be sent again until
-    /// it comes: at most [`MAX_AWAITING_CONFIRMATION`] whatever the peer does (one CLOSE or
-    /// HALF_CLOSE, one RESET, one PASSIVATE, and a server's RECONNECTs for its connection
-    /// and its newest failed offer).
-    pub fn awaiting_confirmation(&self) -> usize {
-        self.reliable.awaiting()
-    }
-
-    /// Bytes the application has read, which is what the peer may stop keeping.
-    pub fn received(&self) -> u64 {
-        self.recv.received
-    }
-
-    /// Bytes the application has written.
-    pub fn written(&self) -> u64 {
-        self.send.buf.end()
-    }
-
-    /// How many bytes a write may append now: the room in the send buffer, or, when it is
-    /// full, the room it has once [`write`](Self::write) has doubled it (up to
-    /// `Limits::send_buffer_max`) when `SendSide::may_grow` allows. A writer blocked in
-    /// the kernel, without a connection, or writing to a peer that does not read, finds no
-    /// room until the peer acknowledges some.
-    ///
-    /// # Errors
-    ///
-    /// The session's failure, or [`Error::WriteShutDown`] once writing was shut down here,
-    /// or [`Error::PeerClosed`] once the peer closed the session.
-    pub fn write_space(&self) -> Result<usize, Error> {
-        if let Some(e) = &self.fatal {
-            return Err(e.clone());
-        }
-        if self.send.write_shut.is_some() {
-            return Err(Error::WriteShutDown);
-        }
-        if self.recv.peer_closed {
-            return Err(Error::PeerClosed);
-        }
-        if self.may_grow() {
-            let buf = &self.send.buf;
-            return Ok(buf.next_capacity(self.limits.send_buffer_max) - buf.len());
-        }
-        Ok(self.send.buf.space())
-    }
-
-    /// The outgoing bytes that the current connection still lacks, as stream positions
-    /// `[from, to)`, or `None` while disconnected.
-    pub fn unsent(&self) -> Option<(u64, u64)> {
-        // After the peer's CLOSE nothing is sent: nobody would read it.
-        let sending = self.link.connected && self.fatal.is_none() && !self.recv.peer_closed;
-        sending.then_some((self.send.tcp_sent, self.send.buf.end()))
-    }
-
-    /// Whether the peer closed the session: a failed write then means nothing.
-    pub fn peer_closed(&self) -> bool {
-        self.recv.peer_closed
-    }
-
-    /// A copy of at most `max` buffered bytes from stream position `from` on.
-    pub fn buffered_from(&self, from: u64, max: usize) -> Vec<u8> {
-        self.send.buf.copy_from(from, max)
-    }
-
-    /// What a read call may do now.
-    pub fn read_gate(&self) -> ReadGate {
-        if self.recv.read_shut || self.recv.all_read() {
-            return ReadGate::Eof;
-        }
-        match &self.fatal {
-            Some(e) => ReadGate::Failed(e.clone()),
-            None => ReadGate::Proceed,
-        }
-    }
-
-    /// Whether the session needs a TCP connection it does not have. Not once the peer has
-    /// closed and everything it sent was read: nothing can move in either direction; nor
-    /// while it rests passive (see [`passivate`](Self::passivate)).
-    ///
-    /// A failed session needs none, with one exception: a client whose opening the server
-    /// has not answered, with a RESET to deliver (it was aborted). The server may have
-    /// accepted the session already, and only its answer names the CID the RESET needs:
-    /// the client retries its opening to learn it, as after a cut, until the RESET can go
-    /// (or its tries run out, or the opening itself fails: see [`fail`](Self::fail)).
-    /// Without it, the server's session would wait forever for a client that is gone.
-    pub fn needs_connection(&self) -> bool {
-        if self.link.connected || self.is_finished() {
-            return false;
-        }
-        if self.fatal.is_some() {
-            return self.is_opening() && self.reliable.resetting();
-        }
-        let spent = self.recv.peer_closed && self.recv.all_read();
-        !self.resting() && !spent
-    }
-
-    /// Whether nothing is left to do: the session can free its state. A closed session
-    /// waits for the confirmation of its CLOSE and for the acknowledgement of every byte it
-    /// wrote (unless the peer closed too: then nobody reads them).
-    pub fn is_finished(&self) -> bool {
-        if self.fatal.is_some() {
-            return !self.reliable.resetting();
-        }
-        self.send.closed
-            && self.send.announced == Announced::Close { confirmed: true }
-            && (self.send.buf.is_empty() || self.recv.peer_closed)
-    }
-
-    /// A client's control datagrams do not get through: connected, it has heard none from
-    /// the server for two heartbeat intervals (a network that drops UDP, or a server
-    /// reachable only through one forwarded TCP port). The engine then carries them over
-    /// TCP. Cleared by the next datagram.
-    pub fn datagrams_missing(&self) -> bool {
-        self.datagrams_missing
-    }
-
-    /// Where this end's control datagrams go now, if anywhere.
-    pub fn control_peer(&self) -> Option<SocketAddr> {
-        self.path.current()
-    }
-
-    /// Since when the session has had no connection, while it has none.
-    pub fn disconnected_since(&self) -> Option<Instant> {
-        self.link.disconnected_since()
-    }
-
-    /// When the peer was last heard from: an authentic datagram, bytes read from TCP, or
-    /// a new connection.
-    pub fn last_heard(&self) -> Instant {
-        self.liveness.last_heard()
-    }
-
-    /// While the session has no connection: when the peer was heard from since it lost
-    /// it, if it was. The path works again, so a client should reconnect at once rather
-    /// than wait out its backoff.
-    pub fn heard_since_disconnected(&self) -> Option<Instant> {
-        let since = self.disconnected_since()?;
-        let heard = self.liveness.last_heard();
-        (heard > since).then_some(heard)
-    }
-
-    /// A first, loose check of the peer's received count, for a server before it aborts
-    /// the live connection: the count must lie within what was ever written. The exact
-    /// check ([`check_resume`](Self::check_resume)) needs the I/O locks, since a write in
-    /// flight may not be counted yet.
-    pub fn may_resume(&self, peer_received: u32) -> bool {
-        from_wire(peer_received, self.send.buf.acked(), self.send.buf.end()).is_some()
-    }
-
-    /// Checks the peer's received count from a reconnection handshake: the absolute
-    /// position it stands for, or `None` if it lies outside what we could have sent
-    /// (acknowledged bytes are gone; unsent ones cannot have arrived).
-    pub fn check_resume(&self, peer_received: u32) -> Option<u64> {
-        from_wire(peer_received, self.send.buf.acked(), self.send.high_water)
-    }
-
-    /// A snapshot for the application.
-    pub fn status(&self, now: Instant) -> Status {
-        let state = if self.fatal.is_some() || self.is_finished() {
-            SessionState::Closed
-        } else if self.send.write_shut.is_some() || self.send.closed {
-            SessionState::Closing
-        } else if !self.link.connected && self.resting() {
-            SessionState::Passive
-        } else if !self.link.connected {
-            SessionState::Reconnecting
-        } else {
-            SessionState::Connected
-        };
-        let age = |since: Option<Instant>| since.map(|t| now.saturating_duration_since(t));
-        Status {
-            state,
-            bytes_written: self.send.buf.end(),
-            bytes_read: self.recv.received,
-            unacknowledged: self.send.buf.len() as u64,
-            oldest_unacknowledged: age(self.send.oldest_unacknowledged()),
-            blocked_read: age(self.recv.reader_blocked_since),
-            blocked_write: age(self.send.writer_blocked_since),
-            reconnections: self.link.reconnections,
-            last_failure: self.link.last_failure.clone(),
-            last_heard: now.saturating_duration_since(self.liveness.last_heard()),
-            control_peer: self.control_peer(),
-            // Which carrier takes the datagrams is the engine's to say.
-            control_over_tcp: false,
-            // The connection's addresses are the engine's to fill in.
-            local_addr: None,
-            peer_addr: None,
-            passive: self.link.passive,
-            send_buffer_capacity: self.send.buf.capacity(),
-            round_trip: self.send.round_trip,
-        }
-    }
-
-    // ---------------------------------------------------------------- application calls
 
     /// Appends as much of `data` as fits (see [`write_space`](Self::write_space)), first
     /// growing a full buffer that may grow, and returns how much that was.
@@ -471,28 +243,6 @@ impl Session {
         self.send.coalescing.holding()
     }
 
-    /// The application asked for the session to go passive (paper section 6): no TCP
-    /// connection, and nobody reconnects until one side writes. Nothing written before is
-    /// stranded: the connection closes only once neither side has a byte on it that the
-    /// other has not read.
-    ///
-    /// So the PASSIVATE goes out once every byte written here is acknowledged (read by
-    /// the peer's application; until then it asks for acknowledgements); the peer confirms
-    /// it, and closes its side, once every byte it wrote is acknowledged in turn; this
-    /// side closes at the confirmation. A cut meanwhile strands nothing either: a side with
-    /// unacknowledged bytes reconnects (a server asks its client to) to deliver them. A
-    /// side still delivering its own bytes stays passive across the new connection and
-    /// goes on; otherwise the new connection wakes the session. A write here before the
-    /// connection closed ends the request (see `wake`). Without a connection and with
-    /// nothing to deliver, the session just stops reconnecting.
-    pub fn passivate(&mut self, now: Instant) {
-        if self.fatal.is_some() || self.link.passive {
-            return;
-        }
-        self.link.passive = true;
-        self.advance_passivation(now);
-    }
-
     /// A writer found no room (see [`write_space`](Self::write_space)): ask the peer for
     /// an acknowledgement now, and again every so often while it waits. (Even if a request
     /// for the same bytes just went out: its answer may have been lost, and then the
@@ -518,67 +268,6 @@ impl Session {
     pub fn reader_unblocked(&mut self) {
         self.recv.reader_blocked_since = None;
     }
-
-    /// The application shut down writing: the peer reads up to here, then end of stream.
-    pub fn shutdown_write(&mut self, now: Instant) {
-        self.wake(now);
-        if self.send.write_shut.is_none() {
-            self.send.write_shut = Some(self.send.buf.end());
-            if !self.send.buf.is_empty() && !self.send.asked_for_all_sent() {
-                // The receiver acknowledges only every `ack_threshold` bytes: ask for the
-                // rest, and keep asking while lingering. (Not again for what the last
-                // request named: a write that reached half the buffer asked for it just
-                // now, and the timer repeats that request.)
-                self.request_ack(now);
-            }
-        }
-        self.advance_close(now);
-    }
-
-    /// The application shut down reading: reads return end of stream from now on.
-    pub fn shutdown_read(&mut self) {
-        self.recv.read_shut = true;
-    }
-
-    /// The application dropped its last handle.
-    pub fn close(&mut self, now: Instant) {
-        self.closed_at.get_or_insert(now);
-        self.send.closed = true;
-        self.recv.read_shut = true;
-        self.shutdown_write(now);
-        if self.recv.unacknowledged() && self.fatal.is_none() {
-            // Nothing here reads any more: the peer learns at once how much was read, so
-            // that its session can end without asking.
-            self.send_ack();
-        }
-    }
-
-    /// Fails the session for good, telling nobody; every later call reports `error`.
-    ///
-    /// On a session that failed already and is still opening, it says that the opening
-    /// retried to deliver its RESET failed too (refused, or given up: see
-    /// [`needs_connection`](Self::needs_connection)): nobody can be told, so the RESET is
-    /// dropped and the session can end.
-    pub fn fail(&mut self, error: Error) {
-        if self.fatal.is_none() {
-            self.fatal = Some(error);
-        } else if self.is_opening() {
-            self.reliable.forget(|kind| kind == ControlKind::Reset);
-        }
-        self.link.lost();
-        self.reliable
-            .forget(|kind| matches!(kind, ControlKind::Reconnect(_)));
-    }
-
-    /// Fails the session and tells the peer with a RESET.
-    pub fn reset(&mut self, error: Error, now: Instant) {
-        if self.fatal.is_none() {
-            self.fail(error);
-            self.reliable.send(ControlKind::Reset, now);
-        }
-    }
-
-    // ---------------------------------------------------------------- inputs
 
     /// A client's opening was answered at `now`: the session is `cid`, and its datagrams
     /// go to `server_control`. What it queued before went nowhere, as if lost: messages
@@ -728,19 +417,6 @@ impl Session {
         self.advance_passivation(now);
     }
 
-    /// The server refused to resume the session (it does not know it: it restarted, or
-    /// the session ended there; or it found our count impossible). `error` says which.
-    pub fn handle_resume_refused(&mut self, error: Error) {
-        let delivered = self.send.buf.is_empty() && self.send.write_shut.is_some();
-        if delivered && self.recv.all_read() {
-            // Both directions were complete: the session ended there while we lingered.
-            self.send.announced = Announced::Close { confirmed: true };
-            self.send.closed = true;
-            return;
-        }
-        self.fail(error);
-    }
-
     /// Authenticates a control datagram that came from `from` and, if it is authentic,
     /// addressed to this session and not a replay, applies it. A server follows its client
     /// to the address of the newest such datagram, once that address answers a challenge
@@ -800,10 +476,10 @@ impl Session {
                 self.send.forget_ages();
                 // The peer reads nothing more, so our HALF_CLOSE is moot; and once its
                 // session is gone nobody could confirm it (nothing answers a datagram it
-                // cannot authenticate).
-                if self.send.announced == (Announced::HalfClose { confirmed: false }) {
-                    self.reliable
-                        .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
+                // cannot authenticate). (Only an unconfirmed HALF_CLOSE awaits confirmation.)
+                self.reliable
+                    .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
+                if self.send.closing.half_close_unconfirmed() {
                     self.send.confirmed(ControlKind::HalfClose(0));
                 }
             }
@@ -864,66 +540,6 @@ impl Session {
         }
     }
 
-    /// Runs the timers due at `now`: retransmissions, acknowledgement requests,
-    /// acknowledgements of bytes read before the reads paused, heartbeats, the peer's
-    /// silence (which fails the connection in use), giving up (which fails the session
-    /// with [`Error::GaveUp`] and resets it), and the return of a grown send buffer to its
-    /// initial size once it has been empty for a while.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.check_liveness(now);
-        if self.idle_ack_at().is_some_and(|t| t <= now) {
-            self.send_ack();
-        }
-        if self.fatal.is_none() {
-            self.send.shrink_if_due(self.limits.send_buffer, now);
-        }
-        // A CLOSE is given up on only once the session is connected and every byte is
-        // acknowledged (or the peer closed too, and reads none of them): until then the
-        // peer still needs its total.
-        //
-        // After the peer's own CLOSE it lapses after a few tries: the peer's application
-        // is gone, and its session, which needs nothing more from us once our final ACK
-        // came, has most likely ended already; nobody would confirm it, and a session
-        // that waited out every try would linger some 20 s after each exchange in which
-        // the peer closed first (a server that answers and hangs up), thousands of them
-        // under load.
-        let close_tries = if !self.link.connected {
-            None
-        } else if self.recv.peer_closed {
-            Some(PEER_GONE_CLOSE_TRIES)
-        } else {
-            self.send.buf.is_empty().then_some(FAREWELL_TRIES)
-        };
-        let dropped = self.reliable.retransmit(now, |kind| match kind {
-            ControlKind::Close(_) => close_tries,
-            ControlKind::Reset => Some(FAREWELL_TRIES),
-            _ => None,
-        });
-        for kind in dropped {
-            // Nobody will confirm it: count it as confirmed, so the session can end.
-            self.send.confirmed(kind);
-        }
-        if self.wants_ack() && self.send.next_req_ack.is_some_and(|t| t <= now) {
-            self.request_ack(now);
-        }
-        if self.give_up_at().is_some_and(|t| now >= t) {
-            let after = self.limits.give_up_after.unwrap_or_default();
-            self.reset(Error::GaveUp { after }, now);
-        }
-        if self.linger_ends().is_some_and(|t| now >= t) {
-            // Nobody holds the session any more: the peer learns from the RESET that the
-            // rest will not come, and the state is freed.
-            log::debug!(
-                "session {}: still undelivered after lingering {:?}; abandoned",
-                self.reliable.cid(),
-                self.limits.linger
-            );
-            self.reset(Error::Aborted, now);
-        }
-    }
-
-    // ---------------------------------------------------------------- outputs
-
     /// The next control datagram to send, numbered and tagged, written to `out`: its
     /// length and where it goes, if there is one. A message with nowhere to go (a server
     /// that has not learned its client's address yet) is dropped, as if lost.
@@ -946,44 +562,12 @@ impl Session {
         Some((msg.seal(pn, &self.keys.send, out), to))
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next run, if ever. An idle
-    /// session whose buffer has its initial size has no deadline but its heartbeats'.
-    ///
-    /// The application's reads and writes move deadlines later (the silence limit, the
-    /// acknowledgement of bytes read once the reads pause) far more often than earlier:
-    /// an engine may sleep until a deadline it was given and then ask again, rather than
-    /// be told of every move.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        // Every read and write asks (twice): plain comparisons, no iterator chains.
-        let mut at = self.reliable.next_due();
-        if self.wants_ack() {
-            at = earliest(at, self.send.next_req_ack);
-        }
-        at = earliest(at, self.give_up_at());
-        at = earliest(at, self.linger_ends());
-        at = earliest(at, self.idle_ack_at());
-        if self.fatal.is_none() {
-            at = earliest(at, self.send.shrink_at(self.limits.send_buffer));
-        }
-        at = earliest(at, self.send.coalescing.release_at());
-        if self.wants_heartbeat() {
-            at = earliest(at, self.liveness.next_heartbeat());
-        }
-        if self.link.connected && !self.is_opening() {
-            at = earliest(at, self.liveness.dead_at());
-        }
-        if self.watches_datagrams() {
-            at = earliest(at, self.liveness.datagrams_missing_at());
-        }
-        at
-    }
-
     /// Whether the engine should send FIN on the current connection now: the peer has
     /// confirmed our end of stream and this connection carries every byte; or the peer
     /// closed, so nothing more is to be sent (the FIN also wakes a writer of ours blocked
     /// in the kernel: its bytes will never be read). Returns `true` once per connection.
     pub fn poll_fin(&mut self) -> bool {
-        self.link.connected && self.send.take_fin(self.link.epoch, self.recv.peer_closed)
+        self.link.connected() && self.send.take_fin(self.link.epoch, self.recv.peer_closed)
     }
 
     /// Whether the engine should wake a reader blocked on the current connection (shut the
@@ -992,10 +576,8 @@ impl Session {
     /// which follows our confirmation of its end, a round trip later. Returns `true` once
     /// per connection.
     pub fn poll_end_of_stream(&mut self) -> bool {
-        self.link.connected && self.recv.take_end_wake(self.link.epoch)
+        self.link.connected() && self.recv.take_end_wake(self.link.epoch)
     }
-
-    // ---------------------------------------------------------------- internals
 
     fn handle_ack(&mut self, count: u32, now: Instant) {
         // Outside [acked, high_water] it is stale or a lie: ignored.
@@ -1011,208 +593,11 @@ impl Session {
         }
     }
 
-    /// Whether the session is passive with nothing of its own left to deliver: it rests
-    /// without a connection, on purpose. A passive session whose bytes are not all
-    /// acknowledged still needs a connection to deliver them (after a cut, say), and stays
-    /// passive across it.
-    fn resting(&self) -> bool {
-        self.link.passive && self.send.buf.is_empty()
-    }
-
-    /// Whether the connection in use is to close for a passivation, asked for here or by
-    /// the peer, once every byte sent on it is acknowledged.
-    fn passivating(&self) -> bool {
-        self.link.connected && (self.link.passive || self.link.peer_passivation().is_some())
-    }
-
-    /// Moves a passivation on, as far as the acknowledgements allow: the connection closes
-    /// only once neither side has a byte on it that the other has not read. Each side
-    /// first has every byte it wrote acknowledged (asking for it; the timer asks again),
-    /// then: the side that asked sends PASSIVATE; the side that received it confirms it
-    /// and closes its connection; the asking side closes at the confirmation. Neither
-    /// writes on that connection after its step (a write here wakes the session first).
-    fn advance_passivation(&mut self, now: Instant) {
-        if self.fatal.is_some() || !self.passivating() {
-            return;
-        }
-        let Some(epoch) = self.link.current() else {
-            return;
-        };
-        let asked = self.link.peer_passivation();
-        if asked.is_none() && self.link.passivate_sent() {
-            return; // Ours is out: the peer's confirmation closes the connection.
-        }
-        if !self.send.buf.is_empty() {
-            if !self.send.asked_for_all_sent() {
-                self.request_ack(now);
-            }
-            return;
-        }
-        match asked {
-            Some(id) => {
-                self.link.peer_passivated = None;
-                self.link.passive = true;
-                self.reliable.send_once(ControlKind::Conf, id);
-                self.handle_connection_failed(epoch, "the peer passivated the session", now);
-            }
-            None => {
-                self.link.passivate_sent_on = Some(epoch);
-                self.reliable.send(ControlKind::Passivate(epoch), now);
-            }
-        }
-    }
-
     /// Whether a full send buffer may grow before a writer waits (see
     /// [`write_space`](Self::write_space)).
     fn may_grow(&self) -> bool {
         self.send
-            .may_grow(self.link.connected, self.limits.send_buffer_max)
-    }
-
-    /// When to acknowledge the bytes read since the last acknowledgement, once the reads
-    /// have paused.
-    fn idle_ack_at(&self) -> Option<Instant> {
-        self.fatal
-            .is_none()
-            .then(|| self.recv.idle_ack_at())
-            .flatten()
-    }
-
-    /// Announces the end of our stream: HALF_CLOSE once every byte written is
-    /// acknowledged; CLOSE at once when the application closed, because from then on
-    /// nothing here reads, and a peer blocked writing to us must learn it (as TCP's RST
-    /// tells it) instead of waiting for acknowledgements that never come.
-    fn advance_close(&mut self, now: Instant) {
-        if self.fatal.is_some() {
-            return;
-        }
-        let Some(kind) = self.send.next_announcement(self.recv.peer_closed) else {
-            return;
-        };
-        if matches!(kind, ControlKind::Close(_)) {
-            // A CLOSE carries the same total and supersedes a pending HALF_CLOSE.
-            self.reliable
-                .forget(|kind| matches!(kind, ControlKind::HalfClose(_)));
-        }
-        self.reliable.send(kind, now);
-    }
-
-    /// Fails the connection in use if the peer has been silent too long; sends a
-    /// heartbeat if this end has been.
-    fn check_liveness(&mut self, now: Instant) {
-        if self.watches_datagrams()
-            && self
-                .liveness
-                .datagrams_missing_at()
-                .is_some_and(|t| now >= t)
-        {
-            self.datagrams_missing = true;
-        }
-        let limited = self.link.connected && !self.is_opening();
-        if limited && self.liveness.dead_at().is_some_and(|t| now >= t) {
-            let after = self.liveness.dead_after().unwrap_or_default();
-            let reason = format!("heard nothing from the peer for {after:?}");
-            self.handle_connection_failed(self.link.epoch, &reason, now);
-        }
-        if self.wants_heartbeat() && self.liveness.next_heartbeat().is_some_and(|t| now >= t) {
-            // A REQ_ACK: the peer answers with an ACK at once, whatever its own settings,
-            // since it asks for nothing the peer has not read (our acknowledged count). It
-            // also tells a server where its client is; and a reconnecting client that
-            // hears the answer knows the path is back, and starts its next attempt at once.
-            let received = self.recv.ack_count();
-            let sent = to_wire(self.send.buf.acked());
-            self.reliable
-                .send_once(ControlKind::ReqAck { received, sent }, 0);
-            // Counted as sent even where nothing goes out (a server that does not know
-            // its client's address yet): the next one is due an interval later.
-            self.liveness.heartbeat_sent(now);
-        }
-    }
-
-    /// Whether this end watches for the peer's datagrams going missing: a connected client
-    /// that has not found them missing yet.
-    fn watches_datagrams(&self) -> bool {
-        self.role == Role::Client
-            && self.link.connected
-            && self.fatal.is_none()
-            && !self.datagrams_missing
-            && !self.is_opening()
-    }
-
-    /// Whether heartbeats are due on this session: while it is connected, and, on a
-    /// client, while it reconnects. A server without a connection waits in silence: its
-    /// client may be gone for good.
-    ///
-    /// Except a closed server that lingers for the acknowledgement of its last bytes: its
-    /// client may have read them all and acknowledged them in a datagram that was lost,
-    /// then lost the connection; having read everything the server will ever send, that
-    /// client needs no connection and never reconnects, so nothing would carry its count
-    /// again. A heartbeat asks for it (the client answers at once), an interval at a time,
-    /// until the linger limit.
-    fn wants_heartbeat(&self) -> bool {
-        if self.fatal.is_some() {
-            return false;
-        }
-        if self.link.connected {
-            return true;
-        }
-        match self.role {
-            Role::Client => self.needs_connection() || self.link.passive,
-            Role::Server => self.linger_ends().is_some() && !self.send.buf.is_empty(),
-        }
-    }
-
-    /// The session has something to send: a passive one wakes. A client then reconnects;
-    /// a server without a connection asks its client to, with a RECONNECT.
-    ///
-    /// A session whose PASSIVATE named the connection in use gives that connection up:
-    /// the peer may be closing it on our request (it confirms by closing), and bytes
-    /// written to it now would be lost with it, with nobody reconnecting. It fails it
-    /// instead, and reconnects (or asks its client to) as after a cut.
-    fn wake(&mut self, now: Instant) {
-        if !self.link.passive || self.fatal.is_some() {
-            return;
-        }
-        self.link.passive = false;
-        self.reliable
-            .forget(|kind| matches!(kind, ControlKind::Passivate(_)));
-        if self.link.passivate_sent() {
-            let reason = "woken while the peer may close the connection it was asked to";
-            self.handle_connection_failed(self.link.epoch, reason, now);
-            return;
-        }
-        if self.role == Role::Server && !self.link.connected {
-            self.ask_to_reconnect(self.link.epoch, now);
-        }
-    }
-
-    /// When a closed session that has not finished stops lingering.
-    fn linger_ends(&self) -> Option<Instant> {
-        if self.fatal.is_some() || self.is_finished() {
-            return None;
-        }
-        self.closed_at?.checked_add(self.limits.linger)
-    }
-
-    /// When the session gives up, if it is disconnected and has a limit.
-    fn give_up_at(&self) -> Option<Instant> {
-        if self.fatal.is_some() || self.resting() {
-            return None;
-        }
-        self.link.give_up_at(self.limits.give_up_after)
-    }
-
-    /// Whether the REQ_ACK timer runs: bytes wait for an acknowledgement that a blocked
-    /// writer or a lingering close needs. Not without a connection: the peer then has
-    /// nothing new to acknowledge, and the heartbeats probe the path once an interval.
-    fn wants_ack(&self) -> bool {
-        !self.send.buf.is_empty()
-            && self.link.connected
-            && !self.recv.peer_closed
-            && self.fatal.is_none()
-            && (self.send.writer_blocked_since.is_some()
-                || self.send.write_shut.is_some()
-                || self.passivating())
+            .may_grow(self.link.connected(), self.limits.send_buffer_max)
     }
 
     /// Asks the peer to acknowledge every byte sent so far, once it has read them.

@@ -7,10 +7,8 @@
 //!   `acked <= high_water <= end`: an acknowledgement beyond `high_water` is a lie.
 //! - `unacked_since` holds `(end position, time)` of writes not yet acknowledged, oldest
 //!   first, with strictly increasing positions all above `acked`.
-//! - `write_shut`, once set, is the total ever written: `end` never grows past it.
-//! - `announced` only moves forward: `Nothing`, then `HalfClose`, then `Close`, and
-//!   `confirmed` goes from `false` to `true` only.
-//! - `closed` implies `write_shut`.
+//! - `closing` only moves forward (see `lifecycle.rs`); once writing is shut down, its
+//!   total is the total ever written: `end` never grows past it.
 //! - `asked_upto <= high_water`: the position our last acknowledgement request named.
 //! - `emptied_at` is `Some` exactly while `buf` is empty.
 //! - `acked_at_resize <= buf.acked()`.
@@ -19,6 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::coalesce::Coalescing;
+use super::lifecycle::{Announcement, Closing};
 use crate::core::control::ControlKind;
 use crate::core::counter::to_wire;
 use crate::core::send_buffer::{SendBuffer, GROWS_FREELY_UPTO, LONG_ROUND_TRIP, SHRINK_AFTER};
@@ -29,14 +28,6 @@ const REQ_ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// Writes within this span share one entry in the unacknowledged-age queue, which keeps
 /// that queue short however small the writes are.
 const AGE_GRANULARITY: Duration = Duration::from_millis(1);
-
-/// How far our own close announcement got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Announced {
-    Nothing,
-    HalfClose { confirmed: bool },
-    Close { confirmed: bool },
-}
 
 /// The outgoing half of a session (see the module doc for its invariants).
 #[derive(Debug)]
@@ -49,13 +40,10 @@ pub(super) struct SendSide {
     pub(super) high_water: u64,
     /// `(end position, time)` of writes not yet acknowledged, oldest first.
     unacked_since: VecDeque<(u64, Instant)>,
-    /// The total the application wrote before shutting down writing, once it has.
-    pub(super) write_shut: Option<u64>,
-    /// The application dropped every handle.
-    pub(super) closed: bool,
+    /// How far the application closed its side, and how far its announcement got.
+    pub(super) closing: Closing,
     /// Our FIN has been sent on this connection number.
     fin_sent_on: Option<u32>,
-    pub(super) announced: Announced,
     pub(super) writer_blocked_since: Option<Instant>,
     /// When to ask for an acknowledgement again, while one is wanted.
     pub(super) next_req_ack: Option<Instant>,
@@ -80,10 +68,8 @@ impl SendSide {
             tcp_sent: 0,
             high_water: 0,
             unacked_since: VecDeque::new(),
-            write_shut: None,
-            closed: false,
+            closing: Closing::Open,
             fin_sent_on: None,
-            announced: Announced::Nothing,
             writer_blocked_since: None,
             next_req_ack: None,
             asked_upto: 0,
@@ -219,7 +205,7 @@ impl SendSide {
         if self.high_water >= mark {
             return Some(mark);
         }
-        let last_out = self.write_shut == Some(self.high_water);
+        let last_out = self.closing.write_shut() == Some(self.high_water);
         (last_out && self.asked_upto < self.high_water).then_some(self.high_water)
     }
 
@@ -233,26 +219,19 @@ impl SendSide {
         self.emptied_at?.checked_add(SHRINK_AFTER)
     }
 
-    /// Gives the memory of a grown buffer back if it is due at `now`.
-    pub(super) fn shrink_if_due(&mut self, initial: usize, now: Instant) {
-        if self.shrink_at(initial).is_some_and(|t| t <= now) && self.buf.shrink(initial) {
+    /// Gives the memory of a grown buffer back: the buffer goes back to `initial` bytes
+    /// (its timer, [`shrink_at`](Self::shrink_at), is due).
+    pub(super) fn shrink(&mut self, initial: usize) {
+        if self.buf.shrink(initial) {
             self.acked_at_resize = self.buf.acked();
         }
-    }
-
-    /// Whether the session's end has been announced and the announcement confirmed.
-    fn end_confirmed(&self) -> bool {
-        matches!(
-            self.announced,
-            Announced::HalfClose { confirmed: true } | Announced::Close { confirmed: true }
-        )
     }
 
     /// Whether a FIN is due on connection `epoch` now (see `Session::poll_fin`), and if
     /// so, records it as sent.
     pub(super) fn take_fin(&mut self, epoch: u32, peer_closed: bool) -> bool {
-        let done_sending =
-            peer_closed || (self.end_confirmed() && Some(self.tcp_sent) == self.write_shut);
+        let done_sending = peer_closed
+            || (self.closing.end_confirmed() && Some(self.tcp_sent) == self.closing.write_shut());
         let due = done_sending && self.fin_sent_on != Some(epoch);
         if due {
             self.fin_sent_on = Some(epoch);
@@ -264,32 +243,33 @@ impl SendSide {
     /// HALF_CLOSE once every byte is acknowledged (unless the peer closed: then nobody
     /// reads it), CLOSE at once after the application closed, superseding a HALF_CLOSE.
     pub(super) fn next_announcement(&mut self, peer_closed: bool) -> Option<ControlKind> {
-        let total = to_wire(self.write_shut?);
-        let announce = match self.announced {
-            Announced::Nothing if self.closed => true,
-            Announced::Nothing => self.buf.is_empty() && !peer_closed,
-            Announced::HalfClose { .. } => self.closed,
-            Announced::Close { .. } => false,
-        };
-        if !announce {
-            None
-        } else if self.closed {
-            self.announced = Announced::Close { confirmed: false };
-            Some(ControlKind::Close(total))
-        } else {
-            self.announced = Announced::HalfClose { confirmed: false };
-            Some(ControlKind::HalfClose(total))
+        let all_acked = self.buf.is_empty();
+        match &mut self.closing {
+            Closing::WriteShut { total, half_close } => {
+                let due = *half_close == Announcement::Due && all_acked && !peer_closed;
+                due.then(|| {
+                    *half_close = Announcement::Sent;
+                    ControlKind::HalfClose(to_wire(*total))
+                })
+            }
+            Closing::Closed { total, close, .. } => (*close == Announcement::Due).then(|| {
+                *close = Announcement::Sent;
+                ControlKind::Close(to_wire(*total))
+            }),
+            Closing::Open | Closing::Ended { .. } => None,
         }
     }
 
     /// The peer confirmed our `kind` (or we stopped waiting for it to).
     pub(super) fn confirmed(&mut self, kind: ControlKind) {
-        self.announced = match (kind, self.announced) {
-            (ControlKind::HalfClose(_), Announced::HalfClose { .. }) => {
-                Announced::HalfClose { confirmed: true }
+        match (kind, &mut self.closing) {
+            (ControlKind::HalfClose(_), Closing::WriteShut { half_close, .. }) => {
+                *half_close = Announcement::Confirmed;
             }
-            (ControlKind::Close(_), _) => Announced::Close { confirmed: true },
-            (_, announced) => announced,
-        };
+            (ControlKind::Close(_), Closing::Closed { close, .. }) => {
+                *close = Announcement::Confirmed;
+            }
+            _ => {}
+        }
     }
 }

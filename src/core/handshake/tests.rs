@@ -1,0 +1,234 @@
+//! Unit tests of the handshake frames: round trips, the tags, and every way a frame
+//! may be malformed.
+
+use super::*;
+use crate::core::auth::SessionKeys;
+use crate::core::session::Role;
+
+fn body(frame: &[u8], kind: FrameKind) -> &[u8] {
+    let h = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
+    assert_eq!(h.kind, kind);
+    assert_eq!(frame.len(), HEADER_LEN + h.body_len);
+    &frame[HEADER_LEN..]
+}
+
+fn keys() -> SessionKeys {
+    SessionKeys::derive(&[3; SECRET_LEN], &[4; NONCE_LEN], Role::Client)
+}
+
+fn accepted() -> Accepted {
+    Accepted {
+        cid: 7,
+        opened: false,
+        control_port: 1234,
+        client_nonce: [5; NONCE_LEN],
+        received: 5,
+        epoch: 3,
+        server_nonce: [8; NONCE_LEN],
+        tag: [0; TAG_LEN],
+    }
+}
+
+#[test]
+fn frames_round_trip() {
+    let key = &keys().handshake.client;
+    let h = Hello::resume(0xdead_beef, [1; NONCE_LEN], 9, u32::MAX, key);
+    let f = h.encode();
+    assert_eq!(&f[..6], b"RTCP\x04\x01");
+    assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
+    let o = Hello::opening([1; NONCE_LEN], 2, [4; NONCE_LEN], [3; SECRET_LEN], key);
+    assert_eq!(Hello::parse(body(&o.encode(), FrameKind::Hello)), Ok(o));
+    for opened in [false, true] {
+        let a = Answer::Accepted(Accepted {
+            opened,
+            ..accepted()
+        });
+        assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
+    }
+    for r in [
+        RefusalCode::Closed,
+        RefusalCode::TooManySessions,
+        RefusalCode::UnknownSession,
+        RefusalCode::BadRequest,
+    ] {
+        let a = Answer::Refused(r);
+        assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
+    }
+    let c = Confirm::new(&h, &accepted(), key);
+    assert_eq!(Confirm::parse(body(&c.encode(), FrameKind::Confirm)), Ok(c));
+}
+
+#[test]
+fn the_opening_part_is_present_exactly_when_opening() {
+    let key = &keys().handshake.client;
+    let opening = Hello::opening([1; NONCE_LEN], 0, [4; NONCE_LEN], [3; SECRET_LEN], key);
+    assert!(opening.is_opening() && opening.opening_part_is_consistent());
+    let resume = Hello::resume(7, [1; NONCE_LEN], 1, 0, key);
+    assert!(!resume.is_opening() && resume.opening_part_is_consistent());
+    for broken in [
+        Hello {
+            secret: [0; SECRET_LEN],
+            ..opening
+        },
+        Hello {
+            opening_nonce: [0; NONCE_LEN],
+            ..opening
+        },
+        Hello {
+            secret: [1; SECRET_LEN],
+            ..resume
+        },
+        Hello {
+            opening_nonce: [1; NONCE_LEN],
+            ..resume
+        },
+    ] {
+        assert!(!broken.opening_part_is_consistent(), "{broken:?}");
+    }
+}
+
+#[test]
+fn hellos_and_answers_prove_themselves_both_ways() {
+    let keys = keys();
+    let (client, server) = (&keys.handshake.client, &keys.handshake.server);
+    let resume = Hello::resume(7, [5; NONCE_LEN], 2, 100, client);
+    let opening = Hello::opening([5; NONCE_LEN], 1, [4; NONCE_LEN], [3; SECRET_LEN], client);
+    for hello in [resume, opening] {
+        assert!(hello.verify(client));
+        assert!(!hello.verify(server), "wrong key");
+        for changed in [
+            Hello {
+                attempt: hello.attempt + 1,
+                ..hello
+            },
+            Hello {
+                received: 101,
+                ..hello
+            },
+            Hello { cid: 8, ..hello },
+            Hello {
+                nonce: [6; NONCE_LEN],
+                ..hello
+            },
+            Hello {
+                opening_nonce: [9; NONCE_LEN],
+                ..hello
+            },
+            Hello {
+                secret: [9; SECRET_LEN],
+                ..hello
+            },
+        ] {
+            assert!(!changed.verify(client), "{changed:?}");
+        }
+    }
+    let answer = accepted().sign(&resume, server);
+    assert!(answer.answers(&resume, server));
+    assert!(!answer.answers(&resume, client), "wrong key");
+    let other_hello = Hello::resume(7, [9; NONCE_LEN], 2, 100, client);
+    assert!(
+        !answer.answers(&other_hello, server),
+        "not this hello's answer"
+    );
+    assert!(!Accepted { epoch: 4, ..answer }.answers(&resume, server));
+    assert!(
+        !Accepted {
+            opened: true,
+            ..answer
+        }
+        .answers(&resume, server),
+        "the flag is covered"
+    );
+    let confirm = Confirm::new(&resume, &answer, client);
+    assert!(confirm.verify(&resume, &answer, client));
+    assert!(!confirm.verify(&resume, &answer, server), "wrong key");
+    let other_answer = Accepted {
+        server_nonce: [1; NONCE_LEN],
+        ..answer
+    };
+    assert!(
+        !confirm.verify(&resume, &other_answer, client),
+        "replayed confirm"
+    );
+    let opened = Accepted {
+        opened: true,
+        epoch: 1,
+        received: 0,
+        ..accepted()
+    }
+    .sign(&opening, server);
+    assert!(opened.answers(&opening, server));
+    assert!(!opened.answers(&resume, server));
+}
+
+#[test]
+fn longer_bodies_are_accepted_for_later_versions() {
+    let c = Confirm {
+        cid: 9,
+        tag: [1; TAG_LEN],
+    };
+    let mut f = c.encode().to_vec();
+    f.extend_from_slice(b"future field");
+    f[7] += 12;
+    assert_eq!(Confirm::parse(body(&f, FrameKind::Confirm)), Ok(c));
+}
+
+#[test]
+fn layouts_match_the_protocol_document() {
+    let hello = Hello {
+        cid: 0x0102_0304,
+        nonce: std::array::from_fn(|i| 5 + i as u8),
+        attempt: 0x1516_1718_191a_1b1c,
+        received: 0x1d1e_1f20,
+        opening_nonce: std::array::from_fn(|i| 0x21 + i as u8),
+        secret: std::array::from_fn(|i| 0x31 + i as u8),
+        tag: std::array::from_fn(|i| 0x51 + i as u8),
+    };
+    let mut expect = b"RTCP\x04\x01\x00\x60".to_vec();
+    expect.extend(1..=0x60u8);
+    assert_eq!(hello.encode()[..], expect[..]);
+
+    let answer = Answer::Accepted(Accepted {
+        cid: 0x0102_0304,
+        opened: true,
+        control_port: 0x0708,
+        client_nonce: std::array::from_fn(|i| 9 + i as u8),
+        received: 0x191a_1b1c,
+        epoch: 0x1d1e_1f20,
+        server_nonce: std::array::from_fn(|i| 0x21 + i as u8),
+        tag: std::array::from_fn(|i| 0x31 + i as u8),
+    });
+    let mut expect = b"RTCP\x04\x02\x00\x40\x01\x02\x03\x04\x00\x01".to_vec();
+    expect.extend(7..=0x40u8);
+    assert_eq!(answer.encode()[..], expect[..]);
+
+    let refused = Answer::Refused(RefusalCode::TooManySessions).encode();
+    assert_eq!(refused[HEADER_LEN..HEADER_LEN + 5], [0, 0, 0, 0, 2]);
+    assert!(refused[HEADER_LEN + 5..].iter().all(|&b| b == 0));
+
+    let confirm = Confirm {
+        cid: 0x0a0b_0c0d,
+        tag: [0xee; TAG_LEN],
+    }
+    .encode();
+    assert_eq!(confirm[..12], *b"RTCP\x04\x03\x00\x14\x0a\x0b\x0c\x0d");
+    assert_eq!(confirm[12..], [0xee; TAG_LEN]);
+}
+
+#[test]
+fn unknown_answer_flags_are_malformed() {
+    let mut frame = Answer::Accepted(accepted()).encode();
+    frame[HEADER_LEN + 5] = 0x02;
+    assert!(Answer::parse(&frame[HEADER_LEN..]).is_err());
+}
+
+#[test]
+fn foreign_bytes_are_recognised() {
+    assert_eq!(FrameHeader::parse(b"SSH-2.0-"), Err(WireError::NotRobust));
+    assert_eq!(
+        FrameHeader::parse(b"RTCP\x02\x01\0\0"),
+        Err(WireError::Version(2))
+    );
+    assert!(FrameHeader::parse(b"RTCP\x04\x09\0\0").is_err());
+    assert!(FrameHeader::parse(b"RTCP\x04\x01\xff\xff").is_err());
+}
