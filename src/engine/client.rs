@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::control::canonical;
+use super::control::{canonical, RouteKey};
 use super::frames::{write_frame, DontWait, FrameError, FrameRead, FrameReader};
-use super::session::{SessionSpec, Shared};
+use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
 use crate::core::auth::{Nonce, Secret, SessionKeys};
 use crate::core::counter::to_wire;
@@ -56,10 +56,10 @@ pub(crate) struct Opened {
 /// A session on its way to the engine. If the command carrying it is dropped instead (the
 /// engine stopped after a panic), the session fails with `EngineStopped`, as the engine's
 /// own sessions do, rather than wait for an ANSWER nobody reads.
-struct Handover(Option<Arc<Shared>>);
+struct Handover(Option<Arc<SharedSession>>);
 
 impl Handover {
-    fn arrived(mut self) -> Option<Arc<Shared>> {
+    fn arrived(mut self) -> Option<Arc<SharedSession>> {
         self.0.take()
     }
 }
@@ -81,7 +81,7 @@ pub(crate) fn connect(
     addrs: &[SocketAddr],
     config: &Config,
     limit: Option<Duration>,
-) -> io::Result<Arc<Shared>> {
+) -> io::Result<Arc<SharedSession>> {
     config.validate()?;
     if addrs.is_empty() {
         return Err(io::Error::new(
@@ -120,7 +120,7 @@ fn open_once(
     addr: SocketAddr,
     config: &Config,
     opening_timeout: Duration,
-) -> Result<Arc<Shared>, Failure> {
+) -> Result<Arc<SharedSession>, Failure> {
     let connected = match TcpStream::connect_timeout(&addr, opening_timeout) {
         Ok(stream) => Ok(stream),
         // Established, then reset before this thread looked: a cut after the TCP connect,
@@ -137,7 +137,7 @@ fn open_once(
     let (stream, reader) = match connected {
         Ok(stream) => {
             // The HELLO goes out at once rather than wait on Nagle (and the session keeps
-            // TCP_NODELAY on until the ANSWER, see `Shared::attach_opening`).
+            // TCP_NODELAY on until the ANSWER, see `SharedSession::attach_opening`).
             let _ = stream.set_nodelay(true);
             let reader = write_frame(&stream, &hello.encode()).and_then(|()| stream.try_clone());
             (Some(stream), reader)
@@ -156,7 +156,7 @@ fn open_once(
         config: config.clone(),
         control: Arc::clone(engine.control()),
     };
-    let shared = Shared::new(spec, Arc::clone(engine));
+    let shared = SharedSession::new(spec, Arc::clone(engine));
     if let Some(stream) = stream {
         shared.attach_opening(stream);
     }
@@ -186,12 +186,30 @@ pub(crate) struct Dial {
     stream: TcpStream,
     /// The session the attempt is for: its opening retried, or a reconnection.
     session: Token,
-    /// `None` while the TCP connect is in progress; then the HELLO sent, when it went out,
-    /// and the reader of the ANSWER.
-    answer: Option<(Hello, Instant, FrameReader)>,
+    /// `None` while the TCP connect is in progress.
+    answer: Option<AwaitedAnswer>,
     /// Whether `stream` is the session's own connection: the opening HELLO went out on it
     /// and the application's bytes follow.
     on_session: bool,
+}
+
+/// A dial's HELLO, sent, and the ANSWER it waits for.
+struct AwaitedAnswer {
+    hello: Hello,
+    /// When the HELLO went out.
+    hello_sent: Instant,
+    reader: FrameReader,
+}
+
+impl AwaitedAnswer {
+    /// Waiting for the ANSWER to `hello`, sent at `hello_sent`.
+    fn new(hello: Hello, hello_sent: Instant) -> Self {
+        AwaitedAnswer {
+            hello,
+            hello_sent,
+            reader: FrameReader::new(FrameKind::Answer),
+        }
+    }
 }
 
 impl Dial {
@@ -276,13 +294,13 @@ impl Engine {
             if let Err(e) = write_frame(&dial.stream, &hello.encode()) {
                 return self.dial_failed(dial, Failure::Cut(e));
             }
-            dial.answer = Some((hello, Instant::now(), FrameReader::new(FrameKind::Answer)));
+            dial.answer = Some(AwaitedAnswer::new(hello, Instant::now()));
         }
-        let Some((hello, hello_sent, reader)) = dial.answer.as_mut() else {
+        let Some(awaited) = dial.answer.as_mut() else {
             return;
         };
-        let (hello, hello_sent) = (*hello, *hello_sent);
-        match reader.poll(DontWait(&dial.stream)) {
+        let (hello, hello_sent) = (awaited.hello, awaited.hello_sent);
+        match awaited.reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
@@ -336,7 +354,7 @@ impl Engine {
                 let dial = Dial {
                     stream: reader,
                     session: id,
-                    answer: Some((hello, hello_sent, FrameReader::new(FrameKind::Answer))),
+                    answer: Some(AwaitedAnswer::new(hello, hello_sent)),
                     on_session: true,
                 };
                 self.handshakes
@@ -349,7 +367,10 @@ impl Engine {
         let entry = Entry {
             shared,
             // Routed once the server's answer names the CID.
-            route: (Role::Client, 0),
+            route: RouteKey {
+                role: Role::Client,
+                cid: 0,
+            },
             flush_watch: None,
             side: Side::Client(Box::new(redial)),
         };
@@ -461,7 +482,7 @@ impl Engine {
 
     /// The server answered session `id`'s opening: the session learns its CID and the
     /// server's control address, and its control datagrams are routed to it.
-    fn learn_cid(&mut self, id: Token, shared: &Shared, answer: &Accepted) {
+    fn learn_cid(&mut self, id: Token, shared: &SharedSession, answer: &Accepted) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -470,7 +491,10 @@ impl Engine {
         };
         let server_ip = canonical(redial.addr()).ip();
         shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
-        let route = (Role::Client, answer.cid);
+        let route = RouteKey {
+            role: Role::Client,
+            cid: answer.cid,
+        };
         entry.route = route;
         self.routes.insert(route, id);
         log::debug!("session {id:?} opened: {}", answer.cid);

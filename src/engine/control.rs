@@ -106,9 +106,15 @@ fn dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Identifies a session to the control path: our role in it and its CID. Servers give out
-/// CIDs unique in the process; a client may get the same CID from two servers.
-pub(crate) type RouteKey = (Role, u32);
+/// Identifies a session to the control path. Servers give out CIDs unique in the process;
+/// a client may get the same CID from two servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RouteKey {
+    /// Our role in the session.
+    pub(crate) role: Role,
+    /// The session's CID (0 on a client until the server answers its opening).
+    pub(crate) cid: u32,
+}
 
 /// Which sessions each control datagram may be for.
 #[derive(Debug, Default)]

@@ -17,7 +17,7 @@
 //!
 //! Application threads do their own reads and writes on the TCP connection, in blocking
 //! mode, and talk to the engine through [`EngineHandle`]: a command channel and a
-//! [`mio::Waker`]. The session state they share is [`session::Shared`].
+//! [`mio::Waker`]. The session state they share is [`session::SharedSession`].
 
 pub(crate) mod client;
 mod control;
@@ -48,8 +48,8 @@ use self::client::Dial;
 use self::control::{ControlSocket, RouteKey, Routes};
 use self::local_addrs::LocalAddrs;
 use self::server::{Listener, ServerHandshake};
-use self::session::{Flush, Shared};
-use self::tcp_control::TcpControl;
+use self::session::{Flush, SharedSession};
+use self::tcp_control::{TcpControl, TcpRoute};
 use self::timers::TimerQueue;
 use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::earliest;
@@ -112,10 +112,8 @@ pub(crate) struct EngineHandle {
     /// Control sockets on the ports servers fixed (`Config::control_port`). Kept for the
     /// life of the process once bound: a process fixes few, and may bind a server again.
     fixed: Mutex<HashMap<u16, Arc<ControlSocket>>>,
-    /// Destinations whose datagrams go over a TCP control connection (the token), by our
-    /// role in the sessions: a client's server (its UDP control address), a server's
-    /// client (the connection's peer address).
-    tcp_routes: Mutex<HashMap<(Role, SocketAddr), Token>>,
+    /// Destinations whose datagrams go over a TCP control connection (the token).
+    tcp_routes: Mutex<HashMap<TcpRoute, Token>>,
     /// Whether `tcp_routes` may hold anything: spares senders its lock while it does not.
     tcp_routed: AtomicBool,
     next_token: AtomicUsize,
@@ -174,7 +172,11 @@ impl EngineHandle {
         to: SocketAddr,
     ) {
         if self.tcp_routed.load(Ordering::Relaxed) {
-            let token = self.tcp_routes.lock().get(&(role, to)).copied();
+            let token = self
+                .tcp_routes
+                .lock()
+                .get(&TcpRoute { role, peer: to })
+                .copied();
             if let Some(token) = token {
                 self.send(Command::ControlOverTcp(token, datagram.to_vec()));
                 return;
@@ -185,17 +187,21 @@ impl EngineHandle {
 
     /// Whether datagrams to `to`, in sessions where we are `role`, go over TCP.
     pub(crate) fn routed_over_tcp(&self, role: Role, to: SocketAddr) -> bool {
-        self.tcp_routed.load(Ordering::Relaxed) && self.tcp_routes.lock().contains_key(&(role, to))
+        self.tcp_routed.load(Ordering::Relaxed)
+            && self
+                .tcp_routes
+                .lock()
+                .contains_key(&TcpRoute { role, peer: to })
     }
 
     /// Routes `route`'s datagrams over TCP control connection `token`.
-    fn route_over_tcp(&self, route: (Role, SocketAddr), token: Token) {
+    fn route_over_tcp(&self, route: TcpRoute, token: Token) {
         self.tcp_routes.lock().insert(route, token);
         self.tcp_routed.store(true, Ordering::Relaxed);
     }
 
     /// Stops routing `route` over connection `token` (if it still is).
-    fn unroute_tcp(&self, route: (Role, SocketAddr), token: Token) {
+    fn unroute_tcp(&self, route: TcpRoute, token: Token) {
         let mut routes = self.tcp_routes.lock();
         if routes.get(&route) == Some(&token) {
             routes.remove(&route);
@@ -233,7 +239,7 @@ impl EngineHandle {
 
 /// A session as the engine holds it.
 struct Entry {
-    shared: Arc<Shared>,
+    shared: Arc<SharedSession>,
     route: RouteKey,
     /// The connection registered for writability while a resend waits for room; held so
     /// that its descriptor stays open until it is deregistered.
@@ -489,12 +495,16 @@ impl Engine {
             log::trace!("dropped a short datagram from {from}");
             return false;
         };
-        let ours = if route.from_server {
-            Role::Client
-        } else {
-            Role::Server
+        let key = RouteKey {
+            // The role the datagram's sender gives us.
+            role: if route.from_server {
+                Role::Client
+            } else {
+                Role::Server
+            },
+            cid: route.cid,
         };
-        for id in self.routes.get(&(ours, route.cid)) {
+        for id in self.routes.get(&key) {
             // If the message changed the session's duties, it is marked dirty and looked
             // at before the engine sleeps.
             let taken = self

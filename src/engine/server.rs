@@ -18,10 +18,10 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::control::{canonical, ControlSocket};
+use super::control::{canonical, ControlSocket, RouteKey};
 use super::frames::{write_frame, FrameError, FrameRead, FrameReader};
-use super::session::{SessionSpec, Shared};
-use super::tcp_control::TcpControl;
+use super::session::{SessionSpec, SharedSession};
+use super::tcp_control::{TcpControl, TcpRoute};
 use super::{into_std, random, Engine, Entry, Handshake, Side};
 use crate::core::auth::{ChallengeKey, SessionKeys, TAG_LEN};
 use crate::core::counter::to_wire;
@@ -36,9 +36,14 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// The most a peer that does not speak robust-tcp may send while it is turned away.
 const TURN_AWAY_DRAIN: usize = 64 * 1024;
 
-/// A new session for `accept`, with the client's address. An `RSocket`, so that a session
-/// nobody accepts closes when the queue is dropped.
-pub(crate) type Arrival = (RSocket, SocketAddr);
+/// A new session for `accept`.
+pub(crate) struct Arrival {
+    /// The session: an `RSocket`, so that a session nobody accepts closes when the queue
+    /// is dropped.
+    pub(crate) socket: RSocket,
+    /// The client's address.
+    pub(crate) client: SocketAddr,
+}
 
 /// A listening socket and the sessions it opened.
 pub(crate) struct Listener {
@@ -349,7 +354,10 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        let route = (Role::Server, client);
+        let route = TcpRoute {
+            role: Role::Server,
+            peer: client,
+        };
         let control = TcpControl::new(stream, client, route, Some(listener), &[], now);
         self.adopt_tcp_control(token, control);
     }
@@ -464,7 +472,10 @@ impl Engine {
             return None;
         }
         let id = self.new_token();
-        let route = (Role::Server, cid);
+        let route = RouteKey {
+            role: Role::Server,
+            cid,
+        };
         self.routes.insert(route, id);
         let spec = SessionSpec {
             id,
@@ -477,7 +488,7 @@ impl Engine {
             control: Arc::clone(&control),
             config,
         };
-        let shared = Shared::new(spec, Arc::clone(&self.handle));
+        let shared = SharedSession::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
             listener.endpoint.opened(cid, id, hs.client.ip(), &hello);
         }
@@ -503,7 +514,11 @@ impl Engine {
     fn new_cid(&self) -> Option<u32> {
         (0..64).find_map(|_| {
             let cid = u32::from_be_bytes(random().ok()?);
-            (cid != 0 && !self.routes.contains(&(Role::Server, cid))).then_some(cid)
+            let route = RouteKey {
+                role: Role::Server,
+                cid,
+            };
+            (cid != 0 && !self.routes.contains(&route)).then_some(cid)
         })
     }
 
@@ -629,9 +644,9 @@ impl Engine {
         else {
             return;
         };
-        let sock = RSocket::from_shared(std::sync::Arc::clone(&entry.shared));
+        let socket = RSocket::from_shared(std::sync::Arc::clone(&entry.shared));
         // If the server socket is gone, the returned session is dropped here and closes.
-        drop(l.accepted.send((sock, client)));
+        drop(l.accepted.send(Arrival { socket, client }));
         self.service(session);
     }
 

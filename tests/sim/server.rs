@@ -496,7 +496,7 @@ impl World {
     }
 }
 
-/// What the endpoint asks of a session (`Shared::presence`).
+/// What the endpoint asks of a session (`SharedSession::presence`).
 fn presence(session: &Session, now: Instant) -> Presence {
     Presence {
         gone_for: session

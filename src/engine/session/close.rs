@@ -6,11 +6,11 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use super::super::on_engine_thread;
-use super::{abort, deadline_after, Shared};
+use super::{abort, deadline_after, SharedSession};
 use crate::core::session::ReadGate;
 use crate::error::Error;
 
-impl Shared {
+impl SharedSession {
     /// Fails the session and tells the peer with a RESET.
     pub(crate) fn reset(&self, error: Error) {
         self.update(|st, now| st.session.reset(error, now));

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Shared, State};
+use super::{SharedSession, State};
 use crate::error::Error;
 
-impl Shared {
+impl SharedSession {
     /// Makes `stream`, a new connection, the session's, in blocking mode with the
     /// session's options, and `TCP_NODELAY` as `nodelay` says. (A new socket has no
     /// timeouts: only a read timeout is set, if the session has one. The system calls

@@ -1,5 +1,5 @@
 //! One session's state, shared by the application's threads and the engine, its locks,
-//! and [`Shared::update`], the one place that carries out what the core asked for.
+//! and [`SharedSession::update`], the one place that carries out what the core asked for.
 //!
 //! The protocol decisions live in the core [`Session`]; this module owns the TCP connection,
 //! the locks and the condition variable around it. Application threads read and write the
@@ -21,7 +21,7 @@
 //! Always taken in this order, never the other way round:
 //! 1. `read_lock`: held by a reader while it reads from TCP and counts what it read, so
 //!    that once a failed connection is detached, taking and releasing it (the engine's
-//!    [`Shared::barrier`]) leaves an exact received count.
+//!    [`SharedSession::barrier`]) leaves an exact received count.
 //! 2. `write_lock`: held while bytes are written to TCP, so that one connection carries the
 //!    outgoing stream in order; and, likewise, so that the barrier leaves an exact count
 //!    of what was ever written.
@@ -30,7 +30,7 @@
 //! No lock is held while waiting for another object's lock, and the engine only ever
 //! waits for the I/O locks right after it aborted the connection (the barrier): a thread
 //! holding one then is inside a system call on a shut-down socket, which returns at once.
-//! [`Shared::update`] is the one place that carries out what the core asked for: it sends
+//! [`SharedSession::update`] is the one place that carries out what the core asked for: it sends
 //! the queued control messages, sends FIN when due, wakes blocked threads and tells the
 //! engine when the session's timers or duties changed.
 
@@ -61,7 +61,7 @@ use crate::{Config, SessionState};
 pub(crate) use self::resend::Flush;
 
 /// A session's state, shared by the application's handles and the engine.
-pub(crate) struct Shared {
+pub(crate) struct SharedSession {
     /// The engine's name for the session.
     id: Token,
     /// The session's CID; 0 on a client until the server answers its opening.
@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     control: Arc<ControlSocket>,
 }
 
-/// What `Shared::state` protects.
+/// What `SharedSession::state` protects.
 struct State {
     session: Session,
     conn: Option<Arc<TcpStream>>,
@@ -123,7 +123,7 @@ pub(crate) struct SessionSpec {
     pub(crate) config: Config,
 }
 
-/// What the engine must do for a session, as [`Shared::duties`] reports it.
+/// What the engine must do for a session, as [`SharedSession::duties`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Duties {
     /// When the core's timers are next due.
@@ -138,13 +138,13 @@ pub(crate) struct Duties {
     /// Nothing is left to do: the session can be freed.
     pub(crate) finished: bool,
     /// Bytes that writes held for a batch are due: send them. Only
-    /// [`Shared::duties`] sets it, once per hold.
+    /// [`SharedSession::duties`] sets it, once per hold.
     pub(crate) send_held: bool,
 }
 
-impl Shared {
+impl SharedSession {
     /// A session whose first connection is being set up.
-    pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<Shared> {
+    pub(crate) fn new(spec: SessionSpec, engine: Arc<EngineHandle>) -> Arc<SharedSession> {
         let limits = Limits {
             send_buffer: spec.config.send_buffer_size_value(),
             send_buffer_max: spec.config.send_buffer_max_value(),
@@ -161,7 +161,7 @@ impl Shared {
             spec.keys.control,
             Instant::now(),
         );
-        Arc::new(Shared {
+        Arc::new(SharedSession {
             id: spec.id,
             cid: AtomicU32::new(spec.cid),
             nodelay_held: AtomicBool::new(false),
@@ -219,7 +219,7 @@ impl Shared {
     /// Runs `f` on the state, then carries out what the core asked for: sends the control
     /// messages it queued, sends FIN if due, wakes blocked threads and tells the engine
     /// when it must look at the session: from an application thread, only if sooner than
-    /// it planned to (see [`Duties::need_a_look`]); on the engine thread, whenever its
+    /// it planned to (see [`Duties::must_wake_engine`]); on the engine thread, whenever its
     /// duties changed, which costs nothing there.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = Instant::now();
@@ -259,7 +259,7 @@ impl Shared {
             // does not wake later at a deadline that has moved.
             after != before
         } else {
-            after.need_a_look(&before)
+            after.must_wake_engine(&before)
         };
         st.reported = if tell_engine {
             after
@@ -344,8 +344,8 @@ impl Duties {
     /// the reads pause), and a wake-up of the engine thread for each would cost far more
     /// than the call. The engine then wakes at the deadline it was given, which is never
     /// later than the session's, finds nothing due, and sets the session's new deadline
-    /// from [`Shared::duties`], as it does after every timer.
-    pub(crate) fn need_a_look(&self, before: &Duties) -> bool {
+    /// from [`SharedSession::duties`], as it does after every timer.
+    pub(crate) fn must_wake_engine(&self, before: &Duties) -> bool {
         let sooner = match (before.timeout, self.timeout) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -364,7 +364,7 @@ impl Duties {
 }
 
 /// What the engine acts on: when any of it changes, the engine must look again (see
-/// [`Duties::need_a_look`]).
+/// [`Duties::must_wake_engine`]).
 fn duties(session: &Session) -> Duties {
     Duties {
         timeout: session.poll_timeout(),
@@ -426,13 +426,13 @@ mod tests {
     fn the_engine_is_told_of_sooner_deadlines_and_other_changes_only() {
         let t0 = Instant::now();
         let at = |ms| Some(t0 + Duration::from_millis(ms));
-        let look = |before, after| duties(after).need_a_look(&duties(before));
-        assert!(look(None, at(5)), "a deadline appears");
-        assert!(look(at(10), at(5)), "a deadline comes sooner");
-        assert!(!look(at(5), at(10)), "a deadline moves later");
-        assert!(!look(at(5), at(5)), "nothing changed");
-        assert!(!look(at(5), None), "a deadline goes away");
-        assert!(!look(None, None));
+        let wakes = |before, after| duties(after).must_wake_engine(&duties(before));
+        assert!(wakes(None, at(5)), "a deadline appears");
+        assert!(wakes(at(10), at(5)), "a deadline comes sooner");
+        assert!(!wakes(at(5), at(10)), "a deadline moves later");
+        assert!(!wakes(at(5), at(5)), "nothing changed");
+        assert!(!wakes(at(5), None), "a deadline goes away");
+        assert!(!wakes(None, None));
         let before = duties(at(5));
         let changes = [
             Duties {
@@ -455,7 +455,7 @@ mod tests {
             },
         ];
         for after in changes {
-            assert!(after.need_a_look(&before), "{after:?}");
+            assert!(after.must_wake_engine(&before), "{after:?}");
         }
     }
 }

@@ -7,9 +7,9 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use super::resend::Flush;
-use super::Shared;
+use super::SharedSession;
 
-impl Shared {
+impl SharedSession {
     /// After a write: the session's own `TCP_NODELAY` setting applies from now on, if
     /// [`attach_first`](Self::attach_first) held it on.
     pub(super) fn release_nodelay(&self) {

@@ -6,11 +6,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::Shared;
+use super::SharedSession;
 use crate::core::endpoint::server::Presence;
 use crate::Status;
 
-impl Shared {
+impl SharedSession {
     /// Whether the client has shown that it knows the session's CID (see
     /// `Session::peer_knows_cid`).
     pub(crate) fn peer_knows_cid(&self) -> bool {

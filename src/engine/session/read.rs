@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{deadline_after, is_timeout, lock_until, timed_out, Shared};
+use super::{deadline_after, is_timeout, lock_until, timed_out, SharedSession};
 use crate::core::session::ReadGate;
 
 /// The next thing a read does.
@@ -17,7 +17,7 @@ enum ReadStep {
     Read(Arc<TcpStream>, u32),
 }
 
-impl Shared {
+impl SharedSession {
     /// `Read::read`.
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {

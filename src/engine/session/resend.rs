@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use super::nodelay::push_held_segments;
-use super::{Shared, State};
+use super::{SharedSession, State};
 
 /// The most a resend copies out of the send buffer for one system call, so that a large
 /// buffer is not copied whole for each try. The engine's resend also yields after one such
@@ -23,7 +23,7 @@ pub(super) const RESEND_CHUNK: usize = 64 * 1024;
 /// it the same way, and a host program may not ignore the signal.
 #[cfg(not(target_vendor = "apple"))]
 const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-/// Apple's systems have no MSG_NOSIGNAL: `Shared::attach` sets SO_NOSIGPIPE instead.
+/// Apple's systems have no MSG_NOSIGNAL: `SharedSession::attach` sets SO_NOSIGPIPE instead.
 #[cfg(target_vendor = "apple")]
 const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
@@ -39,12 +39,19 @@ pub(crate) enum Flush {
     Yielded,
 }
 
-/// The bytes a connection lacks, as `(from, to, connection, epoch)`: stream positions
-/// `[from, to)`, to be written to connection number `epoch`; `None` if it lacks nothing
-/// (or there is no connection).
-pub(super) type Job = Option<(u64, u64, Arc<TcpStream>, u32)>;
+/// The bytes a connection lacks.
+pub(super) struct Unsent {
+    /// The stream position of the first.
+    pub(super) from: u64,
+    /// The stream position after the last.
+    pub(super) to: u64,
+    /// The connection that lacks them.
+    pub(super) conn: Arc<TcpStream>,
+    /// Its number.
+    pub(super) epoch: u32,
+}
 
-impl Shared {
+impl SharedSession {
     /// Writes what the connection lacks without blocking (the engine's resend when no
     /// application writer is sending).
     pub(crate) fn flush(&self) -> Flush {
@@ -72,7 +79,13 @@ impl Shared {
         // The last connection this resend wrote to.
         let mut wrote_to: Option<Arc<TcpStream>> = None;
         loop {
-            let Some((from, to, conn, epoch)) = self.unsent_job() else {
+            let Some(Unsent {
+                from,
+                to,
+                conn,
+                epoch,
+            }) = self.unsent()
+            else {
                 if let Some(conn) = wrote_to {
                     // A resend follows the reconnection's CONFIRM, which the peer's TCP
                     // acknowledges only after its delayed-ACK timer (some 40 ms): Nagle
@@ -98,7 +111,7 @@ impl Shared {
                 Ok(n) => {
                     let more = self.update(|st, now| {
                         st.session.handle_sent(epoch, from, n, now);
-                        Self::job(st).is_some()
+                        Self::unsent_in(st).is_some()
                     });
                     if more {
                         return Flush::Yielded;
@@ -115,16 +128,21 @@ impl Shared {
         }
     }
 
-    /// The bytes the current connection lacks (see [`Job`]).
-    pub(super) fn unsent_job(&self) -> Job {
-        Self::job(&self.state.lock())
+    /// The bytes the current connection lacks; `None` if it lacks nothing (or there is no
+    /// connection).
+    pub(super) fn unsent(&self) -> Option<Unsent> {
+        Self::unsent_in(&self.state.lock())
     }
 
-    pub(super) fn job(st: &State) -> Job {
+    /// [`unsent`](Self::unsent) with the state locked.
+    pub(super) fn unsent_in(st: &State) -> Option<Unsent> {
         match (st.session.unsent(), &st.conn) {
-            (Some((from, to)), Some(conn)) if from < to => {
-                Some((from, to, Arc::clone(conn), st.session.epoch()))
-            }
+            (Some((from, to)), Some(conn)) if from < to => Some(Unsent {
+                from,
+                to,
+                conn: Arc::clone(conn),
+                epoch: st.session.epoch(),
+            }),
             _ => None,
         }
     }

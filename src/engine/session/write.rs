@@ -7,10 +7,21 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::nodelay::push_held_segments;
-use super::resend::{Job, RESEND_CHUNK};
-use super::{deadline_after, is_timeout, lock_until, Shared, State};
+use super::resend::{Unsent, RESEND_CHUNK};
+use super::{deadline_after, is_timeout, lock_until, SharedSession, State};
 
-impl Shared {
+/// What a write put into the send buffer.
+struct Pushed {
+    /// The stream position of its first byte.
+    start: u64,
+    /// How many bytes it put.
+    len: usize,
+    /// What the connection lacks now; `None` if nothing, or if the bytes may wait for a
+    /// batch.
+    unsent: Option<Unsent>,
+}
+
+impl SharedSession {
     /// `Write::write`: copies into the send buffer, then writes to TCP from this thread.
     ///
     /// With a write timeout, the call returns within about it whatever happens: once the
@@ -48,19 +59,19 @@ impl Shared {
                         return Err(e);
                     }
                 };
-            if let Some((start, n, job)) = pushed {
+            if let Some(Pushed { start, len, unsent }) = pushed {
                 match write {
                     Some(write) => {
-                        let fresh = data.get(..n).unwrap_or_default();
-                        let out_of_time = self.send_locked(start, fresh, job, deadline);
+                        let fresh = data.get(..len).unwrap_or_default();
+                        let out_of_time = self.send_locked(start, fresh, unsent, deadline);
                         self.unlock_write(write, out_of_time);
                         self.release_nodelay();
                     }
                     // A connection came meanwhile and lacks bytes: the engine sends them.
-                    None if job.is_some() => self.engine.flush(self.id),
+                    None if unsent.is_some() => self.engine.flush(self.id),
                     None => {}
                 }
-                return Ok(n);
+                return Ok(len);
             }
             if let Some(write) = write {
                 self.unlock_write(write, false);
@@ -76,15 +87,9 @@ impl Shared {
         }
     }
 
-    /// Appends what fits of `data` to the send buffer: the stream position it starts at,
-    /// how much that was and what the connection now lacks, unless the bytes may wait for
-    /// a batch (with `nagle`: see `Session::hold_unsent`); `None` if nothing fits.
-    fn push(
-        st: &mut State,
-        data: &[u8],
-        nagle: bool,
-        now: Instant,
-    ) -> io::Result<Option<(u64, usize, Job)>> {
+    /// Appends what fits of `data` to the send buffer (see [`Pushed`]; the bytes may wait
+    /// for a batch with `nagle`: see `Session::hold_unsent`); `None` if nothing fits.
+    fn push(st: &mut State, data: &[u8], nagle: bool, now: Instant) -> io::Result<Option<Pushed>> {
         match st.session.write_space() {
             Err(e) => {
                 st.session.writer_unblocked();
@@ -105,22 +110,22 @@ impl Shared {
             Ok(_) => {
                 st.session.writer_unblocked();
                 let start = st.session.written();
-                let n = st.session.write(data, now);
+                let len = st.session.write(data, now);
                 // The engine asked for what the connection lacks (held bytes that are due,
                 // or a resend) while a writer held the lock: this writer sends it. Handing
                 // it back instead would wake the engine again and again while writes go on.
                 let asked = std::mem::take(&mut st.flush_wanted);
-                let job = if st.session.hold_unsent(nagle && !asked, now) {
+                let unsent = if st.session.hold_unsent(nagle && !asked, now) {
                     None
                 } else {
-                    Self::job(st)
+                    Self::unsent_in(st)
                 };
-                Ok(Some((start, n, job)))
+                Ok(Some(Pushed { start, len, unsent }))
             }
         }
     }
 
-    /// Writes to the connection what it lacks (`job`, then whatever is still missing),
+    /// Writes to the connection what it lacks (`unsent`, then whatever is still missing),
     /// with the write lock held. The caller's own just-buffered bytes, `fresh`, from
     /// stream position `start`, are written from its slice when they are all that is
     /// missing, which saves a copy. Returns whether the deadline passed with bytes still
@@ -129,11 +134,17 @@ impl Shared {
         &self,
         start: u64,
         fresh: &[u8],
-        mut job: Job,
+        mut unsent: Option<Unsent>,
         deadline: Option<Instant>,
     ) -> bool {
         loop {
-            let Some((from, to, conn, epoch)) = job else {
+            let Some(Unsent {
+                from,
+                to,
+                conn,
+                epoch,
+            }) = unsent
+            else {
                 return false;
             };
             let copy: Vec<u8>;
@@ -171,13 +182,13 @@ impl Shared {
                     return false;
                 }
                 Ok(n) => {
-                    job = self.update(|st, now| {
+                    unsent = self.update(|st, now| {
                         st.session.handle_sent(epoch, from, n, now);
-                        Self::job(st)
+                        Self::unsent_in(st)
                     });
                 }
                 Err(e) if is_timeout(&e) => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => job = self.unsent_job(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => unsent = self.unsent(),
                 Err(e) => {
                     self.write_failed(epoch, &e);
                     return false;
