@@ -58,8 +58,6 @@ use crate::core::control::MAX_LEN;
 use crate::core::session::{End, Limits, Session};
 use crate::{Config, SessionState};
 
-pub(crate) use self::resend::Flush;
-
 /// A session's state, shared by the application's handles and the engine.
 pub(crate) struct SharedSession {
     /// The engine's name for the session.

@@ -1,13 +1,18 @@
 //! The engine's resend: what a connection lacks (after a reconnection, bytes a writer's
-//! timeout left, a batch that is due) written with non-blocking sends, a chunk at a time,
-//! and the hand-back between the engine and a writer that holds the write lock.
+//! timeout left, a batch that is due) written with non-blocking sends, a chunk at a time;
+//! the hand-back between the engine and a writer that holds the write lock; and the
+//! engine's watch of a connection for room while bytes wait ([`Engine::flush`]).
 
 use std::io;
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
 use parking_lot::MutexGuard;
 
+use super::super::Engine;
 use super::nodelay::push_held_segments;
 use super::{SharedSession, State};
 
@@ -28,7 +33,7 @@ const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
 /// How a non-blocking flush went.
-pub(crate) enum Flush {
+pub(super) enum Flush {
     /// Nothing is left to send on the current connection (or there is none).
     Done,
     /// Another thread holds the write lock; it sends what is left, or asks again.
@@ -54,7 +59,7 @@ pub(super) struct Unsent {
 impl SharedSession {
     /// Writes what the connection lacks without blocking (the engine's resend when no
     /// application writer is sending).
-    pub(crate) fn flush(&self) -> Flush {
+    fn flush(&self) -> Flush {
         let write = match self.write_lock.try_lock() {
             Some(write) => write,
             None => {
@@ -158,6 +163,60 @@ impl SharedSession {
         let wanted = std::mem::take(&mut self.state.lock().flush_wanted);
         if left || wanted {
             self.engine.flush(self.id);
+        }
+    }
+}
+
+impl Engine {
+    /// Sends what session `id`'s connection lacks, as far as the kernel takes it now, and
+    /// watches the connection for room if it takes less.
+    pub(in crate::engine) fn flush(&mut self, id: Token) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match entry.shared.flush() {
+            Flush::Done | Flush::Busy => {
+                let watch = entry.flush_watch.take();
+                self.unwatch(watch);
+            }
+            Flush::Yielded => {
+                let watch = entry.flush_watch.take();
+                self.unwatch(watch);
+                // Once per round, however many asked.
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
+                }
+            }
+            Flush::Blocked(conn) => {
+                if entry
+                    .flush_watch
+                    .as_ref()
+                    .is_some_and(|w| Arc::ptr_eq(w, &conn))
+                {
+                    return; // Registered already: the next writable edge comes.
+                }
+                let old = entry.flush_watch.replace(Arc::clone(&conn));
+                let fd = conn.as_raw_fd();
+                let registered =
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&fd), id, Interest::WRITABLE);
+                if let Err(e) = registered {
+                    log::warn!("cannot watch a connection for room: {e}");
+                    if let Some(entry) = self.sessions.get_mut(&id) {
+                        entry.flush_watch = None;
+                    }
+                }
+                self.unwatch(old);
+            }
+        }
+    }
+
+    /// Stops watching a connection for room.
+    pub(in crate::engine) fn unwatch(&self, conn: Option<Arc<TcpStream>>) {
+        if let Some(conn) = conn {
+            let fd = conn.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
     }
 }
