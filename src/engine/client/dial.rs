@@ -16,6 +16,7 @@ use mio::{Interest, Token};
 
 use super::{was_established, Opened};
 use crate::core::counter::to_wire;
+use crate::core::endpoint::client::{check_answer, AnswerOutcome};
 use crate::core::endpoint::redial::{Failure, NextHello, Redial};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
@@ -270,49 +271,48 @@ impl Engine {
         let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.drop_dial(dial);
         };
-        if !answer.answers(&hello, &shared.handshake_keys().server) {
-            // Not the server that holds the session's keys, or not an answer to this
-            // hello: nothing more is sent on this connection.
-            let e = io::Error::other("the answer does not prove itself");
-            return self.dial_failed(dial, Failure::Cut(e));
+        let checked = check_answer(
+            &hello,
+            &answer,
+            &shared.handshake_keys().server,
+            dial.on_session,
+            |n| shared.check_resume(n),
+        );
+        if checked
+            .as_ref()
+            .map_or_else(|why| why.server_heard(), |_| true)
+        {
+            if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
+                redial.heard_answer();
+            }
         }
-        if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
-            // A robust-tcp server answered: whatever happens to this attempt, the opening
-            // is not talking to a stranger that hangs up.
-            redial.heard_answer();
-        }
-        let fits = if hello.is_opening() {
-            // The first opening's connection carries the session already: only a session
-            // opened on it, as connection 0, fits.
-            !dial.on_session || (answer.opened && answer.epoch == 0)
-        } else {
-            !answer.opened && answer.cid == hello.cid
+        let outcome = match checked {
+            Ok(outcome) => outcome,
+            // Nothing more is sent on this connection.
+            Err(why) => {
+                return self.dial_failed(dial, Failure::Cut(io::Error::other(why.reason())))
+            }
         };
-        if !fits {
-            let e = io::Error::other("the answer does not fit the hello");
-            return self.dial_failed(dial, Failure::Cut(e));
-        }
         // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
         // may end at a proxy on the way), with nothing of the stream queued ahead.
         shared.round_trip(hello_sent.elapsed());
-        let peer_received = shared
-            .check_resume(answer.received)
-            .filter(|&n| n == 0 || !answer.opened);
-        let Some(peer_received) = peer_received else {
-            self.drop_dial(dial);
-            shared.reset(Error::ProtocolViolation(
-                "the server claims to have received bytes that were never sent",
-            ));
-            return self.service(id);
-        };
-        if !answer.opened {
-            // The server resumed a session: prove that we hold its keys and got this
-            // answer, before it moves the session to this connection.
-            let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
-            if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
-                return self.dial_failed(dial, Failure::Cut(e));
+        let peer_received = match outcome {
+            AnswerOutcome::Install { peer_received } => peer_received,
+            AnswerOutcome::ConfirmAndInstall { peer_received } => {
+                // Prove that we hold the session's keys and got this answer, before the
+                // server moves the session to this connection.
+                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
+                if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
+                    return self.dial_failed(dial, Failure::Cut(e));
+                }
+                peer_received
             }
-        }
+            AnswerOutcome::ProtocolViolation(why) => {
+                self.drop_dial(dial);
+                shared.reset(Error::ProtocolViolation(why));
+                return self.service(id);
+            }
+        };
         self.unwatch_dial(&dial);
         if hello.is_opening() {
             self.learn_cid(id, &shared, &answer);
