@@ -156,79 +156,20 @@ mod tests {
         let violation = Ok(AnswerOutcome::ProtocolViolation(IMPOSSIBLE_COUNT));
         // What the case is, the HELLO, its ANSWER, whether on the session's connection,
         // and the outcome. The session has sent 500 bytes.
+        #[rustfmt::skip]
         let cases = [
-            (
-                "the first opening, opened on its connection",
-                first,
-                answer(&first, true, 0, 0),
-                true,
-                install,
-            ),
+            ("the first opening, opened on its connection", first, answer(&first, true, 0, 0), true, install),
             // The connection's bytes are not where the server thinks they are.
-            (
-                "the first opening, opened as another connection",
-                first,
-                answer(&first, true, 1, 0),
-                true,
-                misfit,
-            ),
-            (
-                "the first opening, resumed",
-                first,
-                answer(&first, false, 0, 0),
-                true,
-                misfit,
-            ),
-            (
-                "a retried opening, opened afresh",
-                retried,
-                answer(&retried, true, 3, 0),
-                false,
-                install,
-            ),
-            (
-                "a retried opening, resumed",
-                retried,
-                answer(&retried, false, 3, 200),
-                false,
-                confirm(200),
-            ),
-            (
-                "a resumption, resumed",
-                resuming,
-                answer(&resuming, false, 5, 300),
-                false,
-                confirm(300),
-            ),
-            (
-                "a resumption, opened",
-                resuming,
-                answer(&resuming, true, 5, 0),
-                false,
-                misfit,
-            ),
-            (
-                "a resumption, of another CID",
-                resuming,
-                other_cid,
-                false,
-                misfit,
-            ),
-            (
-                "a count beyond what was sent",
-                resuming,
-                answer(&resuming, false, 5, 501),
-                false,
-                violation,
-            ),
+            ("the first opening, opened as another connection", first, answer(&first, true, 1, 0), true, misfit),
+            ("the first opening, resumed", first, answer(&first, false, 0, 0), true, misfit),
+            ("a retried opening, opened afresh", retried, answer(&retried, true, 3, 0), false, install),
+            ("a retried opening, resumed", retried, answer(&retried, false, 3, 200), false, confirm(200)),
+            ("a resumption, resumed", resuming, answer(&resuming, false, 5, 300), false, confirm(300)),
+            ("a resumption, opened", resuming, answer(&resuming, true, 5, 0), false, misfit),
+            ("a resumption, of another CID", resuming, other_cid, false, misfit),
+            ("a count beyond what was sent", resuming, answer(&resuming, false, 5, 501), false, violation),
             // A session opened afresh has received nothing.
-            (
-                "an opened session with bytes",
-                retried,
-                answer(&retried, true, 3, 10),
-                false,
-                violation,
-            ),
+            ("an opened session with bytes", retried, answer(&retried, true, 3, 10), false, violation),
         ];
         let key = &keys().handshake.server;
         for (what, hello, answer, on_session, outcome) in cases {

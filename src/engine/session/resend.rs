@@ -21,7 +21,7 @@ use super::{SharedSession, State};
 /// chunk, so that a session with megabytes to resend holds up every other session's
 /// handshakes, datagrams and timers for no more than a copy and a system call of this
 /// size (tens of microseconds), and 64 KiB is about what loopback's TCP takes per call.
-pub(super) const RESEND_CHUNK: usize = 64 * 1024;
+const RESEND_CHUNK: usize = 64 * 1024;
 
 /// The engine's resend must not block (application threads use the socket in blocking
 /// mode), nor raise SIGPIPE when the peer has reset the connection: std's own writes avoid
@@ -84,13 +84,7 @@ impl SharedSession {
         // The last connection this resend wrote to.
         let mut wrote_to: Option<Arc<TcpStream>> = None;
         loop {
-            let Some(Unsent {
-                from,
-                to,
-                conn,
-                epoch,
-            }) = self.unsent()
-            else {
+            let Some(unsent) = self.unsent() else {
                 if let Some(conn) = wrote_to {
                     // A resend follows the reconnection's CONFIRM, which the peer's TCP
                     // acknowledges only after its delayed-ACK timer (some 40 ms): Nagle
@@ -101,12 +95,10 @@ impl SharedSession {
                 }
                 return Flush::Done;
             };
-            let len = usize::try_from(to - from).unwrap_or(usize::MAX);
-            let bytes = self
-                .state
-                .lock()
-                .session
-                .buffered_from(from, len.min(RESEND_CHUNK));
+            let bytes = self.copy_chunk(&unsent);
+            let Unsent {
+                from, conn, epoch, ..
+            } = unsent;
             let sock = socket2::SockRef::from(&*conn);
             match sock.send_with_flags(&bytes, RESEND_FLAGS) {
                 Ok(0) => {
@@ -137,6 +129,14 @@ impl SharedSession {
     /// connection).
     pub(super) fn unsent(&self) -> Option<Unsent> {
         Self::unsent_in(&self.state.lock())
+    }
+
+    /// A copy of the first of `unsent`'s bytes, at most [`RESEND_CHUNK`] of them, out of
+    /// the send buffer.
+    pub(super) fn copy_chunk(&self, unsent: &Unsent) -> Vec<u8> {
+        let len = usize::try_from(unsent.to - unsent.from).unwrap_or(usize::MAX);
+        let st = self.state.lock();
+        st.session.buffered_from(unsent.from, len.min(RESEND_CHUNK))
     }
 
     /// [`unsent`](Self::unsent) with the state locked.

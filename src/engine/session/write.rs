@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::nodelay::push_held_segments;
-use super::resend::{Unsent, RESEND_CHUNK};
+use super::resend::Unsent;
 use super::{deadline_after, is_timeout, lock_until, SharedSession, State};
 
 /// What a write put into the send buffer.
@@ -138,16 +138,11 @@ impl SharedSession {
         deadline: Option<Instant>,
     ) -> bool {
         loop {
-            let Some(Unsent {
-                from,
-                to,
-                conn,
-                epoch,
-            }) = unsent
-            else {
+            let Some(lacking) = unsent else {
                 return false;
             };
             let copy: Vec<u8>;
+            let (from, to) = (lacking.from, lacking.to);
             let end = start + fresh.len() as u64;
             let bytes = if from >= start && to <= end {
                 // In range: both offsets are within `fresh`.
@@ -155,14 +150,10 @@ impl SharedSession {
                     .get((from - start) as usize..(to - start) as usize)
                     .unwrap_or_default()
             } else {
-                let len = usize::try_from(to - from).unwrap_or(usize::MAX);
-                copy = self
-                    .state
-                    .lock()
-                    .session
-                    .buffered_from(from, len.min(RESEND_CHUNK));
+                copy = self.copy_chunk(&lacking);
                 &copy
             };
+            let Unsent { conn, epoch, .. } = lacking;
             // The connection's own send timeout is off (writers without a timeout block);
             // a writer with one bounds each system call by what is left of it.
             let left = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
