@@ -129,6 +129,7 @@ impl RServerSocket {
     pub fn accept(&self) -> io::Result<(RSocket, SocketAddr)> {
         self.accepted
             .recv()
+            .map(|arrival| (arrival.socket, arrival.client))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the robust-tcp engine stopped"))
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::client;
-use crate::engine::session::Shared;
+use crate::engine::session::SharedSession;
 use crate::{Config, Status};
 
 /// One end of a robust session: a byte stream like [`std::net::TcpStream`] that survives
@@ -55,7 +55,7 @@ pub struct RSocket {
 
 /// Closes the session when the last `RSocket` for it goes.
 struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<SharedSession>,
 }
 
 impl Drop for Handle {
@@ -66,13 +66,13 @@ impl Drop for Handle {
 
 impl RSocket {
     /// Wraps a session the engine serves.
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> RSocket {
+    pub(crate) fn from_shared(shared: Arc<SharedSession>) -> RSocket {
         RSocket {
             handle: Arc::new(Handle { shared }),
         }
     }
 
-    fn shared(&self) -> &Shared {
+    fn shared(&self) -> &SharedSession {
         &self.handle.shared
     }
 

@@ -1,5 +1,5 @@
-//! The process's UDP control socket (paper section 4.1) and the table that routes each
-//! datagram to its session.
+//! The process's UDP control socket (paper section 4.1), the table that routes each
+//! datagram to its session, and the engine's receiving and dispatch of datagrams.
 //!
 //! Any thread sends on the socket (a reader's ACK goes out from the reader's thread); only
 //! the engine receives. A datagram is looked up by the CID and side it names, in O(1),
@@ -13,11 +13,15 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use mio::net::UdpSocket;
-use mio::Token;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::{Engine, ROUND_BUDGET};
+use crate::core::control::{ControlMessage, MAX_LEN};
 use crate::core::session::Role;
 
 /// A UDP control socket: the process's shared one, or one on a port a server fixed.
@@ -106,9 +110,15 @@ fn dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Identifies a session to the control path: our role in it and its CID. Servers give out
-/// CIDs unique in the process; a client may get the same CID from two servers.
-pub(crate) type RouteKey = (Role, u32);
+/// Identifies a session to the control path. Servers give out CIDs unique in the process;
+/// a client may get the same CID from two servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RouteKey {
+    /// Our role in the session.
+    pub(crate) role: Role,
+    /// The session's CID (0 on a client until the server answers its opening).
+    pub(crate) cid: u32,
+}
 
 /// Which sessions each control datagram may be for.
 #[derive(Debug, Default)]
@@ -148,3 +158,72 @@ impl Routes {
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
+
+impl Engine {
+    /// Starts receiving on a control socket on a fixed port.
+    pub(super) fn serve_control(&mut self, socket: Arc<ControlSocket>) {
+        let token = self.new_token();
+        let registered =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&socket.fd()), token, Interest::READABLE);
+        match registered {
+            Ok(()) => {
+                self.controls.insert(token, Arc::clone(&socket));
+                // Datagrams may have arrived before the registration.
+                self.receive_control(token, &socket);
+            }
+            Err(e) => log::error!("cannot serve control port {}: {e}", socket.port()),
+        }
+    }
+
+    /// Takes the datagrams waiting on a control socket, up to the round's budget.
+    pub(super) fn receive_control(&mut self, token: Token, socket: &ControlSocket) {
+        let mut buf = [0u8; RECEIVE_BUFFER];
+        for _ in 0..ROUND_BUDGET {
+            let Some((n, from)) = socket.recv(&mut buf) else {
+                return;
+            };
+            if let Some(datagram) = buf.get(..n) {
+                self.dispatch(datagram, from);
+            }
+        }
+        self.backlog.push(token);
+    }
+
+    /// Hands a datagram to the session it names, which authenticates it; drops it,
+    /// unanswered, if no session does. Returns whether a session took it.
+    pub(super) fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) -> bool {
+        let Some(route) = ControlMessage::route(datagram) else {
+            log::trace!("dropped a short datagram from {from}");
+            return false;
+        };
+        let key = RouteKey {
+            // The role the datagram's sender gives us.
+            role: if route.from_server {
+                Role::Client
+            } else {
+                Role::Server
+            },
+            cid: route.cid,
+        };
+        for id in self.routes.get(&key) {
+            // If the message changed the session's duties, it is marked dirty and looked
+            // at before the engine sleeps.
+            let taken = self
+                .sessions
+                .get(id)
+                .is_some_and(|entry| entry.shared.handle_datagram(datagram, from));
+            if taken {
+                return true;
+            }
+        }
+        log::trace!("dropped a datagram from {from} for session {}", route.cid);
+        false
+    }
+}
+
+/// The receive buffer: longer than any datagram this version accepts, so that a longer
+/// one is seen whole and refused for its length rather than truncated to a valid one.
+const RECEIVE_BUFFER: usize = 64;
+const _: () = assert!(MAX_LEN < RECEIVE_BUFFER);

@@ -3,27 +3,34 @@
 //!
 //! It runs a [`mio::Poll`] over non-blocking sockets and owns:
 //! - the UDP control socket: it receives every control datagram and applies it to its
-//!   session ([`control`]);
+//!   session ([`control`]; over TCP where UDP does not get through, [`tcp_control`]);
 //! - every listener of every [`RServerSocket`](crate::RServerSocket), and the server side of
 //!   every handshake, opening or reconnection ([`server`]);
 //! - the client side of every handshake: opening a session for a caller blocked in
 //!   `connect` (until its TCP connect completes) and reading the server's answer, and
 //!   reconnecting a session whose connection failed ([`client`]);
+//! - the handshakes in progress, each under its deadline ([`handshakes`]);
 //! - one timer heap for everything that is due later: the sessions' retransmissions,
 //!   acknowledgement requests, give-up and lingering, handshake deadlines, reconnection
-//!   backoff, paused listeners ([`timers`]);
+//!   backoff, paused listeners ([`timers`]); a session's timers and duties are looked at
+//!   in [`service`];
 //! - the resend of bytes that a connection lacks when no application writer sends them
-//!   (after a reconnection, or when a writer's timeout cut its write short).
+//!   (after a reconnection, or when a writer's timeout cut its write short; in
+//!   `session/resend.rs`).
+//!
+//! This file holds the engine's types, its thread and loop, and the commands.
 //!
 //! Application threads do their own reads and writes on the TCP connection, in blocking
 //! mode, and talk to the engine through [`EngineHandle`]: a command channel and a
-//! [`mio::Waker`]. The session state they share is [`session::Shared`].
+//! [`mio::Waker`]. The session state they share is [`session::SharedSession`].
 
 pub(crate) mod client;
 mod control;
 mod frames;
+mod handshakes;
 mod local_addrs;
 pub(crate) mod server;
+mod service;
 pub(crate) mod session;
 mod tcp_control;
 mod timers;
@@ -32,7 +39,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,16 +50,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use self::client::Dial;
 use self::control::{ControlSocket, RouteKey, Routes};
+use self::handshakes::Handshake;
 use self::local_addrs::LocalAddrs;
-use self::server::{Listener, ServerHandshake};
-use self::session::{Flush, Shared};
-use self::tcp_control::TcpControl;
+use self::server::Listener;
+use self::session::SharedSession;
+use self::tcp_control::{TcpControl, TcpRoute};
 use self::timers::TimerQueue;
-use crate::core::control::{ControlMessage, MAX_LEN};
-use crate::core::earliest;
-use crate::core::endpoint::redial::{Failure, Plan, Redial};
+use crate::core::endpoint::redial::Redial;
 use crate::core::session::Role;
 
 const WAKER: Token = Token(0);
@@ -112,10 +116,8 @@ pub(crate) struct EngineHandle {
     /// Control sockets on the ports servers fixed (`Config::control_port`). Kept for the
     /// life of the process once bound: a process fixes few, and may bind a server again.
     fixed: Mutex<HashMap<u16, Arc<ControlSocket>>>,
-    /// Destinations whose datagrams go over a TCP control connection (the token), by our
-    /// role in the sessions: a client's server (its UDP control address), a server's
-    /// client (the connection's peer address).
-    tcp_routes: Mutex<HashMap<(Role, SocketAddr), Token>>,
+    /// Destinations whose datagrams go over a TCP control connection (the token).
+    tcp_routes: Mutex<HashMap<TcpRoute, Token>>,
     /// Whether `tcp_routes` may hold anything: spares senders its lock while it does not.
     tcp_routed: AtomicBool,
     next_token: AtomicUsize,
@@ -174,7 +176,11 @@ impl EngineHandle {
         to: SocketAddr,
     ) {
         if self.tcp_routed.load(Ordering::Relaxed) {
-            let token = self.tcp_routes.lock().get(&(role, to)).copied();
+            let token = self
+                .tcp_routes
+                .lock()
+                .get(&TcpRoute { role, peer: to })
+                .copied();
             if let Some(token) = token {
                 self.send(Command::ControlOverTcp(token, datagram.to_vec()));
                 return;
@@ -185,17 +191,21 @@ impl EngineHandle {
 
     /// Whether datagrams to `to`, in sessions where we are `role`, go over TCP.
     pub(crate) fn routed_over_tcp(&self, role: Role, to: SocketAddr) -> bool {
-        self.tcp_routed.load(Ordering::Relaxed) && self.tcp_routes.lock().contains_key(&(role, to))
+        self.tcp_routed.load(Ordering::Relaxed)
+            && self
+                .tcp_routes
+                .lock()
+                .contains_key(&TcpRoute { role, peer: to })
     }
 
     /// Routes `route`'s datagrams over TCP control connection `token`.
-    fn route_over_tcp(&self, route: (Role, SocketAddr), token: Token) {
+    fn route_over_tcp(&self, route: TcpRoute, token: Token) {
         self.tcp_routes.lock().insert(route, token);
         self.tcp_routed.store(true, Ordering::Relaxed);
     }
 
     /// Stops routing `route` over connection `token` (if it still is).
-    fn unroute_tcp(&self, route: (Role, SocketAddr), token: Token) {
+    fn unroute_tcp(&self, route: TcpRoute, token: Token) {
         let mut routes = self.tcp_routes.lock();
         if routes.get(&route) == Some(&token) {
             routes.remove(&route);
@@ -233,7 +243,7 @@ impl EngineHandle {
 
 /// A session as the engine holds it.
 struct Entry {
-    shared: Arc<Shared>,
+    shared: Arc<SharedSession>,
     route: RouteKey,
     /// The connection registered for writability while a resend waits for room; held so
     /// that its descriptor stays open until it is deregistered.
@@ -249,16 +259,6 @@ enum Side {
     /// A server session belongs to a listener, which knows the rest (its
     /// `ServerEndpoint`).
     Server { listener: Token },
-}
-
-/// A handshake in progress on a non-blocking connection.
-// A dial carries its opening request's `Config`, about 200 bytes more than a server's
-// handshake: at most `max_handshakes` entries per listener, a few dozen KiB, not worth a
-// box (and an allocation) per dial.
-#[allow(clippy::large_enum_variant)]
-enum Handshake {
-    Server(ServerHandshake),
-    Client(Box<Dial>),
 }
 
 /// The engine thread's state.
@@ -448,256 +448,6 @@ impl Engine {
     fn new_token(&self) -> Token {
         self.handle.new_token()
     }
-
-    // ------------------------------------------------------------ control datagrams
-
-    /// Starts receiving on a control socket on a fixed port.
-    fn serve_control(&mut self, socket: Arc<ControlSocket>) {
-        let token = self.new_token();
-        let registered =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&socket.fd()), token, Interest::READABLE);
-        match registered {
-            Ok(()) => {
-                self.controls.insert(token, Arc::clone(&socket));
-                // Datagrams may have arrived before the registration.
-                self.receive_control(token, &socket);
-            }
-            Err(e) => log::error!("cannot serve control port {}: {e}", socket.port()),
-        }
-    }
-
-    /// Takes the datagrams waiting on a control socket, up to the round's budget.
-    fn receive_control(&mut self, token: Token, socket: &ControlSocket) {
-        let mut buf = [0u8; RECEIVE_BUFFER];
-        for _ in 0..ROUND_BUDGET {
-            let Some((n, from)) = socket.recv(&mut buf) else {
-                return;
-            };
-            if let Some(datagram) = buf.get(..n) {
-                self.dispatch(datagram, from);
-            }
-        }
-        self.backlog.push(token);
-    }
-
-    /// Hands a datagram to the session it names, which authenticates it; drops it,
-    /// unanswered, if no session does. Returns whether a session took it.
-    fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) -> bool {
-        let Some(route) = ControlMessage::route(datagram) else {
-            log::trace!("dropped a short datagram from {from}");
-            return false;
-        };
-        let ours = if route.from_server {
-            Role::Client
-        } else {
-            Role::Server
-        };
-        for id in self.routes.get(&(ours, route.cid)) {
-            // If the message changed the session's duties, it is marked dirty and looked
-            // at before the engine sleeps.
-            let taken = self
-                .sessions
-                .get(id)
-                .is_some_and(|entry| entry.shared.handle_datagram(datagram, from));
-            if taken {
-                return true;
-            }
-        }
-        log::trace!("dropped a datagram from {from} for session {}", route.cid);
-        false
-    }
-
-    // ------------------------------------------------------------ sessions
-
-    /// Adds a session to the engine and looks at it.
-    fn adopt(&mut self, id: Token, entry: Entry) {
-        self.sessions.insert(id, entry);
-        self.service(id);
-    }
-
-    /// Looks at session `id`: runs its timers, frees it when finished, starts a
-    /// reconnection when one is due, and sets its next deadline.
-    fn service(&mut self, id: Token) {
-        let now = Instant::now();
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if let (Side::Client(_), Some(local)) = (&entry.side, entry.shared.connected_from()) {
-            if !self.local_addrs.present(local, now) {
-                // The host left the network the connection was on: reconnect from where it
-                // is now rather than wait for the silence limit.
-                let epoch = entry.shared.epoch();
-                entry
-                    .shared
-                    .connection_failed(epoch, &format!("the local address {} is gone", local.ip()));
-            }
-        }
-        let duties = entry.shared.duties();
-        if duties.finished {
-            self.finish(id);
-            return;
-        }
-        let next = duties.timeout;
-        let mut plan = Plan::Wait(None);
-        let mut tcp_control = None;
-        match &mut entry.side {
-            Side::Server { .. } => {}
-            Side::Client(redial) if duties.needs_connection => {
-                let handshakes = &self.handshakes;
-                plan = redial.plan(duties.heard_since_disconnected, now, |token| {
-                    matches!(handshakes.get(&token), Some(Handshake::Client(d)) if d.connecting())
-                });
-            }
-            Side::Client(redial) => {
-                if duties.datagrams_missing {
-                    tcp_control = entry.shared.control_peer().map(|udp| (udp, redial.addr()));
-                }
-            }
-        }
-        if let Some((udp, tcp)) = tcp_control {
-            self.use_tcp_control(udp, tcp);
-        }
-        match plan {
-            Plan::Wait(at) => self.timers.set(id, earliest(next, at)),
-            Plan::Dial => {
-                self.timers.set(id, next);
-                self.redial(id);
-            }
-            Plan::Restart(stale) => {
-                log::debug!("session {id:?}: the server answers again; a new attempt");
-                self.timers.set(id, next);
-                self.drop_handshake(stale);
-                self.redial(id);
-            }
-        }
-        if duties.send_held {
-            self.flush(id);
-        }
-    }
-
-    /// Frees session `id`: its routes, its listener slot, its reconnection, its resend.
-    fn finish(&mut self, id: Token) {
-        let Some(entry) = self.sessions.remove(&id) else {
-            return;
-        };
-        self.timers.set(id, None);
-        self.routes.remove(&entry.route, id);
-        self.unwatch(entry.flush_watch);
-        match entry.side {
-            Side::Server { listener } => {
-                let (cid, knows) = (entry.shared.cid(), entry.shared.peer_knows_cid());
-                self.forget_session(listener, cid, knows);
-            }
-            Side::Client(redial) => {
-                if let Some(dial) = redial.dialing() {
-                    self.drop_handshake(dial);
-                }
-            }
-        }
-        entry.shared.finish();
-    }
-
-    /// Sends what session `id`'s connection lacks, as far as the kernel takes it now, and
-    /// watches the connection for room if it takes less.
-    fn flush(&mut self, id: Token) {
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        match entry.shared.flush() {
-            Flush::Done | Flush::Busy => {
-                let watch = entry.flush_watch.take();
-                self.unwatch(watch);
-            }
-            Flush::Yielded => {
-                let watch = entry.flush_watch.take();
-                self.unwatch(watch);
-                // Once per round, however many asked.
-                if !self.backlog.contains(&id) {
-                    self.backlog.push(id);
-                }
-            }
-            Flush::Blocked(conn) => {
-                if entry
-                    .flush_watch
-                    .as_ref()
-                    .is_some_and(|w| Arc::ptr_eq(w, &conn))
-                {
-                    return; // Registered already: the next writable edge comes.
-                }
-                let old = entry.flush_watch.replace(Arc::clone(&conn));
-                let fd = conn.as_raw_fd();
-                let registered =
-                    self.poll
-                        .registry()
-                        .register(&mut SourceFd(&fd), id, Interest::WRITABLE);
-                if let Err(e) = registered {
-                    log::warn!("cannot watch a connection for room: {e}");
-                    if let Some(entry) = self.sessions.get_mut(&id) {
-                        entry.flush_watch = None;
-                    }
-                }
-                self.unwatch(old);
-            }
-        }
-    }
-
-    /// Stops watching a connection for room.
-    fn unwatch(&self, conn: Option<Arc<TcpStream>>) {
-        if let Some(conn) = conn {
-            let fd = conn.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        }
-    }
-
-    // ------------------------------------------------------------ handshakes
-
-    /// Starts tracking a handshake with its deadline.
-    fn add_handshake(&mut self, token: Token, handshake: Handshake, deadline: Instant) {
-        self.handshakes.insert(token, handshake);
-        self.timers.set(token, Some(deadline));
-        self.advance_handshake(token);
-    }
-
-    /// Reads and writes what a handshake can now.
-    fn advance_handshake(&mut self, token: Token) {
-        match self.handshakes.remove(&token) {
-            Some(Handshake::Server(hs)) => self.advance_server_handshake(token, hs),
-            Some(Handshake::Client(dial)) => self.advance_dial(token, *dial),
-            None => {}
-        }
-        if !self.handshakes.contains_key(&token) {
-            self.timers.set(token, None);
-        }
-    }
-
-    /// Ends a handshake before it completed (its deadline passed, or it was evicted).
-    fn abandon_handshake(&mut self, token: Token, why: &str) {
-        self.timers.set(token, None);
-        match self.handshakes.remove(&token) {
-            Some(Handshake::Server(hs)) => {
-                self.forget_handshake(hs.listener, token);
-                self.server_handshake_failed(hs, why);
-            }
-            Some(Handshake::Client(dial)) => self.dial_failed(*dial, Failure::Timeout),
-            None => {}
-        }
-    }
-
-    /// Drops a handshake without reporting anything (its session is gone).
-    fn drop_handshake(&mut self, token: Token) {
-        self.timers.set(token, None);
-        match self.handshakes.remove(&token) {
-            Some(Handshake::Server(mut hs)) => self.deregister(&mut hs.stream),
-            Some(Handshake::Client(dial)) => self.drop_dial(*dial),
-            None => {}
-        }
-    }
-
-    fn deregister(&self, stream: &mut mio::net::TcpStream) {
-        let _ = self.poll.registry().deregister(stream);
-    }
 }
 
 /// `N` random bytes from the operating system: nonces, session secrets, CIDs.
@@ -713,8 +463,3 @@ fn into_std(poll: &Poll, mut stream: mio::net::TcpStream) -> TcpStream {
     let _ = poll.registry().deregister(&mut stream);
     TcpStream::from(stream)
 }
-
-/// The receive buffer: longer than any datagram this version accepts, so that a longer
-/// one is seen whole and refused for its length rather than truncated to a valid one.
-const RECEIVE_BUFFER: usize = 64;
-const _: () = assert!(MAX_LEN < RECEIVE_BUFFER);

@@ -35,6 +35,16 @@ const OUTBOX_LIMIT: usize = 64 * 1024;
 /// Each datagram's length prefix.
 const LENGTH_LEN: usize = 2;
 
+/// A destination whose control datagrams go over a TCP control connection: a client's
+/// server (its UDP control address), or a server's client (the connection's peer address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TcpRoute {
+    /// Our role in the sessions whose datagrams go there.
+    pub(crate) role: Role,
+    /// The destination.
+    pub(crate) peer: SocketAddr,
+}
+
 /// One control connection, at either end.
 #[derive(Debug)]
 pub(crate) struct TcpControl {
@@ -42,8 +52,8 @@ pub(crate) struct TcpControl {
     /// The address the datagrams it carries come from, as the sessions see it: the
     /// peer's address on the connection.
     pub(crate) peer: SocketAddr,
-    /// The destination whose datagrams it carries, with our role in their sessions.
-    pub(crate) route: (Role, SocketAddr),
+    /// The destination whose datagrams it carries.
+    pub(crate) route: TcpRoute,
     /// The listener it came in on (a server).
     pub(crate) listener: Option<mio::Token>,
     /// When it last carried an authentic datagram, if it has.
@@ -60,7 +70,7 @@ impl TcpControl {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        route: (Role, SocketAddr),
+        route: TcpRoute,
         listener: Option<mio::Token>,
         first: &[u8],
         now: Instant,
@@ -172,7 +182,10 @@ impl Engine {
     /// its datagrams: carries that server's control datagrams over a TCP connection to
     /// `tcp`, its session address, unless one does already.
     pub(super) fn use_tcp_control(&mut self, udp: SocketAddr, tcp: SocketAddr) {
-        let route = (Role::Client, udp);
+        let route = TcpRoute {
+            role: Role::Client,
+            peer: udp,
+        };
         if self.tcp_controls.values().any(|c| c.route == route) {
             return;
         }

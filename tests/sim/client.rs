@@ -1,4 +1,4 @@
-//! The client side, driven as the engine drives it (`src/engine/client.rs`): the opening
+//! The client side, driven as the engine drives it (`src/engine/client/`): the opening
 //! on the session's first connection, then the core's `Redial` schedule for every later
 //! attempt; each attempt a HELLO, an ANSWER and, for a resumption, a CONFIRM.
 
@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use robust_tcp::protocol::auth::SessionKeys;
 use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::endpoint::{Failure, NextHello, Plan, Redial};
+use robust_tcp::protocol::endpoint::{
+    check_answer, AnswerOutcome, Failure, Misanswer, NextHello, Plan, Redial,
+};
 use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
 use robust_tcp::{Config, Error, Refusal};
@@ -290,30 +292,28 @@ impl World {
             return;
         };
         let c = &mut self.clients[i];
-        assert!(
-            answer.answers(&hello, &c.keys.handshake.server),
+        let session = &c.session;
+        let checked = check_answer(&hello, &answer, &c.keys.handshake.server, on_session, |n| {
+            session.check_resume(n)
+        });
+        assert_ne!(
+            checked,
+            Err(Misanswer::Unproven),
             "client {i}: an answer from the honest server does not prove itself"
         );
         c.redial.heard_answer();
-        let fits = if hello.is_opening() {
-            !on_session || (answer.opened && answer.epoch == 0)
-        } else {
-            !answer.opened && answer.cid == hello.cid
+        let peer_received = match checked {
+            Err(_) => return self.dial_failed(i, Failure::Cut(cut())),
+            Ok(AnswerOutcome::ProtocolViolation(why)) => {
+                panic!("client {i}: {why} ({answer:?})")
+            }
+            Ok(AnswerOutcome::Install { peer_received }) => peer_received,
+            Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => {
+                let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
+                frames::put(&mut self.conns[conn].up, &confirm.encode());
+                peer_received
+            }
         };
-        if !fits {
-            return self.dial_failed(i, Failure::Cut(cut()));
-        }
-        let peer_received = c
-            .session
-            .check_resume(answer.received)
-            .filter(|&n| n == 0 || !answer.opened);
-        let Some(peer_received) = peer_received else {
-            panic!("client {i}: the server claims bytes that were never sent ({answer:?})");
-        };
-        if !answer.opened {
-            let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
-            frames::put(&mut self.conns[conn].up, &confirm.encode());
-        }
         if hello.is_opening() {
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);

@@ -1,4 +1,4 @@
-//! The server side, driven as the engine drives it (`src/engine/server.rs`): the real
+//! The server side, driven as the engine drives it (`src/engine/server/`): the real
 //! `ServerEndpoint` decides what each HELLO gets; this carries the verdicts out.
 
 use std::collections::HashMap;
@@ -497,7 +497,7 @@ impl World {
     }
 }
 
-/// What the endpoint asks of a session (`Shared::presence`).
+/// What the endpoint asks of a session (`SharedSession::presence`).
 fn presence(session: &Session, now: Instant) -> Presence {
     Presence {
         gone_for: session

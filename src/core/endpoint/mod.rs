@@ -4,9 +4,10 @@
 //! the caps on sessions and handshakes, whom a full server evicts, and how long it
 //! remembers the openings of sessions that ended (tombstones). On a client
 //! ([`redial::Redial`]): when to attempt a connection, what its HELLO opens or resumes,
-//! and when an opening stops. The engine owns the sockets and asks; time comes in as
-//! `now`.
+//! and when an opening stops; and ([`client::check_answer`]) what an ANSWER is worth. The
+//! engine owns the sockets and asks; time comes in as `now`.
 
+pub(crate) mod client;
 pub(crate) mod redial;
 pub(crate) mod server;
 

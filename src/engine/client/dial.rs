@@ -1,17 +1,9 @@
-//! The client side: opening a session in one round trip (paper Fig. 3, with the paper's
-//! suggestion of piggybacking the session messages on the first data) and reconnecting it
-//! (Fig. 4).
-//!
-//! `connect` waits only for the TCP connect ([`connect`], in the caller's thread, which
-//! retries nothing but the addresses). The same thread then writes the opening HELLO, makes
-//! the session with the connection attached and hands it to the engine, which reads the
-//! server's ANSWER from the same connection ([`Engine::adopt_opening`]); no round trip
-//! through the engine thread, and the application may write at once, right behind the
-//! HELLO. Every later attempt (an opening retried after a cut, or a reconnection) is a
-//! [`Dial`] on a non-blocking socket with one deadline (the handshake timeout): TCP
-//! connect, HELLO, ANSWER, and CONFIRM when the server resumed a session. Their schedule,
-//! and when an opening stops, is the core's ([`Redial`]); the engine drives it with its
-//! timers and carries it out on its sockets.
+//! The engine's dials: every attempt of a client session after the caller's own (an
+//! opening retried after a cut, or a reconnection) on a non-blocking socket under one
+//! deadline, TCP connect, HELLO, ANSWER and, when the server resumed the session,
+//! CONFIRM; and the first opening's ANSWER, read from the session's own connection. The
+//! core's [`Redial`] says when each starts and what its HELLO says; the engine carries
+//! it out.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -22,159 +14,19 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::control::canonical;
-use super::frames::{write_frame, DontWait, FrameError, FrameRead, FrameReader};
-use super::session::{SessionSpec, Shared};
-use super::{engine, random, Command, Engine, EngineHandle, Entry, Handshake, Side};
-use crate::core::auth::{Nonce, Secret, SessionKeys};
+use super::{was_established, Opened};
 use crate::core::counter::to_wire;
+use crate::core::endpoint::client::{check_answer, AnswerOutcome};
 use crate::core::endpoint::redial::{Failure, NextHello, Redial};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
-use crate::core::session::{End, Role};
+use crate::core::session::Role;
 use crate::core::WireError;
+use crate::engine::control::{canonical, RouteKey};
+use crate::engine::frames::{write_frame, DontWait, FrameError, FrameRead, FrameReader};
+use crate::engine::handshakes::Handshake;
+use crate::engine::session::SharedSession;
+use crate::engine::{random, Engine, Entry, Side};
 use crate::error::{Error, NotRobustReason, Refusal};
-use crate::Config;
-
-/// A session its caller opened (see [`open_once`]), for the engine to take over.
-pub(crate) struct Opened {
-    id: Token,
-    session: Handover,
-    /// A descriptor of the session's connection of the engine's own, to read the ANSWER
-    /// with; or why there is none (then the opening is retried, as after a cut).
-    reader: io::Result<TcpStream>,
-    hello: Hello,
-    /// When the caller's thread wrote the HELLO.
-    hello_sent: Instant,
-    addr: SocketAddr,
-    config: Config,
-    /// The bound on each attempt of the opening.
-    opening_timeout: Duration,
-    opening_nonce: Nonce,
-    secret: Secret,
-}
-
-/// A session on its way to the engine. If the command carrying it is dropped instead (the
-/// engine stopped after a panic), the session fails with `EngineStopped`, as the engine's
-/// own sessions do, rather than wait for an ANSWER nobody reads.
-struct Handover(Option<Arc<Shared>>);
-
-impl Handover {
-    fn arrived(mut self) -> Option<Arc<Shared>> {
-        self.0.take()
-    }
-}
-
-impl Drop for Handover {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.fail(Error::EngineStopped);
-        }
-    }
-}
-
-/// Opens a session with the first of `addrs` that accepts a TCP connection, trying them in
-/// turn until `limit` (if any) has passed; each attempt of the opening, this TCP connect
-/// and the engine's retries alike, takes at most `limit` too. Returns once the TCP
-/// connection is up, with the opening HELLO written: the rest of the opening is the
-/// engine's (see the module doc).
-pub(crate) fn connect(
-    addrs: &[SocketAddr],
-    config: &Config,
-    limit: Option<Duration>,
-) -> io::Result<Arc<Shared>> {
-    config.validate()?;
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "could not resolve to any addresses",
-        ));
-    }
-    let engine = engine()?;
-    let started = Instant::now();
-    // An attempt longer than the caller's limit is of no use to it; the session's later
-    // reconnections keep the configured bound.
-    let hs = config.handshake_timeout_value();
-    let opening_timeout = limit.map_or(hs, |limit| limit.min(hs));
-    let mut last_error = None;
-    for &addr in addrs {
-        if limit.is_some_and(|limit| started.elapsed() >= limit) {
-            break;
-        }
-        match open_once(&engine, addr, config, opening_timeout) {
-            Ok(shared) => return Ok(shared),
-            Err(Failure::Fatal(e)) => return Err(e.into()),
-            Err(Failure::Connect(e) | Failure::Cut(e)) => last_error = Some(e),
-            Err(failure) => last_error = Some(io::Error::other(format!("{failure:?}"))),
-        }
-    }
-    // Like TcpStream::connect: nobody listens, so say so at once.
-    Err(last_error
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "the connect timed out")))
-}
-
-/// One opening, in the caller's thread: the TCP connect (at most the handshake timeout),
-/// the opening HELLO, and the session with the connection attached, handed to the engine,
-/// which reads the ANSWER and retries the opening if it is cut.
-fn open_once(
-    engine: &Arc<EngineHandle>,
-    addr: SocketAddr,
-    config: &Config,
-    opening_timeout: Duration,
-) -> Result<Arc<Shared>, Failure> {
-    let connected = match TcpStream::connect_timeout(&addr, opening_timeout) {
-        Ok(stream) => Ok(stream),
-        // Established, then reset before this thread looked: a cut after the TCP connect,
-        // after which the opening is retried, as after any other cut.
-        Err(e) if was_established(&e) => Err(e),
-        Err(e) => return Err(Failure::Connect(e)),
-    };
-    let (Ok(nonce), Ok(opening_nonce), Ok(secret)) = (random(), random(), random()) else {
-        let e = io::Error::other("the system has no random bytes to give");
-        return Err(Failure::Connect(e));
-    };
-    let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-    let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
-    let (stream, reader) = match connected {
-        Ok(stream) => {
-            // The HELLO goes out at once rather than wait on Nagle (and the session keeps
-            // TCP_NODELAY on until the ANSWER, see `Shared::attach_opening`).
-            let _ = stream.set_nodelay(true);
-            let reader = write_frame(&stream, &hello.encode()).and_then(|()| stream.try_clone());
-            (Some(stream), reader)
-        }
-        Err(e) => (None, Err(e)),
-    };
-    let hello_sent = Instant::now();
-    let id = engine.new_token();
-    let spec = SessionSpec {
-        id,
-        // The server's control address comes with its ANSWER.
-        end: End::Client(None),
-        cid: 0,
-        keys,
-        epoch: 0,
-        config: config.clone(),
-        control: Arc::clone(engine.control()),
-    };
-    let shared = Shared::new(spec, Arc::clone(engine));
-    if let Some(stream) = stream {
-        shared.attach_opening(stream);
-    }
-    // Before the caller has the session, so the engine has it before any command about it.
-    engine.send(Command::Adopt(Box::new(Opened {
-        id,
-        session: Handover(Some(Arc::clone(&shared))),
-        reader,
-        hello,
-        hello_sent,
-        addr,
-        config: config.clone(),
-        opening_timeout,
-        opening_nonce,
-        secret,
-    })));
-    Ok(shared)
-}
 
 /// One attempt at a handshake, by the client.
 pub(crate) struct Dial {
@@ -186,24 +38,42 @@ pub(crate) struct Dial {
     stream: TcpStream,
     /// The session the attempt is for: its opening retried, or a reconnection.
     session: Token,
-    /// `None` while the TCP connect is in progress; then the HELLO sent, when it went out,
-    /// and the reader of the ANSWER.
-    answer: Option<(Hello, Instant, FrameReader)>,
+    /// `None` while the TCP connect is in progress.
+    answer: Option<AwaitedAnswer>,
     /// Whether `stream` is the session's own connection: the opening HELLO went out on it
     /// and the application's bytes follow.
     on_session: bool,
 }
 
+/// A dial's HELLO, sent, and the ANSWER it waits for.
+struct AwaitedAnswer {
+    hello: Hello,
+    /// When the HELLO went out.
+    hello_sent: Instant,
+    reader: FrameReader,
+}
+
+impl AwaitedAnswer {
+    /// Waiting for the ANSWER to `hello`, sent at `hello_sent`.
+    fn new(hello: Hello, hello_sent: Instant) -> Self {
+        AwaitedAnswer {
+            hello,
+            hello_sent,
+            reader: FrameReader::new(FrameKind::Answer),
+        }
+    }
+}
+
 impl Dial {
     /// Whether the TCP connect is still in progress (no HELLO sent yet).
-    pub(super) fn connecting(&self) -> bool {
+    pub(in crate::engine) fn connecting(&self) -> bool {
         self.answer.is_none()
     }
 }
 
 impl Engine {
     /// Starts an attempt for client session `id`.
-    pub(super) fn redial(&mut self, id: Token) {
+    pub(in crate::engine) fn redial(&mut self, id: Token) {
         let token = self.new_token();
         let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) else {
             return;
@@ -253,7 +123,7 @@ impl Engine {
     }
 
     /// Advances a dial as far as the connection allows.
-    pub(super) fn advance_dial(&mut self, token: Token, mut dial: Dial) {
+    pub(in crate::engine) fn advance_dial(&mut self, token: Token, mut dial: Dial) {
         if dial.answer.is_none() {
             match connected(&dial.stream) {
                 Ok(false) => {
@@ -276,13 +146,13 @@ impl Engine {
             if let Err(e) = write_frame(&dial.stream, &hello.encode()) {
                 return self.dial_failed(dial, Failure::Cut(e));
             }
-            dial.answer = Some((hello, Instant::now(), FrameReader::new(FrameKind::Answer)));
+            dial.answer = Some(AwaitedAnswer::new(hello, Instant::now()));
         }
-        let Some((hello, hello_sent, reader)) = dial.answer.as_mut() else {
+        let Some(awaited) = dial.answer.as_mut() else {
             return;
         };
-        let (hello, hello_sent) = (*hello, *hello_sent);
-        match reader.poll(DontWait(&dial.stream)) {
+        let (hello, hello_sent) = (awaited.hello, awaited.hello_sent);
+        match awaited.reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
@@ -300,7 +170,7 @@ impl Engine {
     /// Takes over a session its caller opened ([`open_once`]): reads the server's ANSWER
     /// from the session's connection by a dial of its own (a duplicate descriptor), under
     /// the handshake timeout, and keeps the session.
-    pub(super) fn adopt_opening(&mut self, opened: Opened) {
+    pub(in crate::engine) fn adopt_opening(&mut self, opened: Opened) {
         let Opened {
             id,
             session,
@@ -336,7 +206,7 @@ impl Engine {
                 let dial = Dial {
                     stream: reader,
                     session: id,
-                    answer: Some((hello, hello_sent, FrameReader::new(FrameKind::Answer))),
+                    answer: Some(AwaitedAnswer::new(hello, hello_sent)),
                     on_session: true,
                 };
                 self.handshakes
@@ -349,7 +219,10 @@ impl Engine {
         let entry = Entry {
             shared,
             // Routed once the server's answer names the CID.
-            route: (Role::Client, 0),
+            route: RouteKey {
+                role: Role::Client,
+                cid: 0,
+            },
             flush_watch: None,
             side: Side::Client(Box::new(redial)),
         };
@@ -398,49 +271,48 @@ impl Engine {
         let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.drop_dial(dial);
         };
-        if !answer.answers(&hello, &shared.handshake_keys().server) {
-            // Not the server that holds the session's keys, or not an answer to this
-            // hello: nothing more is sent on this connection.
-            let e = io::Error::other("the answer does not prove itself");
-            return self.dial_failed(dial, Failure::Cut(e));
+        let checked = check_answer(
+            &hello,
+            &answer,
+            &shared.handshake_keys().server,
+            dial.on_session,
+            |n| shared.check_resume(n),
+        );
+        if checked
+            .as_ref()
+            .map_or_else(|why| why.server_heard(), |_| true)
+        {
+            if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
+                redial.heard_answer();
+            }
         }
-        if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
-            // A robust-tcp server answered: whatever happens to this attempt, the opening
-            // is not talking to a stranger that hangs up.
-            redial.heard_answer();
-        }
-        let fits = if hello.is_opening() {
-            // The first opening's connection carries the session already: only a session
-            // opened on it, as connection 0, fits.
-            !dial.on_session || (answer.opened && answer.epoch == 0)
-        } else {
-            !answer.opened && answer.cid == hello.cid
+        let outcome = match checked {
+            Ok(outcome) => outcome,
+            // Nothing more is sent on this connection.
+            Err(why) => {
+                return self.dial_failed(dial, Failure::Cut(io::Error::other(why.reason())))
+            }
         };
-        if !fits {
-            let e = io::Error::other("the answer does not fit the hello");
-            return self.dial_failed(dial, Failure::Cut(e));
-        }
         // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
         // may end at a proxy on the way), with nothing of the stream queued ahead.
         shared.round_trip(hello_sent.elapsed());
-        let peer_received = shared
-            .check_resume(answer.received)
-            .filter(|&n| n == 0 || !answer.opened);
-        let Some(peer_received) = peer_received else {
-            self.drop_dial(dial);
-            shared.reset(Error::ProtocolViolation(
-                "the server claims to have received bytes that were never sent",
-            ));
-            return self.service(id);
-        };
-        if !answer.opened {
-            // The server resumed a session: prove that we hold its keys and got this
-            // answer, before it moves the session to this connection.
-            let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
-            if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
-                return self.dial_failed(dial, Failure::Cut(e));
+        let peer_received = match outcome {
+            AnswerOutcome::Install { peer_received } => peer_received,
+            AnswerOutcome::ConfirmAndInstall { peer_received } => {
+                // Prove that we hold the session's keys and got this answer, before the
+                // server moves the session to this connection.
+                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
+                if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
+                    return self.dial_failed(dial, Failure::Cut(e));
+                }
+                peer_received
             }
-        }
+            AnswerOutcome::ProtocolViolation(why) => {
+                self.drop_dial(dial);
+                shared.reset(Error::ProtocolViolation(why));
+                return self.service(id);
+            }
+        };
         self.unwatch_dial(&dial);
         if hello.is_opening() {
             self.learn_cid(id, &shared, &answer);
@@ -461,7 +333,7 @@ impl Engine {
 
     /// The server answered session `id`'s opening: the session learns its CID and the
     /// server's control address, and its control datagrams are routed to it.
-    fn learn_cid(&mut self, id: Token, shared: &Shared, answer: &Accepted) {
+    fn learn_cid(&mut self, id: Token, shared: &SharedSession, answer: &Accepted) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -470,7 +342,10 @@ impl Engine {
         };
         let server_ip = canonical(redial.addr()).ip();
         shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
-        let route = (Role::Client, answer.cid);
+        let route = RouteKey {
+            role: Role::Client,
+            cid: answer.cid,
+        };
         entry.route = route;
         self.routes.insert(route, id);
         log::debug!("session {id:?} opened: {}", answer.cid);
@@ -508,7 +383,7 @@ impl Engine {
     }
 
     /// A dial failed or timed out.
-    pub(super) fn dial_failed(&mut self, dial: Dial, failure: Failure) {
+    pub(in crate::engine) fn dial_failed(&mut self, dial: Dial, failure: Failure) {
         self.unwatch_dial(&dial);
         // A deadline passed before the connection was up is the connect's own failure.
         let failure = match failure {
@@ -533,7 +408,7 @@ impl Engine {
     }
 
     /// Drops a dial whose session is gone (or that is started over).
-    pub(super) fn drop_dial(&mut self, dial: Dial) {
+    pub(in crate::engine) fn drop_dial(&mut self, dial: Dial) {
         self.unwatch_dial(&dial);
     }
 
@@ -579,17 +454,6 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// Whether a connect's error says that the connection was established and then lost (a
-/// reset answers a SYN with `ConnectionRefused`, never these).
-fn was_established(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
 }
 
 /// The failure for bytes from a server that are not a robust-tcp answer.

@@ -1,0 +1,104 @@
+//! The application's socket options (timeouts; `TCP_NODELAY` is in `nodelay.rs`) and what
+//! a session shows of itself: its status and addresses, and to a server's endpoint whether
+//! its client is still there.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::SharedSession;
+use crate::core::endpoint::server::Presence;
+use crate::Status;
+
+impl SharedSession {
+    /// Whether the client has shown that it knows the session's CID (see
+    /// `Session::peer_knows_cid`).
+    pub(crate) fn peer_knows_cid(&self) -> bool {
+        self.state.lock().session.peer_knows_cid()
+    }
+
+    /// What a server's endpoint asks of a session when it decides whom to evict or
+    /// whether to keep a tombstone. A client is gone while the session has no connection,
+    /// for as long as it has been silent (a client that still probes is not gone, however
+    /// long its TCP connection has been).
+    pub(crate) fn presence(&self, now: Instant) -> Presence {
+        let st = self.state.lock();
+        let gone_for = st
+            .session
+            .disconnected_since()
+            .map(|_| now.saturating_duration_since(st.session.last_heard()));
+        Presence {
+            gone_for,
+            client_knows_cid: st.session.peer_knows_cid(),
+        }
+    }
+
+    /// The client named the CID in a HELLO that proved itself (see
+    /// `Session::handle_cid_named`).
+    pub(crate) fn cid_named(&self) {
+        self.state.lock().session.handle_cid_named();
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let st = self.state.lock();
+        let mut status = st.session.status(Instant::now());
+        status.local_addr = st.local_addr;
+        status.peer_addr = st.peer_addr;
+        let role = st.session.role();
+        drop(st);
+        status.control_over_tcp = status
+            .control_peer
+            .is_some_and(|to| self.engine.routed_over_tcp(role, to));
+        status
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.state.lock().peer_addr.ok_or_else(not_connected)
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.state.lock().local_addr.ok_or_else(not_connected)
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        let mut st = self.state.lock();
+        st.read_timeout = t;
+        if let Some(conn) = &st.conn {
+            conn.set_read_timeout(t)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        self.state.lock().read_timeout
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        self.state.lock().write_timeout = t;
+        Ok(())
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.state.lock().write_timeout
+    }
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the session has no connection yet",
+    )
+}
+
+/// std rejects a zero timeout; so do we.
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}

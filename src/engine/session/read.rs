@@ -1,0 +1,138 @@
+//! The application's blocking reads, straight from the TCP connection into the caller's
+//! buffer, held back while the engine reads an opening's ANSWER or the session waits for a
+//! connection.
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{deadline_after, is_timeout, lock_until, timed_out, SharedSession};
+use crate::core::session::ReadGate;
+
+/// The next thing a read does.
+enum ReadStep {
+    Eof,
+    Wait,
+    Read(Arc<TcpStream>, u32),
+}
+
+impl SharedSession {
+    /// `Read::read`.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let timeout = self.state.lock().read_timeout;
+        match self.read_until(buf, timeout) {
+            // `read_until` counted the bytes and the end of the call in one go.
+            Ok(n) if n > 0 => Ok(n),
+            other => {
+                self.update(|st, _| st.session.reader_unblocked());
+                other
+            }
+        }
+    }
+
+    /// [`read`](Self::read)'s loop. A call that returns bytes has also recorded that the
+    /// reader is no longer blocked.
+    fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = deadline_after(timeout);
+        loop {
+            let guard = lock_until(&self.read_lock, deadline)?;
+            // A look, not a change: marking the reader blocked only shows in `status`, so
+            // this needs none of `update`'s work (the costliest part of a read).
+            let (step, holding) = {
+                let mut st = self.state.lock();
+                let step = match st.session.read_gate() {
+                    ReadGate::Eof => Ok(ReadStep::Eof),
+                    ReadGate::Failed(e) => Err(io::Error::from(e)),
+                    ReadGate::Proceed => {
+                        st.session.reader_blocked(Instant::now());
+                        Ok(match &st.conn {
+                            Some(conn) if !st.answer_pending => {
+                                ReadStep::Read(Arc::clone(conn), st.session.epoch())
+                            }
+                            _ => ReadStep::Wait,
+                        })
+                    }
+                };
+                (step, st.session.holds_unsent())
+            };
+            if holding {
+                // A request's last bytes must not wait for a batch while its reply is
+                // awaited.
+                self.send_held();
+            }
+            let step = step?;
+            let (conn, epoch) = match step {
+                ReadStep::Eof => return Ok(0),
+                ReadStep::Read(conn, epoch) => (conn, epoch),
+                ReadStep::Wait => {
+                    // Let the engine's barrier pass.
+                    drop(guard);
+                    self.wait_for_connection(deadline)?;
+                    continue;
+                }
+            };
+            // The socket's own timeout is the whole read timeout; part of it may have gone
+            // on waiting for the lock or a reconnection.
+            let shortened = bound_by_deadline(timeout, deadline)?;
+            if let Some(left) = shortened {
+                let _ = conn.set_read_timeout(Some(left));
+            }
+            let result = (&*conn).read(buf);
+            if shortened.is_some() {
+                let _ = conn.set_read_timeout(self.state.lock().read_timeout);
+            }
+            match result {
+                Ok(0) => {
+                    let ended =
+                        self.update(|st, _| matches!(st.session.read_gate(), ReadGate::Eof));
+                    if ended {
+                        return Ok(0);
+                    }
+                    self.connection_failed(epoch, "end of stream without a close announcement");
+                }
+                Ok(n) => {
+                    self.update(|st, now| {
+                        st.session.handle_read(n, now);
+                        st.session.reader_unblocked();
+                    });
+                    return Ok(n);
+                }
+                Err(e) if is_timeout(&e) => return Err(timed_out()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.connection_failed(epoch, &e.to_string()),
+            }
+        }
+    }
+
+    /// Blocks until the session has a connection to read from again (one whose opening
+    /// ANSWER is consumed), or a read can end without one.
+    fn wait_for_connection(&self, deadline: Option<Instant>) -> io::Result<()> {
+        let mut st = self.state.lock();
+        while matches!(st.session.read_gate(), ReadGate::Proceed)
+            && (st.conn.is_none() || st.answer_pending)
+        {
+            self.wait(&mut st, deadline)?;
+        }
+        Ok(())
+    }
+}
+
+/// The time left before `deadline` if it is shorter than the whole `timeout` (by more than
+/// a millisecond: not worth two system calls otherwise); `Err` once it has passed.
+fn bound_by_deadline(
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> io::Result<Option<Duration>> {
+    let (Some(timeout), Some(deadline)) = (timeout, deadline) else {
+        return Ok(None);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
+    }
+    Ok((left + Duration::from_millis(1) < timeout).then_some(left))
+}
