@@ -4,6 +4,7 @@
 //! reconnections it never confirms.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::counter::to_wire;
@@ -73,7 +74,7 @@ impl World {
         }
         for _ in 0..count {
             let addr = self.clients[i].addr;
-            let conn = self.connect(i, addr);
+            let conn = self.connect(i, addr, Duration::ZERO);
             let c = &self.clients[i];
             let attempt = FORGED_ATTEMPTS + self.forged;
             self.forged += 1;

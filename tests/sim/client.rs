@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
 use robust_tcp::protocol::counter::to_wire;
@@ -45,9 +45,6 @@ pub struct Client {
     pub finished: bool,
     /// An attacker holding its own session's keys, not an application.
     pub attacker: bool,
-    /// The application aborted the session (`RSocket::abort`): its server session must
-    /// end too.
-    pub aborted: bool,
 }
 
 /// An attempt in progress.
@@ -74,7 +71,8 @@ impl World {
         let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
         let control = SessionKeys::derive(&secret, &opening_nonce, Role::Client).control;
         let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
-        let conn = self.connect(self.clients.len(), addr);
+        // The caller's thread made the TCP connect before the session existed.
+        let conn = self.connect(self.clients.len(), addr, Duration::ZERO);
         frames::put(&mut self.conns[conn].up, &hello.encode());
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
@@ -102,7 +100,6 @@ impl World {
             closed: false,
             finished: false,
             attacker: false,
-            aborted: false,
         });
         self.oracle
             .openings
@@ -110,10 +107,15 @@ impl World {
     }
 
     /// A new TCP connection from client `client` at `addr`, which the server accepts.
-    pub fn connect(&mut self, client: usize, addr: SocketAddr) -> usize {
+    /// A new TCP connection from client `client` at `addr`, up (and accepted by the
+    /// server) after `delay`, or once the partition in force ends.
+    pub fn connect(&mut self, client: usize, addr: SocketAddr, delay: Duration) -> usize {
         let id = self.conns.len();
-        self.conns.push(Conn::new(client, addr));
-        self.server_accept(id);
+        let up = self.partition_end().unwrap_or(self.now) + delay;
+        let mut conn = Conn::new(client, addr, up);
+        conn.frozen = self.partition_end().map(|_| self.now);
+        self.conns.push(conn);
+        self.accept_due();
         id
     }
 
@@ -164,7 +166,6 @@ impl World {
         }
         c.session.reset(Error::Aborted, now);
         c.failed = Some(Error::Aborted);
-        c.aborted = true;
     }
 
     /// Client `i`'s application shuts down writing once it wrote everything, and closes
@@ -210,12 +211,13 @@ impl World {
     fn start_dial(&mut self, i: usize) {
         let now = self.now;
         let addr = self.clients[i].addr;
-        let conn = self.connect(i, addr);
+        let conn = self.connect(i, addr, CONNECT_TIME);
+        let connected_at = self.conns[conn].accept_at.unwrap_or(now);
         let c = &mut self.clients[i];
         c.redial.started(conn, now);
         c.dial = Some(Dial {
             conn,
-            connected_at: now + CONNECT_TIME,
+            connected_at,
             deadline: now + c.redial.attempt_timeout(),
             hello: None,
             on_session: false,

@@ -239,7 +239,13 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
                 w.conns[conn].cut();
             }
         }
-        76..=77 if w.clients.len() < 4 => add_client(w, shared_ip),
+        76..=77 if w.clients.len() < 4 && w.partition_end().is_none() => add_client(w, shared_ip),
+        86..=87 => {
+            // Up to 15 s: longer than a short handshake timeout's tombstones used to last,
+            // shorter than a RESET is retried (about 20 s), which then lapses.
+            let span = w.rng.millis(500, 15_000);
+            w.partition(span);
+        }
         78..=79 => w.replay_from_victim(5),
         80..=81 => {
             if let Some(a) = w.clients.iter().position(|c| c.attacker) {
@@ -278,7 +284,7 @@ fn pick_server_session(w: &mut World) -> Option<usize> {
 /// The network heals: no more faults; every application writes what it has left and reads
 /// everything; every session that has not failed must be done within `HEAL_BOUND`.
 fn heal(w: &mut World) {
-    w.datagrams.weather = Weather::calm();
+    w.calm();
     let started = w.now;
     loop {
         let applications: Vec<usize> = (0..w.clients.len())
@@ -309,8 +315,9 @@ fn heal(w: &mut World) {
 
 /// Whether every client either failed or exchanged everything with its server session
 /// and closed, both ends freed; the server session of an aborted client must have ended
-/// too (an attacker's session and one whose client failed otherwise may wait for their
-/// client: they are bounded by the server's caps).
+/// too, unless the client's opening failed afterwards (it never reached the server to
+/// tell it). An attacker's session and one whose client failed otherwise may wait for
+/// their client: they are bounded by the server's caps and eviction.
 fn all_done(w: &World) -> bool {
     let clients = w
         .clients
@@ -318,7 +325,8 @@ fn all_done(w: &World) -> bool {
         .all(|c| c.attacker || c.failed.is_some() || c.finished);
     let sessions = w.server.sessions.iter().all(|s| {
         let client = &w.clients[s.client];
-        s.finished || client.attacker || (client.failed.is_some() && !client.aborted)
+        let told = matches!(client.failed, Some(Error::Aborted));
+        s.finished || client.attacker || (client.failed.is_some() && !told)
     });
     clients && sessions
 }

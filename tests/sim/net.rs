@@ -128,6 +128,11 @@ pub struct Conn {
     /// a kernel's `TCP_USER_TIMEOUT` (the engine sets it to `dead_after`) breaks the
     /// connection under bytes it could not deliver.
     pub stalled: Option<Instant>,
+    /// Since when a partition holds its bytes (they move again once it ends).
+    pub frozen: Option<Instant>,
+    /// When its TCP handshake completes and the server accepts it (later than asked
+    /// during a partition: the SYN gets through only after it); `None` once accepted.
+    pub accept_at: Option<Instant>,
     /// The server end is done with it (handed over, refused or closed).
     pub server_done: bool,
     /// The client end is done with it.
@@ -137,26 +142,27 @@ pub struct Conn {
 impl Conn {
     /// Bytes that have arrived at the server end.
     pub fn at_server(&mut self) -> Option<&mut VecDeque<u8>> {
-        self.stalled.is_none().then_some(&mut self.up)
+        (self.stalled.is_none() && self.frozen.is_none()).then_some(&mut self.up)
     }
 
     /// Bytes that have arrived at the client end.
     pub fn at_client(&mut self) -> Option<&mut VecDeque<u8>> {
-        self.stalled.is_none().then_some(&mut self.down)
+        (self.stalled.is_none() && self.frozen.is_none()).then_some(&mut self.down)
     }
 
     /// When a stalled connection breaks: once bytes wait in it, `user_timeout` after the
     /// stall began (for the side whose bytes wait: `client` for the client's, `server`
     /// for the server's), if that side has one.
     pub fn breaks_at(&self, client: Option<Duration>, server: Option<Duration>) -> Option<Instant> {
-        let since = self.stalled?;
+        let since = self.stalled.or(self.frozen)?;
         let up = client.filter(|_| !self.up.is_empty());
         let down = server.filter(|_| !self.down.is_empty());
         [up, down].into_iter().flatten().min().map(|d| since + d)
     }
 
-    /// A new connection from client `client` at `from`.
-    pub fn new(client: usize, from: SocketAddr) -> Self {
+    /// A new connection from client `client` at `from`, which the server accepts at
+    /// `accept_at`.
+    pub fn new(client: usize, from: SocketAddr, accept_at: Instant) -> Self {
         Conn {
             client,
             from,
@@ -164,6 +170,8 @@ impl Conn {
             down: VecDeque::new(),
             broken: false,
             stalled: None,
+            frozen: None,
+            accept_at: Some(accept_at),
             server_done: false,
             client_done: false,
         }

@@ -72,8 +72,21 @@ impl Server {
 }
 
 impl World {
+    /// The server accepts the connections whose TCP handshake completed by now.
+    pub fn accept_due(&mut self) {
+        for conn in 0..self.conns.len() {
+            let due = self.conns[conn].accept_at.is_some_and(|at| at <= self.now);
+            if due {
+                self.conns[conn].accept_at = None;
+                if !self.conns[conn].broken {
+                    self.server_accept(conn);
+                }
+            }
+        }
+    }
+
     /// The server accepts connection `conn`.
-    pub fn server_accept(&mut self, conn: usize) {
+    fn server_accept(&mut self, conn: usize) {
         let deadline = self.now + self.server.config.handshake_timeout_value();
         if let Some(victim) = self.server.endpoint.handshake_started(conn) {
             self.server_handshake_failed(victim);
@@ -85,6 +98,7 @@ impl World {
 
     /// Everything the server's engine does now.
     pub fn service_server(&mut self) {
+        self.accept_due();
         let mut conns: Vec<usize> = self.server.handshakes.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {

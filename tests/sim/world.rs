@@ -12,7 +12,7 @@ use robust_tcp::protocol::session::{Limits, MAX_AWAITING_CONFIRMATION};
 use robust_tcp::Config;
 
 use crate::client::Client;
-use crate::net::{Conn, Datagrams};
+use crate::net::{Conn, Datagrams, Weather};
 use crate::rng::Rng;
 use crate::server::{Handshake, Server};
 
@@ -131,6 +131,8 @@ pub struct World {
     pub forged: u64,
     /// The last port a client was given: each address a client takes is its own.
     port: u16,
+    /// Until when the network carries nothing at all, TCP or UDP.
+    partition_until: Option<Instant>,
 }
 
 impl World {
@@ -146,6 +148,42 @@ impl World {
             delivered: 0,
             forged: 0,
             port: 40000,
+            partition_until: None,
+        }
+    }
+
+    /// The network carries nothing for `span`: every connection's bytes wait, new
+    /// connections come up only after it, datagrams are lost.
+    pub fn partition(&mut self, span: Duration) {
+        let until = self.now + span;
+        self.partition_until = Some(until);
+        self.datagrams.weather.udp_blocked_until = Some(until);
+        for conn in self.conns.iter_mut().filter(|c| !c.broken) {
+            conn.frozen.get_or_insert(self.now);
+        }
+    }
+
+    /// When the partition in force ends.
+    pub fn partition_end(&self) -> Option<Instant> {
+        self.partition_until.filter(|&until| until > self.now)
+    }
+
+    /// The network heals: no loss, no partition.
+    pub fn calm(&mut self) {
+        self.datagrams.weather = Weather::calm();
+        if self.partition_until.is_some() {
+            self.partition_until = Some(self.now);
+            self.thaw();
+        }
+    }
+
+    /// The partition ended: bytes move again.
+    fn thaw(&mut self) {
+        if self.partition_until.is_some_and(|until| until <= self.now) {
+            self.partition_until = None;
+            for conn in &mut self.conns {
+                conn.frozen = None;
+            }
         }
     }
 
@@ -158,6 +196,7 @@ impl World {
     /// Lets every engine do what is due now: datagrams in, handshakes, timers, datagrams
     /// and bytes out.
     pub fn pump(&mut self) {
+        self.thaw();
         for c in 0..self.conns.len() {
             if self.conn_breaks_at(c).is_some_and(|t| t <= self.now) {
                 self.conns[c].cut();
@@ -245,6 +284,8 @@ impl World {
             .chain(handshakes)
             .chain([self.datagrams.next_arrival()])
             .chain((0..self.conns.len()).map(|c| self.conn_breaks_at(c)))
+            .chain(self.conns.iter().map(|c| c.accept_at))
+            .chain([self.partition_until])
             .flatten()
             .min()
     }
