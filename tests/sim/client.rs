@@ -151,6 +151,11 @@ impl World {
         while let Some((n, to)) = self.clients[i].session.poll_datagram(&mut buf, now) {
             self.datagrams.send(&mut self.rng, now, from, to, &buf[..n]);
         }
+        let c = &mut self.clients[i];
+        if let (None, ReadGate::Failed(e)) = (&c.failed, c.session.read_gate()) {
+            // The core failed the session itself (its give-up limit, say).
+            c.failed = Some(e);
+        }
         if self.clients[i].session.is_finished() {
             self.clients[i].finished = true;
             self.drop_client_conns(i);

@@ -41,6 +41,10 @@ fn random_config(rng: &mut Rng) -> Config {
     let config = Config::default()
         .handshake_timeout(rng.pick(&[1, 2, 5, 30]).pipe(Duration::from_secs))
         .dead_after(rng.pick(&[None, Some(1), Some(3)]).map(Duration::from_secs))
+        .give_up_after(
+            rng.pick(&[None, None, None, None, None, None, Some(2), Some(20)])
+                .map(Duration::from_secs),
+        )
         .send_buffer_size(buffer)
         .send_buffer_max(max)
         .ack_threshold(buffer / rng.pick(&[2, 4]))
@@ -147,6 +151,7 @@ fn documented(e: &Error) -> bool {
             | Error::UnknownSession
             | Error::Refused(Refusal::TooManySessions)
             | Error::GaveUp { .. }
+            | Error::PeerReset
             | Error::NotRobust {
                 reason: NotRobustReason::HungUp(_) | NotRobustReason::Silent
             }
@@ -189,10 +194,16 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
             w.advance(span);
         }
         60..=64 => {
-            // A cut (a reset, or a NAT that forgot the connection and answers with one).
+            // A cut (a reset, or a NAT that forgot the connection and answers with one):
+            // of any connection, or of the newest, which is most likely in its handshake
+            // (an ANSWER lost with it).
             let live: Vec<usize> = (0..w.conns.len()).filter(|&c| !w.conns[c].broken).collect();
-            if !live.is_empty() {
-                let c = live[w.rng.below(live.len() as u64) as usize];
+            let newest = live.last().copied();
+            let pick = match w.rng.chance(500) {
+                true => newest,
+                false => live.get(w.rng.below(live.len() as u64) as usize).copied(),
+            };
+            if let Some(c) = pick {
                 w.conns[c].cut();
             }
         }
