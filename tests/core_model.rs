@@ -1759,3 +1759,35 @@ fn a_closed_server_whose_last_acknowledgement_was_lost_with_the_connection_ends_
     assert_eq!(pair.unacknowledged(1), 0);
     assert!(pair.ends[1].is_finished(), "the server still lingers");
 }
+
+#[test]
+fn a_spent_client_without_a_connection_does_not_linger_for_a_close_nobody_confirms() {
+    // Found by the simulation: the server answers and closes, and its session ends once
+    // the client has acknowledged everything; then the client's connection fails, and its
+    // own CLOSE goes to a session that is gone. The client is spent (nothing to send or
+    // read: it never reconnects), and a CLOSE without a connection never lapsed: it
+    // lingered its whole limit (an hour here), then gave the session up with a RESET.
+    let mut pair = Pair::opened(16 << 10, 8 << 10);
+    request_reply_and_server_close(&mut pair);
+    pair.deliver_control(|| false);
+    assert!(pair.ends[1].is_finished(), "the server's session is done");
+    pair.cut();
+    let now = pair.now;
+    pair.ends[0].close(now);
+    let start = pair.now;
+    while !pair.ends[0].is_finished() {
+        let waited = pair.now - start;
+        assert!(
+            waited < Duration::from_secs(30),
+            "the client still lingers after {waited:?}"
+        );
+        pair.tick(250);
+        pair.transmit();
+        pair.datagrams = [VecDeque::new(), VecDeque::new()];
+    }
+    assert!(
+        pair.ends[0].failure().is_none(),
+        "{:?}",
+        pair.ends[0].failure()
+    );
+}

@@ -45,6 +45,8 @@ pub struct Client {
     pub finished: bool,
     /// An attacker holding its own session's keys, not an application.
     pub attacker: bool,
+    /// When the application aborted the session, if it did.
+    pub aborted_at: Option<Instant>,
 }
 
 /// An attempt in progress.
@@ -100,6 +102,7 @@ impl World {
             closed: false,
             finished: false,
             attacker: false,
+            aborted_at: None,
         });
         self.oracle
             .openings
@@ -152,9 +155,9 @@ impl World {
             self.datagrams.send(&mut self.rng, now, from, to, &buf[..n]);
         }
         let c = &mut self.clients[i];
-        if let (None, ReadGate::Failed(e)) = (&c.failed, c.session.read_gate()) {
+        if c.failed.is_none() {
             // The core failed the session itself (its give-up limit, say).
-            c.failed = Some(e);
+            c.failed = c.session.failure().cloned();
         }
         if self.clients[i].session.is_finished() {
             self.clients[i].finished = true;
@@ -171,6 +174,7 @@ impl World {
         }
         c.session.reset(Error::Aborted, now);
         c.failed = Some(Error::Aborted);
+        c.aborted_at = Some(now);
     }
 
     /// Client `i`'s application shuts down writing once it wrote everything, and closes

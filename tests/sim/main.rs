@@ -31,6 +31,10 @@ use crate::net::Weather;
 use crate::rng::Rng;
 use crate::world::{Stream, World};
 
+/// How long a RESET is retried, at most (then the peer's session waits for its client
+/// like any whose client vanished).
+const RESET_RETRIES: Duration = Duration::from_secs(30);
+
 /// How long a healed network may take to deliver everything, in virtual time.
 const HEAL_BOUND: Duration = Duration::from_secs(600);
 
@@ -130,6 +134,8 @@ fn run(seed: u64) -> Summary {
                 );
                 summary.failed += 1;
                 let reason = match e {
+                    // Abandoned after lingering `linger_limit`.
+                    Error::Aborted if c.aborted_at.is_none() => "Aborted(lingered)".into(),
                     Error::Refused(r) => format!("Refused({r:?})"),
                     Error::NotRobust { reason } => format!("NotRobust({reason:?})"),
                     e => kind(e),
@@ -228,16 +234,17 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
             }
         }
         67..=71 => {
-            w.datagrams.weather = Weather {
+            let weather = Weather {
                 loss: w.rng.pick(&[0, 10, 100, 300]),
                 duplication: w.rng.pick(&[0, 10, 100]),
                 delay_ms: (1, w.rng.pick(&[1, 20, 200])),
                 udp_blocked_until: None,
             };
+            w.set_weather(weather);
         }
         72..=73 => {
-            let until = w.now + w.rng.millis(500, 8000);
-            w.datagrams.weather.udp_blocked_until = Some(until);
+            let span = w.rng.millis(500, 8000);
+            w.block_udp(span);
         }
         74..=75 => {
             // The client moves (a NAT rebinding, a new network): new address, and its
@@ -336,7 +343,12 @@ fn all_done(w: &World) -> bool {
         .all(|c| c.attacker || c.failed.is_some() || c.finished);
     let sessions = w.server.sessions.iter().all(|s| {
         let client = &w.clients[s.client];
-        let told = matches!(client.failed, Some(Error::Aborted));
+        // An aborted client's RESET is retried for about 20 s: it reaches the server
+        // unless datagrams were lost meanwhile (or the opening failed before it could).
+        let reset_lost = client
+            .aborted_at
+            .is_some_and(|at| w.was_rough(at, at + RESET_RETRIES));
+        let told = matches!(client.failed, Some(Error::Aborted)) && !reset_lost;
         s.finished || client.attacker || (client.failed.is_some() && !told)
     });
     clients && sessions

@@ -133,6 +133,9 @@ pub struct World {
     port: u16,
     /// Until when the network carries nothing at all, TCP or UDP.
     partition_until: Option<Instant>,
+    /// When datagrams were lost (to loss, a UDP block or a partition): from, until (open
+    /// while the weather lasts).
+    rough: Vec<(Instant, Option<Instant>)>,
 }
 
 impl World {
@@ -149,7 +152,42 @@ impl World {
             forged: 0,
             port: 40000,
             partition_until: None,
+            rough: Vec::new(),
         }
+    }
+
+    /// The weather changes to `weather` (datagrams lost or not).
+    pub fn set_weather(&mut self, weather: Weather) {
+        self.end_rough_weather();
+        if weather.loss > 0 {
+            self.rough.push((self.now, None));
+        }
+        let blocked = self.datagrams.weather.udp_blocked_until;
+        self.datagrams.weather = Weather {
+            udp_blocked_until: blocked,
+            ..weather
+        };
+    }
+
+    /// Every datagram is lost for `span`.
+    pub fn block_udp(&mut self, span: Duration) {
+        let until = self.now + span;
+        self.rough.push((self.now, Some(until)));
+        let blocked = &mut self.datagrams.weather.udp_blocked_until;
+        *blocked = Some(blocked.map_or(until, |b| b.max(until)));
+    }
+
+    fn end_rough_weather(&mut self) {
+        for (_, until) in &mut self.rough {
+            until.get_or_insert(self.now);
+        }
+    }
+
+    /// Whether datagrams may have been lost between `from` and `to`.
+    pub fn was_rough(&self, from: Instant, to: Instant) -> bool {
+        self.rough
+            .iter()
+            .any(|&(start, until)| start < to && until.map_or(true, |u| u > from))
     }
 
     /// The network carries nothing for `span`: every connection's bytes wait, new
@@ -157,7 +195,7 @@ impl World {
     pub fn partition(&mut self, span: Duration) {
         let until = self.now + span;
         self.partition_until = Some(until);
-        self.datagrams.weather.udp_blocked_until = Some(until);
+        self.block_udp(span);
         for conn in self.conns.iter_mut().filter(|c| !c.broken) {
             conn.frozen.get_or_insert(self.now);
         }
@@ -170,6 +208,7 @@ impl World {
 
     /// The network heals: no loss, no partition.
     pub fn calm(&mut self) {
+        self.end_rough_weather();
         self.datagrams.weather = Weather::calm();
         if self.partition_until.is_some() {
             self.partition_until = Some(self.now);

@@ -131,7 +131,10 @@ impl Session {
     ///
     /// A CLOSE is given up on only once the session is connected and every byte is
     /// acknowledged (or the peer closed too, and reads none of them): until then the peer
-    /// still needs its total.
+    /// still needs its total. Without a connection too, once the peer closed and every
+    /// byte both ways is through: such a session reconnects no more (see
+    /// `needs_connection`), so its CLOSE is all it has left to say, and it must not wait
+    /// out its linger limit for a confirmation from a peer that most likely ended.
     ///
     /// After the peer's own CLOSE it lapses after a few tries: the peer's application is
     /// gone, and its session, which needs nothing more from us once our final ACK came,
@@ -139,8 +142,9 @@ impl Session {
     /// out every try would linger some 20 s after each exchange in which the peer closed
     /// first (a server that answers and hangs up), thousands of them under load.
     pub(super) fn farewell_tries(&self) -> impl Fn(ControlKind) -> Option<u32> {
+        let spent = self.recv.peer_closed && self.send.buf.is_empty();
         let close_tries = if !self.link.connected() {
-            None
+            spent.then_some(FAREWELL_TRIES)
         } else if self.recv.peer_closed {
             Some(PEER_GONE_CLOSE_TRIES)
         } else {

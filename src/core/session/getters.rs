@@ -136,6 +136,11 @@ impl Session {
         !self.resting() && !spent
     }
 
+    /// Why the session failed, if it did (it may still be telling the peer, with a RESET).
+    pub fn failure(&self) -> Option<&Error> {
+        self.fatal.as_ref()
+    }
+
     /// Whether nothing is left to do: the session can free its state. A closed session
     /// waits for the confirmation of its CLOSE and for the acknowledgement of every byte it
     /// wrote (unless the peer closed too: then nobody reads them).
