@@ -259,9 +259,9 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
         }
         76..=77 if w.clients.len() < 4 && w.partition_end().is_none() => add_client(w, shared_ip),
         86..=87 => {
-            // Up to 15 s: longer than a short handshake timeout's tombstones used to last,
-            // shorter than a RESET is retried (about 20 s), which then lapses.
-            let span = w.rng.millis(500, 15_000);
+            // Up to 40 s: longer than a short handshake timeout's tombstones used to last,
+            // and than a RESET is retried.
+            let span = w.rng.millis(500, 40_000);
             w.partition(span);
         }
         78..=79 => w.replay_from_victim(5),
