@@ -471,19 +471,9 @@ impl Shared {
     }
 
     /// What a server's endpoint asks of a session when it decides whom to evict or
-    /// whether to keep a tombstone. A client is gone while the session has no connection,
-    /// for as long as it has been silent (a client that still probes is not gone, however
-    /// long its TCP connection has been).
+    /// whether to keep a tombstone (`Presence::of`).
     pub(crate) fn presence(&self, now: Instant) -> Presence {
-        let st = self.state.lock();
-        let gone_for = st
-            .session
-            .disconnected_since()
-            .map(|_| now.saturating_duration_since(st.session.last_heard()));
-        Presence {
-            gone_for,
-            client_knows_cid: st.session.peer_knows_cid(),
-        }
+        Presence::of(&self.state.lock().session, now)
     }
 
     /// The client named the CID in a HELLO that proved itself (see

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::OPENING_WINDOW;
 use crate::core::auth::{Nonce, SessionKeys};
 use crate::core::handshake::{Hello, RefusalCode};
-use crate::core::session::Role;
+use crate::core::session::{Role, Session};
 use crate::Config;
 
 /// How long a session must have waited for its client before a full server may evict it,
@@ -73,6 +73,20 @@ pub struct Presence {
     pub gone_for: Option<Duration>,
     /// Whether its client has shown that it knows the CID (`Session::peer_knows_cid`).
     pub client_knows_cid: bool,
+}
+
+impl Presence {
+    /// What `session` shows at `now`. A client is gone while the session has no
+    /// connection, for as long as it has been silent (a client that still probes is not
+    /// gone, however long its TCP connection has been).
+    pub fn of(session: &Session, now: Instant) -> Self {
+        Presence {
+            gone_for: session
+                .disconnected_since()
+                .map(|_| now.saturating_duration_since(session.last_heard())),
+            client_knows_cid: session.peer_knows_cid(),
+        }
+    }
 }
 
 /// What a HELLO gets.
@@ -156,6 +170,18 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// How many sessions the listener has.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// How many handshakes the listener counts in progress (at most
+    /// `ServerLimits::max_handshakes`).
+    pub fn handshake_count(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// How many opening nonces the listener keeps as tombstones (at most
+    /// `ServerLimits::max_sessions`, however many sessions end).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.queue.len()
     }
 
     /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
