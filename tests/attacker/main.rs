@@ -43,40 +43,26 @@ use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr, 
 use off_path::{recording, Attacker, Tally};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
 /// Bytes each way.
 const LEN: u64 = 8 << 20;
-
 /// The writers hold back this last part of their payload until the attack is over, so
 /// that the attack happens during the transfer however fast the rest goes.
 const HELD_BACK: u64 = 1 << 20;
-
 const PLAN_CUTS: usize = 30;
-
 const MAX_CUT_BYTES: u64 = 256 << 10;
-
 /// Cuts the attacker adds (one every few rounds), so that reconnections, with HELLOs to
 /// record and replay, happen throughout the attack.
 const ATTACK_CUTS: usize = 20;
-
 const MIN_CUTS: usize = 20;
-
 const FORGED_DATAGRAMS: usize = 10_000;
-
 const HELLO_REPLAYS: usize = 100;
-
 const FORGED_HELLOS: usize = 100;
-
 const OPENING_REPLAYS: usize = 30;
-
 /// A CHALLENGE datagram as docs/PROTOCOL.md section 5 lays it out: its type (8) at byte 4,
 /// and one count.
 const CHALLENGE_KIND: u8 = 8;
-
 const KIND_AT: usize = 4;
-
 const CHALLENGE_LEN: usize = MIN_LEN + 4;
-
 /// How long the attacker waits for an answer, or for bytes after one.
 const READ_BOUND: Duration = Duration::from_secs(5);
 

@@ -418,7 +418,6 @@ pub const SERVER_ADDR: SocketAddr =
 
 pub const ATTACKER_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 66), 6666));
-
 /// An address that never sends anything itself: an attacker's spoofed datagrams claim it.
 pub const VICTIM_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, 3), 3333));

@@ -46,15 +46,12 @@ use streams::{read_all, spawn_monitor, write_all};
 
 /// Largest single write; sizes vary from 1 byte up to this, drawn from the seed.
 const MAX_WRITE: usize = 64 * 1024;
-
 /// How far ahead of its pace a writer may get after it was held up (a blocked write, a
 /// fault): enough for bursts to happen, little enough that the pace holds.
 const BURST: f64 = 256.0 * 1024.0;
-
 /// How often the monitor looks at each session's status: the resolution of the
 /// detection times the harness measures.
 const STATUS_POLL: Duration = Duration::from_millis(10);
-
 /// How often progress is reported while it moves.
 const PROGRESS_EVERY: u32 = 10;
 

@@ -126,85 +126,62 @@ pub fn all() -> Vec<Scenario> {
 
 /// The server's TCP port (each scenario has its own namespaces, so all use the same).
 const PORT: u16 = 7000;
-
 /// Each writer's pace, bytes per second: data is in flight through every fault, at a CPU
 /// cost that lets scenarios run side by side without disturbing each other's timings.
 const RATE: u64 = 4 << 20;
-
 /// Bytes read after a mark that prove that data flows on the path as it is now: four
 /// times the default send buffer, more than could have been in flight before the fault.
 const FLOW_BYTES: u64 = 64 << 10;
-
 /// Bytes each way before a fault, so that it strikes in the middle of a transfer.
 const BEFORE_FAULT: u64 = 2 << 20;
-
 /// Bytes each way after the network recovered, before the transfer ends.
 const AFTER_FAULT: u64 = 2 << 20;
-
 /// Opening a session through a working network: anything longer is a hang.
 const CONNECT_LIMIT: Duration = Duration::from_secs(15);
-
 /// Moving a few MiB at `RATE` through a working network (about a second): a hang past it.
 const MOVE_LIMIT: Duration = Duration::from_secs(30);
-
 /// How long a measurement waits for something late, so that a failure still says how late.
 const MEASURE_LIMIT: Duration = Duration::from_secs(60);
-
 /// A peer's exit once its stdin closes.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
-
 /// Issue 8, item 2 and test 3: a silent failure is detected within `dead_after` plus this.
 const DETECT_SLACK: Duration = Duration::from_secs(1);
-
 /// Issue 8, item 4 and test 3: data flows again within this of the path returning.
 const RESUME_LIMIT: Duration = Duration::from_millis(1500);
-
 /// Issue 8, item 3 and test 4: after a change of address the session continues within this.
 const ROAM_LIMIT: Duration = Duration::from_secs(2);
-
 /// Between the two steps of a change of address (a laptop that leaves one network and
 /// joins another, or holds both for a moment): the change counts from the second.
 const ROAM_GAP: Duration = Duration::from_secs(1);
-
 /// Issue 8, item 1: where no control message gets through, the fallback is detected
 /// "within seconds". Test 2 asks only that it engages (and that its time be reported);
 /// this bound is the "within seconds" made a number.
 const FALLBACK_LIMIT: Duration = Duration::from_secs(10);
-
 /// Issue 8, item 5 and test 5: a full server of vanished clients admits a new one "within
 /// seconds". A session counts as vanished after `dead_after` of silence (3 s), and the new
 /// client, refused meanwhile, retries on its backoff (its attempt after 3.15 s is the one
 /// expected to get in, the next comes at 6.35 s); ten seconds covers both.
 const VANISHED_LIMIT: Duration = Duration::from_secs(10);
-
 /// Issue 8, test 7: "at most about one small datagram per second each way by default".
 const IDLE_RATE_LIMIT: f64 = 1.2;
-
 /// How long past the linger limit the router watches for a freed session's packets.
 const LINGER_WATCH: Duration = Duration::from_secs(40);
-
 /// A session reset at its linger limit still sends its RESET until confirmed, 14 times
 /// over about 20 s (PROTOCOL.md, section 5); its datagrams must end within this of the
 /// limit, or it was never freed.
 const RESET_TAIL: Duration = Duration::from_secs(25);
-
 /// How often the router's counters are read while watching.
 const COUNTER_POLL: Duration = Duration::from_millis(250);
-
 /// The idle window over which datagrams are counted.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
-
 /// Issue 8, item 6: passivated data "arrives"; the issue gives no time, so this is the
 /// bound past which it counts as a hang.
 const PASSIVE_WAKE_LIMIT: Duration = Duration::from_secs(5);
-
 /// Passivating: both ends show it and the TCP connection is gone within this (a round
 /// trip is enough; the issue gives no time).
 const PASSIVE_LIMIT: Duration = Duration::from_secs(5);
-
 /// How long a passive session is left alone before a write wakes it.
 const PASSIVE_IDLE: Duration = Duration::from_secs(5);
-
 /// One mebibyte.
 const MIB: u64 = 1 << 20;
 
