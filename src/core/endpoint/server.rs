@@ -429,7 +429,8 @@ impl Tombstones {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::auth::{NONCE_LEN, SECRET_LEN};
+    use crate::core::auth::{ChallengeKey, CHALLENGE_KEY_LEN, NONCE_LEN, SECRET_LEN};
+    use crate::core::session::{End, Limits};
     use std::net::Ipv4Addr;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -597,7 +598,7 @@ mod tests {
             open(&mut ep, n, IpAddr::V4(Ipv4Addr::new(10, 1, 0, n)), now);
             ep.ended(n.into(), false, now);
         }
-        assert_eq!(ep.tombstones.queue.len(), ep.limits.max_sessions);
+        assert_eq!(ep.tombstone_count(), ep.limits.max_sessions);
         assert_eq!(ep.tombstones.until.len(), ep.limits.max_sessions);
     }
 
@@ -658,6 +659,35 @@ mod tests {
     }
 
     #[test]
+    fn a_client_is_gone_since_it_was_last_heard_once_its_connection_failed() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let keys = SessionKeys::derive(&[1; SECRET_LEN], &[1; NONCE_LEN], Role::Server);
+        let limits = Limits {
+            send_buffer: 1024,
+            send_buffer_max: 1024,
+            ack_threshold: 512,
+            give_up_after: None,
+            dead_after: Some(3 * second),
+            linger: 5 * second,
+        };
+        let end = End::Server(ChallengeKey::new(&[2; CHALLENGE_KEY_LEN]));
+        let mut session = Session::new(end, 1, 0, limits, keys.control, t0);
+        let connected = Presence::of(&session, t0 + second);
+        assert_eq!(connected.gone_for, None);
+        assert!(!connected.client_knows_cid);
+        session.handle_connection_failed(0, "cut", t0 + second);
+        // Gone since the client was last heard (the connection came up at t0), not
+        // since the connection failed.
+        assert_eq!(
+            Presence::of(&session, t0 + 5 * second).gone_for,
+            Some(5 * second)
+        );
+        session.handle_cid_named();
+        assert!(Presence::of(&session, t0).client_knows_cid);
+    }
+
+    #[test]
     fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
         let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
         assert_eq!(ep.handshake_started(10), None);
@@ -671,6 +701,7 @@ mod tests {
         assert_eq!(ep.handshake_started(14), Some(10));
         ep.handshake_ended(12);
         assert_eq!(ep.handshake_started(15), None);
+        assert_eq!(ep.handshake_count(), 3);
         assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
     }
 }
