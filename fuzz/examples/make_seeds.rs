@@ -135,7 +135,7 @@ fn main() -> io::Result<()> {
     let roomy = [4, 2, 2, 4, 10];
     let dir = root.join("server_endpoint");
     // (name, limits, operations)
-    let seeds: [(&str, &[u8], Operations); 10] = [
+    let seeds: [(&str, &[u8], Operations); 11] = [
         ("open", &roomy, vec![&open0]),
         ("open_raw", &roomy, vec![&raw_hello]),
         ("open_flipped", &roomy, vec![&[0, 0, 1, 0, 0, 1, 40, 1]]),
@@ -152,6 +152,20 @@ fn main() -> io::Result<()> {
             "evict",
             &[1, 1, 1, 2, 1],
             vec![&open0, &[6, 0], &[11, 0, 100], &[0, 1, 2, 0, 0, 1, 0, 0]],
+        ),
+        // A listener full in all and for address 0 (3 sessions, 2 per address), whose
+        // vanished session is address 1's: address 0 gets no third session.
+        (
+            "evict_beyond_share",
+            &[2, 1, 0, 0, 7],
+            vec![
+                &open0,
+                &[0, 0, 2, 0, 0, 1, 0, 0],
+                &[0, 1, 3, 0, 0, 1, 0, 0],
+                &[6, 2],
+                &[11, 0, 100],
+                &[0, 0, 4, 0, 0, 1, 0, 0],
+            ],
         ),
         // A session reset before its client knew it: its retried opening is refused
         // until the tombstone expires (OPENING_WINDOW and a handshake timeout later).

@@ -260,20 +260,25 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 
     /// Whether a new session from `client` would pass a cap.
     fn is_full_for(&self, client: IpAddr) -> bool {
-        let from_client = self.per_address.get(&client).copied().unwrap_or(0);
-        self.sessions.len() >= self.limits.max_sessions
-            || from_client >= self.limits.max_sessions_per_address
+        self.sessions.len() >= self.limits.max_sessions || self.share_is_full(client)
     }
 
-    /// The session whose client has been gone longest (among `client`'s own if only its
-    /// per-address share is full), if it has been gone for at least
+    /// Whether `client` has as many sessions as one address may.
+    fn share_is_full(&self, client: IpAddr) -> bool {
+        let from_client = self.per_address.get(&client).copied().unwrap_or(0);
+        from_client >= self.limits.max_sessions_per_address
+    }
+
+    /// The session whose client has been gone longest (among `client`'s own if its
+    /// per-address share is full, since only one of those makes room in it, whether or
+    /// not the listener is full too), if it has been gone for at least
     /// `ServerLimits::evictable_after`. Vanished clients would otherwise hold the
     /// server's capacity for good. Costs a scan, only when the listener is full.
     fn eviction(&self, client: IpAddr, presence: &impl Fn(S) -> Presence) -> Option<Eviction<S>> {
-        let full = self.sessions.len() >= self.limits.max_sessions;
+        let share_full = self.share_is_full(client);
         self.sessions
             .iter()
-            .filter(|(_, r)| full || r.client == client)
+            .filter(|(_, r)| !share_full || r.client == client)
             .filter_map(|(&cid, r)| {
                 let waited = presence(r.session).gone_for?;
                 let eviction = Eviction {
@@ -656,6 +661,36 @@ mod tests {
             other => panic!("no eviction: {other:?}"),
         }
         assert_eq!(ep.session_count(), 1);
+    }
+
+    /// Found by the server_endpoint fuzz target: a listener full in all and for the
+    /// client's address evicted another address's session, and the client got one more
+    /// session than its share.
+    #[test]
+    fn a_client_at_its_share_evicts_only_its_own_sessions_even_from_a_full_listener() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        open(&mut ep, 2, CLIENT, now);
+        open(&mut ep, 3, OTHER, now);
+        open(&mut ep, 4, OTHER, now);
+        // Sessions `gone` have been gone for 9 s, the others are connected.
+        let fifth = |ep: &mut Endpoint, gone: &[u32]| {
+            let presence = |id: u32| Presence {
+                gone_for: gone.contains(&id).then_some(Duration::from_secs(9)),
+                client_knows_cid: true,
+            };
+            ep.on_hello(&opening(5, 0), CLIENT, true, now, |_, _| true, presence)
+        };
+        // OTHER's vanished sessions would free a slot in all, not in CLIENT's share.
+        assert_eq!(
+            refusal(fifth(&mut ep, &[3, 4])),
+            Some(RefusalCode::TooManySessions)
+        );
+        match fifth(&mut ep, &[2, 3, 4]) {
+            Verdict::Open { evict: Some(e), .. } => assert_eq!((e.session, e.cid), (2, 2)),
+            other => panic!("CLIENT's own vanished session not evicted: {other:?}"),
+        }
     }
 
     #[test]
