@@ -22,7 +22,8 @@
 //!   keys it carries, with no session open for its opening nonce, and having received
 //!   nothing; it resumes only the session it names (by CID, or by the opening nonce of a
 //!   retried opening), only if its tag is right for that session, with a higher attempt
-//!   than any before; so a replayed HELLO never resumes, and no HELLO resumes twice;
+//!   than any before; so a replayed HELLO never resumes, and no HELLO resumes a session
+//!   twice;
 //! - a session is evicted only if it is open and its client has been gone for at least
 //!   the eviction age;
 //! - the tombstones are at most `max_sessions`.
@@ -125,8 +126,11 @@ struct Server {
     next_handshake: u32,
     /// Encoded HELLOs sent, the newest last.
     history: Vec<[u8; Hello::FRAME_LEN]>,
-    /// Every HELLO that resumed a session, encoded.
-    resumed: HashSet<[u8; Hello::FRAME_LEN]>,
+    /// Every HELLO that resumed a session, encoded, with the session. One HELLO may
+    /// resume two sessions: a replayed opening opens a new session once its nonce is
+    /// forgotten (SECURITY.md, "A recorded opening, replayed"), and its replayed retry
+    /// then resumes that one.
+    resumed: HashSet<(usize, [u8; Hello::FRAME_LEN])>,
     pending: Vec<Pending>,
 }
 
@@ -344,7 +348,10 @@ impl Server {
                     hello.attempt,
                     open.last_attempt
                 );
-                assert!(self.resumed.insert(frame), "a HELLO resumed twice");
+                assert!(
+                    self.resumed.insert((s, frame)),
+                    "a HELLO resumed session {s} twice"
+                );
                 open.last_attempt = hello.attempt;
                 self.resume(s, hello);
             }
