@@ -19,20 +19,15 @@ use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Hello, RefusalCode};
 use robust_tcp::protocol::session::Role;
 
-/// As in fuzz_targets/server_handshake.rs: separates an input's connections, stands for
-/// the CID of the session the server accepted last, for the right tag, and for an opening
-/// nonce of the input's own.
-const NEXT: &[u8] = b"|NEXT|";
-const CID_MARK: &[u8; 4] = b"CID?";
-const TAG_MARK: &[u8; TAG_LEN] = b"TAG?????????????";
-const OPENING_MARK: &[u8; 16] = b"OPENING?????????";
+/// As in fuzz_targets/server_endpoint.rs: the secret and opening nonce of its opening
+/// number 1.
+const ENDPOINT_OPENING: ([u8; 32], [u8; 16]) = ([0x51; 32], [0x11; 16]);
 
 fn main() -> io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     // The keys the control_datagram target uses, and those of the seeds' sessions: an
     // opening HELLO carries the secret and the opening nonce they come from.
     let (secret, opening_nonce) = ([0x5e; 32], [0x11; 16]);
-    assert_ne!(opening_nonce, *OPENING_MARK);
     let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
 
     let open_hello = Hello::opening([0x42; 16], 0, opening_nonce, secret, &keys.handshake.client);
@@ -60,12 +55,9 @@ fn main() -> io::Result<()> {
     let resumed = Answer::Accepted(resumed_answer).encode();
     let opened = Answer::Accepted(answer(&open_hello, true)).encode();
     let confirm = Confirm::new(&resume_hello, &resumed_answer, &keys.handshake.client).encode();
-    let foreign = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
     let version1 = b"RTCP\x01\x01\x00\x12".to_vec();
     // The previous version's opening HELLO: a near miss.
     let version2 = [&b"RTCP\x02\x01\x00\x30"[..], &[0x42; 48]].concat();
-    let oversized = b"RTCP\x04\x01\xff\xff".to_vec();
-    let short_hello = b"RTCP\x04\x01\x00\x04\x00\x00\x00\x00".to_vec();
 
     let dir = root.join("handshake_frames");
     write(&dir, "hello_open", &open)?;
@@ -118,124 +110,146 @@ fn main() -> io::Result<()> {
         write(&dir, name, &buf[..n - TAG_LEN])?;
     }
 
-    // The server target's input: connections separated by NEXT; of each, the first byte
-    // says where to cut the rest (0 sends it whole, 0x35 cuts it after 5 bytes, inside
-    // the header, and again 6 bytes later). CID_MARK and TAG_MARK stand for the session
-    // the server accepted last and the right tag (see fuzz_targets/server_handshake.rs;
-    // an opening HELLO's tag is made with the keys of the secret it carries).
-    let cid_mark = u32::from_be_bytes(*CID_MARK);
-    let marked = |frame: &[u8]| {
-        let mut frame = frame.to_vec();
-        let at = frame.len() - TAG_LEN;
-        frame[at..].copy_from_slice(TAG_MARK);
-        frame
+    // The server_endpoint target's input: 5 bytes of limits, then operations (see
+    // fuzz_targets/server_endpoint.rs): its opening number 1 is `ENDPOINT_OPENING`.
+    let (secret, opening_nonce) = ENDPOINT_OPENING;
+    let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
+    let open_hello = Hello::opening([0; 16], 0, opening_nonce, secret, &keys.handshake.client);
+    // Opening 1 from address 0, attempts 0, 1 and 2, welcome, no flip.
+    let [open0, open1, open2] = [0, 1, 2].map(|attempt| [0, 0, 1, attempt, 0, 1, 0, 0]);
+    // A resumption of session 0 (CID 1), attempt 1, no flip.
+    let resume1 = [1, 0, 0, 1, 0, 0, 0, 0];
+    let confirm = [4, 0, 0, 0];
+    let mut datagram = vec![5, 0, 1];
+    let ack = ControlMessage {
+        cid: 1,
+        from_server: false,
+        id: 0,
+        kind: ControlKind::Ack(0),
     };
-    let confirm_it = marked(
-        &Confirm {
-            cid: cid_mark,
-            tag: [0; TAG_LEN],
-        }
-        .encode(),
-    );
-    // A CONFIRM with a later version's longer body confirms too.
-    let mut confirm_longer = confirm_it.clone();
-    confirm_longer.extend_from_slice(b"future");
-    confirm_longer[7] += 6;
-    let resume_with = |attempt: u64, received: u32| {
-        marked(
-            &Hello::resume(
-                cid_mark,
-                [0x45; 16],
-                attempt,
-                received,
-                &keys.handshake.client,
-            )
-            .encode(),
-        )
-    };
-    // An opening with the input's own opening nonce (a fresh session for each input),
-    // tagged by the harness; and the same session's opening retried.
-    let open_again = |attempt: u64| {
-        marked(
-            &Hello::opening(
-                [0x46; 16],
-                attempt,
-                *OPENING_MARK,
-                secret,
-                &keys.handshake.client,
-            )
-            .encode(),
-        )
-    };
-    let open_marked = open_again(0);
-    let mut no_secret = open_hello;
-    no_secret.secret = [0; 32];
-    let bad_tag = marked(&open)
-        .iter()
-        .map(|&b| if b == b'?' { b'!' } else { b })
-        .collect::<Vec<u8>>();
-    let dir = root.join("server_handshake");
-    let seeds = [
-        ("open", vec![(0, open.to_vec())]),
-        ("open_marked", vec![(0, open_marked.clone())]),
-        ("open_split", vec![(0x35, open_marked.clone())]),
+    let mut buf = [0; MAX_LEN];
+    let n = ack.seal(0, &keys.control.send, &mut buf) - TAG_LEN;
+    datagram.push(n as u8);
+    datagram.extend_from_slice(&buf[..n]);
+    let raw_hello = [&[2, 0, 48][..], &open_hello.encode()[8..]].concat();
+    let roomy = [4, 2, 2, 4, 10];
+    let dir = root.join("server_endpoint");
+    // (name, limits, operations)
+    let seeds: [(&str, &[u8], Operations); 11] = [
+        ("open", &roomy, vec![&open0]),
+        ("open_raw", &roomy, vec![&raw_hello]),
+        ("open_flipped", &roomy, vec![&[0, 0, 1, 0, 0, 1, 40, 1]]),
+        ("open_closed", &roomy, vec![&[0, 0, 1, 0, 0, 0, 0, 0]]),
+        ("retry_confirm", &roomy, vec![&open0, &open1, &confirm]),
         (
-            "open_data",
-            vec![(0, [&open_marked[..], b"application bytes"].concat())],
+            "resume_confirm_replay",
+            &roomy,
+            vec![&open0, &resume1, &confirm, &[3, 0, 1], &resume1],
         ),
-        ("open_longer", vec![(0, longer)]),
-        ("open_bad_tag", vec![(0, bad_tag)]),
-        ("open_no_secret", vec![(0, no_secret.encode().to_vec())]),
+        ("datagram", &roomy, vec![&open0, &datagram, &[11, 0, 50]]),
+        // A full listener (one session) evicts a client gone long enough.
         (
-            "open_resume",
+            "evict",
+            &[1, 1, 1, 2, 1],
+            vec![&open0, &[6, 0], &[11, 0, 100], &[0, 1, 2, 0, 0, 1, 0, 0]],
+        ),
+        // A listener full in all and for address 0 (3 sessions, 2 per address), whose
+        // vanished session is address 1's: address 0 gets no third session.
+        (
+            "evict_beyond_share",
+            &[2, 1, 0, 0, 7],
             vec![
-                (0, open_marked.clone()),
-                (0, [resume_with(1, 0), confirm_it.clone()].concat()),
+                &open0,
+                &[0, 0, 2, 0, 0, 1, 0, 0],
+                &[0, 1, 3, 0, 0, 1, 0, 0],
+                &[6, 2],
+                &[11, 0, 100],
+                &[0, 0, 4, 0, 0, 1, 0, 0],
             ],
         ),
+        // A session reset before its client knew it: its retried opening is refused
+        // until the tombstone expires (OPENING_WINDOW and a handshake timeout later).
         (
-            "open_resume_longer_confirm",
-            vec![
-                (0, open_marked.clone()),
-                (0x08, [resume_with(1, 0), confirm_longer].concat()),
-            ],
+            "tombstone",
+            &roomy,
+            vec![&open0, &[7, 0], &open1, &[11, 0x1b, 0x58], &open2],
         ),
         (
-            "open_retry",
-            vec![
-                (0, open_marked.clone()),
-                (0, [open_again(1), confirm_it.clone()].concat()),
-            ],
+            "handshakes",
+            &[1, 1, 2, 1, 1],
+            vec![&[8], &[8], &[9, 0], &[8], &[10, 1], &[8]],
         ),
-        (
-            "open_copy",
-            vec![(0, open_marked.clone()), (0, open_again(0))],
-        ),
-        (
-            "open_resume_unsigned",
-            vec![(0, open_marked.clone()), (0, resume.to_vec())],
-        ),
-        (
-            "open_resume_bad_count",
-            vec![(0, open_marked), (0, resume_with(1, 5))],
-        ),
-        ("resume_unknown", vec![(0, resume.to_vec())]),
-        ("foreign", vec![(0, foreign)]),
-        ("confirm_first", vec![(0, confirm.to_vec())]),
-        ("version1", vec![(0, version1)]),
-        ("version2", vec![(0, version2)]),
-        ("oversized", vec![(0, oversized)]),
-        ("short_hello", vec![(0, short_hello)]),
     ];
-    for (name, connections) in seeds {
-        let parts: Vec<Vec<u8>> = connections
-            .iter()
-            .map(|(cuts, bytes)| [&[*cuts][..], bytes].concat())
-            .collect();
-        write(&dir, name, &parts.join(NEXT))?;
+    for (name, limits, ops) in seeds {
+        write(&dir, name, &[limits, &ops.concat()].concat())?;
+    }
+
+    // The redial target's input: 4 bytes of settings, then operations of 3 bytes each
+    // (see fuzz_targets/redial.rs).
+    let settings = [10, 10, 0x21, 5];
+    let (started, hello, heard, connected) = ([1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0]);
+    let plan = |heard: u8| [0, heard, 0];
+    let failed = |how: u8| [6, how, 0];
+    let advance = |ms: u8, scale: u8| [7, ms, scale];
+    let dir = root.join("redial");
+    let seeds: [(&str, Vec<[u8; 3]>); 4] = [
+        (
+            "retried_then_open",
+            vec![
+                started,
+                failed(2),
+                plan(0),
+                advance(200, 10),
+                plan(0),
+                started,
+                hello,
+                heard,
+                connected,
+                failed(0),
+                plan(5),
+                started,
+                hello,
+            ],
+        ),
+        (
+            "busy",
+            vec![
+                started,
+                failed(3),
+                advance(250, 20),
+                plan(0),
+                started,
+                hello,
+            ],
+        ),
+        (
+            "past_the_window",
+            vec![
+                started,
+                hello,
+                heard,
+                failed(2),
+                advance(255, 63),
+                advance(255, 63),
+                advance(255, 63),
+                advance(255, 63),
+                started,
+                hello,
+            ],
+        ),
+        (
+            "stale_connect_restarted",
+            vec![started, advance(255, 1), [0, 1, 1], hello],
+        ),
+    ];
+    for (name, ops) in seeds {
+        write(&dir, name, &[&settings[..], &ops.concat()].concat())?;
     }
     Ok(())
 }
+
+/// A seed's operations, each as its bytes.
+type Operations<'a> = Vec<&'a [u8]>;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;

@@ -21,23 +21,28 @@
 //! `@accepted`, `@progress` (every 100 ms while counts move), `@state` (whenever the state,
 //! the reconnection count or the last failure changes, polled every 10 ms), `@eof`, and
 //! errors. A byte that differs from the expected stream exits at once with status 1.
+//!
+//! The session's threads are in `streams.rs`.
 
-use std::collections::HashMap;
-use std::io::{self, BufRead, Read, Write};
+mod streams;
+
+use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, RServerSocket, RSocket, Status};
-
-use crate::events;
 use robust_tcp_testkit::payload::Payload;
 use robust_tcp_testkit::rng::Rng;
+
+use crate::events;
+
+use streams::{read_all, spawn_monitor, write_all};
 
 /// Largest single write; sizes vary from 1 byte up to this, drawn from the seed.
 const MAX_WRITE: usize = 64 * 1024;
@@ -296,170 +301,6 @@ fn start(
     thread::spawn(move || write_all(&session, &rx, write_with, rate, sizes));
 }
 
-/// Reads until end of stream, checking every byte; reports `@eof` or the error.
-fn read_all(session: &Session, expected: Payload) {
-    let (mut got, mut want) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    let mut pos = 0u64;
-    let s = ("s", session.index.to_string());
-    loop {
-        let n = match (&session.sock).read(&mut got) {
-            Ok(0) => {
-                emit("eof", &[s, ("total", pos.to_string())], None);
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let fields = [
-                    s,
-                    ("kind", format!("{:?}", e.kind())),
-                    ("total", pos.to_string()),
-                ];
-                emit("read_error", &fields, Some(&e.to_string()));
-                return;
-            }
-        };
-        expected.fill(pos, &mut want[..n]);
-        if let Some(i) = got[..n].iter().zip(&want[..n]).position(|(g, w)| g != w) {
-            let fields = [
-                s,
-                ("offset", (pos + i as u64).to_string()),
-                ("got", got[i].to_string()),
-                ("want", want[i].to_string()),
-            ];
-            emit(
-                "mismatch",
-                &fields,
-                Some("lost, duplicated or reordered data"),
-            );
-            process::exit(1);
-        }
-        pos += n as u64;
-        session.read.store(pos, Ordering::Relaxed);
-        let mut mark = lock(&session.mark);
-        if let Some(m) = mark.as_ref().filter(|m| pos - m.from >= m.need) {
-            let fields = [
-                s.clone(),
-                ("id", m.id.to_string()),
-                ("ms", millis_since(m.at)),
-            ];
-            emit("flow", &fields, None);
-            *mark = None;
-        }
-    }
-}
-
-/// Carries out the writer's orders until `stop` (then shuts down writing) or an error.
-fn write_all(
-    session: &Session,
-    orders: &Receiver<WriteCmd>,
-    stream: Payload,
-    rate: u64,
-    mut sizes: Rng,
-) {
-    let mut buf = vec![0u8; MAX_WRITE];
-    let (mut streaming, mut quota, mut stopping) = (false, 0u64, false);
-    let mut pace = Pacer::new(rate);
-    let mut pos = 0u64;
-    let s = ("s", session.index.to_string());
-    loop {
-        let busy = streaming || quota > 0;
-        let order = if busy {
-            match orders.try_recv() {
-                Ok(order) => Some(order),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => return,
-            }
-        } else if stopping {
-            let result = session.sock.shutdown(Shutdown::Write);
-            let fields = [s.clone(), ("total", pos.to_string())];
-            match result {
-                Ok(()) => emit("shutdown", &fields, None),
-                Err(e) => emit("shutdown_error", &fields, Some(&e.to_string())),
-            }
-            return;
-        } else {
-            match orders.recv() {
-                Ok(order) => Some(order),
-                Err(_) => return,
-            }
-        };
-        match order {
-            Some(WriteCmd::Stream) => streaming = true,
-            Some(WriteCmd::Bytes(n)) => quota += n,
-            Some(WriteCmd::Stop) => (streaming, stopping) = (false, true),
-            Some(WriteCmd::Quit) => return,
-            None => {}
-        }
-        if !streaming && quota == 0 {
-            continue;
-        }
-        let want = if sizes.chance(10) {
-            sizes.range(1, 64)
-        } else {
-            sizes.range(1, MAX_WRITE as u64)
-        };
-        let n = if streaming { want } else { want.min(quota) } as usize;
-        pace.wait(n);
-        stream.fill(pos, &mut buf[..n]);
-        if let Err(e) = (&session.sock).write_all(&buf[..n]) {
-            let fields = [
-                s,
-                ("kind", format!("{:?}", e.kind())),
-                ("total", pos.to_string()),
-            ];
-            emit("write_error", &fields, Some(&e.to_string()));
-            return;
-        }
-        pos += n as u64;
-        session.written.store(pos, Ordering::Relaxed);
-        if !streaming {
-            quota -= n as u64;
-            if quota == 0 {
-                emit("wrote", &[s.clone(), ("total", pos.to_string())], None);
-            }
-        }
-    }
-}
-
-/// Paces a writer at `rate` bytes per second (0: as fast as it goes), so that a transfer
-/// lasts through a fault schedule at a CPU cost that lets scenarios run side by side.
-struct Pacer {
-    rate: f64,
-    credit: f64,
-    last: Instant,
-}
-
-impl Pacer {
-    fn new(rate: u64) -> Pacer {
-        Pacer {
-            rate: rate as f64,
-            credit: 0.0,
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.credit = (self.credit + earned).min(BURST);
-        self.last = now;
-    }
-
-    fn wait(&mut self, n: usize) {
-        if self.rate == 0.0 {
-            return;
-        }
-        self.refill();
-        let n = n as f64;
-        if self.credit < n {
-            thread::sleep(Duration::from_secs_f64((n - self.credit) / self.rate));
-            self.refill();
-        }
-        self.credit -= n;
-    }
-}
-
 /// Carries out one command line from the harness.
 fn command(line: &str, sessions: &Sessions) {
     let mut words = line.split_whitespace();
@@ -556,50 +397,6 @@ fn addresses(sock: &RSocket) -> Vec<(&'static str, String)> {
         ("local", show(sock.local_addr())),
         ("peer", show(sock.peer_addr())),
     ]
-}
-
-/// Reports `@state` whenever a session's state, reconnections or last failure change,
-/// and `@progress` every 100 ms while its counts move.
-fn spawn_monitor(sessions: Sessions) {
-    thread::spawn(move || {
-        type Seen = (String, u64, Option<String>);
-        let mut seen: HashMap<usize, (Option<Seen>, (u64, u64))> = HashMap::new();
-        for tick in 0u32.. {
-            let list: Vec<Arc<Session>> = lock(&sessions).clone();
-            for session in &list {
-                let (last, counts) = seen.entry(session.index).or_insert((None, (0, 0)));
-                let status = session.sock.status();
-                let now = (
-                    format!("{:?}", status.state),
-                    status.reconnections,
-                    status.last_failure.clone(),
-                );
-                if last.as_ref() != Some(&now) {
-                    let fields = [
-                        ("s", session.index.to_string()),
-                        ("state", now.0.clone()),
-                        ("reconnections", now.1.to_string()),
-                    ];
-                    emit("state", &fields, now.2.as_deref());
-                    *last = Some(now);
-                }
-                let moved = (
-                    session.read.load(Ordering::Relaxed),
-                    session.written.load(Ordering::Relaxed),
-                );
-                if tick % PROGRESS_EVERY == 0 && moved != *counts {
-                    let fields = [
-                        ("s", session.index.to_string()),
-                        ("read", moved.0.to_string()),
-                        ("written", moved.1.to_string()),
-                    ];
-                    emit("progress", &fields, None);
-                    *counts = moved;
-                }
-            }
-            thread::sleep(STATUS_POLL);
-        }
-    });
 }
 
 /// Stdin's lines, read on a thread; the iterator ends with stdin.

@@ -150,7 +150,7 @@ impl World {
             true,
             now,
             |s, hello| hello.verify(&sessions[s].keys.client),
-            |s| presence(&sessions[s].session, now),
+            |s| Presence::of(&sessions[s].session, now),
         );
         match verdict {
             Verdict::Refuse(code) => self.refuse(conn, code),
@@ -508,15 +508,5 @@ impl World {
                 .session
                 .handle_datagram(bytes, from, now);
         }
-    }
-}
-
-/// What the endpoint asks of a session (`SharedSession::presence`).
-fn presence(session: &Session, now: Instant) -> Presence {
-    Presence {
-        gone_for: session
-            .disconnected_since()
-            .map(|_| now.saturating_duration_since(session.last_heard())),
-        client_knows_cid: session.peer_knows_cid(),
     }
 }

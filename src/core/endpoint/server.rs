@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::OPENING_WINDOW;
 use crate::core::auth::{Nonce, SessionKeys};
 use crate::core::handshake::{Hello, RefusalCode};
-use crate::core::session::Role;
+use crate::core::session::{Role, Session};
 use crate::Config;
 
 /// How long a session must have waited for its client before a full server may evict it,
@@ -73,6 +73,20 @@ pub struct Presence {
     pub gone_for: Option<Duration>,
     /// Whether its client has shown that it knows the CID (`Session::peer_knows_cid`).
     pub client_knows_cid: bool,
+}
+
+impl Presence {
+    /// What `session` shows at `now`. A client is gone while the session has no
+    /// connection, for as long as it has been silent (a client that still probes is not
+    /// gone, however long its TCP connection has been).
+    pub fn of(session: &Session, now: Instant) -> Self {
+        Presence {
+            gone_for: session
+                .disconnected_since()
+                .map(|_| now.saturating_duration_since(session.last_heard())),
+            client_knows_cid: session.peer_knows_cid(),
+        }
+    }
 }
 
 /// What a HELLO gets.
@@ -158,6 +172,18 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         self.sessions.len()
     }
 
+    /// How many handshakes the listener counts in progress (at most
+    /// `ServerLimits::max_handshakes`).
+    pub fn handshake_count(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// How many opening nonces the listener keeps as tombstones (at most
+    /// `ServerLimits::max_sessions`, however many sessions end).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.queue.len()
+    }
+
     /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
     /// `RServerSocket` still exists). `verify` checks a resumption's tag with the
     /// session's client handshake key; `presence` reports on a session, for eviction.
@@ -234,20 +260,25 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 
     /// Whether a new session from `client` would pass a cap.
     fn is_full_for(&self, client: IpAddr) -> bool {
-        let from_client = self.per_address.get(&client).copied().unwrap_or(0);
-        self.sessions.len() >= self.limits.max_sessions
-            || from_client >= self.limits.max_sessions_per_address
+        self.sessions.len() >= self.limits.max_sessions || self.share_is_full(client)
     }
 
-    /// The session whose client has been gone longest (among `client`'s own if only its
-    /// per-address share is full), if it has been gone for at least
+    /// Whether `client` has as many sessions as one address may.
+    fn share_is_full(&self, client: IpAddr) -> bool {
+        let from_client = self.per_address.get(&client).copied().unwrap_or(0);
+        from_client >= self.limits.max_sessions_per_address
+    }
+
+    /// The session whose client has been gone longest (among `client`'s own if its
+    /// per-address share is full, since only one of those makes room in it, whether or
+    /// not the listener is full too), if it has been gone for at least
     /// `ServerLimits::evictable_after`. Vanished clients would otherwise hold the
     /// server's capacity for good. Costs a scan, only when the listener is full.
     fn eviction(&self, client: IpAddr, presence: &impl Fn(S) -> Presence) -> Option<Eviction<S>> {
-        let full = self.sessions.len() >= self.limits.max_sessions;
+        let share_full = self.share_is_full(client);
         self.sessions
             .iter()
-            .filter(|(_, r)| full || r.client == client)
+            .filter(|(_, r)| !share_full || r.client == client)
             .filter_map(|(&cid, r)| {
                 let waited = presence(r.session).gone_for?;
                 let eviction = Eviction {
@@ -403,7 +434,8 @@ impl Tombstones {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::auth::{NONCE_LEN, SECRET_LEN};
+    use crate::core::auth::{ChallengeKey, CHALLENGE_KEY_LEN, NONCE_LEN, SECRET_LEN};
+    use crate::core::session::{End, Limits};
     use std::net::Ipv4Addr;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -571,7 +603,7 @@ mod tests {
             open(&mut ep, n, IpAddr::V4(Ipv4Addr::new(10, 1, 0, n)), now);
             ep.ended(n.into(), false, now);
         }
-        assert_eq!(ep.tombstones.queue.len(), ep.limits.max_sessions);
+        assert_eq!(ep.tombstone_count(), ep.limits.max_sessions);
         assert_eq!(ep.tombstones.until.len(), ep.limits.max_sessions);
     }
 
@@ -631,6 +663,65 @@ mod tests {
         assert_eq!(ep.session_count(), 1);
     }
 
+    /// Found by the server_endpoint fuzz target: a listener full in all and for the
+    /// client's address evicted another address's session, and the client got one more
+    /// session than its share.
+    #[test]
+    fn a_client_at_its_share_evicts_only_its_own_sessions_even_from_a_full_listener() {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+        open(&mut ep, 1, CLIENT, now);
+        open(&mut ep, 2, CLIENT, now);
+        open(&mut ep, 3, OTHER, now);
+        open(&mut ep, 4, OTHER, now);
+        // Sessions `gone` have been gone for 9 s, the others are connected.
+        let fifth = |ep: &mut Endpoint, gone: &[u32]| {
+            let presence = |id: u32| Presence {
+                gone_for: gone.contains(&id).then_some(Duration::from_secs(9)),
+                client_knows_cid: true,
+            };
+            ep.on_hello(&opening(5, 0), CLIENT, true, now, |_, _| true, presence)
+        };
+        // OTHER's vanished sessions would free a slot in all, not in CLIENT's share.
+        assert_eq!(
+            refusal(fifth(&mut ep, &[3, 4])),
+            Some(RefusalCode::TooManySessions)
+        );
+        match fifth(&mut ep, &[2, 3, 4]) {
+            Verdict::Open { evict: Some(e), .. } => assert_eq!((e.session, e.cid), (2, 2)),
+            other => panic!("CLIENT's own vanished session not evicted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_is_gone_since_it_was_last_heard_once_its_connection_failed() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let keys = SessionKeys::derive(&[1; SECRET_LEN], &[1; NONCE_LEN], Role::Server);
+        let limits = Limits {
+            send_buffer: 1024,
+            send_buffer_max: 1024,
+            ack_threshold: 512,
+            give_up_after: None,
+            dead_after: Some(3 * second),
+            linger: 5 * second,
+        };
+        let end = End::Server(ChallengeKey::new(&[2; CHALLENGE_KEY_LEN]));
+        let mut session = Session::new(end, 1, 0, limits, keys.control, t0);
+        let connected = Presence::of(&session, t0 + second);
+        assert_eq!(connected.gone_for, None);
+        assert!(!connected.client_knows_cid);
+        session.handle_connection_failed(0, "cut", t0 + second);
+        // Gone since the client was last heard (the connection came up at t0), not
+        // since the connection failed.
+        assert_eq!(
+            Presence::of(&session, t0 + 5 * second).gone_for,
+            Some(5 * second)
+        );
+        session.handle_cid_named();
+        assert!(Presence::of(&session, t0).client_knows_cid);
+    }
+
     #[test]
     fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
         let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
@@ -645,6 +736,7 @@ mod tests {
         assert_eq!(ep.handshake_started(14), Some(10));
         ep.handshake_ended(12);
         assert_eq!(ep.handshake_started(15), None);
+        assert_eq!(ep.handshake_count(), 3);
         assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
     }
 }

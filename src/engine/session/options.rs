@@ -22,15 +22,7 @@ impl SharedSession {
     /// for as long as it has been silent (a client that still probes is not gone, however
     /// long its TCP connection has been).
     pub(crate) fn presence(&self, now: Instant) -> Presence {
-        let st = self.state.lock();
-        let gone_for = st
-            .session
-            .disconnected_since()
-            .map(|_| now.saturating_duration_since(st.session.last_heard()));
-        Presence {
-            gone_for,
-            client_knows_cid: st.session.peer_knows_cid(),
-        }
+        Presence::of(&self.state.lock().session, now)
     }
 
     /// The client named the CID in a HELLO that proved itself (see
