@@ -10,7 +10,6 @@ use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::counter::to_wire;
 use robust_tcp::protocol::handshake::Hello;
 
-use crate::frames;
 use crate::world::{World, SERVER_CONTROL, VICTIM};
 
 /// Packet numbers the key-holding attacker forges from: far above its session's own.
@@ -81,7 +80,7 @@ impl World {
             let received = to_wire(c.session.received());
             let key = &c.keys.handshake.client;
             let hello = Hello::resume(c.cid, self.rng.bytes(), attempt, received, key);
-            frames::put(&mut self.conns[conn].up, &hello.encode());
+            self.conns[conn].send_up(self.now, &hello.encode());
             self.conns[conn].client_done = true;
         }
     }

@@ -75,7 +75,7 @@ impl World {
         let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
         // The caller's thread made the TCP connect before the session existed.
         let conn = self.connect(self.clients.len(), addr, Duration::ZERO);
-        frames::put(&mut self.conns[conn].up, &hello.encode());
+        self.conns[conn].send_up(self.now, &hello.encode());
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
         let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, secret, now);
@@ -114,8 +114,9 @@ impl World {
     /// server) after `delay`, or once the partition in force ends.
     pub fn connect(&mut self, client: usize, addr: SocketAddr, delay: Duration) -> usize {
         let id = self.conns.len();
+        self.live.push(id);
         let up = self.partition_end().unwrap_or(self.now) + delay;
-        let mut conn = Conn::new(client, addr, up);
+        let mut conn = Conn::new(client, addr, up, self.tcp_latency);
         conn.frozen = self.partition_end().map(|_| self.now);
         self.conns.push(conn);
         self.accept_due();
@@ -256,7 +257,7 @@ impl World {
                     return self.drop_dial(i);
                 }
             };
-            frames::put(&mut self.conns[conn].up, &hello.encode());
+            self.conns[conn].send_up(self.now, &hello.encode());
             if let Some(d) = self.clients[i].dial.as_mut() {
                 d.hello = Some(hello);
             }
@@ -321,7 +322,7 @@ impl World {
             Ok(AnswerOutcome::Install { peer_received }) => peer_received,
             Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => {
                 let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
-                frames::put(&mut self.conns[conn].up, &confirm.encode());
+                self.conns[conn].send_up(self.now, &confirm.encode());
                 peer_received
             }
         };
@@ -411,7 +412,7 @@ impl World {
             assert!(from <= to, "the session would send [{from}, {to})");
             let n = (to - from) as usize;
             let bytes = c.session.buffered_from(from, n);
-            self.conns[conn].up.extend(&bytes[..n]);
+            self.conns[conn].send_up(now, &bytes[..n]);
             let epoch = c.session.epoch();
             c.session.handle_sent(epoch, from, n, now);
         }

@@ -1,4 +1,4 @@
-//! Handshake frames on a simulated connection: written whole, read whole once arrived.
+//! Handshake frames on a simulated connection, read whole once arrived.
 
 use std::collections::VecDeque;
 
@@ -32,9 +32,4 @@ pub fn take(pipe: &mut VecDeque<u8>) -> Front {
     }
     pipe.drain(..HEADER_LEN);
     Front::Frame(h.kind, pipe.drain(..h.body_len).collect())
-}
-
-/// Puts a whole encoded frame on `pipe`.
-pub fn put(pipe: &mut VecDeque<u8>, frame: &[u8]) {
-    pipe.extend(frame);
 }

@@ -119,9 +119,14 @@ pub struct Conn {
     /// The client it belongs to, and the address it comes from.
     pub client: usize,
     pub from: SocketAddr,
-    /// Bytes on their way from the client to the server, and back.
+    /// Bytes that arrived at the server, and at the client.
     pub up: VecDeque<u8>,
     pub down: VecDeque<u8>,
+    /// Bytes on their way to the server, and to the client, with when they arrive.
+    up_wire: VecDeque<(Instant, Vec<u8>)>,
+    down_wire: VecDeque<(Instant, Vec<u8>)>,
+    /// How long bytes take one way.
+    latency: Duration,
     /// Broken (cut, reset, or closed by one end): each end finds out when it next looks.
     pub broken: bool,
     /// Since when bytes stop moving (a blackhole): nothing arrives, nobody is told, until
@@ -155,19 +160,22 @@ impl Conn {
     /// for the server's), if that side has one.
     pub fn breaks_at(&self, client: Option<Duration>, server: Option<Duration>) -> Option<Instant> {
         let since = self.stalled.or(self.frozen)?;
-        let up = client.filter(|_| !self.up.is_empty());
-        let down = server.filter(|_| !self.down.is_empty());
+        let up = client.filter(|_| !self.up_wire.is_empty());
+        let down = server.filter(|_| !self.down_wire.is_empty());
         [up, down].into_iter().flatten().min().map(|d| since + d)
     }
 
     /// A new connection from client `client` at `from`, which the server accepts at
     /// `accept_at`.
-    pub fn new(client: usize, from: SocketAddr, accept_at: Instant) -> Self {
+    pub fn new(client: usize, from: SocketAddr, accept_at: Instant, latency: Duration) -> Self {
         Conn {
             client,
             from,
             up: VecDeque::new(),
             down: VecDeque::new(),
+            up_wire: VecDeque::new(),
+            down_wire: VecDeque::new(),
+            latency,
             broken: false,
             stalled: None,
             frozen: None,
@@ -182,6 +190,47 @@ impl Conn {
         self.broken = true;
         self.up.clear();
         self.down.clear();
+        self.up_wire.clear();
+        self.down_wire.clear();
+    }
+
+    /// The client writes `bytes` at `now`.
+    pub fn send_up(&mut self, now: Instant, bytes: &[u8]) {
+        let at = arrival(&self.up_wire, now + self.latency);
+        self.up_wire.push_back((at, bytes.to_vec()));
+    }
+
+    /// The server writes `bytes` at `now`.
+    pub fn send_down(&mut self, now: Instant, bytes: &[u8]) {
+        let at = arrival(&self.down_wire, now + self.latency);
+        self.down_wire.push_back((at, bytes.to_vec()));
+    }
+
+    /// Moves what arrived by `now` to the ends (nothing moves while stalled or frozen).
+    pub fn arrive(&mut self, now: Instant) {
+        if self.stalled.is_some() || self.frozen.is_some() {
+            return;
+        }
+        for (wire, end) in [
+            (&mut self.up_wire, &mut self.up),
+            (&mut self.down_wire, &mut self.down),
+        ] {
+            while wire.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, bytes)) = wire.pop_front() {
+                    end.extend(bytes);
+                }
+            }
+        }
+    }
+
+    /// When the next bytes arrive, if they can.
+    pub fn next_arrival(&self) -> Option<Instant> {
+        if self.broken || self.stalled.is_some() || self.frozen.is_some() {
+            return None;
+        }
+        let up = self.up_wire.front().map(|(at, _)| *at);
+        let down = self.down_wire.front().map(|(at, _)| *at);
+        up.into_iter().chain(down).min()
     }
 
     /// The client closes it abruptly.
@@ -195,6 +244,12 @@ impl Conn {
         self.server_done = true;
         self.cut();
     }
+}
+
+/// When bytes sent at `earliest` arrive behind what `wire` holds: in order.
+fn arrival(wire: &VecDeque<(Instant, Vec<u8>)>, earliest: Instant) -> Instant {
+    wire.back()
+        .map_or(earliest, |(last, _)| earliest.max(*last))
 }
 
 /// A TCP connect's time: one round trip, roughly.

@@ -74,7 +74,7 @@ impl Server {
 impl World {
     /// The server accepts the connections whose TCP handshake completed by now.
     pub fn accept_due(&mut self) {
-        for conn in 0..self.conns.len() {
+        for conn in self.live.clone() {
             let due = self.conns[conn].accept_at.is_some_and(|at| at <= self.now);
             if due {
                 self.conns[conn].accept_at = None;
@@ -202,10 +202,7 @@ impl World {
             tag: [0; TAG_LEN],
         }
         .sign(&hello, &keys.handshake.server);
-        frames::put(
-            &mut self.conns[conn].down,
-            &Answer::Accepted(answer).encode(),
-        );
+        self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         let SessionKeys { handshake, control } = keys;
         let limits = limits(&self.server.config);
         let challenges = ChallengeKey::new(&self.rng.bytes());
@@ -267,10 +264,7 @@ impl World {
             tag: [0; TAG_LEN],
         }
         .sign(&hello, &ss.keys.server);
-        frames::put(
-            &mut self.conns[conn].down,
-            &Answer::Accepted(answer).encode(),
-        );
+        self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         self.server.endpoint.handshake_confirming(conn);
         let deadline = now + self.server.config.handshake_timeout_value();
         self.server.handshakes.insert(
@@ -338,7 +332,7 @@ impl World {
     fn refuse(&mut self, conn: usize, code: RefusalCode) {
         self.server.endpoint.handshake_ended(conn);
         self.server.handshakes.remove(&conn);
-        frames::put(&mut self.conns[conn].down, &Answer::Refused(code).encode());
+        self.conns[conn].send_down(self.now, &Answer::Refused(code).encode());
         self.conns[conn].server_done = true;
     }
 
@@ -413,7 +407,7 @@ impl World {
             assert!(from <= to, "the session would send [{from}, {to})");
             let n = (to - from) as usize;
             let bytes = ss.session.buffered_from(from, n);
-            self.conns[conn].down.extend(&bytes[..n]);
+            self.conns[conn].send_down(now, &bytes[..n]);
             let epoch = ss.session.epoch();
             ss.session.handle_sent(epoch, from, n, now);
         }

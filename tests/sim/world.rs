@@ -136,6 +136,10 @@ pub struct World {
     /// When datagrams were lost (to loss, a UDP block or a partition): from, until (open
     /// while the weather lasts).
     rough: Vec<(Instant, Option<Instant>)>,
+    /// How long TCP bytes take one way.
+    pub tcp_latency: Duration,
+    /// The connections not broken yet (a schedule makes thousands; most are over).
+    pub live: Vec<usize>,
 }
 
 impl World {
@@ -153,6 +157,8 @@ impl World {
             port: 40000,
             partition_until: None,
             rough: Vec::new(),
+            tcp_latency: Duration::from_millis(5),
+            live: Vec::new(),
         }
     }
 
@@ -196,8 +202,8 @@ impl World {
         let until = self.now + span;
         self.partition_until = Some(until);
         self.block_udp(span);
-        for conn in self.conns.iter_mut().filter(|c| !c.broken) {
-            conn.frozen.get_or_insert(self.now);
+        for &c in &self.live {
+            self.conns[c].frozen.get_or_insert(self.now);
         }
     }
 
@@ -220,8 +226,8 @@ impl World {
     fn thaw(&mut self) {
         if self.partition_until.is_some_and(|until| until <= self.now) {
             self.partition_until = None;
-            for conn in &mut self.conns {
-                conn.frozen = None;
+            for &c in &self.live {
+                self.conns[c].frozen = None;
             }
         }
     }
@@ -236,7 +242,12 @@ impl World {
     /// and bytes out.
     pub fn pump(&mut self) {
         self.thaw();
-        for c in 0..self.conns.len() {
+        let conns = &mut self.conns;
+        self.live.retain(|&c| !conns[c].broken);
+        for &c in &self.live {
+            conns[c].arrive(self.now);
+        }
+        for c in self.live.clone() {
             if self.conn_breaks_at(c).is_some_and(|t| t <= self.now) {
                 self.conns[c].cut();
             }
@@ -322,8 +333,9 @@ impl World {
             .chain(sessions)
             .chain(handshakes)
             .chain([self.datagrams.next_arrival()])
-            .chain((0..self.conns.len()).map(|c| self.conn_breaks_at(c)))
-            .chain(self.conns.iter().map(|c| c.accept_at))
+            .chain(self.live.iter().map(|&c| self.conn_breaks_at(c)))
+            .chain(self.live.iter().map(|&c| self.conns[c].accept_at))
+            .chain(self.live.iter().map(|&c| self.conns[c].next_arrival()))
             .chain([self.partition_until])
             .flatten()
             .min()
