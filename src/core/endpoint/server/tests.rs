@@ -1,0 +1,308 @@
+//! The listener's decisions, case by case.
+
+use super::*;
+use crate::core::auth::{ChallengeKey, CHALLENGE_KEY_LEN, NONCE_LEN, SECRET_LEN};
+use crate::core::session::{End, Limits};
+use std::net::Ipv4Addr;
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+fn limits(handshake_timeout: Duration) -> ServerLimits {
+    ServerLimits {
+        max_sessions: 4,
+        max_sessions_per_address: 2,
+        max_handshakes: 3,
+        handshake_timeout,
+        evictable_after: Duration::from_secs(3),
+    }
+}
+
+/// Attempt `attempt` of the opening of the session with opening nonce `[n; _]`.
+fn opening(n: u8, attempt: u64) -> Hello {
+    let (secret, nonce) = ([n; SECRET_LEN], [n; NONCE_LEN]);
+    let keys = SessionKeys::derive(&secret, &nonce, Role::Client);
+    Hello::opening(
+        [attempt as u8; NONCE_LEN],
+        attempt,
+        nonce,
+        secret,
+        &keys.handshake.client,
+    )
+}
+
+type Endpoint = ServerEndpoint<u32, u32>;
+
+/// Asks about `hello` with sessions that verify and are all connected.
+fn ask(ep: &mut Endpoint, hello: &Hello, from: IpAddr, now: Instant) -> Verdict<u32> {
+    ask_as(ep, hello, from, now, true, true)
+}
+
+/// Asks about `hello` with connected sessions, new ones `welcome` or not, whose
+/// resumption HELLOs `verify` or not.
+fn ask_as(
+    ep: &mut Endpoint,
+    hello: &Hello,
+    from: IpAddr,
+    now: Instant,
+    welcome: bool,
+    verify: bool,
+) -> Verdict<u32> {
+    ep.on_hello(
+        hello,
+        from,
+        welcome,
+        now,
+        |_, _| verify,
+        |_| Presence::default(),
+    )
+}
+
+/// Opens session `n` (CID and id `n`) from `from`.
+fn open(ep: &mut Endpoint, n: u8, from: IpAddr, now: Instant) {
+    let hello = opening(n, 0);
+    match ask(ep, &hello, from, now) {
+        Verdict::Open { evict: None, .. } => ep.opened(n.into(), n.into(), from, &hello),
+        other => panic!("session {n} not opened: {other:?}"),
+    }
+}
+
+fn refusal(verdict: Verdict<u32>) -> Option<RefusalCode> {
+    match verdict {
+        Verdict::Refuse(code) => Some(code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_retried_opening_resumes_its_session_and_a_replayed_one_is_refused() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    assert!(matches!(
+        ask(&mut ep, &opening(1, 1), CLIENT, now),
+        Verdict::Resume(1)
+    ));
+    assert_eq!(
+        refusal(ask(&mut ep, &opening(1, 1), CLIENT, now)),
+        Some(RefusalCode::UnknownSession)
+    );
+    assert!(ep.confirmed(1, 1));
+    assert!(!ep.confirmed(1, 0));
+    assert_eq!(ep.session_count(), 1);
+}
+
+#[test]
+fn a_hello_that_does_not_verify_changes_nothing() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    let mut forged = opening(1, 7);
+    forged.tag[0] ^= 1;
+    assert_eq!(
+        refusal(ask(&mut ep, &forged, CLIENT, now)),
+        Some(RefusalCode::BadRequest)
+    );
+    let resume = Hello::resume(
+        1,
+        [3; NONCE_LEN],
+        2,
+        0,
+        &SessionKeys::derive(&[0; SECRET_LEN], &[0; NONCE_LEN], Role::Client)
+            .handshake
+            .client,
+    );
+    let verdict = ask_as(&mut ep, &resume, CLIENT, now, true, false);
+    assert_eq!(refusal(verdict), Some(RefusalCode::UnknownSession));
+    // The attempt number was not used up by the HELLOs that failed.
+    assert!(matches!(
+        ask(&mut ep, &opening(1, 2), CLIENT, now),
+        Verdict::Resume(1)
+    ));
+}
+
+/// Defect 1 of issue 18: a server with a short handshake timeout kept tombstones for
+/// 12 of its own handshake timeouts, while clients retry for 10 of theirs; a retry
+/// arriving later opened a second session with the same first bytes.
+#[test]
+fn a_tombstone_outlives_every_retry_of_the_opening_whatever_either_timeout() {
+    for server_timeout in [1, 5, 30].map(Duration::from_secs) {
+        let opened = Instant::now();
+        let mut ep = Endpoint::new(limits(server_timeout));
+        open(&mut ep, 1, CLIENT, opened);
+        // The session ends at once, before its client knew the CID.
+        ep.ended(1, false, opened);
+        // The client's last retry goes out at the end of its window, counted from
+        // its first HELLO (before `opened`), and waits a handshake timeout to be read.
+        let last = opened + OPENING_WINDOW + server_timeout - Duration::from_millis(1);
+        assert_eq!(
+            refusal(ask(&mut ep, &opening(1, 9), CLIENT, last)),
+            Some(RefusalCode::UnknownSession),
+            "server handshake timeout {server_timeout:?}"
+        );
+        // Past that, the nonce may be forgotten.
+        let later = opened + OPENING_WINDOW + server_timeout;
+        assert!(matches!(
+            ask(&mut ep, &opening(1, 9), CLIENT, later),
+            Verdict::Open { .. }
+        ));
+    }
+}
+
+#[test]
+fn a_session_whose_client_knew_it_leaves_no_tombstone() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    ep.ended(1, true, now);
+    assert!(matches!(
+        ask(&mut ep, &opening(1, 1), CLIENT, now),
+        Verdict::Open { .. }
+    ));
+    assert_eq!(ep.session_count(), 0);
+}
+
+#[test]
+fn tombstones_stay_bounded_however_many_sessions_end() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    for n in 1..=255 {
+        open(&mut ep, n, IpAddr::V4(Ipv4Addr::new(10, 1, 0, n)), now);
+        ep.ended(n.into(), false, now);
+    }
+    assert_eq!(ep.tombstone_count(), ep.limits.max_sessions);
+    assert_eq!(ep.tombstones.until.len(), ep.limits.max_sessions);
+}
+
+#[test]
+fn caps_refuse_in_all_and_per_address_and_free_on_end() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    open(&mut ep, 2, CLIENT, now);
+    assert_eq!(
+        refusal(ask(&mut ep, &opening(3, 0), CLIENT, now)),
+        Some(RefusalCode::TooManySessions)
+    );
+    open(&mut ep, 3, OTHER, now);
+    open(&mut ep, 4, OTHER, now);
+    let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    assert_eq!(
+        refusal(ask(&mut ep, &opening(5, 0), third, now)),
+        Some(RefusalCode::TooManySessions)
+    );
+    ep.ended(1, true, now);
+    open(&mut ep, 6, CLIENT, now);
+    let closed = ask_as(&mut ep, &opening(7, 0), third, now, false, true);
+    assert_eq!(refusal(closed), Some(RefusalCode::Closed));
+}
+
+#[test]
+fn a_full_listener_evicts_the_client_gone_longest_if_gone_long_enough() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    open(&mut ep, 2, CLIENT, now);
+    // A third session from CLIENT, while sessions 1 and 2 have been gone these
+    // seconds (0: connected).
+    let mut third = |gone: [u64; 3]| {
+        let presence = move |id: u32| Presence {
+            gone_for: gone
+                .get(id as usize)
+                .filter(|&&s| s > 0)
+                .map(|&s| Duration::from_secs(s)),
+            client_knows_cid: true,
+        };
+        ep.on_hello(&opening(3, 0), CLIENT, true, now, |_, _| true, presence)
+    };
+    // Gone, but not for long enough: refused.
+    assert_eq!(
+        refusal(third([0, 2, 1])),
+        Some(RefusalCode::TooManySessions)
+    );
+    let v = third([0, 4, 9]);
+    match v {
+        Verdict::Open { evict: Some(e), .. } => {
+            assert_eq!((e.session, e.cid, e.waited), (2, 2, Duration::from_secs(9)))
+        }
+        other => panic!("no eviction: {other:?}"),
+    }
+    assert_eq!(ep.session_count(), 1);
+}
+
+/// Found by the server_endpoint fuzz target: a listener full in all and for the
+/// client's address evicted another address's session, and the client got one more
+/// session than its share.
+#[test]
+fn a_client_at_its_share_evicts_only_its_own_sessions_even_from_a_full_listener() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    open(&mut ep, 1, CLIENT, now);
+    open(&mut ep, 2, CLIENT, now);
+    open(&mut ep, 3, OTHER, now);
+    open(&mut ep, 4, OTHER, now);
+    // Sessions `gone` have been gone for 9 s, the others are connected.
+    let fifth = |ep: &mut Endpoint, gone: &[u32]| {
+        let presence = |id: u32| Presence {
+            gone_for: gone.contains(&id).then_some(Duration::from_secs(9)),
+            client_knows_cid: true,
+        };
+        ep.on_hello(&opening(5, 0), CLIENT, true, now, |_, _| true, presence)
+    };
+    // OTHER's vanished sessions would free a slot in all, not in CLIENT's share.
+    assert_eq!(
+        refusal(fifth(&mut ep, &[3, 4])),
+        Some(RefusalCode::TooManySessions)
+    );
+    match fifth(&mut ep, &[2, 3, 4]) {
+        Verdict::Open { evict: Some(e), .. } => assert_eq!((e.session, e.cid), (2, 2)),
+        other => panic!("CLIENT's own vanished session not evicted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_is_gone_since_it_was_last_heard_once_its_connection_failed() {
+    let t0 = Instant::now();
+    let second = Duration::from_secs(1);
+    let keys = SessionKeys::derive(&[1; SECRET_LEN], &[1; NONCE_LEN], Role::Server);
+    let limits = Limits {
+        send_buffer: 1024,
+        send_buffer_max: 1024,
+        ack_threshold: 512,
+        give_up_after: None,
+        dead_after: Some(3 * second),
+        linger: 5 * second,
+    };
+    let end = End::Server(ChallengeKey::new(&[2; CHALLENGE_KEY_LEN]));
+    let mut session = Session::new(end, 1, 0, limits, keys.control, t0);
+    let connected = Presence::of(&session, t0 + second);
+    assert_eq!(connected.gone_for, None);
+    assert!(!connected.client_knows_cid);
+    session.handle_connection_failed(0, "cut", t0 + second);
+    // Gone since the client was last heard (the connection came up at t0), not
+    // since the connection failed.
+    assert_eq!(
+        Presence::of(&session, t0 + 5 * second).gone_for,
+        Some(5 * second)
+    );
+    session.handle_cid_named();
+    assert!(Presence::of(&session, t0).client_knows_cid);
+}
+
+#[test]
+fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    assert_eq!(ep.handshake_started(10), None);
+    assert_eq!(ep.handshake_started(11), None);
+    assert_eq!(ep.handshake_started(12), None);
+    ep.handshake_confirming(10);
+    assert_eq!(ep.handshake_started(13), Some(11));
+    ep.handshake_confirming(12);
+    ep.handshake_confirming(13);
+    // All answered: the oldest goes.
+    assert_eq!(ep.handshake_started(14), Some(10));
+    ep.handshake_ended(12);
+    assert_eq!(ep.handshake_started(15), None);
+    assert_eq!(ep.handshake_count(), 3);
+    assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
+}
