@@ -354,6 +354,36 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// The server's answer accepting `hello` for session `cid`, opened on this connection
+    /// or resumed, its control datagrams on `control_port`, the server having received
+    /// `received` bytes; tagged with the server's handshake key `key`. The connection is
+    /// numbered by the attempt that made it: above every number offered before in the
+    /// session, so that no two connections the client may have installed share one (a
+    /// RECONNECT about one never fails another, and a session opened by a retried opening
+    /// never reuses the number of an earlier connection). An honest client's attempts
+    /// stay far below 2^32.
+    pub fn accepting(
+        hello: &Hello,
+        cid: u32,
+        opened: bool,
+        control_port: u16,
+        received: u32,
+        server_nonce: Nonce,
+        key: &MacKey,
+    ) -> Self {
+        Accepted {
+            cid,
+            opened,
+            control_port,
+            client_nonce: hello.nonce,
+            received,
+            epoch: hello.attempt as u32,
+            server_nonce,
+            tag: [0; TAG_LEN],
+        }
+        .sign(hello, key)
+    }
+
     /// Tags the answer to `hello` with the server's handshake key.
     pub fn sign(mut self, hello: &Hello, key: &MacKey) -> Self {
         self.tag = [0; TAG_LEN];

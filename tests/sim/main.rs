@@ -183,22 +183,8 @@ fn add_client(w: &mut World, shared_ip: bool) {
 /// One step of the faulty phase: the applications, the network's weather and faults.
 fn chaos_step(w: &mut World, shared_ip: bool) {
     match w.rng.below(100) {
-        0..=19 => {
-            let i = w.rng.below(w.clients.len() as u64) as usize;
-            let n = w.rng.below(8192) as usize + 1;
-            w.client_write(i, n);
-            if let Some(s) = pick_server_session(w) {
-                w.server_write(s, n);
-            }
-        }
-        20..=39 => {
-            let i = w.rng.below(w.clients.len() as u64) as usize;
-            let n = w.rng.below(16384) as usize + 1;
-            w.client_read(i, n);
-            if let Some(s) = pick_server_session(w) {
-                w.server_read(s, n);
-            }
-        }
+        0..=19 => both_ends(w, 8192, World::client_write, World::server_write),
+        20..=39 => both_ends(w, 16384, World::client_read, World::server_read),
         40..=59 => {
             let span = w.rng.millis(1, 1500);
             w.advance(span);
@@ -302,6 +288,22 @@ fn chaos_step(w: &mut World, shared_ip: bool) {
     }
     w.pump();
     w.check_bounds();
+}
+
+/// A client at random and a live server session at random (if any) each do `client` and
+/// `server` with a random count of up to `most` bytes.
+fn both_ends(
+    w: &mut World,
+    most: u64,
+    client: fn(&mut World, usize, usize),
+    server: fn(&mut World, usize, usize),
+) {
+    let i = w.rng.below(w.clients.len() as u64) as usize;
+    let n = w.rng.below(most) as usize + 1;
+    client(w, i, n);
+    if let Some(s) = pick_server_session(w) {
+        server(w, s, n);
+    }
 }
 
 /// A live server session, if any, at random.

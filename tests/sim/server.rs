@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys, TAG_LEN};
+use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::counter::to_wire;
 use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
 use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
@@ -190,18 +190,10 @@ impl World {
                 break cid;
             }
         };
-        let epoch = hello.attempt as u32;
-        let answer = Accepted {
-            cid,
-            opened: true,
-            control_port: SERVER_CONTROL.port(),
-            client_nonce: hello.nonce,
-            received: 0,
-            epoch,
-            server_nonce: self.rng.bytes(),
-            tag: [0; TAG_LEN],
-        }
-        .sign(&hello, &keys.handshake.server);
+        let nonce = self.rng.bytes();
+        let port = SERVER_CONTROL.port();
+        let answer = Accepted::accepting(&hello, cid, true, port, 0, nonce, &keys.handshake.server);
+        let epoch = answer.epoch;
         self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         let SessionKeys { handshake, control } = keys;
         let limits = limits(&self.server.config);
@@ -252,18 +244,10 @@ impl World {
         let Some(peer_received) = ss.session.check_resume(hello.received) else {
             return self.refuse(conn, RefusalCode::BadRequest);
         };
-        let epoch = hello.attempt as u32;
-        let answer = Accepted {
-            cid: ss.cid,
-            opened: false,
-            control_port: SERVER_CONTROL.port(),
-            client_nonce: hello.nonce,
-            received: to_wire(ss.session.received()),
-            epoch,
-            server_nonce: self.rng.bytes(),
-            tag: [0; TAG_LEN],
-        }
-        .sign(&hello, &ss.keys.server);
+        let received = to_wire(ss.session.received());
+        let (nonce, port) = (self.rng.bytes(), SERVER_CONTROL.port());
+        let answer = Accepted::accepting(&hello, ss.cid, false, port, received, nonce, &ss.keys.server);
+        let epoch = answer.epoch;
         self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         self.server.endpoint.handshake_confirming(conn);
         let deadline = now + self.server.config.handshake_timeout_value();

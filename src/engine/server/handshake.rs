@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::resume::Confirming;
-use crate::core::auth::{ChallengeKey, SessionKeys, TAG_LEN};
+use crate::core::auth::{ChallengeKey, SessionKeys};
 use crate::core::endpoint::server::Verdict;
 use crate::core::handshake::{Accepted, Answer, FrameKind, Hello, RefusalCode};
 use crate::core::session::{End, Role};
@@ -246,22 +246,16 @@ impl Engine {
         else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
-        // The number of the attempt, so that a session opened by a retried opening never
-        // reuses a connection number the client gave an earlier connection (a stale
-        // failure report about it must not fail this one). Attempts of an honest client
-        // stay far below 2^32.
-        let epoch = hello.attempt as u32;
-        let answer = Accepted {
+        let answer = Accepted::accepting(
+            &hello,
             cid,
-            opened: true,
-            control_port: control.port(),
-            client_nonce: hello.nonce,
-            received: 0,
-            epoch,
+            true,
+            control.port(),
+            0,
             server_nonce,
-            tag: [0; TAG_LEN],
-        }
-        .sign(&hello, &keys.handshake.server);
+            &keys.handshake.server,
+        );
+        let epoch = answer.epoch;
         if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
             // Nothing was made: the client's next attempt opens the session.
             log::debug!("handshake with {}: {e}", hs.client);

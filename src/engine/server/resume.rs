@@ -8,7 +8,6 @@ use std::sync::Arc;
 use mio::Token;
 
 use super::handshake::{Phase, ServerHandshake};
-use crate::core::auth::TAG_LEN;
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::engine::frames::{write_frame, FrameError, FrameRead, FrameReader};
@@ -97,21 +96,16 @@ impl Engine {
             self.close_handshake(hs);
             return None;
         };
-        // The connection is numbered by the attempt that made it: above every number
-        // offered before, so that no two connections the client may have installed share
-        // a number (a RECONNECT about one never fails another).
-        let epoch = hello.attempt as u32;
-        let answer = Accepted {
-            cid: shared.cid(),
-            opened: false,
-            control_port: shared.control_port(),
-            client_nonce: hello.nonce,
-            received: to_wire(shared.received()),
-            epoch,
+        let answer = Accepted::accepting(
+            &hello,
+            shared.cid(),
+            false,
+            shared.control_port(),
+            to_wire(shared.received()),
             server_nonce,
-            tag: [0; TAG_LEN],
-        }
-        .sign(&hello, &shared.handshake_keys().server);
+            &shared.handshake_keys().server,
+        );
+        let epoch = answer.epoch;
         if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
             // Nothing changed but the old connection, which the client gave up already.
             log::debug!("handshake with {}: {e}", hs.client);
