@@ -32,9 +32,9 @@
 //! `ended`, `handshake_started`, `handshake_confirming`, `handshake_ended`,
 //! `session_count`, `handshake_count`, `tombstone_count`), `ServerLimits`,
 //! `Presence::of`, `Verdict`; `Hello` (`opening`, `resume`, `signed`, `encode`, `parse`,
-//! `verify`, `is_opening`), `Accepted::sign`, `Confirm` (`new`, `encode`, `parse`,
-//! `verify`), `HEADER_LEN`; `SessionKeys::derive`, `ChallengeKey::new`, `MacKey::tag`,
-//! `TAG_LEN`; `Session` (`new`, `handle_cid_named`, `may_resume`, `check_resume`,
+//! `verify`, `is_opening`), `Accepted::accepting`, `Confirm` (`new`, `encode`, `parse`,
+//! `verify`), `HEADER_LEN`; `SessionKeys::derive`, `ChallengeKey::new`, `MacKey::tag`;
+//! `Session` (`new`, `handle_cid_named`, `may_resume`, `check_resume`,
 //! `handle_resume`, `handle_offer_failed`, `handle_connection_failed`, `handle_datagram`,
 //! `handle_timeout`, `poll_timeout`, `poll_datagram`, `reset`, `is_finished`,
 //! `peer_knows_cid`, `epoch`), `End`, `Limits`, `Role`; `control::MAX_LEN`.
@@ -45,7 +45,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys, TAG_LEN};
+use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::control::MAX_LEN;
 use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
 use robust_tcp::protocol::handshake::{Accepted, Confirm, Hello, HEADER_LEN};
@@ -404,17 +404,8 @@ impl Server {
         let Some(peer_received) = open.session.check_resume(hello.received) else {
             return;
         };
-        let answer = Accepted {
-            cid: open.cid,
-            opened: false,
-            control_port: 40_000,
-            client_nonce: hello.nonce,
-            received: 0,
-            epoch: hello.attempt as u32,
-            server_nonce: [0x33; 16],
-            tag: [0; TAG_LEN],
-        }
-        .sign(&hello, &open.keys.handshake.server);
+        let key = &open.keys.handshake.server;
+        let answer = Accepted::accepting(&hello, open.cid, false, 40_000, 0, [0x33; 16], key);
         self.pending.push(Pending {
             session: s,
             hello,
