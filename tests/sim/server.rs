@@ -246,7 +246,15 @@ impl World {
         };
         let received = to_wire(ss.session.received());
         let (nonce, port) = (self.rng.bytes(), SERVER_CONTROL.port());
-        let answer = Accepted::accepting(&hello, ss.cid, false, port, received, nonce, &ss.keys.server);
+        let answer = Accepted::accepting(
+            &hello,
+            ss.cid,
+            false,
+            port,
+            received,
+            nonce,
+            &ss.keys.server,
+        );
         let epoch = answer.epoch;
         self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         self.server.endpoint.handshake_confirming(conn);
