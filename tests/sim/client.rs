@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use robust_tcp::protocol::auth::SessionKeys;
 use robust_tcp::protocol::counter::to_wire;
 use robust_tcp::protocol::endpoint::{
-    check_answer, AnswerOutcome, Failure, Misanswer, NextHello, Plan, Redial,
+    check_answer, AnswerOutcome, Failure, Misanswer, OpeningKey, Plan, Redial,
 };
 use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
@@ -70,15 +70,21 @@ impl World {
         let secret = self.rng.bytes();
         let opening_nonce = self.rng.bytes();
         let nonce = self.rng.bytes();
+        // With the key agreement, keys only this client holds until the ANSWER.
         let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-        let control = SessionKeys::derive(&secret, &opening_nonce, Role::Client).control;
-        let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+        let control = keys.control.clone();
+        let key = if config.key_agreement_value() {
+            OpeningKey::agreement(self.rng.bytes(), &opening_nonce).expect("an agreement")
+        } else {
+            OpeningKey::Secret(secret)
+        };
+        let hello = key.hello(nonce, 0, opening_nonce, &keys.handshake.client);
         // The caller's thread made the TCP connect before the session existed.
         let conn = self.connect(self.clients.len(), addr, Duration::ZERO);
         self.conns[conn].send_up(self.now, &hello.encode());
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
-        let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, secret, now);
+        let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, key, now);
         redial.started(conn, now);
         self.clients.push(Client {
             session,
@@ -250,7 +256,10 @@ impl World {
             }
             let c = &mut self.clients[i];
             let hello = match c.redial.next_hello(now) {
-                Ok(next) => hello_for(c, next, self.rng.bytes()),
+                Ok(next) => {
+                    let received = to_wire(c.session.received());
+                    next.hello(self.rng.bytes(), c.cid, received, &c.keys.handshake.client)
+                }
                 Err(e) => {
                     c.failed = Some(e.clone());
                     c.session.fail(e);
@@ -305,7 +314,18 @@ impl World {
         };
         let c = &mut self.clients[i];
         let session = &c.session;
-        let checked = check_answer(&hello, &answer, &c.keys.handshake.server, on_session, |n| {
+        let agreed = if hello.key_agreement {
+            let agreed = c.redial.agreed_keys(&answer);
+            assert!(
+                agreed.is_some(),
+                "client {i}: the honest server's answer does not complete the key agreement"
+            );
+            agreed
+        } else {
+            None
+        };
+        let server_key = agreed.as_ref().unwrap_or(&c.keys).handshake.server.clone();
+        let checked = check_answer(&hello, &answer, &server_key, on_session, |n| {
             session.check_resume(n)
         });
         assert_ne!(
@@ -316,22 +336,32 @@ impl World {
         c.redial.heard_answer();
         let peer_received = match checked {
             Err(_) => return self.dial_failed(i, Failure::Cut(cut())),
+            // The session learns its CID and keys below, and resumes by its CID on a new
+            // connection.
+            Ok(AnswerOutcome::Learn) => None,
             Ok(AnswerOutcome::ProtocolViolation(why)) => {
                 panic!("client {i}: {why} ({answer:?})")
             }
-            Ok(AnswerOutcome::Install { peer_received }) => peer_received,
+            Ok(AnswerOutcome::Install { peer_received }) => Some(peer_received),
             Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => {
                 let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
                 self.conns[conn].send_up(self.now, &confirm.encode());
-                peer_received
+                Some(peer_received)
             }
         };
         if hello.is_opening() {
+            if let Some(keys) = agreed {
+                c.session.agreed(keys.control.clone());
+                c.keys = keys;
+            }
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);
             c.cid = answer.cid;
         }
         c.redial.connected();
+        let Some(peer_received) = peer_received else {
+            return self.drop_dial(i);
+        };
         c.dial = None;
         if !on_session {
             c.session.handle_resume(peer_received, answer.epoch, now);
@@ -459,23 +489,6 @@ impl World {
         let bytes: Vec<u8> = pipe.drain(..n).collect();
         c.back.check_read(&bytes, &format!("client {i}"));
         c.session.handle_read(n, now);
-    }
-}
-
-/// The HELLO of an attempt, as the core's `Redial` says.
-fn hello_for(c: &Client, next: NextHello, nonce: [u8; 16]) -> Hello {
-    let key = &c.keys.handshake.client;
-    match next.opening {
-        Some((opening_nonce, secret)) => {
-            Hello::opening(nonce, next.attempt, opening_nonce, secret, key)
-        }
-        None => Hello::resume(
-            c.cid,
-            nonce,
-            next.attempt,
-            to_wire(c.session.received()),
-            key,
-        ),
     }
 }
 

@@ -58,7 +58,8 @@ fn random_config(rng: &mut Rng) -> Config {
         // Not 1: with a cap of one, clients that reconnect together evict each other's
         // handshakes (the documented policy) and, having installed the connection at
         // the ANSWER, retry at once: a livelock (see the closing note of issue 18).
-        .max_handshakes(rng.pick(&[2, 4, 16]));
+        .max_handshakes(rng.pick(&[2, 4, 16]))
+        .key_agreement(rng.pick(&[true, false]));
     config.validate().expect("a valid random config");
     config
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use robust_tcp::protocol::agreement::AnswerPart;
 use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::counter::to_wire;
 use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
@@ -52,8 +53,9 @@ pub enum Handshake {
     Confirm {
         deadline: Instant,
         session: usize,
-        hello: Hello,
-        answer: Accepted,
+        /// Boxed: the frames of a resumption are most of a handshake's size.
+        hello: Box<Hello>,
+        answer: Box<Accepted>,
         epoch: u32,
         peer_received: u64,
     },
@@ -149,13 +151,29 @@ impl World {
             client_ip,
             true,
             now,
+            &self.rng.bytes(),
             |s, hello| hello.verify(&sessions[s].keys.client),
             |s| Presence::of(&sessions[s].session, now),
         );
         match verdict {
             Verdict::Refuse(code) => self.refuse(conn, code),
             Verdict::Resume(s) => self.resume(conn, hello, s),
-            Verdict::Open { keys, evict } => {
+            Verdict::Known {
+                session,
+                cid,
+                agreement,
+            } => {
+                // As `Engine::answer_known`: the CID and the agreement again, and close.
+                let key = &self.server.sessions[session].keys.server;
+                let (nonce, port) = (self.rng.bytes(), SERVER_CONTROL.port());
+                let answer = Accepted::known(&hello, cid, port, nonce, agreement, key);
+                self.answer_and_close(conn, Answer::Accepted(answer));
+            }
+            Verdict::Open {
+                keys,
+                agreement,
+                evict,
+            } => {
                 if let Some(evicted) = evict {
                     let s = &mut self.server.sessions[evicted.session];
                     s.session.reset(
@@ -166,13 +184,19 @@ impl World {
                     );
                     self.end_server_session(evicted.session);
                 }
-                self.open(conn, hello, *keys);
+                self.open(conn, hello, *keys, agreement);
             }
         }
     }
 
     /// A new session (`Engine::open_session`).
-    fn open(&mut self, conn: usize, hello: Hello, keys: SessionKeys) {
+    fn open(
+        &mut self,
+        conn: usize,
+        hello: Hello,
+        keys: SessionKeys,
+        agreement: Option<AnswerPart>,
+    ) {
         let now = self.now;
         let client = self.oracle.openings.get(&hello.opening_nonce).copied();
         let Some(client) = client else {
@@ -192,7 +216,11 @@ impl World {
         };
         let nonce = self.rng.bytes();
         let port = SERVER_CONTROL.port();
-        let answer = Accepted::accepting(&hello, cid, true, port, 0, nonce, &keys.handshake.server);
+        let key = &keys.handshake.server;
+        let mut answer = Accepted::accepting(&hello, cid, true, port, 0, nonce, key);
+        if let Some(part) = agreement {
+            answer = answer.agreed(part, &hello, key);
+        }
         let epoch = answer.epoch;
         self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
         let SessionKeys { handshake, control } = keys;
@@ -220,7 +248,7 @@ impl World {
         self.server.by_cid.insert(cid, s);
         self.server
             .endpoint
-            .opened(cid, s, self.conns[conn].from.ip(), &hello);
+            .opened(cid, s, self.conns[conn].from.ip(), &hello, agreement);
         self.server.endpoint.handshake_ended(conn);
         self.server.handshakes.remove(&conn);
     }
@@ -264,8 +292,8 @@ impl World {
             Handshake::Confirm {
                 deadline,
                 session: s,
-                hello,
-                answer,
+                hello: Box::new(hello),
+                answer: Box::new(answer),
                 epoch,
                 peer_received,
             },
@@ -287,7 +315,7 @@ impl World {
             return;
         };
         let (s, hello, answer, epoch, peer_received) =
-            (*s, *hello, *answer, *epoch, *peer_received);
+            (*s, **hello, **answer, *epoch, *peer_received);
         let ss = &self.server.sessions[s];
         let proven = Confirm::parse(body).is_ok_and(|c| c.verify(&hello, &answer, &ss.keys.client));
         if !proven {
@@ -322,9 +350,14 @@ impl World {
 
     /// Answers with a refusal and closes (the refusal still reaches the client).
     fn refuse(&mut self, conn: usize, code: RefusalCode) {
+        self.answer_and_close(conn, Answer::Refused(code));
+    }
+
+    /// Ends handshake `conn` with `answer`.
+    fn answer_and_close(&mut self, conn: usize, answer: Answer) {
         self.server.endpoint.handshake_ended(conn);
         self.server.handshakes.remove(&conn);
-        self.conns[conn].send_down(self.now, &Answer::Refused(code).encode());
+        self.conns[conn].send_down(self.now, &answer.encode());
         self.conns[conn].server_done = true;
     }
 

@@ -26,6 +26,10 @@ pub enum AnswerOutcome {
         /// What the server has received, as a stream position.
         peer_received: u64,
     },
+    /// The server has the session this retried key-agreement opening opened, and changed
+    /// nothing for it: the client learns the CID and (from the ANSWER's agreement) the
+    /// keys, ends the attempt, and resumes the session by its CID on a new connection.
+    Learn,
     /// The server claims to have received bytes that were never sent: the session fails
     /// with a protocol violation (and tells the server).
     ProtocolViolation(&'static str),
@@ -83,16 +87,26 @@ pub fn check_answer(
     if !answer.answers(hello, server_key) {
         return Err(Misanswer::Unproven);
     }
-    let fits = if hello.is_opening() {
-        // A retried opening may find its session opened afresh or resumed (the server
-        // found it by its opening nonce); the first opening's connection carries the
-        // session already, so only the session opened on it fits.
-        !on_session || (answer.opened && answer.epoch == 0)
+    let fits = if answer.known {
+        // Only a retried key-agreement opening finds its session known.
+        hello.is_opening() && hello.key_agreement && !on_session
+    } else if hello.is_opening() {
+        // A retried opening may find its session opened afresh or (a lightweight one)
+        // resumed (the server found it by its opening nonce); the first opening's
+        // connection carries the session already, so only the session opened on it fits.
+        if on_session {
+            answer.opened && answer.epoch == 0
+        } else {
+            answer.opened || !hello.key_agreement
+        }
     } else {
         !answer.opened && answer.cid == hello.cid
     };
     if !fits {
         return Err(Misanswer::Misfit);
+    }
+    if answer.known {
+        return Ok(AnswerOutcome::Learn);
     }
     // An opened session starts at byte 0 both ways: a server that opened it has received
     // nothing.
@@ -107,6 +121,7 @@ pub fn check_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::agreement::ANSWER_PART_LEN;
     use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN};
     use crate::core::session::Role;
 
@@ -123,6 +138,10 @@ mod tests {
         Hello::opening([1; NONCE_LEN], attempt, OPENING_NONCE, SECRET, key)
     }
 
+    fn agreeing(attempt: u64) -> Hello {
+        Hello::agreeing([1; NONCE_LEN], attempt, OPENING_NONCE, [5; SECRET_LEN])
+    }
+
     fn resumption() -> Hello {
         Hello::resume(CID, [2; NONCE_LEN], 5, 1000, &keys().handshake.client)
     }
@@ -137,7 +156,9 @@ mod tests {
             received,
             epoch,
             server_nonce: [6; NONCE_LEN],
+            agreement: [0; ANSWER_PART_LEN],
             tag: [0; TAG_LEN],
+            known: false,
         }
         .sign(hello, &keys().handshake.server)
     }
@@ -145,6 +166,14 @@ mod tests {
     #[test]
     fn each_answer_that_proves_itself_gets_its_outcome() {
         let (first, retried, resuming) = (opening(0), opening(3), resumption());
+        let (agreed_first, agreed_retry) = (agreeing(0), agreeing(2));
+        let known = |hello: &Hello| {
+            Accepted {
+                known: true,
+                ..answer(hello, false, 2, 0)
+            }
+            .sign(hello, &keys().handshake.server)
+        };
         let other_cid = Accepted {
             cid: CID + 1,
             ..answer(&resuming, false, 5, 300)
@@ -170,6 +199,14 @@ mod tests {
             ("a count beyond what was sent", resuming, answer(&resuming, false, 5, 501), false, violation),
             // A session opened afresh has received nothing.
             ("an opened session with bytes", retried, answer(&retried, true, 3, 10), false, violation),
+            ("a first key-agreement opening, opened on its connection", agreed_first, answer(&agreed_first, true, 0, 0), true, install),
+            ("a first key-agreement opening, known", agreed_first, known(&agreed_first), true, misfit),
+            ("a retried key-agreement opening, opened afresh", agreed_retry, answer(&agreed_retry, true, 2, 0), false, install),
+            ("a retried key-agreement opening, known", agreed_retry, known(&agreed_retry), false, Ok(AnswerOutcome::Learn)),
+            // Only a CONFIRM could prove such a retry; none is asked for.
+            ("a retried key-agreement opening, resumed", agreed_retry, answer(&agreed_retry, false, 2, 0), false, misfit),
+            ("a retried lightweight opening, known", retried, known(&retried), false, misfit),
+            ("a resumption, known", resuming, known(&resuming), false, misfit),
         ];
         let key = &keys().handshake.server;
         for (what, hello, answer, on_session, outcome) in cases {

@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::OPENING_WINDOW;
-use crate::core::auth::{Nonce, Secret};
+use crate::core::agreement::{self, PrivateKey, PublicKey};
+use crate::core::auth::{MacKey, Nonce, Secret, SessionKeys};
 use crate::core::backoff::Backoff;
+use crate::core::handshake::{Accepted, Hello};
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
 
@@ -62,9 +64,60 @@ pub struct NextHello {
     /// Its attempt number: each HELLO of a session names a higher one, so that the server
     /// can refuse a replayed one.
     pub attempt: u64,
-    /// A retried opening's opening nonce and secret (the first HELLO's); `None` to resume
+    /// A retried opening's opening nonce and key (the first HELLO's); `None` to resume
     /// by CID.
-    pub opening: Option<(Nonce, Secret)>,
+    pub opening: Option<(Nonce, OpeningKey)>,
+}
+
+impl NextHello {
+    /// This attempt's HELLO, client nonce `nonce`: the opening again, or the resumption of
+    /// session `cid` whose client has received `received` bytes (wrapping); tagged with
+    /// the client's handshake key `key` (but a key-agreement opening, which has none).
+    pub fn hello(&self, nonce: Nonce, cid: u32, received: u32, key: &MacKey) -> Hello {
+        match &self.opening {
+            Some((opening_nonce, opening)) => {
+                opening.hello(nonce, self.attempt, *opening_nonce, key)
+            }
+            None => Hello::resume(cid, nonce, self.attempt, received, key),
+        }
+    }
+}
+
+/// What an opening HELLO carries besides its opening nonce, the same in every retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpeningKey {
+    /// The key agreement: the client's ephemeral key pair (the public key travels).
+    Agreement {
+        /// Drawn by the engine for the session; never sent.
+        private: PrivateKey,
+        /// Its public key.
+        public: PublicKey,
+    },
+    /// The lightweight opening: the session secret, sent in clear.
+    Secret(Secret),
+}
+
+impl OpeningKey {
+    /// The key agreement with the ephemeral private key `private` (random, drawn by the
+    /// engine), for the session whose opening nonce is `nonce`; `None` if `snow` fails.
+    pub fn agreement(private: PrivateKey, nonce: &Nonce) -> Option<Self> {
+        let public = agreement::client_public(&private, nonce)?;
+        Some(OpeningKey::Agreement { private, public })
+    }
+
+    /// The HELLO of opening attempt `attempt`, client nonce `nonce`, of the session whose
+    /// opening nonce is `opening_nonce`: a lightweight one is tagged with the client's
+    /// handshake key `key` (derived from its secret), a key-agreement one carries no tag.
+    pub fn hello(&self, nonce: Nonce, attempt: u64, opening_nonce: Nonce, key: &MacKey) -> Hello {
+        match *self {
+            OpeningKey::Agreement { public, .. } => {
+                Hello::agreeing(nonce, attempt, opening_nonce, public)
+            }
+            OpeningKey::Secret(secret) => {
+                Hello::opening(nonce, attempt, opening_nonce, secret, key)
+            }
+        }
+    }
 }
 
 /// A client session's reconnection schedule; `D` names an attempt (the engine's token).
@@ -93,11 +146,11 @@ pub struct Redial<D> {
 }
 
 /// A session whose opening the server has not answered yet: its retried openings send
-/// the same opening nonce and secret, so that a server that did receive an earlier HELLO
-/// resumes that session instead of opening a second one.
+/// the same opening nonce and key, so that a server that did receive an earlier HELLO
+/// finds that session instead of opening a second one.
 struct Opening {
     nonce: Nonce,
-    secret: Secret,
+    key: OpeningKey,
     /// When the first HELLO went out.
     started: Instant,
     /// Attempts cut after their TCP connect since the last answer (a refusal).
@@ -119,14 +172,14 @@ enum Heard {
 
 impl<D: Copy> Redial<D> {
     /// The schedule of a new session with the server at `addr`, whose opening HELLO, with
-    /// opening nonce `nonce` and secret `secret`, went out at `now`; each attempt of its
-    /// opening is bounded by `opening_timeout`.
+    /// opening nonce `nonce` and `key`, went out at `now`; each attempt of its opening is
+    /// bounded by `opening_timeout`.
     pub fn new(
         addr: SocketAddr,
         config: &Config,
         opening_timeout: Duration,
         nonce: Nonce,
-        secret: Secret,
+        key: OpeningKey,
         now: Instant,
     ) -> Self {
         let (initial, max) = config.reconnect_backoff_value();
@@ -144,7 +197,7 @@ impl<D: Copy> Redial<D> {
             heard_acted_on: None,
             opening: Some(Box::new(Opening {
                 nonce,
-                secret,
+                key,
                 started: now,
                 cuts: 0,
                 heard: Heard::Nothing,
@@ -238,8 +291,19 @@ impl<D: Copy> Redial<D> {
         self.last_hello += 1;
         Ok(NextHello {
             attempt: self.last_hello,
-            opening: self.opening.as_ref().map(|o| (o.nonce, o.secret)),
+            opening: self.opening.as_ref().map(|o| (o.nonce, o.key)),
         })
+    }
+
+    /// The keys that `answer`, to a key-agreement opening of this session, agrees on; `None`
+    /// if its agreement part does not complete the client's, or the session runs no key
+    /// agreement or its opening was answered already (its keys are settled).
+    pub fn agreed_keys(&self, answer: &Accepted) -> Option<SessionKeys> {
+        let opening = self.opening.as_ref()?;
+        let OpeningKey::Agreement { private, .. } = &opening.key else {
+            return None;
+        };
+        agreement::finish(private, &opening.nonce, &answer.agreement)
     }
 
     /// The server answered an attempt with proof that it holds the session's keys.
@@ -250,8 +314,9 @@ impl<D: Copy> Redial<D> {
         }
     }
 
-    /// The attempt in progress gave the session a connection: the session is open, and
-    /// the next failure is retried at once.
+    /// The attempt in progress gave the session a connection, or (a retried key-agreement
+    /// opening the server knew) its CID and keys: the session is open, and the next
+    /// attempt starts at once.
     pub fn connected(&mut self) {
         self.dialing = None;
         self.attempt = 0;
@@ -338,7 +403,14 @@ mod tests {
     /// A new session's schedule under `config`, its first HELLO sent at `t0` on attempt 0.
     fn opening(config: &Config, t0: Instant) -> Redial<u32> {
         let timeout = config.handshake_timeout_value();
-        let mut redial = Redial::new(addr(), config, timeout, [1; 16], [2; 32], t0);
+        let mut redial = Redial::new(
+            addr(),
+            config,
+            timeout,
+            [1; 16],
+            OpeningKey::Secret([2; 32]),
+            t0,
+        );
         redial.started(0, t0);
         redial
     }
@@ -531,12 +603,19 @@ mod tests {
     fn retried_openings_carry_the_opening_then_reconnections_resume() {
         let config = Config::default().handshake_timeout(5 * SECOND);
         let t0 = Instant::now();
-        let mut r = Redial::new(addr(), &config, SECOND, [1; 16], [2; 32], t0);
+        let mut r = Redial::new(
+            addr(),
+            &config,
+            SECOND,
+            [1; 16],
+            OpeningKey::Secret([2; 32]),
+            t0,
+        );
         r.started(0, t0);
         assert_eq!(r.attempt_timeout(), SECOND);
         r.failed(cut(), t0);
         let hello = r.next_hello(t0 + SECOND).unwrap();
-        let opening = Some(([1; 16], [2; 32]));
+        let opening = Some(([1; 16], OpeningKey::Secret([2; 32])));
         assert_eq!(
             hello,
             NextHello {

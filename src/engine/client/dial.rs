@@ -15,9 +15,10 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::{was_established, Opened};
+use crate::core::auth::SessionKeys;
 use crate::core::counter::to_wire;
-use crate::core::endpoint::client::{check_answer, AnswerOutcome};
-use crate::core::endpoint::redial::{Failure, NextHello, Redial};
+use crate::core::endpoint::client::{check_answer, AnswerOutcome, Misanswer};
+use crate::core::endpoint::redial::{Failure, Redial};
 use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
 use crate::core::session::Role;
 use crate::core::WireError;
@@ -181,7 +182,7 @@ impl Engine {
             config,
             opening_timeout,
             opening_nonce,
-            secret,
+            key,
         } = opened;
         let Some(shared) = session.arrived() else {
             return;
@@ -192,7 +193,7 @@ impl Engine {
             &config,
             opening_timeout,
             opening_nonce,
-            secret,
+            key,
             hello_sent,
         );
         let reading = reader.and_then(|reader| {
@@ -241,7 +242,7 @@ impl Engine {
         let Side::Client(redial) = &mut entry.side else {
             return None;
         };
-        let NextHello { attempt, opening } = match redial.next_hello(Instant::now()) {
+        let next = match redial.next_hello(Instant::now()) {
             Ok(next) => next,
             Err(e) => return Some(Err(Failure::Fatal(e))),
         };
@@ -250,34 +251,39 @@ impl Engine {
         // the received count is exact.
         shared.barrier();
         let key = &shared.handshake_keys().client;
-        Some(Ok(match opening {
-            Some((opening_nonce, secret)) => {
-                Hello::opening(nonce, attempt, opening_nonce, secret, key)
-            }
-            None => {
-                let received = to_wire(shared.received());
-                Hello::resume(shared.cid(), nonce, attempt, received, key)
-            }
-        }))
+        let received = to_wire(shared.received());
+        Some(Ok(next.hello(nonce, shared.cid(), received, key)))
     }
 
     /// The server accepted a dial's `hello`, sent at `hello_sent`, with `answer`. If the
-    /// answer is this hello's and proves that the server holds the session's keys: learns
-    /// the path's round trip, learns the CID if the session was opening, confirms where
-    /// the server resumed a session, and moves the session to the connection (the first
-    /// opening's is the session's already).
+    /// answer is this hello's and proves that the server holds the session's keys (for a
+    /// key-agreement opening, those it agrees on): learns the path's round trip, learns
+    /// the CID (and the keys) if the session was opening, confirms where the server
+    /// resumed a session, and moves the session to the connection (the first opening's
+    /// is the session's already); or, if the server knew a retried opening's session,
+    /// ends the attempt to resume it by its CID.
     fn answered(&mut self, dial: Dial, hello: Hello, hello_sent: Instant, answer: Accepted) {
         let id = dial.session;
-        let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
+        let Some(entry) = self.sessions.get(&id) else {
             return self.drop_dial(dial);
         };
-        let checked = check_answer(
-            &hello,
-            &answer,
-            &shared.handshake_keys().server,
-            dial.on_session,
-            |n| shared.check_resume(n),
-        );
+        let shared = Arc::clone(&entry.shared);
+        let agreed = match &entry.side {
+            Side::Client(redial) if hello.key_agreement => redial.agreed_keys(&answer),
+            _ => None,
+        };
+        let server_key = match (&agreed, hello.key_agreement) {
+            (Some(keys), _) => keys.handshake.server.clone(),
+            (None, false) => shared.handshake_keys().server,
+            // The ANSWER does not complete the agreement: nothing can prove it.
+            (None, true) => {
+                let why = io::Error::other(Misanswer::Unproven.reason());
+                return self.dial_failed(dial, Failure::Cut(why));
+            }
+        };
+        let checked = check_answer(&hello, &answer, &server_key, dial.on_session, |n| {
+            shared.check_resume(n)
+        });
         if checked
             .as_ref()
             .map_or_else(|why| why.server_heard(), |_| true)
@@ -297,10 +303,23 @@ impl Engine {
         // may end at a proxy on the way), with nothing of the stream queued ahead.
         shared.round_trip(hello_sent.elapsed());
         let peer_received = match outcome {
+            AnswerOutcome::Learn => {
+                // Nothing more on this connection: the session resumes by its CID on the
+                // next, at once.
+                self.unwatch_dial(&dial);
+                self.learn_cid(id, &shared, &answer, agreed);
+                if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
+                {
+                    redial.connected();
+                }
+                return self.service(id);
+            }
             AnswerOutcome::Install { peer_received } => peer_received,
             AnswerOutcome::ConfirmAndInstall { peer_received } => {
                 // Prove that we hold the session's keys and got this answer, before the
                 // server moves the session to this connection.
+                // Never after a key-agreement opening, which is never resumed: the keys
+                // are the session's.
                 let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
                 if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
                     return self.dial_failed(dial, Failure::Cut(e));
@@ -315,7 +334,7 @@ impl Engine {
         };
         self.unwatch_dial(&dial);
         if hello.is_opening() {
-            self.learn_cid(id, &shared, &answer);
+            self.learn_cid(id, &shared, &answer, agreed);
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
             redial.connected();
@@ -331,9 +350,16 @@ impl Engine {
         self.flush(id);
     }
 
-    /// The server answered session `id`'s opening: the session learns its CID and the
-    /// server's control address, and its control datagrams are routed to it.
-    fn learn_cid(&mut self, id: Token, shared: &SharedSession, answer: &Accepted) {
+    /// The server answered session `id`'s opening: the session learns its CID, the
+    /// server's control address and the keys it `agreed` on (if it ran the key
+    /// agreement), and its control datagrams are routed to it.
+    fn learn_cid(
+        &mut self,
+        id: Token,
+        shared: &SharedSession,
+        answer: &Accepted,
+        agreed: Option<SessionKeys>,
+    ) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -341,7 +367,11 @@ impl Engine {
             return;
         };
         let server_ip = canonical(redial.addr()).ip();
-        shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
+        shared.opened(
+            answer.cid,
+            SocketAddr::new(server_ip, answer.control_port),
+            agreed,
+        );
         let route = RouteKey {
             role: Role::Client,
             cid: answer.cid,

@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::resume::Confirming;
+use crate::core::agreement::AnswerPart;
 use crate::core::auth::{ChallengeKey, SessionKeys};
 use crate::core::endpoint::server::Verdict;
 use crate::core::handshake::{Accepted, Answer, FrameKind, Hello, RefusalCode};
@@ -190,11 +191,16 @@ impl Engine {
         let welcome = listener.is_open();
         let sessions = &self.sessions;
         let now = Instant::now();
+        // A new session's key agreement needs a fresh ephemeral key.
+        let Ok(ephemeral) = random() else {
+            return self.refuse(hs, RefusalCode::TooManySessions);
+        };
         let verdict = listener.endpoint.on_hello(
             &hello,
             hs.client.ip(),
             welcome,
             now,
+            &ephemeral,
             |id, hello| {
                 sessions
                     .get(&id)
@@ -209,7 +215,16 @@ impl Engine {
         match verdict {
             Verdict::Refuse(code) => self.refuse(hs, code),
             Verdict::Resume(id) => self.resume_session(hs, hello, id),
-            Verdict::Open { keys, evict } => {
+            Verdict::Known {
+                session,
+                cid,
+                agreement,
+            } => self.answer_known(hs, &hello, session, cid, agreement),
+            Verdict::Open {
+                keys,
+                agreement,
+                evict,
+            } => {
                 if let Some(evicted) = evict {
                     if let Some(entry) = self.sessions.get(&evicted.session) {
                         log::debug!(
@@ -223,19 +238,43 @@ impl Engine {
                     }
                     self.finish(evicted.session);
                 }
-                self.open_session(hs, hello, *keys)
+                self.open_session(hs, hello, *keys, agreement)
             }
         }
     }
 
-    /// Opens a new session for the client, answers it, and hands it to `accept` at once:
-    /// the client holds the keys (it drew the secret) and the opening nonce, so it can
-    /// always come back to the session, and its first bytes follow the HELLO.
+    /// Answers a retried key-agreement opening of session `id` (CID `cid`) that the
+    /// session's client has not proved itself since: the CID and the agreement's part
+    /// again, then closes. Nothing else changes: the HELLO proves nothing.
+    fn answer_known(
+        &mut self,
+        hs: ServerHandshake,
+        hello: &Hello,
+        id: Token,
+        cid: u32,
+        agreement: AnswerPart,
+    ) -> Option<ServerHandshake> {
+        let (Some(entry), Ok(server_nonce)) = (self.sessions.get(&id), random()) else {
+            return self.refuse(hs, RefusalCode::UnknownSession);
+        };
+        let shared = &entry.shared;
+        let key = &shared.handshake_keys().server;
+        let port = shared.control_port();
+        let answer = Accepted::known(hello, cid, port, server_nonce, agreement, key);
+        self.answer_and_close(hs, Answer::Accepted(answer))
+    }
+
+    /// Opens a new session for the client, answers it (with the listener's part of the
+    /// key agreement, if the HELLO ran one), and hands it to `accept` at once: the client
+    /// holds the opening nonce and the keys (it drew the secret, or completes the
+    /// agreement from this ANSWER, or from the answer to a retry if this one is lost), so
+    /// it can always come back to the session, and its first bytes follow the HELLO.
     fn open_session(
         &mut self,
         hs: ServerHandshake,
         hello: Hello,
         keys: SessionKeys,
+        agreement: Option<AnswerPart>,
     ) -> Option<ServerHandshake> {
         let Some(listener) = self.listeners.get(&hs.listener) else {
             return self.refuse(hs, RefusalCode::Closed);
@@ -246,15 +285,12 @@ impl Engine {
         else {
             return self.refuse(hs, RefusalCode::TooManySessions);
         };
-        let answer = Accepted::accepting(
-            &hello,
-            cid,
-            true,
-            control.port(),
-            0,
-            server_nonce,
-            &keys.handshake.server,
-        );
+        let key = &keys.handshake.server;
+        let mut answer =
+            Accepted::accepting(&hello, cid, true, control.port(), 0, server_nonce, key);
+        if let Some(part) = agreement {
+            answer = answer.agreed(part, &hello, key);
+        }
         let epoch = answer.epoch;
         if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
             // Nothing was made: the client's next attempt opens the session.
@@ -281,7 +317,9 @@ impl Engine {
         };
         let shared = SharedSession::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
-            listener.endpoint.opened(cid, id, hs.client.ip(), &hello);
+            listener
+                .endpoint
+                .opened(cid, id, hs.client.ip(), &hello, agreement);
         }
         // The client's first bytes follow the HELLO in the stream, which the frame reader
         // read exactly: they are the application's to read.
@@ -320,7 +358,12 @@ impl Engine {
         reason: RefusalCode,
     ) -> Option<ServerHandshake> {
         log::debug!("refusing {}: {reason:?}", hs.client);
-        let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
+        self.answer_and_close(hs, Answer::Refused(reason))
+    }
+
+    /// Ends a handshake with `answer`.
+    fn answer_and_close(&mut self, hs: ServerHandshake, answer: Answer) -> Option<ServerHandshake> {
+        let _ = write_frame(&hs.stream, &answer.encode());
         self.close_handshake(hs);
         None
     }
