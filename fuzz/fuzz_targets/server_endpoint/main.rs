@@ -19,11 +19,14 @@
 //! - handshakes at most `max_handshakes`, the endpoint counting those the harness holds;
 //!   a handshake it drops was in progress and is not the new one;
 //! - a HELLO opens a session only if it is an opening HELLO whose tag is right for the
-//!   keys it carries, with no session open for its opening nonce, and having received
-//!   nothing; it resumes only the session it names (by CID, or by the opening nonce of a
-//!   retried opening), only if its tag is right for that session, with a higher attempt
-//!   than any before; so a replayed HELLO never resumes, and no HELLO resumes a session
-//!   twice;
+//!   keys it carries (or, a key-agreement opening, that carries no tag), with no session
+//!   open for its opening nonce, and having received nothing; it resumes only the
+//!   session it names (by CID, or by the opening nonce of a lightweight retried
+//!   opening), only if its tag is right for that session, with a higher attempt than any
+//!   before; so a replayed HELLO never resumes, and no HELLO resumes a session twice;
+//! - a HELLO gets a session's KNOWN answer only if it is a key-agreement opening with
+//!   that session's opening nonce, whose client has not shown that it knows the CID; and
+//!   it changes nothing;
 //! - a session is evicted only if it is open and its client has been gone for at least
 //!   the eviction age;
 //! - the tombstones are at most `max_sessions`.
@@ -33,6 +36,7 @@
 //! `session_count`, `handshake_count`, `tombstone_count`), `ServerLimits`,
 //! `Presence::of`, `Verdict`; `Hello` (`opening`, `resume`, `signed`, `encode`, `parse`,
 //! `verify`, `is_opening`), `Accepted::accepting`, `Confirm` (`new`, `encode`, `parse`,
+//! `verify`), `ControlKeys`,
 //! `verify`), `HEADER_LEN`; `SessionKeys::derive`, `ChallengeKey::new`, `MacKey::tag`;
 //! `Session` (`new`, `handle_cid_named`, `may_resume`, `check_resume`,
 //! `handle_resume`, `handle_offer_failed`, `handle_connection_failed`, `handle_datagram`,
@@ -45,7 +49,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
+use robust_tcp::protocol::agreement::AnswerPart;
+use robust_tcp::protocol::auth::{ChallengeKey, ControlKeys, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::control::MAX_LEN;
 use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
 use robust_tcp::protocol::handshake::{Accepted, Confirm, Hello, HEADER_LEN};
@@ -290,16 +295,48 @@ impl Server {
             client,
             welcome,
             now,
+            &[0x77; 32],
             |s, hello| hello.verify(&sessions[s].keys.handshake.client),
             |s| Presence::of(&sessions[s].session, now),
         );
         match verdict {
             Verdict::Refuse(_) => {}
-            Verdict::Open { keys: _, evict } => {
-                let derived =
-                    SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Client);
+            Verdict::Known {
+                session: s, cid, ..
+            } => {
+                let Some(open) = self.sessions.get(s).filter(|o| !o.ended) else {
+                    panic!("session {s}, which is not open, is known");
+                };
                 assert!(
-                    hello.is_opening() && hello.verify(&derived.handshake.client),
+                    hello.is_opening()
+                        && hello.key_agreement
+                        && hello.opening_nonce == open.opening
+                        && cid == open.cid,
+                    "a HELLO that is no retry of session {s}'s opening knows it: {hello:?}"
+                );
+                assert!(
+                    !Presence::of(&open.session, now).client_knows_cid,
+                    "a retried opening knows session {s}, whose client knows it"
+                );
+            }
+            Verdict::Open {
+                keys: server,
+                agreement,
+                evict,
+            } => {
+                let derived = if hello.key_agreement {
+                    assert!(agreement.is_some(), "an agreement without its part");
+                    client_side(&server)
+                } else {
+                    SessionKeys::derive(&hello.opening_key, &hello.opening_nonce, Role::Client)
+                };
+                let proven = if hello.key_agreement {
+                    hello.tag == [0; 16]
+                } else {
+                    hello.verify(&derived.handshake.client)
+                };
+                assert!(
+                    hello.is_opening() && proven,
                     "a HELLO that does not prove an opening opened a session: {hello:?}"
                 );
                 assert_eq!(hello.received, 0, "an opening that received bytes opened");
@@ -327,7 +364,7 @@ impl Server {
                         .any(|o| !o.ended && o.opening == hello.opening_nonce),
                     "a second session opened for one opening nonce"
                 );
-                self.open(client, hello, derived);
+                self.open(client, hello, derived, *server, agreement);
             }
             Verdict::Resume(s) => {
                 let Some(open) = self.sessions.get_mut(s).filter(|o| !o.ended) else {
@@ -359,10 +396,16 @@ impl Server {
     }
 
     /// Opens a session for `hello`, as `Engine::open_session` does.
-    fn open(&mut self, client: IpAddr, hello: Hello, keys: SessionKeys) {
+    fn open(
+        &mut self,
+        client: IpAddr,
+        hello: Hello,
+        keys: SessionKeys,
+        server: SessionKeys,
+        agreement: Option<AnswerPart>,
+    ) {
         let s = self.sessions.len();
         let cid = u32::try_from(s + 1).unwrap_or(u32::MAX);
-        let server = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
         // Small numbers, so that inputs reach full buffers, silence and giving up.
         let limits = Limits {
             send_buffer: 1024,
@@ -375,7 +418,7 @@ impl Server {
         let end = End::Server(ChallengeKey::new(&[cid as u8; 32]));
         let epoch = hello.attempt as u32;
         let session = Session::new(end, cid, epoch, limits, server.control, self.now);
-        self.endpoint.opened(cid, s, client, &hello);
+        self.endpoint.opened(cid, s, client, &hello, agreement);
         self.sessions.push(Open {
             session,
             cid,
@@ -476,6 +519,18 @@ impl Server {
         assert_eq!(self.endpoint.handshake_count(), self.handshakes.len());
         assert!(self.handshakes.len() <= self.limits.max_handshakes);
         assert!(self.endpoint.tombstone_count() <= self.limits.max_sessions);
+    }
+}
+
+/// The client's keys of a session whose server has `server`: the same handshake keys,
+/// the control keys the other way round.
+fn client_side(server: &SessionKeys) -> SessionKeys {
+    SessionKeys {
+        handshake: server.handshake.clone(),
+        control: ControlKeys {
+            send: server.control.recv.clone(),
+            recv: server.control.send.clone(),
+        },
     }
 }
 
