@@ -67,8 +67,13 @@ impl Net for Tcp {
 /// robust-tcp with `Config::default()` (plus `nodelay(true)` where TCP gets it).
 pub(super) struct Robust;
 
+/// Set to `0` to measure the lightweight opening (`Config::key_agreement(false)`) instead
+/// of the default key agreement.
+const KEY_AGREEMENT_ENV: &str = "LOOPBACK_KEY_AGREEMENT";
+
 pub(super) fn robust_config(nodelay: bool) -> Config {
-    let config = Config::default();
+    let agreement = std::env::var(KEY_AGREEMENT_ENV).map_or(true, |v| v != "0");
+    let config = Config::default().key_agreement(agreement);
     if nodelay {
         config.nodelay(true)
     } else {
