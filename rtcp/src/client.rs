@@ -71,12 +71,25 @@ pub fn run(
 pub struct Upstream {
     /// The `--server` address as given, for the log.
     pub name: String,
-    /// The addresses it resolved to.
+    /// The addresses it resolved to at start.
     pub addrs: Vec<SocketAddr>,
     /// The sessions' settings.
     pub config: Config,
     /// Where sessions are registered for the status line and a graceful stop.
     pub registry: Arc<Registry>,
+}
+
+impl Upstream {
+    /// The server's addresses for a new session: the name resolved again, so that a
+    /// server that moved (a DNS change) gets new sessions at its new address; the
+    /// addresses found at start if the name does not resolve now. A session's
+    /// reconnections keep the address its opening reached (the library's choice).
+    pub fn resolve(&self) -> Vec<SocketAddr> {
+        addr::resolve(&self.name).unwrap_or_else(|e| {
+            log::debug!("{}: {e}; using the addresses found at start", self.name);
+            self.addrs.clone()
+        })
+    }
 }
 
 /// What serves one accepted connection, on a thread of its own.
@@ -119,7 +132,7 @@ fn accept_each(listener: &TcpListener, handler: &Arc<Handler>) {
 /// not as an empty reply.
 fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     let server = &upstream.name;
-    let session = match RSocket::connect_with(&upstream.addrs[..], upstream.config.clone()) {
+    let session = match RSocket::connect_with(&upstream.resolve()[..], upstream.config.clone()) {
         Ok(session) => session,
         Err(e) => {
             log::warn!(
@@ -145,4 +158,29 @@ fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         &upstream.registry,
         &format!("connection from {peer}, session to {server}"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Upstream {
+        Upstream {
+            name: name.into(),
+            addrs: vec![SocketAddr::from(([192, 0, 2, 1], 7000))],
+            config: Config::default(),
+            registry: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn each_session_resolves_the_server_again_or_falls_back() {
+        let moved = upstream("127.0.0.1:7001");
+        assert_eq!(
+            moved.resolve(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 7001))]
+        );
+        let unresolvable = upstream("no-such-host.invalid:7000");
+        assert_eq!(unresolvable.resolve(), unresolvable.addrs);
+    }
 }

@@ -46,7 +46,7 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         let _ = socks::reply(&mut &local, reply);
         close_gently(&local);
     };
-    let session = match RSocket::connect_with(&upstream.addrs[..], upstream.config.clone()) {
+    let session = match RSocket::connect_with(&upstream.resolve()[..], upstream.config.clone()) {
         Ok(session) => session,
         Err(e) => {
             refuse(
