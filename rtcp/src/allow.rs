@@ -189,7 +189,8 @@ impl Allow {
         let mut fitting = self.patterns.iter().filter(|p| p.ports.contains(&port));
         let not_allowed = || Refusal {
             reply: Reply::NotAllowed,
-            why: format!("{target} is not allowed (--allow)"),
+            // The reply's own words say why ("not allowed by the server's --allow").
+            why: target.to_string(),
         };
         match &target.host {
             Host::Ip(ip) => {

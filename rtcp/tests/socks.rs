@@ -194,7 +194,10 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
         expect_closed_after(stream, b"");
         tunnel.assert_running();
         assert!(
-            tunnel.server.stderr().contains("is not allowed (--allow)"),
+            tunnel
+                .server
+                .stderr()
+                .contains("not allowed by the server's --allow (SOCKS reply 0x02)"),
             "the server logs the refusal\n{}",
             tunnel.logs()
         );
