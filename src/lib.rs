@@ -95,7 +95,7 @@ pub mod protocol {
         pub use crate::core::endpoint::client::{check_answer, AnswerOutcome, Misanswer};
         pub use crate::core::endpoint::redial::{Failure, NextHello, Plan, Redial};
         pub use crate::core::endpoint::server::{
-            Eviction, Presence, ServerEndpoint, ServerLimits, Verdict,
+            Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,
         };
         pub use crate::core::endpoint::OPENING_WINDOW;
     }

@@ -59,7 +59,7 @@ impl AwaitedAnswer {
         AwaitedAnswer {
             hello,
             hello_sent,
-            reader: FrameReader::new(FrameKind::Answer),
+            reader: FrameReader::new(&[FrameKind::Answer]),
         }
     }
 }
