@@ -92,7 +92,7 @@ pub mod protocol {
 
     /// An endpoint's decisions before and between connections.
     pub mod endpoint {
-        pub use crate::core::endpoint::client::{check_answer, AnswerOutcome, Misanswer};
+        pub use crate::core::endpoint::client::{on_answer, Answered};
         pub use crate::core::endpoint::redial::{Failure, NextHello, Plan, Redial};
         pub use crate::core::endpoint::server::{
             Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,
