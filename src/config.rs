@@ -270,10 +270,13 @@ impl Config {
     /// server sits behind a firewall or a port forward: clients send their control
     /// datagrams to this port, and a NAT or firewall in front of the server passes them
     /// only to a port it was told about. Using the same number as the TCP port keeps the
-    /// rule simple (`7000/tcp` and `7000/udp`). The port is bound, on every address, IPv4
-    /// and IPv6 alike, when the server socket is bound, which fails if it is taken; it
-    /// stays bound for the life of the process, and servers of one process that fix the
-    /// same port share it. Clients ignore this setting.
+    /// rule simple (`7000/tcp` and `7000/udp`). The port is bound when the server socket
+    /// is bound, which fails if it is taken, on the address the server listens on (on
+    /// every address, IPv4 and IPv6 alike, for a server on `0.0.0.0` or `[::]`); it stays
+    /// bound for the life of the process, and servers of one process that fix the same
+    /// port on the same address share it. Without a fixed port, a server on every address
+    /// uses the process's shared control socket, and one on a single address a socket of
+    /// its own on that address. Clients ignore this setting.
     ///
     /// # Examples
     ///

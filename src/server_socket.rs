@@ -94,7 +94,7 @@ impl RServerSocket {
         let socket = mio::net::TcpListener::from_std(listener);
         let id = engine.new_token();
         let (queue, accepted) = crossbeam_channel::unbounded();
-        let control = engine.control_on(config.control_port_value())?;
+        let control = engine.control_on(socket.local_addr()?.ip(), config.control_port_value())?;
         let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
         let open = listener.open_flag();

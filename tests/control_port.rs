@@ -114,3 +114,31 @@ fn on_loopback_control_stays_on_udp() {
         assert!(!accepted.status().control_over_tcp);
     });
 }
+
+// Proves: a server that listens on one address gets its control socket on that address
+// only, with a fixed port or without: the same UDP port stays free on another loopback
+// address (127.0.0.2), which a socket on every address would hold; and its sessions run
+// through cuts on it.
+#[test]
+fn a_server_on_one_address_binds_its_control_socket_there_only() {
+    run_bounded(LIMIT, || {
+        for fixed in [None, Some(free_udp_port())] {
+            let config = fast_config().control_port(fixed);
+            let server = RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
+            let port = control_port(&server);
+            if let Some(fixed) = fixed {
+                assert_eq!(port, fixed);
+            }
+            let beside = UdpSocket::bind(("127.0.0.2", port));
+            assert!(
+                beside.is_ok(),
+                "control port {port} (fixed: {fixed:?}) is held beyond 127.0.0.1: {beside:?}"
+            );
+            let proxy = FaultProxy::start(server_addr(&server), CutPlan::random(4, 512 << 10))
+                .expect("proxy");
+            let (client, accepted) = connect_pair(&server, proxy.local_addr(), fast_config());
+            exchange_seeded(&client, &accepted, LEN, proxy.seed());
+            assert!(!client.status().control_over_tcp, "control left UDP");
+        }
+    });
+}

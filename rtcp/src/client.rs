@@ -1,6 +1,7 @@
 //! `rtcp client`: plain TCP connections in from local programs, one robust session out
 //! to the `rtcp server` for each.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,24 +10,100 @@ use std::time::Duration;
 use robust_tcp::{Config, RSocket};
 
 use crate::relay::{self, STOPPING};
+use crate::request::Request;
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, tunnel};
+use crate::{addr, listen, proxy, tunnel};
 
-/// Serves until the process is stopped; returns only on a fatal error.
+/// Serves until the process is stopped; returns only on a fatal error. `listen` takes
+/// connections to tunnel to the server's `--forward` target, `socks` SOCKS5 requests
+/// (at least one of them is given).
 pub fn run(
-    listen: &str,
+    listen: Option<&str>,
+    socks: Option<&str>,
     server: &str,
     config: Config,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
-    let server_addrs: Arc<[SocketAddr]> = addr::resolve(server)
-        .map_err(|e| Fatal(format!("bad --server address {server}: {e}")))?
-        .into();
-    let listener = addr::resolve(listen)
+    let addrs =
+        addr::resolve(server).map_err(|e| Fatal(format!("bad --server address {server}: {e}")))?;
+    let tunnels = listen.map(bind).transpose()?;
+    let proxies = socks.map(bind).transpose()?;
+    let upstream = Arc::new(Upstream {
+        name: server.to_owned(),
+        addrs,
+        config,
+        registry,
+    });
+    let handler = |serve: fn(TcpStream, SocketAddr, &Upstream)| -> Arc<Handler> {
+        let upstream = Arc::clone(&upstream);
+        Arc::new(move |stream, peer| serve(stream, peer, &upstream))
+    };
+    if let Some(listener) = proxies {
+        log::info!(
+            "SOCKS5 on {}, sessions to {server}",
+            socks.unwrap_or_default()
+        );
+        let serve_all = {
+            let handler = handler(proxy::serve);
+            move || accept_each(&listener, &handler)
+        };
+        if tunnels.is_none() {
+            serve_all();
+            return Ok(());
+        }
+        std::thread::Builder::new()
+            .name("rtcp-socks".into())
+            .spawn(serve_all)
+            .map_err(|e| Fatal(format!("cannot start a thread: {e}")))?;
+    }
+    if let Some(listener) = tunnels {
+        log::info!(
+            "listening on {}, sessions to {server}",
+            listen.unwrap_or_default()
+        );
+        accept_each(&listener, &handler(serve));
+    }
+    Ok(())
+}
+
+/// The rtcp server sessions are opened with, and what each session needs.
+pub struct Upstream {
+    /// The `--server` address as given, for the log.
+    pub name: String,
+    /// The addresses it resolved to at start.
+    pub addrs: Vec<SocketAddr>,
+    /// The sessions' settings.
+    pub config: Config,
+    /// Where sessions are registered for the status line and a graceful stop.
+    pub registry: Arc<Registry>,
+}
+
+impl Upstream {
+    /// The server's addresses for a new session: the name resolved again, so that a
+    /// server that moved (a DNS change) gets new sessions at its new address; the
+    /// addresses found at start if the name does not resolve now. A session's
+    /// reconnections keep the address its opening reached (the library's choice).
+    pub fn resolve(&self) -> Vec<SocketAddr> {
+        addr::resolve(&self.name).unwrap_or_else(|e| {
+            log::debug!("{}: {e}; using the addresses found at start", self.name);
+            self.addrs.clone()
+        })
+    }
+}
+
+/// What serves one accepted connection, on a thread of its own.
+type Handler = dyn Fn(TcpStream, SocketAddr) + Send + Sync;
+
+/// Binds a `--listen` or `--socks` address.
+fn bind(spec: &str) -> Result<TcpListener, Fatal> {
+    listen::addrs(spec)
         .and_then(|addrs| TcpListener::bind(&addrs[..]))
-        .map_err(|e| Fatal(format!("cannot listen on {listen}: {e}")))?;
-    log::info!("listening on {listen}, sessions to {server}");
+        .map_err(|e| Fatal(format!("cannot listen on {spec}: {e}")))
+}
+
+/// Accepts connections for ever, each served by `handler` on a thread of its own.
+fn accept_each(listener: &TcpListener, handler: &Arc<Handler>) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -41,13 +118,10 @@ pub fn run(
             relay::reset_tcp(&stream);
             continue;
         }
-        let server_addrs = Arc::clone(&server_addrs);
-        let registry = Arc::clone(&registry);
-        let config = config.clone();
-        let server = server.to_owned();
+        let handler = Arc::clone(handler);
         let name = format!("rtcp-conn-{peer}");
         tunnel::spawn(name, format_args!("connection from {peer}"), move || {
-            serve(stream, peer, &server_addrs, &server, config, &registry)
+            handler(stream, peer)
         });
     }
 }
@@ -56,15 +130,9 @@ pub fn run(
 /// session can be opened (at the TCP connect, or when the server's answer fails the session
 /// during the relay): the local program sees the failure as it would a refused connection,
 /// not as an empty reply.
-fn serve(
-    local: TcpStream,
-    peer: SocketAddr,
-    server_addrs: &[SocketAddr],
-    server: &str,
-    config: Config,
-    registry: &Arc<Registry>,
-) {
-    let session = match RSocket::connect_with(server_addrs, config) {
+fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
+    let server = &upstream.name;
+    let session = match RSocket::connect_with(&upstream.resolve()[..], upstream.config.clone()) {
         Ok(session) => session,
         Err(e) => {
             log::warn!(
@@ -75,13 +143,44 @@ fn serve(
         }
     };
     // The relay starts at once: the local program's first bytes follow the session's
-    // opening HELLO, without waiting for the server's answer (and so for the session's id).
+    // opening HELLO and the request header, without waiting for the server's answer (and
+    // so for the session's id).
+    if let Err(e) = (&session).write_all(&Request::Forward.encode()) {
+        log::warn!("connection from {peer}: session to {server} failed: {e}; connection reset");
+        relay::reset_tcp(&local);
+        return;
+    }
     log::info!("connection from {peer}: session to {server}");
     tunnel::run(
         local,
         "local program",
         session,
-        registry,
+        &upstream.registry,
         &format!("connection from {peer}, session to {server}"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Upstream {
+        Upstream {
+            name: name.into(),
+            addrs: vec![SocketAddr::from(([192, 0, 2, 1], 7000))],
+            config: Config::default(),
+            registry: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn each_session_resolves_the_server_again_or_falls_back() {
+        let moved = upstream("127.0.0.1:7001");
+        assert_eq!(
+            moved.resolve(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 7001))]
+        );
+        let unresolvable = upstream("no-such-host.invalid:7000");
+        assert_eq!(unresolvable.resolve(), unresolvable.addrs);
+    }
 }

@@ -10,6 +10,7 @@ use robust_tcp::{Config, RSocket};
 
 use crate::addr;
 use crate::relay::{pump, End, Ended, Link, STOPPING};
+use crate::request::Request;
 use crate::{signals, tunnel, Fatal};
 
 /// stdin and stdout as one end of a relay.
@@ -75,6 +76,10 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
     let addrs =
         addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
     let session = RSocket::connect_with(&addrs[..], config)
+        .and_then(|session| {
+            (&session).write_all(&Request::Forward.encode())?;
+            Ok(session)
+        })
         .map_err(|e| Fatal(format!("cannot open a session to {server}: {e}")))?;
     // Not the session's id, which waits for the server's answer: stdin's first bytes
     // follow the opening at once. A server that fails the opening fails the relay below.

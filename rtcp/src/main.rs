@@ -10,9 +10,11 @@
 //! Three modes:
 //!
 //! - `rtcp server --listen ADDR --forward ADDR`: robust sessions in, plain TCP out to the
-//!   `--forward` target, and only there (it is not an open proxy).
+//!   `--forward` target, and only there (it is not an open proxy); with `--allow
+//!   PATTERN...`, also to the SOCKS targets the patterns name.
 //! - `rtcp client --listen ADDR --server ADDR`: plain TCP in from local programs, one
-//!   robust session out to the server for each connection.
+//!   robust session out to the server for each connection; with `--socks ADDR`, SOCKS5
+//!   requests in, each carried to the target it names.
 //! - `rtcp connect ADDR`: one robust session on stdin and stdout, e.g. as ssh's
 //!   `ProxyCommand`.
 //!
@@ -30,11 +32,17 @@
 //! command-line mistake (clap's usage error).
 
 mod addr;
+mod allow;
 mod client;
 mod connect;
+mod listen;
+mod proxy;
 mod relay;
+mod request;
+mod routes;
 mod server;
 mod signals;
+mod socks;
 mod status;
 mod tunnel;
 
@@ -42,7 +50,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use robust_tcp::Config;
 
 use crate::status::Registry;
@@ -58,11 +66,12 @@ use crate::status::Registry;
                   redis-cli -p 16379 PING
   ssh:            ssh -o ProxyCommand='rtcp connect %h:7000' db.example
 
-Logs: RUST_LOG=info (default warn) on stderr."
+Logs: RUST_LOG=info (default warn) on stderr. Every option can also be set in the
+environment variable shown with it (RTCP_...)."
 )]
 struct Cli {
     /// No status line on stderr (it is shown only when stderr is a terminal)
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "RTCP_QUIET")]
     quiet: bool,
 
     #[command(subcommand)]
@@ -71,44 +80,54 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Mode {
-    /// Accept robust sessions and relay each to one fixed TCP target
+    /// Accept robust sessions and relay each to one fixed TCP target (or, with --allow, to
+    /// the SOCKS targets it allows)
+    #[command(group(ArgGroup::new("targets").required(true).multiple(true).args(["forward", "allow"])))]
     Server {
-        /// Address to accept robust sessions on (host:port)
-        #[arg(long, value_name = "ADDR")]
+        /// Address to accept robust sessions on (host:port, or a bare port for every
+        /// interface)
+        #[arg(long, value_name = "ADDR", env = "RTCP_LISTEN")]
         listen: String,
-        /// The one TCP target every session is relayed to (host:port)
-        #[arg(long, value_name = "ADDR")]
-        forward: String,
+        /// The one TCP target every tunnelled session is relayed to (host:port)
+        #[arg(long, value_name = "ADDR", env = "RTCP_FORWARD")]
+        forward: Option<String>,
+        #[command(flatten)]
+        socks: ServerSocks,
         /// Most sessions held at once, lingering ones included; clients past it wait and retry
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS")]
         max_sessions: Option<u64>,
         /// Most sessions held at once from one client IP address (clients behind one NAT
         /// share one); clients past it wait and retry
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS_PER_ADDRESS")]
         max_sessions_per_address: Option<u64>,
-        /// UDP port for the sessions' control messages (default: one the system picks).
-        /// Fix it behind a firewall or a port forward, for instance to the TCP port's
-        /// number, and open or forward it too
-        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        /// UDP port for the sessions' control messages (default: one the system picks),
+        /// bound on the --listen address. Fix it behind a firewall or a port forward, for
+        /// instance to the TCP port's number, and open or forward it too
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), env = "RTCP_CONTROL_PORT")]
         control_port: Option<u16>,
         #[command(flatten)]
         session: SessionOptions,
     },
     /// Accept plain TCP connections and carry each over a robust session to an rtcp server
+    /// (or, with --socks, SOCKS5 requests)
+    #[command(group(ArgGroup::new("entries").required(true).multiple(true).args(["listen", "socks"])))]
     Client {
-        /// Address to accept local TCP connections on (host:port)
-        #[arg(long, value_name = "ADDR")]
-        listen: String,
+        /// Address to accept local TCP connections on (host:port, or a bare port for every
+        /// interface), each tunnelled to the server's --forward target
+        #[arg(long, value_name = "ADDR", env = "RTCP_LISTEN")]
+        listen: Option<String>,
         /// The rtcp server to open sessions with (host:port)
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", env = "RTCP_SERVER")]
         server: String,
+        #[command(flatten)]
+        socks: ClientSocks,
         #[command(flatten)]
         session: SessionOptions,
     },
     /// Relay stdin and stdout over one robust session (e.g. ssh -o ProxyCommand='rtcp connect %h:7000')
     Connect {
         /// The rtcp server to open the session with (host:port)
-        #[arg(value_name = "ADDR")]
+        #[arg(value_name = "ADDR", env = "RTCP_SERVER")]
         server: String,
         #[command(flatten)]
         session: SessionOptions,
@@ -121,11 +140,31 @@ struct SessionOptions {
     /// Bytes kept for resending after a cut, per session and direction, at first (e.g.
     /// 65536, 64K, 1M; default 16K). The buffer grows while a writer outpaces the
     /// acknowledgements, up to 4M or this size if larger, and shrinks back once idle
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, env = "RTCP_BUFFER_SIZE")]
     buffer_size: Option<usize>,
     /// Give a session up after this many seconds without a connection (default: never)
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_GIVE_UP_AFTER")]
     give_up_after: Option<u64>,
+}
+
+/// `rtcp server`'s SOCKS option.
+#[derive(Args, Debug)]
+struct ServerSocks {
+    /// Targets that clients' SOCKS requests (rtcp client --socks) may reach: host:port,
+    /// host:LOW-HIGH, host:*, *.domain:port, IP:port, [IPv6]:port, CIDR:port (e.g.
+    /// 10.0.0.0/8:22); several, or comma-separated. Without it, SOCKS requests are refused
+    #[arg(long, value_name = "PATTERN", num_args = 1.., value_delimiter = ',', env = "RTCP_ALLOW")]
+    allow: Vec<allow::Pattern>,
+}
+
+/// `rtcp client`'s SOCKS option.
+#[derive(Args, Debug)]
+struct ClientSocks {
+    /// Address to accept SOCKS5 connections on (host:port, or a bare port for every
+    /// interface): CONNECT requests, without authentication, each carried to the target it
+    /// names if the server's --allow lets it
+    #[arg(long, value_name = "ADDR", env = "RTCP_SOCKS")]
+    socks: Option<String>,
 }
 
 impl SessionOptions {
@@ -194,6 +233,7 @@ fn run(cli: Cli) -> Result<(), Fatal> {
         Mode::Server {
             listen,
             forward,
+            socks,
             max_sessions,
             max_sessions_per_address,
             control_port,
@@ -209,17 +249,20 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             }
             check(&config)?;
             start(&registry, cli.quiet)?;
-            server::run(&listen, &forward, config, registry)
+            let allow = allow::Allow::new(socks.allow);
+            server::run(&listen, forward.as_deref(), allow, config, registry)
         }
         Mode::Client {
             listen,
             server,
+            socks,
             session,
         } => {
             let config = session.config();
             check(&config)?;
             start(&registry, cli.quiet)?;
-            client::run(&listen, &server, config, registry)
+            let socks = socks.socks.as_deref();
+            client::run(listen.as_deref(), socks, &server, config, registry)
         }
         // No status line: stderr is usually the terminal of the program on stdin/stdout
         // (ssh), and a line every few seconds would write over its screen.

@@ -1,5 +1,6 @@
-//! `rtcp server`: robust sessions in, one plain TCP connection out per session, always to
-//! the one `--forward` target (never an open proxy: the client has no say where it goes).
+//! `rtcp server`: robust sessions in, one plain TCP connection out per session, to the
+//! `--forward` target or to a SOCKS target the `--allow` list lets through (never an open
+//! proxy: without `--allow` the client has no say where it goes).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -7,29 +8,38 @@ use std::sync::Arc;
 
 use robust_tcp::{Config, RServerSocket, RSocket};
 
+use crate::allow::Allow;
 use crate::relay::STOPPING;
+use crate::routes::Routes;
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, tunnel};
+use crate::{addr, listen, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error.
 pub fn run(
     listen: &str,
-    forward: &str,
+    forward: Option<&str>,
+    allow: Allow,
     config: Config,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
-    let target = addr::resolve(forward)
-        .map_err(|e| Fatal(format!("bad --forward address {forward}: {e}")))?;
-    let server = addr::resolve(listen)
+    let forward = forward
+        .map(|forward| {
+            addr::resolve(forward)
+                .map(|addrs| (forward.to_owned(), addrs))
+                .map_err(|e| Fatal(format!("bad --forward address {forward}: {e}")))
+        })
+        .transpose()?;
+    let server = listen::addrs(listen)
         .and_then(|addrs| RServerSocket::bind_with(&addrs[..], config))
         .map_err(|e| Fatal(format!("cannot listen on {listen}: {e}")))?;
     let local = server.local_addr().map(|a| a.to_string());
     log::info!(
-        "listening on {}, forwarding to {forward}",
-        local.as_deref().unwrap_or(listen)
+        "listening on {}, forwarding to {}",
+        local.as_deref().unwrap_or(listen),
+        forward.as_ref().map_or("no fixed target", |(name, _)| name)
     );
-    let target: Arc<[SocketAddr]> = target.into();
+    let routes = Arc::new(Routes { forward, allow });
     loop {
         let (session, peer) = server
             .accept()
@@ -39,34 +49,23 @@ pub fn run(
             let _ = session.abort();
             continue;
         }
-        let target = Arc::clone(&target);
+        let routes = Arc::clone(&routes);
         let registry = Arc::clone(&registry);
-        let forward = forward.to_owned();
         let name = format!("rtcp-session-{}", session.session_id());
         tunnel::spawn(name, format_args!("session from {peer}"), move || {
-            serve(session, peer, &target, &forward, &registry)
+            serve(session, peer, &routes, &registry)
         });
     }
 }
 
-/// Relays one session to the target, or resets it if the target cannot be reached.
-fn serve(
-    session: RSocket,
-    peer: SocketAddr,
-    target: &[SocketAddr],
-    forward: &str,
-    registry: &Arc<Registry>,
-) {
+/// Relays one session to the target its request names, or answers or resets it if that
+/// target is not allowed or cannot be reached.
+fn serve(session: RSocket, peer: SocketAddr, routes: &Routes, registry: &Arc<Registry>) {
     let id = session.session_id();
-    let local = match addr::connect(target) {
-        Ok(stream) => stream,
-        Err(e) => {
-            log::warn!("session {id} from {peer}: cannot reach {forward}: {e}; session reset");
-            let _ = session.abort();
-            return;
-        }
+    let Some((local, target)) = routes.open(&session, &format!("session {id} from {peer}")) else {
+        return;
     };
-    log::info!("session {id} from {peer}: relaying to {forward}");
+    log::info!("session {id} from {peer}: relaying to {target}");
     tunnel::run(
         local,
         "target",

@@ -34,10 +34,17 @@ pub(crate) struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds UDP `port` (0: an ephemeral one) on every address, IPv6 and IPv4 alike: a
-    /// dual-stack IPv6 socket, with `IPV6_V6ONLY` cleared explicitly rather than left to
-    /// the system's default; or an IPv4 one where IPv6 is off.
-    pub(crate) fn bind(port: u16) -> io::Result<Self> {
+    /// Binds UDP `port` (0: an ephemeral one) on `ip`, or, if `ip` is unspecified, on
+    /// every address, IPv6 and IPv4 alike: a dual-stack IPv6 socket, with `IPV6_V6ONLY`
+    /// cleared explicitly rather than left to the system's default; or an IPv4 one where
+    /// IPv6 is off.
+    pub(crate) fn bind(ip: IpAddr, port: u16) -> io::Result<Self> {
+        if !ip.is_unspecified() {
+            // One address of one family: its peers are of that family too.
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+            socket.set_nonblocking(true)?;
+            return Self::from_std(socket, false);
+        }
         let (socket, dual_stack) = match dual_stack(port) {
             Ok(socket) => (socket, true),
             Err(v6) => {
@@ -54,6 +61,11 @@ impl ControlSocket {
                 (socket, false)
             }
         };
+        Self::from_std(socket, dual_stack)
+    }
+
+    /// Wraps a bound non-blocking socket.
+    fn from_std(socket: std::net::UdpSocket, dual_stack: bool) -> io::Result<Self> {
         let port = socket.local_addr()?.port();
         Ok(ControlSocket {
             socket: UdpSocket::from_std(socket),

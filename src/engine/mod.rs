@@ -38,7 +38,7 @@ mod timers;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,7 +98,7 @@ pub(crate) enum Command {
     Unlisten(Token),
     /// Take over a session its caller opened: read its ANSWER, keep it.
     Adopt(Box<client::Opened>),
-    /// Receive on a control socket bound on a fixed port.
+    /// Receive on a control socket a server bound (a fixed port, or its listener's address).
     ServeControl(Arc<ControlSocket>),
     /// Send a control datagram on a TCP control connection.
     ControlOverTcp(Token, Vec<u8>),
@@ -111,11 +111,13 @@ pub(crate) struct EngineHandle {
     /// Whether a wake-up is already on its way (saves a system call per command).
     wake_pending: AtomicBool,
     /// The process's shared control socket: every client session's, and the servers'
-    /// that fix no port.
+    /// that listen on every address and fix no port.
     control: Arc<ControlSocket>,
-    /// Control sockets on the ports servers fixed (`Config::control_port`). Kept for the
-    /// life of the process once bound: a process fixes few, and may bind a server again.
-    fixed: Mutex<HashMap<u16, Arc<ControlSocket>>>,
+    /// Control sockets servers bound, by address (unspecified: every address) and port (0:
+    /// one the system picked): on the ports servers fixed (`Config::control_port`), or on
+    /// the one address a server listens on. Kept for the life of the process once bound: a
+    /// process binds few, and may bind a server again.
+    fixed: Mutex<HashMap<(IpAddr, u16), Arc<ControlSocket>>>,
     /// Destinations whose datagrams go over a TCP control connection (the token).
     tcp_routes: Mutex<HashMap<TcpRoute, Token>>,
     /// Whether `tcp_routes` may hold anything: spares senders its lock while it does not.
@@ -145,22 +147,36 @@ impl EngineHandle {
         &self.control
     }
 
-    /// The control socket on `port`, bound now (and served by the engine from then on) if
-    /// this process has none there yet; `None`: the shared one.
+    /// The control socket for a server listening on `ip`, on `port`: bound now (and served
+    /// by the engine from then on) if this process has none there yet. A server that
+    /// listens on one address gets a control socket on that address only, so that a
+    /// server kept to loopback (say) takes no datagrams from other interfaces; `None` on
+    /// every address: the shared one.
     ///
     /// # Errors
     ///
     /// Binding the port failed (it is taken, say).
-    pub(crate) fn control_on(&self, port: Option<u16>) -> io::Result<Arc<ControlSocket>> {
-        let Some(port) = port else {
-            return Ok(Arc::clone(&self.control));
+    pub(crate) fn control_on(
+        &self,
+        ip: IpAddr,
+        port: Option<u16>,
+    ) -> io::Result<Arc<ControlSocket>> {
+        // 0.0.0.0 and :: both mean the one dual-stack socket on every address.
+        let ip = if ip.is_unspecified() {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            ip.to_canonical()
         };
+        if ip.is_unspecified() && port.is_none() {
+            return Ok(Arc::clone(&self.control));
+        }
+        let key = (ip, port.unwrap_or(0));
         let mut fixed = self.fixed.lock();
-        if let Some(socket) = fixed.get(&port) {
+        if let Some(socket) = fixed.get(&key) {
             return Ok(Arc::clone(socket));
         }
-        let socket = Arc::new(ControlSocket::bind(port)?);
-        fixed.insert(port, Arc::clone(&socket));
+        let socket = Arc::new(ControlSocket::bind(ip, key.1)?);
+        fixed.insert(key, Arc::clone(&socket));
         self.send(Command::ServeControl(Arc::clone(&socket)));
         Ok(socket)
     }
@@ -290,7 +306,7 @@ const ROUND_BUDGET: usize = 256;
 impl Engine {
     fn start() -> io::Result<Arc<EngineHandle>> {
         let poll = Poll::new()?;
-        let control = Arc::new(ControlSocket::bind(0)?);
+        let control = Arc::new(ControlSocket::bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)?);
         poll.registry()
             .register(&mut SourceFd(&control.fd()), CONTROL, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;

@@ -7,13 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
-use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::endpoint::{
-    check_answer, AnswerOutcome, Failure, Misanswer, OpeningKey, Plan, Redial,
-};
-use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, OpeningKey, Plan, Redial};
+use robust_tcp::protocol::handshake::{FrameKind, Hello};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
-use robust_tcp::{Config, Error, Refusal};
+use robust_tcp::{Config, Error};
 
 use crate::frames::{self, Front};
 use crate::net::{Conn, CONNECT_TIME};
@@ -257,8 +254,8 @@ impl World {
             let c = &mut self.clients[i];
             let hello = match c.redial.next_hello(now) {
                 Ok(next) => {
-                    let received = to_wire(c.session.received());
-                    next.hello(self.rng.bytes(), c.cid, received, &c.keys.handshake.client)
+                    let (cid, received) = (c.cid, c.session.received());
+                    next.hello(self.rng.bytes(), cid, received, &c.keys.handshake.client)
                 }
                 Err(e) => {
                     c.failed = Some(e.clone());
@@ -279,11 +276,7 @@ impl World {
         };
         match frames::take(pipe) {
             Front::Partial => self.dial_deadline(i),
-            Front::Frame(FrameKind::Answer, body) => match Answer::parse(&body) {
-                Ok(Answer::Accepted(answer)) => self.answered(i, answer),
-                Ok(Answer::Refused(code)) => self.refused(i, code),
-                Err(_) => panic!("client {i}: the server's answer does not parse"),
-            },
+            Front::Frame(FrameKind::Answer, body) => self.answered(i, &body),
             Front::Frame(..) | Front::Garbage => panic!("client {i}: the server sent no answer"),
         }
     }
@@ -302,8 +295,9 @@ impl World {
         }
     }
 
-    /// The server accepted client `i`'s HELLO with `answer` (`Engine::answered`).
-    fn answered(&mut self, i: usize, answer: Accepted) {
+    /// The server answered client `i`'s HELLO with the frame `body`: what the core makes
+    /// of it, carried out (`Engine::answered`).
+    fn answered(&mut self, i: usize, body: &[u8]) {
         let now = self.now;
         let Some(dial) = self.clients[i].dial.as_ref() else {
             return;
@@ -313,46 +307,50 @@ impl World {
             return;
         };
         let c = &mut self.clients[i];
-        let session = &c.session;
-        let agreed = if hello.key_agreement {
-            let agreed = c.redial.agreed_keys(&answer);
-            assert!(
-                agreed.is_some(),
-                "client {i}: the honest server's answer does not complete the key agreement"
-            );
-            agreed
-        } else {
-            None
-        };
-        let server_key = agreed.as_ref().unwrap_or(&c.keys).handshake.server.clone();
-        let checked = check_answer(&hello, &answer, &server_key, on_session, |n| {
-            session.check_resume(n)
-        });
-        assert_ne!(
-            checked,
-            Err(Misanswer::Unproven),
-            "client {i}: an answer from the honest server does not prove itself"
+        let (session, redial) = (&c.session, &c.redial);
+        let check = |n| session.check_resume(n);
+        let agree = |answer: &_| redial.agreed_keys(answer);
+        let answered = on_answer(
+            &hello,
+            Ok(body),
+            &c.keys.handshake,
+            on_session,
+            check,
+            agree,
         );
-        c.redial.heard_answer();
-        let peer_received = match checked {
-            Err(_) => return self.dial_failed(i, Failure::Cut(cut())),
+        if answered.heard() {
+            c.redial.heard_answer();
+        }
+        let (answer, peer_received, agreed) = match answered {
+            Answered::Failed {
+                failure: Failure::Cut(_),
+                heard: false,
+            } => {
+                panic!("client {i}: the honest server's answer does not prove itself")
+            }
+            Answered::Failed { failure, .. } => return self.dial_failed(i, failure),
+            Answered::Violation(why) => panic!("client {i}: {why}"),
+            Answered::Refused(error) => return self.refused(i, error),
+            Answered::Install {
+                answer,
+                confirm,
+                peer_received,
+                agreed,
+            } => {
+                if let Some(confirm) = confirm {
+                    self.conns[conn].send_up(self.now, &confirm.encode());
+                }
+                (answer, Some(peer_received), agreed)
+            }
             // The session learns its CID and keys below, and resumes by its CID on a new
             // connection.
-            Ok(AnswerOutcome::Learn) => None,
-            Ok(AnswerOutcome::ProtocolViolation(why)) => {
-                panic!("client {i}: {why} ({answer:?})")
-            }
-            Ok(AnswerOutcome::Install { peer_received }) => Some(peer_received),
-            Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => {
-                let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
-                self.conns[conn].send_up(self.now, &confirm.encode());
-                Some(peer_received)
-            }
+            Answered::Learn { answer, keys } => (answer, None, Some(keys)),
         };
+        let c = &mut self.clients[i];
         if hello.is_opening() {
             if let Some(keys) = agreed {
                 c.session.agreed(keys.control.clone());
-                c.keys = keys;
+                c.keys = *keys;
             }
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);
@@ -369,19 +367,15 @@ impl World {
         }
     }
 
-    /// The server refused client `i`'s HELLO (`Engine::refused`).
-    fn refused(&mut self, i: usize, code: RefusalCode) {
+    /// The server refused client `i`'s session for good (`Engine::refused`).
+    fn refused(&mut self, i: usize, error: Error) {
+        assert!(
+            !matches!(error, Error::ProtocolViolation(_)),
+            "client {i}: the server found a bad request"
+        );
         let conn = self.clients[i].dial.as_ref().map(|d| d.conn);
-        if code.is_temporary() {
-            return self.dial_failed(i, Failure::Busy);
-        }
         self.first_connection_failed(i);
         let c = &mut self.clients[i];
-        let error = match (code, c.session.is_opening()) {
-            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
-            (RefusalCode::BadRequest, _) => panic!("client {i}: the server found a bad request"),
-            _ => Error::UnknownSession,
-        };
         c.redial.abandoned();
         c.dial = None;
         c.session.handle_resume_refused(error.clone());

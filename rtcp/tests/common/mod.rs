@@ -194,16 +194,32 @@ impl Tunnel {
     /// Waiting for the client probes its port: that opens one session through the proxy
     /// (which may cut it) to the target, which sees an empty connection.
     pub fn start(target: SocketAddr, plan: CutPlan, options: &Options) -> Tunnel {
+        let mut server_args = vec!["--forward".into(), target.to_string()];
+        server_args.extend(options.args());
+        Tunnel::launch(&server_args, "--listen", &options.args(), plan)
+    }
+
+    /// Like [`Tunnel::start`], for SOCKS: the server takes the targets `allow` names
+    /// (`--allow`, with no `--forward`), and the client's entry is a SOCKS5 port
+    /// (`--socks`). Waiting for the client sends its SOCKS port an empty connection.
+    pub fn start_socks(allow: &[&str], plan: CutPlan) -> Tunnel {
+        let mut server_args = vec!["--allow".to_string()];
+        server_args.extend(allow.iter().map(|p| p.to_string()));
+        Tunnel::launch(&server_args, "--socks", &[], plan)
+    }
+
+    /// `rtcp server --listen ADDR SERVER_ARGS...`, the proxy, and `rtcp client ENTRY_FLAG
+    /// ADDR --server PROXY CLIENT_ARGS...`.
+    fn launch(
+        server_args: &[String],
+        entry_flag: &str,
+        client_args: &[String],
+        plan: CutPlan,
+    ) -> Tunnel {
         let server_addr = local(free_port());
         // Options belong to the subcommand: `rtcp server --buffer-size N ...`.
-        let mut args = vec![
-            "server".into(),
-            "--listen".into(),
-            server_addr.to_string(),
-            "--forward".into(),
-            target.to_string(),
-        ];
-        args.extend(options.args());
+        let mut args = vec!["server".into(), "--listen".into(), server_addr.to_string()];
+        args.extend_from_slice(server_args);
         let mut server = Proc::rtcp("rtcp server", &args);
         // A plain connect to a robust server is refused and closed, which it survives
         // (tunnel.rs checks that it does).
@@ -213,12 +229,12 @@ impl Tunnel {
         let entry = local(free_port());
         let mut args = vec![
             "client".into(),
-            "--listen".into(),
+            entry_flag.into(),
             entry.to_string(),
             "--server".into(),
             proxy.local_addr().to_string(),
         ];
-        args.extend(options.args());
+        args.extend_from_slice(client_args);
         let mut client = Proc::rtcp("rtcp client", &args);
         client.wait_listening(entry);
         Tunnel {

@@ -15,6 +15,7 @@ use super::OPENING_WINDOW;
 use crate::core::agreement::{self, PrivateKey, PublicKey};
 use crate::core::auth::{MacKey, Nonce, Secret, SessionKeys};
 use crate::core::backoff::Backoff;
+use crate::core::counter::to_wire;
 use crate::core::handshake::{Accepted, Hello};
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
@@ -69,20 +70,6 @@ pub struct NextHello {
     pub opening: Option<(Nonce, OpeningKey)>,
 }
 
-impl NextHello {
-    /// This attempt's HELLO, client nonce `nonce`: the opening again, or the resumption of
-    /// session `cid` whose client has received `received` bytes (wrapping); tagged with
-    /// the client's handshake key `key` (but a key-agreement opening, which has none).
-    pub fn hello(&self, nonce: Nonce, cid: u32, received: u32, key: &MacKey) -> Hello {
-        match &self.opening {
-            Some((opening_nonce, opening)) => {
-                opening.hello(nonce, self.attempt, *opening_nonce, key)
-            }
-            None => Hello::resume(cid, nonce, self.attempt, received, key),
-        }
-    }
-}
-
 /// What an opening HELLO carries besides its opening nonce, the same in every retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpeningKey {
@@ -116,6 +103,21 @@ impl OpeningKey {
             OpeningKey::Secret(secret) => {
                 Hello::opening(nonce, attempt, opening_nonce, secret, key)
             }
+        }
+    }
+}
+
+impl NextHello {
+    /// The HELLO itself, with a fresh client `nonce`: a retried opening's (untagged if it
+    /// runs the key agreement), or a resumption of session `cid` whose application has read `received` bytes (exact
+    /// once no thread is inside a read on the old connection). `key`: the session's
+    /// client handshake key.
+    pub fn hello(&self, nonce: Nonce, cid: u32, received: u64, key: &MacKey) -> Hello {
+        match &self.opening {
+            Some((opening_nonce, opening)) => {
+                opening.hello(nonce, self.attempt, *opening_nonce, key)
+            }
+            None => Hello::resume(cid, nonce, self.attempt, to_wire(received), key),
         }
     }
 }

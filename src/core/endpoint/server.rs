@@ -16,13 +16,16 @@
 //! (*tombstones*) refuse such an opening instead.
 //!
 //! Sessions and handshakes are named by ids of the engine's choosing (`S`, `H`); the
-//! engine asks, carries out the verdict and reports what happened (`opened`, `ended`).
+//! engine feeds each handshake's frames to its state machine ([`handshake`]), carries out
+//! the actions it gets back and reports what happened (`opened`, `ended`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use self::handshake::Phase;
+pub use self::handshake::{Action, Host, Opening};
 use super::OPENING_WINDOW;
 use crate::core::agreement::{self, AnswerPart, PrivateKey, PublicKey};
 use crate::core::auth::{Nonce, SessionKeys};
@@ -155,11 +158,11 @@ struct Record<S> {
     agreement: Option<(PublicKey, AnswerPart)>,
 }
 
-/// A handshake in progress, and whether it got as far as waiting for a CONFIRM.
+/// A handshake in progress, and where it stands.
 #[derive(Debug)]
-struct InProgress<H> {
+struct InProgress<S, H> {
     handshake: H,
-    confirming: bool,
+    phase: Phase<S>,
 }
 
 /// One listener's decisions (see the module doc).
@@ -174,7 +177,7 @@ pub struct ServerEndpoint<S, H> {
     per_address: HashMap<IpAddr, usize>,
     tombstones: Tombstones,
     /// Handshakes in progress, oldest first.
-    handshakes: VecDeque<InProgress<H>>,
+    handshakes: VecDeque<InProgress<S, H>>,
 }
 
 impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
@@ -209,7 +212,8 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 
     /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
     /// `RServerSocket` still exists). `ephemeral` is a fresh random key for a new session's
-    /// key agreement (the engine draws it). `verify` checks a resumption's tag with the
+    /// key agreement (drawn for every opening; without one, a key-agreement opening is
+    /// refused as if the listener were full). `verify` checks a resumption's tag with the
     /// session's client handshake key; `presence` reports on a session, for eviction and
     /// for whether its client proved that it holds the keys.
     #[allow(clippy::too_many_arguments)]
@@ -219,7 +223,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         client: IpAddr,
         welcome: bool,
         now: Instant,
-        ephemeral: &PrivateKey,
+        ephemeral: Option<&PrivateKey>,
         verify: impl FnOnce(S, &Hello) -> bool,
         presence: impl Fn(S) -> Presence,
     ) -> Verdict<S> {
@@ -233,6 +237,9 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             if let Some(&cid) = self.by_opening.get(&hello.opening_nonce) {
                 return self.known_opening(cid, hello, &presence);
             }
+            let Some(ephemeral) = ephemeral else {
+                return Verdict::Refuse(RefusalCode::TooManySessions);
+            };
             match agreement::answer(ephemeral, &hello.opening_nonce, &hello.opening_key) {
                 Some((part, keys)) => (keys, Some(part)),
                 None => return Verdict::Refuse(RefusalCode::BadRequest),
@@ -418,53 +425,64 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         }
     }
 
-    /// A handshake started: returns the one to drop first to make room, if the listener
-    /// has `max_handshakes` already (the oldest that has not been answered: a client
-    /// that got its ANSWER is further along and goes last). A real client completes
-    /// within a round trip, so a flood of slow or silent connections evicts itself.
-    pub fn handshake_started(&mut self, handshake: H) -> Option<H> {
-        let victim = if self.handshakes.len() >= self.limits.max_handshakes {
+    /// A handshake started, waiting for its HELLO: returns the one dropped to make room,
+    /// with what to do about it, if the listener had `max_handshakes` already (the oldest
+    /// that has not been answered: a client that got its ANSWER is further along and goes
+    /// last). A real client completes within a round trip, so a flood of slow or silent
+    /// connections evicts itself.
+    pub fn handshake_started(&mut self, handshake: H) -> Option<(H, Action<S>)> {
+        let dropped = if self.handshakes.len() >= self.limits.max_handshakes {
             let oldest = self.handshakes.front().map(|h| h.handshake);
-            self.handshakes
+            let victim = self
+                .handshakes
                 .iter()
-                .find(|h| !h.confirming)
+                .find(|h| !matches!(h.phase, Phase::Confirm(_)))
                 .map(|h| h.handshake)
-                .or(oldest)
+                .or(oldest);
+            victim.map(|victim| (victim, self.handshake_failed(victim)))
         } else {
             None
         };
-        if let Some(victim) = victim {
-            self.handshake_ended(victim);
-        }
         self.handshakes.push_back(InProgress {
             handshake,
-            confirming: false,
+            phase: Phase::Hello,
         });
-        victim
+        dropped
     }
 
-    /// A handshake was answered and waits for the client's CONFIRM.
-    pub fn handshake_confirming(&mut self, handshake: H) {
-        if let Some(h) = self
-            .handshakes
+    /// Where handshake `h` stands, if it is in progress.
+    fn phase(&self, h: H) -> Option<&Phase<S>> {
+        self.handshakes
+            .iter()
+            .find(|p| p.handshake == h)
+            .map(|p| &p.phase)
+    }
+
+    /// The same, to change.
+    fn phase_mut(&mut self, h: H) -> Option<&mut Phase<S>> {
+        self.handshakes
             .iter_mut()
-            .find(|h| h.handshake == handshake)
-        {
-            h.confirming = true;
+            .find(|p| p.handshake == h)
+            .map(|p| &mut p.phase)
+    }
+
+    /// Moves handshake `h` on to `phase`.
+    fn set_phase(&mut self, h: H, phase: Phase<S>) {
+        if let Some(p) = self.phase_mut(h) {
+            *p = phase;
         }
     }
 
-    /// A handshake is over (completed, failed or dropped).
+    /// Ends handshake `h`: where it stood, if it was in progress.
+    fn take(&mut self, h: H) -> Option<Phase<S>> {
+        let at = self.handshakes.iter().position(|p| p.handshake == h)?;
+        self.handshakes.remove(at).map(|p| p.phase)
+    }
+
+    /// A handshake is over: its connection was closed without a word from the endpoint
+    /// (a write on it failed, say). Nothing was offered on it that the session must hear of.
     pub fn handshake_ended(&mut self, handshake: H) {
-        if self
-            .handshakes
-            .front()
-            .is_some_and(|h| h.handshake == handshake)
-        {
-            self.handshakes.pop_front();
-        } else {
-            self.handshakes.retain(|h| h.handshake != handshake);
-        }
+        self.take(handshake);
     }
 
     /// The handshakes in progress, to drop when the listener closes.
@@ -508,5 +526,6 @@ impl Tombstones {
     }
 }
 
+mod handshake;
 #[cfg(test)]
 mod tests;

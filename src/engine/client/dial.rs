@@ -16,10 +16,9 @@ use mio::{Interest, Token};
 
 use super::{was_established, Opened};
 use crate::core::auth::SessionKeys;
-use crate::core::counter::to_wire;
-use crate::core::endpoint::client::{check_answer, AnswerOutcome, Misanswer};
+use crate::core::endpoint::client::{on_answer, Answered};
 use crate::core::endpoint::redial::{Failure, Redial};
-use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::handshake::{Accepted, FrameKind, Hello};
 use crate::core::session::Role;
 use crate::core::WireError;
 use crate::engine::control::{canonical, RouteKey};
@@ -27,7 +26,7 @@ use crate::engine::frames::{write_frame, DontWait, FrameError, FrameRead, FrameR
 use crate::engine::handshakes::Handshake;
 use crate::engine::session::SharedSession;
 use crate::engine::{random, Engine, Entry, Side};
-use crate::error::{Error, NotRobustReason, Refusal};
+use crate::error::{Error, Refusal};
 
 /// One attempt at a handshake, by the client.
 pub(crate) struct Dial {
@@ -60,7 +59,7 @@ impl AwaitedAnswer {
         AwaitedAnswer {
             hello,
             hello_sent,
-            reader: FrameReader::new(FrameKind::Answer),
+            reader: FrameReader::new(&[FrameKind::Answer]),
         }
     }
 }
@@ -153,19 +152,17 @@ impl Engine {
             return;
         };
         let (hello, hello_sent) = (awaited.hello, awaited.hello_sent);
-        match awaited.reader.poll(DontWait(&dial.stream)) {
+        let body = match awaited.reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
+                return;
             }
-            Ok(FrameRead::Done(body)) => match Answer::parse(&body) {
-                Ok(Answer::Accepted(answer)) => self.answered(dial, hello, hello_sent, answer),
-                Ok(Answer::Refused(code)) => self.refused(code, dial),
-                Err(e) => self.dial_failed(dial, not_robust(e)),
-            },
-            Err(FrameError::Wire(e)) => self.dial_failed(dial, not_robust(e)),
-            Err(FrameError::Io(e)) => self.dial_failed(dial, Failure::Cut(e)),
-        }
+            Ok(FrameRead::Done(body)) => Ok(body),
+            Err(FrameError::Wire(e)) => Err(e),
+            Err(FrameError::Io(e)) => return self.dial_failed(dial, Failure::Cut(e)),
+        };
+        self.answered(dial, hello, hello_sent, body);
     }
 
     /// Takes over a session its caller opened ([`open_once`]): reads the server's ANSWER
@@ -232,7 +229,7 @@ impl Engine {
 
     /// The HELLO for an attempt of session `id`, or why there is none; `None` if the
     /// session is gone. A session whose opening the server has not answered sends its
-    /// opening again (same opening nonce and secret, a higher attempt number).
+    /// opening again (same opening nonce and opening key, a higher attempt number).
     fn hello(&mut self, id: Token) -> Option<Result<Hello, Failure>> {
         let nonce = match random() {
             Ok(nonce) => nonce,
@@ -251,90 +248,79 @@ impl Engine {
         // the received count is exact.
         shared.barrier();
         let key = &shared.handshake_keys().client;
-        let received = to_wire(shared.received());
-        Some(Ok(next.hello(nonce, shared.cid(), received, key)))
+        Some(Ok(next.hello(nonce, shared.cid(), shared.received(), key)))
     }
 
-    /// The server accepted a dial's `hello`, sent at `hello_sent`, with `answer`. If the
-    /// answer is this hello's and proves that the server holds the session's keys (for a
-    /// key-agreement opening, those it agrees on): learns the path's round trip, learns
-    /// the CID (and the keys) if the session was opening, confirms where the server
-    /// resumed a session, and moves the session to the connection (the first opening's
-    /// is the session's already); or, if the server knew a retried opening's session,
-    /// ends the attempt to resume it by its CID.
-    fn answered(&mut self, dial: Dial, hello: Hello, hello_sent: Instant, answer: Accepted) {
+    /// The server answered a dial's `hello`, sent at `hello_sent`, with the frame `body`
+    /// (or bytes that are no ANSWER frame): carries out what the core makes of it. An
+    /// ANSWER that is this hello's and proves that the server holds the session's keys:
+    /// learns the path's round trip, learns the CID (and the keys of a key-agreement
+    /// opening) if the session was opening, confirms where the server resumed a session,
+    /// and moves the session to the connection (the first opening's is the session's
+    /// already); or, where the server knew a retried key-agreement opening's session,
+    /// learns it and ends the attempt, to resume it by its CID at once.
+    fn answered(
+        &mut self,
+        dial: Dial,
+        hello: Hello,
+        hello_sent: Instant,
+        body: Result<Vec<u8>, WireError>,
+    ) {
         let id = dial.session;
         let Some(entry) = self.sessions.get(&id) else {
             return self.drop_dial(dial);
         };
         let shared = Arc::clone(&entry.shared);
-        let agreed = match &entry.side {
-            Side::Client(redial) if hello.key_agreement => redial.agreed_keys(&answer),
-            _ => None,
+        let keys = shared.handshake_keys();
+        let frame = body.as_deref().map_err(|e| *e);
+        let check = |n| shared.check_resume(n);
+        let agree = |answer: &Accepted| match &entry.side {
+            Side::Client(redial) => redial.agreed_keys(answer),
+            Side::Server { .. } => None,
         };
-        let server_key = match (&agreed, hello.key_agreement) {
-            (Some(keys), _) => keys.handshake.server.clone(),
-            (None, false) => shared.handshake_keys().server,
-            // The ANSWER does not complete the agreement: nothing can prove it.
-            (None, true) => {
-                let why = io::Error::other(Misanswer::Unproven.reason());
-                return self.dial_failed(dial, Failure::Cut(why));
-            }
-        };
-        let checked = check_answer(&hello, &answer, &server_key, dial.on_session, |n| {
-            shared.check_resume(n)
-        });
-        if checked
-            .as_ref()
-            .map_or_else(|why| why.server_heard(), |_| true)
-        {
+        let answered = on_answer(&hello, frame, &keys, dial.on_session, check, agree);
+        if answered.heard() {
             if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
                 redial.heard_answer();
             }
         }
-        let outcome = match checked {
-            Ok(outcome) => outcome,
-            // Nothing more is sent on this connection.
-            Err(why) => {
-                return self.dial_failed(dial, Failure::Cut(io::Error::other(why.reason())))
-            }
-        };
-        // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
-        // may end at a proxy on the way), with nothing of the stream queued ahead.
-        shared.round_trip(hello_sent.elapsed());
-        let peer_received = match outcome {
-            AnswerOutcome::Learn => {
+        let (answer, confirm, peer_received, agreed) = match answered {
+            Answered::Install {
+                answer,
+                confirm,
+                peer_received,
+                agreed,
+            } => (answer, confirm, peer_received, agreed),
+            Answered::Learn { answer, keys } => {
                 // Nothing more on this connection: the session resumes by its CID on the
                 // next, at once.
                 self.unwatch_dial(&dial);
-                self.learn_cid(id, &shared, &answer, agreed);
+                self.learn_cid(id, &shared, &answer, Some(*keys));
                 if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
                 {
                     redial.connected();
                 }
                 return self.service(id);
             }
-            AnswerOutcome::Install { peer_received } => peer_received,
-            AnswerOutcome::ConfirmAndInstall { peer_received } => {
-                // Prove that we hold the session's keys and got this answer, before the
-                // server moves the session to this connection.
-                // Never after a key-agreement opening, which is never resumed: the keys
-                // are the session's.
-                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
-                if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
-                    return self.dial_failed(dial, Failure::Cut(e));
-                }
-                peer_received
-            }
-            AnswerOutcome::ProtocolViolation(why) => {
+            Answered::Failed { failure, .. } => return self.dial_failed(dial, failure),
+            Answered::Refused(error) => return self.refused(dial, error),
+            Answered::Violation(error) => {
                 self.drop_dial(dial);
-                shared.reset(Error::ProtocolViolation(why));
+                shared.reset(error);
                 return self.service(id);
             }
         };
+        // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
+        // may end at a proxy on the way), with nothing of the stream queued ahead.
+        shared.round_trip(hello_sent.elapsed());
+        if let Some(confirm) = confirm {
+            if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
+                return self.dial_failed(dial, Failure::Cut(e));
+            }
+        }
         self.unwatch_dial(&dial);
         if hello.is_opening() {
-            self.learn_cid(id, &shared, &answer, agreed);
+            self.learn_cid(id, &shared, &answer, agreed.map(|keys| *keys));
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
             redial.connected();
@@ -381,30 +367,17 @@ impl Engine {
         log::debug!("session {id:?} opened: {}", answer.cid);
     }
 
-    fn refused(&mut self, code: RefusalCode, dial: Dial) {
+    /// The server refused the session for good: it fails with `error`.
+    fn refused(&mut self, dial: Dial, error: Error) {
         self.unwatch_dial(&dial);
         if dial.on_session {
             self.first_connection_failed(dial.session, "the server refused the opening");
-        }
-        if code.is_temporary() {
-            return self.attempt_failed(dial.session, Failure::Busy);
         }
         let id = dial.session;
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        let opening = entry.shared.cid() == 0;
-        let error = match (code, opening) {
-            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
-            (RefusalCode::BadRequest, true) => {
-                Error::ProtocolViolation("the server refused to open a session")
-            }
-            (RefusalCode::BadRequest, false) => {
-                Error::ProtocolViolation("the server found our byte count impossible")
-            }
-            _ => Error::UnknownSession,
-        };
-        log::debug!("session {id:?}: refused: {code:?}");
+        log::debug!("session {id:?}: refused: {error}");
         if let Side::Client(redial) = &mut entry.side {
             redial.abandoned();
         }
@@ -484,14 +457,4 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// The failure for bytes from a server that are not a robust-tcp answer.
-fn not_robust(e: WireError) -> Failure {
-    let reason = match e {
-        WireError::NotRobust => NotRobustReason::ForeignBytes,
-        WireError::Version(v) => NotRobustReason::Version(v),
-        WireError::Malformed(_) | WireError::Forged => NotRobustReason::Malformed,
-    };
-    Failure::Fatal(Error::NotRobust { reason })
 }
