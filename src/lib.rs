@@ -92,10 +92,10 @@ pub mod protocol {
 
     /// An endpoint's decisions before and between connections.
     pub mod endpoint {
-        pub use crate::core::endpoint::client::{check_answer, AnswerOutcome, Misanswer};
+        pub use crate::core::endpoint::client::{on_answer, Answered};
         pub use crate::core::endpoint::redial::{Failure, NextHello, Plan, Redial};
         pub use crate::core::endpoint::server::{
-            Eviction, Presence, ServerEndpoint, ServerLimits, Verdict,
+            Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,
         };
         pub use crate::core::endpoint::OPENING_WINDOW;
     }

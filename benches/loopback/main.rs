@@ -72,21 +72,19 @@
 //! the bench; it says how far the run got and prints the tables of the benchmarks finished
 //! so far. A filter selects the benchmarks whose names contain it, as `cargo test` does.
 //!
-//! The workloads are in `workloads.rs`, the tables in `report.rs`, the watchdog in
-//! `watchdog.rs`.
+//! The workloads are in `workloads.rs`; the paired rounds, the tables and the watchdog
+//! are the test kit's (`testkit/src/paired/`), shared with the WAN example.
 
-mod report;
-mod watchdog;
 mod workloads;
 
-use std::fmt::Write as _;
-use std::io;
-use std::thread;
 use std::time::Duration;
 
-use report::{figure, print_tables, rows, sorted_list, FINISHED};
-use watchdog::{start_watchdog, unwatch, watch};
-use workloads::{run, Net, Robust, Tcp};
+use robust_tcp_testkit::paired::report::{print_tables, record, sorted_list};
+use robust_tcp_testkit::paired::watchdog::start_watchdog;
+use robust_tcp_testkit::paired::{
+    paired_rounds, Options, Robust, Row, Sample, Side, Tcp, CRR_REPLY, CRR_REQUEST,
+};
+use workloads::run;
 
 /// Rounds per benchmark, and in `--quick` mode.
 const ROUNDS: usize = 11;
@@ -102,14 +100,8 @@ const SOFT_LIMIT: Duration = Duration::from_secs(20);
 /// Pause between runs, so that what one run leaves behind (closing sockets, lingering
 /// sessions, exiting threads) is mostly done before the next one's clocks start.
 const SETTLE: Duration = Duration::from_millis(50);
-/// The receiver's buffer in STREAM.
-const READ_BUF: usize = 256 * 1024;
 /// Untimed round trips before RR's clock starts.
 const RR_WARMUP: u64 = 50;
-const CRR_REQUEST: usize = 64;
-const CRR_REPLY: usize = 8 * 1024;
-/// Every byte of a STREAM write after its 8-byte sequence number, and of a CRR reply.
-const FILL: u8 = 0x5a;
 const MIB: f64 = (1 << 20) as f64;
 
 #[derive(Clone, Copy)]
@@ -259,113 +251,36 @@ impl Run {
 
 // ---------------------------------------------------------------- the harness
 
-/// The per-round results of one benchmark.
-struct Rounds {
-    tcp: Vec<f64>,
-    robust: Vec<f64>,
-    ratio: Vec<f64>,
-    cpu_ratio: Vec<f64>,
-    /// Runs cut short at [`SOFT_LIMIT`].
-    cut_short: usize,
-}
-
-fn bench(bench: &Bench, kind: Kind, rounds: usize) -> io::Result<Rounds> {
-    let mut out = Rounds {
-        tcp: Vec::new(),
-        robust: Vec::new(),
-        ratio: Vec::new(),
-        cpu_ratio: Vec::new(),
-        cut_short: 0,
-    };
-    for round in 0..rounds {
-        let robust_first = round % 2 == 1;
-        let (mut tcp, mut robust) = (None, None);
-        for robust_turn in [robust_first, !robust_first] {
-            thread::sleep(SETTLE);
-            let side = if robust_turn { Robust::NAME } else { Tcp::NAME };
-            watch(
-                format!("{} round {} ({side})", bench.name, round + 1),
-                kind.work(),
-            );
-            let result = if robust_turn {
-                run::<Robust>(kind)
-            } else {
-                run::<Tcp>(kind)
-            };
-            unwatch();
-            let result = result.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("{} round {} ({side}): {e}", bench.name, round + 1),
-                )
-            })?;
-            if robust_turn {
-                robust = Some(result);
-            } else {
-                tcp = Some(result);
-            }
-        }
-        let (tcp, robust) = (tcp.expect("ran"), robust.expect("ran"));
-        let (tcp_figure, robust_figure) = (kind.figure(&tcp), kind.figure(&robust));
-        // Per unit of work, since a run may be cut short. A rate ratio robust / TCP is
-        // TCP's time over robust's; a time ratio the reverse.
-        let time_ratio = robust.wall_per_unit() / tcp.wall_per_unit();
-        let ratio = if kind.is_time() {
-            time_ratio
-        } else {
-            1.0 / time_ratio
-        };
-        let cpu_ratio = robust.cpu_per_unit() / tcp.cpu_per_unit().max(1e-12);
-        let mut notes = String::new();
-        for (name, run) in [(Tcp::NAME, &tcp), (Robust::NAME, &robust)] {
-            if run.cut_short {
-                let _ = write!(
-                    notes,
-                    "; {name} cut short at {SOFT_LIMIT:?}: {} of {} done",
-                    run.done,
-                    kind.work()
-                );
-                out.cut_short += 1;
-            }
-        }
-        println!(
-            "  round {:>2} ({} first): TCP {:>9} {unit}  robust {:>9} {unit}  ratio {ratio:>6.2}  \
-             cpu {cpu_ratio:>6.2}{notes}",
-            round + 1,
-            if robust_first { "robust" } else { "TCP" },
-            figure(tcp_figure),
-            figure(robust_figure),
-            unit = kind.unit(),
-        );
-        out.ratio.push(ratio);
-        out.cpu_ratio.push(cpu_ratio);
-        out.tcp.push(tcp_figure);
-        out.robust.push(robust_figure);
-    }
-    Ok(out)
-}
-
-/// One line of the final tables.
-struct Summary {
-    name: &'static str,
-    kind: Kind,
-    result: Result<Rounds, String>,
+/// One side's run of `kind`, as the paired rounds take it.
+fn sample(kind: Kind, side: Side) -> std::io::Result<Sample> {
+    let run = match side {
+        Side::Tcp => run::<Tcp>(kind),
+        Side::Robust => run::<Robust>(kind),
+    }?;
+    Ok(Sample {
+        figures: vec![kind.figure(&run)],
+        cpu_per_unit: run.cpu_per_unit(),
+        cut_short: run.cut_short.then(|| {
+            format!(
+                "cut short at {SOFT_LIMIT:?}: {} of {} done",
+                run.done,
+                kind.work()
+            )
+        }),
+    })
 }
 
 fn main() {
-    let options = Options::parse();
+    let options = Options::parse(std::env::args().skip(1), ROUNDS, QUICK_ROUNDS, usage);
     let selected: Vec<Bench> = benches()
         .into_iter()
-        .filter(|b| {
-            options.filters.is_empty()
-                || options.filters.iter().any(|f| b.name.contains(f.as_str()))
-        })
+        .filter(|b| options.selects(b.name))
         .collect();
     if selected.is_empty() {
         eprintln!("no benchmark matches {:?}", options.filters);
         std::process::exit(2);
     }
-    start_watchdog();
+    start_watchdog(RUN_LIMIT, || {});
     println!(
         "robust-tcp vs std TcpStream on loopback: {} rounds per benchmark{}; each round runs both \
          back to back, alternating which goes first",
@@ -385,65 +300,30 @@ fn main() {
             b.kind
         };
         println!("{}: {}", b.name, kind.describe());
-        let result = bench(b, kind, options.rounds).map_err(|e| e.to_string());
+        let rows = [Row {
+            name: b.name.to_string(),
+            unit: kind.unit(),
+            is_time: kind.is_time(),
+        }];
+        let result = paired_rounds(b.name, &rows, kind.work(), options.rounds, SETTLE, |side| {
+            sample(kind, side)
+        })
+        .map_err(|e| e.to_string());
         match &result {
             Ok(rounds) => {
-                println!("  ratios sorted:   {}", sorted_list(&rounds.ratio));
+                println!(
+                    "  ratios sorted:   {}",
+                    sorted_list(&rounds.series[0].ratio)
+                );
             }
             Err(e) => println!("  FAILED: {e}"),
         }
         failed |= result.is_err();
-        let summary = Summary {
-            name: b.name,
-            kind,
-            result,
-        };
-        FINISHED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(rows(&summary));
+        record(&rows, &result);
     }
     print_tables();
     if failed {
         std::process::exit(1);
-    }
-}
-
-struct Options {
-    quick: bool,
-    rounds: usize,
-    filters: Vec<String>,
-}
-
-impl Options {
-    fn parse() -> Options {
-        let mut options = Options {
-            quick: false,
-            rounds: 0,
-            filters: Vec::new(),
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                // `cargo bench` passes `--bench` to every bench binary.
-                "--bench" => {}
-                "--quick" => options.quick = true,
-                "--rounds" => {
-                    options.rounds = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|&n| n > 0)
-                        .unwrap_or_else(|| usage("--rounds needs a positive number"));
-                }
-                "-h" | "--help" => usage(""),
-                flag if flag.starts_with('-') => usage(&format!("unknown option {flag}")),
-                filter => options.filters.push(filter.to_string()),
-            }
-        }
-        if options.rounds == 0 {
-            options.rounds = if options.quick { QUICK_ROUNDS } else { ROUNDS };
-        }
-        options
     }
 }
 
@@ -458,27 +338,4 @@ fn usage(problem: &str) -> ! {
         names.join(" ")
     );
     std::process::exit(if problem.is_empty() { 0 } else { 2 });
-}
-
-// ---------------------------------------------------------------- helpers
-
-/// The process's CPU time so far, user plus system, all threads.
-fn cpu_time() -> Duration {
-    // SAFETY: `rusage` is plain old data, for which all zero bytes is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into the struct it is given, which outlives the call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-fn join<T>(handle: thread::JoinHandle<io::Result<T>>) -> io::Result<T> {
-    handle
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("a benchmark thread panicked")))
 }

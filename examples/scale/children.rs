@@ -2,30 +2,12 @@
 //! each reports to the parent on stdout and exits when its stdin closes.
 
 use std::io::{self, Read, Write};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use robust_tcp::{Config, RServerSocket, RSocket, SessionState};
+use robust_tcp_testkit::child::exit_on_stdin_eof;
 
 use super::{invalid, parse_options, CONNECT_LIMIT, EXCHANGE_TIMEOUT, MESSAGE, PROGRESS_EVERY};
-
-/// Exits the process when stdin reaches end of file (or fails): that is how the parent
-/// ends a child, and a parent that died closes it too, so no child outlives a run. The
-/// main thread may be blocked in `accept` or `connect` meanwhile, hence a thread.
-pub(super) fn exit_on_stdin_eof() -> thread::JoinHandle<()> {
-    thread::Builder::new()
-        .name("stdin-watcher".into())
-        .spawn(|| {
-            let mut sink = [0u8; 64];
-            let mut stdin = io::stdin();
-            // Each read either returns data (ignored), or 0 / an error, which ends the loop.
-            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-            // Exit without dropping the sessions: the benchmark measures idle cost, and
-            // closing thousands of sessions gracefully would only slow the exit down.
-            std::process::exit(0);
-        })
-        .expect("spawn the stdin watcher")
-}
 
 /// Prints one line for the parent and flushes it at once: the parent waits for it.
 pub(super) fn tell_parent(line: &str) -> io::Result<()> {

@@ -22,12 +22,11 @@
 //! and stdout. A child exits when its stdin reaches end of file, so closing stdin ends it,
 //! and so does the death of the parent.
 //!
-//! The child processes are in `children.rs`, the parent's handle on them in `peer.rs`, what
+//! The child processes are in `children.rs`, the parent's handle on them in the test kit (`testkit/src/child.rs`), what
 //! it measures in `measure.rs`.
 
 mod children;
 mod measure;
-mod peer;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use children::{run_client, run_server};
 use measure::{clock_ticks, field, sample, Sample};
-use peer::Peer;
+use robust_tcp_testkit::child::Peer;
 
 const DEFAULT_SESSIONS: usize = 10_000;
 /// Bytes of the request and of the reply exchanged on every session.

@@ -12,9 +12,8 @@ use crate::core::WireError;
 /// stay in the stream for the application.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    expected: FrameKind,
-    /// A second kind accepted in place of `expected` (a CONTROL where a HELLO may come).
-    or: Option<FrameKind>,
+    /// The kinds accepted: another is an error as soon as its header is read.
+    expected: &'static [FrameKind],
     /// The kind read, once the header is.
     kind: Option<FrameKind>,
     header: [u8; HEADER_LEN],
@@ -43,25 +42,15 @@ pub(crate) enum FrameError {
 }
 
 impl FrameReader {
-    /// A reader waiting for a frame of kind `expected`.
-    pub(crate) fn new(expected: FrameKind) -> Self {
+    /// A reader waiting for a frame of a kind in `expected`.
+    pub(crate) fn new(expected: &'static [FrameKind]) -> Self {
         FrameReader {
             expected,
-            or: None,
             kind: None,
             header: [0; HEADER_LEN],
             header_len: 0,
             body: None,
             body_len: 0,
-        }
-    }
-
-    /// A reader for the first frame a server reads: a HELLO, or the CONTROL that opens a
-    /// control connection.
-    pub(crate) fn first() -> Self {
-        FrameReader {
-            or: Some(FrameKind::Control),
-            ..FrameReader::new(FrameKind::Hello)
         }
     }
 
@@ -82,7 +71,7 @@ impl FrameReader {
                     return Ok(FrameRead::Done(body));
                 }
                 let header = FrameHeader::parse(&self.header).map_err(FrameError::Wire)?;
-                if header.kind != self.expected && Some(header.kind) != self.or {
+                if !self.expected.contains(&header.kind) {
                     return Err(FrameError::Wire(WireError::Malformed(
                         "unexpected handshake frame",
                     )));
@@ -171,7 +160,7 @@ mod tests {
         .encode();
         for split in 0..frame.len() {
             let mut stream = Pieces(vec![frame[..split].to_vec()]);
-            let mut reader = FrameReader::new(FrameKind::Confirm);
+            let mut reader = FrameReader::new(&[FrameKind::Confirm]);
             assert!(matches!(reader.poll(&mut stream), Ok(FrameRead::Pending)));
             let mut rest = frame[split..].to_vec();
             rest.extend_from_slice(b"application");
@@ -192,10 +181,10 @@ mod tests {
 
     #[test]
     fn foreign_bytes_and_early_ends_are_errors() {
-        let mut reader = FrameReader::new(FrameKind::Hello);
+        let mut reader = FrameReader::new(&[FrameKind::Hello]);
         let r = reader.poll(Pieces(vec![b"GET / HTTP/1.1\r\n".to_vec()]));
         assert!(matches!(r, Err(FrameError::Wire(WireError::NotRobust))));
-        let mut reader = FrameReader::new(FrameKind::Hello);
+        let mut reader = FrameReader::new(&[FrameKind::Hello]);
         let r = reader.poll(Pieces(vec![Confirm {
             cid: 1,
             tag: [1; 16],
@@ -203,7 +192,7 @@ mod tests {
         .encode()
         .to_vec()]));
         assert!(matches!(r, Err(FrameError::Wire(WireError::Malformed(_)))));
-        let mut reader = FrameReader::new(FrameKind::Confirm);
+        let mut reader = FrameReader::new(&[FrameKind::Confirm]);
         let r = reader.poll(&b"RTC"[..]);
         assert!(matches!(r, Err(FrameError::Io(_))));
     }

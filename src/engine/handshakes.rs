@@ -45,10 +45,7 @@ impl Engine {
     pub(super) fn abandon_handshake(&mut self, token: Token, why: &str) {
         self.timers.set(token, None);
         match self.handshakes.remove(&token) {
-            Some(Handshake::Server(hs)) => {
-                self.forget_handshake(hs.listener, token);
-                self.server_handshake_failed(hs, why);
-            }
+            Some(Handshake::Server(hs)) => self.server_handshake_failed(hs, why),
             Some(Handshake::Client(dial)) => self.dial_failed(*dial, Failure::Timeout),
             None => {}
         }

@@ -5,7 +5,7 @@
 //! One module per concern: [`bounded`] watchdogs, [`rng`] seeds, [`payload`]
 //! deterministic payloads checked byte by byte, [`proxy`] the seeded fault-injecting TCP
 //! proxy, [`session`] helpers around robust sessions, [`check`] assertions on results,
-//! [`raw`] a client that speaks the handshake frame by frame, [`capture`] a packet capture
+//! [`child`] child processes of a binary that re-runs itself, [`paired`] paired rounds of TCP against robust-tcp and their tables, [`raw`] a client that speaks the handshake frame by frame, [`capture`] a packet capture
 //! on loopback, [`netns`] real networks in network namespaces, and [`tls`] the TLS configs
 //! with a certificate made at run time.
 #![deny(missing_docs)]
@@ -13,7 +13,9 @@
 pub mod bounded;
 pub mod capture;
 pub mod check;
+pub mod child;
 pub mod netns;
+pub mod paired;
 pub mod payload;
 pub mod proxy;
 pub mod raw;

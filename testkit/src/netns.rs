@@ -15,12 +15,13 @@
 //! with one engine and one UDP socket per process, must run as separate processes.
 //!
 //! Every command that fails is reported with its command line, exit status and stderr.
-//! This module uses std only (no libc), so any test crate may include it.
+//! [`Namespaces`] are bare namespaces for a topology of the caller's own (the WAN example's
+//! TUN devices); [`on_signal`] cleans up after SIGINT, SIGTERM or SIGHUP.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -146,6 +147,38 @@ pub fn remove_live() {
     }
 }
 
+/// Set by [`on_signal`]'s handler.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// On SIGINT, SIGTERM or SIGHUP, runs `cleanup` (which kills what the process started),
+/// deletes every namespace this process created, and exits with status 130: drops do not
+/// run when a signal ends the process.
+pub fn on_signal(cleanup: fn()) {
+    extern "C" fn handler(_: libc::c_int) {
+        // Only an atomic store: nothing else is async-signal-safe here.
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                signal,
+                handler as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+    std::thread::spawn(move || loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            eprintln!("interrupted: cleaning up (child processes, network namespaces)");
+            cleanup();
+            remove_live();
+            std::process::exit(130);
+        }
+        // How often the flag is looked at: not a synchronisation.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+}
+
 /// Deletes the namespaces left by runs of this module whose process is gone (killed before
 /// its drops ran), and returns their names.
 ///
@@ -175,6 +208,102 @@ pub fn remove_stale() -> Result<Vec<String>> {
 fn delete_namespace(name: &str) {
     if let Err(e) = run("ip", &["netns", "del", name]) {
         eprintln!("netns cleanup: {e}");
+    }
+}
+
+/// The name of this process's namespace number `n` in the role `role`.
+fn namespace_name(n: u64, role: &str) -> String {
+    format!("{PREFIX}{}-{n}-{role}", std::process::id())
+}
+
+/// The second and third bytes of a 10.a.b.0/24 drawn for namespace set `n`, so that
+/// nothing looks alike between concurrent runs (namespaces already keep them apart).
+fn random_net(n: u64) -> (u8, u8) {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = Rng::new(splitmix64(nanos ^ n) ^ u64::from(std::process::id()));
+    // 10.0.x and 10.255.x are left alone: they are the ranges people pick by hand.
+    (rng.range(1, 254) as u8, rng.range(0, 255) as u8)
+}
+
+/// Creates namespace `name` with its loopback up, and registers it for [`remove_live`].
+fn add_namespace(name: &str) -> Result<()> {
+    run("ip", &["netns", "add", name])?;
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_string());
+    run("ip", &["-n", name, "link", "set", "lo", "up"]).map(drop)
+}
+
+/// Deletes namespace `name` unless [`remove_live`] already did.
+fn remove_namespace(name: &str) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    // Deleting the name is enough: the namespace goes with its last process, and its
+    // devices, addresses and rules with it. A process left inside (the caller should have
+    // killed it) keeps it alive unnamed until it exits.
+    if let Some(i) = live.iter().position(|n| n == name) {
+        live.swap_remove(i);
+        delete_namespace(name);
+    }
+}
+
+/// A set of bare namespaces (each with only `lo`, up), deleted on drop, on every exit path,
+/// panics included (and by [`remove_live`] after a signal): for a topology other than
+/// [`Topology`]'s, built by its user.
+pub struct Namespaces {
+    names: Vec<String>,
+    net: (u8, u8),
+}
+
+impl Namespaces {
+    /// One namespace per role, named after the process, a counter and the role.
+    ///
+    /// # Errors
+    ///
+    /// The first command that fails; whatever was created is deleted.
+    pub fn new(roles: &[&str]) -> Result<Namespaces> {
+        let n = TOPOLOGIES.fetch_add(1, Ordering::Relaxed);
+        let mut set = Namespaces {
+            names: Vec::new(),
+            net: random_net(n),
+        };
+        for role in roles {
+            let name = namespace_name(n, role);
+            // Registered for the drop before it exists: a failure half way still deletes it.
+            set.names.push(name.clone());
+            add_namespace(&name)?;
+        }
+        Ok(set)
+    }
+
+    /// The name of the namespace made for `roles[i]`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// Address `host` in the 10.a.b.0/24 drawn for this set.
+    pub fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net.0, self.net.1, host)
+    }
+
+    /// `ip args` inside namespace `roles[i]`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`].
+    pub fn ip(&self, i: usize, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.name(i)];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            remove_namespace(name);
+        }
     }
 }
 
@@ -255,13 +384,8 @@ impl Topology {
     /// The first command that fails; whatever was created is deleted.
     pub fn new(options: Options) -> Result<Topology> {
         let n = TOPOLOGIES.fetch_add(1, Ordering::Relaxed);
-        let name = |role: &str| format!("{PREFIX}{}-{n}-{role}", std::process::id());
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let mut rng = Rng::new(splitmix64(nanos ^ n) ^ u64::from(std::process::id()));
-        // 10.0.x and 10.255.x are left alone: they are the ranges people pick by hand.
-        let net = (rng.range(1, 254) as u8, rng.range(0, 255) as u8);
+        let name = |role: &str| namespace_name(n, role);
+        let net = random_net(n);
         let mut topo = Topology {
             client_ns: name("c"),
             router_ns: name("r"),
@@ -280,12 +404,8 @@ impl Topology {
             self.router_ns.clone(),
             self.server_ns.clone(),
         ] {
-            run("ip", &["netns", "add", &ns])?;
+            add_namespace(&ns)?;
             self.created.push(ns.clone());
-            LIVE.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(ns.clone());
-            self.ip(&ns, &["link", "set", "lo", "up"])?;
         }
         let (c, r, s) = (&self.client_ns, &self.router_ns, &self.server_ns);
         self.veth(c, ROUTER_CLIENT_IF)?;
@@ -618,15 +738,8 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
         for ns in self.created.drain(..) {
-            // Deleting the name is enough: the namespace goes with its last process, and
-            // its veths, addresses and rules with it. A process left inside (the caller
-            // should have killed it) keeps it alive unnamed until it exits.
-            if let Some(i) = live.iter().position(|n| *n == ns) {
-                live.swap_remove(i);
-                delete_namespace(&ns);
-            }
+            remove_namespace(&ns);
         }
     }
 }

@@ -8,7 +8,6 @@
 //! `RUST_TEST_THREADS`; default 6). Other flags are accepted and ignored.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
@@ -27,9 +26,6 @@ const GRACE: Duration = Duration::from_secs(10);
 /// ...and how long after that its thread may take to clean up before it is abandoned (its
 /// namespaces are then deleted at exit).
 const ABANDON: Duration = Duration::from_secs(30);
-
-/// Set by the signal handler; the cleanup thread acts on it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The command line, libtest's way.
 struct Args {
@@ -171,7 +167,7 @@ pub fn run(raw: &[String]) -> i32 {
             Ok(_) => {}
             Err(e) => eprintln!("netns: cannot list namespaces: {e}"),
         }
-        install_signal_cleanup();
+        netns::on_signal(harness::kill_all_peers);
     }
 
     let mut logs = Vec::new();
@@ -379,31 +375,4 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(a non-string panic)".into())
-}
-
-/// On SIGINT, SIGTERM or SIGHUP, kills every peer and deletes every namespace before
-/// exiting, since drops do not run when a signal ends the process.
-fn install_signal_cleanup() {
-    extern "C" fn on_signal(_: libc::c_int) {
-        // Only an atomic store: nothing else is async-signal-safe here.
-        INTERRUPTED.store(true, Ordering::SeqCst);
-    }
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(
-                signal,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-    thread::spawn(|| loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            eprintln!("netns: interrupted; killing the peers and deleting the namespaces");
-            harness::kill_all_peers();
-            netns::remove_live();
-            std::process::exit(130);
-        }
-        thread::sleep(Duration::from_millis(50));
-    });
 }

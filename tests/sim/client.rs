@@ -7,13 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
-use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::endpoint::{
-    check_answer, AnswerOutcome, Failure, Misanswer, NextHello, Plan, Redial,
-};
-use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, Plan, Redial};
+use robust_tcp::protocol::handshake::{FrameKind, Hello};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
-use robust_tcp::{Config, Error, Refusal};
+use robust_tcp::{Config, Error};
 
 use crate::frames::{self, Front};
 use crate::net::{Conn, CONNECT_TIME};
@@ -250,7 +247,10 @@ impl World {
             }
             let c = &mut self.clients[i];
             let hello = match c.redial.next_hello(now) {
-                Ok(next) => hello_for(c, next, self.rng.bytes()),
+                Ok(next) => {
+                    let (cid, received) = (c.cid, c.session.received());
+                    next.hello(self.rng.bytes(), cid, received, &c.keys.handshake.client)
+                }
                 Err(e) => {
                     c.failed = Some(e.clone());
                     c.session.fail(e);
@@ -270,11 +270,7 @@ impl World {
         };
         match frames::take(pipe) {
             Front::Partial => self.dial_deadline(i),
-            Front::Frame(FrameKind::Answer, body) => match Answer::parse(&body) {
-                Ok(Answer::Accepted(answer)) => self.answered(i, answer),
-                Ok(Answer::Refused(code)) => self.refused(i, code),
-                Err(_) => panic!("client {i}: the server's answer does not parse"),
-            },
+            Front::Frame(FrameKind::Answer, body) => self.answered(i, &body),
             Front::Frame(..) | Front::Garbage => panic!("client {i}: the server sent no answer"),
         }
     }
@@ -293,8 +289,9 @@ impl World {
         }
     }
 
-    /// The server accepted client `i`'s HELLO with `answer` (`Engine::answered`).
-    fn answered(&mut self, i: usize, answer: Accepted) {
+    /// The server answered client `i`'s HELLO with the frame `body`: what the core makes
+    /// of it, carried out (`Engine::answered`).
+    fn answered(&mut self, i: usize, body: &[u8]) {
         let now = self.now;
         let Some(dial) = self.clients[i].dial.as_ref() else {
             return;
@@ -305,27 +302,34 @@ impl World {
         };
         let c = &mut self.clients[i];
         let session = &c.session;
-        let checked = check_answer(&hello, &answer, &c.keys.handshake.server, on_session, |n| {
+        let answered = on_answer(&hello, Ok(body), &c.keys.handshake, on_session, |n| {
             session.check_resume(n)
         });
-        assert_ne!(
-            checked,
-            Err(Misanswer::Unproven),
-            "client {i}: an answer from the honest server does not prove itself"
-        );
-        c.redial.heard_answer();
-        let peer_received = match checked {
-            Err(_) => return self.dial_failed(i, Failure::Cut(cut())),
-            Ok(AnswerOutcome::ProtocolViolation(why)) => {
-                panic!("client {i}: {why} ({answer:?})")
+        if answered.heard() {
+            c.redial.heard_answer();
+        }
+        let (answer, peer_received) = match answered {
+            Answered::Failed {
+                failure: Failure::Cut(_),
+                heard: false,
+            } => {
+                panic!("client {i}: the honest server's answer does not prove itself")
             }
-            Ok(AnswerOutcome::Install { peer_received }) => peer_received,
-            Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => {
-                let confirm = Confirm::new(&hello, &answer, &c.keys.handshake.client);
-                self.conns[conn].send_up(self.now, &confirm.encode());
-                peer_received
+            Answered::Failed { failure, .. } => return self.dial_failed(i, failure),
+            Answered::Violation(why) => panic!("client {i}: {why}"),
+            Answered::Refused(error) => return self.refused(i, error),
+            Answered::Install {
+                answer,
+                confirm,
+                peer_received,
+            } => {
+                if let Some(confirm) = confirm {
+                    self.conns[conn].send_up(self.now, &confirm.encode());
+                }
+                (answer, peer_received)
             }
         };
+        let c = &mut self.clients[i];
         if hello.is_opening() {
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);
@@ -339,19 +343,15 @@ impl World {
         }
     }
 
-    /// The server refused client `i`'s HELLO (`Engine::refused`).
-    fn refused(&mut self, i: usize, code: RefusalCode) {
+    /// The server refused client `i`'s session for good (`Engine::refused`).
+    fn refused(&mut self, i: usize, error: Error) {
+        assert!(
+            !matches!(error, Error::ProtocolViolation(_)),
+            "client {i}: the server found a bad request"
+        );
         let conn = self.clients[i].dial.as_ref().map(|d| d.conn);
-        if code.is_temporary() {
-            return self.dial_failed(i, Failure::Busy);
-        }
         self.first_connection_failed(i);
         let c = &mut self.clients[i];
-        let error = match (code, c.session.is_opening()) {
-            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
-            (RefusalCode::BadRequest, _) => panic!("client {i}: the server found a bad request"),
-            _ => Error::UnknownSession,
-        };
         c.redial.abandoned();
         c.dial = None;
         c.session.handle_resume_refused(error.clone());
@@ -459,23 +459,6 @@ impl World {
         let bytes: Vec<u8> = pipe.drain(..n).collect();
         c.back.check_read(&bytes, &format!("client {i}"));
         c.session.handle_read(n, now);
-    }
-}
-
-/// The HELLO of an attempt, as the core's `Redial` says.
-fn hello_for(c: &Client, next: NextHello, nonce: [u8; 16]) -> Hello {
-    let key = &c.keys.handshake.client;
-    match next.opening {
-        Some((opening_nonce, secret)) => {
-            Hello::opening(nonce, next.attempt, opening_nonce, secret, key)
-        }
-        None => Hello::resume(
-            c.cid,
-            nonce,
-            next.attempt,
-            to_wire(c.session.received()),
-            key,
-        ),
     }
 }
 

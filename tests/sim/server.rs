@@ -1,18 +1,21 @@
 //! The server side, driven as the engine drives it (`src/engine/server/`): the real
-//! `ServerEndpoint` decides what each HELLO gets; this carries the verdicts out.
+//! `ServerEndpoint` runs each handshake's phases and decides what each frame gets; this
+//! reads the frames, holds the sessions and carries its actions out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
-use robust_tcp::protocol::counter::to_wire;
-use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
-use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use robust_tcp::protocol::endpoint::{
+    Action, Host, Opening, Presence, ServerEndpoint, ServerLimits,
+};
+use robust_tcp::protocol::handshake::{Answer, RefusalCode};
 use robust_tcp::protocol::session::{End, ReadGate, Session};
 use robust_tcp::{Config, Error};
 
 use crate::frames::{self, Front};
+use crate::rng::Rng;
 use crate::world::{limits, Stream, World, SERVER_CONTROL, VICTIM};
 
 /// The server process: one listener.
@@ -22,8 +25,8 @@ pub struct Server {
     pub sessions: Vec<ServerSession>,
     /// Live sessions by CID (the engine's routes).
     pub by_cid: HashMap<u32, usize>,
-    /// Handshakes in progress, by connection.
-    pub handshakes: HashMap<usize, Handshake>,
+    /// Handshakes in progress, by connection, with their deadlines.
+    pub handshakes: HashMap<usize, Instant>,
 }
 
 /// A server session and its application.
@@ -44,21 +47,6 @@ pub struct ServerSession {
     pub closed: bool,
 }
 
-/// The server's side of one connection's handshake.
-pub enum Handshake {
-    Hello {
-        deadline: Instant,
-    },
-    Confirm {
-        deadline: Instant,
-        session: usize,
-        hello: Hello,
-        answer: Accepted,
-        epoch: u32,
-        peer_received: u64,
-    },
-}
-
 impl Server {
     pub fn new(config: Config) -> Self {
         Server {
@@ -68,6 +56,45 @@ impl Server {
             by_cid: HashMap::new(),
             handshakes: HashMap::new(),
         }
+    }
+}
+
+/// What the endpoint's handshakes see of the simulated server (`EngineHost`).
+struct SimHost<'a> {
+    sessions: &'a mut [ServerSession],
+    by_cid: &'a HashMap<u32, usize>,
+    rng: &'a mut Rng,
+}
+
+impl Host<usize> for SimHost<'_> {
+    fn handshake_keys(&self, s: usize) -> Option<&HandshakeKeys> {
+        let ss = self.sessions.get(s).filter(|ss| !ss.finished)?;
+        Some(&ss.keys)
+    }
+
+    fn presence(&self, s: usize, now: Instant) -> Presence {
+        let ss = self.sessions.get(s).filter(|ss| !ss.finished);
+        ss.map_or_else(Default::default, |ss| Presence::of(&ss.session, now))
+    }
+
+    fn with_session<R>(&mut self, s: usize, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let ss = self.sessions.get_mut(s).filter(|ss| !ss.finished)?;
+        Some(f(&mut ss.session))
+    }
+
+    fn cid_taken(&self, cid: u32) -> bool {
+        self.by_cid.contains_key(&cid)
+    }
+
+    fn control_port(&self) -> u16 {
+        SERVER_CONTROL.port()
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        for b in buf {
+            *b = self.rng.next_u64() as u8;
+        }
+        true
     }
 }
 
@@ -85,15 +112,13 @@ impl World {
         }
     }
 
-    /// The server accepts connection `conn`.
+    /// The server accepts connection `conn` (`Engine::start_handshake`).
     fn server_accept(&mut self, conn: usize) {
         let deadline = self.now + self.server.config.handshake_timeout_value();
-        if let Some(victim) = self.server.endpoint.handshake_started(conn) {
-            self.server_handshake_failed(victim);
+        if let Some((victim, action)) = self.server.endpoint.handshake_started(conn) {
+            self.carry_out(victim, action);
         }
-        self.server
-            .handshakes
-            .insert(conn, Handshake::Hello { deadline });
+        self.server.handshakes.insert(conn, deadline);
     }
 
     /// Everything the server's engine does now.
@@ -109,71 +134,115 @@ impl World {
         }
     }
 
+    /// Reads what handshake `conn` expects and hands it to the endpoint
+    /// (`Engine::server_step`).
     fn advance_handshake(&mut self, conn: usize) {
         let now = self.now;
-        let Some(hs) = self.server.handshakes.get(&conn) else {
+        let Some(&deadline) = self.server.handshakes.get(&conn) else {
             return;
         };
-        let deadline = match hs {
-            Handshake::Hello { deadline } | Handshake::Confirm { deadline, .. } => *deadline,
-        };
         if self.conns[conn].broken || now >= deadline {
-            return self.server_handshake_failed(conn);
+            let action = self.server.endpoint.handshake_failed(conn);
+            return self.carry_out(conn, action);
         }
+        let turning_away = self.server.endpoint.expected(conn).is_empty();
         let Some(pipe) = self.conns[conn].at_server() else {
             return;
         };
-        let front = frames::take(pipe);
-        match (front, self.server.handshakes.get(&conn)) {
-            (Front::Partial, _) => {}
-            (Front::Frame(FrameKind::Hello, body), Some(Handshake::Hello { .. })) => {
-                match Hello::parse(&body) {
-                    Ok(hello) => self.answer_hello(conn, hello),
-                    Err(_) => self.refuse(conn, RefusalCode::BadRequest),
+        let action = if turning_away {
+            let n = pipe.len();
+            pipe.clear();
+            if n == 0 {
+                return;
+            }
+            self.server.endpoint.on_drained(conn, n)
+        } else {
+            match frames::take(pipe) {
+                Front::Partial => return,
+                Front::Garbage => self.server.endpoint.on_garbage(conn),
+                Front::Frame(kind, body) => {
+                    let client = self.conns[conn].from.ip();
+                    let mut host = SimHost {
+                        sessions: &mut self.server.sessions,
+                        by_cid: &self.server.by_cid,
+                        rng: &mut self.rng,
+                    };
+                    let ep = &mut self.server.endpoint;
+                    ep.on_frame(conn, kind, &body, client, true, &mut host, now)
                 }
             }
-            (Front::Frame(FrameKind::Confirm, body), Some(Handshake::Confirm { .. })) => {
-                self.confirmed(conn, &body)
-            }
-            _ => self.refuse(conn, RefusalCode::BadRequest),
-        }
+        };
+        self.carry_out(conn, action);
     }
 
-    /// The endpoint's verdict on `hello`, carried out (`Engine::answer_hello`).
-    fn answer_hello(&mut self, conn: usize, hello: Hello) {
+    /// Carries out what the endpoint decided for handshake `conn` (`Engine::carry_out`).
+    fn carry_out(&mut self, conn: usize, action: Action<usize>) {
         let now = self.now;
-        let client_ip = self.conns[conn].from.ip();
-        let sessions = &self.server.sessions;
-        let verdict = self.server.endpoint.on_hello(
-            &hello,
-            client_ip,
-            true,
-            now,
-            |s, hello| hello.verify(&sessions[s].keys.client),
-            |s| Presence::of(&sessions[s].session, now),
-        );
-        match verdict {
-            Verdict::Refuse(code) => self.refuse(conn, code),
-            Verdict::Resume(s) => self.resume(conn, hello, s),
-            Verdict::Open { keys, evict } => {
-                if let Some(evicted) = evict {
-                    let s = &mut self.server.sessions[evicted.session];
-                    s.session.reset(
-                        Error::Evicted {
-                            waited: evicted.waited,
-                        },
-                        now,
-                    );
-                    self.end_server_session(evicted.session);
-                }
-                self.open(conn, hello, *keys);
+        match action {
+            Action::Wait => return,
+            Action::Refuse(code) => {
+                self.conns[conn].send_down(now, &Answer::Refused(code).encode());
+                self.conns[conn].server_done = true;
             }
+            Action::TurnAway => {
+                let refusal = Answer::Refused(RefusalCode::BadRequest).encode();
+                self.conns[conn].send_down(now, &refusal);
+                return;
+            }
+            Action::Open(opening) => self.open(conn, *opening),
+            Action::Barrier(s) => {
+                let ss = &mut self.server.sessions[s];
+                if let Some(old) = ss.conn.take() {
+                    let epoch = ss.session.epoch();
+                    ss.session
+                        .handle_connection_failed(epoch, "the client reconnected", now);
+                    self.conns[old].abort_from_server();
+                }
+                let mut host = SimHost {
+                    sessions: &mut self.server.sessions,
+                    by_cid: &self.server.by_cid,
+                    rng: &mut self.rng,
+                };
+                let action = self.server.endpoint.after_barrier(conn, &mut host);
+                return self.carry_out(conn, action);
+            }
+            Action::Answer(answer) => {
+                self.conns[conn].send_down(now, &Answer::Accepted(*answer).encode());
+                return;
+            }
+            Action::Install {
+                session,
+                epoch,
+                peer_received,
+            } => {
+                let ss = &mut self.server.sessions[session];
+                assert!(!ss.finished, "an ended session's resumption confirmed");
+                ss.session.handle_resume(peer_received, epoch, now);
+                ss.conn = Some(conn);
+            }
+            Action::OfferFailed { session, epoch } => {
+                let ss = &mut self.server.sessions[session];
+                if !ss.finished {
+                    ss.session.handle_offer_failed(epoch, now);
+                }
+                self.conns[conn].abort_from_server();
+            }
+            // The simulation's clients open no control connection.
+            Action::Control | Action::Close => self.conns[conn].abort_from_server(),
         }
+        self.server.handshakes.remove(&conn);
     }
 
     /// A new session (`Engine::open_session`).
-    fn open(&mut self, conn: usize, hello: Hello, keys: SessionKeys) {
+    fn open(&mut self, conn: usize, opening: Opening<usize>) {
         let now = self.now;
+        if let Some(evicted) = opening.evict {
+            let s = &mut self.server.sessions[evicted.session];
+            let waited = evicted.waited;
+            s.session.reset(Error::Evicted { waited }, now);
+            self.end_server_session(evicted.session);
+        }
+        let (hello, answer, cid) = (opening.hello, opening.answer, opening.cid);
         let client = self.oracle.openings.get(&hello.opening_nonce).copied();
         let Some(client) = client else {
             panic!("an opening no client made was accepted");
@@ -184,22 +253,11 @@ impl World {
              are delivered twice",
             hello.attempt
         );
-        let cid = loop {
-            let cid = self.rng.next_u64() as u32;
-            if cid != 0 && !self.server.by_cid.contains_key(&cid) {
-                break cid;
-            }
-        };
-        let nonce = self.rng.bytes();
-        let port = SERVER_CONTROL.port();
-        let answer = Accepted::accepting(&hello, cid, true, port, 0, nonce, &keys.handshake.server);
-        let epoch = answer.epoch;
         self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
-        let SessionKeys { handshake, control } = keys;
+        let SessionKeys { handshake, control } = opening.keys;
         let limits = limits(&self.server.config);
-        let challenges = ChallengeKey::new(&self.rng.bytes());
-        let end = End::Server(challenges);
-        let session = Session::new(end, cid, epoch, limits, control, now);
+        let end = End::Server(ChallengeKey::new(&opening.challenge_key));
+        let session = Session::new(end, cid, answer.epoch, limits, control, now);
         let s = self.server.sessions.len();
         let (out, back) = (
             self.clients[client].back.fresh(),
@@ -221,111 +279,6 @@ impl World {
         self.server
             .endpoint
             .opened(cid, s, self.conns[conn].from.ip(), &hello);
-        self.server.endpoint.handshake_ended(conn);
-        self.server.handshakes.remove(&conn);
-    }
-
-    /// A resumption whose HELLO proved itself (`Engine::resume_session`).
-    fn resume(&mut self, conn: usize, hello: Hello, s: usize) {
-        let now = self.now;
-        let ss = &mut self.server.sessions[s];
-        if !hello.is_opening() {
-            ss.session.handle_cid_named();
-        }
-        if !ss.session.may_resume(hello.received) {
-            return self.refuse(conn, RefusalCode::BadRequest);
-        }
-        if let Some(old) = ss.conn.take() {
-            let epoch = ss.session.epoch();
-            ss.session
-                .handle_connection_failed(epoch, "the client reconnected", now);
-            self.conns[old].abort_from_server();
-        }
-        let Some(peer_received) = ss.session.check_resume(hello.received) else {
-            return self.refuse(conn, RefusalCode::BadRequest);
-        };
-        let received = to_wire(ss.session.received());
-        let (nonce, port) = (self.rng.bytes(), SERVER_CONTROL.port());
-        let answer = Accepted::accepting(
-            &hello,
-            ss.cid,
-            false,
-            port,
-            received,
-            nonce,
-            &ss.keys.server,
-        );
-        let epoch = answer.epoch;
-        self.conns[conn].send_down(self.now, &Answer::Accepted(answer).encode());
-        self.server.endpoint.handshake_confirming(conn);
-        let deadline = now + self.server.config.handshake_timeout_value();
-        self.server.handshakes.insert(
-            conn,
-            Handshake::Confirm {
-                deadline,
-                session: s,
-                hello,
-                answer,
-                epoch,
-                peer_received,
-            },
-        );
-    }
-
-    /// A CONFIRM arrived (`Engine::complete_resume`).
-    fn confirmed(&mut self, conn: usize, body: &[u8]) {
-        let now = self.now;
-        let Some(Handshake::Confirm {
-            session: s,
-            hello,
-            answer,
-            epoch,
-            peer_received,
-            ..
-        }) = self.server.handshakes.get(&conn)
-        else {
-            return;
-        };
-        let (s, hello, answer, epoch, peer_received) =
-            (*s, *hello, *answer, *epoch, *peer_received);
-        let ss = &self.server.sessions[s];
-        let proven = Confirm::parse(body).is_ok_and(|c| c.verify(&hello, &answer, &ss.keys.client));
-        if !proven {
-            return self.server_handshake_failed(conn);
-        }
-        self.server.handshakes.remove(&conn);
-        self.server.endpoint.handshake_ended(conn);
-        let latest = self.server.endpoint.confirmed(ss.cid, hello.attempt);
-        let ss = &mut self.server.sessions[s];
-        if !latest || ss.finished {
-            self.conns[conn].abort_from_server();
-            return;
-        }
-        ss.session.handle_resume(peer_received, epoch, now);
-        ss.conn = Some(conn);
-    }
-
-    /// A handshake ended without completing (`Engine::server_handshake_failed`).
-    fn server_handshake_failed(&mut self, conn: usize) {
-        let now = self.now;
-        self.server.endpoint.handshake_ended(conn);
-        if let Some(Handshake::Confirm { session, epoch, .. }) =
-            self.server.handshakes.remove(&conn)
-        {
-            let ss = &mut self.server.sessions[session];
-            if !ss.finished {
-                ss.session.handle_offer_failed(epoch, now);
-            }
-        }
-        self.conns[conn].abort_from_server();
-    }
-
-    /// Answers with a refusal and closes (the refusal still reaches the client).
-    fn refuse(&mut self, conn: usize, code: RefusalCode) {
-        self.server.endpoint.handshake_ended(conn);
-        self.server.handshakes.remove(&conn);
-        self.conns[conn].send_down(self.now, &Answer::Refused(code).encode());
-        self.conns[conn].server_done = true;
     }
 
     /// The server session's duties: failed connections, timers, datagrams, the end.

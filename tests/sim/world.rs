@@ -14,7 +14,7 @@ use robust_tcp::Config;
 use crate::client::Client;
 use crate::net::{Conn, Datagrams, Weather};
 use crate::rng::Rng;
-use crate::server::{Handshake, Server};
+use crate::server::Server;
 
 /// The server's TCP address and its control (UDP) address.
 pub const SERVER_TCP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 7000);
@@ -329,9 +329,11 @@ impl World {
             .iter()
             .filter(|s| !s.finished)
             .map(|s| s.session.poll_timeout());
-        let handshakes = self.server.handshakes.values().map(|h| match h {
-            Handshake::Hello { deadline } | Handshake::Confirm { deadline, .. } => Some(*deadline),
-        });
+        let handshakes = self
+            .server
+            .handshakes
+            .values()
+            .map(|&deadline| Some(deadline));
         clients
             .chain(sessions)
             .chain(handshakes)

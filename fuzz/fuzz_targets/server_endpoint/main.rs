@@ -1,23 +1,26 @@
 //! A listener's decisions, driven directly: one `ServerEndpoint` and the server `Session`s
 //! it opens, in-process, with no socket and no thread, under a virtual clock. The harness
-//! plays the engine (`src/engine/server.rs`; `tests/sim/server.rs` is the same driver
-//! under a simulated network): it asks the endpoint about each HELLO, carries the verdict
-//! out, and reports sessions opened and ended and handshakes started and ended.
+//! plays the engine (`src/engine/server/`; `tests/sim/server.rs` is the same driver under
+//! a simulated network): each HELLO starts a handshake whose frames go to the endpoint's
+//! handshake machine (`on_frame`, `after_barrier`, `on_garbage`, `handshake_failed`),
+//! whose actions it carries out, and it reports sessions opened and ended.
 //!
 //! Input: 5 bytes of limits (sessions in all, per address, handshakes, the handshake
 //! timeout and the eviction age), then operations, each an opcode byte and its operands
 //! (see [`Op`]; an input that ends mid-operation ends there). HELLOs are built and tagged
 //! by the harness from small key and session numbers, then one byte of their body may be
 //! flipped, so that the fuzzer reaches both HELLOs that prove themselves and near misses;
-//! raw HELLO bodies and replays of earlier HELLOs come in too. After each operation the
+//! raw HELLO bodies and replays of earlier HELLOs come in too, and so do connections that
+//! send nothing, send garbage or time out, in any phase. After each operation the
 //! sessions' timers run, their datagrams are taken, and finished sessions are reported.
 //!
 //! What must hold, whatever the operations:
 //! - nothing panics, in the endpoint or a session;
 //! - sessions at most `max_sessions` in all and `max_sessions_per_address` per address,
 //!   and the endpoint counts the sessions the harness holds;
-//! - handshakes at most `max_handshakes`, the endpoint counting those the harness holds;
-//!   a handshake it drops was in progress and is not the new one;
+//! - handshakes at most `max_handshakes`, the endpoint counting those the harness holds
+//!   (so every action that ends a handshake ends it in the endpoint too); a handshake it
+//!   drops was in progress and is not the new one;
 //! - a HELLO opens a session only if it is an opening HELLO whose tag is right for the
 //!   keys it carries, with no session open for its opening nonce, and having received
 //!   nothing; it resumes only the session it names (by CID, or by the opening nonce of a
@@ -26,18 +29,20 @@
 //!   twice;
 //! - a session is evicted only if it is open and its client has been gone for at least
 //!   the eviction age;
+//! - a connection is installed only by a CONFIRM of the newest attempt that proved
+//!   itself, on a session that is open;
 //! - the tombstones are at most `max_sessions`.
 //!
-//! Protocol API used: `ServerEndpoint` (`new`, `on_hello`, `opened`, `confirmed`,
-//! `ended`, `handshake_started`, `handshake_confirming`, `handshake_ended`,
-//! `session_count`, `handshake_count`, `tombstone_count`), `ServerLimits`,
-//! `Presence::of`, `Verdict`; `Hello` (`opening`, `resume`, `signed`, `encode`, `parse`,
-//! `verify`, `is_opening`), `Accepted::accepting`, `Confirm` (`new`, `encode`, `parse`,
-//! `verify`), `HEADER_LEN`; `SessionKeys::derive`, `ChallengeKey::new`, `MacKey::tag`;
-//! `Session` (`new`, `handle_cid_named`, `may_resume`, `check_resume`,
-//! `handle_resume`, `handle_offer_failed`, `handle_connection_failed`, `handle_datagram`,
-//! `handle_timeout`, `poll_timeout`, `poll_datagram`, `reset`, `is_finished`,
-//! `peer_knows_cid`, `epoch`), `End`, `Limits`, `Role`; `control::MAX_LEN`.
+//! Protocol API used: `ServerEndpoint` (`new`, `on_frame`, `after_barrier`, `on_garbage`,
+//! `on_drained`, `handshake_failed`, `handshake_started`, `opened`, `ended`,
+//! `session_count`, `handshake_count`, `tombstone_count`), `Host`, `Action`, `Opening`,
+//! `ServerLimits`, `Presence::of`; `Hello` (`opening`, `resume`, `signed`, `encode`,
+//! `parse`, `verify`, `is_opening`), `Accepted`, `Confirm` (`new`, `encode`), `FrameKind`,
+//! `HEADER_LEN`; `SessionKeys::derive`, `HandshakeKeys`, `ChallengeKey::new`,
+//! `MacKey::tag`; `Session` (`new`, `handle_resume`, `handle_offer_failed`,
+//! `handle_connection_failed`, `handle_datagram`, `handle_timeout`, `poll_timeout`,
+//! `poll_datagram`, `reset`, `is_finished`, `peer_knows_cid`, `epoch`), `End`, `Limits`,
+//! `Role`; `control::MAX_LEN`.
 #![no_main]
 
 use std::collections::HashSet;
@@ -47,8 +52,10 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::control::MAX_LEN;
-use robust_tcp::protocol::endpoint::{Presence, ServerEndpoint, ServerLimits, Verdict};
-use robust_tcp::protocol::handshake::{Accepted, Confirm, Hello, HEADER_LEN};
+use robust_tcp::protocol::endpoint::{
+    Action, Host, Opening, Presence, ServerEndpoint, ServerLimits,
+};
+use robust_tcp::protocol::handshake::{Accepted, Confirm, FrameKind, Hello, HEADER_LEN};
 use robust_tcp::protocol::session::{End, Limits, Role, Session};
 use robust_tcp::Error;
 
@@ -107,12 +114,52 @@ struct Open {
     ended: bool,
 }
 
-/// A resumption answered and waiting for its CONFIRM.
+/// A resumption answered and waiting for its CONFIRM on handshake `handshake`.
 struct Pending {
+    handshake: u32,
     session: usize,
     hello: Hello,
     answer: Accepted,
-    peer_received: u64,
+}
+
+/// What the endpoint's handshakes see of the harness: its sessions, and randomness that
+/// is the next session's number repeated, so that session `n` gets CID `n + 1` (as the
+/// seeds expect).
+struct FuzzHost<'a> {
+    sessions: &'a mut [Open],
+}
+
+impl Host<usize> for FuzzHost<'_> {
+    fn handshake_keys(&self, s: usize) -> Option<&HandshakeKeys> {
+        let open = self.sessions.get(s).filter(|o| !o.ended)?;
+        Some(&open.keys.handshake)
+    }
+
+    fn presence(&self, s: usize, now: Instant) -> Presence {
+        let open = self.sessions.get(s).filter(|o| !o.ended);
+        open.map_or_else(Default::default, |o| Presence::of(&o.session, now))
+    }
+
+    fn with_session<R>(&mut self, s: usize, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let open = self.sessions.get_mut(s).filter(|o| !o.ended)?;
+        Some(f(&mut open.session))
+    }
+
+    fn cid_taken(&self, cid: u32) -> bool {
+        self.sessions.iter().any(|o| !o.ended && o.cid == cid)
+    }
+
+    fn control_port(&self) -> u16 {
+        40_000
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        let next = u32::try_from(self.sessions.len() + 1).unwrap_or(u32::MAX);
+        for (b, n) in buf.iter_mut().zip(next.to_be_bytes().into_iter().cycle()) {
+            *b = n;
+        }
+        true
+    }
 }
 
 /// The engine's side: the endpoint and what it was told.
@@ -132,6 +179,8 @@ struct Server {
     /// then resumes that one.
     resumed: HashSet<(usize, [u8; Hello::FRAME_LEN])>,
     pending: Vec<Pending>,
+    /// The session and HELLO of the resumption between its barrier and its ANSWER.
+    resuming: Option<(usize, Hello)>,
 }
 
 impl Server {
@@ -146,6 +195,7 @@ impl Server {
             history: Vec::new(),
             resumed: HashSet::new(),
             pending: Vec::new(),
+            resuming: None,
         }
     }
 
@@ -189,11 +239,7 @@ impl Server {
                 let hello = Hello::resume(cid, nonce, attempt.into(), received.into(), &key);
                 self.hello(from, &hello.encode(), flip, true);
             }
-            Op::RawHello { from, body } => {
-                if let Ok(hello) = Hello::parse(&body) {
-                    self.decide(from, hello, true);
-                }
-            }
+            Op::RawHello { from, body } => self.hello_body(from, &body, true),
             Op::Replay { from, which } => {
                 if let Some(frame) = pick(&self.history, which).copied() {
                     let no_flip = Flip { at: 0, xor: 0 };
@@ -235,26 +281,18 @@ impl Server {
                 }
             }
             Op::HandshakeStarted => {
-                let id = self.next_handshake;
-                self.next_handshake += 1;
-                if let Some(victim) = self.endpoint.handshake_started(id) {
-                    let at = self.handshakes.iter().position(|&h| h == victim);
-                    let Some(at) = at else {
-                        panic!("dropped handshake {victim}, which was not in progress");
-                    };
-                    self.handshakes.remove(at);
-                }
-                self.handshakes.push(id);
+                self.start();
             }
-            Op::HandshakeConfirming { which } => {
+            Op::HandshakeGarbage { which } => {
                 if let Some(&h) = pick(&self.handshakes, which) {
-                    self.endpoint.handshake_confirming(h);
+                    let action = self.endpoint.on_garbage(h);
+                    self.carry_out(h, action);
                 }
             }
-            Op::HandshakeEnded { which } => {
+            Op::HandshakeFailed { which } => {
                 if let Some(&h) = pick(&self.handshakes, which) {
-                    self.endpoint.handshake_ended(h);
-                    self.handshakes.retain(|&x| x != h);
+                    let action = self.endpoint.handshake_failed(h);
+                    self.carry_out(h, action);
                 }
             }
             Op::Advance { ms } => self.now += Duration::from_millis(u64::from(ms) * 10),
@@ -271,98 +309,196 @@ impl Server {
     fn hello(&mut self, from: u8, frame: &[u8; Hello::FRAME_LEN], flip: Flip, welcome: bool) {
         let mut frame = *frame;
         flip.apply(&mut frame[HEADER_LEN..]);
-        if let Ok(hello) = Hello::parse(&frame[HEADER_LEN..]) {
-            self.decide(from, hello, welcome);
-        }
+        self.hello_body(from, &frame[HEADER_LEN..], welcome);
     }
 
-    /// The endpoint's verdict on `hello`, checked and carried out.
-    fn decide(&mut self, from: u8, hello: Hello, welcome: bool) {
-        let frame = hello.encode();
-        self.history.push(frame);
-        if self.history.len() > HISTORY {
-            self.history.remove(0);
+    /// A connection is accepted: its handshake starts (`Engine::start_handshake`).
+    fn start(&mut self) -> u32 {
+        let id = self.next_handshake;
+        self.next_handshake += 1;
+        if let Some((victim, action)) = self.endpoint.handshake_started(id) {
+            assert!(
+                self.handshakes.contains(&victim),
+                "dropped handshake {victim}, which was not in progress"
+            );
+            self.carry_out(victim, action);
         }
+        self.handshakes.push(id);
+        id
+    }
+
+    /// A new connection from address `from` sends a HELLO frame with `body`: the
+    /// endpoint's actions checked and carried out.
+    fn hello_body(&mut self, from: u8, body: &[u8], welcome: bool) {
+        let hello = Hello::parse(body).ok();
+        if let Some(hello) = hello {
+            self.history.push(hello.encode());
+            if self.history.len() > HISTORY {
+                self.history.remove(0);
+            }
+        }
+        let h = self.start();
         let (client, now) = (address(from), self.now);
-        let sessions = &self.sessions;
-        let verdict = self.endpoint.on_hello(
-            &hello,
-            client,
-            welcome,
-            now,
-            |s, hello| hello.verify(&sessions[s].keys.handshake.client),
-            |s| Presence::of(&sessions[s].session, now),
-        );
-        match verdict {
-            Verdict::Refuse(_) => {}
-            Verdict::Open { keys: _, evict } => {
-                let derived =
-                    SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Client);
-                assert!(
-                    hello.is_opening() && hello.verify(&derived.handshake.client),
-                    "a HELLO that does not prove an opening opened a session: {hello:?}"
-                );
-                assert_eq!(hello.received, 0, "an opening that received bytes opened");
+        let mut host = FuzzHost {
+            sessions: &mut self.sessions,
+        };
+        let action =
+            self.endpoint
+                .on_frame(h, FrameKind::Hello, body, client, welcome, &mut host, now);
+        match (&action, hello) {
+            (Action::Open(o), Some(hello)) => {
+                assert_eq!(o.hello, hello, "opened for another HELLO");
                 assert!(welcome, "a session opened while new ones are not welcome");
-                if let Some(e) = evict {
-                    let victim = self.sessions.get_mut(e.session).filter(|o| !o.ended);
-                    let Some(victim) = victim else {
-                        panic!("evicted session {}, which is not open", e.session);
-                    };
-                    assert_eq!(victim.cid, e.cid, "evicted the wrong CID");
-                    let gone = Presence::of(&victim.session, now).gone_for;
-                    assert!(
-                        gone.is_some_and(|g| g >= self.limits.evictable_after),
-                        "evicted a session whose client was gone for {gone:?} only"
-                    );
-                    victim
-                        .session
-                        .reset(Error::Evicted { waited: e.waited }, now);
-                    victim.ended = true;
-                }
-                assert!(
-                    !self
-                        .sessions
-                        .iter()
-                        .any(|o| !o.ended && o.opening == hello.opening_nonce),
-                    "a second session opened for one opening nonce"
-                );
-                self.open(client, hello, derived);
             }
-            Verdict::Resume(s) => {
-                let Some(open) = self.sessions.get_mut(s).filter(|o| !o.ended) else {
-                    panic!("resumed session {s}, which is not open");
-                };
-                let names_it = if hello.is_opening() {
-                    hello.opening_nonce == open.opening
-                } else {
-                    hello.cid == open.cid
-                };
-                assert!(
-                    names_it && hello.verify(&open.keys.handshake.client),
-                    "a HELLO that does not prove session {s} resumed it: {hello:?}"
-                );
-                assert!(
-                    hello.attempt > open.last_attempt,
-                    "attempt {} resumed after attempt {}",
-                    hello.attempt,
-                    open.last_attempt
-                );
-                assert!(
-                    self.resumed.insert((s, frame)),
-                    "a HELLO resumed session {s} twice"
-                );
-                open.last_attempt = hello.attempt;
-                self.resume(s, hello);
+            (Action::Barrier(s), Some(hello)) => {
+                self.resumed(*s, hello);
+                self.resuming = Some((*s, hello));
             }
+            (Action::Open(_) | Action::Barrier(_), None) => {
+                panic!("a HELLO that does not parse got {action:?}")
+            }
+            _ => {}
+        }
+        if let Action::Open(o) = action {
+            self.handshakes.retain(|&x| x != h);
+            self.open(client, *o);
+        } else {
+            self.carry_out(h, action);
         }
     }
 
-    /// Opens a session for `hello`, as `Engine::open_session` does.
-    fn open(&mut self, client: IpAddr, hello: Hello, keys: SessionKeys) {
+    /// Checks that session `s` may be resumed by `hello`, which proved itself.
+    fn resumed(&mut self, s: usize, hello: Hello) {
+        let Some(open) = self.sessions.get_mut(s).filter(|o| !o.ended) else {
+            panic!("resumed session {s}, which is not open");
+        };
+        let names_it = if hello.is_opening() {
+            hello.opening_nonce == open.opening
+        } else {
+            hello.cid == open.cid
+        };
+        assert!(
+            names_it && hello.verify(&open.keys.handshake.client),
+            "a HELLO that does not prove session {s} resumed it: {hello:?}"
+        );
+        assert!(
+            hello.attempt > open.last_attempt,
+            "attempt {} resumed after attempt {}",
+            hello.attempt,
+            open.last_attempt
+        );
+        assert!(
+            self.resumed.insert((s, hello.encode())),
+            "a HELLO resumed session {s} twice"
+        );
+        open.last_attempt = hello.attempt;
+    }
+
+    /// Carries out `action` for handshake `h`, as the engine does (`Engine::carry_out`).
+    fn carry_out(&mut self, h: u32, action: Action<usize>) {
+        let now = self.now;
+        let ends = match action {
+            Action::Wait | Action::TurnAway => false,
+            Action::Barrier(s) => {
+                // The live connection is aborted, then the barrier passed.
+                let session = &mut self.sessions[s].session;
+                let epoch = session.epoch();
+                session.handle_connection_failed(epoch, "the client reconnected", now);
+                let mut host = FuzzHost {
+                    sessions: &mut self.sessions,
+                };
+                let action = self.endpoint.after_barrier(h, &mut host);
+                return self.carry_out(h, action);
+            }
+            Action::Answer(answer) => {
+                let Some((session, hello)) = self.resuming.take() else {
+                    panic!("handshake {h} answered without a resumption");
+                };
+                assert!(
+                    answer.answers(&hello, &self.sessions[session].keys.handshake.server),
+                    "an answer that does not prove itself"
+                );
+                self.pending.push(Pending {
+                    handshake: h,
+                    session,
+                    hello,
+                    answer: *answer,
+                });
+                if self.pending.len() > PENDING {
+                    self.pending.remove(0);
+                }
+                false
+            }
+            Action::Install {
+                session,
+                epoch,
+                peer_received,
+            } => {
+                let open = &mut self.sessions[session];
+                assert!(!open.ended, "an ended session's resumption confirmed");
+                assert_eq!(
+                    u64::from(epoch),
+                    open.last_attempt,
+                    "installed an attempt that is not the newest"
+                );
+                open.session.handle_resume(peer_received, epoch, now);
+                true
+            }
+            Action::OfferFailed { session, epoch } => {
+                let open = &mut self.sessions[session];
+                if !open.ended {
+                    open.session.handle_offer_failed(epoch, now);
+                }
+                true
+            }
+            Action::Open(_) => panic!("handshake {h} opened outside a HELLO"),
+            Action::Control | Action::Refuse(_) | Action::Close => true,
+        };
+        if ends {
+            self.handshakes.retain(|&x| x != h);
+            self.pending.retain(|p| p.handshake != h);
+        }
+    }
+
+    /// Opens a session, as `Engine::open_session` does (having evicted first).
+    fn open(&mut self, client: IpAddr, o: Opening<usize>) {
+        let now = self.now;
+        let hello = o.hello;
+        let derived = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Client);
+        assert!(
+            hello.is_opening() && hello.verify(&derived.handshake.client),
+            "a HELLO that does not prove an opening opened a session: {hello:?}"
+        );
+        assert_eq!(hello.received, 0, "an opening that received bytes opened");
+        if let Some(e) = o.evict {
+            let victim = self.sessions.get_mut(e.session).filter(|o| !o.ended);
+            let Some(victim) = victim else {
+                panic!("evicted session {}, which is not open", e.session);
+            };
+            assert_eq!(victim.cid, e.cid, "evicted the wrong CID");
+            let gone = Presence::of(&victim.session, now).gone_for;
+            assert!(
+                gone.is_some_and(|g| g >= self.limits.evictable_after),
+                "evicted a session whose client was gone for {gone:?} only"
+            );
+            victim
+                .session
+                .reset(Error::Evicted { waited: e.waited }, now);
+            victim.ended = true;
+        }
+        assert!(
+            !self
+                .sessions
+                .iter()
+                .any(|x| !x.ended && x.opening == hello.opening_nonce),
+            "a second session opened for one opening nonce"
+        );
+        assert!(
+            !self.sessions.iter().any(|x| !x.ended && x.cid == o.cid) && o.cid != 0,
+            "CID {} is 0 or taken",
+            o.cid
+        );
         let s = self.sessions.len();
-        let cid = u32::try_from(s + 1).unwrap_or(u32::MAX);
-        let server = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
         // Small numbers, so that inputs reach full buffers, silence and giving up.
         let limits = Limits {
             send_buffer: 1024,
@@ -372,75 +508,45 @@ impl Server {
             dead_after: Some(Duration::from_secs(3)),
             linger: Duration::from_secs(5),
         };
-        let end = End::Server(ChallengeKey::new(&[cid as u8; 32]));
-        let epoch = hello.attempt as u32;
-        let session = Session::new(end, cid, epoch, limits, server.control, self.now);
-        self.endpoint.opened(cid, s, client, &hello);
+        let end = End::Server(ChallengeKey::new(&o.challenge_key));
+        let session = Session::new(end, o.cid, o.answer.epoch, limits, o.keys.control, now);
+        self.endpoint.opened(o.cid, s, client, &hello);
         self.sessions.push(Open {
             session,
-            cid,
+            cid: o.cid,
             client,
             opening: hello.opening_nonce,
-            keys,
+            keys: derived,
             last_attempt: hello.attempt,
             ended: false,
         });
     }
 
-    /// Resumes session `s` for `hello`, as `Engine::resume_session` does: the old
-    /// connection fails, and the ANSWER waits for a CONFIRM.
-    fn resume(&mut self, s: usize, hello: Hello) {
-        let now = self.now;
-        let open = &mut self.sessions[s];
-        if !hello.is_opening() {
-            open.session.handle_cid_named();
-        }
-        if !open.session.may_resume(hello.received) {
-            return;
-        }
-        let epoch = open.session.epoch();
-        open.session
-            .handle_connection_failed(epoch, "the client reconnected", now);
-        let Some(peer_received) = open.session.check_resume(hello.received) else {
-            return;
-        };
-        let key = &open.keys.handshake.server;
-        let answer = Accepted::accepting(&hello, open.cid, false, 40_000, 0, [0x33; 16], key);
-        self.pending.push(Pending {
-            session: s,
-            hello,
-            answer,
-            peer_received,
-        });
-        if self.pending.len() > PENDING {
-            self.pending.remove(0);
-        }
-    }
-
-    /// The client's CONFIRM of a pending resumption (`flip` applied to its body), as
-    /// `Engine::complete_resume` takes it.
+    /// The client's CONFIRM of a pending resumption (`flip` applied to its body), fed to
+    /// its handshake.
     fn confirm(&mut self, which: u8, flip: Flip) {
         if self.pending.is_empty() {
             return;
         }
-        let p = self.pending.remove(usize::from(which) % self.pending.len());
-        let now = self.now;
-        let open = &mut self.sessions[p.session];
-        let mut frame = Confirm::new(&p.hello, &p.answer, &open.keys.handshake.client).encode();
+        let p = &self.pending[usize::from(which) % self.pending.len()];
+        let key = &self.sessions[p.session].keys.handshake.client;
+        let mut frame = Confirm::new(&p.hello, &p.answer, key).encode();
         flip.apply(&mut frame[HEADER_LEN..]);
-        let proven = Confirm::parse(&frame[HEADER_LEN..])
-            .is_ok_and(|c| c.verify(&p.hello, &p.answer, &open.keys.handshake.client));
-        let epoch = p.answer.epoch;
-        if !proven {
-            if !open.ended {
-                open.session.handle_offer_failed(epoch, now);
-            }
-            return;
-        }
-        if self.endpoint.confirmed(open.cid, p.hello.attempt) {
-            assert!(!open.ended, "an ended session's resumption confirmed");
-            open.session.handle_resume(p.peer_received, epoch, now);
-        }
+        let (h, now) = (p.handshake, self.now);
+        let mut host = FuzzHost {
+            sessions: &mut self.sessions,
+        };
+        let body = &frame[HEADER_LEN..];
+        let action = self.endpoint.on_frame(
+            h,
+            FrameKind::Confirm,
+            body,
+            address(0),
+            true,
+            &mut host,
+            now,
+        );
+        self.carry_out(h, action);
     }
 
     /// What the engine does between inputs: the sessions' timers, their datagrams, and

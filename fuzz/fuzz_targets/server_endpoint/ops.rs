@@ -89,10 +89,10 @@ pub enum Op {
     Reset { session: u8 },
     /// A connection is accepted: its handshake starts.
     HandshakeStarted,
-    /// Handshake `which` is answered and waits for a CONFIRM.
-    HandshakeConfirming { which: u8 },
-    /// Handshake `which` ends (completed, failed or timed out).
-    HandshakeEnded { which: u8 },
+    /// Handshake `which` reads bytes that are no robust-tcp frame.
+    HandshakeGarbage { which: u8 },
+    /// Handshake `which` fails (its connection, or its deadline).
+    HandshakeFailed { which: u8 },
     /// Time passes: `ms` times 10 milliseconds.
     Advance { ms: u16 },
 }
@@ -148,10 +148,10 @@ impl Op {
                 session: input.byte(),
             },
             8 => Op::HandshakeStarted,
-            9 => Op::HandshakeConfirming {
+            9 => Op::HandshakeGarbage {
                 which: input.byte(),
             },
-            10 => Op::HandshakeEnded {
+            10 => Op::HandshakeFailed {
                 which: input.byte(),
             },
             _ => Op::Advance { ms: input.u16() },

@@ -1,10 +1,16 @@
-//! What a client makes of an ANSWER that accepted its HELLO: whether the ANSWER proves
-//! itself, whether it fits the HELLO, and whether the server's count is possible; and so
-//! what becomes of the attempt's connection. Without I/O: the engine (or a simulation)
-//! reads the ANSWER, asks [`check_answer`] and carries the outcome out.
+//! What a client makes of the frame that answers its HELLO ([`on_answer`]): a refusal, and
+//! what it means for the session; or an ANSWER, whether it proves itself, fits the HELLO
+//! and carries a possible count ([`check_answer`]); and so what becomes of the attempt's
+//! connection, with the CONFIRM a resumption needs. Without I/O: the engine (or a
+//! simulation) reads the frame, asks, and carries the [`Answered`] out.
 
-use crate::core::auth::MacKey;
-use crate::core::handshake::{Accepted, Hello};
+use std::io;
+
+use super::redial::Failure;
+use crate::core::auth::{HandshakeKeys, MacKey};
+use crate::core::handshake::{Accepted, Answer, Confirm, Hello, RefusalCode};
+use crate::core::WireError;
+use crate::error::{Error, NotRobustReason, Refusal};
 
 /// Why a server's count fails the session.
 const IMPOSSIBLE_COUNT: &str = "the server claims to have received bytes that were never sent";
@@ -104,10 +110,121 @@ pub fn check_answer(
     })
 }
 
+/// What a client does with the frame that answers an attempt's HELLO.
+#[derive(Debug)]
+pub enum Answered {
+    /// The server accepted: write `confirm` first if there is one (a resumption); if the
+    /// HELLO was an opening, learn the CID and control port from the ANSWER; then install
+    /// the connection (the first opening's is the session's already: only let its readers
+    /// proceed), resending from `peer_received`.
+    Install {
+        /// The ANSWER: its CID, control port and epoch.
+        answer: Accepted,
+        /// The CONFIRM to write before anything else, if the server resumed the session.
+        confirm: Option<Confirm>,
+        /// What the server has received, as a stream position.
+        peer_received: u64,
+    },
+    /// The attempt failed as `failure` says; `heard`: a robust-tcp server holding the
+    /// session's keys answered all the same (`Redial::heard_answer` first).
+    Failed {
+        /// Why, for `Redial::failed`.
+        failure: Failure,
+        /// Whether the server was heard.
+        heard: bool,
+    },
+    /// Refused for good: the session fails with this error
+    /// (`Session::handle_resume_refused`, and `Redial::abandoned`).
+    Refused(Error),
+    /// The server broke the protocol (it was heard): reset the session with this error.
+    Violation(Error),
+}
+
+impl Answered {
+    /// Whether the server was heard: call `Redial::heard_answer` before carrying it out.
+    pub fn heard(&self) -> bool {
+        match self {
+            Answered::Install { .. } | Answered::Violation(_) => true,
+            Answered::Failed { heard, .. } => *heard,
+            Answered::Refused(_) => false,
+        }
+    }
+}
+
+/// What a client makes of the frame that answers `hello`: its body, or why the bytes
+/// were no ANSWER frame. `keys` are the session's handshake keys; `on_session` and
+/// `check_resume` as for [`check_answer`].
+pub fn on_answer(
+    hello: &Hello,
+    frame: Result<&[u8], WireError>,
+    keys: &HandshakeKeys,
+    on_session: bool,
+    check_resume: impl FnOnce(u32) -> Option<u64>,
+) -> Answered {
+    let failed = |failure| Answered::Failed {
+        failure,
+        heard: false,
+    };
+    let answer = match frame.and_then(Answer::parse) {
+        Ok(Answer::Accepted(answer)) => answer,
+        Ok(Answer::Refused(code)) if code.is_temporary() => return failed(Failure::Busy),
+        Ok(Answer::Refused(code)) => return Answered::Refused(refusal(code, hello.is_opening())),
+        Err(e) => return failed(not_robust(e)),
+    };
+    match check_answer(hello, &answer, &keys.server, on_session, check_resume) {
+        // Nothing more is sent on this connection.
+        Err(why) => Answered::Failed {
+            failure: Failure::Cut(io::Error::other(why.reason())),
+            heard: why.server_heard(),
+        },
+        Ok(AnswerOutcome::Install { peer_received }) => Answered::Install {
+            answer,
+            confirm: None,
+            peer_received,
+        },
+        // Prove that we hold the session's keys and got this answer, before the server
+        // moves the session to this connection.
+        Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => Answered::Install {
+            answer,
+            confirm: Some(Confirm::new(hello, &answer, &keys.client)),
+            peer_received,
+        },
+        Ok(AnswerOutcome::ProtocolViolation(why)) => {
+            Answered::Violation(Error::ProtocolViolation(why))
+        }
+    }
+}
+
+/// The error a permanent refusal fails the session with, as an `opening` or not.
+fn refusal(code: RefusalCode, opening: bool) -> Error {
+    match (code, opening) {
+        (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
+        (RefusalCode::BadRequest, true) => {
+            Error::ProtocolViolation("the server refused to open a session")
+        }
+        (RefusalCode::BadRequest, false) => {
+            Error::ProtocolViolation("the server found our byte count impossible")
+        }
+        _ => Error::UnknownSession,
+    }
+}
+
+/// The failure for bytes from a server that are not a robust-tcp answer.
+fn not_robust(e: WireError) -> Failure {
+    let reason = match e {
+        WireError::NotRobust => NotRobustReason::ForeignBytes,
+        WireError::Version(v) => NotRobustReason::Version(v),
+        WireError::Malformed(_) | WireError::Forged => NotRobustReason::Malformed,
+    };
+    Failure::Fatal(Error::NotRobust { reason })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN};
+    use crate::core::endpoint::redial::NextHello;
+    use crate::core::handshake::HEADER_LEN;
     use crate::core::session::Role;
 
     const OPENING_NONCE: [u8; NONCE_LEN] = [4; NONCE_LEN];
@@ -218,5 +335,136 @@ mod tests {
             panic!("the count of a misfit answer is looked at")
         });
         assert_eq!(checked, Err(Misanswer::Misfit));
+    }
+
+    /// What `on_answer` makes of `frame` for `hello`, the session having sent 500 bytes.
+    fn on(hello: &Hello, frame: Result<&[u8], WireError>) -> Answered {
+        let keys = keys().handshake;
+        on_answer(hello, frame, &keys, false, |n| {
+            Some(u64::from(n)).filter(|&n| n <= 500)
+        })
+    }
+
+    #[test]
+    fn refusals_fail_the_attempt_when_temporary_and_the_session_otherwise() {
+        let (opening, resuming) = (opening(2), resumption());
+        let busy = Answer::Refused(RefusalCode::TooManySessions).encode();
+        let failed = on(&opening, Ok(&busy[HEADER_LEN..]));
+        assert!(matches!(
+            failed,
+            Answered::Failed {
+                failure: Failure::Busy,
+                heard: false
+            }
+        ));
+        let closed = Error::Refused(Refusal::ServerClosed);
+        let opening_bad = Error::ProtocolViolation("the server refused to open a session");
+        let count_bad = Error::ProtocolViolation("the server found our byte count impossible");
+        let cases = [
+            (opening, RefusalCode::Closed, closed),
+            (resuming, RefusalCode::Closed, Error::UnknownSession),
+            (opening, RefusalCode::UnknownSession, Error::UnknownSession),
+            (opening, RefusalCode::BadRequest, opening_bad),
+            (resuming, RefusalCode::BadRequest, count_bad),
+        ];
+        for (hello, code, error) in cases {
+            let frame = Answer::Refused(code).encode();
+            let answered = on(&hello, Ok(&frame[HEADER_LEN..]));
+            assert!(!answered.heard());
+            let Answered::Refused(e) = answered else {
+                panic!("{code:?}: {answered:?}");
+            };
+            assert_eq!(e, error, "{code:?}, opening {}", hello.is_opening());
+        }
+    }
+
+    #[test]
+    fn an_answer_is_installed_with_a_confirm_that_verifies_only_where_the_server_resumed() {
+        let (retried, resuming) = (opening(3), resumption());
+        let keys = keys().handshake;
+        let opened = Answer::Accepted(answer(&retried, true, 3, 0)).encode();
+        let answered = on(&retried, Ok(&opened[HEADER_LEN..]));
+        assert!(answered.heard());
+        let Answered::Install {
+            confirm: None,
+            peer_received: 0,
+            answer,
+        } = answered
+        else {
+            panic!("{answered:?}");
+        };
+        assert_eq!((answer.cid, answer.epoch), (CID, 3));
+        let accepted = answer_of(&resuming);
+        let resumed = Answer::Accepted(accepted).encode();
+        let Answered::Install {
+            confirm: Some(confirm),
+            peer_received: 300,
+            ..
+        } = on(&resuming, Ok(&resumed[HEADER_LEN..]))
+        else {
+            panic!("a resumption installed without a CONFIRM");
+        };
+        assert!(confirm.verify(&resuming, &accepted, &keys.client));
+    }
+
+    fn answer_of(hello: &Hello) -> Accepted {
+        answer(hello, false, 5, 300)
+    }
+
+    #[test]
+    fn garbage_misanswers_and_impossible_counts_each_get_their_end() {
+        let hello = resumption();
+        let not_robust = on(&hello, Err(WireError::NotRobust));
+        assert!(matches!(
+            not_robust,
+            Answered::Failed {
+                failure: Failure::Fatal(Error::NotRobust { .. }),
+                heard: false
+            }
+        ));
+        let forged = Accepted {
+            tag: [9; TAG_LEN],
+            ..answer_of(&hello)
+        };
+        let frame = Answer::Accepted(forged).encode();
+        let unproven = on(&hello, Ok(&frame[HEADER_LEN..]));
+        assert!(matches!(
+            unproven,
+            Answered::Failed {
+                failure: Failure::Cut(_),
+                heard: false
+            }
+        ));
+        let frame = Answer::Accepted(answer(&hello, true, 5, 0)).encode();
+        let misfit = on(&hello, Ok(&frame[HEADER_LEN..]));
+        assert!(matches!(
+            misfit,
+            Answered::Failed {
+                failure: Failure::Cut(_),
+                heard: true
+            }
+        ));
+        let frame = Answer::Accepted(answer(&hello, false, 5, 501)).encode();
+        let violation = on(&hello, Ok(&frame[HEADER_LEN..]));
+        assert!(violation.heard());
+        assert!(matches!(
+            violation,
+            Answered::Violation(Error::ProtocolViolation(_))
+        ));
+    }
+
+    #[test]
+    fn the_next_hello_is_a_retried_opening_or_a_resumption_with_the_count() {
+        let key = &keys().handshake.client;
+        let retry = NextHello {
+            attempt: 3,
+            opening: Some((OPENING_NONCE, SECRET)),
+        };
+        assert_eq!(retry.hello([1; NONCE_LEN], 0, 0, key), opening(3));
+        let resume = NextHello {
+            attempt: 5,
+            opening: None,
+        };
+        assert_eq!(resume.hello([2; NONCE_LEN], CID, 1000, key), resumption());
     }
 }

@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::OPENING_WINDOW;
-use crate::core::auth::{Nonce, Secret};
+use crate::core::auth::{MacKey, Nonce, Secret};
 use crate::core::backoff::Backoff;
+use crate::core::counter::to_wire;
+use crate::core::handshake::Hello;
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
 
@@ -65,6 +67,21 @@ pub struct NextHello {
     /// A retried opening's opening nonce and secret (the first HELLO's); `None` to resume
     /// by CID.
     pub opening: Option<(Nonce, Secret)>,
+}
+
+impl NextHello {
+    /// The HELLO itself, with a fresh client `nonce`: a retried opening's, or a
+    /// resumption of session `cid` whose application has read `received` bytes (exact
+    /// once no thread is inside a read on the old connection). `key`: the session's
+    /// client handshake key.
+    pub fn hello(&self, nonce: Nonce, cid: u32, received: u64, key: &MacKey) -> Hello {
+        match self.opening {
+            Some((opening_nonce, secret)) => {
+                Hello::opening(nonce, self.attempt, opening_nonce, secret, key)
+            }
+            None => Hello::resume(cid, nonce, self.attempt, to_wire(received), key),
+        }
+    }
 }
 
 /// A client session's reconnection schedule; `D` names an attempt (the engine's token).

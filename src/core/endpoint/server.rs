@@ -12,13 +12,16 @@
 //! which refuse such an opening instead.
 //!
 //! Sessions and handshakes are named by ids of the engine's choosing (`S`, `H`); the
-//! engine asks, carries out the verdict and reports what happened (`opened`, `ended`).
+//! engine feeds each handshake's frames to its state machine ([`handshake`]), carries out
+//! the actions it gets back and reports what happened (`opened`, `ended`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use self::handshake::Phase;
+pub use self::handshake::{Action, Host, Opening};
 use super::OPENING_WINDOW;
 use crate::core::auth::{Nonce, SessionKeys};
 use crate::core::handshake::{Hello, RefusalCode};
@@ -132,11 +135,11 @@ struct Record<S> {
     last_attempt: u64,
 }
 
-/// A handshake in progress, and whether it got as far as waiting for a CONFIRM.
+/// A handshake in progress, and where it stands.
 #[derive(Debug)]
-struct InProgress<H> {
+struct InProgress<S, H> {
     handshake: H,
-    confirming: bool,
+    phase: Phase<S>,
 }
 
 /// One listener's decisions (see the module doc).
@@ -151,7 +154,7 @@ pub struct ServerEndpoint<S, H> {
     per_address: HashMap<IpAddr, usize>,
     tombstones: Tombstones,
     /// Handshakes in progress, oldest first.
-    handshakes: VecDeque<InProgress<H>>,
+    handshakes: VecDeque<InProgress<S, H>>,
 }
 
 impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
@@ -341,53 +344,64 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         }
     }
 
-    /// A handshake started: returns the one to drop first to make room, if the listener
-    /// has `max_handshakes` already (the oldest that has not been answered: a client
-    /// that got its ANSWER is further along and goes last). A real client completes
-    /// within a round trip, so a flood of slow or silent connections evicts itself.
-    pub fn handshake_started(&mut self, handshake: H) -> Option<H> {
-        let victim = if self.handshakes.len() >= self.limits.max_handshakes {
+    /// A handshake started, waiting for its HELLO: returns the one dropped to make room,
+    /// with what to do about it, if the listener had `max_handshakes` already (the oldest
+    /// that has not been answered: a client that got its ANSWER is further along and goes
+    /// last). A real client completes within a round trip, so a flood of slow or silent
+    /// connections evicts itself.
+    pub fn handshake_started(&mut self, handshake: H) -> Option<(H, Action<S>)> {
+        let dropped = if self.handshakes.len() >= self.limits.max_handshakes {
             let oldest = self.handshakes.front().map(|h| h.handshake);
-            self.handshakes
+            let victim = self
+                .handshakes
                 .iter()
-                .find(|h| !h.confirming)
+                .find(|h| !matches!(h.phase, Phase::Confirm(_)))
                 .map(|h| h.handshake)
-                .or(oldest)
+                .or(oldest);
+            victim.map(|victim| (victim, self.handshake_failed(victim)))
         } else {
             None
         };
-        if let Some(victim) = victim {
-            self.handshake_ended(victim);
-        }
         self.handshakes.push_back(InProgress {
             handshake,
-            confirming: false,
+            phase: Phase::Hello,
         });
-        victim
+        dropped
     }
 
-    /// A handshake was answered and waits for the client's CONFIRM.
-    pub fn handshake_confirming(&mut self, handshake: H) {
-        if let Some(h) = self
-            .handshakes
+    /// Where handshake `h` stands, if it is in progress.
+    fn phase(&self, h: H) -> Option<&Phase<S>> {
+        self.handshakes
+            .iter()
+            .find(|p| p.handshake == h)
+            .map(|p| &p.phase)
+    }
+
+    /// The same, to change.
+    fn phase_mut(&mut self, h: H) -> Option<&mut Phase<S>> {
+        self.handshakes
             .iter_mut()
-            .find(|h| h.handshake == handshake)
-        {
-            h.confirming = true;
+            .find(|p| p.handshake == h)
+            .map(|p| &mut p.phase)
+    }
+
+    /// Moves handshake `h` on to `phase`.
+    fn set_phase(&mut self, h: H, phase: Phase<S>) {
+        if let Some(p) = self.phase_mut(h) {
+            *p = phase;
         }
     }
 
-    /// A handshake is over (completed, failed or dropped).
+    /// Ends handshake `h`: where it stood, if it was in progress.
+    fn take(&mut self, h: H) -> Option<Phase<S>> {
+        let at = self.handshakes.iter().position(|p| p.handshake == h)?;
+        self.handshakes.remove(at).map(|p| p.phase)
+    }
+
+    /// A handshake is over: its connection was closed without a word from the endpoint
+    /// (a write on it failed, say). Nothing was offered on it that the session must hear of.
     pub fn handshake_ended(&mut self, handshake: H) {
-        if self
-            .handshakes
-            .front()
-            .is_some_and(|h| h.handshake == handshake)
-        {
-            self.handshakes.pop_front();
-        } else {
-            self.handshakes.retain(|h| h.handshake != handshake);
-        }
+        self.take(handshake);
     }
 
     /// The handshakes in progress, to drop when the listener closes.
@@ -431,5 +445,6 @@ impl Tombstones {
     }
 }
 
+mod handshake;
 #[cfg(test)]
 mod tests;

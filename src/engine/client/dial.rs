@@ -15,10 +15,9 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::{was_established, Opened};
-use crate::core::counter::to_wire;
-use crate::core::endpoint::client::{check_answer, AnswerOutcome};
-use crate::core::endpoint::redial::{Failure, NextHello, Redial};
-use crate::core::handshake::{Accepted, Answer, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::endpoint::client::{on_answer, Answered};
+use crate::core::endpoint::redial::{Failure, Redial};
+use crate::core::handshake::{Accepted, FrameKind, Hello};
 use crate::core::session::Role;
 use crate::core::WireError;
 use crate::engine::control::{canonical, RouteKey};
@@ -26,7 +25,7 @@ use crate::engine::frames::{write_frame, DontWait, FrameError, FrameRead, FrameR
 use crate::engine::handshakes::Handshake;
 use crate::engine::session::SharedSession;
 use crate::engine::{random, Engine, Entry, Side};
-use crate::error::{Error, NotRobustReason, Refusal};
+use crate::error::{Error, Refusal};
 
 /// One attempt at a handshake, by the client.
 pub(crate) struct Dial {
@@ -59,7 +58,7 @@ impl AwaitedAnswer {
         AwaitedAnswer {
             hello,
             hello_sent,
-            reader: FrameReader::new(FrameKind::Answer),
+            reader: FrameReader::new(&[FrameKind::Answer]),
         }
     }
 }
@@ -152,19 +151,17 @@ impl Engine {
             return;
         };
         let (hello, hello_sent) = (awaited.hello, awaited.hello_sent);
-        match awaited.reader.poll(DontWait(&dial.stream)) {
+        let body = match awaited.reader.poll(DontWait(&dial.stream)) {
             Ok(FrameRead::Pending) => {
                 self.handshakes
                     .insert(token, Handshake::Client(Box::new(dial)));
+                return;
             }
-            Ok(FrameRead::Done(body)) => match Answer::parse(&body) {
-                Ok(Answer::Accepted(answer)) => self.answered(dial, hello, hello_sent, answer),
-                Ok(Answer::Refused(code)) => self.refused(code, dial),
-                Err(e) => self.dial_failed(dial, not_robust(e)),
-            },
-            Err(FrameError::Wire(e)) => self.dial_failed(dial, not_robust(e)),
-            Err(FrameError::Io(e)) => self.dial_failed(dial, Failure::Cut(e)),
-        }
+            Ok(FrameRead::Done(body)) => Ok(body),
+            Err(FrameError::Wire(e)) => Err(e),
+            Err(FrameError::Io(e)) => return self.dial_failed(dial, Failure::Cut(e)),
+        };
+        self.answered(dial, hello, hello_sent, body);
     }
 
     /// Takes over a session its caller opened ([`open_once`]): reads the server's ANSWER
@@ -241,7 +238,7 @@ impl Engine {
         let Side::Client(redial) = &mut entry.side else {
             return None;
         };
-        let NextHello { attempt, opening } = match redial.next_hello(Instant::now()) {
+        let next = match redial.next_hello(Instant::now()) {
             Ok(next) => next,
             Err(e) => return Some(Err(Failure::Fatal(e))),
         };
@@ -250,69 +247,58 @@ impl Engine {
         // the received count is exact.
         shared.barrier();
         let key = &shared.handshake_keys().client;
-        Some(Ok(match opening {
-            Some((opening_nonce, secret)) => {
-                Hello::opening(nonce, attempt, opening_nonce, secret, key)
-            }
-            None => {
-                let received = to_wire(shared.received());
-                Hello::resume(shared.cid(), nonce, attempt, received, key)
-            }
-        }))
+        Some(Ok(next.hello(nonce, shared.cid(), shared.received(), key)))
     }
 
-    /// The server accepted a dial's `hello`, sent at `hello_sent`, with `answer`. If the
-    /// answer is this hello's and proves that the server holds the session's keys: learns
-    /// the path's round trip, learns the CID if the session was opening, confirms where
-    /// the server resumed a session, and moves the session to the connection (the first
-    /// opening's is the session's already).
-    fn answered(&mut self, dial: Dial, hello: Hello, hello_sent: Instant, answer: Accepted) {
+    /// The server answered a dial's `hello`, sent at `hello_sent`, with the frame `body`
+    /// (or bytes that are no ANSWER frame): carries out what the core makes of it. An
+    /// ANSWER that is this hello's and proves that the server holds the session's keys:
+    /// learns the path's round trip, learns the CID if the session was opening, confirms
+    /// where the server resumed a session, and moves the session to the connection (the
+    /// first opening's is the session's already).
+    fn answered(
+        &mut self,
+        dial: Dial,
+        hello: Hello,
+        hello_sent: Instant,
+        body: Result<Vec<u8>, WireError>,
+    ) {
         let id = dial.session;
         let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
             return self.drop_dial(dial);
         };
-        let checked = check_answer(
-            &hello,
-            &answer,
-            &shared.handshake_keys().server,
-            dial.on_session,
-            |n| shared.check_resume(n),
-        );
-        if checked
-            .as_ref()
-            .map_or_else(|why| why.server_heard(), |_| true)
-        {
+        let keys = shared.handshake_keys();
+        let frame = body.as_deref().map_err(|e| *e);
+        let answered = on_answer(&hello, frame, keys, dial.on_session, |n| {
+            shared.check_resume(n)
+        });
+        if answered.heard() {
             if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
                 redial.heard_answer();
             }
         }
-        let outcome = match checked {
-            Ok(outcome) => outcome,
-            // Nothing more is sent on this connection.
-            Err(why) => {
-                return self.dial_failed(dial, Failure::Cut(io::Error::other(why.reason())))
+        let (answer, confirm, peer_received) = match answered {
+            Answered::Install {
+                answer,
+                confirm,
+                peer_received,
+            } => (answer, confirm, peer_received),
+            Answered::Failed { failure, .. } => return self.dial_failed(dial, failure),
+            Answered::Refused(error) => return self.refused(dial, error),
+            Answered::Violation(error) => {
+                self.drop_dial(dial);
+                shared.reset(error);
+                return self.service(id);
             }
         };
         // From the HELLO to the ANSWER: one round trip to the server itself (a TCP connect
         // may end at a proxy on the way), with nothing of the stream queued ahead.
         shared.round_trip(hello_sent.elapsed());
-        let peer_received = match outcome {
-            AnswerOutcome::Install { peer_received } => peer_received,
-            AnswerOutcome::ConfirmAndInstall { peer_received } => {
-                // Prove that we hold the session's keys and got this answer, before the
-                // server moves the session to this connection.
-                let confirm = Confirm::new(&hello, &answer, &shared.handshake_keys().client);
-                if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
-                    return self.dial_failed(dial, Failure::Cut(e));
-                }
-                peer_received
+        if let Some(confirm) = confirm {
+            if let Err(e) = write_frame(&dial.stream, &confirm.encode()) {
+                return self.dial_failed(dial, Failure::Cut(e));
             }
-            AnswerOutcome::ProtocolViolation(why) => {
-                self.drop_dial(dial);
-                shared.reset(Error::ProtocolViolation(why));
-                return self.service(id);
-            }
-        };
+        }
         self.unwatch_dial(&dial);
         if hello.is_opening() {
             self.learn_cid(id, &shared, &answer);
@@ -351,30 +337,17 @@ impl Engine {
         log::debug!("session {id:?} opened: {}", answer.cid);
     }
 
-    fn refused(&mut self, code: RefusalCode, dial: Dial) {
+    /// The server refused the session for good: it fails with `error`.
+    fn refused(&mut self, dial: Dial, error: Error) {
         self.unwatch_dial(&dial);
         if dial.on_session {
             self.first_connection_failed(dial.session, "the server refused the opening");
-        }
-        if code.is_temporary() {
-            return self.attempt_failed(dial.session, Failure::Busy);
         }
         let id = dial.session;
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        let opening = entry.shared.cid() == 0;
-        let error = match (code, opening) {
-            (RefusalCode::Closed, true) => Error::Refused(Refusal::ServerClosed),
-            (RefusalCode::BadRequest, true) => {
-                Error::ProtocolViolation("the server refused to open a session")
-            }
-            (RefusalCode::BadRequest, false) => {
-                Error::ProtocolViolation("the server found our byte count impossible")
-            }
-            _ => Error::UnknownSession,
-        };
-        log::debug!("session {id:?}: refused: {code:?}");
+        log::debug!("session {id:?}: refused: {error}");
         if let Side::Client(redial) = &mut entry.side {
             redial.abandoned();
         }
@@ -454,14 +427,4 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// The failure for bytes from a server that are not a robust-tcp answer.
-fn not_robust(e: WireError) -> Failure {
-    let reason = match e {
-        WireError::NotRobust => NotRobustReason::ForeignBytes,
-        WireError::Version(v) => NotRobustReason::Version(v),
-        WireError::Malformed(_) | WireError::Forged => NotRobustReason::Malformed,
-    };
-    Failure::Fatal(Error::NotRobust { reason })
 }

@@ -1,8 +1,11 @@
-//! A server handshake on a non-blocking socket: the HELLO read, the listener's endpoint
-//! asked for its verdict, and the verdict carried out: a new session made and answered at
-//! its HELLO (and handed to `accept`), a resumption answered ([`super::resume`]), a
-//! refusal, a control connection, or a peer that does not speak robust-tcp turned away.
+//! A server handshake on a non-blocking socket: the engine reads each frame the listener's
+//! endpoint expects, hands it over, and carries out the [`Action`] it gets back: a new
+//! session made and answered at its HELLO (and handed to `accept`), a resumption's barrier
+//! and answer ([`super::resume`]), a refusal, a control connection, or a peer that does
+//! not speak robust-tcp turned away and drained. The phases and every decision are the
+//! endpoint's (`core::endpoint::server`).
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -11,42 +14,63 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::resume::Confirming;
-use crate::core::auth::{ChallengeKey, SessionKeys};
-use crate::core::endpoint::server::Verdict;
-use crate::core::handshake::{Accepted, Answer, FrameKind, Hello, RefusalCode};
-use crate::core::session::{End, Role};
-use crate::engine::control::RouteKey;
+use crate::core::auth::{ChallengeKey, HandshakeKeys};
+use crate::core::endpoint::server::{Action, Host, Opening, Presence, ServerEndpoint};
+use crate::core::handshake::{Answer, FrameKind, RefusalCode};
+use crate::core::session::{End, Role, Session};
+use crate::engine::control::{RouteKey, Routes};
 use crate::engine::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use crate::engine::handshakes::Handshake;
 use crate::engine::session::{SessionSpec, SharedSession};
 use crate::engine::tcp_control::{TcpControl, TcpRoute};
-use crate::engine::{into_std, random, Engine, Entry, Side};
+use crate::engine::{into_std, Engine, Entry, Side};
 
-/// The most a peer that does not speak robust-tcp may send while it is turned away.
-const TURN_AWAY_DRAIN: usize = 64 * 1024;
-
-/// The server side of one handshake.
+/// The server side of one handshake: its connection and the frame being read.
 pub(crate) struct ServerHandshake {
     /// Its token in the engine (and in its listener's endpoint).
     pub(super) id: Token,
     pub(crate) stream: TcpStream,
     pub(crate) listener: Token,
     pub(super) client: SocketAddr,
-    pub(super) phase: Phase,
+    /// The frame being read, of a kind the endpoint expects.
+    pub(super) reader: FrameReader,
 }
 
-/// Where a server handshake stands.
-pub(super) enum Phase {
-    /// Waiting for the client's HELLO.
-    Hello(FrameReader),
-    /// Session `session` was resumed and answered; waiting for the client's CONFIRM,
-    /// which proves it holds the keys and received this answer.
-    Confirm(Box<Confirming>),
-    /// The peer does not speak robust-tcp: it was told so, and what it still sends is
-    /// read and dropped until it hangs up, so that closing does not reset the connection
-    /// before it read the answer.
-    TurningAway(usize),
+/// What the endpoint's handshakes see of the engine: its sessions, its routes (for unique
+/// CIDs), the listener's control port and the operating system's randomness.
+pub(super) struct EngineHost<'a> {
+    sessions: &'a HashMap<Token, Entry>,
+    routes: &'a Routes,
+    port: u16,
+}
+
+impl Host<Token> for EngineHost<'_> {
+    fn handshake_keys(&self, s: Token) -> Option<&HandshakeKeys> {
+        self.sessions.get(&s).map(|e| e.shared.handshake_keys())
+    }
+
+    fn presence(&self, s: Token, now: Instant) -> Presence {
+        self.sessions
+            .get(&s)
+            .map_or_else(Default::default, |e| e.shared.presence(now))
+    }
+
+    fn with_session<R>(&mut self, s: Token, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.sessions.get(&s).map(|e| e.shared.with_core(f))
+    }
+
+    fn cid_taken(&self, cid: u32) -> bool {
+        let role = Role::Server;
+        self.routes.contains(&RouteKey { role, cid })
+    }
+
+    fn control_port(&self) -> u16 {
+        self.port
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
 }
 
 impl Engine {
@@ -66,12 +90,17 @@ impl Engine {
             log::warn!("cannot watch a connection from {client}: {e}");
             return;
         }
-        let crowded = self
-            .listeners
-            .get_mut(&id)
-            .and_then(|l| l.endpoint.handshake_started(token));
-        if let Some(victim) = crowded {
-            self.abandon_handshake(victim, "too many handshakes in progress");
+        let Some(listener) = self.listeners.get_mut(&id) else {
+            return;
+        };
+        let crowded = listener.endpoint.handshake_started(token);
+        let reader = FrameReader::new(listener.endpoint.expected(token));
+        if let Some((victim, action)) = crowded {
+            self.timers.set(victim, None);
+            if let Some(Handshake::Server(hs)) = self.handshakes.remove(&victim) {
+                log::debug!("handshake with {}: too many in progress", hs.client);
+                self.carry_out(hs, action);
+            }
         }
         let deadline = Instant::now() + timeout;
         let hs = ServerHandshake {
@@ -79,7 +108,7 @@ impl Engine {
             stream,
             listener: id,
             client,
-            phase: Phase::Hello(FrameReader::first()),
+            reader,
         };
         self.add_handshake(token, Handshake::Server(hs), deadline);
     }
@@ -95,6 +124,7 @@ impl Engine {
             Some(hs) => {
                 self.handshakes.insert(token, Handshake::Server(hs));
             }
+            // The endpoint ended it already unless the engine closed it (a write failed).
             None => self.forget_handshake(listener, token),
         }
     }
@@ -102,34 +132,96 @@ impl Engine {
     /// One step of a server handshake: the handshake back while it waits for bytes,
     /// `None` once it is over (its stream handed to a session, or closed).
     pub(super) fn server_step(&mut self, mut hs: ServerHandshake) -> Option<ServerHandshake> {
-        match &mut hs.phase {
-            Phase::Hello(reader) => match reader.poll(&hs.stream) {
-                Ok(FrameRead::Pending) => Some(hs),
-                Ok(FrameRead::Done(body)) if reader.kind() == Some(FrameKind::Control) => {
-                    if !body.is_empty() {
-                        // This version's CONTROL has no body.
-                        return self.turn_away(hs);
-                    }
-                    self.control_connection(hs);
-                    None
-                }
-                Ok(FrameRead::Done(body)) => match Hello::parse(&body) {
-                    Ok(hello) => self.answer_hello(hs, hello),
-                    Err(_) => self.turn_away(hs),
-                },
-                Err(FrameError::Wire(_)) => self.turn_away(hs),
-                Err(FrameError::Io(e)) => {
+        let id = hs.id;
+        if self.expected(&hs).is_empty() {
+            return self.drain(hs);
+        }
+        let action = match hs.reader.poll(&hs.stream) {
+            Ok(FrameRead::Pending) => return Some(hs),
+            Ok(FrameRead::Done(body)) => {
+                let (Some(kind), client) = (hs.reader.kind(), hs.client.ip()) else {
+                    return self.carry_out(hs, Action::Close);
+                };
+                let welcome = self
+                    .listeners
+                    .get(&hs.listener)
+                    .is_some_and(|l| l.is_open());
+                let now = Instant::now();
+                self.ask(&hs, |ep, host| {
+                    ep.on_frame(id, kind, &body, client, welcome, host, now)
+                })
+            }
+            Err(FrameError::Wire(_)) => self.ask(&hs, |ep, _| ep.on_garbage(id)),
+            Err(FrameError::Io(e)) => {
+                log::debug!("handshake with {}: {e}", hs.client);
+                self.ask(&hs, |ep, _| ep.handshake_failed(id))
+            }
+        };
+        self.carry_out(hs, action)
+    }
+
+    /// The frame kinds the endpoint expects on `hs` next (none while it turns the peer
+    /// away, or once its listener is gone).
+    fn expected(&self, hs: &ServerHandshake) -> &'static [FrameKind] {
+        let listener = self.listeners.get(&hs.listener);
+        listener.map_or(&[], |l| l.endpoint.expected(hs.id))
+    }
+
+    /// Asks handshake `hs`'s listener's endpoint; a handshake whose listener is gone is
+    /// closed.
+    pub(super) fn ask(
+        &mut self,
+        hs: &ServerHandshake,
+        f: impl FnOnce(&mut ServerEndpoint<Token, Token>, &mut EngineHost) -> Action<Token>,
+    ) -> Action<Token> {
+        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
+            return Action::Close;
+        };
+        let mut host = EngineHost {
+            sessions: &self.sessions,
+            routes: &self.routes,
+            port: listener.control.port(),
+        };
+        f(&mut listener.endpoint, &mut host)
+    }
+
+    /// Carries out what the endpoint decided for a handshake: the handshake back while it
+    /// waits for bytes, `None` once it is over.
+    pub(super) fn carry_out(
+        &mut self,
+        mut hs: ServerHandshake,
+        action: Action<Token>,
+    ) -> Option<ServerHandshake> {
+        match action {
+            Action::Wait => return Some(hs),
+            Action::Control => self.control_connection(hs),
+            Action::Refuse(reason) => {
+                log::debug!("refusing {}: {reason:?}", hs.client);
+                let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
+                self.close_handshake(hs);
+            }
+            Action::TurnAway => return self.turn_away(hs),
+            Action::Open(opening) => self.open_session(hs, *opening),
+            Action::Barrier(session) => return self.barrier(hs, session),
+            Action::Answer(answer) => {
+                if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(*answer).encode()) {
+                    // Nothing changed but the old connection, which the client gave up.
                     log::debug!("handshake with {}: {e}", hs.client);
                     self.close_handshake(hs);
-                    None
+                    return None;
                 }
-            },
-            Phase::Confirm(_) => self.read_confirm(hs),
-            Phase::TurningAway(drained) => {
-                let drained = *drained;
-                self.drain(hs, drained)
+                hs.reader = FrameReader::new(self.expected(&hs));
+                return self.server_step(hs);
             }
+            Action::Install {
+                session,
+                epoch,
+                peer_received,
+            } => self.complete_resume(hs, session, epoch, peer_received),
+            Action::OfferFailed { session, epoch } => self.offer_failed(hs, session, epoch),
+            Action::Close => self.close_handshake(hs),
         }
+        None
     }
 
     /// A client opened a control connection: its datagrams come and go on it from now on.
@@ -159,15 +251,12 @@ impl Engine {
         self.adopt_tcp_control(token, control);
     }
 
-    /// The handshake ended before completing: its deadline passed, or it was evicted.
+    /// The handshake ended before completing: its deadline passed.
     pub(in crate::engine) fn server_handshake_failed(&mut self, hs: ServerHandshake, why: &str) {
-        match hs.phase {
-            Phase::Confirm(_) => self.confirm_failed(hs, why),
-            _ => {
-                log::debug!("handshake with {}: {why}", hs.client);
-                self.close_handshake(hs);
-            }
-        }
+        log::debug!("handshake with {}: {why}", hs.client);
+        let id = hs.id;
+        let action = self.ask(&hs, |ep, _| ep.handshake_failed(id));
+        self.carry_out(hs, action);
     }
 
     /// Closes a handshake's connection.
@@ -182,85 +271,40 @@ impl Engine {
         }
     }
 
-    /// A HELLO: carries out what the listener's endpoint decides for it.
-    fn answer_hello(&mut self, hs: ServerHandshake, hello: Hello) -> Option<ServerHandshake> {
-        let Some(listener) = self.listeners.get_mut(&hs.listener) else {
-            return self.refuse(hs, RefusalCode::Closed);
-        };
-        let welcome = listener.is_open();
-        let sessions = &self.sessions;
-        let now = Instant::now();
-        let verdict = listener.endpoint.on_hello(
-            &hello,
-            hs.client.ip(),
-            welcome,
-            now,
-            |id, hello| {
-                sessions
-                    .get(&id)
-                    .is_some_and(|e| hello.verify(&e.shared.handshake_keys().client))
-            },
-            |id| {
-                sessions
-                    .get(&id)
-                    .map_or_else(Default::default, |e| e.shared.presence(now))
-            },
-        );
-        match verdict {
-            Verdict::Refuse(code) => self.refuse(hs, code),
-            Verdict::Resume(id) => self.resume_session(hs, hello, id),
-            Verdict::Open { keys, evict } => {
-                if let Some(evicted) = evict {
-                    if let Some(entry) = self.sessions.get(&evicted.session) {
-                        log::debug!(
-                            "session {}: evicted after its client was gone for {:?}",
-                            evicted.cid,
-                            evicted.waited
-                        );
-                        entry.shared.reset(crate::Error::Evicted {
-                            waited: evicted.waited,
-                        });
-                    }
-                    self.finish(evicted.session);
-                }
-                self.open_session(hs, hello, *keys)
-            }
-        }
-    }
-
     /// Opens a new session for the client, answers it, and hands it to `accept` at once:
     /// the client holds the keys (it drew the secret) and the opening nonce, so it can
     /// always come back to the session, and its first bytes follow the HELLO.
-    fn open_session(
-        &mut self,
-        hs: ServerHandshake,
-        hello: Hello,
-        keys: SessionKeys,
-    ) -> Option<ServerHandshake> {
+    fn open_session(&mut self, hs: ServerHandshake, opening: Opening<Token>) {
+        if let Some(evicted) = opening.evict {
+            if let Some(entry) = self.sessions.get(&evicted.session) {
+                log::debug!(
+                    "session {}: evicted after its client was gone for {:?}",
+                    evicted.cid,
+                    evicted.waited
+                );
+                entry.shared.reset(crate::Error::Evicted {
+                    waited: evicted.waited,
+                });
+            }
+            self.finish(evicted.session);
+        }
         let Some(listener) = self.listeners.get(&hs.listener) else {
-            return self.refuse(hs, RefusalCode::Closed);
+            return self.close_handshake(hs);
         };
         let config = listener.config.clone();
         let control = Arc::clone(&listener.control);
-        let (Some(cid), Ok(server_nonce), Ok(challenge_key)) = (self.new_cid(), random(), random())
-        else {
-            return self.refuse(hs, RefusalCode::TooManySessions);
-        };
-        let answer = Accepted::accepting(
-            &hello,
+        let Opening {
             cid,
-            true,
-            control.port(),
-            0,
-            server_nonce,
-            &keys.handshake.server,
-        );
-        let epoch = answer.epoch;
+            keys,
+            answer,
+            challenge_key,
+            hello,
+            ..
+        } = opening;
         if let Err(e) = write_frame(&hs.stream, &Answer::Accepted(answer).encode()) {
             // Nothing was made: the client's next attempt opens the session.
             log::debug!("handshake with {}: {e}", hs.client);
-            self.close_handshake(hs);
-            return None;
+            return self.close_handshake(hs);
         }
         let id = self.new_token();
         let route = RouteKey {
@@ -275,8 +319,8 @@ impl Engine {
             end: End::Server(ChallengeKey::new(&challenge_key)),
             cid,
             keys,
-            epoch,
-            control: Arc::clone(&control),
+            epoch: answer.epoch,
+            control,
             config,
         };
         let shared = SharedSession::new(spec, Arc::clone(&self.handle));
@@ -296,37 +340,10 @@ impl Engine {
         };
         self.adopt(id, entry);
         self.deliver(hs.listener, id, hs.client);
-        None
-    }
-
-    /// A random CID that no server session of this process has, never 0: random, so that
-    /// one session's CID tells nothing of its neighbours', and unique, so that a datagram
-    /// for a server session is looked up in one step.
-    fn new_cid(&self) -> Option<u32> {
-        (0..64).find_map(|_| {
-            let cid = u32::from_be_bytes(random().ok()?);
-            let route = RouteKey {
-                role: Role::Server,
-                cid,
-            };
-            (cid != 0 && !self.routes.contains(&route)).then_some(cid)
-        })
-    }
-
-    /// Answers a hello with a refusal; the client reads it and hangs up.
-    pub(super) fn refuse(
-        &mut self,
-        hs: ServerHandshake,
-        reason: RefusalCode,
-    ) -> Option<ServerHandshake> {
-        log::debug!("refusing {}: {reason:?}", hs.client);
-        let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
-        self.close_handshake(hs);
-        None
     }
 
     /// Tells a peer that does not speak robust-tcp what it reached, then drains it.
-    fn turn_away(&mut self, mut hs: ServerHandshake) -> Option<ServerHandshake> {
+    fn turn_away(&mut self, hs: ServerHandshake) -> Option<ServerHandshake> {
         log::debug!("turning away {}: not robust-tcp", hs.client);
         let refused = write_frame(
             &hs.stream,
@@ -336,25 +353,22 @@ impl Engine {
             self.close_handshake(hs);
             return None;
         }
-        hs.phase = Phase::TurningAway(0);
-        self.drain(hs, 0)
+        self.drain(hs)
     }
 
-    /// Reads and drops what a turned-away peer sends, up to a bound, until it hangs up.
-    fn drain(&mut self, mut hs: ServerHandshake, mut drained: usize) -> Option<ServerHandshake> {
+    /// Reads and drops what a turned-away peer sends, for as long as the endpoint says.
+    fn drain(&mut self, hs: ServerHandshake) -> Option<ServerHandshake> {
+        let id = hs.id;
         let mut sink = [0u8; 1024];
         loop {
-            match (&hs.stream).read(&mut sink) {
-                Ok(n) if n > 0 && drained + n <= TURN_AWAY_DRAIN => drained += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    hs.phase = Phase::TurningAway(drained);
-                    return Some(hs);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => {
-                    self.close_handshake(hs);
-                    return None;
-                }
+            let action = match (&hs.stream).read(&mut sink) {
+                Ok(n) => self.ask(&hs, |ep, _| ep.on_drained(id, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(hs),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => self.ask(&hs, |ep, _| ep.handshake_failed(id)),
+            };
+            if !matches!(action, Action::Wait) {
+                return self.carry_out(hs, action);
             }
         }
     }

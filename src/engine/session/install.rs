@@ -148,11 +148,6 @@ impl SharedSession {
         self.state.lock().session.received()
     }
 
-    /// The loose check of a peer's count, before the live connection is touched.
-    pub(crate) fn may_resume(&self, peer_received: u32) -> bool {
-        self.state.lock().session.may_resume(peer_received)
-    }
-
     /// The exact check of a peer's count, after a [`barrier`](Self::barrier).
     pub(crate) fn check_resume(&self, peer_received: u32) -> Option<u64> {
         self.state.lock().session.check_resume(peer_received)

@@ -204,11 +204,6 @@ impl SharedSession {
         self.cid()
     }
 
-    /// The UDP port of the session's control socket.
-    pub(crate) fn control_port(&self) -> u16 {
-        self.control.port()
-    }
-
     /// The keys that prove and check this session's reconnections.
     pub(crate) fn handshake_keys(&self) -> &HandshakeKeys {
         &self.handshake_keys

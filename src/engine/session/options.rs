@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::SharedSession;
 use crate::core::endpoint::server::Presence;
+use crate::core::session::Session;
 use crate::Status;
 
 impl SharedSession {
@@ -25,10 +26,10 @@ impl SharedSession {
         Presence::of(&self.state.lock().session, now)
     }
 
-    /// The client named the CID in a HELLO that proved itself (see
-    /// `Session::handle_cid_named`).
-    pub(crate) fn cid_named(&self) {
-        self.state.lock().session.handle_cid_named();
+    /// Runs `f` on the core under the state lock: for a server handshake's looks and
+    /// checks (`Host::with_session`), which queue nothing for `update` to carry out.
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
+        f(&mut self.state.lock().session)
     }
 
     pub(crate) fn status(&self) -> Status {

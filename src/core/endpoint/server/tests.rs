@@ -288,21 +288,3 @@ fn a_client_is_gone_since_it_was_last_heard_once_its_connection_failed() {
     session.handle_cid_named();
     assert!(Presence::of(&session, t0).client_knows_cid);
 }
-
-#[test]
-fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
-    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
-    assert_eq!(ep.handshake_started(10), None);
-    assert_eq!(ep.handshake_started(11), None);
-    assert_eq!(ep.handshake_started(12), None);
-    ep.handshake_confirming(10);
-    assert_eq!(ep.handshake_started(13), Some(11));
-    ep.handshake_confirming(12);
-    ep.handshake_confirming(13);
-    // All answered: the oldest goes.
-    assert_eq!(ep.handshake_started(14), Some(10));
-    ep.handshake_ended(12);
-    assert_eq!(ep.handshake_started(15), None);
-    assert_eq!(ep.handshake_count(), 3);
-    assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
-}

@@ -1,23 +1,27 @@
-//! The parent's handle on a child process: started, read from, stopped.
+//! Child processes of a bench or example that re-runs its own binary: the parent's handle
+//! on one ([`Peer`]: started, read from, stopped) and the child's side
+//! ([`exit_on_stdin_eof`]). A child exits when its stdin closes, so the death of the
+//! parent ends it too and no child outlives a run.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// A child process with its stdin (closing it ends the child) and its stdout lines.
-pub(super) struct Peer {
+pub struct Peer {
     name: &'static str,
     child: Child,
-    pub(super) stdin: Option<ChildStdin>,
+    /// Its stdin: set to `None` to close it, which ends the child.
+    pub stdin: Option<ChildStdin>,
     lines: Receiver<String>,
 }
 
 impl Peer {
     /// Starts `current_exe args...` through `sh`, which first raises the soft open-file
     /// limit to the hard one: each session holds at least one socket.
-    pub(super) fn start(name: &'static str, args: &[String]) -> io::Result<Peer> {
+    pub fn start(name: &'static str, args: &[String]) -> io::Result<Peer> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new("sh")
             .arg("-c")
@@ -51,12 +55,13 @@ impl Peer {
         })
     }
 
-    pub(super) fn pid(&self) -> u32 {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The next line starting with `prefix`, split into its words after the prefix.
-    pub(super) fn expect_line(&self, prefix: &str, deadline: Instant) -> io::Result<Vec<String>> {
+    pub fn expect_line(&self, prefix: &str, deadline: Instant) -> io::Result<Vec<String>> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -85,7 +90,7 @@ impl Peer {
 
     /// Closes stdin and waits, for at most `grace`, for the child to exit; kills it after.
     /// Returns whether it exited by itself.
-    pub(super) fn finish(&mut self, grace: Duration) -> bool {
+    pub fn finish(&mut self, grace: Duration) -> bool {
         self.stdin = None;
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
@@ -109,4 +114,21 @@ impl Drop for Peer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Exits the process when stdin reaches end of file (or fails): that is how the parent
+/// ends a child, and a parent that died closes it too. The main thread may be blocked in
+/// `accept` or `connect` meanwhile, hence a thread. The exit drops nothing: sessions are
+/// not closed gracefully, which would only slow the exit down.
+pub fn exit_on_stdin_eof() -> std::thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("stdin-watcher".into())
+        .spawn(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = io::stdin();
+            // Each read either returns data (ignored), or 0 / an error, which ends the loop.
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            std::process::exit(0);
+        })
+        .expect("spawn the stdin watcher")
 }
