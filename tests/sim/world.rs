@@ -110,11 +110,17 @@ pub struct Oracle {
     pub openings: HashMap<[u8; NONCE_LEN], usize>,
     /// The opening nonces the server opened a session for.
     pub opened: HashSet<[u8; NONCE_LEN]>,
-    /// Datagrams the server received from, and sent to, the victim's address (which an
-    /// attacker forges datagrams from, and which never sends anything itself).
-    pub from_victim: u64,
-    pub to_victim: u64,
+    /// By address: the bytes of the datagrams a server session accepted from there
+    /// (authentic, no replay), and of those the server sent there while it was not that
+    /// session's validated path (every one, to the victim's addresses, which an attacker
+    /// forges datagrams from and which never send anything themselves).
+    pub accepted_from: HashMap<SocketAddr, u64>,
+    pub unvalidated_to: HashMap<SocketAddr, u64>,
 }
+
+/// How many bytes the server may send an address that has not answered its challenge, for
+/// each byte it accepted from there (PROTOCOL.md section 5).
+pub const AMPLIFICATION: u64 = 3;
 
 /// Everything in one schedule.
 pub struct World {
@@ -271,8 +277,8 @@ impl World {
     }
 
     /// The bounds that hold whatever peers do: sessions and handshakes per listener,
-    /// messages awaiting confirmation per session, and nothing sent to an address that
-    /// did not send as much first.
+    /// messages awaiting confirmation per session, and no address that has not answered a
+    /// challenge sent more than three times the bytes accepted from it.
     pub fn check_bounds(&self) {
         let config = &self.server.config;
         assert!(self.server.endpoint.session_count() <= config.max_sessions_value());
@@ -285,12 +291,13 @@ impl World {
                 "server session {i}: {awaiting} messages await confirmation"
             );
         }
-        assert!(
-            self.oracle.to_victim <= self.oracle.from_victim,
-            "the server sent {} datagrams to an address that sent it {}",
-            self.oracle.to_victim,
-            self.oracle.from_victim
-        );
+        for (to, &sent) in &self.oracle.unvalidated_to {
+            let accepted = self.oracle.accepted_from.get(to).copied().unwrap_or(0);
+            assert!(
+                sent <= AMPLIFICATION * accepted,
+                "the server sent {sent} bytes to {to}, unvalidated, which sent it {accepted}"
+            );
+        }
     }
 
     /// When stalled connection `c` breaks under undelivered bytes.
