@@ -93,7 +93,9 @@ struct State {
     /// What dropping the last handle does: see `RSocket::set_linger`.
     linger: Option<Duration>,
     /// The silence limit, which also bounds how long the kernel may hold bytes on a
-    /// connection that the peer's TCP does not acknowledge.
+    /// connection that the peer's TCP does not acknowledge (`TCP_USER_TIMEOUT`, Linux's;
+    /// macOS exposes no equivalent that safe code can set: the heartbeats alone serve).
+    #[cfg(target_os = "linux")]
     dead_after: Option<Duration>,
     nodelay: bool,
     /// `IP_TTL` for the current connection and every later one, once the application set
@@ -181,6 +183,7 @@ impl SharedSession {
                 read_timeout: None,
                 write_timeout: None,
                 linger: None,
+                #[cfg(target_os = "linux")]
                 dead_after: spec.config.dead_after_value(),
                 nodelay: spec.config.nodelay_value(),
                 ttl: None,
