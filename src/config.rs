@@ -247,6 +247,12 @@ impl Config {
     /// peer that vanished) are detected in this time rather than TCP's minutes. `None`
     /// turns heartbeats and the limit off: only TCP's own errors count, as in the paper.
     ///
+    /// On Linux each connection also gets it as `TCP_USER_TIMEOUT`, which fails a
+    /// connection whose bytes go unacknowledged that long while datagrams still pass (a
+    /// firewall or NAT that lost only its TCP state). Other systems lack that option (macOS
+    /// has `TCP_RXT_CONNDROPTIME`, which neither `libc` nor `socket2` exposes): there such
+    /// a connection fails only when TCP gives up retransmitting, after minutes.
+    ///
     /// # Examples
     ///
     /// ```

@@ -445,6 +445,134 @@ impl RSocket {
         Ok(self.shared().nodelay())
     }
 
+    /// Reads into `buf` the next bytes of the stream without consuming them: the next read
+    /// (or peek) returns them again, as `TcpStream::peek` does. It waits as a read does
+    /// (for data, for a reconnection; bounded by the read timeout, or not at all in
+    /// non-blocking mode) and returns `Ok(0)` at the end of the stream.
+    ///
+    /// Across reconnections: the bytes peeked at are those the session received and the
+    /// application has not read. A connection that fails takes them with it, and the peer
+    /// resends them (it resends from what was read, not from what was peeked at), so a peek
+    /// after a reconnection returns the same bytes again.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](std::io::Read::read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// let mut first = [0; 1];
+    /// let n = sock.peek(&mut first)?; // the next read returns the same byte
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared().peek(buf)
+    }
+
+    /// Moves the session in or out of non-blocking mode, for every handle on it (as
+    /// `TcpStream`'s clones share theirs).
+    ///
+    /// In non-blocking mode a call that would wait returns `WouldBlock` instead: a read
+    /// or [`peek`](Self::peek) with nothing to return (no data yet, or no connection during
+    /// a reconnection); a write when the send buffer is full. A write that fits in part
+    /// takes that part and returns its count; its bytes then belong to the session, which
+    /// sends what TCP does not take at once as soon as it can (as it does after a write
+    /// timeout). `flush` never blocks in either mode. The read and write timeouts do not
+    /// apply meanwhile; they are kept for when blocking mode returns. There is no readiness
+    /// notification (no `mio` or `epoll` source: see the README's migration table): an
+    /// application that gets `WouldBlock` tries again later.
+    ///
+    /// The TCP connections stay in blocking mode: each call passes `MSG_DONTWAIT` instead.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::set_nonblocking`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::{ErrorKind, Read};
+    ///
+    /// let mut sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_nonblocking(true)?;
+    /// let mut buf = [0; 1024];
+    /// match sock.read(&mut buf) {
+    ///     Ok(n) => println!("{n} bytes"),
+    ///     Err(e) if e.kind() == ErrorKind::WouldBlock => println!("nothing yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.shared().set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// Sets `IP_TTL` on the current TCP connection and on every later one, from the end
+    /// of its handshake (a reconnection's HELLO goes out with the system's TTL).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` unless `ttl` is from 1 to 255; the error of setting it on the
+    /// current connection (the value is remembered for the next ones all the same).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_ttl(64)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.shared().set_ttl(ttl)
+    }
+
+    /// `IP_TTL` of the current TCP connection (a server session's first one inherits its
+    /// listener's); between connections, the value [`set_ttl`](Self::set_ttl) set.
+    ///
+    /// # Errors
+    ///
+    /// The error of reading it from the connection; `NotConnected` between connections if
+    /// none was set.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// println!("TTL {}", sock.ttl()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.shared().ttl()
+    }
+
+    /// The session's failure, once: the first call after the session failed returns the
+    /// error its reads and writes fail with (carrying a [`crate::Error`]), later calls
+    /// `None`, as `SO_ERROR` is cleared once read. Reads and writes go on failing.
+    ///
+    /// A failed TCP connection is not an error of the session: the session reconnects, and
+    /// `take_error` says nothing of it ([`status`](Self::status) counts the
+    /// reconnections and tells the last connection's failure).
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::take_error`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// if let Some(e) = sock.take_error()? {
+    ///     println!("the session failed: {e}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.shared().take_error())
+    }
+
     /// The peer's address on the current (or last) TCP connection.
     ///
     /// # Errors
@@ -526,8 +654,9 @@ impl Write for RSocket {
 
     /// Sends at once what small writes left in the send buffer to go out in one batch
     /// (with Nagle on, back-to-back writes are coalesced for up to 1 ms; see
-    /// [`Config::nodelay`]). Never blocks: the rest is already with TCP, or waits in the
-    /// send buffer for a reconnection, which sends it without being asked.
+    /// [`Config::nodelay`]). Never blocks, in blocking mode or not: the rest is already
+    /// with TCP, or waits in the send buffer for room in TCP's or for a reconnection, and
+    /// the session sends it without being asked.
     fn flush(&mut self) -> io::Result<()> {
         self.shared().send_held();
         Ok(())
