@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::client;
+use crate::engine::conn::Conn;
+use crate::engine::plain::PlainStream;
 use crate::engine::session::SharedSession;
 use crate::{Config, Status};
 
@@ -55,7 +57,7 @@ pub struct RSocket {
 
 /// Closes the session when the last `RSocket` for it goes.
 struct Handle {
-    shared: Arc<SharedSession>,
+    shared: Arc<dyn Conn>,
 }
 
 impl Drop for Handle {
@@ -72,8 +74,8 @@ impl RSocket {
         }
     }
 
-    fn shared(&self) -> &SharedSession {
-        &self.handle.shared
+    fn shared(&self) -> &dyn Conn {
+        &*self.handle.shared
     }
 
     /// Opens a session with the server at `addr`, with the default [`Config`].
@@ -171,7 +173,7 @@ impl RSocket {
     }
 
     fn open(addrs: &[SocketAddr], config: Config, limit: Option<Duration>) -> io::Result<RSocket> {
-        client::connect(addrs, &config, limit).map(RSocket::from_shared)
+        client::connect(addrs, &config, limit)
     }
 
     /// Another handle on the same session. The session closes when the last handle is
@@ -216,8 +218,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.shared().shutdown(how);
-        Ok(())
+        self.shared().shutdown(how)
     }
 
     /// Aborts the session at once, as a TCP reset does: the peer's pending and later calls
@@ -244,8 +245,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn abort(&self) -> io::Result<()> {
-        self.shared().reset(crate::Error::Aborted);
-        Ok(())
+        self.shared().abort()
     }
 
     /// Puts the session to sleep without ending it (the paper's "passivation"): its TCP
@@ -314,7 +314,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().read_timeout())
+        self.shared().read_timeout()
     }
 
     /// Bounds how long a write takes, whatever the buffers, the locks or a reconnection in
@@ -354,7 +354,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().write_timeout())
+        self.shared().write_timeout()
     }
 
     /// What dropping the last handle on the session does, as `SO_LINGER` says for
@@ -388,8 +388,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
-        self.shared().set_linger(linger);
-        Ok(())
+        self.shared().set_linger(linger)
     }
 
     /// The linger setting (see [`set_linger`](Self::set_linger)).
@@ -406,7 +405,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn linger(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().linger())
+        self.shared().linger()
     }
 
     /// Sets `TCP_NODELAY` on the current connection and on every later one. With `true`,
@@ -442,7 +441,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn nodelay(&self) -> io::Result<bool> {
-        Ok(self.shared().nodelay())
+        self.shared().nodelay()
     }
 
     /// The peer's address on the current (or last) TCP connection.
@@ -484,7 +483,8 @@ impl RSocket {
     /// A client learns it from the server's answer to its opening, which comes a round
     /// trip after [`connect`](Self::connect) returned: until then this waits for it, as a
     /// read does (and returns 0 if the opening failed: the next read or write says why).
-    /// Never 0 once the session is open.
+    /// Never 0 once the session is open; always 0 on an ordinary TCP connection
+    /// ([`Status::plain`](crate::Status::plain)).
     ///
     /// # Examples
     ///
@@ -513,6 +513,18 @@ impl RSocket {
     }
 }
 
+/// Ordinary TCP peers (`Config::accept_plain_tcp`, `Config::fallback_to_plain_tcp`).
+impl RSocket {
+    /// Wraps an ordinary TCP connection (in blocking mode): every call goes straight to it.
+    pub(crate) fn from_plain(stream: std::net::TcpStream) -> RSocket {
+        RSocket {
+            handle: Arc::new(Handle {
+                shared: Arc::new(PlainStream::new(stream)),
+            }),
+        }
+    }
+}
+
 impl Read for RSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.shared().read(buf)
@@ -529,8 +541,7 @@ impl Write for RSocket {
     /// [`Config::nodelay`]). Never blocks: the rest is already with TCP, or waits in the
     /// send buffer for a reconnection, which sends it without being asked.
     fn flush(&mut self) -> io::Result<()> {
-        self.shared().send_held();
-        Ok(())
+        self.shared().flush()
     }
 }
 
@@ -546,8 +557,7 @@ impl Write for &RSocket {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.shared().send_held();
-        Ok(())
+        self.shared().flush()
     }
 }
 
