@@ -26,6 +26,11 @@ use crate::{Config, Status};
 /// another handle on the same session. Dropping the last handle closes the session without
 /// losing what was written: it lingers in the background until the peer has every byte.
 ///
+/// With [`Config::accept_plain_tcp`] on a server or [`Config::fallback_to_plain_tcp`] on
+/// a client, an `RSocket` may instead be an ordinary TCP connection to a peer that does not
+/// speak robust-tcp ([`Status::plain`]): then every call goes straight to that connection,
+/// its errors are TCP's, and nothing survives its failure.
+///
 /// # Errors
 ///
 /// A read or write fails only when the session has ended, with an `io::Error` carrying a

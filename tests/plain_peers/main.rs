@@ -313,3 +313,31 @@ fn plain_http_server(n: usize) -> (SocketAddr, Receiver<Vec<u8>>) {
     });
     (addr, rx)
 }
+
+#[test]
+fn robust_peers_with_the_options_on_still_open_robust_sessions() {
+    run_bounded(LIMIT, || {
+        for server_config in [Config::default(), accept_plain()] {
+            for client_config in [Config::default(), fallback()] {
+                let server =
+                    RServerSocket::bind_with("127.0.0.1:0", server_config.clone()).expect("bind");
+                let addr = server.local_addr().expect("address");
+                let echo = thread::spawn(move || {
+                    let (mut sock, _) = server.accept().expect("accept");
+                    let mut got = [0; 5];
+                    sock.read_exact(&mut got).expect("read");
+                    sock.write_all(&got).expect("echo");
+                    sock.status()
+                });
+                let mut sock = RSocket::connect_with(addr, client_config).expect("connect");
+                sock.write_all(b"hello").expect("write");
+                let mut got = [0; 5];
+                sock.read_exact(&mut got).expect("read the echo");
+                assert_eq!(&got, b"hello");
+                assert!(!sock.status().plain);
+                assert_ne!(sock.session_id(), 0);
+                assert!(!echo.join().expect("the server").plain);
+            }
+        }
+    });
+}

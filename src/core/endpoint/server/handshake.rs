@@ -39,7 +39,7 @@ const CID_DRAWS: usize = 16;
 #[derive(Debug)]
 pub(super) enum Phase<S> {
     /// Before the first bytes tell what the peer is
-    /// ([`crate::core::endpoint::stranger`]); `heard` once a prefix of the magic came. A
+    /// (`core::endpoint::stranger`); `heard` once a prefix of the magic came. A
     /// frame read now is read as in `Hello` (a driver that reads frames at once skips it).
     Sniff {
         /// Some bytes came, a prefix of the magic.
@@ -75,8 +75,10 @@ pub(super) struct Offer<S> {
 /// What the engine does next for a handshake.
 #[derive(Debug)]
 pub enum Action<S> {
-    /// Read more: a frame of a kind in [`ServerEndpoint::expected`], or, while turning
-    /// away, bytes to drop ([`ServerEndpoint::on_drained`]).
+    /// Read more: while [`ServerEndpoint::sniffing`], the first bytes
+    /// ([`ServerEndpoint::on_first_bytes`]); then a frame of a kind in
+    /// [`ServerEndpoint::expected`], or, while turning away, bytes to drop
+    /// ([`ServerEndpoint::on_drained`]).
     Wait,
     /// The connection carries control datagrams from now on (the handshake is over).
     Control,
@@ -116,8 +118,8 @@ pub enum Action<S> {
     /// An ordinary TCP client (the handshake is over): hand the connection to `accept` as
     /// plain TCP, with every byte it sent still unread in it.
     Plain,
-    /// A probe ([`crate::core::endpoint::stranger`]): write
-    /// [`GREETING`](crate::core::endpoint::stranger::GREETING) and close (the handshake is
+    /// A probe (`core::endpoint::stranger`): write
+    /// its GREETING and close (the handshake is
     /// over).
     Greet,
 }

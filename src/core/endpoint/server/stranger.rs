@@ -1,6 +1,6 @@
 //! A server handshake before its first bytes tell what the peer is: a robust-tcp client,
 //! an ordinary TCP client (accepted only with `Config::accept_plain_tcp`) or a probe
-//! ([`crate::core::endpoint::stranger`]); and its deadline, which for a silent peer is
+//! (`core::endpoint::stranger`); and its deadline, which for a silent peer is
 //! `plain_wait` when ordinary clients are accepted, the handshake timeout otherwise.
 
 use std::hash::Hash;
