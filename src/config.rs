@@ -720,11 +720,13 @@ impl Config {
     /// ([`Status::plain`](crate::Status::plain)).
     ///
     /// The cost, on every `connect`: one more TCP connection (the probe, which the server's
-    /// application may see accepted and ended without a byte, as a port scan), and one
-    /// round trip more before `connect` returns (the probe's connect, then its answer);
-    /// at most `plain_wait` more against an ordinary server that keeps a connection open
-    /// without a word after its client's end of stream. Reconnections of an open session
-    /// probe nothing.
+    /// application may see accepted and ended without a byte, as a port scan), and two
+    /// round trips more before `connect` returns (the probe's connect, then its answer),
+    /// or, against an ordinary server that keeps a connection open without a word after
+    /// its client's end of stream, the probe's connect and `plain_wait`. Nothing is
+    /// remembered between `connect`s: a server that was robust-tcp a moment ago may be an
+    /// ordinary one now, and must not read a HELLO. Reconnections of an open session probe
+    /// nothing.
     ///
     /// # Examples
     ///
