@@ -456,7 +456,9 @@ impl Server {
             }
             Action::Open(_) => panic!("handshake {h} opened outside a HELLO"),
             Action::Control | Action::Refuse(_) | Action::Close => true,
-            Action::Plain | Action::Greet => panic!("handshake {h} sniffed outside its first bytes"),
+            Action::Plain | Action::Greet => {
+                panic!("handshake {h} sniffed outside its first bytes")
+            }
         };
         if ends {
             self.handshakes.retain(|&x| x != h);
