@@ -82,4 +82,12 @@ pub struct Status {
     /// longer, and the buffer then grows as if the path were long, until the next
     /// measurement.
     pub round_trip: Option<Duration>,
+    /// Whether this is no session but an ordinary TCP connection: a peer that does not
+    /// speak robust-tcp, accepted with `Config::accept_plain_tcp` or reached with
+    /// `Config::fallback_to_plain_tcp`. Nothing is resumed then: the state is `Connected`
+    /// until the socket is shut down both ways or aborted (then `Closed`), the byte counts
+    /// are those the application read and wrote, nothing is ever unacknowledged or
+    /// reconnected, and the fields about control datagrams, the send buffer and the round
+    /// trip say nothing.
+    pub plain: bool,
 }

@@ -227,8 +227,11 @@ impl World {
                 }
                 self.conns[conn].abort_from_server();
             }
-            // The simulation's clients open no control connection.
-            Action::Control | Action::Close => self.conns[conn].abort_from_server(),
+            // The simulation's clients open no control connection, and its handshakes read
+            // frames at once, past the first bytes' sniffing.
+            Action::Control | Action::Close | Action::Plain | Action::Greet => {
+                self.conns[conn].abort_from_server()
+            }
         }
         self.server.handshakes.remove(&conn);
     }

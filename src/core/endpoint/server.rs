@@ -46,6 +46,11 @@ pub struct ServerLimits {
     /// How long a session's client must have been gone before a full listener may evict
     /// it.
     pub evictable_after: Duration,
+    /// Whether ordinary TCP clients are accepted (`Config::accept_plain_tcp`).
+    pub accept_plain: bool,
+    /// How long a silent client is waited for before it counts as an ordinary one
+    /// (`Config::plain_wait`, at most the handshake timeout).
+    pub plain_wait: Duration,
 }
 
 impl ServerLimits {
@@ -57,6 +62,10 @@ impl ServerLimits {
             max_handshakes: config.max_handshakes_value(),
             handshake_timeout: config.handshake_timeout_value(),
             evictable_after: config.dead_after_value().unwrap_or(EVICTABLE_WITHOUT_LIMIT),
+            accept_plain: config.accept_plain_tcp_value(),
+            plain_wait: config
+                .plain_wait_value()
+                .min(config.handshake_timeout_value()),
         }
     }
 
@@ -364,7 +373,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         };
         self.handshakes.push_back(InProgress {
             handshake,
-            phase: Phase::Hello,
+            phase: Phase::Sniff { heard: false },
         });
         dropped
     }
@@ -446,5 +455,6 @@ impl Tombstones {
 }
 
 mod handshake;
+mod stranger;
 #[cfg(test)]
 mod tests;

@@ -235,6 +235,7 @@ impl Session {
             passive: self.link.passive,
             send_buffer_capacity: self.send.buf.capacity(),
             round_trip: self.send.round_trip,
+            plain: false,
         }
     }
 }

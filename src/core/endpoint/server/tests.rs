@@ -15,6 +15,8 @@ fn limits(handshake_timeout: Duration) -> ServerLimits {
         max_handshakes: 3,
         handshake_timeout,
         evictable_after: Duration::from_secs(3),
+        accept_plain: false,
+        plain_wait: Duration::from_millis(300),
     }
 }
 
