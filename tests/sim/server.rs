@@ -223,6 +223,7 @@ impl World {
             .opened(cid, s, self.conns[conn].from.ip(), &hello);
         self.server.endpoint.handshake_ended(conn);
         self.server.handshakes.remove(&conn);
+        self.opening_answered(conn, client);
     }
 
     /// A resumption whose HELLO proved itself (`Engine::resume_session`).
