@@ -65,10 +65,9 @@ fn random_config(rng: &mut Rng) -> Config {
         .busy_limit(Duration::from_secs(rng.pick(&[0, 5, 30])))
         .max_sessions(rng.pick(&[1, 4, 8, 8]))
         .max_sessions_per_address(rng.pick(&[1, 4, 8, 8]))
-        // Not 1: with a cap of one, clients that reconnect together evict each other's
-        // handshakes (the documented policy) and, having installed the connection at
-        // the ANSWER, retry at once: a livelock (see the closing note of issue 18).
-        .max_handshakes(rng.pick(&[2, 4, 16]));
+        // With a cap of one, clients that reconnect together evict each other's
+        // handshakes (the documented policy): they must back off, not retry at once.
+        .max_handshakes(rng.pick(&[1, 2, 4, 16]));
     config.validate().expect("a valid random config");
     config
 }
