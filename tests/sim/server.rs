@@ -282,6 +282,7 @@ impl World {
         self.server
             .endpoint
             .opened(cid, s, self.conns[conn].from.ip(), &hello);
+        self.opening_answered(conn, client);
     }
 
     /// The server session's duties: failed connections, timers, datagrams, the end.

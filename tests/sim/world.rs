@@ -122,8 +122,38 @@ pub struct Oracle {
 /// each byte it accepted from there (PROTOCOL.md section 5).
 pub const AMPLIFICATION: u64 = 3;
 
+/// A schedule's class (BUGGIFY-style targeted faults). Most schedules are random only; in
+/// the others a compound fault fires at a protocol event, with both sides' `Config`s
+/// drawn to suit it, since the edges of the opening are too narrow for random faults to
+/// hit (an ANSWER is in flight for a few ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Random faults only.
+    Random,
+    /// When the server answers an opening: the ANSWER is lost with its connection, and a
+    /// partition follows that can outlast the server's memory of the opening while the
+    /// server session gives up (issue 18, defect 1).
+    LostAnswer,
+    /// When the server answers an opening: the client's application aborts, before the
+    /// ANSWER is read (issue 18, defect 5).
+    AbortAtAnswer,
+}
+
+impl Scenario {
+    /// The class of schedule `seed`: decided by the seed alone, so the random schedules
+    /// (eight in ten) replay as they did before the classes existed.
+    pub fn of(seed: u64) -> Self {
+        match seed % 10 {
+            8 => Scenario::LostAnswer,
+            9 => Scenario::AbortAtAnswer,
+            _ => Scenario::Random,
+        }
+    }
+}
+
 /// Everything in one schedule.
 pub struct World {
+    pub scenario: Scenario,
     pub now: Instant,
     pub rng: Rng,
     pub datagrams: Datagrams,
@@ -148,8 +178,9 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(rng: Rng, server: Config) -> Self {
+    pub fn new(scenario: Scenario, rng: Rng, server: Config) -> Self {
         World {
+            scenario,
             now: Instant::now(),
             rng,
             datagrams: Datagrams::new(),
@@ -231,6 +262,27 @@ impl World {
             for &c in &self.live {
                 self.conns[c].frozen = None;
             }
+        }
+    }
+
+    /// The server just wrote the ANSWER that opens client `client`'s session on
+    /// connection `conn`: the moment the scenario's fault fires, in half of the openings.
+    pub fn opening_answered(&mut self, conn: usize, client: usize) {
+        if self.scenario == Scenario::Random || !self.rng.chance(500) {
+            return;
+        }
+        match self.scenario {
+            Scenario::LostAnswer => {
+                self.conns[conn].cut();
+                // Up to 90 s: past a tombstone of 12 short server handshake timeouts (the
+                // old rule) plus the server session's give-up, within a client's patience;
+                // and past `OPENING_WINDOW` plus a give-up, so a client that retried an
+                // opening longer than the window would reach a server that forgot it.
+                let span = self.rng.millis(5_000, 90_000);
+                self.partition(span);
+            }
+            Scenario::AbortAtAnswer => self.client_abort(client),
+            Scenario::Random => {}
         }
     }
 

@@ -140,6 +140,9 @@ pub(crate) struct Duties {
     pub(crate) needs_connection: bool,
     /// The peer was heard from since the connection was lost: the path is back.
     pub(crate) heard_since_disconnected: Option<Instant>,
+    /// When the peer was last heard from at all (whether the last connection proved
+    /// itself, for the reconnection's backoff).
+    pub(crate) last_heard: Instant,
     /// A client hears no control datagram while its connection works: they are to go
     /// over TCP.
     pub(crate) datagrams_missing: bool,
@@ -377,6 +380,7 @@ fn duties(session: &Session) -> Duties {
         timeout: session.poll_timeout(),
         needs_connection: session.needs_connection(),
         heard_since_disconnected: session.heard_since_disconnected(),
+        last_heard: session.last_heard(),
         datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
         send_held: false,
@@ -434,6 +438,7 @@ mod tests {
             timeout,
             needs_connection: false,
             heard_since_disconnected: None,
+            last_heard: Instant::now(),
             datagrams_missing: false,
             finished: false,
             send_held: false,
