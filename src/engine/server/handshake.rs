@@ -206,6 +206,9 @@ impl Engine {
                     .map_or_else(Default::default, |e| e.shared.presence(now))
             },
         );
+        if matches!(verdict, Verdict::Refuse(RefusalCode::TooManySessions)) {
+            listener.count_refused_full();
+        }
         match verdict {
             Verdict::Refuse(code) => self.refuse(hs, code),
             Verdict::Resume(id) => self.resume_session(hs, hello, id),
