@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use robust_tcp::{Config, RSocket};
+use robust_tcp::Config;
 
+use crate::metrics::Failure;
 use crate::relay::{self, STOPPING};
 use crate::status::Registry;
 use crate::Fatal;
@@ -18,6 +19,7 @@ pub fn run(
     listen: &str,
     server: &str,
     config: Config,
+    retry: Duration,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
     let server_addrs: Arc<[SocketAddr]> = addr::resolve(server)
@@ -47,29 +49,41 @@ pub fn run(
         let server = server.to_owned();
         let name = format!("rtcp-conn-{peer}");
         tunnel::spawn(name, format_args!("connection from {peer}"), move || {
-            serve(stream, peer, &server_addrs, &server, config, &registry)
+            serve(
+                stream,
+                peer,
+                &server_addrs,
+                &server,
+                config,
+                retry,
+                &registry,
+            )
         });
     }
 }
 
-/// Opens a session for one local connection and relays, or resets the connection if no
-/// session can be opened (at the TCP connect, or when the server's answer fails the session
-/// during the relay): the local program sees the failure as it would a refused connection,
-/// not as an empty reply.
+/// Opens a session for one local connection (retrying for `retry` while the server cannot
+/// be reached) and relays, or resets the connection if no session can be opened (at the
+/// TCP connect, or when the server's answer or its status fails the session during the
+/// relay): the local program sees the failure as it would a refused connection, not as an
+/// empty reply.
 fn serve(
     local: TcpStream,
     peer: SocketAddr,
     server_addrs: &[SocketAddr],
     server: &str,
     config: Config,
+    retry: Duration,
     registry: &Arc<Registry>,
 ) {
-    let session = match RSocket::connect_with(server_addrs, config) {
+    let session = match tunnel::open(server_addrs, &config, retry, registry) {
         Ok(session) => session,
         Err(e) => {
             log::warn!(
-                "connection from {peer}: cannot open a session to {server}: {e}; connection reset"
+                "connection from {peer}: cannot open a session to {server} (retried {retry:?}): \
+                 {e}; connection reset"
             );
+            registry.metrics.failed(Failure::ServerUnreachable);
             relay::reset_tcp(&local);
             return;
         }
@@ -83,5 +97,6 @@ fn serve(
         session,
         registry,
         &format!("connection from {peer}, session to {server}"),
+        true,
     );
 }

@@ -5,12 +5,13 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use robust_tcp::{Config, RSocket};
 
-use crate::addr;
 use crate::relay::{pump, End, Ended, Link, STOPPING};
-use crate::{signals, tunnel, Fatal};
+use crate::status::Registry;
+use crate::{addr, limits, preamble, signals, tunnel, Fatal};
 
 /// stdin and stdout as one end of a relay.
 struct Stdio;
@@ -70,16 +71,28 @@ impl End for WeakSession {
     }
 }
 
-/// Relays until the server ends the session; `Ok` for a clean end (exit 0).
-pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
+/// Relays until the server ends the session; `Ok` for a clean end (exit 0). Opening the
+/// session is retried for `retry` while the server cannot be reached.
+pub fn run(
+    server: &str,
+    config: Config,
+    retry: Duration,
+    registry: Arc<Registry>,
+) -> Result<(), Fatal> {
     let addrs =
         addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
-    let session = RSocket::connect_with(&addrs[..], config)
-        .map_err(|e| Fatal(format!("cannot open a session to {server}: {e}")))?;
+    let session = tunnel::open(&addrs, &config, retry, &registry).map_err(|e| {
+        Fatal(format!(
+            "cannot open a session to {server} (retried {retry:?}): {e}"
+        ))
+    })?;
     // Not the session's id, which waits for the server's answer: stdin's first bytes
     // follow the opening at once. A server that fails the opening fails the relay below.
     log::info!("session to {server}");
     let session = Arc::new(session);
+    // Watched for the log (lifecycle, outages); dropped before the session, whose last
+    // handle must be the main thread's (see `WeakSession`).
+    let registered = registry.register(Arc::clone(&session), None, &format!("session to {server}"));
     let weak = Arc::downgrade(&session);
     let link = Arc::new(Link::default());
     // Installed only now: before the session exists, Ctrl-C may kill us the usual way.
@@ -113,8 +126,18 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
         let _ = session.abort();
         return Err(Fatal(format!("cannot start a thread: {e}")));
     }
+    if let Err(e) = preamble::read(&*session) {
+        let _ = session.abort();
+        return Err(Fatal(format!(
+            "session to {server}: {}",
+            limits::describe(&e)
+        )));
+    }
     match pump(&*session, &Stdio, &link, "session", "stdout") {
-        Ended::Failed(side, e) => Err(Fatal(format!("session to {server}: {side} failed: {e}"))),
+        Ended::Failed(side, e) => Err(Fatal(format!(
+            "session to {server}: {side} failed: {}",
+            limits::describe(&e)
+        ))),
         // The stdin copy failed first and logged why.
         Ended::Reset => Err(Fatal(format!(
             "session to {server} reset: stdin or the session failed"
@@ -124,7 +147,10 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
             STOPPING.store(true, Ordering::SeqCst);
             let _ = session.shutdown(Shutdown::Write);
             tunnel::wait_acknowledged(&session);
+            let counts = tunnel::counts(&session.status());
+            drop(registered);
             drop(session);
+            log::info!("session to {server}: closed ({counts})");
             std::thread::sleep(tunnel::CLOSE_GRACE);
             Ok(())
         }

@@ -99,6 +99,17 @@ impl Proc {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// Waits (bounded) until the child's stderr holds `needle`.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) {
+        let found = poll_until(limit, || self.stderr().contains(needle));
+        assert!(
+            found,
+            "{} did not log {needle:?} within {limit:?}; its stderr:\n{}",
+            self.name,
+            self.stderr()
+        );
+    }
+
     /// Panics, with the child's stderr, if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -163,6 +174,10 @@ impl Drop for Proc {
 pub struct Options {
     /// `--buffer-size`, if set.
     pub buffer_size: Option<usize>,
+    /// More arguments for `rtcp server` only.
+    pub server_args: Vec<String>,
+    /// More arguments for `rtcp client` only.
+    pub client_args: Vec<String>,
 }
 
 impl Options {
@@ -204,6 +219,7 @@ impl Tunnel {
             target.to_string(),
         ];
         args.extend(options.args());
+        args.extend(options.server_args.iter().cloned());
         let mut server = Proc::rtcp("rtcp server", &args);
         // A plain connect to a robust server is refused and closed, which it survives
         // (tunnel.rs checks that it does).
@@ -219,6 +235,7 @@ impl Tunnel {
             proxy.local_addr().to_string(),
         ];
         args.extend(options.args());
+        args.extend(options.client_args.iter().cloned());
         let mut client = Proc::rtcp("rtcp client", &args);
         client.wait_listening(entry);
         Tunnel {
