@@ -186,8 +186,8 @@ fn the_metrics_count_every_cut_and_byte() {
         let mut sent = 0;
         echo(&mut stream, b"before the cuts").unwrap();
         sent += 15;
-        // The start's probe session gone: only ours is open, and cuts cut only its
-        // connection.
+        // The start's probe session out of the registry: only ours counts from now on.
+        // (Its connection may still be closing in the proxy, and be cut too.)
         wait_until(IO_LIMIT, "the probe session closed", || {
             scrape(metrics)["rtcp_sessions_open"] == 1.0
         });
@@ -199,7 +199,7 @@ fn the_metrics_count_every_cut_and_byte() {
             echo(&mut stream, &bytes).unwrap();
             sent += bytes.len();
         }
-        assert_eq!(cuts, 3, "one connection cut each time\n{}", tunnel.logs());
+        assert!(cuts >= 3, "our connection cut each time\n{}", tunnel.logs());
         // The watcher looks every 100 ms: wait for it to have seen the last resumption.
         wait_until(IO_LIMIT, "every resumption timed", || {
             scrape(metrics)["rtcp_resume_seconds_count"] == 3.0
