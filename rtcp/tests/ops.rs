@@ -8,11 +8,12 @@ mod common;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, local, read_all, Options, Proc, Target, Tunnel};
+use common::{free_port, local, read_all, Options, Proc, Target, Tunnel, RTCP};
 use robust_tcp_testkit::bounded::{run_bounded, wait_until};
 use robust_tcp_testkit::proxy::CutPlan;
 
@@ -252,5 +253,52 @@ fn a_client_retries_an_opening_while_the_server_is_down_and_logs_the_outage() {
             IO_LIMIT,
         );
         server.assert_running();
+    });
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `process`.
+fn signal(process: &mut Proc, signal: &str) {
+    let pid = process.child().id().to_string();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+#[test]
+fn rtcp_connect_reports_a_frozen_server_and_its_return() {
+    run_bounded(Duration::from_secs(60), || {
+        let target = echo_target();
+        let mut tunnel = Tunnel::start(target.addr(), CutPlan::never(), &Options::default());
+        let mut cmd = Command::new(RTCP);
+        cmd.arg("connect")
+            .arg(tunnel.server_addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut connect = Proc::spawn("rtcp connect", cmd);
+        let mut stdin = connect.child().stdin.take().unwrap();
+        let mut stdout = connect.child().stdout.take().unwrap();
+        let mut echo_line = |bytes: &[u8]| {
+            stdin.write_all(bytes).unwrap();
+            let mut back = vec![0u8; bytes.len()];
+            stdout.read_exact(&mut back).unwrap();
+            assert_eq!(back, bytes);
+        };
+        echo_line(b"before\n");
+        // A server that stops answering (as a host gone from the network): after the
+        // silence limit the client reconnects, and its attempts find no answer.
+        signal(&mut tunnel.server, "STOP");
+        let server = tunnel.server_addr;
+        connect.wait_stderr(
+            &format!("server {server} unreachable since"),
+            Duration::from_secs(20),
+        );
+        signal(&mut tunnel.server, "CONT");
+        connect.wait_stderr(
+            &format!("server {server} reachable again after an outage of"),
+            Duration::from_secs(20),
+        );
+        echo_line(b"after\n");
     });
 }
