@@ -123,13 +123,13 @@ impl Metrics {
         metric(
             "rtcp_sent_bytes_total",
             "counter",
-            "Bytes written to sessions, towards the peer.",
+            "Bytes written to sessions, towards the peer (a server's include one status byte per session).",
             totals.sent,
         );
         metric(
             "rtcp_received_bytes_total",
             "counter",
-            "Bytes read from sessions, from the peer.",
+            "Bytes read from sessions, from the peer (a client's include one status byte per session).",
             totals.received,
         );
         metric(
