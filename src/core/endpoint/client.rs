@@ -153,7 +153,7 @@ impl Answered {
 
 /// What a client makes of the frame that answers `hello`: its body, or why the bytes
 /// were no ANSWER frame. `keys` are the session's handshake keys; `on_session` and
-/// `check_resume` as for [`check_answer`].
+/// `check_resume` as for `check_answer`.
 pub fn on_answer(
     hello: &Hello,
     frame: Result<&[u8], WireError>,
