@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::iter::FusedIterator;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -62,6 +62,8 @@ struct Listening {
     socket: TcpListener,
     /// `accept` returns `WouldBlock` rather than wait.
     nonblocking: AtomicBool,
+    /// The listener's count of new sessions refused as full.
+    refused_full: Arc<AtomicU64>,
 }
 
 impl RServerSocket {
@@ -111,6 +113,7 @@ impl RServerSocket {
         let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
         let open = listener.open_flag();
+        let refused_full = listener.refused_full();
         engine.send(Command::Listen(Box::new(listener)));
         Ok(RServerSocket {
             inner: Arc::new(Listening {
@@ -121,6 +124,7 @@ impl RServerSocket {
                 open,
                 socket: options,
                 nonblocking: AtomicBool::new(false),
+                refused_full,
             }),
         })
     }
@@ -173,6 +177,24 @@ impl RServerSocket {
     /// ```
     pub fn incoming(&self) -> Incoming<'_> {
         Incoming { server: self }
+    }
+
+    /// How many new sessions this server refused because it was full
+    /// ([`Config::max_sessions`], or [`Config::max_sessions_per_address`] for the client's
+    /// address) and had no vanished client's session to evict. Each refused attempt
+    /// counts: a client retrying within its [`Config::busy_limit`] counts once per try.
+    /// The clients see [`Error::Refused`](crate::Error::Refused); this lets the server's
+    /// operator see it too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:0")?;
+    /// assert_eq!(server.refused_as_full(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn refused_as_full(&self) -> u64 {
+        self.inner.refused_full.load(Ordering::Relaxed)
     }
 
     /// The address the server listens on: the one clients connect to.

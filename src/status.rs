@@ -49,6 +49,11 @@ pub struct Status {
     pub blocked_write: Option<Duration>,
     /// How many times the session moved to a new TCP connection.
     pub reconnections: u64,
+    /// How long the session was without a connection before its latest reconnection
+    /// (`None` before the first): from the failure of the connection it lost (or, for a
+    /// passive session, from its going passive) to the resumption. What an operator
+    /// sees as the pause.
+    pub last_outage: Option<Duration>,
     /// Why the last TCP connection failed, if one did.
     pub last_failure: Option<String>,
     /// How long ago the peer was last heard from: a control datagram, bytes read from the

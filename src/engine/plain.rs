@@ -156,6 +156,7 @@ impl Conn for PlainStream {
             blocked_write: None,
             reconnections: 0,
             last_failure: None,
+            last_outage: None,
             last_heard: self.since.elapsed().saturating_sub(heard),
             control_peer: None,
             control_over_tcp: false,

@@ -402,7 +402,7 @@ impl Session {
         }
         self.acknowledged(peer_received, now);
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
-        self.link.resumed(epoch);
+        self.link.resumed(epoch, now);
         // A new connection: the peer's datagrams are awaited anew.
         self.liveness.connected(now);
         self.datagrams_missing = false;

@@ -238,6 +238,11 @@ impl Engine {
             Action::Control => self.control_connection(hs),
             Action::Refuse(reason) => {
                 log::debug!("refusing {}: {reason:?}", hs.client);
+                if reason == RefusalCode::TooManySessions {
+                    if let Some(listener) = self.listeners.get(&hs.listener) {
+                        listener.count_refused_full();
+                    }
+                }
                 let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
                 self.close_handshake(hs);
             }
