@@ -70,6 +70,9 @@ pub struct Config {
     handshake_timeout: Duration,
     nodelay: bool,
     key_agreement: bool,
+    accept_plain_tcp: bool,
+    fallback_to_plain_tcp: bool,
+    plain_wait: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +94,9 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             nodelay: false,
             key_agreement: true,
+            accept_plain_tcp: false,
+            fallback_to_plain_tcp: false,
+            plain_wait: Duration::from_millis(300),
         }
     }
 }
@@ -251,6 +257,12 @@ impl Config {
     /// Failures that TCP does not report (a blackhole, a NAT that forgot its mapping, a
     /// peer that vanished) are detected in this time rather than TCP's minutes. `None`
     /// turns heartbeats and the limit off: only TCP's own errors count, as in the paper.
+    ///
+    /// On Linux each connection also gets it as `TCP_USER_TIMEOUT`, which fails a
+    /// connection whose bytes go unacknowledged that long while datagrams still pass (a
+    /// firewall or NAT that lost only its TCP state). Other systems lack that option (macOS
+    /// has `TCP_RXT_CONNDROPTIME`, which neither `libc` nor `socket2` exposes): there such
+    /// a connection fails only when TCP gives up retransmitting, after minutes.
     ///
     /// # Examples
     ///
@@ -630,10 +642,10 @@ impl Config {
     /// [`io::ErrorKind::InvalidInput`] naming the first value that makes no sense: a zero
     /// buffer, threshold, session or handshake limit or timeout, a handshake timeout over
     /// an hour, a silence limit (`dead_after`) under 30 ms or over an hour, a control port
-    /// of 0, a zero linger limit, a busy limit over 60 s, a send buffer maximum below its
-    /// initial size, a threshold larger than the buffer's maximum, a send buffer over 1 GiB
-    /// (the wire's 32-bit counters need the window well below 4 GiB), or a backoff whose
-    /// maximum is below its initial delay.
+    /// of 0, a zero linger limit, a busy limit over 60 s, a zero `plain_wait`, a send
+    /// buffer maximum below its initial size, a threshold larger than the buffer's maximum,
+    /// a send buffer over 1 GiB (the wire's 32-bit counters need the window well below 4
+    /// GiB), or a backoff whose maximum is below its initial delay.
     ///
     /// # Examples
     ///
@@ -702,7 +714,128 @@ impl Config {
         if self.handshake_timeout > MAX_HANDSHAKE_TIMEOUT {
             return invalid("handshake_timeout must not exceed one hour");
         }
+        if self.plain_wait.is_zero() {
+            return invalid("plain_wait must not be zero");
+        }
         Ok(())
+    }
+}
+
+/// Ordinary TCP peers (`docs/PROTOCOL.md`, "Ordinary TCP peers"): both off by default, so
+/// that a peer that does not speak robust-tcp gets a clear error.
+impl Config {
+    /// Whether an [`RServerSocket`](crate::RServerSocket) also accepts ordinary TCP
+    /// clients on its port (default `false`: they are told they reached a robust-tcp
+    /// server, and closed). Such a client's connection is handed to `accept` as an
+    /// [`RSocket`](crate::RSocket) that is plain TCP: reads and writes go straight to the
+    /// one connection, its errors are TCP's, nothing is resumed, and
+    /// [`Status::plain`](crate::Status::plain) says so. Robust-tcp clients are unaffected.
+    ///
+    /// The server tells them apart by the first bytes: a client whose first byte differs
+    /// from robust-tcp's magic (`RTCP`) is handed over at that byte, which it reads first,
+    /// with everything after it (protocols where the client speaks first pay no delay). A
+    /// client that sends nothing (ssh, SMTP: the server speaks first) is handed over after
+    /// [`plain_wait`](Self::plain_wait) (default 300 ms), the delay such protocols pay.
+    /// A client whose first bytes are a prefix of the magic and then pause is waited for
+    /// as a robust-tcp client, up to the handshake timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().accept_plain_tcp(true);
+    /// assert!(config.accept_plain_tcp_value());
+    /// ```
+    pub fn accept_plain_tcp(mut self, accept: bool) -> Self {
+        self.accept_plain_tcp = accept;
+        self
+    }
+
+    /// Whether [`RSocket::connect_with`](crate::RSocket::connect_with) falls back to plain
+    /// TCP against a server that does not speak robust-tcp (default `false`: the session
+    /// fails with [`Error::NotRobust`](crate::Error::NotRobust) at its first read or
+    /// write). The server's application never sees a byte this side's application did not
+    /// write: before its HELLO, the client probes the server with a connection of its
+    /// own, which it closes for writing at once without a byte. A robust-tcp server
+    /// answers a probe with a greeting, and the session opens as usual; anything else
+    /// (other bytes, the end of the stream, or silence for
+    /// [`plain_wait`](Self::plain_wait)) makes the server an ordinary one, and `connect`
+    /// returns an `RSocket` on a plain TCP connection
+    /// ([`Status::plain`](crate::Status::plain)).
+    ///
+    /// The cost, on every `connect`: one more TCP connection (the probe, which the server's
+    /// application may see accepted and ended without a byte, as a port scan), and two
+    /// round trips more before `connect` returns (the probe's connect, then its answer),
+    /// or, against an ordinary server that keeps a connection open without a word after
+    /// its client's end of stream, the probe's connect and `plain_wait`. Nothing is
+    /// remembered between `connect`s: a server that was robust-tcp a moment ago may be an
+    /// ordinary one now, and must not read a HELLO. Reconnections of an open session probe
+    /// nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().fallback_to_plain_tcp(true);
+    /// assert!(config.fallback_to_plain_tcp_value());
+    /// ```
+    pub fn fallback_to_plain_tcp(mut self, fallback: bool) -> Self {
+        self.fallback_to_plain_tcp = fallback;
+        self
+    }
+
+    /// How long either side waits to tell an ordinary TCP peer from a robust-tcp one
+    /// (default 300 ms, and never longer than the handshake timeout): a server that
+    /// [accepts ordinary clients](Self::accept_plain_tcp), for the first byte of a client
+    /// that sends nothing (then it is an ordinary one); a client that
+    /// [falls back](Self::fallback_to_plain_tcp), for the answer to its probe.
+    /// Long enough for a round trip and a busy server; every client of a protocol where
+    /// the server speaks first waits this long for its first byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = robust_tcp::Config::default().plain_wait(Duration::from_millis(500));
+    /// assert_eq!(config.plain_wait_value(), Duration::from_millis(500));
+    /// ```
+    pub fn plain_wait(mut self, wait: Duration) -> Self {
+        self.plain_wait = wait;
+        self
+    }
+
+    /// Whether ordinary TCP clients are accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!robust_tcp::Config::default().accept_plain_tcp_value());
+    /// ```
+    pub fn accept_plain_tcp_value(&self) -> bool {
+        self.accept_plain_tcp
+    }
+
+    /// Whether a client falls back to plain TCP.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!robust_tcp::Config::default().fallback_to_plain_tcp_value());
+    /// ```
+    pub fn fallback_to_plain_tcp_value(&self) -> bool {
+        self.fallback_to_plain_tcp
+    }
+
+    /// How long either side waits to tell an ordinary TCP peer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(robust_tcp::Config::default().plain_wait_value(), Duration::from_millis(300));
+    /// ```
+    pub fn plain_wait_value(&self) -> Duration {
+        self.plain_wait
     }
 }
 
@@ -807,6 +940,7 @@ mod tests {
             Config::default().send_buffer_max(1024),
             Config::default().handshake_timeout(Duration::ZERO),
             Config::default().handshake_timeout(Duration::MAX),
+            Config::default().plain_wait(Duration::ZERO),
             Config::default().give_up_after(Some(Duration::ZERO)),
             Config::default().busy_limit(OPENING_WINDOW + Duration::from_nanos(1)),
             Config::default().dead_after(Some(Duration::ZERO)),

@@ -36,23 +36,45 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// One clear error instead of a screenful: everything below is Unix-only (see the README's
+// "Platforms"), so it is left out elsewhere.
+#[cfg(not(unix))]
+compile_error!(
+    "robust-tcp supports Unix only: Linux (tested) and macOS (compiles; not run). Windows \
+     is not supported: the engine passes MSG_DONTWAIT and MSG_NOSIGNAL to sockets that \
+     application threads use in blocking mode, and registers raw file descriptors with mio."
+);
+
+#[cfg(unix)]
 mod config;
+#[cfg(unix)]
 mod core;
+#[cfg(unix)]
 mod engine;
+#[cfg(unix)]
 mod error;
+#[cfg(unix)]
 mod server_socket;
+#[cfg(unix)]
 mod socket;
+#[cfg(unix)]
 mod status;
 
+#[cfg(unix)]
 pub use config::Config;
+#[cfg(unix)]
 pub use error::{Error, NotRobustReason, Refusal};
+#[cfg(unix)]
 pub use server_socket::{Incoming, RServerSocket};
+#[cfg(unix)]
 pub use socket::RSocket;
+#[cfg(unix)]
 pub use status::{SessionState, Status};
 
 /// The I/O-free protocol core, exposed for property tests, the simulation and fuzzing: wire
 /// formats, keys, counters, the send buffer, the session state machine and the endpoint's
 /// decisions. Not a stable API.
+#[cfg(unix)]
 #[doc(hidden)]
 pub mod protocol {
     pub use crate::core::WireError;

@@ -4,10 +4,10 @@ use std::fmt;
 use std::io;
 use std::iter::FusedIterator;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use mio::Token;
 
 use crate::engine::server::{Arrival, Listener};
@@ -18,7 +18,7 @@ use crate::{Config, RSocket};
 ///
 /// Each new session gets a connection identifier (CID). Reconnections of existing sessions
 /// are handled inside the library, whether or not the application calls `accept` again.
-/// Dropping the `RServerSocket` refuses new sessions; the listening port stays open while
+/// Dropping the `RServerSocket` (its last handle) refuses new sessions; the listening port stays open while
 /// any of its sessions lives, so that they can still reconnect.
 ///
 /// # Examples
@@ -44,12 +44,26 @@ use crate::{Config, RSocket};
 /// # }
 /// ```
 pub struct RServerSocket {
+    /// Shared by the handles [`try_clone`](Self::try_clone) makes.
+    inner: Arc<Listening>,
+}
+
+/// What the handles on one listener share; the listener stops taking new sessions when
+/// it goes.
+struct Listening {
     id: Token,
     local_addr: SocketAddr,
     accepted: Receiver<Arrival>,
     engine: Arc<EngineHandle>,
     /// The listener's: cleared on drop (see `Listener::open_flag`).
     open: Arc<AtomicBool>,
+    /// A second descriptor of the listening socket, which the engine owns: its socket
+    /// options and pending error, read and set from the application's thread.
+    socket: TcpListener,
+    /// `accept` returns `WouldBlock` rather than wait.
+    nonblocking: AtomicBool,
+    /// The listener's count of new sessions refused as full.
+    refused_full: Arc<AtomicU64>,
 }
 
 impl RServerSocket {
@@ -91,6 +105,7 @@ impl RServerSocket {
         let engine = engine()?;
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
+        let options = listener.try_clone()?;
         let socket = mio::net::TcpListener::from_std(listener);
         let id = engine.new_token();
         let (queue, accepted) = crossbeam_channel::unbounded();
@@ -98,24 +113,32 @@ impl RServerSocket {
         let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
         let open = listener.open_flag();
+        let refused_full = listener.refused_full();
         engine.send(Command::Listen(Box::new(listener)));
         Ok(RServerSocket {
-            id,
-            local_addr,
-            accepted,
-            engine,
-            open,
+            inner: Arc::new(Listening {
+                id,
+                local_addr,
+                accepted,
+                engine,
+                open,
+                socket: options,
+                nonblocking: AtomicBool::new(false),
+                refused_full,
+            }),
         })
     }
 
     /// Waits for a new session and returns it with the client's address.
     ///
     /// A session is returned once its client has confirmed it; reconnections of existing
-    /// sessions never show up here.
+    /// sessions never show up here. Each new session goes to one `accept`, on whichever
+    /// handle of the listener ([`try_clone`](Self::try_clone)) asks first.
     ///
     /// # Errors
     ///
-    /// None in practice: the engine outlives every `RServerSocket`. The `Result` mirrors
+    /// `WouldBlock` in non-blocking mode when no new session waits. Otherwise none in
+    /// practice: the engine outlives every `RServerSocket`. The `Result` mirrors
     /// `TcpListener::accept`.
     ///
     /// # Examples
@@ -127,10 +150,16 @@ impl RServerSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn accept(&self) -> io::Result<(RSocket, SocketAddr)> {
-        self.accepted
-            .recv()
-            .map(|arrival| (arrival.socket, arrival.client))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the robust-tcp engine stopped"))
+        let inner = &self.inner;
+        let arrival = if inner.nonblocking.load(Ordering::Relaxed) {
+            inner.accepted.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => io::Error::from(io::ErrorKind::WouldBlock),
+                TryRecvError::Disconnected => engine_stopped(),
+            })
+        } else {
+            inner.accepted.recv().map_err(|_| engine_stopped())
+        };
+        arrival.map(|arrival| (arrival.socket, arrival.client))
     }
 
     /// An iterator over new sessions, as [`accept`](Self::accept) returns them. It never
@@ -150,6 +179,24 @@ impl RServerSocket {
         Incoming { server: self }
     }
 
+    /// How many new sessions this server refused because it was full
+    /// ([`Config::max_sessions`], or [`Config::max_sessions_per_address`] for the client's
+    /// address) and had no vanished client's session to evict. Each refused attempt
+    /// counts: a client retrying within its [`Config::busy_limit`] counts once per try.
+    /// The clients see [`Error::Refused`](crate::Error::Refused); this lets the server's
+    /// operator see it too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:0")?;
+    /// assert_eq!(server.refused_as_full(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn refused_as_full(&self) -> u64 {
+        self.inner.refused_full.load(Ordering::Relaxed)
+    }
+
     /// The address the server listens on: the one clients connect to.
     ///
     /// # Errors
@@ -164,11 +211,118 @@ impl RServerSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local_addr)
+        Ok(self.inner.local_addr)
+    }
+
+    /// Another handle on the same listener: `accept` on either returns the next new
+    /// session. The listener stops taking new sessions once every handle is dropped.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpListener::try_clone`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// let other = server.try_clone()?;
+    /// std::thread::spawn(move || other.accept());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<RServerSocket> {
+        Ok(RServerSocket {
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Moves the listener in or out of non-blocking mode, for every handle on it:
+    /// [`accept`](Self::accept) (and [`incoming`](Self::incoming)) then return
+    /// `WouldBlock` when no new session waits. The listener's handshakes and its sessions'
+    /// reconnections go on in the library's thread either way.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpListener::set_nonblocking`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// server.set_nonblocking(true)?;
+    /// match server.accept() {
+    ///     Ok((sock, client)) => println!("{client}"),
+    ///     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => println!("nobody yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.inner.nonblocking.store(nonblocking, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets `IP_TTL` on the listening socket. Connections it accepts from then on inherit
+    /// it (on Linux, as with `TcpListener`): new sessions' first connections and the
+    /// reconnections of every session of this listener, unless the session set its own
+    /// with [`RSocket::set_ttl`]. Connections already in use keep theirs.
+    ///
+    /// # Errors
+    ///
+    /// The system's error, as `TcpListener::set_ttl`'s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// server.set_ttl(64)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.inner.socket.set_ttl(ttl)
+    }
+
+    /// `IP_TTL` of the listening socket.
+    ///
+    /// # Errors
+    ///
+    /// The system's error, as `TcpListener::ttl`'s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// println!("TTL {}", server.ttl()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.inner.socket.ttl()
+    }
+
+    /// The listening socket's pending error (`SO_ERROR`), cleared once read, as
+    /// `TcpListener::take_error`'s. Errors of accepting (`EMFILE`, say) are not reported
+    /// here: the library pauses the listener and tries again (see `docs/ARCHITECTURE.md`).
+    ///
+    /// # Errors
+    ///
+    /// The system's error reading the option.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let server = robust_tcp::RServerSocket::bind("127.0.0.1:7000")?;
+    /// assert!(server.take_error()?.is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.inner.socket.take_error()
     }
 }
 
-impl Drop for RServerSocket {
+fn engine_stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the robust-tcp engine stopped")
+}
+
+impl Drop for Listening {
     fn drop(&mut self) {
         // New sessions are refused from now on, whenever the engine reads their HELLO.
         self.open.store(false, Ordering::SeqCst);
@@ -181,7 +335,7 @@ impl Drop for RServerSocket {
 impl fmt::Debug for RServerSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RServerSocket")
-            .field("local_addr", &self.local_addr)
+            .field("local_addr", &self.inner.local_addr)
             .finish()
     }
 }

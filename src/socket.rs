@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::client;
+use crate::engine::conn::Conn;
+use crate::engine::plain::PlainStream;
 use crate::engine::session::SharedSession;
 use crate::{Config, Status};
 
@@ -23,6 +25,11 @@ use crate::{Config, Status};
 /// read while another writes, as with `TcpStream`; [`try_clone`](Self::try_clone) gives
 /// another handle on the same session. Dropping the last handle closes the session without
 /// losing what was written: it lingers in the background until the peer has every byte.
+///
+/// With [`Config::accept_plain_tcp`] on a server or [`Config::fallback_to_plain_tcp`] on
+/// a client, an `RSocket` may instead be an ordinary TCP connection to a peer that does not
+/// speak robust-tcp ([`Status::plain`]): then every call goes straight to that connection,
+/// its errors are TCP's, and nothing survives its failure.
 ///
 /// # Errors
 ///
@@ -55,7 +62,7 @@ pub struct RSocket {
 
 /// Closes the session when the last `RSocket` for it goes.
 struct Handle {
-    shared: Arc<SharedSession>,
+    shared: Arc<dyn Conn>,
 }
 
 impl Drop for Handle {
@@ -72,8 +79,8 @@ impl RSocket {
         }
     }
 
-    fn shared(&self) -> &SharedSession {
-        &self.handle.shared
+    fn shared(&self) -> &dyn Conn {
+        &*self.handle.shared
     }
 
     /// Opens a session with the server at `addr`, with the default [`Config`].
@@ -171,7 +178,7 @@ impl RSocket {
     }
 
     fn open(addrs: &[SocketAddr], config: Config, limit: Option<Duration>) -> io::Result<RSocket> {
-        client::connect(addrs, &config, limit).map(RSocket::from_shared)
+        client::connect(addrs, &config, limit)
     }
 
     /// Another handle on the same session. The session closes when the last handle is
@@ -216,8 +223,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.shared().shutdown(how);
-        Ok(())
+        self.shared().shutdown(how)
     }
 
     /// Aborts the session at once, as a TCP reset does: the peer's pending and later calls
@@ -244,8 +250,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn abort(&self) -> io::Result<()> {
-        self.shared().reset(crate::Error::Aborted);
-        Ok(())
+        self.shared().abort()
     }
 
     /// Puts the session to sleep without ending it (the paper's "passivation"): its TCP
@@ -314,7 +319,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().read_timeout())
+        self.shared().read_timeout()
     }
 
     /// Bounds how long a write takes, whatever the buffers, the locks or a reconnection in
@@ -354,7 +359,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().write_timeout())
+        self.shared().write_timeout()
     }
 
     /// What dropping the last handle on the session does, as `SO_LINGER` says for
@@ -388,8 +393,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
-        self.shared().set_linger(linger);
-        Ok(())
+        self.shared().set_linger(linger)
     }
 
     /// The linger setting (see [`set_linger`](Self::set_linger)).
@@ -406,7 +410,7 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn linger(&self) -> io::Result<Option<Duration>> {
-        Ok(self.shared().linger())
+        self.shared().linger()
     }
 
     /// Sets `TCP_NODELAY` on the current connection and on every later one. With `true`,
@@ -442,7 +446,134 @@ impl RSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn nodelay(&self) -> io::Result<bool> {
-        Ok(self.shared().nodelay())
+        self.shared().nodelay()
+    }
+
+    /// Reads into `buf` the next bytes of the stream without consuming them: the next read
+    /// (or peek) returns them again, as `TcpStream::peek` does. It waits as a read does
+    /// (for data, for a reconnection; bounded by the read timeout, or not at all in
+    /// non-blocking mode) and returns `Ok(0)` at the end of the stream.
+    ///
+    /// Across reconnections: the bytes peeked at are those the session received and the
+    /// application has not read. A connection that fails takes them with it, and the peer
+    /// resends them (it resends from what was read, not from what was peeked at), so a peek
+    /// after a reconnection returns the same bytes again.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](std::io::Read::read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// let mut first = [0; 1];
+    /// let n = sock.peek(&mut first)?; // the next read returns the same byte
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared().peek(buf)
+    }
+
+    /// Moves the session in or out of non-blocking mode, for every handle on it (as
+    /// `TcpStream`'s clones share theirs).
+    ///
+    /// In non-blocking mode a call that would wait returns `WouldBlock` instead: a read
+    /// or [`peek`](Self::peek) with nothing to return (no data yet, or no connection during
+    /// a reconnection); a write when the send buffer is full. A write that fits in part
+    /// takes that part and returns its count; its bytes then belong to the session, which
+    /// sends what TCP does not take at once as soon as it can (as it does after a write
+    /// timeout). `flush` never blocks in either mode. The read and write timeouts do not
+    /// apply meanwhile; they are kept for when blocking mode returns. There is no readiness
+    /// notification (no `mio` or `epoll` source: see the README's migration table): an
+    /// application that gets `WouldBlock` tries again later.
+    ///
+    /// The TCP connections stay in blocking mode: each call passes `MSG_DONTWAIT` instead.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::set_nonblocking`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::{ErrorKind, Read};
+    ///
+    /// let mut sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_nonblocking(true)?;
+    /// let mut buf = [0; 1024];
+    /// match sock.read(&mut buf) {
+    ///     Ok(n) => println!("{n} bytes"),
+    ///     Err(e) if e.kind() == ErrorKind::WouldBlock => println!("nothing yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.shared().set_nonblocking(nonblocking)
+    }
+
+    /// Sets `IP_TTL` on the current TCP connection and on every later one, from the end
+    /// of its handshake (a reconnection's HELLO goes out with the system's TTL).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` unless `ttl` is from 1 to 255; the error of setting it on the
+    /// current connection (the value is remembered for the next ones all the same).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// sock.set_ttl(64)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.shared().set_ttl(ttl)
+    }
+
+    /// `IP_TTL` of the current TCP connection (a server session's first one inherits its
+    /// listener's); between connections, the value [`set_ttl`](Self::set_ttl) set.
+    ///
+    /// # Errors
+    ///
+    /// The error of reading it from the connection; `NotConnected` between connections if
+    /// none was set.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// println!("TTL {}", sock.ttl()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.shared().ttl()
+    }
+
+    /// The session's failure, once: the first call after the session failed returns the
+    /// error its reads and writes fail with (carrying a [`crate::Error`]), later calls
+    /// `None`, as `SO_ERROR` is cleared once read. Reads and writes go on failing.
+    ///
+    /// A failed TCP connection is not an error of the session: the session reconnects, and
+    /// `take_error` says nothing of it ([`status`](Self::status) counts the
+    /// reconnections and tells the last connection's failure).
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` mirrors `TcpStream::take_error`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let sock = robust_tcp::RSocket::connect("127.0.0.1:7000")?;
+    /// if let Some(e) = sock.take_error()? {
+    ///     println!("the session failed: {e}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.shared().take_error()
     }
 
     /// The peer's address on the current (or last) TCP connection.
@@ -484,7 +615,8 @@ impl RSocket {
     /// A client learns it from the server's answer to its opening, which comes a round
     /// trip after [`connect`](Self::connect) returned: until then this waits for it, as a
     /// read does (and returns 0 if the opening failed: the next read or write says why).
-    /// Never 0 once the session is open.
+    /// Never 0 once the session is open; always 0 on an ordinary TCP connection
+    /// ([`Status::plain`](crate::Status::plain)).
     ///
     /// # Examples
     ///
@@ -513,6 +645,18 @@ impl RSocket {
     }
 }
 
+/// Ordinary TCP peers (`Config::accept_plain_tcp`, `Config::fallback_to_plain_tcp`).
+impl RSocket {
+    /// Wraps an ordinary TCP connection (in blocking mode): every call goes straight to it.
+    pub(crate) fn from_plain(stream: std::net::TcpStream) -> RSocket {
+        RSocket {
+            handle: Arc::new(Handle {
+                shared: Arc::new(PlainStream::new(stream)),
+            }),
+        }
+    }
+}
+
 impl Read for RSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.shared().read(buf)
@@ -526,11 +670,11 @@ impl Write for RSocket {
 
     /// Sends at once what small writes left in the send buffer to go out in one batch
     /// (with Nagle on, back-to-back writes are coalesced for up to 1 ms; see
-    /// [`Config::nodelay`]). Never blocks: the rest is already with TCP, or waits in the
-    /// send buffer for a reconnection, which sends it without being asked.
+    /// [`Config::nodelay`]). Never blocks, in blocking mode or not: the rest is already
+    /// with TCP, or waits in the send buffer for room in TCP's or for a reconnection, and
+    /// the session sends it without being asked.
     fn flush(&mut self) -> io::Result<()> {
-        self.shared().send_held();
-        Ok(())
+        self.shared().flush()
     }
 }
 
@@ -546,8 +690,7 @@ impl Write for &RSocket {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.shared().send_held();
-        Ok(())
+        self.shared().flush()
     }
 }
 

@@ -49,6 +49,11 @@ pub struct Status {
     pub blocked_write: Option<Duration>,
     /// How many times the session moved to a new TCP connection.
     pub reconnections: u64,
+    /// How long the session was without a connection before its latest reconnection
+    /// (`None` before the first): from the failure of the connection it lost (or, for a
+    /// passive session, from its going passive) to the resumption. What an operator
+    /// sees as the pause.
+    pub last_outage: Option<Duration>,
     /// Why the last TCP connection failed, if one did.
     pub last_failure: Option<String>,
     /// How long ago the peer was last heard from: a control datagram, bytes read from the
@@ -82,4 +87,12 @@ pub struct Status {
     /// longer, and the buffer then grows as if the path were long, until the next
     /// measurement.
     pub round_trip: Option<Duration>,
+    /// Whether this is no session but an ordinary TCP connection: a peer that does not
+    /// speak robust-tcp, accepted with `Config::accept_plain_tcp` or reached with
+    /// `Config::fallback_to_plain_tcp`. Nothing is resumed then: the state is `Connected`
+    /// until the socket is shut down both ways or aborted (then `Closed`), the byte counts
+    /// are those the application read and wrote, nothing is ever unacknowledged or
+    /// reconnected, and the fields about control datagrams, the send buffer and the round
+    /// trip say nothing.
+    pub plain: bool,
 }

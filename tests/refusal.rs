@@ -87,6 +87,7 @@ fn a_full_server_fails_a_new_client_with_connection_refused_within_its_busy_limi
         let server = RServerSocket::bind_with("127.0.0.1:0", config).unwrap();
         let addr = server_addr(&server);
         let (first_client, first_accepted) = connect_pair(&server, addr, fast_config());
+        assert_eq!(server.refused_as_full(), 0);
 
         let busy_limit = Duration::from_secs(2);
         let started = Instant::now();
@@ -116,6 +117,8 @@ fn a_full_server_fails_a_new_client_with_connection_refused_within_its_busy_limi
             .write(b"more")
             .expect_err("a write after the refusal");
         assert_eq!(write.kind(), io::ErrorKind::ConnectionRefused, "{write}");
+        // The server's operator sees the refusals too: at least the first attempt's.
+        assert!(server.refused_as_full() >= 1);
 
         // The session that holds the address's one slot is untouched.
         exchange_seeded(&first_client, &first_accepted, 256 << 10, 18);

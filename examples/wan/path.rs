@@ -9,9 +9,12 @@
 //! bottleneck when the packets before it have (the rate limit) and is due one one-way delay
 //! later. The writer writes each packet into the other device when it is due.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+#[cfg(target_os = "linux")]
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+#[cfg(target_os = "linux")]
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -182,6 +185,7 @@ impl Path {
 
     /// The CPU time the line's threads have used so far: the bench subtracts it from the
     /// process's, which it shares.
+    #[cfg(target_os = "linux")]
     pub fn cpu_time(&self) -> Duration {
         self.threads
             .iter()
@@ -201,6 +205,12 @@ impl Path {
                 Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
             })
             .sum()
+    }
+
+    /// Elsewhere the example cannot run (see [`linux_only`]); this only compiles.
+    #[cfg(not(target_os = "linux"))]
+    pub fn cpu_time(&self) -> Duration {
+        Duration::ZERO
     }
 }
 
@@ -289,6 +299,7 @@ fn readable(file: &File, timeout: Duration) -> bool {
 
 /// Moves the calling thread into network namespace `name` (made by `ip netns add`);
 /// sockets it creates afterwards, and threads it starts, live there.
+#[cfg(target_os = "linux")]
 pub fn enter_namespace(name: &str) -> io::Result<()> {
     let ns = File::open(format!("/var/run/netns/{name}"))?;
     // SAFETY: a valid namespace descriptor; setns changes only this thread's namespace.
@@ -298,8 +309,25 @@ pub fn enter_namespace(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Network namespaces and TUN devices are Linux's: elsewhere the example compiles (so that
+/// `cargo check --all-targets` covers it) and fails at its first step.
+#[cfg(not(target_os = "linux"))]
+fn linux_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the WAN example needs Linux (network namespaces, TUN devices)",
+    )
+}
+
+/// See [`linux_only`].
+#[cfg(not(target_os = "linux"))]
+pub fn enter_namespace(_name: &str) -> io::Result<()> {
+    Err(linux_only())
+}
+
 /// A new TUN device `name` (IP packets, no packet information header) in the calling
 /// thread's namespace, as the file its packets are read from and written to.
+#[cfg(target_os = "linux")]
 fn open_tun(name: &str) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -317,4 +345,10 @@ fn open_tun(name: &str) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// See [`linux_only`].
+#[cfg(not(target_os = "linux"))]
+fn open_tun(_name: &str) -> io::Result<File> {
+    Err(linux_only())
 }

@@ -130,7 +130,9 @@ impl Client {
                     _ => Some(now + ago),
                 };
                 let dialing = redial.dialing();
-                if let Plan::Restart(dial) = redial.plan(heard, now, |_| connecting) {
+                // Heard at the opening at least; later when the control path worked again.
+                let last_heard = heard.unwrap_or(self.t0);
+                if let Plan::Restart(dial) = redial.plan(heard, last_heard, now, |_| connecting) {
                     assert_eq!(Some(dial), dialing, "restarted an attempt not in progress");
                     self.start(redial);
                 }
@@ -156,7 +158,7 @@ impl Client {
             },
             Op::HeardAnswer => redial.heard_answer(),
             Op::Connected => {
-                redial.connected();
+                redial.connected(now);
                 self.open = true;
             }
             Op::Abandoned => redial.abandoned(),

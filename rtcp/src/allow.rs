@@ -157,12 +157,13 @@ fn prefix(a: u128, b: u128, bits: u8, width: u32) -> bool {
     a.checked_shr(ignored).unwrap_or(0) == b.checked_shr(ignored).unwrap_or(0)
 }
 
-/// Why a request is refused: the reply for the client, and a line for the log.
+/// Why a request is refused: the reply's status, and its reason (for the client and the
+/// log).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// What the client's program is told.
     pub reply: Reply,
-    /// Why.
+    /// Why, naming the target.
     pub why: String,
 }
 
@@ -189,8 +190,7 @@ impl Allow {
         let mut fitting = self.patterns.iter().filter(|p| p.ports.contains(&port));
         let not_allowed = || Refusal {
             reply: Reply::NotAllowed,
-            // The reply's own words say why ("not allowed by the server's --allow").
-            why: target.to_string(),
+            why: format!("{target}: not allowed by the server's --allow"),
         };
         match &target.host {
             Host::Ip(ip) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use robust_tcp::{Config, RSocket};
 
+use crate::metrics::Failure;
 use crate::relay::{self, STOPPING};
 use crate::request::Request;
 use crate::status::Registry;
@@ -23,6 +24,7 @@ pub fn run(
     socks: Option<&str>,
     server: &str,
     config: Config,
+    retry: Duration,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
     let addrs =
@@ -33,6 +35,7 @@ pub fn run(
         name: server.to_owned(),
         addrs,
         config,
+        retry,
         registry,
     });
     let handler = |serve: fn(TcpStream, SocketAddr, &Upstream)| -> Arc<Handler> {
@@ -75,6 +78,8 @@ pub struct Upstream {
     pub addrs: Vec<SocketAddr>,
     /// The sessions' settings.
     pub config: Config,
+    /// How long an opening is retried while the server cannot be reached.
+    pub retry: Duration,
     /// Where sessions are registered for the status line and a graceful stop.
     pub registry: Arc<Registry>,
 }
@@ -88,6 +93,19 @@ impl Upstream {
         addr::resolve(&self.name).unwrap_or_else(|e| {
             log::debug!("{}: {e}; using the addresses found at start", self.name);
             self.addrs.clone()
+        })
+    }
+
+    /// Opens a session (see [`tunnel::open`]), or says why it could not, for the log; a
+    /// failure is counted.
+    pub fn open(&self) -> Result<RSocket, String> {
+        let addrs = self.resolve();
+        tunnel::open(&addrs, &self.config, self.retry, &self.registry).map_err(|e| {
+            self.registry.metrics.failed(Failure::ServerUnreachable);
+            format!(
+                "cannot open a session to {} (retried {:?}): {e}",
+                self.name, self.retry
+            )
         })
     }
 }
@@ -126,18 +144,17 @@ fn accept_each(listener: &TcpListener, handler: &Arc<Handler>) {
     }
 }
 
-/// Opens a session for one local connection and relays, or resets the connection if no
-/// session can be opened (at the TCP connect, or when the server's answer fails the session
-/// during the relay): the local program sees the failure as it would a refused connection,
-/// not as an empty reply.
+/// Opens a session for one local connection (retrying while the server cannot be
+/// reached) and relays, or resets the connection if no session can be opened (at the TCP
+/// connect, or when the server's answer or its reply fails the session during the relay):
+/// the local program sees the failure as it would a refused connection, not as an empty
+/// reply.
 fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     let server = &upstream.name;
-    let session = match RSocket::connect_with(&upstream.resolve()[..], upstream.config.clone()) {
+    let session = match upstream.open() {
         Ok(session) => session,
-        Err(e) => {
-            log::warn!(
-                "connection from {peer}: cannot open a session to {server}: {e}; connection reset"
-            );
+        Err(why) => {
+            log::warn!("connection from {peer}: {why}; connection reset");
             relay::reset_tcp(&local);
             return;
         }
@@ -157,6 +174,7 @@ fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         session,
         &upstream.registry,
         &format!("connection from {peer}, session to {server}"),
+        true,
     );
 }
 
@@ -169,6 +187,7 @@ mod tests {
             name: name.into(),
             addrs: vec![SocketAddr::from(([192, 0, 2, 1], 7000))],
             config: Config::default(),
+            retry: Duration::ZERO,
             registry: Arc::default(),
         }
     }

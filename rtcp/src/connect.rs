@@ -5,13 +5,14 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use robust_tcp::{Config, RSocket};
 
-use crate::addr;
 use crate::relay::{pump, End, Ended, Link, STOPPING};
-use crate::request::Request;
-use crate::{signals, tunnel, Fatal};
+use crate::request::{self, Request};
+use crate::status::Registry;
+use crate::{addr, limits, signals, tunnel, Fatal};
 
 /// stdin and stdout as one end of a relay.
 struct Stdio;
@@ -71,20 +72,33 @@ impl End for WeakSession {
     }
 }
 
-/// Relays until the server ends the session; `Ok` for a clean end (exit 0).
-pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
+/// Relays until the server ends the session; `Ok` for a clean end (exit 0). Opening the
+/// session is retried for `retry` while the server cannot be reached.
+pub fn run(
+    server: &str,
+    config: Config,
+    retry: Duration,
+    registry: Arc<Registry>,
+) -> Result<(), Fatal> {
     let addrs =
         addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
-    let session = RSocket::connect_with(&addrs[..], config)
+    let session = tunnel::open(&addrs, &config, retry, &registry)
         .and_then(|session| {
             (&session).write_all(&Request::Forward.encode())?;
             Ok(session)
         })
-        .map_err(|e| Fatal(format!("cannot open a session to {server}: {e}")))?;
+        .map_err(|e| {
+            Fatal(format!(
+                "cannot open a session to {server} (retried {retry:?}): {e}"
+            ))
+        })?;
     // Not the session's id, which waits for the server's answer: stdin's first bytes
     // follow the opening at once. A server that fails the opening fails the relay below.
     log::info!("session to {server}");
     let session = Arc::new(session);
+    // Watched for the log (lifecycle, outages); dropped before the session, whose last
+    // handle must be the main thread's (see `WeakSession`).
+    let registered = registry.register(Arc::clone(&session), None, &format!("session to {server}"));
     let weak = Arc::downgrade(&session);
     let link = Arc::new(Link::default());
     // Installed only now: before the session exists, Ctrl-C may kill us the usual way.
@@ -118,8 +132,18 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
         let _ = session.abort();
         return Err(Fatal(format!("cannot start a thread: {e}")));
     }
+    if let Err(e) = request::read_success(&mut &*session) {
+        let _ = session.abort();
+        return Err(Fatal(format!(
+            "session to {server}: {}",
+            limits::describe(&e)
+        )));
+    }
     match pump(&*session, &Stdio, &link, "session", "stdout") {
-        Ended::Failed(side, e) => Err(Fatal(format!("session to {server}: {side} failed: {e}"))),
+        Ended::Failed(side, e) => Err(Fatal(format!(
+            "session to {server}: {side} failed: {}",
+            limits::describe(&e)
+        ))),
         // The stdin copy failed first and logged why.
         Ended::Reset => Err(Fatal(format!(
             "session to {server} reset: stdin or the session failed"
@@ -129,7 +153,10 @@ pub fn run(server: &str, config: Config) -> Result<(), Fatal> {
             STOPPING.store(true, Ordering::SeqCst);
             let _ = session.shutdown(Shutdown::Write);
             tunnel::wait_acknowledged(&session);
+            let counts = tunnel::counts(&session.status());
+            drop(registered);
             drop(session);
+            log::info!("session to {server}: closed ({counts})");
             std::thread::sleep(tunnel::CLOSE_GRACE);
             Ok(())
         }

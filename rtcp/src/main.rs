@@ -35,7 +35,10 @@ mod addr;
 mod allow;
 mod client;
 mod connect;
+mod limits;
 mod listen;
+mod metrics;
+mod outage;
 mod proxy;
 mod relay;
 mod request;
@@ -48,12 +51,11 @@ mod tunnel;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use robust_tcp::Config;
 
-use crate::status::Registry;
+use crate::status::{Registry, StatusLine};
 
 /// Robust TCP connections for programs that cannot be recompiled: a local port tunnelled
 /// over robust-tcp sessions that survive network failures.
@@ -66,11 +68,14 @@ use crate::status::Registry;
                   redis-cli -p 16379 PING
   ssh:            ssh -o ProxyCommand='rtcp connect %h:7000' db.example
 
-Logs: RUST_LOG=info (default warn) on stderr. Every option can also be set in the
-environment variable shown with it (RTCP_...)."
+Logs on stderr: each session opened, reconnecting (and why), resumed (after how long)
+and closed (with its bytes) at info, the default for server and client; refusals, failures
+and outages at warn, the default for connect. RUST_LOG=warn (or debug) overrides. Every
+option can also be set in the environment variable shown with it (RTCP_...)."
 )]
 struct Cli {
-    /// No status line on stderr (it is shown only when stderr is a terminal)
+    /// No status line (by default on stderr every 2 s when it is a terminal, or else in
+    /// the log every minute when it changed)
     #[arg(long, short, global = true, env = "RTCP_QUIET")]
     quiet: bool,
 
@@ -93,13 +98,6 @@ enum Mode {
         forward: Option<String>,
         #[command(flatten)]
         socks: ServerSocks,
-        /// Most sessions held at once, lingering ones included; clients past it wait and retry
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS")]
-        max_sessions: Option<u64>,
-        /// Most sessions held at once from one client IP address (clients behind one NAT
-        /// share one); clients past it wait and retry
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS_PER_ADDRESS")]
-        max_sessions_per_address: Option<u64>,
         /// UDP port for the sessions' control messages (default: one the system picks),
         /// bound on the --listen address. Fix it behind a firewall or a port forward, for
         /// instance to the TCP port's number, and open or forward it too
@@ -107,6 +105,11 @@ enum Mode {
         control_port: Option<u16>,
         #[command(flatten)]
         session: SessionOptions,
+        // Limits and operators' options (issue 21, items 1-4).
+        #[command(flatten)]
+        limits: limits::ServerLimits,
+        #[command(flatten)]
+        ops: metrics::Ops,
     },
     /// Accept plain TCP connections and carry each over a robust session to an rtcp server
     /// (or, with --socks, SOCKS5 requests)
@@ -123,6 +126,11 @@ enum Mode {
         socks: ClientSocks,
         #[command(flatten)]
         session: SessionOptions,
+        // Limits and operators' options (issue 21, items 1-4).
+        #[command(flatten)]
+        limits: limits::ClientLimits,
+        #[command(flatten)]
+        ops: metrics::Ops,
     },
     /// Relay stdin and stdout over one robust session (e.g. ssh -o ProxyCommand='rtcp connect %h:7000')
     Connect {
@@ -131,6 +139,9 @@ enum Mode {
         server: String,
         #[command(flatten)]
         session: SessionOptions,
+        // Limits (issue 21, items 1-4).
+        #[command(flatten)]
+        limits: limits::ClientLimits,
     },
 }
 
@@ -142,9 +153,6 @@ struct SessionOptions {
     /// acknowledgements, up to 4M or this size if larger, and shrinks back once idle
     #[arg(long, value_name = "BYTES", value_parser = parse_size, env = "RTCP_BUFFER_SIZE")]
     buffer_size: Option<usize>,
-    /// Give a session up after this many seconds without a connection (default: never)
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_GIVE_UP_AFTER")]
-    give_up_after: Option<u64>,
 }
 
 /// `rtcp server`'s SOCKS option.
@@ -175,9 +183,6 @@ impl SessionOptions {
             // the acknowledgement threshold (half the maximum): writers ask for
             // acknowledgements at each half of their buffer themselves.
             config = config.send_buffer_size(bytes);
-        }
-        if let Some(secs) = self.give_up_after {
-            config = config.give_up_after(Some(Duration::from_secs(secs)));
         }
         config
     }
@@ -217,7 +222,14 @@ pub struct Fatal(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // rtcp's own info lines (sessions opened, reconnecting, resumed, closed) are what an
+    // operator of a server or client reads; `connect` writes on the terminal of the
+    // program on its stdin and stdout (ssh), which gets only warnings.
+    let filter = match cli.mode {
+        Mode::Connect { .. } => "warn",
+        _ => "warn,rtcp=info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(reason)) => {
@@ -234,21 +246,14 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             listen,
             forward,
             socks,
-            max_sessions,
-            max_sessions_per_address,
             control_port,
             session,
+            limits,
+            ops,
         } => {
-            let mut config = session.config().control_port(control_port);
-            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-            if let Some(n) = max_sessions {
-                config = config.max_sessions(count(n));
-            }
-            if let Some(n) = max_sessions_per_address {
-                config = config.max_sessions_per_address(count(n));
-            }
+            let config = limits.apply(session.config().control_port(control_port));
             check(&config)?;
-            start(&registry, cli.quiet)?;
+            start(&registry, cli.quiet, None, &ops)?;
             let allow = allow::Allow::new(socks.allow);
             server::run(&listen, forward.as_deref(), allow, config, registry)
         }
@@ -257,19 +262,28 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             server,
             socks,
             session,
+            limits,
+            ops,
         } => {
-            let config = session.config();
+            let config = limits.apply(session.config());
             check(&config)?;
-            start(&registry, cli.quiet)?;
+            start(&registry, cli.quiet, Some(&server), &ops)?;
             let socks = socks.socks.as_deref();
-            client::run(listen.as_deref(), socks, &server, config, registry)
+            let retry = limits.retry_opening();
+            client::run(listen.as_deref(), socks, &server, config, retry, registry)
         }
         // No status line: stderr is usually the terminal of the program on stdin/stdout
         // (ssh), and a line every few seconds would write over its screen.
-        Mode::Connect { server, session } => {
-            let config = session.config();
+        Mode::Connect {
+            server,
+            session,
+            limits,
+        } => {
+            let config = limits.apply(session.config());
             check(&config)?;
-            connect::run(&server, config)
+            let watched = Some(server.clone());
+            status::spawn_watch(Arc::clone(&registry), watched, StatusLine::Off);
+            connect::run(&server, config, limits.retry_opening(), registry)
         }
     }
 }
@@ -281,11 +295,23 @@ fn check(config: &Config) -> Result<(), Fatal> {
         .map_err(|e| Fatal(format!("invalid session settings: {e}")))
 }
 
-/// Signals and the status line, common to `server` and `client`.
-fn start(registry: &Arc<Registry>, quiet: bool) -> Result<(), Fatal> {
+/// Signals, the watcher (the sessions' log lines, `server`'s outages, the status line)
+/// and the metrics, common to `server` and `client`.
+fn start(
+    registry: &Arc<Registry>,
+    quiet: bool,
+    server: Option<&str>,
+    ops: &metrics::Ops,
+) -> Result<(), Fatal> {
     signals::install(signals::drain(Arc::clone(registry)))?;
-    if !quiet {
-        status::spawn_status_line(Arc::clone(registry));
+    let line = if quiet {
+        StatusLine::Off
+    } else {
+        StatusLine::On
+    };
+    status::spawn_watch(Arc::clone(registry), server.map(str::to_owned), line);
+    if let Some(listen) = &ops.metrics {
+        metrics::serve(listen, Arc::clone(registry))?;
     }
     Ok(())
 }

@@ -6,9 +6,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use robust_tcp::RSocket;
-
 use crate::client::Upstream;
+use crate::metrics::Failure;
 use crate::request::{self, Request};
 use crate::socks::{self, Reply};
 use crate::tunnel;
@@ -42,19 +41,14 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     let _ = local.set_read_timeout(None);
     let what = format!("SOCKS connection from {peer} to {target}");
     let refuse = |reply: Reply, why: String| {
-        log::warn!("{what}: {why}; {reply}");
+        // The code alone: `why` has the words (the server's reason, for a refusal).
+        log::warn!("{what}: {why}; SOCKS reply {:#04x}", reply.code());
         let _ = socks::reply(&mut &local, reply);
         close_gently(&local);
     };
-    let session = match RSocket::connect_with(&upstream.resolve()[..], upstream.config.clone()) {
+    let session = match upstream.open() {
         Ok(session) => session,
-        Err(e) => {
-            refuse(
-                Reply::GeneralFailure,
-                format!("cannot open a session to {server}: {e}"),
-            );
-            return;
-        }
+        Err(why) => return refuse(Reply::GeneralFailure, why),
     };
     let asked = (&session).write_all(&Request::Connect(target).encode());
     let _ = session.set_read_timeout(Some(request::HEADER_LIMIT));
@@ -63,10 +57,18 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         .and_then(|()| request::read_reply(&mut &session));
     let _ = session.set_read_timeout(None);
     match answer {
-        Ok(Reply::Succeeded) => {}
-        Ok(reply) => return refuse(reply, format!("refused by the server {server}")),
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => {
+            upstream
+                .registry
+                .metrics
+                .failed(Failure::of_reply(failed.status));
+            let why = format!("refused by the server {server}: {failed}");
+            return refuse(failed.status, why);
+        }
         Err(e) => {
             let _ = session.abort();
+            upstream.registry.metrics.failed(Failure::SessionFailed);
             return refuse(
                 Reply::GeneralFailure,
                 format!("no answer from the server {server}: {e}"),
@@ -79,7 +81,14 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         return;
     }
     log::info!("{what}: relaying through {server}");
-    tunnel::run(local, "local program", session, &upstream.registry, &what);
+    tunnel::run(
+        local,
+        "local program",
+        session,
+        &upstream.registry,
+        &what,
+        false,
+    );
 }
 
 /// Closes a refused connection so that its reply arrives: a close with unread bytes (the

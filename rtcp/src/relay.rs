@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use robust_tcp::RSocket;
 
+use crate::{limits, request};
+
 /// 64 KiB per read: eight times fewer system calls than `io::copy`'s 8 KiB buffer, and as
 /// much as the library's engine takes from one write without splitting hairs.
 const CHUNK: usize = 64 * 1024;
@@ -167,12 +169,23 @@ pub fn pump(
 /// Relays between `local` (a plain TCP connection, called `local_name` in the log) and
 /// `session` (a robust session) until both directions are done, and returns how each
 /// ended: (local to session, session to local). Dropping both ends afterwards closes
-/// them: gracefully, unless reset.
-pub fn relay(local: &TcpStream, local_name: &'static str, session: &RSocket) -> (Ended, Ended) {
+/// them: gracefully, unless reset. With `read_reply` (the client's side of a FORWARD), the
+/// server's reply ([`request::read_success`]) is read before anything is passed to
+/// `local`; the other
+/// direction starts at once, so the local program's first bytes need no round trip.
+pub fn relay(
+    local: &TcpStream,
+    local_name: &'static str,
+    session: &RSocket,
+    read_reply: bool,
+) -> (Ended, Ended) {
     let link = Link::default();
     std::thread::scope(|scope| {
         let up = scope.spawn(|| pump(local, session, &link, local_name, "session"));
-        let down = pump(session, local, &link, "session", local_name);
+        let down = match read_reply.then(|| request::read_success(&mut &*session)) {
+            Some(Err(e)) => link.reset_both(session, local, "tunnel", e),
+            _ => pump(session, local, &link, "session", local_name),
+        };
         // A panic in a pump is a bug; report it as a failure rather than panic again.
         let up = up
             .join()
@@ -181,13 +194,22 @@ pub fn relay(local: &TcpStream, local_name: &'static str, session: &RSocket) -> 
     })
 }
 
-/// One log line for the end of a relayed session, from how its two directions ended:
-/// info when it ended cleanly, warn naming the first failure otherwise.
-pub fn log_end(what: &str, one: &Ended, other: &Ended) {
+/// The first failure of a relay, from how its two directions ended: which end, and why.
+pub fn failure<'a>(one: &'a Ended, other: &'a Ended) -> Option<(&'static str, &'a io::Error)> {
     match (one, other) {
-        (Ended::Failed(side, e), _) | (_, Ended::Failed(side, e)) => {
-            log::warn!("{what}: {side} failed: {e}; both sides reset")
+        (Ended::Failed(side, e), _) | (_, Ended::Failed(side, e)) => Some((side, e)),
+        _ => None,
+    }
+}
+
+/// One log line for the end of a relayed session, with `counts` (its bytes and
+/// reconnections): info when it ended cleanly, warn naming the first failure otherwise.
+pub fn log_end(what: &str, one: &Ended, other: &Ended, counts: &str) {
+    match failure(one, other) {
+        Some((side, e)) => {
+            let e = limits::describe(e);
+            log::warn!("{what}: {side} failed: {e}; both sides reset ({counts})")
         }
-        _ => log::info!("{what}: closed"),
+        None => log::info!("{what}: closed ({counts})"),
     }
 }

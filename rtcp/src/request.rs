@@ -1,26 +1,32 @@
 //! The request header: the first bytes of every session an rtcp client opens, saying
-//! where the server should relay it, and the server's reply to a CONNECT.
+//! where the server should relay it, and the server's reply, which says whether it did
+//! and, if not, why.
 //!
 //! ```text
 //! request (client to server), at the start of the session's byte stream:
 //!   4  magic "RTCP"
-//!   1  version, 1
+//!   1  version, 2
 //!   1  kind: 0 FORWARD (the server's --forward target), 1 CONNECT (a SOCKS request)
 //!   CONNECT only, as SOCKS5 encodes an address:
 //!   1  address type: 1 IPv4, 3 domain name, 4 IPv6
 //!   n  4 bytes; a length byte and 1 to 255 bytes of host name; 16 bytes
 //!   2  port, big-endian
-//! reply (server to client), to a CONNECT only, before the target's first byte:
+//! reply (server to client), to every request, before the target's first byte:
 //!   4  magic "RTCP"
-//!   1  version, 1
+//!   1  version, 2
 //!   1  status: a SOCKS5 reply code (0 connected, 2 not allowed, 4 host unreachable,
 //!      5 refused, 1 anything else)
+//!   status other than 0 only:
+//!   1  length of the reason
+//!   n  the reason, UTF-8 (at most 255 bytes, cut at a character boundary)
 //! ```
 //!
-//! A FORWARD gets no reply: the program's first bytes follow the header at once, and the
-//! target's first bytes come back as they would without rtcp. A request is at most 265
-//! bytes; the server reads it under [`HEADER_LIMIT`]. A server that reads another magic or
-//! version resets the session: the client is not a compatible rtcp.
+//! The program's first bytes follow the request at once, without waiting for the reply;
+//! after a successful reply the session carries the target's bytes unchanged, after a
+//! failure the server closes it. A request is at most 265 bytes; the server reads it
+//! under [`HEADER_LIMIT`]. A server that reads another magic or version resets the
+//! session, and a client that does gives up the session: the peer is not a compatible
+//! rtcp.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -30,8 +36,9 @@ use crate::socks::{array, byte, BadAddress, Reply, Target};
 
 /// The magic that opens a request and a reply.
 const MAGIC: [u8; 4] = *b"RTCP";
-/// The version of the header this rtcp speaks.
-const VERSION: u8 = 1;
+/// The version of the header this rtcp speaks. 2 added the reply to FORWARD and the
+/// failure's reason (nothing released spoke 1).
+const VERSION: u8 = 2;
 /// The request kinds.
 const FORWARD: u8 = 0;
 const CONNECT: u8 = 1;
@@ -78,18 +85,71 @@ impl Request {
     }
 }
 
-/// Sends the reply to a CONNECT.
-pub fn write_reply(w: &mut impl Write, status: Reply) -> io::Result<()> {
+/// The server's reason for not relaying a session to its target (a failed reply), and
+/// the reply's status. Carried inside the `io::Error` that [`read_success`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetFailed {
+    /// The reply's status: a SOCKS5 reply code other than [`Reply::Succeeded`].
+    pub status: Reply,
+    /// The server's words.
+    pub reason: String,
+}
+
+impl fmt::Display for TargetFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for TargetFailed {}
+
+/// Sends the reply that says the target's bytes follow.
+pub fn write_success(w: &mut impl Write) -> io::Result<()> {
     let mut out = header();
-    out.push(status.code());
+    out.push(Reply::Succeeded.code());
     w.write_all(&out)
 }
 
-/// Reads the reply to a CONNECT.
-pub fn read_reply(r: &mut impl Read) -> Result<Reply, BadHeader> {
+/// Sends the reply that says the session is not relayed: `status` (not
+/// [`Reply::Succeeded`]) and `reason`, cut to 255 bytes at a character boundary.
+pub fn write_failure(w: &mut impl Write, status: Reply, reason: &str) -> io::Result<()> {
+    let mut end = reason.len().min(usize::from(u8::MAX));
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = header();
+    out.push(status.code());
+    // `end` is at most 255.
+    out.push(end as u8);
+    out.extend_from_slice(&reason.as_bytes()[..end]);
+    w.write_all(&out)
+}
+
+/// Reads the server's reply: `Ok` if the target's bytes follow, or the failure the
+/// server sent.
+pub fn read_reply(r: &mut impl Read) -> Result<Result<(), TargetFailed>, BadHeader> {
     check_header(r)?;
     let code = byte(r)?;
-    Reply::from_code(code).ok_or(BadHeader::Status(code))
+    let status = Reply::from_code(code).ok_or(BadHeader::Status(code))?;
+    if status == Reply::Succeeded {
+        return Ok(Ok(()));
+    }
+    let mut reason = vec![0u8; usize::from(byte(r)?)];
+    r.read_exact(&mut reason)?;
+    let reason = String::from_utf8_lossy(&reason).into_owned();
+    Ok(Err(TargetFailed { status, reason }))
+}
+
+/// [`read_reply`] as one `io::Error` for the sides that relay a FORWARD: a failure is
+/// `ConnectionRefused` carrying its [`TargetFailed`], a reply that cannot be read is the
+/// session's error, or `InvalidData` for bytes that are no reply.
+pub fn read_success(r: &mut impl Read) -> io::Result<()> {
+    match read_reply(r) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(failed)) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, failed)),
+        Err(BadHeader::Io(e)) => Err(e),
+        Err(bad) => Err(io::Error::new(io::ErrorKind::InvalidData, bad.to_string())),
+    }
 }
 
 /// Why a header could not be read.
@@ -97,8 +157,10 @@ pub fn read_reply(r: &mut impl Read) -> Result<Reply, BadHeader> {
 pub enum BadHeader {
     /// The session failed or ended, or the time limit passed.
     Io(io::Error),
-    /// Not rtcp's magic and version: another rtcp version, or not rtcp at all.
-    Magic([u8; 5]),
+    /// Not rtcp's magic: not rtcp at all.
+    Magic([u8; 4]),
+    /// rtcp's magic, another version: both ends must run an rtcp with the same version.
+    Version(u8),
     /// An unknown request kind.
     Kind(u8),
     /// A CONNECT's address is malformed.
@@ -119,7 +181,12 @@ impl fmt::Display for BadHeader {
             BadHeader::Io(e) => write!(f, "no request header: {e}"),
             BadHeader::Magic(bytes) => write!(
                 f,
-                "the peer is not a compatible rtcp (its first bytes are {bytes:?}, not \"RTCP\" and version {VERSION})"
+                "the peer is not a compatible rtcp (its first bytes are {bytes:?}, not \"RTCP\")"
+            ),
+            BadHeader::Version(version) => write!(
+                f,
+                "the peer is not a compatible rtcp (it speaks header version {version}, this \
+                 rtcp {VERSION}: run the same rtcp release at both ends)"
             ),
             BadHeader::Kind(kind) => write!(f, "unknown request kind {kind}"),
             BadHeader::Address(bad) => write!(f, "bad CONNECT address: {bad}"),
@@ -137,9 +204,13 @@ fn header() -> Vec<u8> {
 
 /// Reads the magic and the version, and checks them.
 fn check_header(r: &mut impl Read) -> Result<(), BadHeader> {
-    let bytes = array::<5>(r)?;
-    if bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return Err(BadHeader::Magic(bytes));
+    let [m0, m1, m2, m3, version] = array::<5>(r)?;
+    let magic = [m0, m1, m2, m3];
+    if magic != MAGIC {
+        return Err(BadHeader::Magic(magic));
+    }
+    if version != VERSION {
+        return Err(BadHeader::Version(version));
     }
     Ok(())
 }
@@ -150,7 +221,7 @@ mod tests {
     use crate::socks::Host;
 
     #[test]
-    fn requests_and_replies_round_trip() {
+    fn requests_round_trip() {
         let requests = [
             Request::Forward,
             Request::Connect(Target {
@@ -164,15 +235,54 @@ mod tests {
         ];
         for request in requests {
             let bytes = request.encode();
-            assert_eq!(bytes[..6], [b'R', b'T', b'C', b'P', 1, bytes[5]]);
+            assert_eq!(bytes[..6], [b'R', b'T', b'C', b'P', 2, bytes[5]]);
             let read = Request::read_from(&mut &bytes[..]).expect("reads back");
             assert_eq!(read, request);
         }
-        assert_eq!(Request::Forward.encode(), b"RTCP\x01\x00");
-        let mut reply = Vec::new();
-        write_reply(&mut reply, Reply::NotAllowed).unwrap();
-        assert_eq!(reply, b"RTCP\x01\x02");
-        assert_eq!(read_reply(&mut &reply[..]).unwrap(), Reply::NotAllowed);
+        assert_eq!(Request::Forward.encode(), b"RTCP\x02\x00");
+    }
+
+    #[test]
+    fn a_success_is_the_header_and_the_stream_follows() {
+        let mut wire = Vec::new();
+        write_success(&mut wire).unwrap();
+        assert_eq!(wire, b"RTCP\x02\x00");
+        wire.extend_from_slice(b"PONG");
+        let mut input = &wire[..];
+        assert_eq!(read_reply(&mut input).unwrap(), Ok(()));
+        assert_eq!(input, b"PONG");
+    }
+
+    #[test]
+    fn a_failure_carries_its_code_and_reason() {
+        let reason = "target 127.0.0.1:6379 refused the connection";
+        let mut wire = Vec::new();
+        write_failure(&mut wire, Reply::ConnectionRefused, reason).unwrap();
+        let mut expected = b"RTCP\x02\x05".to_vec();
+        expected.push(reason.len() as u8);
+        expected.extend_from_slice(reason.as_bytes());
+        assert_eq!(wire, expected);
+        let failed = TargetFailed {
+            status: Reply::ConnectionRefused,
+            reason: reason.into(),
+        };
+        assert_eq!(read_reply(&mut &wire[..]).unwrap(), Err(failed.clone()));
+        let e = read_success(&mut &wire[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(e.to_string(), reason);
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<TargetFailed>());
+        assert_eq!(inner, Some(&failed));
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character() {
+        let reason = "é".repeat(200);
+        let mut wire = Vec::new();
+        write_failure(&mut wire, Reply::GeneralFailure, &reason).unwrap();
+        assert_eq!(wire[6], 254);
+        assert_eq!(wire.len(), 7 + 254);
+        let e = read_success(&mut &wire[..]).unwrap_err();
+        assert_eq!(e.to_string(), "é".repeat(127));
     }
 
     #[test]
@@ -181,28 +291,45 @@ mod tests {
             b"",
             b"RTC",
             b"GET / HTTP/1.1\r\n",
-            b"RTCP\x02\x00",
-            b"RTCP\x01\x07",
-            b"RTCP\x01\x01\x09",
+            b"RTCP\x02\x07",
+            b"RTCP\x02\x01\x09",
+            b"RTCP\x01\x00",
         ];
         for bytes in cases {
             assert!(Request::read_from(&mut &bytes[..]).is_err(), "{bytes:?}");
         }
         assert!(matches!(
-            read_reply(&mut &b"RTCP\x01\x06"[..]),
+            read_reply(&mut &b"RTCP\x02\x06"[..]),
             Err(BadHeader::Status(6))
         ));
+        // A failure cut short, and an rtcp that speaks version 1, named as such.
+        assert!(matches!(
+            read_reply(&mut &b"RTCP\x02\x05\x03ab"[..]),
+            Err(BadHeader::Io(_))
+        ));
+        let old = read_reply(&mut &b"RTCP\x01\x00"[..]).unwrap_err();
+        assert!(matches!(old, BadHeader::Version(1)), "{old:?}");
+        assert!(
+            old.to_string().contains("header version 1, this rtcp 2"),
+            "{old}"
+        );
+        let e = read_success(&mut &b"RTCP\x01\x00"[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     proptest::proptest! {
-        /// Arbitrary bytes never panic, and a request read is at most 265 bytes.
+        /// Arbitrary bytes never panic, a request read is at most 265 bytes and a reply
+        /// at most 262.
         #[test]
         fn arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let mut rest = &bytes[..];
             if Request::read_from(&mut rest).is_ok() {
                 proptest::prop_assert!(bytes.len() - rest.len() <= 265);
             }
-            let _ = read_reply(&mut &bytes[..]);
+            let mut rest = &bytes[..];
+            if read_reply(&mut rest).is_ok() {
+                proptest::prop_assert!(bytes.len() - rest.len() <= 262);
+            }
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Where `rtcp server` relays a session: what its request header asks for, to the
 //! `--forward` target or to a SOCKS target its `--allow` list lets through.
 
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 
 use robust_tcp::RSocket;
 
 use crate::addr;
 use crate::allow::Allow;
+use crate::metrics::Failure;
 use crate::request::{self, Request};
 use crate::socks::Reply;
 
@@ -19,61 +21,90 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Reads `session`'s request and connects to its target: the connection and the
-    /// target's name. On failure, logs why (naming the session `what`), and answers a
-    /// CONNECT with its reply or resets the session; the caller then drops it.
-    pub fn open(&self, session: &RSocket, what: &str) -> Option<(TcpStream, String)> {
+    /// Reads `session`'s request and connects to its target, and sends the reply that
+    /// says so: the connection and the target's name. On failure, logs why (naming the
+    /// session `what`) and sends the reply that says why, or resets the session if its
+    /// request cannot be read; the caller then drops it (a close: the reply arrives
+    /// before the end of the session).
+    pub fn open(&self, session: &RSocket, what: &str) -> Result<(TcpStream, String), Failure> {
         let _ = session.set_read_timeout(Some(request::HEADER_LIMIT));
         let request = Request::read_from(&mut &*session);
         let _ = session.set_read_timeout(None);
-        let (target, addrs, connect) = match request {
+        let refuse = |status: Reply, reason: String, failure: Failure| {
+            log::warn!(
+                "{what}: {reason} (SOCKS reply {:#04x}); the client is told",
+                status.code()
+            );
+            let _ = request::write_failure(&mut &*session, status, &reason);
+            Err(failure)
+        };
+        let (target, addrs) = match request {
             Ok(Request::Forward) => {
                 let Some((forward, addrs)) = &self.forward else {
-                    log::warn!("{what}: asks for the --forward target, and this server has none (only --allow); session reset");
-                    let _ = session.abort();
-                    return None;
+                    let reason = "this server has no --forward target (only --allow)".into();
+                    return refuse(Reply::GeneralFailure, reason, Failure::BadRequest);
                 };
-                (forward.clone(), addrs.clone(), false)
+                (forward.clone(), addrs.clone())
             }
             Ok(Request::Connect(target)) => {
                 match self.allow.addresses(&target, |name, port| {
                     addr::resolve(&format!("{name}:{port}"))
                 }) {
-                    Ok(addrs) => (target.to_string(), addrs, true),
+                    Ok(addrs) => (target.to_string(), addrs),
                     Err(refusal) => {
-                        log::warn!("{what}: {}; {}", refusal.why, refusal.reply);
-                        let _ = request::write_reply(&mut &*session, refusal.reply);
-                        return None;
+                        let failure = Failure::of_reply(refusal.reply);
+                        return refuse(refusal.reply, refusal.why, failure);
                     }
                 }
             }
             Err(e) => {
                 log::warn!("{what}: {e}; session reset");
                 let _ = session.abort();
-                return None;
+                return Err(Failure::BadRequest);
             }
         };
         match addr::connect(&addrs) {
-            Ok(stream) => {
-                if connect {
-                    if let Err(e) = request::write_reply(&mut &*session, Reply::Succeeded) {
-                        log::warn!("{what}: cannot answer: {e}");
-                        return None;
-                    }
+            Ok(stream) => match request::write_success(&mut &*session) {
+                Ok(()) => Ok((stream, target)),
+                Err(e) => {
+                    log::warn!("{what}: session failed: {e}; target connection closed");
+                    Err(Failure::SessionFailed)
                 }
-                Some((stream, target))
-            }
-            Err(e) if connect => {
-                let reply = Reply::of_error(&e);
-                log::warn!("{what}: cannot reach {target}: {e}; {reply}");
-                let _ = request::write_reply(&mut &*session, reply);
-                None
-            }
-            Err(e) => {
-                log::warn!("{what}: cannot reach {target}: {e}; session reset");
-                let _ = session.abort();
-                None
-            }
+            },
+            Err(e) => refuse(
+                Reply::of_error(&e),
+                target_failure(&target, &e),
+                Failure::TargetUnreachable,
+            ),
         }
+    }
+}
+
+/// What the server says when `target` (as the operator or the request wrote it) cannot
+/// be reached.
+pub fn target_failure(target: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => format!("target {target} refused the connection"),
+        io::ErrorKind::TimedOut => format!("target {target} did not answer the connection"),
+        _ => format!("target {target} cannot be reached: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_failure_names_the_target() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            target_failure("127.0.0.1:6379", &refused),
+            "target 127.0.0.1:6379 refused the connection"
+        );
+        let timed_out = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(
+            target_failure("db:5432", &timed_out),
+            "target db:5432 did not answer the connection"
+        );
     }
 }

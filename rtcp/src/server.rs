@@ -5,15 +5,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use robust_tcp::{Config, RServerSocket, RSocket};
 
 use crate::allow::Allow;
+use crate::metrics::Failure;
 use crate::relay::STOPPING;
-use crate::routes::Routes;
+use crate::routes::{self, Routes};
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, listen, tunnel};
+use crate::{addr, limits, listen, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error.
 pub fn run(
@@ -30,15 +32,29 @@ pub fn run(
                 .map_err(|e| Fatal(format!("bad --forward address {forward}: {e}")))
         })
         .transpose()?;
+    let refusal_line = limits::server_full(&config);
     let server = listen::addrs(listen)
         .and_then(|addrs| RServerSocket::bind_with(&addrs[..], config))
         .map_err(|e| Fatal(format!("cannot listen on {listen}: {e}")))?;
+    let server = Arc::new(server);
+    watch_refusals(Arc::clone(&server), refusal_line, Arc::clone(&registry));
     let local = server.local_addr().map(|a| a.to_string());
     log::info!(
         "listening on {}, forwarding to {}",
         local.as_deref().unwrap_or(listen),
         forward.as_ref().map_or("no fixed target", |(name, _)| name)
     );
+    // A target that is down is most likely a mistake in --forward, or a service not
+    // started yet: say so now, not only at the first session. (The target sees an empty
+    // connection.)
+    if let Some((name, addrs)) = &forward {
+        if let Err(e) = addr::connect(addrs) {
+            log::warn!(
+                "{}: sessions will be closed with this reason until it accepts connections",
+                routes::target_failure(name, &e)
+            );
+        }
+    }
     let routes = Arc::new(Routes { forward, allow });
     loop {
         let (session, peer) = server
@@ -58,19 +74,46 @@ pub fn run(
     }
 }
 
-/// Relays one session to the target its request names, or answers or resets it if that
-/// target is not allowed or cannot be reached.
+/// How often the refusals of new sessions are looked at: at most one line per period.
+const REFUSALS_PERIOD: Duration = Duration::from_secs(1);
+
+/// Logs (at most once per [`REFUSALS_PERIOD`]) and counts the new sessions the library
+/// refused because the server was full: its clients see their connections reset, and
+/// the operator must know which limit to raise.
+fn watch_refusals(server: Arc<RServerSocket>, line: String, registry: Arc<Registry>) {
+    let spawned = std::thread::Builder::new()
+        .name("rtcp-refusals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            loop {
+                std::thread::sleep(REFUSALS_PERIOD);
+                let now = server.refused_as_full();
+                if now > seen {
+                    log::warn!("refused {} new session(s): {line}", now - seen);
+                    for _ in seen..now {
+                        registry.metrics.failed(Failure::ServerFull);
+                    }
+                    seen = now;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("refusals will not be logged: cannot start their thread: {e}");
+    }
+}
+
+/// Relays one session to the target its request names after the reply that says so, or,
+/// if that target is not allowed or cannot be reached, sends the reply that says why
+/// and closes the session.
 fn serve(session: RSocket, peer: SocketAddr, routes: &Routes, registry: &Arc<Registry>) {
-    let id = session.session_id();
-    let Some((local, target)) = routes.open(&session, &format!("session {id} from {peer}")) else {
-        return;
+    let what = format!("session {} from {peer}", session.session_id());
+    let (local, target) = match routes.open(&session, &what) {
+        Ok(opened) => opened,
+        Err(failure) => {
+            registry.metrics.failed(failure);
+            return;
+        }
     };
-    log::info!("session {id} from {peer}: relaying to {target}");
-    tunnel::run(
-        local,
-        "target",
-        session,
-        registry,
-        &format!("session {id} from {peer}"),
-    );
+    log::info!("{what}: relaying to {target}");
+    tunnel::run(local, "target", session, registry, &what, false);
 }

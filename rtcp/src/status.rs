@@ -1,24 +1,38 @@
-//! The registry of live sessions, and the status line it feeds.
+//! The registry of live sessions, and what watches it: the sessions' lifecycle in the log,
+//! the server's outages, the status line, the metrics.
 //!
 //! Every relay registers its session (and its plain TCP side) while it runs, so that the
-//! status line can sum the sessions' counters and Ctrl-C can close them all gracefully.
+//! watcher can see each session's state and sum their counters, and Ctrl-C can close them
+//! all gracefully.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use robust_tcp::{RSocket, SessionState};
 
-/// How often the status line is refreshed.
-const PERIOD: Duration = Duration::from_secs(2);
+use crate::metrics::Metrics;
+use crate::outage::{Event, Outage};
 
-/// A session being relayed, with the plain TCP connection it is relayed to.
+/// How often the watcher looks at every session: a resumption is logged within this.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the status line is refreshed on a terminal.
+const PERIOD: Duration = Duration::from_secs(2);
+/// How often the status line goes to the log instead, when stderr is not a terminal.
+const LOG_PERIOD: Duration = Duration::from_secs(60);
+
+/// A session being relayed, with the plain TCP connection it is relayed to (none for
+/// `rtcp connect`'s stdin and stdout), and what the watcher last saw of it.
 struct Live {
     session: Arc<RSocket>,
-    local: Arc<TcpStream>,
+    local: Option<Arc<TcpStream>>,
+    /// The session's name in the log.
+    what: String,
+    seen_state: SessionState,
+    seen_reconnections: u64,
 }
 
 /// Counters of a set of sessions.
@@ -26,6 +40,8 @@ struct Live {
 pub struct Totals {
     /// Sessions open now.
     pub open: usize,
+    /// Sessions registered since the start, closed ones included.
+    pub sessions: u64,
     /// Bytes written to sessions (towards the peer), closed sessions included.
     pub sent: u64,
     /// Bytes read from sessions (from the peer), closed sessions included.
@@ -36,12 +52,17 @@ pub struct Totals {
     pub reconnecting: usize,
 }
 
-/// The live sessions, and the counters of those already closed.
+/// The live sessions, the counters of those already closed, and the other metrics.
 #[derive(Default)]
 pub struct Registry {
     live: Mutex<HashMap<u64, Live>>,
     closed: Mutex<Totals>,
     next_id: AtomicU64,
+    /// Whether the latest attempt to open a session failed to reach the server (the
+    /// client's retries): an outage even while no session is live.
+    opening_failed: AtomicBool,
+    /// Failures and resume times.
+    pub metrics: Metrics,
 }
 
 impl Registry {
@@ -51,14 +72,35 @@ impl Registry {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a session for as long as the returned guard lives.
-    pub fn register(self: &Arc<Self>, session: Arc<RSocket>, local: Arc<TcpStream>) -> Registered {
+    /// Registers a session, named `what` in the log, for as long as the returned guard
+    /// lives.
+    pub fn register(
+        self: &Arc<Self>,
+        session: Arc<RSocket>,
+        local: Option<Arc<TcpStream>>,
+        what: &str,
+    ) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.live().insert(id, Live { session, local });
+        let status = session.status();
+        self.live().insert(
+            id,
+            Live {
+                session,
+                local,
+                what: what.to_owned(),
+                seen_state: status.state,
+                seen_reconnections: status.reconnections,
+            },
+        );
         Registered {
             registry: Arc::clone(self),
             id,
         }
+    }
+
+    /// Records whether the latest attempt to open a session reached the server.
+    pub fn opening_reached_server(&self, reached: bool) {
+        self.opening_failed.store(!reached, Ordering::Relaxed);
     }
 
     /// Sessions open now.
@@ -71,13 +113,16 @@ impl Registry {
     /// session; the other direction runs until the peer closes too.
     pub fn stop_all(&self) {
         for live in self.live().values() {
-            let _ = live.local.shutdown(Shutdown::Read);
+            if let Some(local) = &live.local {
+                let _ = local.shutdown(Shutdown::Read);
+            }
         }
     }
 
     /// The counters now.
     pub fn totals(&self) -> Totals {
         let mut totals = *self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        totals.sessions = self.next_id.load(Ordering::Relaxed);
         for live in self.live().values() {
             let status = live.session.status();
             totals.open += 1;
@@ -89,6 +134,41 @@ impl Registry {
             }
         }
         totals
+    }
+
+    /// Logs what changed in each session since the last look (a lost connection, a
+    /// resumption), counts the resumptions' times, and says whether the server is
+    /// reachable: `Some(true)` if a session is connected, `Some(false)` if sessions or
+    /// openings wait for it and none is, `None` with nothing to go by.
+    fn look(&self) -> Option<bool> {
+        let (mut connected, mut waiting) = (false, self.opening_failed.load(Ordering::Relaxed));
+        for live in self.live().values_mut() {
+            let status = live.session.status();
+            if status.state == SessionState::Reconnecting
+                && live.seen_state != SessionState::Reconnecting
+            {
+                let why = status.last_failure.as_deref().unwrap_or("connection lost");
+                log::info!("{}: reconnecting: {why}", live.what);
+            }
+            if status.reconnections > live.seen_reconnections {
+                let pause = status.last_outage.unwrap_or_default();
+                log::info!("{}: resumed after {pause:.1?}", live.what);
+                // Resumptions between two looks (within TICK) each count the latest's
+                // time: the session keeps only that one.
+                for _ in live.seen_reconnections..status.reconnections {
+                    self.metrics.resumed(pause);
+                }
+            }
+            live.seen_state = status.state;
+            live.seen_reconnections = status.reconnections;
+            connected |= status.state == SessionState::Connected;
+            waiting |= status.state == SessionState::Reconnecting;
+        }
+        if connected {
+            Some(true)
+        } else {
+            waiting.then_some(false)
+        }
     }
 }
 
@@ -146,30 +226,61 @@ pub fn line(totals: &Totals) -> String {
     )
 }
 
-/// Prints the status line on stderr every two seconds, if stderr is a terminal (a log
-/// file or a pipe gets none: `RUST_LOG` is for those). A line is printed only when it
-/// differs from the last one, so an idle tunnel does not scroll the terminal away.
-pub fn spawn_status_line(registry: Arc<Registry>) {
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
+/// Where the status line goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusLine {
+    /// Nowhere (`--quiet`, or `rtcp connect`, whose stderr is the terminal of the program
+    /// on its stdin and stdout).
+    Off,
+    /// On stderr every two seconds if it is a terminal, or else to the log (info) every
+    /// minute; either only when it changed, so an idle tunnel does not scroll away.
+    On,
+}
+
+/// Watches the registry from a thread of its own: each session's lifecycle at info, the
+/// outages of `server` (for `rtcp client` and `rtcp connect`) at warn, and the status
+/// line as `status_line` says.
+pub fn spawn_watch(registry: Arc<Registry>, server: Option<String>, status_line: StatusLine) {
+    let terminal = std::io::stderr().is_terminal();
+    let period = if terminal { PERIOD } else { LOG_PERIOD };
     let spawned = std::thread::Builder::new()
-        .name("rtcp-status".into())
+        .name("rtcp-watch".into())
         .spawn(move || {
+            let mut outage = Outage::default();
             let mut last = String::new();
-            let mut next = Instant::now() + PERIOD;
+            let mut next_line = Instant::now() + period;
             loop {
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                next += PERIOD;
-                let now = line(&registry.totals());
-                if now != last {
-                    let _ = writeln!(std::io::stderr(), "{now}");
-                    last = now;
+                std::thread::sleep(TICK);
+                let now = Instant::now();
+                let reachable = registry.look();
+                if let Some(server) = &server {
+                    match outage.observe(now, reachable) {
+                        Some(Event::Unreachable(d)) => {
+                            log::warn!("server {server} unreachable since {d:.1?} ago")
+                        }
+                        Some(Event::Back(d)) => {
+                            log::warn!("server {server} reachable again after an outage of {d:.1?}")
+                        }
+                        None => {}
+                    }
+                }
+                if status_line == StatusLine::Off || now < next_line {
+                    continue;
+                }
+                next_line = now + period;
+                let line = line(&registry.totals());
+                if line != last {
+                    if terminal {
+                        let _ = writeln!(std::io::stderr(), "{line}");
+                    } else {
+                        log::info!("{line}");
+                    }
+                    last = line;
                 }
             }
         });
     if let Err(e) = spawned {
-        log::warn!("no status line: cannot start its thread: {e}");
+        log::warn!("no session log nor status line: cannot start their thread: {e}");
     }
 }
 
@@ -189,6 +300,7 @@ mod tests {
     fn the_line_says_it_all() {
         let totals = Totals {
             open: 1,
+            sessions: 4,
             sent: 2048,
             received: 10,
             reconnections: 3,

@@ -66,6 +66,48 @@ fn run_tool(program: &str, args: &[String], stdin: Vec<u8>) -> Output {
     output
 }
 
+/// Runs redis-benchmark's `tests` (its `-t`), 20,000 requests each, over `clients`
+/// connections through `tunnel`, and checks that every request succeeded and that each
+/// of `results` (the names it reports them under) ran to its end.
+fn benchmark(tunnel: &Tunnel, clients: &str, tests: &str, results: &[&str]) {
+    let mut args = tunnel_args(tunnel.entry);
+    args.extend(["-n", "20000", "-c", clients, "-t", tests, "-q"].map(String::from));
+    let out = run_tool("redis-benchmark", &args, Vec::new());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // -q still redraws a progress line with carriage returns; keep the final rates, and
+    // only the end of the output for failure messages.
+    let rates: Vec<&str> = stdout
+        .split(['\r', '\n'])
+        .filter(|line| line.contains("requests per second"))
+        .collect();
+    eprintln!("redis-benchmark through the tunnel: {rates:?}");
+    let end = last_chars(&stdout, 2000);
+    // redis-benchmark exits non-zero when a connection fails ("Error: Server closed the
+    // connection") and prints "Error from server" for error replies; either would be a
+    // request that did not succeed.
+    assert!(
+        out.status.success(),
+        "redis-benchmark: {}\n{end}{stderr}\n{}",
+        out.status,
+        tunnel.logs()
+    );
+    let all = format!("{stdout}{stderr}").to_lowercase();
+    assert!(!all.contains("error"), "{end}{stderr}\n{}", tunnel.logs());
+    // Each test's final line: "SET: 4133.94 requests per second, p50=...".
+    for test in results {
+        let done = format!("{test}: ");
+        let finished = rates.iter().any(|l| l.trim_start().starts_with(&done));
+        assert!(finished, "no {test} result in:\n{end}");
+    }
+}
+
+/// The last `n` characters of `text`.
+fn last_chars(text: &str, n: usize) -> String {
+    let skip = text.chars().count().saturating_sub(n);
+    text.chars().skip(skip).collect()
+}
+
 fn tunnel_args(addr: SocketAddr) -> Vec<String> {
     vec![
         "-h".into(),
@@ -89,42 +131,29 @@ fn redis_benchmark_succeeds_through_at_least_20_cuts() {
             CutPlan::random(30, 64 << 10),
             &Options::default(),
         );
-        let mut args = tunnel_args(tunnel.entry);
-        args.extend(
-            ["-n", "20000", "-c", "10", "-t", "set,get", "-q"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        let out = run_tool("redis-benchmark", &args, Vec::new());
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // -q still redraws a progress line with carriage returns; keep the final rates.
-        let rates: Vec<&str> = stdout
-            .split(['\r', '\n'])
-            .filter(|line| line.contains("requests per second"))
-            .collect();
-        eprintln!("redis-benchmark through the tunnel: {rates:?}");
-        // redis-benchmark exits non-zero when a connection fails ("Error: Server closed
-        // the connection") and prints "Error from server" for error replies; either would
-        // be a request that did not succeed.
-        assert!(
-            out.status.success(),
-            "redis-benchmark: {}\n{stdout}{stderr}\n{}",
-            out.status,
-            tunnel.logs()
-        );
-        let all = format!("{stdout}{stderr}").to_lowercase();
-        assert!(
-            !all.contains("error"),
-            "{stdout}{stderr}\n{}",
-            tunnel.logs()
-        );
-        // Both tests ran to the end and reported a rate.
-        for test in ["SET:", "GET:"] {
-            assert!(stdout.contains(test), "no {test} result in:\n{stdout}");
-        }
+        benchmark(&tunnel, "10", "set,get", &["SET", "GET"]);
         let cuts = tunnel.proxy.cuts();
         assert!(cuts >= 20, "only {cuts} cuts\n{}", tunnel.logs());
+        tunnel.assert_running();
+    });
+}
+
+/// A connection pool through one `rtcp client` with the defaults: 500 connections come
+/// from one address, past the library's per-address default of 256, and all of them work.
+#[test]
+fn redis_benchmark_with_500_clients_through_one_tunnel_with_defaults() {
+    if !have_redis("redis_benchmark_with_500_clients_through_one_tunnel_with_defaults") {
+        return;
+    }
+    run_bounded(Duration::from_secs(90), || {
+        let (_redis, redis_addr) = start_redis();
+        let mut tunnel = Tunnel::start(redis_addr, CutPlan::never(), &Options::default());
+        benchmark(
+            &tunnel,
+            "500",
+            "ping,set,get",
+            &["PING_INLINE", "PING_MBULK", "SET", "GET"],
+        );
         tunnel.assert_running();
     });
 }

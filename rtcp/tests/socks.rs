@@ -180,6 +180,16 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
         let (stream, answer) = socks_connect(tunnel.entry, &ipv4_local(port + 1));
         assert_eq!(answer, reply(2), "another port\n{}", tunnel.logs());
         expect_closed_after(stream, b"");
+        // The server's reason reaches the client's log with its code.
+        let server = tunnel.proxy.local_addr();
+        tunnel.client.wait_stderr(
+            &format!(
+                "refused by the server {server}: 127.0.0.1:{}: not allowed by the server's \
+                 --allow; SOCKS reply 0x02",
+                port + 1
+            ),
+            ANSWER,
+        );
         // A name that resolves to an allowed address reaches it.
         let (stream, answer) = socks_connect(tunnel.entry, &name("localhost", port));
         assert_eq!(
@@ -192,6 +202,13 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
         let (stream, answer) = socks_connect(tunnel.entry, &ipv4_local(closed));
         assert_eq!(answer, reply(5), "a closed port\n{}", tunnel.logs());
         expect_closed_after(stream, b"");
+        tunnel.client.wait_stderr(
+            &format!(
+                "refused by the server {server}: target 127.0.0.1:{closed} refused the \
+                 connection; SOCKS reply 0x05"
+            ),
+            ANSWER,
+        );
         tunnel.assert_running();
         assert!(
             tunnel
@@ -228,6 +245,44 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
         assert_eq!(answer, reply(2), "server stderr:\n{}", server.stderr());
         expect_closed_after(stream, b"");
         server.assert_running();
+        client.assert_running();
+    });
+}
+
+// Proves: a FORWARD (rtcp client --listen) to a server with only --allow gets a failed
+// reply whose reason the client logs, and its local program sees a reset, not an empty
+// reply.
+#[test]
+fn a_forward_to_a_server_without_forward_is_told_why() {
+    run_bounded(LIMIT, || {
+        let tunnel = Tunnel::start_socks(&["127.0.0.1:1"], CutPlan::never());
+        let entry = local(free_port());
+        let args = [
+            "client",
+            "--listen",
+            &entry.to_string(),
+            "--server",
+            &tunnel.server_addr.to_string(),
+        ];
+        let mut client = Proc::rtcp("rtcp client --listen", &strings(&args));
+        client.wait_listening(entry);
+        let mut stream = TcpStream::connect(entry).expect("connect to the client");
+        stream.set_read_timeout(Some(ANSWER)).expect("timeout");
+        stream.write_all(b"PING\r\n").expect("write");
+        let mut buf = [0u8; 16];
+        let e = stream
+            .read(&mut buf)
+            .expect_err("no target behind the tunnel");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        client.wait_stderr(
+            "tunnel failed: this server has no --forward target (only --allow)",
+            ANSWER,
+        );
+        tunnel.server.wait_stderr(
+            "this server has no --forward target (only --allow) (SOCKS reply 0x01); the \
+             client is told",
+            ANSWER,
+        );
         client.assert_running();
     });
 }

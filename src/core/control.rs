@@ -70,7 +70,8 @@ pub enum ControlKind {
     Reconnect(u32),
     /// From the server, to a new address the client's datagrams came from: "answer this
     /// from there". The server sends its other datagrams to the new address only once the
-    /// answer comes (path validation). The value is unpredictable (see `ChallengeKey`).
+    /// answer comes (path validation), or, before any address answered, within an
+    /// anti-amplification allowance. The value is unpredictable (see `ChallengeKey`).
     Challenge(u64),
     /// From the client: the answer to the `Challenge` carrying this value.
     Response(u64),
@@ -106,6 +107,11 @@ impl ControlKind {
                 | ControlKind::Reconnect(_)
                 | ControlKind::Passivate(_)
         )
+    }
+
+    /// The length of the datagram that carries it: a header, its counts and a tag.
+    pub fn datagram_len(self) -> usize {
+        MIN_LEN + self.counts().1 * field::COUNT_LEN
     }
 
     /// The counts it carries after the header, and how many of the two there are.
@@ -296,6 +302,7 @@ mod tests {
                 kind,
             };
             let d = sealed(&m, 1000 + i as u64);
+            assert_eq!(d.len(), kind.datagram_len(), "{kind:?}");
             assert_eq!(ControlMessage::open(&d, &recv), Ok((1000 + i as u64, m)));
             let route = Route {
                 cid: m.cid,

@@ -41,11 +41,12 @@ impl Engine {
         }
     }
 
-    /// Ends a handshake before it completed (its deadline passed, or it was evicted).
-    pub(super) fn abandon_handshake(&mut self, token: Token, why: &str) {
+    /// A handshake's deadline passed: a client's ends; a server's asks its endpoint, which
+    /// may hand a silent ordinary client over, or wait on for its next deadline.
+    pub(super) fn handshake_due(&mut self, token: Token) {
         self.timers.set(token, None);
         match self.handshakes.remove(&token) {
-            Some(Handshake::Server(hs)) => self.server_handshake_failed(hs, why),
+            Some(Handshake::Server(hs)) => self.server_handshake_due(hs),
             Some(Handshake::Client(dial)) => self.dial_failed(*dial, Failure::Timeout),
             None => {}
         }

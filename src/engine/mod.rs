@@ -25,10 +25,12 @@
 //! [`mio::Waker`]. The session state they share is [`session::SharedSession`].
 
 pub(crate) mod client;
+pub(crate) mod conn;
 mod control;
 mod frames;
 mod handshakes;
 mod local_addrs;
+pub(crate) mod plain;
 pub(crate) mod server;
 mod service;
 pub(crate) mod session;
@@ -435,7 +437,7 @@ impl Engine {
             if self.sessions.contains_key(&token) {
                 self.service(token);
             } else if self.handshakes.contains_key(&token) {
-                self.abandon_handshake(token, "the handshake timed out");
+                self.handshake_due(token);
             } else if self.listeners.contains_key(&token) {
                 self.resume_listening(token);
             } else if self.tcp_controls.contains_key(&token) {

@@ -48,7 +48,8 @@ impl Engine {
             Side::Server { .. } => {}
             Side::Client(redial) if duties.needs_connection => {
                 let handshakes = &self.handshakes;
-                plan = redial.plan(duties.heard_since_disconnected, now, |token| {
+                let heard = duties.heard_since_disconnected;
+                plan = redial.plan(heard, duties.last_heard, now, |token| {
                     matches!(handshakes.get(&token), Some(Handshake::Client(d)) if d.connecting())
                 });
             }

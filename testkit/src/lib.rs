@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod bounded;
+// An AF_PACKET socket: Linux only.
+#[cfg(target_os = "linux")]
 pub mod capture;
 pub mod check;
 pub mod child;

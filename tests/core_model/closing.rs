@@ -11,10 +11,10 @@ use crate::pair::{requests_sent, run_for, Pair};
 
 #[test]
 fn what_a_server_says_before_it_knows_its_client_address_goes_out_once_it_does() {
-    // Connect, request, response, close, all before the server has validated its client's
-    // control address (the client's first datagram, the challenge and the response are
-    // still on their way): the server's acknowledgement of the request and its CLOSE
-    // had nowhere to go. They must go out as soon as the path is validated, not at a
+    // Connect, request, response, close, all before the server has heard from its
+    // client's control address (the client's first datagram is still on its way): the
+    // server's acknowledgement of the request and its CLOSE had nowhere to go. They must
+    // go out as soon as that datagram arrives (within the allowance), not at a
     // retransmission timer; and the client, which would otherwise wait for an
     // acknowledgement from a server session that has ended, must finish too. The
     // virtual clock never moves.

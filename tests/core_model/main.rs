@@ -18,3 +18,4 @@ mod pair;
 mod passivation;
 mod path;
 mod pending;
+mod short_exchange;

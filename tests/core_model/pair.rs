@@ -1,7 +1,7 @@
 //! The simulated pair: two `Session`s, the TCP pipes between them, a lossy control
 //! channel under a virtual clock, and what the tests observe of it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,10 @@ pub struct Pair {
     pub misdirected: Vec<(usize, SocketAddr, Vec<u8>)>,
     /// Every datagram either end sent, for replays: (sender, bytes).
     pub captured: Vec<(usize, Vec<u8>)>,
+    /// The bytes of the datagrams the server accepted (authentic, no replay), by source;
+    /// and of those it sent to an address while that was not its validated path.
+    pub accepted_from: HashMap<SocketAddr, usize>,
+    pub unvalidated_to: HashMap<SocketAddr, usize>,
     pub written: [Vec<u8>; 2],
     pub read: [Vec<u8>; 2],
     pub connected: bool,
@@ -108,6 +112,8 @@ impl Pair {
             addrs: [CLIENT_ADDR, SERVER_ADDR],
             misdirected: Vec::new(),
             captured: Vec::new(),
+            accepted_from: HashMap::new(),
+            unvalidated_to: HashMap::new(),
             written: [Vec::new(), Vec::new()],
             read: [Vec::new(), Vec::new()],
             connected: true,
@@ -186,6 +192,9 @@ impl Pair {
             let mut buf = [0; MAX_LEN];
             while let Some((n, to)) = self.ends[i].poll_datagram(&mut buf, self.now) {
                 moved = true;
+                if i == 1 && self.ends[1].control_peer() != Some(to) {
+                    *self.unvalidated_to.entry(to).or_default() += n;
+                }
                 self.captured.push((i, buf[..n].to_vec()));
                 if to == self.addrs[1 - i] {
                     self.datagrams[i].push_back(buf[..n].to_vec());
@@ -211,7 +220,11 @@ impl Pair {
         bytes: &[u8],
     ) -> Result<(), Dropped> {
         let now = self.now;
-        self.ends[1 - from].handle_datagram(bytes, addr, now)
+        let r = self.ends[1 - from].handle_datagram(bytes, addr, now);
+        if from == 0 && r.is_ok() {
+            *self.accepted_from.entry(addr).or_default() += bytes.len();
+        }
+        r
     }
 
     /// Moves control datagrams between the ends in order, dropping those `lose` says to.
@@ -293,8 +306,9 @@ impl Pair {
         }
     }
 
-    /// What went to addresses other than the peer's: the server challenges an address
-    /// the client's newest datagram came from, and sends nothing else there.
+    /// What went to addresses other than the peer's, once the server validated its
+    /// client's: the server challenges an address the client's newest datagram came from,
+    /// and sends nothing else there.
     pub fn check_misdirected(&self) {
         let client = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], Role::Client).control;
         for (from, to, d) in &self.misdirected {
@@ -303,6 +317,20 @@ impl Pair {
             assert!(
                 matches!(msg.kind, ControlKind::Challenge(_)),
                 "{msg:?} sent to {to}, not the client's address"
+            );
+        }
+    }
+
+    /// The server sent no address, while it was not its validated path, more than three
+    /// times the bytes it accepted from there (see `path.rs`). (The pair's attacker
+    /// replays what it captured, the server's challenges and the client's answers too, so
+    /// it may win a validation, as an attacker on the path can.)
+    pub fn check_amplification(&self) {
+        for (to, &bytes) in &self.unvalidated_to {
+            let accepted = self.accepted_from.get(to).copied().unwrap_or(0);
+            assert!(
+                bytes <= 3 * accepted,
+                "{bytes} bytes to {to}, unvalidated, which sent {accepted}"
             );
         }
     }

@@ -138,7 +138,7 @@ impl World {
         let c = &mut self.clients[i];
         if c.dial.is_none() && c.session.needs_connection() {
             let heard = c.session.heard_since_disconnected();
-            match c.redial.plan(heard, now, |_| false) {
+            match c.redial.plan(heard, c.session.last_heard(), now, |_| false) {
                 Plan::Dial => self.start_dial(i),
                 Plan::Restart(_) | Plan::Wait(_) => {}
             }
@@ -356,10 +356,11 @@ impl World {
             c.session.opened(answer.cid, control, now);
             c.cid = answer.cid;
         }
-        c.redial.connected();
         let Some(peer_received) = peer_received else {
+            c.redial.learned();
             return self.drop_dial(i);
         };
+        c.redial.connected(now);
         c.dial = None;
         if !on_session {
             c.session.handle_resume(peer_received, answer.epoch, now);

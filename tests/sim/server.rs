@@ -231,8 +231,11 @@ impl World {
                 }
                 self.conns[conn].abort_from_server();
             }
-            // The simulation's clients open no control connection.
-            Action::Control | Action::Close => self.conns[conn].abort_from_server(),
+            // The simulation's clients open no control connection, and its handshakes read
+            // frames at once, past the first bytes' sniffing.
+            Action::Control | Action::Close | Action::Plain | Action::Greet => {
+                self.conns[conn].abort_from_server()
+            }
         }
         self.server.handshakes.remove(&conn);
     }
@@ -287,6 +290,7 @@ impl World {
             &hello,
             opening.agreement,
         );
+        self.opening_answered(conn, client);
     }
 
     /// The server session's duties: failed connections, timers, datagrams, the end.
@@ -307,8 +311,9 @@ impl World {
         ss.session.poll_end_of_stream();
         let mut buf = [0; robust_tcp::protocol::control::MAX_LEN];
         while let Some((n, to)) = self.server.sessions[s].session.poll_datagram(&mut buf, now) {
-            if to.ip() == VICTIM {
-                self.oracle.to_victim += 1;
+            let validated = self.server.sessions[s].session.control_peer() == Some(to);
+            if !validated || to.ip() == VICTIM {
+                *self.oracle.unvalidated_to.entry(to).or_default() += n as u64;
             }
             self.datagrams
                 .send(&mut self.rng, now, SERVER_CONTROL, to, &buf[..n]);
@@ -441,9 +446,6 @@ impl World {
     /// Hands a datagram that arrived at the server's control address to its session.
     pub fn server_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;
-        if from.ip() == VICTIM {
-            self.oracle.from_victim += 1;
-        }
         let Some(route) = robust_tcp::protocol::control::ControlMessage::route(bytes) else {
             return;
         };
@@ -451,9 +453,10 @@ impl World {
             return;
         }
         if let Some(&s) = self.server.by_cid.get(&route.cid) {
-            let _ = self.server.sessions[s]
-                .session
-                .handle_datagram(bytes, from, now);
+            let session = &mut self.server.sessions[s].session;
+            if session.handle_datagram(bytes, from, now).is_ok() {
+                *self.oracle.accepted_from.entry(from).or_default() += bytes.len() as u64;
+            }
         }
     }
 }

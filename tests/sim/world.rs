@@ -110,14 +110,50 @@ pub struct Oracle {
     pub openings: HashMap<[u8; NONCE_LEN], usize>,
     /// The opening nonces the server opened a session for.
     pub opened: HashSet<[u8; NONCE_LEN]>,
-    /// Datagrams the server received from, and sent to, the victim's address (which an
-    /// attacker forges datagrams from, and which never sends anything itself).
-    pub from_victim: u64,
-    pub to_victim: u64,
+    /// By address: the bytes of the datagrams a server session accepted from there
+    /// (authentic, no replay), and of those the server sent there while it was not that
+    /// session's validated path (every one, to the victim's addresses, which an attacker
+    /// forges datagrams from and which never send anything themselves).
+    pub accepted_from: HashMap<SocketAddr, u64>,
+    pub unvalidated_to: HashMap<SocketAddr, u64>,
+}
+
+/// How many bytes the server may send an address that has not answered its challenge, for
+/// each byte it accepted from there (PROTOCOL.md section 5).
+pub const AMPLIFICATION: u64 = 3;
+
+/// A schedule's class (BUGGIFY-style targeted faults). Most schedules are random only; in
+/// the others a compound fault fires at a protocol event, with both sides' `Config`s
+/// drawn to suit it, since the edges of the opening are too narrow for random faults to
+/// hit (an ANSWER is in flight for a few ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Random faults only.
+    Random,
+    /// When the server answers an opening: the ANSWER is lost with its connection, and a
+    /// partition follows that can outlast the server's memory of the opening while the
+    /// server session gives up (issue 18, defect 1).
+    LostAnswer,
+    /// When the server answers an opening: the client's application aborts, before the
+    /// ANSWER is read (issue 18, defect 5).
+    AbortAtAnswer,
+}
+
+impl Scenario {
+    /// The class of schedule `seed`: decided by the seed alone, so the random schedules
+    /// (eight in ten) replay as they did before the classes existed.
+    pub fn of(seed: u64) -> Self {
+        match seed % 10 {
+            8 => Scenario::LostAnswer,
+            9 => Scenario::AbortAtAnswer,
+            _ => Scenario::Random,
+        }
+    }
 }
 
 /// Everything in one schedule.
 pub struct World {
+    pub scenario: Scenario,
     pub now: Instant,
     pub rng: Rng,
     pub datagrams: Datagrams,
@@ -142,8 +178,9 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(rng: Rng, server: Config) -> Self {
+    pub fn new(scenario: Scenario, rng: Rng, server: Config) -> Self {
         World {
+            scenario,
             now: Instant::now(),
             rng,
             datagrams: Datagrams::new(),
@@ -228,6 +265,27 @@ impl World {
         }
     }
 
+    /// The server just wrote the ANSWER that opens client `client`'s session on
+    /// connection `conn`: the moment the scenario's fault fires, in half of the openings.
+    pub fn opening_answered(&mut self, conn: usize, client: usize) {
+        if self.scenario == Scenario::Random || !self.rng.chance(500) {
+            return;
+        }
+        match self.scenario {
+            Scenario::LostAnswer => {
+                self.conns[conn].cut();
+                // Up to 90 s: past a tombstone of 12 short server handshake timeouts (the
+                // old rule) plus the server session's give-up, within a client's patience;
+                // and past `OPENING_WINDOW` plus a give-up, so a client that retried an
+                // opening longer than the window would reach a server that forgot it.
+                let span = self.rng.millis(5_000, 90_000);
+                self.partition(span);
+            }
+            Scenario::AbortAtAnswer => self.client_abort(client),
+            Scenario::Random => {}
+        }
+    }
+
     /// A port no client had before.
     pub fn new_port(&mut self) -> u16 {
         self.port += 1;
@@ -271,8 +329,8 @@ impl World {
     }
 
     /// The bounds that hold whatever peers do: sessions and handshakes per listener,
-    /// messages awaiting confirmation per session, and nothing sent to an address that
-    /// did not send as much first.
+    /// messages awaiting confirmation per session, and no address that has not answered a
+    /// challenge sent more than three times the bytes accepted from it.
     pub fn check_bounds(&self) {
         let config = &self.server.config;
         assert!(self.server.endpoint.session_count() <= config.max_sessions_value());
@@ -285,12 +343,13 @@ impl World {
                 "server session {i}: {awaiting} messages await confirmation"
             );
         }
-        assert!(
-            self.oracle.to_victim <= self.oracle.from_victim,
-            "the server sent {} datagrams to an address that sent it {}",
-            self.oracle.to_victim,
-            self.oracle.from_victim
-        );
+        for (to, &sent) in &self.oracle.unvalidated_to {
+            let accepted = self.oracle.accepted_from.get(to).copied().unwrap_or(0);
+            assert!(
+                sent <= AMPLIFICATION * accepted,
+                "the server sent {sent} bytes to {to}, unvalidated, which sent it {accepted}"
+            );
+        }
     }
 
     /// When stalled connection `c` breaks under undelivered bytes.

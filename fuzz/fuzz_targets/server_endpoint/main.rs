@@ -84,6 +84,9 @@ fuzz_target!(|data: &[u8]| {
         max_handshakes: 1 + usize::from(input.byte() % 4),
         handshake_timeout: Duration::from_secs(1 + u64::from(input.byte() % 16)),
         evictable_after: Duration::from_millis(1 + u64::from(input.byte()) * 100),
+        // This target feeds frames at once, past the first bytes' sniffing.
+        accept_plain: false,
+        plain_wait: Duration::from_millis(300),
     };
     let mut server = Server::new(limits);
     while let Some(op) = Op::decode(&mut input) {
@@ -470,6 +473,9 @@ impl Server {
             }
             Action::Open(_) => panic!("handshake {h} opened outside a HELLO"),
             Action::Control | Action::Refuse(_) | Action::Known(_) | Action::Close => true,
+            Action::Plain | Action::Greet => {
+                panic!("handshake {h} sniffed outside its first bytes")
+            }
         };
         if ends {
             self.handshakes.retain(|&x| x != h);

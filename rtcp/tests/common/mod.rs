@@ -99,6 +99,17 @@ impl Proc {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// Waits (bounded) until the child's stderr holds `needle`.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) {
+        let found = poll_until(limit, || self.stderr().contains(needle));
+        assert!(
+            found,
+            "{} did not log {needle:?} within {limit:?}; its stderr:\n{}",
+            self.name,
+            self.stderr()
+        );
+    }
+
     /// Panics, with the child's stderr, if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -163,6 +174,10 @@ impl Drop for Proc {
 pub struct Options {
     /// `--buffer-size`, if set.
     pub buffer_size: Option<usize>,
+    /// More arguments for `rtcp server` only.
+    pub server_args: Vec<String>,
+    /// More arguments for `rtcp client` only.
+    pub client_args: Vec<String>,
 }
 
 impl Options {
@@ -196,7 +211,10 @@ impl Tunnel {
     pub fn start(target: SocketAddr, plan: CutPlan, options: &Options) -> Tunnel {
         let mut server_args = vec!["--forward".into(), target.to_string()];
         server_args.extend(options.args());
-        Tunnel::launch(&server_args, "--listen", &options.args(), plan)
+        server_args.extend(options.server_args.iter().cloned());
+        let mut client_args = options.args();
+        client_args.extend(options.client_args.iter().cloned());
+        Tunnel::launch(&server_args, "--listen", &client_args, plan)
     }
 
     /// Like [`Tunnel::start`], for SOCKS: the server takes the targets `allow` names

@@ -181,7 +181,7 @@ impl Answered {
 /// What a client makes of the frame that answers `hello`: its body, or why the bytes
 /// were no ANSWER frame. `keys` are the session's handshake keys, but for a key-agreement
 /// opening, whose keys `agree` completes from the ANSWER (`Redial::agreed_keys`);
-/// `on_session` and `check_resume` as for [`check_answer`].
+/// `on_session` and `check_resume` as for `check_answer`.
 pub fn on_answer(
     hello: &Hello,
     frame: Result<&[u8], WireError>,

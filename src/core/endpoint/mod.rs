@@ -12,6 +12,7 @@
 pub(crate) mod client;
 pub(crate) mod redial;
 pub(crate) mod server;
+pub(crate) mod stranger;
 
 use std::time::Duration;
 

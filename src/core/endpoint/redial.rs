@@ -143,6 +143,11 @@ pub struct Redial<D> {
     dialing: Option<(D, Instant)>,
     /// The latest sign of life from the server that an attempt was started for.
     heard_acted_on: Option<Instant>,
+    /// When the last connection was installed, until the server was heard on it. Only a
+    /// connection that proved itself resets the backoff: one lost before that counts as a
+    /// failed attempt, so clients whose handshakes evict each other (a listener's
+    /// `max_handshakes` of 1, say) back off instead of retrying at once forever.
+    unproven: Option<Instant>,
     /// Until the server has answered the session's opening: what a retried opening needs.
     opening: Option<Box<Opening>>,
 }
@@ -197,6 +202,7 @@ impl<D: Copy> Redial<D> {
             next_try: None,
             dialing: None,
             heard_acted_on: None,
+            unproven: None,
             opening: Some(Box::new(Opening {
                 nonce,
                 key,
@@ -244,15 +250,24 @@ impl<D: Copy> Redial<D> {
 
     /// Decides what to do for a session that needs a connection. `heard` is when the
     /// server was last heard from since the connection was lost (over the control path:
-    /// the path works again); `connecting` says whether the attempt in progress is still
+    /// the path works again); `last_heard`, when it was last heard at all
+    /// (`Session::last_heard`); `connecting` says whether the attempt in progress is still
     /// in its TCP connect. Hearing the server cuts the backoff short, so that a session
     /// resumes within a heartbeat of the path's return however long the outage was.
     pub fn plan(
         &mut self,
         heard: Option<Instant>,
+        last_heard: Instant,
         now: Instant,
         connecting: impl FnOnce(D) -> bool,
     ) -> Plan<D> {
+        if let Some(installed) = self.unproven.take() {
+            self.attempt = if last_heard > installed {
+                0
+            } else {
+                self.attempt.saturating_add(1)
+            };
+        }
         let news = heard.filter(|&h| self.heard_acted_on.map_or(true, |seen| h > seen));
         if let Some(h) = news {
             self.heard_acted_on = Some(h);
@@ -316,12 +331,25 @@ impl<D: Copy> Redial<D> {
         }
     }
 
-    /// The attempt in progress gave the session a connection, or (a retried key-agreement
-    /// opening the server knew) its CID and keys: the session is open, and the next
-    /// attempt starts at once.
-    pub fn connected(&mut self) {
-        self.dialing = None;
+    /// The attempt in progress gave the session a connection at `now`: the session is
+    /// open. Once the server is heard on the connection, its loss is retried at once;
+    /// before, it counts as a failed attempt (see [`plan`](Self::plan)).
+    pub fn connected(&mut self, now: Instant) {
+        self.answered();
+        self.unproven = Some(now);
+    }
+
+    /// The server knew the session of a retried key-agreement opening and told its CID
+    /// and keys (a KNOWN answer, which proves that it holds them): the session is open,
+    /// and its resumption by CID starts at once. (At most once a session: no livelock.)
+    pub fn learned(&mut self) {
+        self.answered();
         self.attempt = 0;
+    }
+
+    /// The server answered the session's opening, or the attempt in progress.
+    fn answered(&mut self) {
+        self.dialing = None;
         self.opening = None;
     }
 
@@ -436,7 +464,7 @@ mod tests {
             if let Some(e) = redial.failed(failure(), now) {
                 return (now, e);
             }
-            now = match redial.plan(None, now, |_| false) {
+            now = match redial.plan(None, now, now, |_| false) {
                 Plan::Dial => now,
                 Plan::Wait(Some(at)) => at,
                 other => panic!("{other:?} with no attempt in progress"),
@@ -454,24 +482,80 @@ mod tests {
         let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
         let t0 = Instant::now();
         let mut r = opening(&config, t0);
-        r.connected();
-        assert_eq!(r.plan(None, t0, |_| false), Plan::Dial);
-        let mut now = t0;
+        r.connected(t0);
+        // The server was heard on the connection before it was lost.
+        let heard = t0 + MS;
+        assert_eq!(r.plan(None, heard, heard, |_| false), Plan::Dial);
+        let mut now = heard;
         let mut waits = Vec::new();
         for dial in 1..6 {
             r.started(dial, now);
-            assert_eq!(r.plan(None, now, |_| true), Plan::Wait(None));
+            assert_eq!(r.plan(None, heard, now, |_| true), Plan::Wait(None));
             assert!(r.failed(connect_failed(), now).is_none());
-            let Plan::Wait(Some(at)) = r.plan(None, now, |_| false) else {
+            let Plan::Wait(Some(at)) = r.plan(None, heard, now, |_| false) else {
                 panic!("no backoff after a failure");
             };
             waits.push(at - now);
-            assert_eq!(r.plan(None, at, |_| false), Plan::Dial);
+            assert_eq!(r.plan(None, heard, at, |_| false), Plan::Dial);
             now = at;
         }
         assert_eq!(waits, [50 * MS, 100 * MS, 200 * MS, 200 * MS, 200 * MS]);
-        r.connected();
-        assert_eq!(r.plan(None, now, |_| false), Plan::Dial);
+        r.connected(now);
+        assert_eq!(r.plan(None, now + MS, now + MS, |_| false), Plan::Dial);
+    }
+
+    #[test]
+    fn only_a_connection_the_server_was_heard_on_resets_the_backoff() {
+        // Clients whose handshakes evict each other (a listener's `max_handshakes` of 1)
+        // each install a connection at the ANSWER that the server drops before its
+        // CONFIRM arrives: were the backoff reset at the install, each would retry at
+        // once, and evict the other's handshake again, forever.
+        let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        r.connected(t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for dial in 1..5 {
+            // Lost with nothing heard on it: the server was last heard at its install.
+            let Plan::Wait(Some(at)) = r.plan(None, now, now, |_| false) else {
+                panic!("connection {dial}, lost before it proved itself, is retried at once");
+            };
+            waits.push(at - now);
+            assert_eq!(r.plan(None, now, at, |_| false), Plan::Dial);
+            now = at;
+            r.started(dial, now);
+            r.connected(now);
+        }
+        assert_eq!(waits, [50 * MS, 100 * MS, 200 * MS, 200 * MS]);
+        // A connection the server was heard on: its loss is retried at once.
+        assert_eq!(r.plan(None, now + MS, now + SECOND, |_| false), Plan::Dial);
+    }
+
+    #[test]
+    fn a_known_answer_resumes_by_cid_at_once_whatever_the_backoff() {
+        // A retried key-agreement opening answered KNOWN: the answer proves the server
+        // holds the session, which then resumes by its CID at once, though its earlier
+        // attempts failed and nothing is heard on the connection the server closed.
+        let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        let mut now = t0;
+        for dial in 1..4 {
+            r.started(dial, now);
+            assert!(r.failed(cut(), now).is_none());
+            let Plan::Wait(Some(at)) = r.plan(None, t0, now, |_| false) else {
+                panic!("no backoff after failed attempt {dial}");
+            };
+            now = at;
+            assert_eq!(r.plan(None, t0, now, |_| false), Plan::Dial);
+        }
+        r.started(4, now);
+        r.learned();
+        assert_eq!(r.plan(None, t0, now, |_| false), Plan::Dial);
+        r.started(5, now);
+        let next = r.next_hello(now).expect("a resumption");
+        assert!(next.opening.is_none(), "the learned session resumes by CID");
     }
 
     #[test]
@@ -479,18 +563,28 @@ mod tests {
         let config = Config::default().reconnect_backoff(SECOND, 60 * SECOND);
         let t0 = Instant::now();
         let mut r = opening(&config, t0);
-        r.connected();
+        r.connected(t0);
         r.started(7, t0);
+        let last = t0 + 2 * SECOND;
         let heard = Some(t0 + 100 * MS);
         // Too young to call stale: its SYN may still be on its way.
-        assert_eq!(r.plan(heard, t0 + 100 * MS, |_| true), Plan::Wait(None));
+        assert_eq!(
+            r.plan(heard, last, t0 + 100 * MS, |_| true),
+            Plan::Wait(None)
+        );
         // The same news again, once the connect is stale, is no reason to restart.
-        assert_eq!(r.plan(heard, t0 + SECOND, |_| true), Plan::Wait(None));
+        assert_eq!(r.plan(heard, last, t0 + SECOND, |_| true), Plan::Wait(None));
         let heard = Some(t0 + SECOND);
         // Past its TCP connect, the attempt is not started over.
-        assert_eq!(r.plan(heard, t0 + SECOND, |_| false), Plan::Wait(None));
+        assert_eq!(
+            r.plan(heard, last, t0 + SECOND, |_| false),
+            Plan::Wait(None)
+        );
         let heard = Some(t0 + 2 * SECOND);
-        assert_eq!(r.plan(heard, t0 + 2 * SECOND, |_| true), Plan::Restart(7));
+        assert_eq!(
+            r.plan(heard, last, t0 + 2 * SECOND, |_| true),
+            Plan::Restart(7)
+        );
 
         // Several failures put the next attempt far off; news brings it to now.
         let mut now = t0 + 2 * SECOND;
@@ -498,8 +592,9 @@ mod tests {
             r.failed(connect_failed(), now);
             now += 10 * MS;
         }
-        assert!(matches!(r.plan(None, now, |_| false), Plan::Wait(Some(at)) if at > now + SECOND));
-        assert_eq!(r.plan(Some(now), now, |_| false), Plan::Dial);
+        let plan = r.plan(None, last, now, |_| false);
+        assert!(matches!(plan, Plan::Wait(Some(at)) if at > now + SECOND));
+        assert_eq!(r.plan(Some(now), now, now, |_| false), Plan::Dial);
     }
 
     #[test]
@@ -625,7 +720,7 @@ mod tests {
                 opening
             }
         );
-        r.connected();
+        r.connected(t0 + SECOND);
         // The opening's shorter bound was the opening's only.
         assert_eq!(r.attempt_timeout(), 5 * SECOND);
         // A reconnection goes on however it fails, and names the next attempt.

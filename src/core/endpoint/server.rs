@@ -51,6 +51,11 @@ pub struct ServerLimits {
     /// How long a session's client must have been gone before a full listener may evict
     /// it.
     pub evictable_after: Duration,
+    /// Whether ordinary TCP clients are accepted (`Config::accept_plain_tcp`).
+    pub accept_plain: bool,
+    /// How long a silent client is waited for before it counts as an ordinary one
+    /// (`Config::plain_wait`, at most the handshake timeout).
+    pub plain_wait: Duration,
 }
 
 impl ServerLimits {
@@ -62,6 +67,10 @@ impl ServerLimits {
             max_handshakes: config.max_handshakes_value(),
             handshake_timeout: config.handshake_timeout_value(),
             evictable_after: config.dead_after_value().unwrap_or(EVICTABLE_WITHOUT_LIMIT),
+            accept_plain: config.accept_plain_tcp_value(),
+            plain_wait: config
+                .plain_wait_value()
+                .min(config.handshake_timeout_value()),
         }
     }
 
@@ -204,8 +213,8 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         self.handshakes.len()
     }
 
-    /// How many opening nonces the listener keeps as tombstones (at most
-    /// `ServerLimits::max_sessions`, however many sessions end).
+    /// How many opening nonces the listener keeps as tombstones (with its sessions, at
+    /// most twice `ServerLimits::max_sessions`, however many sessions end).
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.queue.len()
     }
@@ -264,6 +273,13 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         }
         if !welcome {
             return Verdict::Refuse(RefusalCode::Closed);
+        }
+        self.tombstones.expire(now);
+        if self.tombstones_are_full_for(client) {
+            // Forgetting a tombstone early could open a second session for a client still
+            // retrying its opening; evicting would only add one. So the opening waits
+            // (the refusal is temporary) until tombstones expire.
+            return Verdict::Refuse(RefusalCode::TooManySessions);
         }
         let mut evict = None;
         if self.is_full_for(client) {
@@ -336,6 +352,20 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// Whether a new session from `client` would pass a cap.
     fn is_full_for(&self, client: IpAddr) -> bool {
         self.sessions.len() >= self.limits.max_sessions || self.share_is_full(client)
+    }
+
+    /// Whether a new session from `client` would leave no room for its tombstone, should
+    /// it end before its client knew it: the sessions and tombstones of the listener may
+    /// number twice `max_sessions`, those of one address twice its share. Since a session
+    /// that ends becomes at most one tombstone, the table never has to forget a live one,
+    /// and it stays bounded; a client that fills its own share with tombstones waits
+    /// without holding up others.
+    fn tombstones_are_full_for(&self, client: IpAddr) -> bool {
+        let in_all = self.sessions.len() + self.tombstones.queue.len();
+        let from_client =
+            self.per_address.get(&client).copied().unwrap_or(0) + self.tombstones.from(client);
+        in_all >= 2 * self.limits.max_sessions
+            || from_client >= 2 * self.limits.max_sessions_per_address
     }
 
     /// Whether `client` has as many sessions as one address may.
@@ -414,8 +444,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         self.by_opening.remove(&record.opening);
         if !client_knows_cid {
             let until = now + self.limits.tombstone_life();
-            self.tombstones
-                .keep(record.opening, until, now, self.limits.max_sessions);
+            self.tombstones.keep(record.opening, until, record.client);
         }
         if let Some(n) = self.per_address.get_mut(&record.client) {
             *n -= 1;
@@ -445,7 +474,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         };
         self.handshakes.push_back(InProgress {
             handshake,
-            phase: Phase::Hello,
+            phase: Phase::Sniff { heard: false },
         });
         dropped
     }
@@ -494,13 +523,16 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 }
 
 /// Opening nonces of sessions that ended before their client showed that it knows the
-/// CID, each with when it may be forgotten.
+/// CID, each with when it may be forgotten and the address that opened it. Bounded by
+/// admission (`ServerEndpoint::tombstones_are_full_for`), never by forgetting one early.
 #[derive(Debug, Default)]
 struct Tombstones {
-    /// Oldest first.
-    queue: VecDeque<(Nonce, Instant)>,
+    /// Oldest first; since every tombstone lives as long, also the first to expire first.
+    queue: VecDeque<(Nonce, Instant, IpAddr)>,
     /// The same, to look up.
     until: HashMap<Nonce, Instant>,
+    /// How many each client address has.
+    per_address: HashMap<IpAddr, usize>,
 }
 
 impl Tombstones {
@@ -509,23 +541,39 @@ impl Tombstones {
         self.until.get(nonce).is_some_and(|&until| until > now)
     }
 
-    /// Keeps `nonce` until `until`, among the `cap` newest: a bounded table whatever the
-    /// rate at which sessions end.
-    fn keep(&mut self, nonce: Nonce, until: Instant, now: Instant, cap: usize) {
-        while let Some(&(oldest, oldest_until)) = self.queue.front() {
-            if oldest_until > now && self.queue.len() < cap {
+    /// How many tombstones `client` has.
+    fn from(&self, client: IpAddr) -> usize {
+        self.per_address.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Keeps `nonce`, of a session opened from `client`, until `until`.
+    fn keep(&mut self, nonce: Nonce, until: Instant, client: IpAddr) {
+        self.queue.push_back((nonce, until, client));
+        self.until.insert(nonce, until);
+        *self.per_address.entry(client).or_default() += 1;
+    }
+
+    /// Forgets the tombstones that expired by `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(nonce, until, client)) = self.queue.front() {
+            if until > now {
                 break;
             }
             self.queue.pop_front();
-            if self.until.get(&oldest) == Some(&oldest_until) {
-                self.until.remove(&oldest);
+            if self.until.get(&nonce) == Some(&until) {
+                self.until.remove(&nonce);
+            }
+            if let Some(n) = self.per_address.get_mut(&client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&client);
+                }
             }
         }
-        self.queue.push_back((nonce, until));
-        self.until.insert(nonce, until);
     }
 }
 
 mod handshake;
+mod stranger;
 #[cfg(test)]
 mod tests;

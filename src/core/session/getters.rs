@@ -224,6 +224,7 @@ impl Session {
             blocked_read: age(self.recv.reader_blocked_since),
             blocked_write: age(self.send.writer_blocked_since),
             reconnections: self.link.reconnections,
+            last_outage: self.link.last_outage,
             last_failure: self.link.last_failure.clone(),
             last_heard: now.saturating_duration_since(self.liveness.last_heard()),
             control_peer: self.control_peer(),
@@ -235,6 +236,7 @@ impl Session {
             passive: self.link.passive,
             send_buffer_capacity: self.send.buf.capacity(),
             round_trip: self.send.round_trip,
+            plain: false,
         }
     }
 }
@@ -280,5 +282,17 @@ mod tests {
         let mut s = session(Role::Client, 0, None, t0);
         s.shutdown_write(t0);
         assert_eq!(state(&s, t0), SessionState::Closing);
+    }
+
+    #[test]
+    fn the_last_outage_is_the_time_from_the_failure_to_the_resumption() {
+        let t0 = Instant::now();
+        let mut s = session(Role::Server, 7, None, t0);
+        assert_eq!(s.status(t0).last_outage, None);
+        s.handle_connection_failed(0, "cut", t0 + Duration::from_secs(1));
+        s.handle_resume(0, 1, t0 + Duration::from_millis(3500));
+        let status = s.status(t0 + Duration::from_secs(9));
+        assert_eq!(status.last_outage, Some(Duration::from_millis(2500)));
+        assert_eq!(status.reconnections, 1);
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Link {
     /// Whether a TCP connection carries the session.
     state: LinkState,
     pub(super) reconnections: u64,
+    /// How long the session went without a connection before the latest resumption.
+    pub(super) last_outage: Option<Duration>,
     pub(super) last_failure: Option<String>,
     /// Passive: the session goes (or went) without a connection on purpose, and nobody
     /// reconnects until one side has something to send.
@@ -51,6 +53,7 @@ impl Link {
             epoch,
             state: LinkState::Connected,
             reconnections: 0,
+            last_outage: None,
             last_failure: None,
             passive: false,
             passivate_sent_on: None,
@@ -94,8 +97,11 @@ impl Link {
         }
     }
 
-    /// The session moved to connection `epoch`.
-    pub(super) fn resumed(&mut self, epoch: u32) {
+    /// The session moved to connection `epoch` at `now`.
+    pub(super) fn resumed(&mut self, epoch: u32, now: Instant) {
+        if let Some(since) = self.disconnected_since() {
+            self.last_outage = Some(now.saturating_duration_since(since));
+        }
         self.epoch = epoch;
         self.state = LinkState::Connected;
         self.reconnections += 1;

@@ -410,7 +410,7 @@ impl Session {
         }
         self.acknowledged(peer_received, now);
         self.send.tcp_sent = peer_received.max(self.send.buf.acked());
-        self.link.resumed(epoch);
+        self.link.resumed(epoch, now);
         // A new connection: the peer's datagrams are awaited anew.
         self.liveness.connected(now);
         self.datagrams_missing = false;
@@ -427,8 +427,8 @@ impl Session {
 
     /// Authenticates a control datagram that came from `from` and, if it is authentic,
     /// addressed to this session and not a replay, applies it. A server follows its client
-    /// to the address of the newest such datagram, once that address answers a challenge
-    /// (see `path.rs`).
+    /// to the address of the newest such datagram, once that address answers a challenge;
+    /// before any address has, it sends there within an allowance (see `path.rs`).
     ///
     /// # Errors
     ///
@@ -453,10 +453,15 @@ impl Session {
         let moved_to_us = !matches!(msg.kind, ControlKind::Challenge(_));
         self.liveness.datagram(now, moved_to_us);
         self.datagrams_missing = false;
-        if fresh == Fresh::Newest {
-            self.path.newest_from(from);
-        }
+        self.path
+            .heard(from, datagram.len(), fresh == Fresh::Newest);
         self.handle_control(&msg, from, now);
+        if self.path.take_reopened() {
+            // What had nowhere to go until now goes at once: the messages awaiting
+            // confirmation, and our counts (an ACK or REQ_ACK sent before was dropped, and
+            // a short exchange may be over before any timer runs).
+            self.reachable(now);
+        }
         Ok(())
     }
 
@@ -539,10 +544,6 @@ impl Session {
                         self.reliable.cid()
                     );
                     self.handle_round_trip(rtt);
-                    // What had nowhere to go until now goes at once: the messages awaiting
-                    // confirmation, and our counts (an ACK or REQ_ACK sent before was
-                    // dropped, and a short exchange may be over before any timer runs).
-                    self.reachable(now);
                 }
             }
         }
@@ -550,20 +551,29 @@ impl Session {
 
     /// The next control datagram to send, numbered and tagged, written to `out`: its
     /// length and where it goes, if there is one. A message with nowhere to go (a server
-    /// that has not learned its client's address yet) is dropped, as if lost.
+    /// that has not heard from its client yet, or whose allowance for the address it has
+    /// not validated is spent: see `path.rs`) is dropped, as if lost, and goes again once
+    /// it has somewhere to go.
     pub fn poll_datagram(
         &mut self,
         out: &mut [u8; MAX_LEN],
         now: Instant,
     ) -> Option<(usize, SocketAddr)> {
-        let (msg, to) = match self.path.poll_challenge(now) {
-            Some((to, value)) => (self.reliable.message(ControlKind::Challenge(value), 0), to),
-            None => loop {
-                let msg = self.reliable.poll_transmit()?;
-                if let Some(to) = self.path.current() {
-                    break (msg, to);
+        // The messages first: before a server has validated an address, they are what the
+        // first round trips wait for (a CLOSE, the counts), and a challenge the allowance
+        // cannot take yet goes with the client's next datagram, which the messages ask for.
+        let (msg, to) = loop {
+            match self.reliable.poll_transmit() {
+                Some(msg) => {
+                    if let Some(to) = self.path.route(msg.kind.datagram_len()) {
+                        break (msg, to);
+                    }
                 }
-            },
+                None => {
+                    let (to, value) = self.path.poll_challenge(now)?;
+                    break (self.reliable.message(ControlKind::Challenge(value), 0), to);
+                }
+            }
         };
         let pn = self.next_packet;
         self.next_packet += 1;

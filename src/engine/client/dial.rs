@@ -298,7 +298,7 @@ impl Engine {
                 self.learn_cid(id, &shared, &answer, Some(*keys));
                 if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
                 {
-                    redial.connected();
+                    redial.learned();
                 }
                 return self.service(id);
             }
@@ -323,7 +323,7 @@ impl Engine {
             self.learn_cid(id, &shared, &answer, agreed.map(|keys| *keys));
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
-            redial.connected();
+            redial.connected(Instant::now());
         }
         if dial.on_session {
             // Our descriptor of the connection closes here; the session's stays.

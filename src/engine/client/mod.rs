@@ -16,6 +16,7 @@
 //! This file holds the caller's side of the opening; [`dial`] the engine's.
 
 mod dial;
+mod probe;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -29,10 +30,11 @@ use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, EngineHandle};
 use crate::core::auth::{Nonce, SessionKeys};
 use crate::core::endpoint::redial::{Failure, OpeningKey};
+use crate::core::endpoint::stranger::Probed;
 use crate::core::handshake::Hello;
 use crate::core::session::{End, Role};
 use crate::error::Error;
-use crate::Config;
+use crate::{Config, RSocket};
 
 pub(crate) use self::dial::Dial;
 
@@ -77,12 +79,13 @@ impl Drop for Handover {
 /// turn until `limit` (if any) has passed; each attempt of the opening, this TCP connect
 /// and the engine's retries alike, takes at most `limit` too. Returns once the TCP
 /// connection is up, with the opening HELLO written: the rest of the opening is the
-/// engine's (see the module doc).
+/// engine's (see the module doc). With `Config::fallback_to_plain_tcp`, each address is
+/// probed first, and one that does not speak robust-tcp gets a plain TCP connection.
 pub(crate) fn connect(
     addrs: &[SocketAddr],
     config: &Config,
     limit: Option<Duration>,
-) -> io::Result<Arc<SharedSession>> {
+) -> io::Result<RSocket> {
     config.validate()?;
     if addrs.is_empty() {
         return Err(io::Error::new(
@@ -101,8 +104,24 @@ pub(crate) fn connect(
         if limit.is_some_and(|limit| started.elapsed() >= limit) {
             break;
         }
+        if config.fallback_to_plain_tcp_value() {
+            match probe::probe(addr, opening_timeout, config.plain_wait_value()) {
+                Ok(Probed::Robust) => {}
+                Ok(_) => match connect_plain(addr, config, opening_timeout) {
+                    Ok(socket) => return Ok(socket),
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            }
+        }
         match open_once(&engine, addr, config, opening_timeout) {
-            Ok(shared) => return Ok(shared),
+            Ok(shared) => return Ok(RSocket::from_shared(shared)),
             Err(Failure::Fatal(e)) => return Err(e.into()),
             Err(Failure::Connect(e) | Failure::Cut(e)) => last_error = Some(e),
             Err(failure) => last_error = Some(io::Error::other(format!("{failure:?}"))),
@@ -186,6 +205,13 @@ fn open_once(
         key,
     })));
     Ok(shared)
+}
+
+/// A plain TCP connection to `addr`, a server that does not speak robust-tcp.
+fn connect_plain(addr: SocketAddr, config: &Config, timeout: Duration) -> io::Result<RSocket> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(config.nodelay_value())?;
+    Ok(RSocket::from_plain(stream))
 }
 
 /// Whether a connect's error says that the connection was established and then lost (a

@@ -16,14 +16,17 @@ use mio::{Interest, Token};
 
 use crate::core::auth::{ChallengeKey, HandshakeKeys};
 use crate::core::endpoint::server::{Action, Host, Opening, Presence, ServerEndpoint};
-use crate::core::handshake::{Answer, FrameKind, RefusalCode};
+use crate::core::endpoint::stranger::GREETING;
+use crate::core::handshake::{Answer, FrameKind, RefusalCode, MAGIC};
 use crate::core::session::{End, Role, Session};
 use crate::engine::control::{RouteKey, Routes};
 use crate::engine::frames::{write_frame, FrameError, FrameRead, FrameReader};
 use crate::engine::handshakes::Handshake;
+use crate::engine::server::Arrival;
 use crate::engine::session::{SessionSpec, SharedSession};
 use crate::engine::tcp_control::{TcpControl, TcpRoute};
 use crate::engine::{into_std, Engine, Entry, Side};
+use crate::RSocket;
 
 /// The server side of one handshake: its connection and the frame being read.
 pub(crate) struct ServerHandshake {
@@ -32,6 +35,8 @@ pub(crate) struct ServerHandshake {
     pub(crate) stream: TcpStream,
     pub(crate) listener: Token,
     pub(super) client: SocketAddr,
+    /// When the connection was accepted: its deadlines count from then.
+    accepted: Instant,
     /// The frame being read, of a kind the endpoint expects.
     pub(super) reader: FrameReader,
 }
@@ -76,10 +81,9 @@ impl Host<Token> for EngineHost<'_> {
 impl Engine {
     pub(super) fn start_handshake(&mut self, id: Token, mut stream: TcpStream, client: SocketAddr) {
         let token = self.new_token();
-        let Some(listener) = self.listeners.get(&id) else {
+        if !self.listeners.contains_key(&id) {
             return;
-        };
-        let timeout = listener.config.handshake_timeout_value();
+        }
         // The handshake's frames go out at once rather than wait on Nagle for an ACK.
         let _ = stream.set_nodelay(true);
         if let Err(e) = self
@@ -95,6 +99,8 @@ impl Engine {
         };
         let crowded = listener.endpoint.handshake_started(token);
         let reader = FrameReader::new(listener.endpoint.expected(token));
+        let accepted = Instant::now();
+        let deadline = listener.endpoint.deadline(token, accepted);
         if let Some((victim, action)) = crowded {
             self.timers.set(victim, None);
             if let Some(Handshake::Server(hs)) = self.handshakes.remove(&victim) {
@@ -102,12 +108,12 @@ impl Engine {
                 self.carry_out(hs, action);
             }
         }
-        let deadline = Instant::now() + timeout;
         let hs = ServerHandshake {
             id: token,
             stream,
             listener: id,
             client,
+            accepted,
             reader,
         };
         self.add_handshake(token, Handshake::Server(hs), deadline);
@@ -133,6 +139,13 @@ impl Engine {
     /// `None` once it is over (its stream handed to a session, or closed).
     pub(super) fn server_step(&mut self, mut hs: ServerHandshake) -> Option<ServerHandshake> {
         let id = hs.id;
+        if self.sniffing(&hs) {
+            let action = self.sniff(&hs);
+            if !matches!(action, Action::Wait) || self.sniffing(&hs) {
+                return self.carry_out(hs, action);
+            }
+            hs.reader = FrameReader::new(self.expected(&hs));
+        }
         if self.expected(&hs).is_empty() {
             return self.drain(hs);
         }
@@ -158,6 +171,34 @@ impl Engine {
             }
         };
         self.carry_out(hs, action)
+    }
+
+    /// Whether the endpoint waits for `hs`'s first bytes to tell what its peer is.
+    fn sniffing(&self, hs: &ServerHandshake) -> bool {
+        let listener = self.listeners.get(&hs.listener);
+        listener.is_some_and(|l| l.endpoint.sniffing(hs.id))
+    }
+
+    /// Shows the endpoint the peer's first bytes, leaving them in the stream (`MSG_PEEK`):
+    /// an ordinary client's application reads them first.
+    fn sniff(&mut self, hs: &ServerHandshake) -> Action<Token> {
+        let id = hs.id;
+        let mut first = [0u8; MAGIC.len()];
+        loop {
+            return match hs.stream.peek(&mut first) {
+                // Peeking returns 0 only at the end of a stream that has no byte.
+                Ok(n) => {
+                    let first = first.get(..n).unwrap_or_default();
+                    self.ask(hs, |ep, _| ep.on_first_bytes(id, first, n == 0))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Action::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("handshake with {}: {e}", hs.client);
+                    self.ask(hs, |ep, _| ep.handshake_failed(id))
+                }
+            };
+        }
     }
 
     /// The frame kinds the endpoint expects on `hs` next (none while it turns the peer
@@ -197,6 +238,11 @@ impl Engine {
             Action::Control => self.control_connection(hs),
             Action::Refuse(reason) => {
                 log::debug!("refusing {}: {reason:?}", hs.client);
+                if reason == RefusalCode::TooManySessions {
+                    if let Some(listener) = self.listeners.get(&hs.listener) {
+                        listener.count_refused_full();
+                    }
+                }
                 self.answer_and_close(hs, Answer::Refused(reason));
             }
             Action::Known(answer) => self.answer_and_close(hs, Answer::Accepted(*answer)),
@@ -220,6 +266,12 @@ impl Engine {
             } => self.complete_resume(hs, session, epoch, peer_received),
             Action::OfferFailed { session, epoch } => self.offer_failed(hs, session, epoch),
             Action::Close => self.close_handshake(hs),
+            Action::Plain => self.hand_over_plain(hs),
+            Action::Greet => {
+                log::debug!("greeting the probe of {}", hs.client);
+                let _ = write_frame(&hs.stream, &GREETING);
+                self.close_handshake(hs);
+            }
         }
         None
     }
@@ -228,6 +280,30 @@ impl Engine {
     fn answer_and_close(&mut self, hs: ServerHandshake, answer: Answer) {
         let _ = write_frame(&hs.stream, &answer.encode());
         self.close_handshake(hs);
+    }
+
+    /// Hands an ordinary TCP client's connection to `accept` as it is, with every byte
+    /// it sent still unread in it.
+    fn hand_over_plain(&mut self, hs: ServerHandshake) {
+        let Some(listener) = self.listeners.get(&hs.listener) else {
+            return self.close_handshake(hs);
+        };
+        log::debug!("{}: an ordinary TCP client", hs.client);
+        let nodelay = listener.config.nodelay_value();
+        let stream = into_std(&self.poll, hs.stream);
+        if let Err(e) = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_nodelay(nodelay))
+        {
+            log::debug!("{}: {e}", hs.client);
+            return;
+        }
+        let socket = RSocket::from_plain(stream);
+        // If the server socket is gone, the connection is dropped here and closes.
+        drop(listener.accepted.send(Arrival {
+            socket,
+            client: hs.client,
+        }));
     }
 
     /// A client opened a control connection: its datagrams come and go on it from now on.
@@ -257,11 +333,23 @@ impl Engine {
         self.adopt_tcp_control(token, control);
     }
 
-    /// The handshake ended before completing: its deadline passed.
-    pub(in crate::engine) fn server_handshake_failed(&mut self, hs: ServerHandshake, why: &str) {
-        log::debug!("handshake with {}: {why}", hs.client);
-        let id = hs.id;
-        let action = self.ask(&hs, |ep, _| ep.handshake_failed(id));
+    /// The handshake's timer fired: a silent ordinary client is handed over, a handshake
+    /// past its deadline ends, and one whose deadline moved on waits for it.
+    pub(in crate::engine) fn server_handshake_due(&mut self, hs: ServerHandshake) {
+        let (id, accepted, now) = (hs.id, hs.accepted, Instant::now());
+        let action = self.ask(&hs, |ep, _| ep.on_deadline(id, accepted, now));
+        if matches!(action, Action::Wait) {
+            let deadline = self
+                .listeners
+                .get(&hs.listener)
+                .map(|l| l.endpoint.deadline(id, accepted));
+            self.handshakes.insert(id, Handshake::Server(hs));
+            self.timers.set(id, deadline);
+            return;
+        }
+        if !matches!(action, Action::Plain) {
+            log::debug!("handshake with {}: the handshake timed out", hs.client);
+        }
         self.carry_out(hs, action);
     }
 

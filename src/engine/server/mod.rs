@@ -14,7 +14,7 @@ mod resume;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ pub(crate) struct Listener {
     /// clears it at once, before the engine hears of the drop: a HELLO the engine reads
     /// after the drop returned is refused even if it came before that command.
     open: Arc<AtomicBool>,
+    /// How many new sessions it refused as full, for its `RServerSocket` to read.
+    refused_full: Arc<AtomicU64>,
     /// Its sessions and handshakes, and every decision about them.
     endpoint: ServerEndpoint<Token, Token>,
     /// Set while accepting is paused after a resource error.
@@ -65,6 +67,16 @@ impl Listener {
     /// The flag its `RServerSocket` clears when dropped.
     pub(crate) fn open_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.open)
+    }
+
+    /// The count of new sessions refused as full, which its `RServerSocket` reads.
+    pub(crate) fn refused_full(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.refused_full)
+    }
+
+    /// Counts a new session refused as full.
+    pub(super) fn count_refused_full(&self) {
+        self.refused_full.fetch_add(1, Ordering::Relaxed);
     }
 
     fn is_open(&self) -> bool {
@@ -86,6 +98,7 @@ impl Listener {
             accepted,
             control,
             open: Arc::new(AtomicBool::new(true)),
+            refused_full: Arc::new(AtomicU64::new(0)),
             endpoint: ServerEndpoint::new(ServerLimits::new(&config)),
             paused_until: None,
             config,

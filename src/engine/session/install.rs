@@ -14,8 +14,8 @@ use crate::error::Error;
 impl SharedSession {
     /// Makes `stream`, a new connection, the session's, in blocking mode with the
     /// session's options, and `TCP_NODELAY` as `nodelay` says. (A new socket has no
-    /// timeouts: only a read timeout is set, if the session has one. The system calls
-    /// here are on the way to the first byte of a session.)
+    /// timeouts and the system's TTL: only a read timeout and a TTL are set, if the session
+    /// has them. The system calls here are on the way to the first byte of a session.)
     fn attach(st: &mut State, stream: TcpStream, nodelay: bool) {
         // A socket option that fails here fails again on use, where it is reported.
         let _ = stream.set_nonblocking(false);
@@ -23,6 +23,9 @@ impl SharedSession {
             let _ = stream.set_read_timeout(st.read_timeout);
         }
         let _ = stream.set_nodelay(nodelay);
+        if let Some(ttl) = st.ttl {
+            let _ = stream.set_ttl(ttl);
+        }
         st.answer_pending = false;
         // A connection whose path died under a live control path (a firewall or NAT that
         // lost only its TCP state) hears datagrams, so the silence limit never fires; its

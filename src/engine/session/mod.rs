@@ -94,9 +94,19 @@ struct State {
     /// What dropping the last handle does: see `RSocket::set_linger`.
     linger: Option<Duration>,
     /// The silence limit, which also bounds how long the kernel may hold bytes on a
-    /// connection that the peer's TCP does not acknowledge.
+    /// connection that the peer's TCP does not acknowledge (`TCP_USER_TIMEOUT`, Linux's;
+    /// macOS exposes no equivalent that safe code can set: the heartbeats alone serve).
+    #[cfg(target_os = "linux")]
     dead_after: Option<Duration>,
     nodelay: bool,
+    /// `IP_TTL` for the current connection and every later one, once the application set
+    /// it (see `RSocket::set_ttl`).
+    ttl: Option<u32>,
+    /// Reads and writes return `WouldBlock` instead of waiting (see
+    /// `RSocket::set_nonblocking`); the sockets stay in blocking mode, for the engine.
+    nonblocking: bool,
+    /// `take_error` has returned the session's failure: it returns it once.
+    error_taken: bool,
     /// The engine reads the server's opening ANSWER from the connection (a client's first
     /// one, which the application may already write to): reads wait until it is consumed.
     answer_pending: bool,
@@ -133,6 +143,9 @@ pub(crate) struct Duties {
     pub(crate) needs_connection: bool,
     /// The peer was heard from since the connection was lost: the path is back.
     pub(crate) heard_since_disconnected: Option<Instant>,
+    /// When the peer was last heard from at all (whether the last connection proved
+    /// itself, for the reconnection's backoff).
+    pub(crate) last_heard: Instant,
     /// A client hears no control datagram while its connection works: they are to go
     /// over TCP.
     pub(crate) datagrams_missing: bool,
@@ -176,8 +189,12 @@ impl SharedSession {
                 read_timeout: None,
                 write_timeout: None,
                 linger: None,
+                #[cfg(target_os = "linux")]
                 dead_after: spec.config.dead_after_value(),
                 nodelay: spec.config.nodelay_value(),
+                ttl: None,
+                nonblocking: false,
+                error_taken: false,
                 answer_pending: false,
                 flush_wanted: false,
             }),
@@ -366,6 +383,7 @@ fn duties(session: &Session) -> Duties {
         timeout: session.poll_timeout(),
         needs_connection: session.needs_connection(),
         heard_since_disconnected: session.heard_since_disconnected(),
+        last_heard: session.last_heard(),
         datagrams_missing: session.datagrams_missing(),
         finished: session.is_finished(),
         send_held: false,
@@ -382,6 +400,17 @@ fn abort(conn: Option<Arc<TcpStream>>) {
 /// The deadline of a call bounded by `timeout`; a timeout too long to represent is none.
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// The deadline of an application's read or write: a non-blocking call's is now, so that
+/// every wait it would make (for a lock, a connection, room in the send buffer) fails at
+/// once with `WouldBlock`; its socket calls do not wait either (`MSG_DONTWAIT`).
+fn call_deadline(timeout: Option<Duration>, nonblocking: bool) -> Option<Instant> {
+    if nonblocking {
+        Some(Instant::now())
+    } else {
+        deadline_after(timeout)
+    }
 }
 
 fn lock_until(lock: &Mutex<()>, deadline: Option<Instant>) -> io::Result<MutexGuard<'_, ()>> {
@@ -412,6 +441,7 @@ mod tests {
             timeout,
             needs_connection: false,
             heard_since_disconnected: None,
+            last_heard: Instant::now(),
             datagrams_missing: false,
             finished: false,
             send_held: false,

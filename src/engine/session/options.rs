@@ -76,6 +76,47 @@ impl SharedSession {
     pub(crate) fn write_timeout(&self) -> Option<Duration> {
         self.state.lock().write_timeout
     }
+
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) {
+        self.state.lock().nonblocking = nonblocking;
+    }
+
+    /// Sets `IP_TTL` on the current connection and remembers it for every later one (see
+    /// [`attach`](Self::attach)). Checked here, since there may be no connection to ask.
+    pub(crate) fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        if !(1..=255).contains(&ttl) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TTL is from 1 to 255",
+            ));
+        }
+        let mut st = self.state.lock();
+        st.ttl = Some(ttl);
+        match &st.conn {
+            Some(conn) => conn.set_ttl(ttl),
+            None => Ok(()),
+        }
+    }
+
+    /// The current connection's `IP_TTL`; without one, the value set, if any.
+    pub(crate) fn ttl(&self) -> io::Result<u32> {
+        let st = self.state.lock();
+        match (&st.conn, st.ttl) {
+            (Some(conn), _) => conn.ttl(),
+            (None, Some(ttl)) => Ok(ttl),
+            (None, None) => Err(not_connected()),
+        }
+    }
+
+    /// The session's failure, the first time it is asked for after the session failed.
+    pub(crate) fn take_error(&self) -> Option<io::Error> {
+        let mut st = self.state.lock();
+        let failure = st.session.failure().cloned()?;
+        if std::mem::replace(&mut st.error_taken, true) {
+            return None;
+        }
+        Some(io::Error::from(failure))
+    }
 }
 
 fn not_connected() -> io::Error {

@@ -2,12 +2,14 @@
 //! buffer, held back while the engine reads an opening's ANSWER or the session waits for a
 //! connection.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{deadline_after, is_timeout, lock_until, timed_out, SharedSession};
+use rustix::net::RecvFlags;
+
+use super::{call_deadline, is_timeout, lock_until, timed_out, SharedSession};
 use crate::core::session::ReadGate;
 
 /// The next thing a read does.
@@ -17,14 +19,46 @@ enum ReadStep {
     Read(Arc<TcpStream>, u32),
 }
 
+/// How one read call goes about it.
+struct ReadCall {
+    /// The session's read timeout, which the socket's own timeout is set to.
+    timeout: Option<Duration>,
+    /// When the call gives up waiting (see `call_deadline`).
+    deadline: Option<Instant>,
+    /// `RSocket::set_nonblocking`: no wait at all, and `recv` with `MSG_DONTWAIT`.
+    nonblocking: bool,
+    /// `RSocket::peek`: `recv` with `MSG_PEEK`, and nothing counted as read.
+    peek: bool,
+}
+
 impl SharedSession {
     /// `Read::read`.
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.receive(buf, false)
+    }
+
+    /// `RSocket::peek`: a read whose bytes stay to be read. They are the next bytes of the
+    /// stream on the current connection, which has nothing but them and what follows: a
+    /// reconnection resends from the count of bytes read, not of bytes peeked at.
+    pub(crate) fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.receive(buf, true)
+    }
+
+    fn receive(&self, buf: &mut [u8], peek: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let timeout = self.state.lock().read_timeout;
-        match self.read_until(buf, timeout) {
+        let (timeout, nonblocking) = {
+            let st = self.state.lock();
+            (st.read_timeout, st.nonblocking)
+        };
+        let call = ReadCall {
+            timeout,
+            deadline: call_deadline(timeout, nonblocking),
+            nonblocking,
+            peek,
+        };
+        match self.read_until(buf, &call) {
             // `read_until` counted the bytes and the end of the call in one go.
             Ok(n) if n > 0 => Ok(n),
             other => {
@@ -36,8 +70,8 @@ impl SharedSession {
 
     /// [`read`](Self::read)'s loop. A call that returns bytes has also recorded that the
     /// reader is no longer blocked.
-    fn read_until(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
-        let deadline = deadline_after(timeout);
+    fn read_until(&self, buf: &mut [u8], call: &ReadCall) -> io::Result<usize> {
+        let deadline = call.deadline;
         loop {
             let guard = lock_until(&self.read_lock, deadline)?;
             // A look, not a change: marking the reader blocked only shows in `status`, so
@@ -76,12 +110,16 @@ impl SharedSession {
                 }
             };
             // The socket's own timeout is the whole read timeout; part of it may have gone
-            // on waiting for the lock or a reconnection.
-            let shortened = bound_by_deadline(timeout, deadline)?;
+            // on waiting for the lock or a reconnection. (A non-blocking call does not wait.)
+            let shortened = if call.nonblocking {
+                None
+            } else {
+                bound_by_deadline(call.timeout, deadline)?
+            };
             if let Some(left) = shortened {
                 let _ = conn.set_read_timeout(Some(left));
             }
-            let result = (&*conn).read(buf);
+            let result = recv(&conn, buf, call);
             if shortened.is_some() {
                 let _ = conn.set_read_timeout(self.state.lock().read_timeout);
             }
@@ -96,7 +134,9 @@ impl SharedSession {
                 }
                 Ok(n) => {
                     self.update(|st, now| {
-                        st.session.handle_read(n, now);
+                        if !call.peek {
+                            st.session.handle_read(n, now);
+                        }
                         st.session.reader_unblocked();
                     });
                     return Ok(n);
@@ -119,6 +159,22 @@ impl SharedSession {
         }
         Ok(())
     }
+}
+
+/// One `recv` from the connection into the caller's buffer, as `call` says: with
+/// `MSG_PEEK` for a peek, `MSG_DONTWAIT` for a non-blocking call (the socket itself stays in
+/// blocking mode, which the other handles and the engine rely on).
+fn recv(conn: &TcpStream, buf: &mut [u8], call: &ReadCall) -> io::Result<usize> {
+    let mut flags = RecvFlags::empty();
+    if call.peek {
+        flags |= RecvFlags::PEEK;
+    }
+    if call.nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    rustix::net::recv(conn, buf, flags)
+        .map(|(n, _)| n)
+        .map_err(io::Error::from)
 }
 
 /// The time left before `deadline` if it is shorter than the whole `timeout` (by more than

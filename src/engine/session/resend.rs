@@ -23,14 +23,15 @@ use super::{SharedSession, State};
 /// size (tens of microseconds), and 64 KiB is about what loopback's TCP takes per call.
 const RESEND_CHUNK: usize = 64 * 1024;
 
-/// The engine's resend must not block (application threads use the socket in blocking
-/// mode), nor raise SIGPIPE when the peer has reset the connection: std's own writes avoid
-/// it the same way, and a host program may not ignore the signal.
+/// The engine's resend, and a non-blocking application's write, must not block
+/// (application threads use the socket in blocking mode), nor raise SIGPIPE when the peer
+/// has reset the connection: std's own writes avoid it the same way, and a host program
+/// may not ignore the signal.
 #[cfg(not(target_vendor = "apple"))]
-const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+pub(super) const DONTWAIT_SEND: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 /// Apple's systems have no MSG_NOSIGNAL: `SharedSession::attach` sets SO_NOSIGPIPE instead.
 #[cfg(target_vendor = "apple")]
-const RESEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+pub(super) const DONTWAIT_SEND: libc::c_int = libc::MSG_DONTWAIT;
 
 /// How a non-blocking flush went.
 pub(super) enum Flush {
@@ -100,7 +101,7 @@ impl SharedSession {
                 from, conn, epoch, ..
             } = unsent;
             let sock = socket2::SockRef::from(&*conn);
-            match sock.send_with_flags(&bytes, RESEND_FLAGS) {
+            match sock.send_with_flags(&bytes, DONTWAIT_SEND) {
                 Ok(0) => {
                     self.connection_failed(epoch, "the connection accepts no more bytes");
                     return Flush::Done;

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::nodelay::push_held_segments;
-use super::resend::Unsent;
-use super::{deadline_after, is_timeout, lock_until, SharedSession, State};
+use super::resend::{Unsent, DONTWAIT_SEND};
+use super::{call_deadline, is_timeout, lock_until, SharedSession, State};
 
 /// What a write put into the send buffer.
 struct Pushed {
@@ -31,11 +31,11 @@ impl SharedSession {
         if data.is_empty() {
             return Ok(0);
         }
-        let (timeout, mut connected) = {
+        let (timeout, nonblocking, mut connected) = {
             let st = self.state.lock();
-            (st.write_timeout, st.conn.is_some())
+            (st.write_timeout, st.nonblocking, st.conn.is_some())
         };
-        let deadline = deadline_after(timeout);
+        let deadline = call_deadline(timeout, nonblocking);
         loop {
             // Held from before the bytes are buffered until they are written, so that the
             // range found to be unsent is still unsent when it is written. Without a
@@ -63,7 +63,8 @@ impl SharedSession {
                 match write {
                     Some(write) => {
                         let fresh = data.get(..len).unwrap_or_default();
-                        let out_of_time = self.send_locked(start, fresh, unsent, deadline);
+                        let out_of_time =
+                            self.send_locked(start, fresh, unsent, deadline, nonblocking);
                         self.unlock_write(write, out_of_time);
                         self.release_nodelay();
                     }
@@ -129,13 +130,15 @@ impl SharedSession {
     /// with the write lock held. The caller's own just-buffered bytes, `fresh`, from
     /// stream position `start`, are written from its slice when they are all that is
     /// missing, which saves a copy. Returns whether the deadline passed with bytes still
-    /// unsent: the engine then sends them.
+    /// unsent: the engine then sends them. A `nonblocking` call sends what the kernel takes
+    /// now (`MSG_DONTWAIT`) and leaves the rest to the engine the same way.
     fn send_locked(
         &self,
         start: u64,
         fresh: &[u8],
         mut unsent: Option<Unsent>,
         deadline: Option<Instant>,
+        nonblocking: bool,
     ) -> bool {
         loop {
             let Some(lacking) = unsent else {
@@ -157,13 +160,18 @@ impl SharedSession {
             // The connection's own send timeout is off (writers without a timeout block);
             // a writer with one bounds each system call by what is left of it.
             let left = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                _ if nonblocking => None,
                 Some(left) if left.is_zero() => return true,
                 left => left,
             };
             if left.is_some() {
                 let _ = conn.set_write_timeout(left);
             }
-            let result = (&*conn).write(bytes);
+            let result = if nonblocking {
+                socket2::SockRef::from(&*conn).send_with_flags(bytes, DONTWAIT_SEND)
+            } else {
+                (&*conn).write(bytes)
+            };
             if left.is_some() {
                 let _ = conn.set_write_timeout(None);
             }

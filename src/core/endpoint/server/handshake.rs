@@ -5,6 +5,10 @@
 //! [`Action`] it gets back, deciding nothing.
 //!
 //! ```text
+//! Sniff --first bytes not the magic, or silent past plain_wait (ordinary clients
+//!   |     accepted)--> (handed to accept as plain TCP)
+//!   |  --ended before a byte (a probe)--> (greeted, closed)
+//!   |  --the magic (or any byte, ordinary clients not accepted)--> Hello
 //! Hello --CONTROL, empty--> (control connection)
 //!   |  --HELLO: refused---> (refusal written, closed)
 //!   |  --HELLO: opening---> (session opened, answered)
@@ -36,6 +40,13 @@ const CID_DRAWS: usize = 16;
 /// Where a handshake stands.
 #[derive(Debug)]
 pub(super) enum Phase<S> {
+    /// Before the first bytes tell what the peer is
+    /// (`core::endpoint::stranger`); `heard` once a prefix of the magic came. A
+    /// frame read now is read as in `Hello` (a driver that reads frames at once skips it).
+    Sniff {
+        /// Some bytes came, a prefix of the magic.
+        heard: bool,
+    },
     /// Waiting for the client's HELLO (or the CONTROL that opens a control connection).
     Hello,
     /// A resumption's HELLO proved itself and its count passed the loose check: the
@@ -66,8 +77,10 @@ pub(super) struct Offer<S> {
 /// What the engine does next for a handshake.
 #[derive(Debug)]
 pub enum Action<S> {
-    /// Read more: a frame of a kind in [`ServerEndpoint::expected`], or, while turning
-    /// away, bytes to drop ([`ServerEndpoint::on_drained`]).
+    /// Read more: while [`ServerEndpoint::sniffing`], the first bytes
+    /// ([`ServerEndpoint::on_first_bytes`]); then a frame of a kind in
+    /// [`ServerEndpoint::expected`], or, while turning away, bytes to drop
+    /// ([`ServerEndpoint::on_drained`]).
     Wait,
     /// The connection carries control datagrams from now on (the handshake is over).
     Control,
@@ -107,6 +120,13 @@ pub enum Action<S> {
     },
     /// Close the connection (the handshake is over).
     Close,
+    /// An ordinary TCP client (the handshake is over): hand the connection to `accept` as
+    /// plain TCP, with every byte it sent still unread in it.
+    Plain,
+    /// A probe (`core::endpoint::stranger`): write
+    /// its GREETING and close (the handshake is
+    /// over).
+    Greet,
 }
 
 /// A new session to make.
@@ -193,7 +213,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// The frame kinds handshake `h` reads next (none: it reads no frame).
     pub fn expected(&self, h: H) -> &'static [FrameKind] {
         match self.phase(h) {
-            Some(Phase::Hello) => &[FrameKind::Hello, FrameKind::Control],
+            Some(Phase::Hello | Phase::Sniff { .. }) => &[FrameKind::Hello, FrameKind::Control],
             Some(Phase::Confirm(_)) => &[FrameKind::Confirm],
             _ => &[],
         }
@@ -213,7 +233,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         now: Instant,
     ) -> Action<S> {
         match self.phase(h) {
-            Some(Phase::Hello) => match kind {
+            Some(Phase::Hello | Phase::Sniff { .. }) => match kind {
                 // This version's CONTROL has no body.
                 FrameKind::Control if body.is_empty() => self.end(h, Action::Control),
                 FrameKind::Hello => match Hello::parse(body) {
@@ -230,7 +250,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// Handshake `h` read bytes that are no robust-tcp frame.
     pub fn on_garbage(&mut self, h: H) -> Action<S> {
         match self.phase(h) {
-            Some(Phase::Hello) => self.turn_away(h),
+            Some(Phase::Hello | Phase::Sniff { .. }) => self.turn_away(h),
             _ => self.handshake_failed(h),
         }
     }
@@ -464,7 +484,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// Ends handshake `h` with `action`.
-    fn end(&mut self, h: H, action: Action<S>) -> Action<S> {
+    pub(super) fn end(&mut self, h: H, action: Action<S>) -> Action<S> {
         self.handshake_ended(h);
         action
     }

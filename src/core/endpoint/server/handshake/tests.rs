@@ -73,6 +73,8 @@ fn endpoint(max_handshakes: usize) -> Endpoint {
         max_handshakes,
         handshake_timeout: Duration::from_secs(5),
         evictable_after: Duration::from_secs(3),
+        accept_plain: false,
+        plain_wait: Duration::from_millis(300),
     })
 }
 

@@ -1,0 +1,156 @@
+//! A short exchange on a new session over a path with a one-way delay: the opening, a
+//! request, a reply, the server's close, in virtual time, as on a wide-area path. The
+//! reply's last byte comes with TCP's timing; what matters is how long end of stream takes
+//! after it (issue 19, item 1).
+
+use std::time::{Duration, Instant};
+
+use robust_tcp::protocol::auth::{ChallengeKey, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN};
+use robust_tcp::protocol::control::MAX_LEN;
+use robust_tcp::protocol::session::{End, Limits, ReadGate, Role, Session};
+
+use crate::pair::{CID, CLIENT_ADDR, DEAD_AFTER, SECRET, SERVER_ADDR};
+
+const REQUEST: usize = 64;
+const REPLY: usize = 8 << 10;
+
+fn limits() -> Limits {
+    Limits {
+        send_buffer: 16 << 10,
+        send_buffer_max: 4 << 20,
+        ack_threshold: 2 << 20,
+        give_up_after: None,
+        dead_after: Some(DEAD_AFTER),
+        linger: Duration::from_secs(60),
+    }
+}
+
+fn session(end: End, cid: u32, role: Role, now: Instant) -> Session {
+    let keys = SessionKeys::derive(&SECRET, &[9; NONCE_LEN], role).control;
+    Session::new(end, cid, 0, limits(), keys, now)
+}
+
+/// A datagram on its way: when it arrives, at which end (0 the client, 1 the server).
+struct InFlight {
+    at: Instant,
+    to: usize,
+    bytes: Vec<u8>,
+}
+
+/// The two ends and the datagrams between them, each taking `delay` one way.
+struct Path {
+    now: Instant,
+    delay: Duration,
+    ends: [Session; 2],
+    in_flight: Vec<InFlight>,
+}
+
+impl Path {
+    /// Sends what end `i` has to send now; what goes elsewhere than the peer is lost.
+    fn transmit(&mut self, i: usize) {
+        let peer = [CLIENT_ADDR, SERVER_ADDR][1 - i];
+        let mut out = [0; MAX_LEN];
+        while let Some((n, to)) = self.ends[i].poll_datagram(&mut out, self.now) {
+            if to == peer {
+                self.in_flight.push(InFlight {
+                    at: self.now + self.delay,
+                    to: 1 - i,
+                    bytes: out[..n].to_vec(),
+                });
+            }
+        }
+    }
+
+    /// Moves the clock to the next arrival or timer, and handles what is due then.
+    fn step(&mut self) {
+        let arrival = self.in_flight.iter().map(|d| d.at).min();
+        let timers = self.ends.iter().filter_map(Session::poll_timeout);
+        let next = timers.chain(arrival).min().expect("something is due");
+        self.now = self.now.max(next);
+        let now = self.now;
+        let (due, later) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|d| d.at <= now);
+        self.in_flight = later;
+        for d in due {
+            let from = [CLIENT_ADDR, SERVER_ADDR][1 - d.to];
+            // Genuine, and delivered once: it authenticates.
+            let r = self.ends[d.to].handle_datagram(&d.bytes, from, now);
+            assert!(r.is_ok(), "{r:?}");
+        }
+        for i in 0..2 {
+            if self.ends[i].poll_timeout().is_some_and(|t| t <= now) {
+                self.ends[i].handle_timeout(now);
+            }
+            self.transmit(i);
+        }
+    }
+}
+
+/// Runs connect, request, reply and the server's close over a path whose one-way delay is
+/// `delay` (TCP's bytes and the datagrams alike), and returns when the reply's last byte
+/// and the client's end of stream arrived, counted from the client's HELLO.
+fn exchange(delay: Duration) -> (Duration, Duration) {
+    let start = Instant::now();
+    // The client's HELLO and request leave at `start`.
+    let mut client = session(End::Client(None), 0, Role::Client, start);
+    let request: Vec<u8> = (0..REQUEST).map(|i| i as u8).collect();
+    assert_eq!(client.write(&request, start), REQUEST);
+    client.handle_sent(0, 0, REQUEST, start);
+    // They arrive: the server opens the session, reads the request, replies and closes.
+    let t = start + delay;
+    let key = ChallengeKey::new(&[5; CHALLENGE_KEY_LEN]);
+    let mut server = session(End::Server(key), CID, Role::Server, t);
+    server.handle_read(REQUEST, t);
+    let reply: Vec<u8> = (0..REPLY).map(|i| (i * 7 + 1) as u8).collect();
+    assert_eq!(server.write(&reply, t), REPLY);
+    let (from, to) = server.unsent().expect("the reply to send");
+    let on_tcp = server.buffered_from(from, REPLY);
+    server.handle_sent(0, from, usize::try_from(to - from).expect("small"), t);
+    server.close(t);
+    let mut path = Path {
+        now: t,
+        delay,
+        ends: [client, server],
+        in_flight: Vec::new(),
+    };
+    path.transmit(1);
+    // The ANSWER and the reply behind it arrive: the client learns where the server's
+    // control address is, and reads the reply.
+    while path.now < start + 2 * delay {
+        path.step();
+    }
+    path.now = start + 2 * delay;
+    let now = path.now;
+    path.ends[0].opened(CID, SERVER_ADDR, now);
+    assert_eq!(on_tcp, reply, "every byte of the reply, in order");
+    path.ends[0].handle_read(REPLY, now);
+    let last_byte = now - start;
+    path.transmit(0);
+    while !matches!(path.ends[0].read_gate(), ReadGate::Eof) {
+        assert!(
+            path.now - start < Duration::from_secs(30),
+            "no end of stream"
+        );
+        path.step();
+    }
+    (last_byte, path.now - start)
+}
+
+#[test]
+fn end_of_stream_follows_the_reply_by_one_round_trip_at_most_not_a_validation() {
+    // The client's first datagram can leave only with the ANSWER in hand (it names the
+    // CID and the server's control port), and the ANSWER arrives with the reply: the
+    // server's CLOSE can reach the client at best a round trip after the last byte. It
+    // must not wait for the challenge of the client's address to be answered as well.
+    for ms in [1, 20, 50, 150] {
+        let delay = Duration::from_millis(ms);
+        let (last_byte, eos) = exchange(delay);
+        assert_eq!(last_byte, 2 * delay, "the reply with TCP's timing");
+        assert!(
+            eos - last_byte <= 2 * delay,
+            "one-way delay {delay:?}: end of stream {:?} after the reply's last byte",
+            eos - last_byte
+        );
+    }
+}
