@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{start_redis, Options, Tunnel};
+use common::{have_programs, start_redis, Options, Tunnel};
 use robust_tcp_testkit::bounded::{join, run_bounded};
 use robust_tcp_testkit::payload::Payload;
 use robust_tcp_testkit::proxy::CutPlan;
@@ -22,27 +22,7 @@ const TOOLS: [&str; 3] = ["redis-server", "redis-cli", "redis-benchmark"];
 
 /// Whether the redis tools are installed; if not, fails under CI and says so otherwise.
 fn have_redis(test: &str) -> bool {
-    let missing: Vec<&str> = TOOLS
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_err()
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "{test}: missing {} (Debian packages redis-server and redis-tools)",
-        missing.join(", ")
-    );
-    assert!(std::env::var_os("CI").is_none(), "{message}; CI is set");
-    eprintln!("SKIPPED {message}");
-    false
+    have_programs(test, &TOOLS, "redis-server and redis-tools")
 }
 
 /// Runs a redis command-line tool to completion, feeding it `stdin`; the watchdog of the

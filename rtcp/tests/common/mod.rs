@@ -418,3 +418,66 @@ pub fn read_all(mut stream: impl Read) -> io::Result<Vec<u8>> {
     stream.read_to_end(&mut out)?;
     Ok(out)
 }
+
+/// A directory of a test's own under the system's temporary directory, removed with all it
+/// holds when dropped (on every exit path: a failed assertion unwinds through the drop).
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/rtcp-NAME-PID-N`, made empty; N tells apart the directories of one process.
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("rtcp-{name}-{}-{n}", std::process::id()));
+        // A directory left by a killed run of a process with the same id.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `test` can run: each of `programs` (a name on `PATH` or a path) can be
+/// started. If one cannot, the test fails when `CI` is set (`.ci/run` installs them), and
+/// otherwise says it is skipped, naming the Debian `packages` that provide them.
+pub fn have_programs(test: &str, programs: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|program| {
+            // Only whether it starts matters, not what it makes of the option.
+            Command::new(program)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(&format!(
+        "{test}: missing {} (Debian packages {packages})",
+        missing.join(", ")
+    ));
+    false
+}
+
+/// Says that a test is skipped, and why; fails instead when `CI` is set, where `.ci/run`
+/// installed what every test needs.
+pub fn skip(message: &str) {
+    assert!(std::env::var_os("CI").is_none(), "{message}; CI is set");
+    eprintln!("SKIPPED {message}");
+}
