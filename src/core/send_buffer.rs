@@ -31,9 +31,33 @@ pub const SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// the price of a rule that needs no rate estimate; `Config::send_buffer_size` can start
 /// such a buffer larger.
 pub const GROWS_FREELY_UPTO: usize = 1 << 20;
-/// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`]: a
-/// loopback or LAN round trip is well below it, most WAN paths above it.
+/// A round trip at least this long lets a buffer grow past [`GROWS_FREELY_UPTO`], and
+/// grow sooner ([`LONG_PATH_START`], [`LONG_PATH_ACK_STEPS`]): a loopback or LAN round trip
+/// is well below it, most WAN paths above it.
 pub const LONG_ROUND_TRIP: Duration = Duration::from_millis(1);
+/// Over a path measured long, a full buffer (every byte taken by the kernel) grows up to
+/// this without waiting for the peer to acknowledge anything. A new session's first
+/// acknowledgement comes two round trips after its first bytes (the control path is
+/// learnt in the opening's round trip), while TCP's congestion window has doubled after
+/// one: a 16 KiB buffer would hold the stream to TCP's first flight for a round trip more.
+/// Any peer's kernel takes 64 KiB without closing its window (Linux's default receive
+/// buffer is 128 KiB), so a reader that pauses costs nothing more than with the paper's
+/// buffer; memory is the price, on long paths only, until the buffer shrinks back.
+pub const LONG_PATH_START: usize = 64 * 1024;
+/// Over a path measured long, the writer asks for an acknowledgement at each quarter of
+/// its buffer (each half otherwise), and a full buffer grows once the peer acknowledged a
+/// quarter since it last changed size. With a request each half, an acknowledgement frees
+/// half the buffer a round trip after it was sent, so the buffer must be twice the bytes
+/// a round trip carries and trails TCP's slow start (which doubles every round trip) by
+/// about a round trip at each doubling: 5% of a 32 MiB transfer at 40 ms. Quarters let
+/// it double twice a round trip until TCP's window, not the buffer, holds the stream back
+/// (the writer then blocks in the kernel and growth stops). One request and one
+/// acknowledgement more per buffer; the buffer still grows only while the peer's
+/// application reads (to at most eight times what it read since the last change).
+pub const LONG_PATH_ACK_STEPS: u64 = 4;
+/// Elsewhere, requests go at each half of the buffer, and it grows once half was
+/// acknowledged since it last changed size: short round trips catch up fast enough.
+pub const ACK_STEPS: u64 = 2;
 
 /// A ring of the stream bytes `[acked, end)`: everything written that the peer has not yet
 /// acknowledged, kept so it can be resent after a reconnection.
