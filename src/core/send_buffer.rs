@@ -67,12 +67,19 @@ pub const ACK_STEPS: u64 = 2;
 /// positions stay as they are.
 #[derive(Debug)]
 pub struct SendBuffer {
-    /// Storage; its length is the capacity. Replaced, never resized in place, when the
-    /// capacity changes.
-    ring: Box<[u8]>,
+    /// Storage, allocated for `capacity` bytes and filled as the first lap of writes goes
+    /// round (never zeroed: a new session would otherwise clear its whole buffer, 16 KiB
+    /// by default, which cost a short session more than anything but its key
+    /// derivation). Its length is `capacity` once the writes have wrapped; before, the
+    /// bytes held end at its length. Replaced, never resized in place, when the capacity
+    /// changes.
+    ring: Vec<u8>,
+    /// How many bytes it holds at most.
+    capacity: usize,
     /// Index in `ring` of the byte at stream position `acked`.
     head: usize,
-    /// Bytes held: `end() - acked`. Always `<= ring.len()`.
+    /// Bytes held: `end() - acked`. Always `<= ring.len()`; before the first lap is
+    /// complete, `head + len == ring.len()`.
     len: usize,
     /// Stream position of the first byte held: everything before it was acknowledged.
     acked: u64,
@@ -82,7 +89,8 @@ impl SendBuffer {
     /// An empty buffer that holds up to `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         SendBuffer {
-            ring: vec![0; capacity].into_boxed_slice(),
+            ring: Vec::with_capacity(capacity),
+            capacity,
             head: 0,
             len: 0,
             acked: 0,
@@ -91,7 +99,7 @@ impl SendBuffer {
 
     /// How many bytes it holds at most.
     pub fn capacity(&self) -> usize {
-        self.ring.len()
+        self.capacity
     }
 
     /// How many unacknowledged bytes it holds.
@@ -128,7 +136,13 @@ impl SendBuffer {
         }
         let tail = (self.head + self.len) % cap;
         let first = n.min(cap - tail);
-        self.ring[tail..tail + first].copy_from_slice(&data[..first]);
+        if tail == self.ring.len() {
+            // The first lap: the bytes go after the last ones ever stored, and reach at
+            // most the end of the capacity; nothing wraps before the lap is complete.
+            self.ring.extend_from_slice(&data[..first]);
+        } else {
+            self.ring[tail..tail + first].copy_from_slice(&data[..first]);
+        }
         self.ring[..n - first].copy_from_slice(&data[first..n]);
         self.len += n;
         n
@@ -198,11 +212,12 @@ impl SendBuffer {
     /// Moves the bytes held into a new ring of `capacity` bytes (at least `len`), from its
     /// start: the positions stay, the ring's wrap goes.
     fn reallocate(&mut self, capacity: usize) {
-        let mut ring = vec![0; capacity].into_boxed_slice();
+        let mut ring = Vec::with_capacity(capacity);
         let (a, b) = self.slices_from(self.acked);
-        ring[..a.len()].copy_from_slice(a);
-        ring[a.len()..a.len() + b.len()].copy_from_slice(b);
+        ring.extend_from_slice(a);
+        ring.extend_from_slice(b);
         self.ring = ring;
+        self.capacity = capacity;
         self.head = 0;
     }
 
@@ -301,6 +316,49 @@ mod tests {
         assert!(!b.shrink(8), "already there");
         assert_eq!(b.push(&[11; 9]), 8);
         assert_eq!(b.end(), 19);
+    }
+
+    #[test]
+    fn any_sequence_of_pushes_acks_and_resizes_keeps_the_bytes() {
+        // Against a model of the bytes held, from a fresh buffer (whose storage fills as
+        // the first lap goes round) through wraps, growth and shrinking.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |bound: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % bound
+        };
+        for _ in 0..50 {
+            let mut b = SendBuffer::new(1 + next(12) as usize);
+            let mut model = std::collections::VecDeque::new();
+            let mut written = 0u64;
+            for _ in 0..200 {
+                match next(4) {
+                    0 | 1 => {
+                        let data: Vec<u8> = (0..next(9)).map(|i| (written + i) as u8).collect();
+                        let n = b.push(&data);
+                        assert_eq!(n, data.len().min(b.capacity() - model.len()));
+                        model.extend(&data[..n]);
+                        written += n as u64;
+                    }
+                    2 => {
+                        let upto = b.acked() + next(model.len() as u64 + 1);
+                        b.ack(upto);
+                        model.drain(..(upto - (written - model.len() as u64)) as usize);
+                    }
+                    _ if next(2) == 0 => {
+                        b.grow(b.capacity() + next(8) as usize);
+                    }
+                    _ => {
+                        b.shrink(next(16) as usize);
+                    }
+                }
+                assert_eq!((b.len(), b.end()), (model.len(), written));
+                let all: Vec<u8> = model.iter().copied().collect();
+                assert_eq!(b.copy_from(0, usize::MAX), all);
+            }
+        }
     }
 
     #[test]
