@@ -400,7 +400,7 @@ impl Engine {
     }
 
     /// Looks at every session whose duties changed during this round. Looking at one may
-    /// change another's (or, once, its own), so it goes on a few passes; what is still
+    /// change another's, so it goes on a few passes; what is still
     /// dirty then waits for the next round, which does not sleep, so that no session can
     /// hold the engine.
     fn service_dirty(&mut self) {
