@@ -44,9 +44,11 @@ pub const LONG_ROUND_TRIP: Duration = Duration::from_millis(1);
 /// buffer is 128 KiB), so a reader that pauses costs nothing more than with the paper's
 /// buffer; memory is the price, on long paths only, until the buffer shrinks back.
 pub const LONG_PATH_START: usize = 64 * 1024;
-/// Over a path measured long, the writer asks for an acknowledgement at each quarter of
-/// its buffer (each half otherwise), and a full buffer grows once the peer acknowledged a
-/// quarter since it last changed size. With a request each half, an acknowledgement frees
+/// Over a path measured long, while a stream grows the buffer (from its first growth until
+/// its maximum), the writer asks for an acknowledgement at each quarter of it (each half
+/// otherwise), and a full buffer grows once the peer acknowledged a quarter since it last
+/// changed size. Requests and replies that never fill the initial buffer keep halves: for
+/// them quarters would only add datagrams. With a request each half, an acknowledgement frees
 /// half the buffer a round trip after it was sent, so the buffer must be twice the bytes
 /// a round trip carries and trails TCP's slow start (which doubles every round trip) by
 /// about a round trip at each doubling: 5% of a 32 MiB transfer at 40 ms. Quarters let

@@ -61,6 +61,8 @@ pub(super) struct SendSide {
     pub(super) round_trip: Option<Duration>,
     /// Whether small writes wait in the buffer for a batch.
     pub(super) coalescing: Coalescing,
+    /// The capacity the buffer started with.
+    initial: usize,
 }
 
 impl SendSide {
@@ -80,6 +82,7 @@ impl SendSide {
             acked_at_resize: 0,
             round_trip: None,
             coalescing: Coalescing::default(),
+            initial: capacity,
         }
     }
 
@@ -122,11 +125,14 @@ impl SendSide {
 
     /// How many bytes apart acknowledgement requests go, and how many the peer must have
     /// acknowledged since the buffer last changed size for it to grow: half the
-    /// capacity; a quarter over a path measured long while the buffer may still grow up
-    /// to `max` ([`LONG_PATH_ACK_STEPS`] says why; a buffer at its maximum, the paper's
-    /// fixed one among them, keeps halves).
+    /// capacity; a quarter over a path measured long while a stream grows the buffer,
+    /// from its first growth until it reaches `max` ([`LONG_PATH_ACK_STEPS`] says why).
+    /// Exchanges that never fill the initial buffer (requests and replies) keep halves,
+    /// and so does a buffer at its maximum, the paper's fixed one among them.
     fn ack_step(&self, max: usize) -> u64 {
-        let steps = if self.long_path() && self.buf.capacity() < max {
+        let capacity = self.buf.capacity();
+        let growing = self.initial < capacity && capacity < max;
+        let steps = if growing && self.long_path() {
             LONG_PATH_ACK_STEPS
         } else {
             ACK_STEPS
