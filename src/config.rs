@@ -27,7 +27,9 @@ use crate::core::send_buffer::{DEFAULT_MAX_CAPACITY, INITIAL_CAPACITY};
 /// the writer finds it full while the TCP connection has taken every byte (the kernel has
 /// room: what holds the writer back is the acknowledgements' round trip, not the path)
 /// and the peer has acknowledged half of it since it last changed size (the peer's
-/// application keeps up). It doubles so up to 1 MiB, and past it up to
+/// application keeps up); over a path whose round trip is 1 ms or more, up to 64 KiB
+/// without any acknowledgement and then a quarter of it, so that it keeps ahead of TCP's
+/// slow start. It doubles so up to 1 MiB, and past it up to
 /// [`send_buffer_max`](Self::send_buffer_max) only over a path whose round trip
 /// ([`Status::round_trip`](crate::Status::round_trip)) is 1 ms or more, or not measured
 /// yet: on loopback more would only fill the kernels' buffers, at a cost in CPU, so a path

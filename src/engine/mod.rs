@@ -36,6 +36,7 @@ mod service;
 pub(crate) mod session;
 mod tcp_control;
 mod timers;
+mod token_map;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ use self::server::Listener;
 use self::session::SharedSession;
 use self::tcp_control::{TcpControl, TcpRoute};
 use self::timers::TimerQueue;
+use self::token_map::TokenMap;
 use crate::core::endpoint::redial::Redial;
 use crate::core::session::Role;
 
@@ -286,13 +288,13 @@ struct Engine {
     commands: Receiver<Command>,
     timers: TimerQueue,
     routes: Routes,
-    sessions: HashMap<Token, Entry>,
-    listeners: HashMap<Token, Listener>,
-    handshakes: HashMap<Token, Handshake>,
+    sessions: TokenMap<Entry>,
+    listeners: TokenMap<Listener>,
+    handshakes: TokenMap<Handshake>,
     /// The control sockets served: the shared one, and those on fixed ports.
-    controls: HashMap<Token, Arc<ControlSocket>>,
+    controls: TokenMap<Arc<ControlSocket>>,
     /// Control connections over TCP, both ends.
-    tcp_controls: HashMap<Token, TcpControl>,
+    tcp_controls: TokenMap<TcpControl>,
     /// Which local addresses still exist, for the clients' connections.
     local_addrs: LocalAddrs,
     /// Sources that had more to give when their round's budget ran out (the control
@@ -329,11 +331,11 @@ impl Engine {
             commands: receiver,
             timers: TimerQueue::default(),
             routes: Routes::default(),
-            sessions: HashMap::new(),
-            listeners: HashMap::new(),
-            handshakes: HashMap::new(),
-            controls: HashMap::from([(CONTROL, control)]),
-            tcp_controls: HashMap::new(),
+            sessions: TokenMap::default(),
+            listeners: TokenMap::default(),
+            handshakes: TokenMap::default(),
+            controls: TokenMap::from_iter([(CONTROL, control)]),
+            tcp_controls: TokenMap::default(),
             local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
         };
@@ -400,7 +402,7 @@ impl Engine {
     }
 
     /// Looks at every session whose duties changed during this round. Looking at one may
-    /// change another's (or, once, its own), so it goes on a few passes; what is still
+    /// change another's, so it goes on a few passes; what is still
     /// dirty then waits for the next round, which does not sleep, so that no session can
     /// hold the engine.
     fn service_dirty(&mut self) {

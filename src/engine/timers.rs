@@ -5,24 +5,26 @@
 //! structure holds exactly one entry per owner with a deadline, whatever the number of
 //! reschedules (a session's deadline moves with every retransmission and backoff).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use mio::Token;
+
+use super::token_map::TokenMap;
 
 /// Deadlines of sessions, handshakes and paused listeners.
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
     by_time: BTreeSet<(Instant, usize)>,
-    by_token: HashMap<usize, Instant>,
+    by_token: TokenMap<Instant>,
 }
 
 impl TimerQueue {
     /// Sets `token`'s deadline to `at`, replacing any earlier setting; `None` clears it.
     pub(crate) fn set(&mut self, token: Token, at: Option<Instant>) {
         let old = match at {
-            Some(at) => self.by_token.insert(token.0, at),
-            None => self.by_token.remove(&token.0),
+            Some(at) => self.by_token.insert(token, at),
+            None => self.by_token.remove(&token),
         };
         if old == at {
             return;
@@ -44,7 +46,7 @@ impl TimerQueue {
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Token> {
         let &(at, token) = self.by_time.first().filter(|&&(at, _)| at <= now)?;
         self.by_time.remove(&(at, token));
-        self.by_token.remove(&token);
+        self.by_token.remove(&Token(token));
         Some(Token(token))
     }
 

@@ -320,9 +320,9 @@ impl Session {
     }
 
     /// The bytes `[from, from + n)` of the outgoing stream went out on connection `epoch`
-    /// at `now`. Asks the peer for an acknowledgement once half the send buffer is
-    /// unacknowledged (and again at each further half), and once the last bytes before a
-    /// shutdown went out.
+    /// at `now`. Asks the peer for an acknowledgement once half the send buffer (a quarter
+    /// over a long path) is unacknowledged, and again at each further step, and once the
+    /// last bytes before a shutdown went out.
     ///
     /// Counted as possibly delivered even if that connection has failed meanwhile: the
     /// peer may have them, so its count may include them.
@@ -331,8 +331,9 @@ impl Session {
         if self.fatal.is_some() || self.recv.peer_closed {
             return;
         }
-        // At most three: the bytes sent but unacknowledged are at most the capacity.
-        while let Some(upto) = self.send.next_ask() {
+        // At most five: the bytes sent but unacknowledged are at most the capacity, and a
+        // step is at least a quarter of it.
+        while let Some(upto) = self.send.next_ask(self.limits.send_buffer_max) {
             self.request_ack_at(upto, now);
         }
     }

@@ -27,10 +27,10 @@ pub(super) const IDLE_ACK_DELAY: Duration = Duration::from_millis(40);
 /// the wire stand for one position.
 const REQUEST_WINDOW: u64 = 1 << 30;
 
-/// How many requested positions are remembered. A sender asks at each half of its buffer,
-/// so a couple are pending at a time; past this, the two highest merge into the higher,
-/// which costs an acknowledgement, never correctness.
-const MAX_ASKED: usize = 4;
+/// How many requested positions are remembered. A sender asks at each half of its buffer
+/// (each quarter over a long path), so up to five are pending at a time; past this, the
+/// two highest merge into the higher, which costs an acknowledgement, never correctness.
+const MAX_ASKED: usize = 6;
 
 /// The incoming half of a session (see the module doc for its invariants).
 #[derive(Debug, Default)]
@@ -189,17 +189,18 @@ mod tests {
             assert!(!r.asked(to_wire(at * 10)));
         }
         assert_eq!(r.asked_len, MAX_ASKED);
-        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 30, 1000]);
+        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 30, 40, 50, 1000]);
         assert!(!r.asked(25), "between: kept, the two highest below merge");
-        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 25, 1000]);
+        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 25, 30, 40, 1000]);
         assert!(
             !r.asked(500),
             "among the two highest: merged into the higher"
         );
-        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 25, 1000]);
+        assert_eq!(r.asked[..MAX_ASKED], [10, 20, 25, 30, 40, 1000]);
         // The highest is kept: reading to it is answered.
         assert!(r.read(10, 1 << 20, now));
         assert!(r.read(20, 1 << 20, now));
+        assert!(r.read(10, 1 << 20, now));
         assert!(!r.read(900, 1 << 20, now));
         assert_eq!(r.asked_len, 1);
         assert!(r.read(70, 1 << 20, now));

@@ -20,7 +20,10 @@ use super::coalesce::Coalescing;
 use super::lifecycle::{Announcement, Closing};
 use crate::core::control::ControlKind;
 use crate::core::counter::to_wire;
-use crate::core::send_buffer::{SendBuffer, GROWS_FREELY_UPTO, LONG_ROUND_TRIP, SHRINK_AFTER};
+use crate::core::send_buffer::{
+    SendBuffer, ACK_STEPS, GROWS_FREELY_UPTO, LONG_PATH_ACK_STEPS, LONG_PATH_START,
+    LONG_ROUND_TRIP, SHRINK_AFTER,
+};
 
 /// How often a sender that waits for acknowledgements asks for one again (the REQ_ACK or
 /// the answering ACK may be lost).
@@ -58,6 +61,8 @@ pub(super) struct SendSide {
     pub(super) round_trip: Option<Duration>,
     /// Whether small writes wait in the buffer for a batch.
     pub(super) coalescing: Coalescing,
+    /// The capacity the buffer started with.
+    initial: usize,
 }
 
 impl SendSide {
@@ -77,6 +82,7 @@ impl SendSide {
             acked_at_resize: 0,
             round_trip: None,
             coalescing: Coalescing::default(),
+            initial: capacity,
         }
     }
 
@@ -84,10 +90,14 @@ impl SendSide {
     /// what holds the writer back is the acknowledgements' round trip, not the path nor
     /// the reading application. The current connection took every byte written (the
     /// kernel has room: not while a writer is blocked in the kernel, nor without a
-    /// connection), and the peer acknowledged at least half the buffer since it last
-    /// changed size (its application reads at the buffer's pace: one that reads slowly,
-    /// or not at all, would only see its kernel's buffers fill, and a TCP window that
-    /// stays closed for `TCP_USER_TIMEOUT` fails the connection on Linux).
+    /// connection), and the peer acknowledged at least a step of it ([`ack_step`]: half,
+    /// or a quarter over a long path) since it last changed size (its application reads
+    /// at the buffer's pace: one that reads slowly, or not at all, would only see its
+    /// kernel's buffers fill, and a TCP window that stays closed for `TCP_USER_TIMEOUT`
+    /// fails the connection on Linux). Over a path measured long, a buffer under
+    /// [`LONG_PATH_START`] needs no acknowledgement: that much never closes a window.
+    ///
+    /// [`ack_step`]: Self::ack_step
     ///
     /// Past [`GROWS_FREELY_UPTO`], the path's round trip must also be long, or not known:
     /// the kernel's room alone does not show that the round trip holds the stream back,
@@ -102,9 +112,32 @@ impl SendSide {
             && self.buf.space() == 0
             && self.tcp_sent == self.buf.end()
             && capacity < max
-            && read_since >= capacity as u64 / 2
+            && (read_since >= self.ack_step(max)
+                || (self.long_path() && capacity < LONG_PATH_START))
             && (capacity < GROWS_FREELY_UPTO
                 || self.round_trip.map_or(true, |rtt| rtt >= LONG_ROUND_TRIP))
+    }
+
+    /// Whether the path's round trip was measured, and is long.
+    fn long_path(&self) -> bool {
+        self.round_trip.is_some_and(|rtt| rtt >= LONG_ROUND_TRIP)
+    }
+
+    /// How many bytes apart acknowledgement requests go, and how many the peer must have
+    /// acknowledged since the buffer last changed size for it to grow: half the
+    /// capacity; a quarter over a path measured long while a stream grows the buffer,
+    /// from its first growth until it reaches `max` ([`LONG_PATH_ACK_STEPS`] says why).
+    /// Exchanges that never fill the initial buffer (requests and replies) keep halves,
+    /// and so does a buffer at its maximum, the paper's fixed one among them.
+    fn ack_step(&self, max: usize) -> u64 {
+        let capacity = self.buf.capacity();
+        let growing = self.initial < capacity && capacity < max;
+        let steps = if growing && self.long_path() {
+            LONG_PATH_ACK_STEPS
+        } else {
+            ACK_STEPS
+        };
+        (self.buf.capacity() as u64 / steps).max(1)
     }
 
     /// Doubles the buffer, up to `max`.
@@ -191,17 +224,17 @@ impl SendSide {
     }
 
     /// The position to ask the peer to acknowledge at, now that more bytes went out, if
-    /// one is due: the mark half the buffer's current capacity past the last request (or
-    /// the last acknowledgement, if later), once it went out, so that a request goes at
-    /// each half buffer however the writes are cut (the caller asks again until this says
-    /// no more); or, once writing was shut down and the last bytes went out after the
-    /// last request, every byte.
-    pub(super) fn next_ask(&self) -> Option<u64> {
+    /// one is due, for a buffer that grows up to `max`: the mark a step
+    /// ([`ack_step`](Self::ack_step)) past the last request
+    /// (or the last acknowledgement, if later), once it went out, so that a request goes
+    /// at each step however the writes are cut (the caller asks again until this says no
+    /// more); or, once writing was shut down and the last bytes went out after the last
+    /// request, every byte.
+    pub(super) fn next_ask(&self, max: usize) -> Option<u64> {
         if self.buf.is_empty() {
             return None;
         }
-        let half = (self.buf.capacity() as u64 / 2).max(1);
-        let mark = self.asked_upto.max(self.buf.acked()) + half;
+        let mark = self.asked_upto.max(self.buf.acked()) + self.ack_step(max);
         if self.high_water >= mark {
             return Some(mark);
         }

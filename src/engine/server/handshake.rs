@@ -5,7 +5,6 @@
 //! not speak robust-tcp turned away and drained. The phases and every decision are the
 //! endpoint's (`core::endpoint::server`).
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use crate::engine::handshakes::Handshake;
 use crate::engine::server::Arrival;
 use crate::engine::session::{SessionSpec, SharedSession};
 use crate::engine::tcp_control::{TcpControl, TcpRoute};
+use crate::engine::token_map::TokenMap;
 use crate::engine::{into_std, Engine, Entry, Side};
 use crate::RSocket;
 
@@ -44,7 +44,7 @@ pub(crate) struct ServerHandshake {
 /// What the endpoint's handshakes see of the engine: its sessions, its routes (for unique
 /// CIDs), the listener's control port and the operating system's randomness.
 pub(super) struct EngineHost<'a> {
-    sessions: &'a HashMap<Token, Entry>,
+    sessions: &'a TokenMap<Entry>,
     routes: &'a Routes,
     port: u16,
 }

@@ -235,6 +235,17 @@ impl SharedSession {
     /// it planned to (see [`Duties::must_wake_engine`]); on the engine thread, whenever its
     /// duties changed, which costs nothing there.
     fn update<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        self.update_for(Looker::Caller, f).0
+    }
+
+    /// [`update`](Self::update), for `looker`; also returns the duties it computed after
+    /// `f` and the datagrams: the engine, looking at the session, acts on them at once,
+    /// so the session is not marked for another look by this one.
+    fn update_for<R>(
+        &self,
+        looker: Looker,
+        f: impl FnOnce(&mut State, Instant) -> R,
+    ) -> (R, Duties) {
         let now = Instant::now();
         let mut st = self.state.lock();
         let result = f(&mut st, now);
@@ -267,14 +278,17 @@ impl SharedSession {
         // come here several times each, and this is their costliest part.
         let after = duties(&st.session);
         let before = st.reported;
-        let tell_engine = if on_engine_thread() {
+        let tell_engine = if looker == Looker::Engine {
+            // The engine acts on `after` as it returns.
+            false
+        } else if on_engine_thread() {
             // A look costs the engine no wake-up here, and saves one: re-armed now, it
             // does not wake later at a deadline that has moved.
             after != before
         } else {
             after.must_wake_engine(&before)
         };
-        st.reported = if tell_engine {
+        st.reported = if tell_engine || looker == Looker::Engine {
             after
         } else {
             // Untold, the engine still wakes at the earlier deadline: remembered, it
@@ -298,18 +312,18 @@ impl SharedSession {
                 self.engine.poke(self.id);
             }
         }
-        result
+        (result, after)
     }
 
-    /// Runs the core's timers and reports what the engine must do.
+    /// Runs the core's timers and reports what the engine must do: the duties as they
+    /// stand once the datagrams the timers queued went out (a retransmission's deadline
+    /// among them).
     pub(crate) fn duties(&self) -> Duties {
-        self.update(|st, now| {
+        let (send_held, after) = self.update_for(Looker::Engine, |st, now| {
             st.session.handle_timeout(now);
-            Duties {
-                send_held: st.session.release_held(now, false),
-                ..duties(&st.session)
-            }
-        })
+            st.session.release_held(now, false)
+        });
+        Duties { send_held, ..after }
     }
 
     /// Authenticates a control datagram from `from` and applies it; returns whether it
@@ -374,6 +388,15 @@ impl Duties {
         };
         sooner || others(self) != others(before)
     }
+}
+
+/// Who runs an [`update`](SharedSession::update): the engine looking at the session (its
+/// `service`), or anyone else (an application's call, or the engine on the session's
+/// behalf: a datagram, a connection's event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Looker {
+    Engine,
+    Caller,
 }
 
 /// What the engine acts on: when any of it changes, the engine must look again (see
