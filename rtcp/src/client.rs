@@ -15,7 +15,7 @@ use crate::request::Request;
 use crate::secure::{Channel, Security};
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, listen, proxy, tunnel};
+use crate::{addr, limits, listen, proxy, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error. `listen` takes
 /// connections to tunnel to the server's `--forward` target, `socks` SOCKS5 requests
@@ -114,8 +114,8 @@ impl Upstream {
                 )
             })?;
         self.security.secure(session).map_err(|e| {
-            self.registry.metrics.failed(Failure::Handshake);
-            format!("session to {} refused: {e}", self.name)
+            self.registry.metrics.failed(tunnel::classify(false, &e));
+            format!("session to {} failed: {}", self.name, limits::describe(&e))
         })
     }
 }

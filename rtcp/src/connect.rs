@@ -94,7 +94,12 @@ pub fn run(
             (&channel).write_all(&Request::Forward.encode())?;
             Ok(channel)
         })
-        .map_err(|e| Fatal(format!("session to {server} refused: {e}")))?;
+        .map_err(|e| {
+            Fatal(format!(
+                "session to {server} failed: {}",
+                limits::describe(&e)
+            ))
+        })?;
     // Not the session's id, which waits for the server's answer: stdin's first bytes
     // follow the opening at once. A server that fails the opening fails the relay below.
     log::info!("session to {server}");

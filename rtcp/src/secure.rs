@@ -171,18 +171,25 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     ring::default_provider().signature_verification_algorithms
 }
 
+/// Why a TLS handshake or read failed, in one line: the error inside the `io::Error`s
+/// of [`Security::secure`] and of a channel's reads, and, inside rustls's error, this end's
+/// refusal of the peer's key.
+#[derive(Debug)]
+pub struct TlsFailed(String);
+
+impl fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailed {}
+
 /// A refusal of the peer's key, for rustls to carry to the handshake's error (and, as a
 /// `certificate_unknown` alert, to the peer).
 fn refuse(why: String) -> rustls::Error {
-    #[derive(Debug)]
-    struct Refused(String);
-    impl fmt::Display for Refused {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-    impl std::error::Error for Refused {}
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refused(why)))))
+    let why = OtherError(Arc::new(TlsFailed(why)));
+    rustls::Error::InvalidCertificate(CertificateError::Other(why))
 }
 
 /// The fingerprint of a peer's certificate, or the error for one that is none.
@@ -490,7 +497,7 @@ impl Tls {
             Some(other) => format!("TLS failed: {other}"),
             None => return e,
         };
-        io::Error::new(e.kind(), line)
+        io::Error::new(e.kind(), TlsFailed(line))
     }
 
     /// Reads plaintext: what rustls has decrypted, or, if nothing, more of the session

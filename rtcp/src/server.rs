@@ -123,8 +123,8 @@ fn serve(
         Ok(channel) => channel,
         Err(e) => {
             // Dropping the session closes it, after the alert that tells the client why.
-            log::warn!("{what}: refused: {e}; session closed");
-            registry.metrics.failed(Failure::Handshake);
+            log::warn!("{what}: TLS handshake failed: {e}; session closed");
+            registry.metrics.failed(tunnel::classify(false, &e));
             return;
         }
     };

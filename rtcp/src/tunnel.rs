@@ -15,7 +15,7 @@ use crate::limits;
 use crate::metrics::Failure;
 use crate::relay::{self, STOPPING};
 use crate::request::TargetFailed;
-use crate::secure::Channel;
+use crate::secure::{Channel, TlsFailed};
 use crate::status::Registry;
 
 /// How long to wait at the end for the peer to acknowledge what we wrote.
@@ -74,6 +74,8 @@ pub fn classify(local: bool, e: &io::Error) -> Failure {
         .and_then(|inner| inner.downcast_ref::<TargetFailed>())
     {
         Failure::of_reply(failed.status)
+    } else if e.get_ref().is_some_and(|inner| inner.is::<TlsFailed>()) {
+        Failure::Handshake
     } else if local {
         Failure::LocalFailed
     } else {
