@@ -452,6 +452,14 @@ impl Tls {
         let mut conn = lock(&self.conn);
         while conn.is_handshaking() {
             if let Err(e) = conn.complete_io(&mut io) {
+                // complete_io's last write on failure passes one of the queued records
+                // (with TLS 1.3's compatibility ChangeCipherSpec first, not the alert):
+                // the rest, the alert that tells the peer why, goes now.
+                while conn.wants_write() {
+                    if conn.write_tls(&mut io).is_err() {
+                        break;
+                    }
+                }
                 return Err(self.explain(e, &io.first));
             }
         }
@@ -630,7 +638,8 @@ impl Write for FirstBytes<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let mut session = self.session;
+        session.flush()
     }
 }
 

@@ -352,18 +352,7 @@ impl Tunnel {
         // (tunnel.rs checks that it does).
         server.wait_listening(server_addr);
         let proxy = FaultProxy::start(server_addr, plan).expect("start the fault proxy");
-
-        let entry = local(free_port());
-        let mut args = vec![
-            "client".into(),
-            entry_flag.into(),
-            entry.to_string(),
-            "--server".into(),
-            proxy.local_addr().to_string(),
-        ];
-        args.extend_from_slice(client_args);
-        let mut client = Proc::rtcp("rtcp client", &args);
-        client.wait_listening(entry);
+        let (client, entry) = start_client(entry_flag, proxy.local_addr(), client_args);
         Tunnel {
             client,
             proxy,
@@ -391,6 +380,24 @@ impl Tunnel {
         self.client.assert_running();
         self.server.assert_running();
     }
+}
+
+/// `rtcp client ENTRY_FLAG PORT --server SERVER ARGS...` on a free loopback port, once it
+/// listens (which probes it: one session, or one SOCKS connection that says nothing), and
+/// where local programs connect.
+pub fn start_client(entry_flag: &str, server: SocketAddr, args: &[String]) -> (Proc, SocketAddr) {
+    let entry = local(free_port());
+    let mut all = vec![
+        "client".into(),
+        entry_flag.into(),
+        entry.to_string(),
+        "--server".into(),
+        server.to_string(),
+    ];
+    all.extend_from_slice(args);
+    let mut client = Proc::rtcp("rtcp client", &all);
+    client.wait_listening(entry);
+    (client, entry)
 }
 
 /// A TCP server on loopback that runs `handler` on its own thread for each connection and
