@@ -104,6 +104,18 @@ fn redis_benchmark_rates() {
 
 const LEN: u64 = 256 << 20;
 
+/// The CPU time (user and system) process `pid` has used so far: on a loaded machine a
+/// steadier measure of a relay's cost than its rate.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields 14 and 15 (utime, stime), counted after the command's closing parenthesis,
+    // in /proc's clock ticks (USER_HZ, 100 on Linux).
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 /// `socat LISTEN CONNECT` on a free loopback port (`listen` makes the address from it),
 /// once it listens.
 fn socat(listen: impl Fn(u16) -> String, connect: &str) -> (Proc, SocketAddr) {
@@ -193,15 +205,21 @@ fn file_throughput_tunnel_against_socat() {
     let keys = Keys::new();
     let runs: [&[&str]; 3] = [&["--insecure-plaintext"], &[], &["--buffer-size", "1M"]];
     for extra in runs {
-        let (_client, _server, entry) = direct_tunnel(sink.addr(), extra, &keys);
+        let (mut client, mut server, entry) = direct_tunnel(sink.addr(), extra, &keys);
         let what = if extra.is_empty() {
             "TLS".to_string()
         } else {
             format!("{extra:?}")
         };
+        let cpu = |client: &mut Proc, server: &mut Proc| {
+            cpu_secs(client.child().id()) + cpu_secs(server.child().id())
+        };
+        let before = cpu(&mut client, &mut server);
+        let rate = transfer(entry, &sink);
+        let used = cpu(&mut client, &mut server) - before;
         println!(
-            "256 MiB via rtcp client -> rtcp server ({what}): {:.0} MiB/s",
-            transfer(entry, &sink)
+            "256 MiB via rtcp client -> rtcp server ({what}): {rate:.0} MiB/s, \
+             {used:.2} s of CPU (client and server)"
         );
     }
 }
