@@ -538,6 +538,12 @@ impl Tls {
                 } = &mut *incoming;
                 let mut unread = &raw[*start..*end];
                 match conn.read_tls(&mut unread) {
+                    // Nothing taken: the peer's close_notify came, and what follows it is
+                    // past the end of the stream.
+                    Ok(0) => {
+                        *start = *end;
+                        break;
+                    }
                     Ok(n) => *start += n,
                     Err(e) => {
                         refused = Some(e);
@@ -718,6 +724,36 @@ mod tests {
                 for send in sends {
                     send.join().unwrap();
                 }
+            });
+        });
+    }
+
+    /// Bytes after the peer's close_notify, in the same read of the session as it and
+    /// more than rustls takes at once, are dropped: the reader sees the end of stream,
+    /// and does not spin on bytes rustls will never take.
+    #[test]
+    fn bytes_after_close_notify_end_the_stream() {
+        run_bounded(Duration::from_secs(20), || {
+            let dir = tempfile::tempdir().unwrap();
+            let (client, server) = pair(dir.path());
+            let (client, server) = channels(client, server);
+            (&server).write_all(b"end").unwrap();
+            let tls = server.tls.as_ref().unwrap();
+            let sending = lock(&tls.sending);
+            let mut conn = lock(&tls.conn);
+            conn.send_close_notify();
+            drop(tls.send(server.session(), sending, conn).unwrap());
+            std::thread::scope(|scope| {
+                // Application-data records' type byte, as junk that looks like more
+                // records; from a thread, since the session's writer waits for the reader.
+                let junk = scope.spawn(|| (&**server.session()).write_all(&[0x17; 100_000]));
+                let mut got = [0u8; 3];
+                (&client).read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"end");
+                assert_eq!((&client).read(&mut got).unwrap(), 0);
+                // The junk is not read: the session's end lets its writer go.
+                client.reset();
+                let _ = junk.join().unwrap();
             });
         });
     }
