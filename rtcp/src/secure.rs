@@ -682,8 +682,9 @@ mod tests {
         (client.unwrap(), server.unwrap())
     }
 
-    /// Two channels over one loopback session: (client, server).
-    fn channels(client: Security, server: Security) -> (Channel, Channel) {
+    /// Two channels over one loopback session, TLS with keys in `dir`: (client, server).
+    fn connected(dir: &std::path::Path) -> (Channel, Channel) {
+        let (client, server) = pair(dir);
         let listener = RServerSocket::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = std::thread::spawn(move || {
@@ -701,8 +702,7 @@ mod tests {
     fn both_directions_at_once_then_half_close() {
         run_bounded(Duration::from_secs(120), || {
             let dir = tempfile::tempdir().unwrap();
-            let (client, server) = pair(dir.path());
-            let (client, server) = channels(client, server);
+            let (client, server) = connected(dir.path());
             let up = Payload::new(1, 16 << 20);
             let down = Payload::new(2, 16 << 20);
             std::thread::scope(|scope| {
@@ -735,8 +735,7 @@ mod tests {
     fn bytes_after_close_notify_end_the_stream() {
         run_bounded(Duration::from_secs(20), || {
             let dir = tempfile::tempdir().unwrap();
-            let (client, server) = pair(dir.path());
-            let (client, server) = channels(client, server);
+            let (client, server) = connected(dir.path());
             (&server).write_all(b"end").unwrap();
             let tls = server.tls.as_ref().unwrap();
             let sending = lock(&tls.sending);
@@ -764,8 +763,7 @@ mod tests {
     fn an_end_without_close_notify_is_an_error() {
         run_bounded(Duration::from_secs(60), || {
             let dir = tempfile::tempdir().unwrap();
-            let (client, server) = pair(dir.path());
-            let (client, server) = channels(client, server);
+            let (client, server) = connected(dir.path());
             (&client).write_all(b"part").unwrap();
             client.session().shutdown(Shutdown::Write).unwrap();
             let mut got = [0u8; 4];
