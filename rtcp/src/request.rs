@@ -3,7 +3,8 @@
 //! and, if not, why.
 //!
 //! ```text
-//! request (client to server), at the start of the session's byte stream:
+//! request (client to server), at the start of the session's byte stream (inside TLS,
+//! right after its handshake, unless --insecure-plaintext):
 //!   4  magic "RTCP"
 //!   1  version, 2
 //!   1  kind: 0 FORWARD (the server's --forward target), 1 CONNECT (a SOCKS request)
