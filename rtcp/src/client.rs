@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use robust_tcp::{Config, RSocket};
+use robust_tcp::Config;
 
 use crate::metrics::Failure;
 use crate::relay::{self, STOPPING};
 use crate::request::Request;
+use crate::secure::{Channel, Security};
 use crate::status::Registry;
 use crate::Fatal;
-use crate::{addr, listen, proxy, tunnel};
+use crate::{addr, limits, listen, proxy, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error. `listen` takes
 /// connections to tunnel to the server's `--forward` target, `socks` SOCKS5 requests
@@ -23,6 +24,7 @@ pub fn run(
     listen: Option<&str>,
     socks: Option<&str>,
     server: &str,
+    security: Security,
     config: Config,
     retry: Duration,
     registry: Arc<Registry>,
@@ -34,6 +36,7 @@ pub fn run(
     let upstream = Arc::new(Upstream {
         name: server.to_owned(),
         addrs,
+        security,
         config,
         retry,
         registry,
@@ -76,6 +79,8 @@ pub struct Upstream {
     pub name: String,
     /// The addresses it resolved to at start.
     pub addrs: Vec<SocketAddr>,
+    /// TLS, or not.
+    pub security: Security,
     /// The sessions' settings.
     pub config: Config,
     /// How long an opening is retried while the server cannot be reached.
@@ -96,16 +101,21 @@ impl Upstream {
         })
     }
 
-    /// Opens a session (see [`tunnel::open`]), or says why it could not, for the log; a
-    /// failure is counted.
-    pub fn open(&self) -> Result<RSocket, String> {
+    /// Opens a session (see [`tunnel::open`]) and runs its TLS handshake, or says why it
+    /// could not, for the log; a failure is counted.
+    pub fn open(&self) -> Result<Channel, String> {
         let addrs = self.resolve();
-        tunnel::open(&addrs, &self.config, self.retry, &self.registry).map_err(|e| {
-            self.registry.metrics.failed(Failure::ServerUnreachable);
-            format!(
-                "cannot open a session to {} (retried {:?}): {e}",
-                self.name, self.retry
-            )
+        let session =
+            tunnel::open(&addrs, &self.config, self.retry, &self.registry).map_err(|e| {
+                self.registry.metrics.failed(Failure::ServerUnreachable);
+                format!(
+                    "cannot open a session to {} (retried {:?}): {e}",
+                    self.name, self.retry
+                )
+            })?;
+        self.security.secure(session).map_err(|e| {
+            self.registry.metrics.failed(tunnel::classify(false, &e));
+            format!("session to {} failed: {}", self.name, limits::describe(&e))
         })
     }
 }
@@ -151,18 +161,18 @@ fn accept_each(listener: &TcpListener, handler: &Arc<Handler>) {
 /// reply.
 fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     let server = &upstream.name;
-    let session = match upstream.open() {
-        Ok(session) => session,
+    let channel = match upstream.open() {
+        Ok(channel) => channel,
         Err(why) => {
             log::warn!("connection from {peer}: {why}; connection reset");
             relay::reset_tcp(&local);
             return;
         }
     };
-    // The relay starts at once: the local program's first bytes follow the session's
-    // opening HELLO and the request header, without waiting for the server's answer (and
-    // so for the session's id).
-    if let Err(e) = (&session).write_all(&Request::Forward.encode()) {
+    // The relay starts at once: the local program's first bytes follow the request header
+    // (with TLS, right after the handshake's round trip), without waiting for the
+    // server's reply.
+    if let Err(e) = (&channel).write_all(&Request::Forward.encode()) {
         log::warn!("connection from {peer}: session to {server} failed: {e}; connection reset");
         relay::reset_tcp(&local);
         return;
@@ -171,7 +181,7 @@ fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     tunnel::run(
         local,
         "local program",
-        session,
+        channel,
         &upstream.registry,
         &format!("connection from {peer}, session to {server}"),
         true,
@@ -186,6 +196,7 @@ mod tests {
         Upstream {
             name: name.into(),
             addrs: vec![SocketAddr::from(([192, 0, 2, 1], 7000))],
+            security: Security::Plaintext,
             config: Config::default(),
             retry: Duration::ZERO,
             registry: Arc::default(),

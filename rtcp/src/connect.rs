@@ -2,15 +2,15 @@
 //! a pipe, such as ssh's `ProxyCommand`.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use robust_tcp::{Config, RSocket};
+use robust_tcp::Config;
 
 use crate::relay::{pump, End, Ended, Link, STOPPING};
 use crate::request::{self, Request};
+use crate::secure::{Channel, Security};
 use crate::status::Registry;
 use crate::{addr, limits, signals, tunnel, Fatal};
 
@@ -40,10 +40,10 @@ impl End for Stdio {
 /// The session as the stdin copy sees it: a weak handle, upgraded only for each write,
 /// so that the main thread holds the last handle and dropping it closes the session even
 /// while the stdin thread waits for input that never comes.
-struct WeakSession(Weak<RSocket>);
+struct WeakSession(Weak<Channel>);
 
 impl WeakSession {
-    fn get(&self) -> io::Result<Arc<RSocket>> {
+    fn get(&self) -> io::Result<Arc<Channel>> {
         self.0
             .upgrade()
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the session is closed"))
@@ -76,20 +76,28 @@ impl End for WeakSession {
 /// session is retried for `retry` while the server cannot be reached.
 pub fn run(
     server: &str,
+    security: &Security,
     config: Config,
     retry: Duration,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
     let addrs =
         addr::resolve(server).map_err(|e| Fatal(format!("bad server address {server}: {e}")))?;
-    let session = tunnel::open(&addrs, &config, retry, &registry)
-        .and_then(|session| {
-            (&session).write_all(&Request::Forward.encode())?;
-            Ok(session)
+    let session = tunnel::open(&addrs, &config, retry, &registry).map_err(|e| {
+        Fatal(format!(
+            "cannot open a session to {server} (retried {retry:?}): {e}"
+        ))
+    })?;
+    let session = security
+        .secure(session)
+        .and_then(|channel| {
+            (&channel).write_all(&Request::Forward.encode())?;
+            Ok(channel)
         })
         .map_err(|e| {
             Fatal(format!(
-                "cannot open a session to {server} (retried {retry:?}): {e}"
+                "session to {server} failed: {}",
+                limits::describe(&e)
             ))
         })?;
     // Not the session's id, which waits for the server's answer: stdin's first bytes
@@ -98,7 +106,8 @@ pub fn run(
     let session = Arc::new(session);
     // Watched for the log (lifecycle, outages); dropped before the session, whose last
     // handle must be the main thread's (see `WeakSession`).
-    let registered = registry.register(Arc::clone(&session), None, &format!("session to {server}"));
+    let what = format!("session to {server}");
+    let registered = registry.register(Arc::clone(session.session()), None, &what);
     let weak = Arc::downgrade(&session);
     let link = Arc::new(Link::default());
     // Installed only now: before the session exists, Ctrl-C may kill us the usual way.
@@ -106,8 +115,8 @@ pub fn run(
         let weak = weak.clone();
         Box::new(move || {
             if let Some(session) = weak.upgrade() {
-                let _ = session.shutdown(Shutdown::Write);
-                tunnel::wait_acknowledged(&session);
+                session.shutdown_write();
+                tunnel::wait_acknowledged(session.session());
             }
             // The server closes in turn; the main thread then sees end of stream, closes
             // and exits 0 itself. This is the bound on waiting for that.
@@ -129,11 +138,11 @@ pub fn run(
             })
     };
     if let Err(e) = spawned {
-        let _ = session.abort();
+        session.reset();
         return Err(Fatal(format!("cannot start a thread: {e}")));
     }
     if let Err(e) = request::read_success(&mut &*session) {
-        let _ = session.abort();
+        session.reset();
         return Err(Fatal(format!(
             "session to {server}: {}",
             limits::describe(&e)
@@ -151,9 +160,9 @@ pub fn run(
         Ended::Eof | Ended::Stopped => {
             // From now on a write refused because of this close ends the stdin copy quietly.
             STOPPING.store(true, Ordering::SeqCst);
-            let _ = session.shutdown(Shutdown::Write);
-            tunnel::wait_acknowledged(&session);
-            let counts = tunnel::counts(&session.status());
+            session.shutdown_write();
+            tunnel::wait_acknowledged(session.session());
+            let counts = tunnel::counts(&session.session().status());
             drop(registered);
             drop(session);
             log::info!("session to {server}: closed ({counts})");

@@ -18,10 +18,17 @@
 //! - `rtcp connect ADDR`: one robust session on stdin and stdout, e.g. as ssh's
 //!   `ProxyCommand`.
 //!
+//! Each session runs TLS 1.3: the client pins the server's key (trust on first use, or
+//! `--server-key`), and the server admits only the client keys its `--authorized-keys`
+//! file lists. `--insecure-plaintext` (on both ends) turns that off.
+//!
 //! Example, redis on `db.example` reached from a laptop on a flaky network:
 //!
 //! ```text
-//! db.example$ rtcp server --listen 0.0.0.0:7000 --forward 127.0.0.1:6379
+//! laptop$     rtcp fingerprint            # this client's key; add it on the server:
+//! db.example$ echo 'SHA256:... laptop' >> ~/.config/rtcp/authorized_keys
+//! db.example$ rtcp server --listen 0.0.0.0:7000 --forward 127.0.0.1:6379 \
+//!                 --authorized-keys ~/.config/rtcp/authorized_keys
 //! laptop$     rtcp client --listen 127.0.0.1:16379 --server db.example:7000
 //! laptop$     redis-cli -p 16379 PING
 //! ```
@@ -35,6 +42,7 @@ mod addr;
 mod allow;
 mod client;
 mod connect;
+mod keys;
 mod limits;
 mod listen;
 mod metrics;
@@ -43,18 +51,22 @@ mod proxy;
 mod relay;
 mod request;
 mod routes;
+mod secure;
 mod server;
 mod signals;
 mod socks;
 mod status;
 mod tunnel;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use robust_tcp::Config;
 
+use crate::keys::{Fingerprint, Identity, Role};
+use crate::secure::Security;
 use crate::status::{Registry, StatusLine};
 
 /// Robust TCP connections for programs that cannot be recompiled: a local port tunnelled
@@ -62,11 +74,16 @@ use crate::status::{Registry, StatusLine};
 #[derive(Parser, Debug)]
 #[command(name = "rtcp", version, about, long_about = None)]
 #[command(
-    after_help = "Example (redis through a tunnel that survives network cuts):
-  on the server:  rtcp server --listen 0.0.0.0:7000 --forward 127.0.0.1:6379
+    after_help = "Example (redis through a tunnel that survives network cuts, TLS 1.3 inside):
+  on the client:  rtcp fingerprint      (prints this client's key: SHA256:...)
+  on the server:  echo 'SHA256:... laptop' >> /etc/rtcp/authorized_keys
+                  rtcp server --listen 0.0.0.0:7000 --forward 127.0.0.1:6379 \\
+                      --authorized-keys /etc/rtcp/authorized_keys
   on the client:  rtcp client --listen 127.0.0.1:16379 --server db.example:7000
                   redis-cli -p 16379 PING
   ssh:            ssh -o ProxyCommand='rtcp connect %h:7000' db.example
+The client trusts the server's key on first use and pins it (known_servers in its state
+directory); `rtcp fingerprint --server` on the server prints the key to compare.
 
 Logs on stderr: each session opened, reconnecting (and why), resumed (after how long)
 and closed (with its bytes) at info, the default for server and client; refusals, failures
@@ -104,6 +121,8 @@ enum Mode {
         #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), env = "RTCP_CONTROL_PORT")]
         control_port: Option<u16>,
         #[command(flatten)]
+        keys: ServerKeys,
+        #[command(flatten)]
         session: SessionOptions,
         // Limits and operators' options (issue 21, items 1-4).
         #[command(flatten)]
@@ -125,6 +144,8 @@ enum Mode {
         #[command(flatten)]
         socks: ClientSocks,
         #[command(flatten)]
+        keys: ClientKeys,
+        #[command(flatten)]
         session: SessionOptions,
         // Limits and operators' options (issue 21, items 1-4).
         #[command(flatten)]
@@ -138,11 +159,130 @@ enum Mode {
         #[arg(value_name = "ADDR", env = "RTCP_SERVER")]
         server: String,
         #[command(flatten)]
+        keys: ClientKeys,
+        #[command(flatten)]
         session: SessionOptions,
         // Limits (issue 21, items 1-4).
         #[command(flatten)]
         limits: limits::ClientLimits,
     },
+    /// Print this end's key fingerprint (the client's, or with --server the server's),
+    /// making the key first if there is none: a client's goes into the server's
+    /// --authorized-keys file, a server's is what its clients pin
+    Fingerprint {
+        /// The server's key, not the client's
+        #[arg(long)]
+        server: bool,
+        #[command(flatten)]
+        state: StateDir,
+    },
+}
+
+/// Where an end keeps its key.
+#[derive(Args, Debug)]
+struct StateDir {
+    /// Directory of this end's key (and of a client's known_servers), made if missing
+    /// [default: $STATE_DIRECTORY (systemd), or $XDG_STATE_HOME/rtcp, or
+    /// ~/.local/state/rtcp]
+    #[arg(long, value_name = "DIR", env = "RTCP_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    fn path(&self) -> Result<PathBuf, Fatal> {
+        self.state_dir
+            .clone()
+            .map_or_else(keys::default_state_dir, Ok)
+    }
+}
+
+/// TLS off, on either end.
+#[derive(Args, Debug)]
+struct Plaintext {
+    /// No TLS: the tunnel's bytes travel in clear and neither end is authenticated, so
+    /// anyone on the path can read and change them. Both ends must have it
+    #[arg(long, env = "RTCP_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
+}
+
+impl Plaintext {
+    /// `Some(Security::Plaintext)`, with the warning, if TLS is off.
+    fn chosen(&self) -> Option<Security> {
+        self.insecure_plaintext.then(|| {
+            log::warn!(
+                "--insecure-plaintext: sessions are not encrypted and neither end is \
+                 authenticated: anyone on the path can read and change the tunnel's bytes"
+            );
+            Security::Plaintext
+        })
+    }
+}
+
+/// `rtcp server`'s keys.
+#[derive(Args, Debug)]
+struct ServerKeys {
+    /// File of the client keys admitted: one fingerprint per line (`rtcp fingerprint` on
+    /// a client prints its own), then an optional comment; `#` starts a comment line.
+    /// Read again at each session
+    #[arg(long, value_name = "FILE", env = "RTCP_AUTHORIZED_KEYS")]
+    authorized_keys: Option<PathBuf>,
+    /// Admit every client that reaches the port, instead of --authorized-keys (sessions
+    /// are still encrypted, and the server authenticated)
+    #[arg(
+        long,
+        env = "RTCP_ALLOW_ANY_CLIENT",
+        conflicts_with = "authorized_keys"
+    )]
+    allow_any_client: bool,
+    #[command(flatten)]
+    state: StateDir,
+    #[command(flatten)]
+    plaintext: Plaintext,
+}
+
+impl ServerKeys {
+    fn security(&self) -> Result<Security, Fatal> {
+        if let Some(plaintext) = self.plaintext.chosen() {
+            return Ok(plaintext);
+        }
+        if self.authorized_keys.is_none() && !self.allow_any_client {
+            return Err(Fatal(
+                "no --authorized-keys: give the file of the client keys to admit (`rtcp \
+                 fingerprint` on a client prints its key), or --allow-any-client"
+                    .into(),
+            ));
+        }
+        if self.allow_any_client {
+            log::warn!(
+                "--allow-any-client: every client that reaches this port is admitted to the \
+                 targets"
+            );
+        }
+        Security::server(self.state.path()?, self.authorized_keys.clone())
+    }
+}
+
+/// `rtcp client`'s and `rtcp connect`'s keys.
+#[derive(Args, Debug)]
+struct ClientKeys {
+    /// The server's key fingerprint (`rtcp fingerprint --server` on the server prints
+    /// it). Without it, the key is trusted on first use and pinned in known_servers in
+    /// the state directory
+    #[arg(long, value_name = "FINGERPRINT", env = "RTCP_SERVER_KEY")]
+    server_key: Option<Fingerprint>,
+    #[command(flatten)]
+    state: StateDir,
+    #[command(flatten)]
+    plaintext: Plaintext,
+}
+
+impl ClientKeys {
+    fn security(&self, server: &str) -> Result<Security, Fatal> {
+        match self.plaintext.chosen() {
+            Some(plaintext) => Ok(plaintext),
+            None => Security::client(self.state.path()?, server, self.server_key),
+        }
+    }
 }
 
 /// The library's session settings that matter to an operator.
@@ -226,7 +366,7 @@ fn main() -> ExitCode {
     // operator of a server or client reads; `connect` writes on the terminal of the
     // program on its stdin and stdout (ssh), which gets only warnings.
     let filter = match cli.mode {
-        Mode::Connect { .. } => "warn",
+        Mode::Connect { .. } | Mode::Fingerprint { .. } => "warn",
         _ => "warn,rtcp=info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
@@ -247,43 +387,71 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             forward,
             socks,
             control_port,
+            keys,
             session,
             limits,
             ops,
         } => {
             let config = limits.apply(session.config().control_port(control_port));
             check(&config)?;
+            let security = keys.security()?;
             start(&registry, cli.quiet, None, &ops)?;
             let allow = allow::Allow::new(socks.allow);
-            server::run(&listen, forward.as_deref(), allow, config, registry)
+            server::run(
+                &listen,
+                forward.as_deref(),
+                allow,
+                security,
+                config,
+                registry,
+            )
         }
         Mode::Client {
             listen,
             server,
             socks,
+            keys,
             session,
             limits,
             ops,
         } => {
             let config = limits.apply(session.config());
             check(&config)?;
+            let security = keys.security(&server)?;
             start(&registry, cli.quiet, Some(&server), &ops)?;
             let socks = socks.socks.as_deref();
             let retry = limits.retry_opening();
-            client::run(listen.as_deref(), socks, &server, config, retry, registry)
+            client::run(
+                listen.as_deref(),
+                socks,
+                &server,
+                security,
+                config,
+                retry,
+                registry,
+            )
         }
         // No status line: stderr is usually the terminal of the program on stdin/stdout
         // (ssh), and a line every few seconds would write over its screen.
         Mode::Connect {
             server,
+            keys,
             session,
             limits,
         } => {
             let config = limits.apply(session.config());
             check(&config)?;
+            let security = keys.security(&server)?;
             let watched = Some(server.clone());
             status::spawn_watch(Arc::clone(&registry), watched, StatusLine::Off);
-            connect::run(&server, config, limits.retry_opening(), registry)
+            let retry = limits.retry_opening();
+            connect::run(&server, &security, config, retry, registry)
+        }
+        Mode::Fingerprint { server, state } => {
+            let role = if server { Role::Server } else { Role::Client };
+            let identity = Identity::load_or_make(&state.path()?, role)?;
+            println!("{}", identity.fingerprint);
+            Ok(())
         }
     }
 }

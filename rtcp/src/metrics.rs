@@ -57,6 +57,9 @@ pub enum Failure {
     SessionFailed,
     /// The plain TCP side failed during the relay.
     LocalFailed,
+    /// The TLS handshake failed: a client key not authorized, a server key not the one
+    /// pinned, a peer with TLS against one with `--insecure-plaintext`.
+    Handshake,
 }
 
 impl Failure {
@@ -77,6 +80,7 @@ impl Failure {
             Failure::BadRequest => "bad_request",
             Failure::SessionFailed => "session_failed",
             Failure::LocalFailed => "local_failed",
+            Failure::Handshake => "handshake_failed",
         }
     }
 }

@@ -46,15 +46,16 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
         let _ = socks::reply(&mut &local, reply);
         close_gently(&local);
     };
-    let session = match upstream.open() {
-        Ok(session) => session,
+    let channel = match upstream.open() {
+        Ok(channel) => channel,
         Err(why) => return refuse(Reply::GeneralFailure, why),
     };
-    let asked = (&session).write_all(&Request::Connect(target).encode());
+    let session = channel.session();
+    let asked = (&channel).write_all(&Request::Connect(target).encode());
     let _ = session.set_read_timeout(Some(request::HEADER_LIMIT));
     let answer = asked
         .map_err(request::BadHeader::Io)
-        .and_then(|()| request::read_reply(&mut &session));
+        .and_then(|()| request::read_reply(&mut &channel));
     let _ = session.set_read_timeout(None);
     match answer {
         Ok(Ok(())) => {}
@@ -84,7 +85,7 @@ pub fn serve(local: TcpStream, peer: SocketAddr, upstream: &Upstream) {
     tunnel::run(
         local,
         "local program",
-        session,
+        channel,
         &upstream.registry,
         &what,
         false,

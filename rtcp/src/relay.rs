@@ -10,8 +10,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use robust_tcp::RSocket;
-
+use crate::secure::Channel;
 use crate::{limits, request};
 
 /// 64 KiB per read: eight times fewer system calls than `io::copy`'s 8 KiB buffer, and as
@@ -65,17 +64,6 @@ where
 
     fn reset(&self) {
         Socket::reset(self);
-    }
-}
-
-impl Socket for RSocket {
-    fn shutdown_write(&self) {
-        // Never fails today (the Result mirrors TcpStream's).
-        let _ = self.shutdown(Shutdown::Write);
-    }
-
-    fn reset(&self) {
-        let _ = self.abort();
     }
 }
 
@@ -167,7 +155,7 @@ pub fn pump(
 }
 
 /// Relays between `local` (a plain TCP connection, called `local_name` in the log) and
-/// `session` (a robust session) until both directions are done, and returns how each
+/// `session` (a robust session's channel, TLS or not) until both directions are done, and returns how each
 /// ended: (local to session, session to local). Dropping both ends afterwards closes
 /// them: gracefully, unless reset. With `read_reply` (the client's side of a FORWARD), the
 /// server's reply ([`request::read_success`]) is read before anything is passed to
@@ -176,7 +164,7 @@ pub fn pump(
 pub fn relay(
     local: &TcpStream,
     local_name: &'static str,
-    session: &RSocket,
+    session: &Channel,
     read_reply: bool,
 ) -> (Ended, Ended) {
     let link = Link::default();

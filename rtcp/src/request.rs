@@ -3,7 +3,8 @@
 //! and, if not, why.
 //!
 //! ```text
-//! request (client to server), at the start of the session's byte stream:
+//! request (client to server), at the start of the session's byte stream (inside TLS,
+//! right after its handshake, unless --insecure-plaintext):
 //!   4  magic "RTCP"
 //!   1  version, 2
 //!   1  kind: 0 FORWARD (the server's --forward target), 1 CONNECT (a SOCKS request)
@@ -32,6 +33,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use crate::secure;
 use crate::socks::{array, byte, BadAddress, Reply, Target};
 
 /// The magic that opens a request and a reply.
@@ -179,6 +181,11 @@ impl fmt::Display for BadHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BadHeader::Io(e) => write!(f, "no request header: {e}"),
+            BadHeader::Magic(bytes) if secure::looks_like_tls(bytes) => write!(
+                f,
+                "the peer speaks TLS and this rtcp runs with --insecure-plaintext: {}",
+                secure::MISMATCH_FIX
+            ),
             BadHeader::Magic(bytes) => write!(
                 f,
                 "the peer is not a compatible rtcp (its first bytes are {bytes:?}, not \"RTCP\")"

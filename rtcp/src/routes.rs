@@ -4,12 +4,11 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 
-use robust_tcp::RSocket;
-
 use crate::addr;
 use crate::allow::Allow;
 use crate::metrics::Failure;
-use crate::request::{self, Request};
+use crate::request::{self, BadHeader, Request};
+use crate::secure::{self, Channel};
 use crate::socks::Reply;
 
 /// The server's targets.
@@ -21,21 +20,23 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Reads `session`'s request and connects to its target, and sends the reply that
+    /// Reads `channel`'s request and connects to its target, and sends the reply that
     /// says so: the connection and the target's name. On failure, logs why (naming the
     /// session `what`) and sends the reply that says why, or resets the session if its
     /// request cannot be read; the caller then drops it (a close: the reply arrives
     /// before the end of the session).
-    pub fn open(&self, session: &RSocket, what: &str) -> Result<(TcpStream, String), Failure> {
+    pub fn open(&self, channel: &Channel, what: &str) -> Result<(TcpStream, String), Failure> {
+        let session = channel.session();
         let _ = session.set_read_timeout(Some(request::HEADER_LIMIT));
-        let request = Request::read_from(&mut &*session);
+        let request = Request::read_from(&mut { channel });
         let _ = session.set_read_timeout(None);
         let refuse = |status: Reply, reason: String, failure: Failure| {
             log::warn!(
                 "{what}: {reason} (SOCKS reply {:#04x}); the client is told",
                 status.code()
             );
-            let _ = request::write_failure(&mut &*session, status, &reason);
+            let mut to_client = channel;
+            let _ = request::write_failure(&mut to_client, status, &reason);
             Err(failure)
         };
         let (target, addrs) = match request {
@@ -57,6 +58,10 @@ impl Routes {
                     }
                 }
             }
+            // A TLS client at a plaintext server: a plaintext reply, which tells it so.
+            Err(e @ BadHeader::Magic(magic)) if secure::looks_like_tls(&magic) => {
+                return refuse(Reply::GeneralFailure, e.to_string(), Failure::Handshake);
+            }
             Err(e) => {
                 log::warn!("{what}: {e}; session reset");
                 let _ = session.abort();
@@ -64,7 +69,7 @@ impl Routes {
             }
         };
         match addr::connect(&addrs) {
-            Ok(stream) => match request::write_success(&mut &*session) {
+            Ok(stream) => match request::write_success(&mut { channel }) {
                 Ok(()) => Ok((stream, target)),
                 Err(e) => {
                     log::warn!("{what}: session failed: {e}; target connection closed");

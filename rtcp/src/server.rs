@@ -13,15 +13,18 @@ use crate::allow::Allow;
 use crate::metrics::Failure;
 use crate::relay::STOPPING;
 use crate::routes::{self, Routes};
+use crate::secure::Security;
 use crate::status::Registry;
 use crate::Fatal;
 use crate::{addr, limits, listen, tunnel};
 
-/// Serves until the process is stopped; returns only on a fatal error.
+/// Serves until the process is stopped; returns only on a fatal error. Each session runs
+/// TLS as `security` says before its request is read.
 pub fn run(
     listen: &str,
     forward: Option<&str>,
     allow: Allow,
+    security: Security,
     config: Config,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
@@ -56,6 +59,7 @@ pub fn run(
         }
     }
     let routes = Arc::new(Routes { forward, allow });
+    let security = Arc::new(security);
     loop {
         let (session, peer) = server
             .accept()
@@ -66,10 +70,11 @@ pub fn run(
             continue;
         }
         let routes = Arc::clone(&routes);
+        let security = Arc::clone(&security);
         let registry = Arc::clone(&registry);
         let name = format!("rtcp-session-{}", session.session_id());
         tunnel::spawn(name, format_args!("session from {peer}"), move || {
-            serve(session, peer, &routes, &registry)
+            serve(session, peer, &routes, &security, &registry)
         });
     }
 }
@@ -104,10 +109,26 @@ fn watch_refusals(server: Arc<RServerSocket>, line: String, registry: Arc<Regist
 
 /// Relays one session to the target its request names after the reply that says so, or,
 /// if that target is not allowed or cannot be reached, sends the reply that says why
-/// and closes the session.
-fn serve(session: RSocket, peer: SocketAddr, routes: &Routes, registry: &Arc<Registry>) {
+/// and closes the session. A client whose TLS handshake fails (a key not authorized)
+/// gets no further: its request is not read and no target connection is made.
+fn serve(
+    session: RSocket,
+    peer: SocketAddr,
+    routes: &Routes,
+    security: &Security,
+    registry: &Arc<Registry>,
+) {
     let what = format!("session {} from {peer}", session.session_id());
-    let (local, target) = match routes.open(&session, &what) {
+    let channel = match security.secure(session) {
+        Ok(channel) => channel,
+        Err(e) => {
+            // Dropping the session closes it, after the alert that tells the client why.
+            log::warn!("{what}: TLS handshake failed: {e}; session closed");
+            registry.metrics.failed(tunnel::classify(false, &e));
+            return;
+        }
+    };
+    let (local, target) = match routes.open(&channel, &what) {
         Ok(opened) => opened,
         Err(failure) => {
             registry.metrics.failed(failure);
@@ -115,5 +136,5 @@ fn serve(session: RSocket, peer: SocketAddr, routes: &Routes, registry: &Arc<Reg
         }
     };
     log::info!("{what}: relaying to {target}");
-    tunnel::run(local, "target", session, registry, &what, false);
+    tunnel::run(local, "target", channel, registry, &what, false);
 }

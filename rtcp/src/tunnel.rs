@@ -15,6 +15,7 @@ use crate::limits;
 use crate::metrics::Failure;
 use crate::relay::{self, STOPPING};
 use crate::request::TargetFailed;
+use crate::secure::{Channel, TlsFailed};
 use crate::status::Registry;
 
 /// How long to wait at the end for the peer to acknowledge what we wrote.
@@ -35,13 +36,13 @@ pub fn spawn(name: String, what: impl Display, work: impl FnOnce() + Send + 'sta
     }
 }
 
-/// Relays `local` and `session` until both directions are done, then drops both (a
+/// Relays `local` and `channel` until both directions are done, then drops both (a
 /// graceful close unless a reset was passed on). `what` names the connection in the log,
 /// and `local_name` its TCP side; `read_reply` as [`relay::relay`] says.
 pub fn run(
     local: TcpStream,
     local_name: &'static str,
-    session: RSocket,
+    channel: Channel,
     registry: &Arc<Registry>,
     what: &str,
     read_reply: bool,
@@ -49,10 +50,10 @@ pub fn run(
     // The relay passes on each chunk as it comes; Nagle would only delay it (the programs
     // at both ends made their own choice already).
     let _ = local.set_nodelay(true);
-    let session = Arc::new(session);
+    let session = Arc::clone(channel.session());
     let local = Arc::new(local);
     let _registered = registry.register(Arc::clone(&session), Some(Arc::clone(&local)), what);
-    let (up, down) = relay::relay(&local, local_name, &session, read_reply);
+    let (up, down) = relay::relay(&local, local_name, &channel, read_reply);
     if STOPPING.load(Ordering::SeqCst) {
         // Exiting soon: let the peer have every byte before the process takes the
         // library's thread with it.
@@ -73,6 +74,8 @@ pub fn classify(local: bool, e: &io::Error) -> Failure {
         .and_then(|inner| inner.downcast_ref::<TargetFailed>())
     {
         Failure::of_reply(failed.status)
+    } else if e.get_ref().is_some_and(|inner| inner.is::<TlsFailed>()) {
+        Failure::Handshake
     } else if local {
         Failure::LocalFailed
     } else {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, local, read_all, Options, Proc, Target, Tunnel, RTCP};
+use common::{free_port, local, read_all, Keys, Options, Proc, Target, Tunnel, RTCP};
 use robust_tcp_testkit::bounded::{run_bounded, wait_until};
 use robust_tcp_testkit::proxy::CutPlan;
 
@@ -178,8 +178,11 @@ fn the_metrics_count_every_cut_and_byte() {
     run_bounded(Duration::from_secs(60), || {
         let target = echo_target();
         let metrics = local(free_port());
+        // The byte counts are the session's: under TLS they add the handshake and the
+        // records' overhead. Plaintext keeps them exact, which is what this test checks.
         let options = Options {
             client_args: vec!["--metrics".into(), metrics.to_string()],
+            insecure_plaintext: true,
             ..Options::default()
         };
         let tunnel = Tunnel::start(target.addr(), CutPlan::never(), &options);
@@ -233,12 +236,20 @@ fn a_client_retries_an_opening_while_the_server_is_down_and_logs_the_outage() {
         let target = echo_target();
         let server_addr = local(free_port());
         let entry = local(free_port());
-        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let keys = Keys::new();
+        let args = |list: &[&str], keys: Vec<String>| {
+            let mut args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            args.extend(keys);
+            args
+        };
         let server_arg = server_addr.to_string();
         let entry_arg = entry.to_string();
         let mut client = Proc::rtcp(
             "rtcp client",
-            &args(&["client", "--listen", &entry_arg, "--server", &server_arg]),
+            &args(
+                &["client", "--listen", &entry_arg, "--server", &server_arg],
+                keys.client_args(),
+            ),
         );
         client.wait_listening(entry);
         // A local program before the server exists: its opening is retried.
@@ -249,7 +260,10 @@ fn a_client_retries_an_opening_while_the_server_is_down_and_logs_the_outage() {
         let target_arg = target.addr().to_string();
         let mut server = Proc::rtcp(
             "rtcp server",
-            &args(&["server", "--listen", &server_arg, "--forward", &target_arg]),
+            &args(
+                &["server", "--listen", &server_arg, "--forward", &target_arg],
+                keys.server_args(),
+            ),
         );
         let mut back = [0u8; 10];
         stream.read_exact(&mut back).unwrap();
@@ -280,6 +294,7 @@ fn rtcp_connect_reports_a_frozen_server_and_its_return() {
         let mut cmd = Command::new(RTCP);
         cmd.arg("connect")
             .arg(tunnel.server_addr.to_string())
+            .args(tunnel.keys.client_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut connect = Proc::spawn("rtcp connect", cmd);

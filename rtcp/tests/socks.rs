@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, local, read_all, Proc, Target, Tunnel, RTCP};
+use common::{free_port, local, read_all, Keys, Proc, Target, Tunnel, RTCP};
 use robust_tcp_testkit::bounded::run_bounded;
 use robust_tcp_testkit::payload::Payload;
 use robust_tcp_testkit::proxy::CutPlan;
@@ -222,11 +222,14 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
         // A plain tunnel's server (--forward only) takes no SOCKS request. Its options
         // come from the environment.
         let server_addr = local(free_port());
+        let keys = Keys::new();
         let mut forward_only = Command::new(RTCP);
         forward_only
             .args(["server", "--quiet"])
             .env("RTCP_LISTEN", server_addr.to_string())
             .env("RTCP_FORWARD", echo.addr().to_string())
+            .env("RTCP_STATE_DIR", keys.server_state())
+            .env("RTCP_AUTHORIZED_KEYS", keys.authorized_keys())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let mut server = Proc::spawn("rtcp server", forward_only);
@@ -239,7 +242,9 @@ fn targets_outside_allow_are_refused_with_their_reply_codes() {
             "--server",
             &server_addr.to_string(),
         ];
-        let mut client = Proc::rtcp("rtcp client", &strings(&socks_only));
+        let mut client_args = strings(&socks_only);
+        client_args.extend(keys.client_args());
+        let mut client = Proc::rtcp("rtcp client", &client_args);
         client.wait_listening(entry);
         let (stream, answer) = socks_connect(entry, &ipv4_local(port));
         assert_eq!(answer, reply(2), "server stderr:\n{}", server.stderr());
@@ -264,7 +269,9 @@ fn a_forward_to_a_server_without_forward_is_told_why() {
             "--server",
             &tunnel.server_addr.to_string(),
         ];
-        let mut client = Proc::rtcp("rtcp client --listen", &strings(&args));
+        let mut client_args = strings(&args);
+        client_args.extend(tunnel.keys.client_args());
+        let mut client = Proc::rtcp("rtcp client --listen", &client_args);
         client.wait_listening(entry);
         let mut stream = TcpStream::connect(entry).expect("connect to the client");
         stream.set_read_timeout(Some(ANSWER)).expect("timeout");

@@ -302,6 +302,7 @@ fn rtcp_connect_moves_a_file_both_ways() {
         let mut cmd = Command::new(RTCP);
         cmd.arg("connect")
             .arg(tunnel.proxy.local_addr().to_string())
+            .args(tunnel.keys.client_args())
             .arg("--quiet")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());

@@ -1,5 +1,6 @@
 //! Helpers shared by rtcp's integration tests: free ports, child processes that are always
-//! killed, waiting for a port to listen, a tunnel (`rtcp client` -> fault proxy -> `rtcp
+//! killed, waiting for a port to listen, keys (state directories and an authorized_keys
+//! file for a server and its client), a tunnel (`rtcp client` -> fault proxy -> `rtcp
 //! server` -> target) and small TCP targets that run one handler per connection.
 //!
 //! Each test file includes this module with `mod common;` and uses only part of it.
@@ -7,6 +8,7 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -169,9 +171,101 @@ impl Drop for Proc {
     }
 }
 
+/// The keys of one `rtcp server` and one `rtcp client` that it admits: a state directory
+/// for each (where each generates its key on first use, and the client pins the server's
+/// key) and the server's authorized_keys file listing the client's key, all in a
+/// temporary directory that goes when this is dropped.
+///
+/// ```text
+/// let keys = Keys::new();
+/// rtcp server --listen A --forward T  + keys.server_args()
+/// rtcp client --listen L --server A   + keys.client_args()
+/// rtcp connect A                      + keys.client_args()
+/// ```
+pub struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    /// Makes the client's key (with `rtcp fingerprint`) and lists it in the server's
+    /// authorized_keys; the server makes its key at its first start.
+    pub fn new() -> Keys {
+        let keys = Keys {
+            dir: tempfile::Builder::new()
+                .prefix("rtcp-keys-")
+                .tempdir()
+                .expect("make a temporary directory for keys"),
+        };
+        let client = fingerprint(&keys.client_state(), false);
+        std::fs::write(
+            keys.authorized_keys(),
+            format!("# the test's client\n{client} test client\n"),
+        )
+        .expect("write authorized_keys");
+        keys
+    }
+
+    /// The server's state directory (its key).
+    pub fn server_state(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+
+    /// The client's state directory (its key, and `known_servers`).
+    pub fn client_state(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+
+    /// The server's `--authorized-keys` file.
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.dir.path().join("authorized_keys")
+    }
+
+    /// `--state-dir DIR --authorized-keys FILE`, for `rtcp server`.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--state-dir".into(),
+            path_arg(&self.server_state()),
+            "--authorized-keys".into(),
+            path_arg(&self.authorized_keys()),
+        ]
+    }
+
+    /// `--state-dir DIR`, for `rtcp client` and `rtcp connect`.
+    pub fn client_args(&self) -> Vec<String> {
+        vec!["--state-dir".into(), path_arg(&self.client_state())]
+    }
+}
+
+/// A path as a command-line argument (the temporary directories are UTF-8).
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `rtcp fingerprint [--server] --state-dir STATE`: the key's fingerprint
+/// (`SHA256:...`), made first if the state directory has no key yet.
+pub fn fingerprint(state: &Path, server: bool) -> String {
+    let mut cmd = Command::new(RTCP);
+    cmd.arg("fingerprint").arg("--state-dir").arg(state);
+    if server {
+        cmd.arg("--server");
+    }
+    let out = cmd.output().expect("run rtcp fingerprint");
+    assert!(
+        out.status.success(),
+        "rtcp fingerprint failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("a UTF-8 fingerprint")
+        .trim()
+        .to_owned()
+}
+
 /// Global options given to both rtcp processes of a tunnel.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
+    /// `--insecure-plaintext` on both ends (and no keys), instead of TLS.
+    pub insecure_plaintext: bool,
     /// `--buffer-size`, if set.
     pub buffer_size: Option<usize>,
     /// More arguments for `rtcp server` only.
@@ -183,6 +277,9 @@ pub struct Options {
 impl Options {
     fn args(&self) -> Vec<String> {
         let mut args = Vec::new();
+        if self.insecure_plaintext {
+            args.push("--insecure-plaintext".to_string());
+        }
         if let Some(size) = self.buffer_size {
             args.extend(["--buffer-size".to_string(), size.to_string()]);
         }
@@ -190,12 +287,15 @@ impl Options {
     }
 }
 
-/// `rtcp client` on a local port -> a [`FaultProxy`] -> `rtcp server` -> `target`.
-/// Fields drop in order: the client, the proxy, then the server.
+/// `rtcp client` on a local port -> a [`FaultProxy`] -> `rtcp server` -> `target`, with
+/// TLS unless [`Options::insecure_plaintext`]. Fields drop in order: the client, the
+/// proxy, the server, then the keys.
 pub struct Tunnel {
     pub client: Proc,
     pub proxy: FaultProxy,
     pub server: Proc,
+    /// The keys both ends use (unused with `--insecure-plaintext`).
+    pub keys: Keys,
     /// Where local programs connect (`rtcp client --listen`).
     pub entry: SocketAddr,
     /// `rtcp server --listen`, for tests that talk to it directly.
@@ -214,7 +314,12 @@ impl Tunnel {
         server_args.extend(options.server_args.iter().cloned());
         let mut client_args = options.args();
         client_args.extend(options.client_args.iter().cloned());
-        Tunnel::launch(&server_args, "--listen", &client_args, plan)
+        let keys = Keys::new();
+        if !options.insecure_plaintext {
+            server_args.extend(keys.server_args());
+            client_args.extend(keys.client_args());
+        }
+        Tunnel::launch(keys, &server_args, "--listen", &client_args, plan)
     }
 
     /// Like [`Tunnel::start`], for SOCKS: the server takes the targets `allow` names
@@ -223,12 +328,16 @@ impl Tunnel {
     pub fn start_socks(allow: &[&str], plan: CutPlan) -> Tunnel {
         let mut server_args = vec!["--allow".to_string()];
         server_args.extend(allow.iter().map(|p| p.to_string()));
-        Tunnel::launch(&server_args, "--socks", &[], plan)
+        let keys = Keys::new();
+        server_args.extend(keys.server_args());
+        let client_args = keys.client_args();
+        Tunnel::launch(keys, &server_args, "--socks", &client_args, plan)
     }
 
     /// `rtcp server --listen ADDR SERVER_ARGS...`, the proxy, and `rtcp client ENTRY_FLAG
     /// ADDR --server PROXY CLIENT_ARGS...`.
     fn launch(
+        keys: Keys,
         server_args: &[String],
         entry_flag: &str,
         client_args: &[String],
@@ -243,22 +352,12 @@ impl Tunnel {
         // (tunnel.rs checks that it does).
         server.wait_listening(server_addr);
         let proxy = FaultProxy::start(server_addr, plan).expect("start the fault proxy");
-
-        let entry = local(free_port());
-        let mut args = vec![
-            "client".into(),
-            entry_flag.into(),
-            entry.to_string(),
-            "--server".into(),
-            proxy.local_addr().to_string(),
-        ];
-        args.extend_from_slice(client_args);
-        let mut client = Proc::rtcp("rtcp client", &args);
-        client.wait_listening(entry);
+        let (client, entry) = start_client(entry_flag, proxy.local_addr(), client_args);
         Tunnel {
             client,
             proxy,
             server,
+            keys,
             entry,
             server_addr,
         }
@@ -281,6 +380,24 @@ impl Tunnel {
         self.client.assert_running();
         self.server.assert_running();
     }
+}
+
+/// `rtcp client ENTRY_FLAG PORT --server SERVER ARGS...` on a free loopback port, once it
+/// listens (which probes it: one session, or one SOCKS connection that says nothing), and
+/// where local programs connect.
+pub fn start_client(entry_flag: &str, server: SocketAddr, args: &[String]) -> (Proc, SocketAddr) {
+    let entry = local(free_port());
+    let mut all = vec![
+        "client".into(),
+        entry_flag.into(),
+        entry.to_string(),
+        "--server".into(),
+        server.to_string(),
+    ];
+    all.extend_from_slice(args);
+    let mut client = Proc::rtcp("rtcp client", &all);
+    client.wait_listening(entry);
+    (client, entry)
 }
 
 /// A TCP server on loopback that runs `handler` on its own thread for each connection and

@@ -1,0 +1,776 @@
+//! TLS 1.3 (rustls) over each tunnelled session, and the keys that authenticate both
+//! ends: the client pins the server's key (`--server-key`, or `known_servers` on first
+//! use), the server admits the clients its `--authorized-keys` lists.
+//!
+//! TLS runs over the `RSocket`, whose byte stream survives cuts, so it never sees one. The
+//! request header and reply travel inside TLS: the target's name and the server's reasons
+//! are private too. Certificates are self-signed and checked by their key's fingerprint
+//! alone (no names, no dates, no WebPKI): a key is trusted because it is listed, as in ssh.
+//!
+//! A relay reads and writes a [`Channel`] from two threads at once, and a rustls
+//! connection is one state for both directions: it sits behind a mutex held only to
+//! encrypt or decrypt, never while the session blocks. The session is read without the
+//! lock, and written under a second lock ([`Tls::sending`]) that keeps the TLS records in
+//! order; a reader whose decryption queues bytes for the peer (an alert, a key update
+//! response) sends them itself if no writer is sending, or leaves them to the writer,
+//! which sends whatever is queued before it lets go of the lock.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use robust_tcp::RSocket;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{ring, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::NoServerSessionStorage;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, Connection,
+    DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig, ServerConnection,
+    SignatureScheme,
+};
+
+use crate::keys::{self, Fingerprint, Identity};
+use crate::request::HEADER_LIMIT;
+use crate::Fatal;
+
+/// Bytes read from the session at once: as much as a relay's chunk.
+const READ_SIZE: usize = 64 * 1024;
+
+/// What a TLS record starts with: a handshake (0x16) or an alert (0x15), then the
+/// version's major number (3). The first bytes of a plaintext rtcp are "RTCP".
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, ..])
+}
+
+/// The one line both kinds of mismatch end with.
+pub const MISMATCH_FIX: &str =
+    "run both ends with TLS (the default), or both with --insecure-plaintext";
+
+/// How this end runs its sessions: TLS as a client or as a server, or plaintext.
+#[derive(Clone)]
+pub enum Security {
+    /// `--insecure-plaintext`: the session's bytes as they are.
+    Plaintext,
+    /// `rtcp client` and `rtcp connect`.
+    Client(Arc<ClientConfig>, Fingerprint),
+    /// `rtcp server`.
+    Server(Arc<ServerConfig>, Fingerprint),
+}
+
+impl Security {
+    /// The client's: its key from `state`, and the server's key pinned as `pin` says.
+    pub fn client(state: PathBuf, server: &str, pin: Option<Fingerprint>) -> Result<Self, Fatal> {
+        let identity = Identity::load_or_make(&state, keys::Role::Client)?;
+        let pin = match pin {
+            Some(fingerprint) => Pin::Given(fingerprint),
+            None => Pin::Known {
+                file: state.join("known_servers"),
+                name: server.to_owned(),
+                writing: Mutex::new(()),
+            },
+        };
+        let verifier = PinnedServer {
+            pin,
+            algorithms: algorithms(),
+        };
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_setup)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(vec![identity.cert], identity.key)
+            .map_err(tls_setup)?;
+        // The name in the ClientHello would travel in clear, and nobody checks it.
+        config.enable_sni = false;
+        // Each session checks the server's key afresh; resumption would skip that.
+        config.resumption = Resumption::disabled();
+        log::info!("this client's key is {}", identity.fingerprint);
+        Ok(Security::Client(Arc::new(config), identity.fingerprint))
+    }
+
+    /// The server's: its key from `state`; the clients `authorized` lists, or any client.
+    pub fn server(state: PathBuf, authorized: Option<PathBuf>) -> Result<Self, Fatal> {
+        let identity = Identity::load_or_make(&state, keys::Role::Server)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_setup)?;
+        let builder = match authorized {
+            Some(file) => {
+                // A mistake in the file is better found now than at the first client.
+                keys::read_authorized(&file).map_err(Fatal)?;
+                let verifier = AuthorizedClients {
+                    file,
+                    algorithms: algorithms(),
+                };
+                builder.with_client_cert_verifier(Arc::new(verifier))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(vec![identity.cert], identity.key)
+            .map_err(tls_setup)?;
+        // No resumption (each session is authenticated afresh), so no tickets to send.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        log::info!("this server's key is {}", identity.fingerprint);
+        Ok(Security::Server(Arc::new(config), identity.fingerprint))
+    }
+
+    /// Runs the TLS handshake on `session` (within [`HEADER_LIMIT`]), or nothing for
+    /// plaintext, and returns the channel the tunnel's bytes go through. The error says
+    /// why in one line: a key refused (by either end), or a peer that does not speak
+    /// TLS.
+    pub fn secure(&self, session: RSocket) -> io::Result<Channel> {
+        let (conn, own) = match self {
+            Security::Plaintext => {
+                return Ok(Channel {
+                    session: Arc::new(session),
+                    tls: None,
+                })
+            }
+            Security::Client(config, own) => {
+                let name = ServerName::try_from("rtcp").map_err(io::Error::other)?;
+                let conn = ClientConnection::new(Arc::clone(config), name);
+                (Connection::from(conn.map_err(io::Error::other)?), own)
+            }
+            Security::Server(config, own) => {
+                let conn = ServerConnection::new(Arc::clone(config));
+                (Connection::from(conn.map_err(io::Error::other)?), own)
+            }
+        };
+        let tls = Tls {
+            conn: Mutex::new(conn),
+            sending: Mutex::new(Vec::new()),
+            incoming: Mutex::new(Incoming::default()),
+            own: *own,
+            client: matches!(self, Security::Client(..)),
+        };
+        let _ = session.set_read_timeout(Some(HEADER_LIMIT));
+        let shook = tls.handshake(&session);
+        let _ = session.set_read_timeout(None);
+        shook?;
+        Ok(Channel {
+            session: Arc::new(session),
+            tls: Some(tls),
+        })
+    }
+}
+
+/// A rustls configuration that the fixed inputs should never fail.
+fn tls_setup(e: rustls::Error) -> Fatal {
+    Fatal(format!("cannot set TLS up: {e}"))
+}
+
+/// *ring*, with AES-128-GCM first: as safe as AES-256 here and cheaper per byte, which
+/// is most of what TLS costs a tunnel (both ends offer the same order).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = ring::default_provider();
+    provider.cipher_suites = vec![
+        ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(provider)
+}
+
+/// The signature algorithms of the provider, for the handshake's signatures.
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    ring::default_provider().signature_verification_algorithms
+}
+
+/// Why a TLS handshake or read failed, in one line: the error inside the `io::Error`s
+/// of [`Security::secure`] and of a channel's reads, and, inside rustls's error, this end's
+/// refusal of the peer's key.
+#[derive(Debug)]
+pub struct TlsFailed(String);
+
+impl fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailed {}
+
+/// A refusal of the peer's key, for rustls to carry to the handshake's error (and, as a
+/// `certificate_unknown` alert, to the peer).
+fn refuse(why: String) -> rustls::Error {
+    let why = OtherError(Arc::new(TlsFailed(why)));
+    rustls::Error::InvalidCertificate(CertificateError::Other(why))
+}
+
+/// The fingerprint of a peer's certificate, or the error for one that is none.
+fn fingerprint(cert: &CertificateDer<'_>) -> Result<Fingerprint, rustls::Error> {
+    Fingerprint::of_cert(cert).ok_or(rustls::Error::InvalidCertificate(
+        CertificateError::BadEncoding,
+    ))
+}
+
+/// The handshake-signature half of a certificate verifier, the same for both ends: TLS
+/// 1.3's, by the key of the certificate that was checked, with the provider's algorithms
+/// (in the verifier's `algorithms` field). Both configs allow TLS 1.3 only, so rustls
+/// never asks for a TLS 1.2 signature.
+macro_rules! signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
+}
+
+/// How the client knows the server's key.
+#[derive(Debug)]
+enum Pin {
+    /// `--server-key`.
+    Given(Fingerprint),
+    /// `known_servers` in the state directory, under the `--server` name: trusted and
+    /// written there on first use.
+    Known {
+        file: PathBuf,
+        name: String,
+        /// Held from reading the file to writing it, so that sessions opened at once on
+        /// first use write one line.
+        writing: Mutex<()>,
+    },
+}
+
+impl Pin {
+    /// Whether `seen` is the server's key, or why not (the line the client logs).
+    fn check(&self, seen: Fingerprint) -> Result<(), String> {
+        /// How to tell a key changed on purpose from an attack.
+        const CHECK: &str = "check `rtcp fingerprint --server` on the server";
+        match self {
+            Pin::Given(pinned) if seen == *pinned => Ok(()),
+            Pin::Given(pinned) => Err(format!(
+                "the server's key is {seen}, not {pinned} as --server-key says: {CHECK} \
+                 (if it prints another key, someone may be intercepting the connection)"
+            )),
+            Pin::Known {
+                file,
+                name,
+                writing,
+            } => {
+                let _writing = lock(writing);
+                let Some(pinned) = keys::known_server(file, name)? else {
+                    keys::remember_server(file, name, seen).map_err(|e| {
+                        format!("cannot record {name}'s key in {}: {e}", file.display())
+                    })?;
+                    log::warn!(
+                        "trusting {name}'s key {seen} on first use (recorded in {}): check it \
+                         against `rtcp fingerprint --server` on the server",
+                        file.display()
+                    );
+                    return Ok(());
+                };
+                if seen == pinned {
+                    return Ok(());
+                }
+                Err(format!(
+                    "the server {name}'s key changed: it is {seen}, and {} pins {pinned}; \
+                     {CHECK}: if it prints the new key, delete {name}'s line in that file; if \
+                     not, someone may be intercepting the connection",
+                    file.display()
+                ))
+            }
+        }
+    }
+}
+
+/// The client's check of the server: its key's fingerprint, pinned; and the handshake's
+/// signature, by that key.
+#[derive(Debug)]
+struct PinnedServer {
+    pin: Pin,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.pin.check(fingerprint(end_entity)?).map_err(refuse)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    signatures!();
+}
+
+/// The server's check of a client: its key's fingerprint in the `--authorized-keys` file,
+/// read again for each session (an edit takes effect at the next one); and the
+/// handshake's signature, by that key.
+#[derive(Debug)]
+struct AuthorizedClients {
+    file: PathBuf,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AuthorizedClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let seen = fingerprint(end_entity)?;
+        let listed = keys::read_authorized(&self.file).map_err(refuse)?;
+        if !listed.contains(&seen) {
+            return Err(refuse(format!(
+                "client key {seen} is not in {}: add it there to admit this client",
+                self.file.display()
+            )));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    signatures!();
+}
+
+/// A locked mutex, poisoned or not: a panic in another thread is a bug that thread
+/// reports; the state behind these locks stays consistent across one.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The bytes of a tunnelled session: the session's own, or TLS over it. Every method
+/// takes `&self`, so that one thread reads while another writes.
+pub struct Channel {
+    session: Arc<RSocket>,
+    tls: Option<Tls>,
+}
+
+impl Channel {
+    /// The session under the channel (its id, status, time limits, reset).
+    pub fn session(&self) -> &Arc<RSocket> {
+        &self.session
+    }
+}
+
+impl Read for &Channel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            None => (&*self.session).read(buf),
+            Some(tls) => tls.read(&self.session, buf),
+        }
+    }
+}
+
+impl Write for &Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.tls {
+            None => (&*self.session).write(buf),
+            Some(tls) => tls.write_all(&self.session, buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.session).flush()
+    }
+}
+
+impl crate::relay::Socket for Channel {
+    /// TLS's `close_notify` first, so that the peer tells our end of stream from a
+    /// truncation, then the session's end of stream.
+    fn shutdown_write(&self) {
+        if let Some(tls) = &self.tls {
+            let sending = lock(&tls.sending);
+            let mut conn = lock(&tls.conn);
+            conn.send_close_notify();
+            // A failure here fails the session, which the other direction reports.
+            drop(tls.send(&self.session, sending, conn));
+        }
+        // Never fails today (the Result mirrors TcpStream's).
+        let _ = self.session.shutdown(Shutdown::Write);
+    }
+
+    fn reset(&self) {
+        let _ = self.session.abort();
+    }
+}
+
+/// The session's bytes read and not yet taken by rustls.
+struct Incoming {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The session ended (rustls has been told).
+    eof: bool,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming {
+            buf: vec![0; READ_SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+}
+
+/// A TLS connection over a session; see the module's documentation for the locks.
+struct Tls {
+    conn: Mutex<Connection>,
+    /// Held while TLS bytes are written to the session, so that records go in order; the
+    /// buffer they are taken into.
+    sending: Mutex<Vec<u8>>,
+    /// Held by the reader.
+    incoming: Mutex<Incoming>,
+    /// This end's key, for the line that says the peer refused it.
+    own: Fingerprint,
+    client: bool,
+}
+
+impl Tls {
+    /// The handshake, run before the relay starts (one thread). rustls's `complete_io`
+    /// writes what it has and reads until the handshake is done, or fails after sending
+    /// the alert that tells the peer why.
+    fn handshake(&self, session: &RSocket) -> io::Result<()> {
+        let mut io = FirstBytes {
+            session,
+            first: Vec::new(),
+        };
+        let mut conn = lock(&self.conn);
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut io) {
+                // complete_io's last write on failure passes one of the queued records
+                // (with TLS 1.3's compatibility ChangeCipherSpec first, not the alert):
+                // the rest, the alert that tells the peer why, goes now.
+                while conn.wants_write() {
+                    if conn.write_tls(&mut io).is_err() {
+                        break;
+                    }
+                }
+                return Err(self.explain(e, &io.first));
+            }
+        }
+        // From now on every write is sent at once, and the writer's buffer bounds it.
+        conn.set_buffer_limit(None);
+        Ok(())
+    }
+
+    /// The line for a failed handshake or TLS read: a peer that speaks plaintext, a peer
+    /// that refused our key, or rustls's words (which carry our own refusal's line).
+    fn explain(&self, e: io::Error, first: &[u8]) -> io::Error {
+        let tls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let line = match tls {
+            Some(_) if first.starts_with(b"RTCP") => {
+                let (peer, this) = if self.client {
+                    ("server", "client")
+                } else {
+                    ("client", "server")
+                };
+                format!(
+                    "the {peer} speaks plaintext rtcp (--insecure-plaintext) and this {this} \
+                     TLS: {MISMATCH_FIX}"
+                )
+            }
+            Some(rustls::Error::AlertReceived(AlertDescription::CertificateUnknown)) => {
+                if self.client {
+                    format!(
+                        "the server refused this client's key {}: add it to the server's \
+                         --authorized-keys file (`rtcp fingerprint` prints it)",
+                        self.own
+                    )
+                } else {
+                    format!(
+                        "the client refused this server's key {}: it has another key \
+                         pinned for this server (its known_servers or --server-key)",
+                        self.own
+                    )
+                }
+            }
+            Some(rustls::Error::InvalidCertificate(CertificateError::Other(why))) => {
+                why.to_string()
+            }
+            Some(other) => format!("TLS failed: {other}"),
+            None => return e,
+        };
+        io::Error::new(e.kind(), TlsFailed(line))
+    }
+
+    /// Reads plaintext: what rustls has decrypted, or, if nothing, more of the session
+    /// (without the connection's lock, so that the writer goes on meanwhile).
+    fn read(&self, session: &RSocket, buf: &mut [u8]) -> io::Result<usize> {
+        let mut incoming = lock(&self.incoming);
+        loop {
+            let mut conn = lock(&self.conn);
+            // rustls takes at most its buffers' worth at once: the rest waits until the
+            // plaintext is read.
+            let mut refused = None;
+            while incoming.start < incoming.end {
+                let Incoming {
+                    buf: raw,
+                    start,
+                    end,
+                    ..
+                } = &mut *incoming;
+                let mut unread = &raw[*start..*end];
+                match conn.read_tls(&mut unread) {
+                    // Nothing taken: the peer's close_notify came, and what follows it is
+                    // past the end of the stream.
+                    Ok(0) => {
+                        *start = *end;
+                        break;
+                    }
+                    Ok(n) => *start += n,
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+                conn = self.process(session, conn)?;
+            }
+            if incoming.eof {
+                // Tells rustls the stream ended: without a close_notify, a truncation.
+                let _ = conn.read_tls(&mut io::empty());
+            }
+            conn = self.process(session, conn)?;
+            match conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            drop(conn);
+            let n = Read::read(&mut { session }, &mut incoming.buf)?;
+            incoming.start = 0;
+            incoming.end = n;
+            incoming.eof = n == 0;
+        }
+    }
+
+    /// Decrypts what rustls holds, and sends what that queued for the peer unless a
+    /// writer is sending (it sends it before it stops). On failure, the alert for the
+    /// peer goes too, if it can.
+    fn process<'a>(
+        &'a self,
+        session: &RSocket,
+        mut conn: MutexGuard<'a, Connection>,
+    ) -> io::Result<MutexGuard<'a, Connection>> {
+        let failed = conn.process_new_packets().err();
+        if conn.wants_write() {
+            let sending = match self.sending.try_lock() {
+                Ok(sending) => Some(sending),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(sending) = sending {
+                conn = self.send(session, sending, conn)?;
+            }
+        }
+        match failed {
+            Some(e) => Err(self.explain(io::Error::new(io::ErrorKind::InvalidData, e), &[])),
+            None => Ok(conn),
+        }
+    }
+
+    /// Encrypts all of `buf` and sends it.
+    fn write_all(&self, session: &RSocket, buf: &[u8]) -> io::Result<()> {
+        let sending = lock(&self.sending);
+        let mut conn = lock(&self.conn);
+        // Without a buffer limit (set after the handshake), rustls takes all of it.
+        conn.writer().write_all(buf)?;
+        self.send(session, sending, conn).map(drop)
+    }
+
+    /// Sends what rustls has queued, until nothing is, writing to the session without the
+    /// connection's lock. `sending` is let go of while the connection is locked and has
+    /// nothing queued: a reader that queues bytes later finds it free and sends them.
+    fn send<'a>(
+        &'a self,
+        session: &RSocket,
+        mut sending: MutexGuard<'_, Vec<u8>>,
+        mut conn: MutexGuard<'a, Connection>,
+    ) -> io::Result<MutexGuard<'a, Connection>> {
+        loop {
+            sending.clear();
+            while conn.wants_write() {
+                conn.write_tls(&mut *sending)?;
+            }
+            if sending.is_empty() {
+                drop(sending);
+                return Ok(conn);
+            }
+            drop(conn);
+            let mut session = session;
+            session.write_all(&sending)?;
+            conn = lock(&self.conn);
+        }
+    }
+}
+
+/// The session, as rustls's handshake reads and writes it, keeping the first bytes the
+/// peer sent: "RTCP" there means a plaintext rtcp.
+struct FirstBytes<'a> {
+    session: &'a RSocket,
+    first: Vec<u8>,
+}
+
+impl Read for FirstBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = Read::read(&mut { self.session }, buf)?;
+        let wanted = 4usize.saturating_sub(self.first.len()).min(n);
+        self.first.extend_from_slice(&buf[..wanted]);
+        Ok(n)
+    }
+}
+
+impl Write for FirstBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut session = self.session;
+        session.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut session = self.session;
+        session.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Socket;
+    use robust_tcp::RServerSocket;
+    use robust_tcp_testkit::bounded::{join, run_bounded};
+    use robust_tcp_testkit::payload::Payload;
+    use std::time::Duration;
+
+    /// A client's and a server's [`Security`], the client authorized and the server's key
+    /// given to the client, their keys in `dir`.
+    fn pair(dir: &std::path::Path) -> (Security, Security) {
+        let client = Identity::load_or_make(&dir.join("client"), keys::Role::Client).unwrap();
+        let server = Identity::load_or_make(&dir.join("server"), keys::Role::Server).unwrap();
+        let authorized = dir.join("authorized_keys");
+        std::fs::write(&authorized, format!("{}\n", client.fingerprint)).unwrap();
+        let client = Security::client(dir.join("client"), "test", Some(server.fingerprint));
+        let server = Security::server(dir.join("server"), Some(authorized));
+        (client.unwrap(), server.unwrap())
+    }
+
+    /// Two channels over one loopback session, TLS with keys in `dir`: (client, server).
+    fn connected(dir: &std::path::Path) -> (Channel, Channel) {
+        let (client, server) = pair(dir);
+        let listener = RServerSocket::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::thread::spawn(move || {
+            let (session, _) = listener.accept().unwrap();
+            server.secure(session).unwrap()
+        });
+        let client = client.secure(RSocket::connect(addr).unwrap()).unwrap();
+        (client, join(accepted))
+    }
+
+    /// Both directions at once, as a relay runs them, each writing more than the
+    /// session's buffers hold while the other reads: nothing waits for a lock the other
+    /// holds, every byte arrives, and a half-close is an end of stream, not an error.
+    #[test]
+    fn both_directions_at_once_then_half_close() {
+        run_bounded(Duration::from_secs(120), || {
+            let dir = tempfile::tempdir().unwrap();
+            let (client, server) = connected(dir.path());
+            let up = Payload::new(1, 16 << 20);
+            let down = Payload::new(2, 16 << 20);
+            std::thread::scope(|scope| {
+                let sends = [(&client, &up), (&server, &down)].map(|(channel, payload)| {
+                    scope.spawn(move || {
+                        let mut chunk = vec![0u8; 64 * 1024];
+                        let mut at = 0;
+                        while at < payload.len() {
+                            let n = chunk.len().min((payload.len() - at) as usize);
+                            payload.fill(at, &mut chunk[..n]);
+                            (&mut &*channel).write_all(&chunk[..n]).unwrap();
+                            at += n as u64;
+                        }
+                        channel.shutdown_write();
+                    })
+                });
+                down.verify_from(&client).unwrap();
+                up.verify_from(&server).unwrap();
+                for send in sends {
+                    send.join().unwrap();
+                }
+            });
+        });
+    }
+
+    /// Bytes after the peer's close_notify, in the same read of the session as it and
+    /// more than rustls takes at once, are dropped: the reader sees the end of stream,
+    /// and does not spin on bytes rustls will never take.
+    #[test]
+    fn bytes_after_close_notify_end_the_stream() {
+        run_bounded(Duration::from_secs(20), || {
+            let dir = tempfile::tempdir().unwrap();
+            let (client, server) = connected(dir.path());
+            (&server).write_all(b"end").unwrap();
+            let tls = server.tls.as_ref().unwrap();
+            let sending = lock(&tls.sending);
+            let mut conn = lock(&tls.conn);
+            conn.send_close_notify();
+            drop(tls.send(server.session(), sending, conn).unwrap());
+            std::thread::scope(|scope| {
+                // Application-data records' type byte, as junk that looks like more
+                // records; from a thread, since the session's writer waits for the reader.
+                let junk = scope.spawn(|| (&**server.session()).write_all(&[0x17; 100_000]));
+                let mut got = [0u8; 3];
+                (&client).read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"end");
+                assert_eq!((&client).read(&mut got).unwrap(), 0);
+                // The junk is not read: the session's end lets its writer go.
+                client.reset();
+                let _ = junk.join().unwrap();
+            });
+        });
+    }
+
+    /// A session that ends without TLS's close_notify may have been cut short by
+    /// someone on the path: the reader sees an error, not an end of stream.
+    #[test]
+    fn an_end_without_close_notify_is_an_error() {
+        run_bounded(Duration::from_secs(60), || {
+            let dir = tempfile::tempdir().unwrap();
+            let (client, server) = connected(dir.path());
+            (&client).write_all(b"part").unwrap();
+            client.session().shutdown(Shutdown::Write).unwrap();
+            let mut got = [0u8; 4];
+            (&server).read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"part");
+            let e = (&server).read(&mut got).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        });
+    }
+}
