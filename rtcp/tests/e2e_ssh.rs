@@ -91,13 +91,17 @@ impl Sshd {
         Sshd { sshd, addr, dir }
     }
 
-    /// `ssh` to it through `rtcp connect PROXY` as its `ProxyCommand`, running `command`.
-    fn ssh(&self, proxy: SocketAddr, command: &str) -> Command {
+    /// `ssh` to it through `rtcp connect PROXY` (with the client's `rtcp_args`: its key) as
+    /// its `ProxyCommand`, running `command`.
+    fn ssh(&self, proxy: SocketAddr, rtcp_args: &[String], command: &str) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(["-F", "/dev/null", "-i"])
             .arg(self.dir.path().join("id"))
             .arg("-o")
-            .arg(format!("ProxyCommand={RTCP} connect {proxy}"))
+            .arg(format!(
+                "ProxyCommand={RTCP} connect {} {proxy}",
+                rtcp_args.join(" ")
+            ))
             .arg("-o")
             .arg(format!(
                 "UserKnownHostsFile={}",
@@ -185,7 +189,14 @@ fn an_ssh_session_streams_byte_exact_through_cuts() {
         };
 
         let command = format!("cat {}", data.display());
-        let mut ssh = Proc::spawn("ssh", sshd.ssh(tunnel.proxy.local_addr(), &command));
+        let mut ssh = Proc::spawn(
+            "ssh",
+            sshd.ssh(
+                tunnel.proxy.local_addr(),
+                &tunnel.keys.client_args(),
+                &command,
+            ),
+        );
         // Dropped before ssh's Proc: the group goes first, then ssh is reaped.
         let _group = Group(ssh.child().id());
         let stdout = ssh.child().stdout.take().expect("ssh's stdout is piped");
