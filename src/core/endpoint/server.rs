@@ -51,6 +51,8 @@ pub struct ServerLimits {
     /// How long a silent client is waited for before it counts as an ordinary one
     /// (`Config::plain_wait`, at most the handshake timeout).
     pub plain_wait: Duration,
+    /// The first byte of every CID the listener gives a session (`Config::instance_id`).
+    pub instance_id: Option<u8>,
 }
 
 impl ServerLimits {
@@ -66,6 +68,7 @@ impl ServerLimits {
             plain_wait: config
                 .plain_wait_value()
                 .min(config.handshake_timeout_value()),
+            instance_id: config.instance_id_value(),
         }
     }
 

@@ -31,9 +31,15 @@ use crate::core::session::Session;
 pub const TURN_AWAY_DRAIN: usize = 64 * 1024;
 
 /// How many random CIDs are drawn for a new session, which is refused as if the server
-/// were full if every one is taken: with fewer than 2^24 sessions in the process, that is
-/// below one chance in 2^128.
+/// were full if every one is taken: with fewer than 2^16 sessions in the process (and an
+/// instance id, which leaves 24 random bits; 2^24 without), that is below one chance in
+/// 2^128.
 const CID_DRAWS: usize = 16;
+
+/// The bits of a CID that carry the server's instance id, when it has one: its first byte
+/// on the wire, so that a load balancer finds it at one fixed offset of every
+/// reconnection's stream (`docs/PROTOCOL.md`, section 4).
+const INSTANCE_SHIFT: u32 = 24;
 
 /// Where a handshake stands.
 #[derive(Debug)]
@@ -160,14 +166,21 @@ pub trait Host<S> {
 }
 
 /// A CID for a new server session: the first of the random `draws` that is not 0 (which
-/// opens a session) and not `taken`. Random, so that one session's CID tells nothing of
-/// its neighbours'; unique, so that a datagram for a server session is looked up in one
+/// opens a session) and not `taken`, with its first byte replaced by `instance`
+/// (`Config::instance_id`) when there is one. Random, so that one session's CID tells
+/// nothing of its neighbours' (but, with an instance id, which instance holds it: that is
+/// its purpose); unique, so that a datagram for a server session is looked up in one
 /// step. `None` if every draw was taken.
-pub fn new_cid(draws: &[u8], taken: impl Fn(u32) -> bool) -> Option<u32> {
+pub fn new_cid(draws: &[u8], instance: Option<u8>, taken: impl Fn(u32) -> bool) -> Option<u32> {
+    let mask = u32::MAX >> (32 - INSTANCE_SHIFT);
     draws
         .chunks_exact(4)
         .filter_map(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
+        .map(|cid| match instance {
+            Some(id) => u32::from(id) << INSTANCE_SHIFT | cid & mask,
+            None => cid,
+        })
         .find(|&cid| cid != 0 && !taken(cid))
 }
 
@@ -180,14 +193,14 @@ struct Draws {
 }
 
 impl Draws {
-    fn from<S>(host: &mut impl Host<S>) -> Option<Self> {
+    fn from<S>(host: &mut impl Host<S>, instance: Option<u8>) -> Option<Self> {
         let mut server_nonce = [0; NONCE_LEN];
         let mut challenge_key = [0; CHALLENGE_KEY_LEN];
         let mut cids = [0; 4 * CID_DRAWS];
         let drawn = host.random(&mut server_nonce)
             && host.random(&mut challenge_key)
             && host.random(&mut cids);
-        let cid = new_cid(&cids, |cid| host.cid_taken(cid));
+        let cid = new_cid(&cids, instance, |cid| host.cid_taken(cid));
         cid.filter(|_| drawn).map(|cid| Draws {
             cid,
             server_nonce,
@@ -330,7 +343,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         now: Instant,
     ) -> Action<S> {
         let draws = if hello.is_opening() {
-            match Draws::from(host) {
+            match Draws::from(host, self.limits.instance_id) {
                 Some(draws) => Some(draws),
                 None => return self.end(h, Action::Refuse(RefusalCode::TooManySessions)),
             }

@@ -93,6 +93,7 @@ mod tests {
             evictable_after: Duration::from_secs(3),
             accept_plain,
             plain_wait: WAIT,
+            instance_id: None,
         })
     }
 
