@@ -308,7 +308,7 @@ impl Config {
     /// balancer routes each reconnection, and each control connection, to the instance
     /// that holds its session by that one byte, keeping no state (`docs/DEPLOYMENT.md`).
     /// Openings (CID 0) are the balancer's to spread. Every instance behind one balancer
-    /// needs its own id; 24 random bits leave room for 2^24 sessions per instance, far
+    /// needs its own id, from 1 (0 would look like an opening's CID); 24 random bits leave room for 2^24 sessions per instance, far
     /// above `max_sessions`. Clients ignore this setting.
     ///
     /// # Examples
@@ -734,6 +734,9 @@ impl Config {
         if self.control_port == Some(0) {
             return invalid("control_port must not be zero (use None for the shared socket)");
         }
+        if self.instance_id == Some(0) {
+            return invalid("instance_id must not be zero (a CID starting with 0 looks like an opening's to a balancer)");
+        }
         if self
             .announce_control_addr
             .is_some_and(|a| a.port() == 0 || a.ip().is_unspecified())
@@ -986,6 +989,7 @@ mod tests {
             Config::default().busy_limit(OPENING_WINDOW + Duration::from_nanos(1)),
             Config::default().dead_after(Some(Duration::ZERO)),
             Config::default().control_port(Some(0)),
+            Config::default().instance_id(Some(0)),
             Config::default().announce_control_addr(Some("192.0.2.7:0".parse().unwrap())),
             Config::default().announce_control_addr(Some("0.0.0.0:7000".parse().unwrap())),
             Config::default().linger_limit(Duration::ZERO),

@@ -101,6 +101,7 @@ proptest! {
                 received,
                 epoch,
                 server_nonce: nonce,
+                control_addr: None,
                 tag: [0; 16],
             }
             .sign(&hello, &keys.handshake.server);

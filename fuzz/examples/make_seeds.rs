@@ -16,7 +16,7 @@ use std::path::Path;
 
 use robust_tcp::protocol::auth::{SessionKeys, TAG_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
-use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Hello, RefusalCode};
+use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Control, Hello, RefusalCode};
 use robust_tcp::protocol::session::Role;
 
 /// As in fuzz_targets/server_endpoint.rs: the secret and opening nonce of its opening
@@ -47,6 +47,7 @@ fn main() -> io::Result<()> {
             received: if opened { 0 } else { 1000 },
             epoch: 2,
             server_nonce: [0x44; 16],
+            control_addr: None,
             tag: [0; TAG_LEN],
         }
         .sign(hello, &keys.handshake.server)
@@ -54,6 +55,14 @@ fn main() -> io::Result<()> {
     let resumed_answer = answer(&resume_hello, false);
     let resumed = Answer::Accepted(resumed_answer).encode();
     let opened = Answer::Accepted(answer(&open_hello, true)).encode();
+    // An instance behind a load balancer announces its own control address.
+    let announced = answer(&open_hello, true).announcing(
+        Some("198.51.100.7:7101".parse().expect("an address")),
+        &open_hello,
+        &keys.handshake.server,
+    );
+    let announced = Answer::Accepted(announced).encode();
+    let control = Control { cid: 0x0100_0007 }.encode();
     let confirm = Confirm::new(&resume_hello, &resumed_answer, &keys.handshake.client).encode();
     let version1 = b"RTCP\x01\x01\x00\x12".to_vec();
     // The previous version's opening HELLO: a near miss.
@@ -65,6 +74,8 @@ fn main() -> io::Result<()> {
     write(&dir, "hello_longer", &longer)?;
     write(&dir, "answer_opened", &opened)?;
     write(&dir, "answer_resumed", &resumed)?;
+    write(&dir, "answer_announced", &announced)?;
+    write(&dir, "control", &control)?;
     for reason in [
         RefusalCode::Closed,
         RefusalCode::TooManySessions,

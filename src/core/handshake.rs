@@ -9,6 +9,8 @@
 //! server derives the keys from the HELLO alone and can check its tag. See
 //! `docs/PROTOCOL.md`.
 
+use std::net::{Ipv6Addr, SocketAddr};
+
 use byteorder::{BigEndian, ByteOrder};
 
 use super::auth::{MacKey, Nonce, Secret, Tag, NONCE_LEN, SECRET_LEN, TAG_LEN};
@@ -55,7 +57,15 @@ mod field {
         pub(crate) const RECEIVED: Field = 24..28;
         pub(crate) const EPOCH: Field = 28..32;
         pub(crate) const SERVER_NONCE: Field = 32..48;
-        pub(crate) const TAG: Field = 48..64;
+        pub(crate) const CONTROL_ADDR: Field = 48..64;
+        pub(crate) const CONTROL_ADDR_PORT: Field = 64..66;
+        pub(crate) const TAG: Field = 66..82;
+    }
+
+    /// The body of a CONTROL.
+    pub(super) mod control {
+        use super::Field;
+        pub(crate) const CID: Field = 0..4;
     }
 
     /// The body of a CONFIRM.
@@ -83,14 +93,45 @@ pub enum FrameKind {
     /// connection.
     Confirm = 3,
     /// Client to server, first on a connection that carries control datagrams instead of
-    /// a session (where UDP does not get through); no body. Datagrams follow both ways,
-    /// each after its 2-byte length.
+    /// a session (where UDP does not get through): the CID of a session whose server it
+    /// is for. Datagrams follow both ways, each after its 2-byte length.
     Control = 4,
 }
 
-/// The frame that opens a control connection: a header of kind `Control`, no body.
-pub fn control_frame() -> [u8; HEADER_LEN] {
-    frame(FrameKind::Control)
+/// Client to server, first on a control connection: the CID of one of the sessions whose
+/// datagrams it carries, at the offset of a HELLO's CID, so that a load balancer routes
+/// it to the instance that holds them as it routes their reconnections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// A session's CID.
+    pub cid: u32,
+}
+
+impl Control {
+    /// Length of the body this version writes.
+    pub const BODY_LEN: usize = field::control::CID.end;
+    /// Length of the whole frame.
+    pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
+    /// The whole frame, header included.
+    pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
+        let mut out = frame(FrameKind::Control);
+        BigEndian::write_u32(&mut out[HEADER_LEN..][field::control::CID], self.cid);
+        out
+    }
+
+    /// Decodes a control body.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Malformed`] if the body is too short or names CID 0 (no session).
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        let b = known_part(body, Self::BODY_LEN, "short control")?;
+        match BigEndian::read_u32(&b[field::control::CID]) {
+            0 => Err(WireError::Malformed("control names no session")),
+            cid => Ok(Control { cid }),
+        }
+    }
 }
 
 /// A decoded frame header: what follows and how long it is.
@@ -348,6 +389,10 @@ pub struct Accepted {
     /// Fresh for each answer: the client's CONFIRM covers it, so a CONFIRM cannot be
     /// replayed.
     pub server_nonce: Nonce,
+    /// The address where the server takes control datagrams, if it announces one
+    /// (`Config::announce_control_addr`); else they go to `control_port` at the address
+    /// the client connected to.
+    pub control_addr: Option<SocketAddr>,
     /// The tag of the HELLO and of this frame up to the tag under the server's handshake
     /// key.
     pub tag: Tag,
@@ -379,9 +424,30 @@ impl Accepted {
             received,
             epoch: hello.attempt as u32,
             server_nonce,
+            control_addr: None,
             tag: [0; TAG_LEN],
         }
         .sign(hello, key)
+    }
+
+    /// This answer to `hello`, announcing `control_addr` (if any: otherwise unchanged),
+    /// tagged again with the server's handshake key `key`.
+    pub fn announcing(self, control_addr: Option<SocketAddr>, hello: &Hello, key: &MacKey) -> Self {
+        match control_addr {
+            Some(_) => Accepted {
+                control_addr,
+                ..self
+            }
+            .sign(hello, key),
+            None => self,
+        }
+    }
+
+    /// Where the client sends its control datagrams, having connected to `server`: the
+    /// announced address, or the control port at `server`'s IP address.
+    pub fn control_peer(&self, server: SocketAddr) -> SocketAddr {
+        self.control_addr
+            .unwrap_or(SocketAddr::new(server.ip(), self.control_port))
     }
 
     /// Tags the answer to `hello` with the server's handshake key.
@@ -434,6 +500,14 @@ impl Answer {
                 BigEndian::write_u32(&mut body[field::answer::RECEIVED], a.received);
                 BigEndian::write_u32(&mut body[field::answer::EPOCH], a.epoch);
                 body[field::answer::SERVER_NONCE].copy_from_slice(&a.server_nonce);
+                if let Some(addr) = a.control_addr {
+                    let ip = match addr {
+                        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped(),
+                        SocketAddr::V6(v6) => *v6.ip(),
+                    };
+                    body[field::answer::CONTROL_ADDR].copy_from_slice(&ip.octets());
+                    BigEndian::write_u16(&mut body[field::answer::CONTROL_ADDR_PORT], addr.port());
+                }
                 body[field::answer::TAG].copy_from_slice(&a.tag);
             }
             // CID 0 says refused; the other fields stay zero.
@@ -447,7 +521,8 @@ impl Answer {
     /// # Errors
     ///
     /// [`WireError::Malformed`] if the body is too short, accepts with CID 0, refuses
-    /// with an unknown reason, or has flags this version does not know.
+    /// with an unknown reason, has flags this version does not know, or announces half
+    /// a control address.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         let b = known_part(body, Self::BODY_LEN, "short answer")?;
         let cid = BigEndian::read_u32(&b[field::answer::CID]);
@@ -471,8 +546,29 @@ impl Answer {
             received: BigEndian::read_u32(&b[field::answer::RECEIVED]),
             epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
             server_nonce: array(b, field::answer::SERVER_NONCE),
+            control_addr: announced(b)?,
             tag: array(b, field::answer::TAG),
         }))
+    }
+}
+
+/// The control address an ANSWER body announces: none when its bytes are all zero (the
+/// server announces nothing); an IPv4-mapped address as IPv4.
+///
+/// # Errors
+///
+/// [`WireError::Malformed`] for an address without a port, or a port without an address.
+fn announced(b: &[u8]) -> Result<Option<SocketAddr>, WireError> {
+    let raw = array::<16>(b, field::answer::CONTROL_ADDR);
+    let port = BigEndian::read_u16(&b[field::answer::CONTROL_ADDR_PORT]);
+    let ip = Ipv6Addr::from(raw).to_canonical();
+    match (
+        raw == [0; 16] && port == 0,
+        ip.is_unspecified() || port == 0,
+    ) {
+        (true, _) => Ok(None),
+        (false, true) => Err(WireError::Malformed("half an announced control address")),
+        (false, false) => Ok(Some(SocketAddr::new(ip, port))),
     }
 }
 

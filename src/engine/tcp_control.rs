@@ -18,7 +18,7 @@ use mio::{Interest, Token};
 
 use super::{Engine, ROUND_BUDGET};
 use crate::core::control::{MAX_LEN, MIN_LEN};
-use crate::core::handshake::control_frame;
+use crate::core::handshake::Control;
 use crate::core::session::Role;
 
 /// How long a control connection may go without an authentic datagram before it is
@@ -180,8 +180,10 @@ impl TcpControl {
 impl Engine {
     /// A client's sessions with the server whose control address is `udp` hear none of
     /// its datagrams: carries that server's control datagrams over a TCP connection to
-    /// `tcp`, its session address, unless one does already.
-    pub(super) fn use_tcp_control(&mut self, udp: SocketAddr, tcp: SocketAddr) {
+    /// `tcp`, its session address, unless one does already. The connection names session
+    /// `cid`, one of that server's, so that a balancer routes it to the instance that
+    /// holds it (each instance behind one announces its own `udp`).
+    pub(super) fn use_tcp_control(&mut self, udp: SocketAddr, tcp: SocketAddr, cid: u32) {
         let route = TcpRoute {
             role: Role::Client,
             peer: udp,
@@ -202,7 +204,8 @@ impl Engine {
             Ok(stream) => {
                 log::debug!("control datagrams for {udp} go over TCP to {tcp} from now on");
                 let now = Instant::now();
-                let control = TcpControl::new(stream, tcp, route, None, &control_frame(), now);
+                let first = Control { cid }.encode();
+                let control = TcpControl::new(stream, tcp, route, None, &first, now);
                 self.adopt_tcp_control(token, control);
             }
             Err(e) => log::debug!("cannot open a control connection to {tcp}: {e}"),

@@ -84,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
         instance_id: None,
+        announce: None,
     };
     let mut server = Server::new(limits);
     while let Some(op) = Op::decode(&mut input) {

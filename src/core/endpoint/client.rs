@@ -254,6 +254,7 @@ mod tests {
             received,
             epoch,
             server_nonce: [6; NONCE_LEN],
+            control_addr: None,
             tag: [0; TAG_LEN],
         }
         .sign(hello, &keys().handshake.server)

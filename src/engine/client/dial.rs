@@ -326,8 +326,7 @@ impl Engine {
         let Side::Client(redial) = &entry.side else {
             return;
         };
-        let server_ip = canonical(redial.addr()).ip();
-        shared.opened(answer.cid, SocketAddr::new(server_ip, answer.control_port));
+        shared.opened(answer.cid, answer.control_peer(canonical(redial.addr())));
         let route = RouteKey {
             role: Role::Client,
             cid: answer.cid,

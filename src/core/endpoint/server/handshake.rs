@@ -9,7 +9,7 @@
 //!   |     accepted)--> (handed to accept as plain TCP)
 //!   |  --ended before a byte (a probe)--> (greeted, closed)
 //!   |  --the magic (or any byte, ordinary clients not accepted)--> Hello
-//! Hello --CONTROL, empty--> (control connection)
+//! Hello --CONTROL, a CID of the listener's--> (control connection)
 //!   |  --HELLO: refused---> (refusal written, closed)
 //!   |  --HELLO: opening---> (session opened, answered)
 //!   |  --garbage----------> TurningAway --hangs up, or past TURN_AWAY_DRAIN--> (closed)
@@ -24,7 +24,7 @@ use std::time::Instant;
 use super::{Eviction, Presence, ServerEndpoint, Verdict};
 use crate::core::auth::{HandshakeKeys, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN};
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Accepted, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::handshake::{Accepted, Confirm, Control, FrameKind, Hello, RefusalCode};
 use crate::core::session::Session;
 
 /// The most a peer that does not speak robust-tcp may send while it is turned away.
@@ -234,8 +234,14 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     ) -> Action<S> {
         match self.phase(h) {
             Some(Phase::Hello | Phase::Sniff { .. }) => match kind {
-                // This version's CONTROL has no body.
-                FrameKind::Control if body.is_empty() => self.end(h, Action::Control),
+                // A control connection for a session of another listener (a balancer
+                // that routed it wrong) would carry nothing it could authenticate: the
+                // client is told at once.
+                FrameKind::Control => match Control::parse(body) {
+                    Ok(c) if self.sessions.contains_key(&c.cid) => self.end(h, Action::Control),
+                    Ok(_) => self.end(h, Action::Refuse(RefusalCode::UnknownSession)),
+                    Err(_) => self.turn_away(h),
+                },
                 FrameKind::Hello => match Hello::parse(body) {
                     Ok(hello) => self.hello(h, hello, client, welcome, host, now),
                     Err(_) => self.turn_away(h),
@@ -316,7 +322,8 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             received,
             server_nonce,
             &keys.server,
-        );
+        )
+        .announcing(self.limits.announce, &hello, &keys.server);
         // Nothing is resent before the client proves, with its CONFIRM, that it is the
         // one that sent this HELLO now, not someone replaying it.
         self.set_phase(
@@ -372,7 +379,8 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                     0,
                     d.server_nonce,
                     &keys.handshake.server,
-                );
+                )
+                .announcing(self.limits.announce, &hello, &keys.handshake.server);
                 let opening = Opening {
                     cid: d.cid,
                     keys: *keys,

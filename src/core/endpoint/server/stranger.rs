@@ -94,6 +94,7 @@ mod tests {
             accept_plain,
             plain_wait: WAIT,
             instance_id: None,
+            announce: None,
         })
     }
 

@@ -18,6 +18,7 @@ fn limits(handshake_timeout: Duration) -> ServerLimits {
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
         instance_id: None,
+        announce: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn instance_endpoint(max_handshakes: usize, instance_id: Option<u8>) -> Endpoint
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
         instance_id,
+        announce: None,
     })
 }
 
@@ -179,14 +180,30 @@ fn answered(
 }
 
 #[test]
-fn a_new_handshake_expects_a_hello_or_a_control_and_a_bare_control_hands_it_over() {
+fn a_new_handshake_expects_a_hello_or_a_control_and_a_control_naming_a_session_hands_it_over() {
     let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
+    let (cid, _) = open(&mut ep, 9, 1, &mut host, now);
     assert!(ep.handshake_started(1).is_none());
     assert_eq!(ep.expected(1), &[FrameKind::Hello, FrameKind::Control]);
-    let control = crate::core::handshake::control_frame();
+    let control = Control { cid }.encode();
     assert!(matches!(
         feed(&mut ep, 1, &control, &mut host, now),
         Action::Control
+    ));
+    assert_eq!(ep.handshake_count(), 0);
+}
+
+#[test]
+fn a_control_naming_a_session_the_listener_does_not_hold_is_refused_as_unknown() {
+    // A balancer that routed it to the wrong instance: the client is told at once, and
+    // no connection is kept that could carry nothing authentic.
+    let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
+    let (cid, _) = open(&mut ep, 9, 1, &mut host, now);
+    ep.handshake_started(1);
+    let control = Control { cid: cid ^ 1 }.encode();
+    assert!(matches!(
+        feed(&mut ep, 1, &control, &mut host, now),
+        Action::Refuse(RefusalCode::UnknownSession)
     ));
     assert_eq!(ep.handshake_count(), 0);
 }
