@@ -72,6 +72,7 @@ pub struct Config {
     max_handshakes: usize,
     handshake_timeout: Duration,
     nodelay: bool,
+    key_agreement: bool,
     accept_plain_tcp: bool,
     fallback_to_plain_tcp: bool,
     plain_wait: Duration,
@@ -97,6 +98,7 @@ impl Default for Config {
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(5),
             nodelay: false,
+            key_agreement: true,
             accept_plain_tcp: false,
             fallback_to_plain_tcp: false,
             plain_wait: Duration::from_millis(300),
@@ -105,8 +107,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The paper's buffers, fixed: a 16 KiB send buffer that never grows, acknowledged at
-    /// least every 8 KiB; every other setting is the default. For comparisons with the
+    /// The paper's costs: its buffers, fixed (a 16 KiB send buffer that never grows,
+    /// acknowledged at least every 8 KiB), and its lightweight opening, without the key
+    /// agreement ([`key_agreement`](Self::key_agreement)); every other setting is the
+    /// default. For comparisons with the
     /// paper, or where the memory of each session must stay at its minimum whatever the
     /// path; a fast or long path then carries at most 16 KiB per acknowledgement round
     /// trip. (The writer also asks for an acknowledgement at each half buffer, so this
@@ -122,6 +126,7 @@ impl Config {
     /// ```
     pub fn paper() -> Self {
         Config::default()
+            .key_agreement(false)
             .send_buffer_size(INITIAL_CAPACITY)
             .send_buffer_max(INITIAL_CAPACITY)
             .ack_threshold(INITIAL_CAPACITY / 2)
@@ -467,6 +472,26 @@ impl Config {
         self
     }
 
+    /// Whether a client's opening runs the ephemeral key agreement (default `true`;
+    /// `false` in [`Config::paper`]). With it, the HELLO and the ANSWER carry ephemeral
+    /// X25519 public keys, and the session's keys come from the agreed secret: nobody
+    /// who only sees the traffic can take the session over, reset or truncate it. Without
+    /// it, the lightweight opening of the paper's cost: the client sends its session
+    /// secret in clear, and whoever sees the opening holds the session's keys. Either way
+    /// the opening takes one round trip. A server answers both kinds; this setting is
+    /// the client's. See `docs/SECURITY.md` and `docs/PERFORMANCE.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(robust_tcp::Config::default().key_agreement_value());
+    /// assert!(!robust_tcp::Config::paper().key_agreement_value());
+    /// ```
+    pub fn key_agreement(mut self, on: bool) -> Self {
+        self.key_agreement = on;
+        self
+    }
+
     /// The configured initial send buffer size in bytes.
     ///
     /// # Examples
@@ -668,6 +693,18 @@ impl Config {
     /// ```
     pub fn nodelay_value(&self) -> bool {
         self.nodelay
+    }
+
+    /// Whether a client's opening runs the key agreement.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().key_agreement(false);
+    /// assert!(!config.key_agreement_value());
+    /// ```
+    pub fn key_agreement_value(&self) -> bool {
+        self.key_agreement
     }
 
     /// Checks every value, as `connect_with` and `bind_with` do.

@@ -86,6 +86,14 @@ pub mod protocol {
         };
     }
 
+    /// The opening's ephemeral key agreement (Noise NN).
+    pub mod agreement {
+        pub use crate::core::agreement::{
+            answer, client_public, finish, AnswerPart, PrivateKey, PublicKey, ANSWER_PART_LEN,
+            KEY_LEN,
+        };
+    }
+
     /// Session keys and tags.
     pub mod auth {
         pub use crate::core::auth::{
@@ -115,7 +123,7 @@ pub mod protocol {
     /// An endpoint's decisions before and between connections.
     pub mod endpoint {
         pub use crate::core::endpoint::client::{on_answer, Answered};
-        pub use crate::core::endpoint::redial::{Failure, NextHello, Plan, Redial};
+        pub use crate::core::endpoint::redial::{Failure, NextHello, OpeningKey, Plan, Redial};
         pub use crate::core::endpoint::server::{
             Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,
         };

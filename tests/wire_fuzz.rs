@@ -2,6 +2,7 @@
 //! panic, and agree with the encoders on everything they accept.
 
 use proptest::prelude::*;
+use robust_tcp::protocol::agreement::ANSWER_PART_LEN;
 use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::handshake::{
@@ -101,6 +102,9 @@ proptest! {
                 received,
                 epoch,
                 server_nonce: nonce,
+                // Either flag, never both; any agreement bytes.
+                known: !opened && attempt % 2 == 1,
+                agreement: [attempt as u8; ANSWER_PART_LEN],
                 control_addr: None,
                 tag: [0; 16],
             }

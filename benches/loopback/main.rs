@@ -6,6 +6,7 @@
 //! cargo bench --bench loopback -- --quick        # 3 rounds, a sixteenth of the work
 //! cargo bench --bench loopback -- stream_8k rr   # only names containing a filter
 //! cargo bench --bench loopback -- --rounds 21    # more rounds
+//! LOOPBACK_KEY_AGREEMENT=0 cargo bench --bench loopback -- crr   # the lightweight opening
 //! ```
 //!
 //! # What is measured

@@ -14,8 +14,10 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use robust_tcp::protocol::agreement::{self, KEY_LEN};
 use robust_tcp::protocol::auth::{SessionKeys, TAG_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
+use robust_tcp::protocol::endpoint::OpeningKey;
 use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Control, Hello, RefusalCode};
 use robust_tcp::protocol::session::Role;
 
@@ -38,23 +40,35 @@ fn main() -> io::Result<()> {
     let mut longer = open.to_vec();
     longer.extend_from_slice(b"future field");
     longer[7] += 12;
+    let server_key = &keys.handshake.server;
     let answer = |hello: &Hello, opened: bool| {
-        Accepted {
-            cid: 7,
-            opened,
-            control_port: 40002,
-            client_nonce: hello.nonce,
-            received: if opened { 0 } else { 1000 },
-            epoch: 2,
-            server_nonce: [0x44; 16],
-            control_addr: None,
-            tag: [0; TAG_LEN],
-        }
-        .sign(hello, &keys.handshake.server)
+        let received = if opened { 0 } else { 1000 };
+        Accepted::accepting(hello, 7, opened, 40002, received, [0x44; 16], server_key)
     };
     let resumed_answer = answer(&resume_hello, false);
     let resumed = Answer::Accepted(resumed_answer).encode();
     let opened = Answer::Accepted(answer(&open_hello, true)).encode();
+    // The key agreement: its opening HELLO, the ANSWER that opens it with the server's
+    // part, and the KNOWN answer to a retry of it.
+    let opening_key = OpeningKey::agreement([0x61; KEY_LEN], &opening_nonce).expect("snow");
+    let agreeing_hello = opening_key.hello([0x45; 16], 0, opening_nonce, server_key);
+    let (part, agreed) = agreement::answer(
+        &[0x62; KEY_LEN],
+        &opening_nonce,
+        &agreeing_hello.opening_key,
+    )
+    .expect("snow");
+    let agreed_key = &agreed.handshake.server;
+    let agreed_answer =
+        Accepted::accepting(&agreeing_hello, 8, true, 40002, 0, [0x46; 16], agreed_key).agreed(
+            part,
+            &agreeing_hello,
+            agreed_key,
+        );
+    let retry_hello = opening_key.hello([0x47; 16], 1, opening_nonce, server_key);
+    let known_answer = Accepted::known(&retry_hello, 8, 40002, [0x48; 16], part, agreed_key);
+    // The previous version's opening HELLO: a near miss.
+    let version4 = [&b"RTCP\x04\x01\x00\x60"[..], open.get(9..).expect("a body")].concat();
     // An instance behind a load balancer announces its own control address.
     let announced = answer(&open_hello, true).announcing(
         Some("198.51.100.7:7101".parse().expect("an address")),
@@ -72,6 +86,20 @@ fn main() -> io::Result<()> {
     write(&dir, "hello_open", &open)?;
     write(&dir, "hello_resume", &resume)?;
     write(&dir, "hello_longer", &longer)?;
+    write(&dir, "hello_agreeing", &agreeing_hello.encode())?;
+    write(
+        &dir,
+        "answer_agreed",
+        &Answer::Accepted(agreed_answer).encode(),
+    )?;
+    write(
+        &dir,
+        "answer_known",
+        &Answer::Accepted(known_answer).encode(),
+    )?;
+    write(&dir, "version4", &version4)?;
+    // Version 5's CONTROL frame, without a CID: a near miss of this version's.
+    write(&dir, "version5_control", b"RTCP\x05\x04\x00\x00")?;
     write(&dir, "answer_opened", &opened)?;
     write(&dir, "answer_resumed", &resumed)?;
     write(&dir, "answer_announced", &announced)?;

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::endpoint::{Failure, Plan, Redial, OPENING_WINDOW};
+use robust_tcp::protocol::endpoint::{Failure, OpeningKey, Plan, Redial, OPENING_WINDOW};
 use robust_tcp::{Config, Error};
 
 fuzz_target!(|data: &[u8]| {
@@ -41,7 +41,14 @@ fuzz_target!(|data: &[u8]| {
     let opening_timeout = Duration::from_millis(1 + u64::from(b) * 100);
     let t0 = Instant::now();
     let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
-    let mut redial = Redial::new(addr, &config, opening_timeout, [1; 16], [2; 32], t0);
+    let mut redial = Redial::new(
+        addr,
+        &config,
+        opening_timeout,
+        [1; 16],
+        OpeningKey::Secret([2; 32]),
+        t0,
+    );
     let mut client = Client {
         now: t0,
         t0,

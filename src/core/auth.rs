@@ -1,12 +1,15 @@
 //! Session keys and message authentication.
 //!
-//! At opening the client draws a random 256-bit session secret and a random opening nonce,
-//! and sends both in its opening HELLO (and again in a retried opening's, never once the
-//! server has answered). Both sides derive four keys from the secret with HKDF-SHA256,
-//! one per purpose and direction, salted with the opening nonce: the client before it
-//! sends a byte, the server from the HELLO alone. Every proof (every HELLO, ANSWER and
-//! CONFIRM, and every control datagram) is an HMAC-SHA256 tag under one of these keys,
-//! truncated to 128 bits and checked in constant time. See `docs/SECURITY.md`.
+//! A session has four keys, one per purpose and direction, expanded with HKDF-SHA256 from
+//! one of two inputs. By default, from an ephemeral X25519 key agreement in the opening
+//! ([`super::agreement`]): nobody who only sees the traffic can derive them. With the
+//! lightweight opening (`Config::key_agreement(false)`, the paper's cost), from a random
+//! 256-bit session secret the client draws and sends in clear in its opening HELLO, salted
+//! with the opening nonce: the client holds the keys before it sends a byte, the server
+//! derives them from the HELLO alone. Every proof (every HELLO but a key-agreement
+//! opening's, every ANSWER and CONFIRM, and every control datagram) is an HMAC-SHA256 tag
+//! under one of these keys, truncated to 128 bits and checked in constant time. See
+//! `docs/SECURITY.md`.
 
 use std::fmt;
 
@@ -35,13 +38,30 @@ pub type Tag = [u8; TAG_LEN];
 pub const CHALLENGE_KEY_LEN: usize = 32;
 
 /// Labels of the derived keys (HKDF "info"): one per purpose and direction, so that no
-/// tag made for one use verifies in another.
-mod label {
-    pub(super) const HANDSHAKE_CLIENT: &[u8] = b"robust-tcp v3 handshake client";
-    pub(super) const HANDSHAKE_SERVER: &[u8] = b"robust-tcp v3 handshake server";
-    pub(super) const CONTROL_CLIENT: &[u8] = b"robust-tcp v3 control client";
-    pub(super) const CONTROL_SERVER: &[u8] = b"robust-tcp v3 control server";
+/// tag made for one use verifies in another; and one set per kind of opening, so that no
+/// key of one kind is ever a key of the other.
+struct Labels {
+    handshake_client: &'static [u8],
+    handshake_server: &'static [u8],
+    control_client: &'static [u8],
+    control_server: &'static [u8],
 }
+
+/// The lightweight opening's labels (unchanged since version 3).
+const SECRET_LABELS: Labels = Labels {
+    handshake_client: b"robust-tcp v3 handshake client",
+    handshake_server: b"robust-tcp v3 handshake server",
+    control_client: b"robust-tcp v3 control client",
+    control_server: b"robust-tcp v3 control server",
+};
+
+/// The key agreement's labels.
+const AGREED_LABELS: Labels = Labels {
+    handshake_client: b"robust-tcp v5 agreed handshake client",
+    handshake_server: b"robust-tcp v5 agreed handshake server",
+    control_client: b"robust-tcp v5 agreed control client",
+    control_server: b"robust-tcp v5 agreed control server",
+};
 
 /// A key for one purpose and direction, ready to tag messages.
 #[derive(Clone)]
@@ -139,16 +159,29 @@ pub struct SessionKeys {
 
 impl SessionKeys {
     /// The keys of side `role` of the session whose secret is `secret` and whose opening
-    /// nonce (in its opening HELLO) is `opening_nonce`.
+    /// nonce (in its lightweight opening HELLO) is `opening_nonce`.
     pub fn derive(secret: &Secret, opening_nonce: &Nonce, role: Role) -> Self {
         let hkdf = Hkdf::<Sha256>::new(Some(opening_nonce), secret);
+        Self::expand(&hkdf, &SECRET_LABELS, role)
+    }
+
+    /// The keys of side `role` of a session whose key agreement ended with the Noise
+    /// handshake hash `handshake_hash` and split into `split` (both cipher keys, the
+    /// initiator's first): they are the HKDF input key material, the hash the salt, so
+    /// the keys depend on the agreed secret and on the whole transcript.
+    pub(crate) fn agreed(handshake_hash: &[u8], split: &[u8], role: Role) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(handshake_hash), split);
+        Self::expand(&hkdf, &AGREED_LABELS, role)
+    }
+
+    fn expand(hkdf: &Hkdf<Sha256>, labels: &Labels, role: Role) -> Self {
         let key = |label: &[u8]| {
             let mut okm = [0u8; 32];
             // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: this cannot fail.
             let _ = hkdf.expand(label, &mut okm);
             MacKey::new(&okm)
         };
-        let (client, server) = (key(label::CONTROL_CLIENT), key(label::CONTROL_SERVER));
+        let (client, server) = (key(labels.control_client), key(labels.control_server));
         let control = match role {
             Role::Client => ControlKeys {
                 send: client,
@@ -161,8 +194,8 @@ impl SessionKeys {
         };
         SessionKeys {
             handshake: HandshakeKeys {
-                client: key(label::HANDSHAKE_CLIENT),
-                server: key(label::HANDSHAKE_SERVER),
+                client: key(labels.handshake_client),
+                server: key(labels.handshake_server),
             },
             control,
         }

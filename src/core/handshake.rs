@@ -5,21 +5,24 @@
 //! append a field without breaking this one. Every HELLO, ANSWER and CONFIRM carries a tag
 //! over the exchange so far (the *transcript*: the canonical encodings of the frames
 //! before, and of this one up to its tag), made with the session's handshake keys
-//! ([`super::auth`]). An opening HELLO carries the session secret the client drew, so the
-//! server derives the keys from the HELLO alone and can check its tag. See
-//! `docs/PROTOCOL.md`.
+//! ([`super::auth`]). A key-agreement opening HELLO carries the client's ephemeral public
+//! key and no tag (there is no key yet); the ANSWER carries the server's part of the
+//! agreement ([`super::agreement`]) and the first tag. A lightweight opening HELLO carries
+//! the session secret the client drew, so the server derives the keys from the HELLO
+//! alone and can check its tag. See `docs/PROTOCOL.md`.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::agreement::{AnswerPart, PublicKey, ANSWER_PART_LEN};
 use super::auth::{MacKey, Nonce, Secret, Tag, NONCE_LEN, SECRET_LEN, TAG_LEN};
 use super::WireError;
 
 /// The first four bytes of every handshake frame: "RTCP".
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 6;
 /// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
 /// offsets count from the start of the body, after the header.
 mod field {
@@ -41,9 +44,10 @@ mod field {
         pub(crate) const NONCE: Field = 4..20;
         pub(crate) const ATTEMPT: Field = 20..28;
         pub(crate) const RECEIVED: Field = 28..32;
-        pub(crate) const OPENING_NONCE: Field = 32..48;
-        pub(crate) const SECRET: Field = 48..80;
-        pub(crate) const TAG: Field = 80..96;
+        pub(crate) const FLAGS: usize = 32;
+        pub(crate) const OPENING_NONCE: Field = 33..49;
+        pub(crate) const OPENING_KEY: Field = 49..81;
+        pub(crate) const TAG: Field = 81..97;
     }
 
     /// The body of an ANSWER.
@@ -57,9 +61,10 @@ mod field {
         pub(crate) const RECEIVED: Field = 24..28;
         pub(crate) const EPOCH: Field = 28..32;
         pub(crate) const SERVER_NONCE: Field = 32..48;
-        pub(crate) const CONTROL_ADDR: Field = 48..64;
-        pub(crate) const CONTROL_ADDR_PORT: Field = 64..66;
-        pub(crate) const TAG: Field = 66..82;
+        pub(crate) const AGREEMENT: Field = 48..96;
+        pub(crate) const CONTROL_ADDR: Field = 96..112;
+        pub(crate) const CONTROL_ADDR_PORT: Field = 112..114;
+        pub(crate) const TAG: Field = 114..130;
     }
 
     /// The body of a CONTROL.
@@ -222,12 +227,21 @@ pub struct Hello {
     /// When opening: random, drawn once per session; the keys are derived with it as the
     /// salt, and the server finds a session it opened by it. Zero when resuming by CID.
     pub opening_nonce: Nonce,
-    /// When opening: the session secret, drawn by the client. Zero when resuming by CID
+    /// Whether the opening runs the key agreement: then `opening_key` is the client's
+    /// ephemeral public key and the tag is zero (there is no key yet). Only an opening
+    /// says so.
+    pub key_agreement: bool,
+    /// When opening: the client's ephemeral X25519 public key (with `key_agreement`), or
+    /// the session secret it drew (the lightweight opening). Zero when resuming by CID
     /// (it travels once per attempt at opening, never afterwards).
-    pub secret: Secret,
-    /// The tag of the frame up to the tag under the client's handshake key.
+    pub opening_key: [u8; SECRET_LEN],
+    /// The tag of the frame up to the tag under the client's handshake key; zero in a
+    /// key-agreement opening.
     pub tag: Tag,
 }
+
+/// The HELLO flag saying that the opening runs the key agreement.
+const KEY_AGREEMENT: u8 = 0x01;
 
 impl Hello {
     /// Length of the body this version writes.
@@ -235,9 +249,9 @@ impl Hello {
     /// Length of the whole frame.
     pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
 
-    /// The HELLO of opening attempt number `attempt` of the session whose secret is
-    /// `secret` and whose opening nonce is `opening_nonce`, tagged with the client's
-    /// handshake key `key` (derived from those two).
+    /// The lightweight HELLO of opening attempt number `attempt` of the session whose
+    /// secret is `secret` and whose opening nonce is `opening_nonce`, tagged with the
+    /// client's handshake key `key` (derived from those two).
     pub fn opening(
         nonce: Nonce,
         attempt: u64,
@@ -246,15 +260,27 @@ impl Hello {
         key: &MacKey,
     ) -> Self {
         Hello {
+            key_agreement: false,
+            opening_key: secret,
+            ..Self::agreeing(nonce, attempt, opening_nonce, [0; SECRET_LEN])
+        }
+        .signed(key)
+    }
+
+    /// The key-agreement HELLO of opening attempt number `attempt` of the session whose
+    /// opening nonce is `opening_nonce` and whose client's ephemeral public key is
+    /// `public`; untagged.
+    pub fn agreeing(nonce: Nonce, attempt: u64, opening_nonce: Nonce, public: PublicKey) -> Self {
+        Hello {
             cid: 0,
             nonce,
             attempt,
             received: 0,
             opening_nonce,
-            secret,
+            key_agreement: true,
+            opening_key: public,
             tag: [0; TAG_LEN],
         }
-        .signed(key)
     }
 
     /// The HELLO of reconnection number `attempt` of session `cid`, tagged with the
@@ -266,7 +292,8 @@ impl Hello {
             attempt,
             received,
             opening_nonce: [0; NONCE_LEN],
-            secret: [0; SECRET_LEN],
+            key_agreement: false,
+            opening_key: [0; SECRET_LEN],
             tag: [0; TAG_LEN],
         }
         .signed(key)
@@ -285,14 +312,14 @@ impl Hello {
     }
 
     /// Whether the opening part is as it must be: present (non-zero) exactly when the
-    /// HELLO opens a session.
+    /// HELLO opens a session, the key agreement only in an opening, and then no tag.
     pub fn opening_part_is_consistent(&self) -> bool {
-        let present = self.opening_nonce != [0; NONCE_LEN] && self.secret != [0; SECRET_LEN];
-        let absent = self.opening_nonce == [0; NONCE_LEN] && self.secret == [0; SECRET_LEN];
-        if self.is_opening() {
-            present
+        let zero_nonce = self.opening_nonce == [0; NONCE_LEN];
+        let zero_key = self.opening_key == [0; SECRET_LEN];
+        if !self.is_opening() {
+            zero_nonce && zero_key && !self.key_agreement
         } else {
-            absent
+            !zero_nonce && !zero_key && (!self.key_agreement || self.tag == [0; TAG_LEN])
         }
     }
 
@@ -309,8 +336,9 @@ impl Hello {
         body[field::hello::NONCE].copy_from_slice(&self.nonce);
         BigEndian::write_u64(&mut body[field::hello::ATTEMPT], self.attempt);
         BigEndian::write_u32(&mut body[field::hello::RECEIVED], self.received);
+        body[field::hello::FLAGS] = if self.key_agreement { KEY_AGREEMENT } else { 0 };
         body[field::hello::OPENING_NONCE].copy_from_slice(&self.opening_nonce);
-        body[field::hello::SECRET].copy_from_slice(&self.secret);
+        body[field::hello::OPENING_KEY].copy_from_slice(&self.opening_key);
         body[field::hello::TAG].copy_from_slice(&self.tag);
         out
     }
@@ -319,16 +347,23 @@ impl Hello {
     ///
     /// # Errors
     ///
-    /// [`WireError::Malformed`] if the body is too short.
+    /// [`WireError::Malformed`] if the body is too short or has flags this version does
+    /// not know.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         let b = known_part(body, Self::BODY_LEN, "short hello")?;
+        let key_agreement = match b[field::hello::FLAGS] {
+            0 => false,
+            KEY_AGREEMENT => true,
+            _ => return Err(WireError::Malformed("unknown hello flags")),
+        };
         Ok(Hello {
             cid: BigEndian::read_u32(&b[field::hello::CID]),
             nonce: array(b, field::hello::NONCE),
             attempt: BigEndian::read_u64(&b[field::hello::ATTEMPT]),
             received: BigEndian::read_u32(&b[field::hello::RECEIVED]),
             opening_nonce: array(b, field::hello::OPENING_NONCE),
-            secret: array(b, field::hello::SECRET),
+            key_agreement,
+            opening_key: array(b, field::hello::OPENING_KEY),
             tag: array(b, field::hello::TAG),
         })
     }
@@ -374,8 +409,13 @@ pub struct Accepted {
     /// Whether the server opened the session on this connection: then the client's bytes
     /// follow its HELLO, no CONFIRM follows, and both sides start from byte 0. Otherwise
     /// the server resumed a session it had (by the HELLO's CID, or by its opening nonce),
-    /// and waits for the client's CONFIRM.
+    /// and waits for the client's CONFIRM; or, with `known`, touched nothing.
     pub opened: bool,
+    /// The answer to a retried key-agreement opening whose session the server has: it
+    /// gives the client the CID and (with `agreement`) the keys, and nothing more; the
+    /// server changed nothing for this unauthenticated HELLO, and the client resumes the
+    /// session by its CID on a new connection. Never with `opened`.
+    pub known: bool,
     /// The server's UDP control port.
     pub control_port: u16,
     /// The nonce of the hello this answers.
@@ -389,6 +429,9 @@ pub struct Accepted {
     /// Fresh for each answer: the client's CONFIRM covers it, so a CONFIRM cannot be
     /// replayed.
     pub server_nonce: Nonce,
+    /// The server's part of the key agreement (its ephemeral public key and Noise's tag)
+    /// when it answers a key-agreement opening; zero otherwise.
+    pub agreement: AnswerPart,
     /// The address where the server takes control datagrams, if it announces one
     /// (`Config::announce_control_addr`); else they go to `control_port` at the address
     /// the client connected to.
@@ -419,11 +462,13 @@ impl Accepted {
         Accepted {
             cid,
             opened,
+            known: false,
             control_port,
             client_nonce: hello.nonce,
             received,
             epoch: hello.attempt as u32,
             server_nonce,
+            agreement: [0; ANSWER_PART_LEN],
             control_addr: None,
             tag: [0; TAG_LEN],
         }
@@ -448,6 +493,31 @@ impl Accepted {
     pub fn control_peer(&self, server: SocketAddr) -> SocketAddr {
         self.control_addr
             .unwrap_or(SocketAddr::new(server.ip(), self.control_port))
+    }
+
+    /// This answer to the key-agreement opening `hello`, carrying the server's part of the
+    /// agreement, tagged again under the agreed server handshake key `key`.
+    pub fn agreed(self, agreement: AnswerPart, hello: &Hello, key: &MacKey) -> Self {
+        Accepted { agreement, ..self }.sign(hello, key)
+    }
+
+    /// The answer to `hello`, a retried key-agreement opening of session `cid` that the
+    /// server has (see [`known`](Self::known)), with the agreement's part the session's
+    /// first ANSWER carried.
+    pub fn known(
+        hello: &Hello,
+        cid: u32,
+        control_port: u16,
+        server_nonce: Nonce,
+        agreement: AnswerPart,
+        key: &MacKey,
+    ) -> Self {
+        let answer = Self::accepting(hello, cid, false, control_port, 0, server_nonce, key);
+        Accepted {
+            known: true,
+            ..answer
+        }
+        .agreed(agreement, hello, key)
     }
 
     /// Tags the answer to `hello` with the server's handshake key.
@@ -480,6 +550,9 @@ pub enum Answer {
 
 /// The ANSWER flag saying that the server opened the session on this connection.
 const OPENED: u8 = 0x01;
+/// The ANSWER flag saying that the server has the session of a retried key-agreement
+/// opening, and changed nothing.
+const KNOWN: u8 = 0x02;
 
 impl Answer {
     /// Length of the body this version writes.
@@ -494,12 +567,17 @@ impl Answer {
         match self {
             Answer::Accepted(a) => {
                 BigEndian::write_u32(&mut body[field::answer::CID], a.cid);
-                body[field::answer::FLAGS] = if a.opened { OPENED } else { 0 };
+                body[field::answer::FLAGS] = match (a.opened, a.known) {
+                    (true, _) => OPENED,
+                    (false, true) => KNOWN,
+                    (false, false) => 0,
+                };
                 BigEndian::write_u16(&mut body[field::answer::CONTROL_PORT], a.control_port);
                 body[field::answer::CLIENT_NONCE].copy_from_slice(&a.client_nonce);
                 BigEndian::write_u32(&mut body[field::answer::RECEIVED], a.received);
                 BigEndian::write_u32(&mut body[field::answer::EPOCH], a.epoch);
                 body[field::answer::SERVER_NONCE].copy_from_slice(&a.server_nonce);
+                body[field::answer::AGREEMENT].copy_from_slice(&a.agreement);
                 if let Some(addr) = a.control_addr {
                     let ip = match addr {
                         SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped(),
@@ -533,19 +611,22 @@ impl Answer {
         if reason != 0 {
             return Err(WireError::Malformed("answer both accepts and refuses"));
         }
-        let opened = match b[field::answer::FLAGS] {
-            0 => false,
-            OPENED => true,
+        let (opened, known) = match b[field::answer::FLAGS] {
+            0 => (false, false),
+            OPENED => (true, false),
+            KNOWN => (false, true),
             _ => return Err(WireError::Malformed("unknown answer flags")),
         };
         Ok(Answer::Accepted(Accepted {
             cid,
             opened,
+            known,
             control_port: BigEndian::read_u16(&b[field::answer::CONTROL_PORT]),
             client_nonce: array(b, field::answer::CLIENT_NONCE),
             received: BigEndian::read_u32(&b[field::answer::RECEIVED]),
             epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
             server_nonce: array(b, field::answer::SERVER_NONCE),
+            agreement: array(b, field::answer::AGREEMENT),
             control_addr: announced(b)?,
             tag: array(b, field::answer::TAG),
         }))

@@ -1,6 +1,7 @@
 //! The protocol core: wire formats, counters, the send buffer and the session state
 //! machine. Nothing here does I/O or reads the clock; the engine passes time in.
 
+pub(crate) mod agreement;
 pub(crate) mod auth;
 pub(crate) mod backoff;
 pub(crate) mod control;

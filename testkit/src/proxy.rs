@@ -16,10 +16,10 @@ use std::time::Duration;
 use crate::rng::{fresh_seed, seed_from_env, Rng, SEED_ENV};
 
 /// The largest "early" cut point, in bytes forwarded in both directions together: an
-/// opening handshake is 176 bytes (HELLO 104, ANSWER 72, with the client's first bytes
-/// between them) and a reconnection 204 (and its CONFIRM, 28), so early cuts land before,
-/// inside and just after them.
-pub const EARLY_CUT_MAX: u64 = 216;
+/// opening handshake is 225 bytes (HELLO 105, ANSWER 120, with the client's first bytes
+/// between them) and a reconnection 253 (the same and its CONFIRM, 28), so early cuts
+/// land before, inside and just after them.
+pub const EARLY_CUT_MAX: u64 = 264;
 
 /// How often blocked proxy threads look at the cut and stop flags. Reads and writes use it
 /// as their timeout, so a cut or a drop takes effect within about this long.

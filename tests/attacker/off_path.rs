@@ -77,7 +77,7 @@ pub(super) fn recording(packets: &[Packet]) -> Recording {
     };
     for p in packets.iter().filter(|p| p.proto == Proto::Tcp) {
         let frame = &p.payload;
-        let kind = (frame.len() >= HEADER_LEN && frame.starts_with(b"RTCP\x04"))
+        let kind = (frame.len() >= HEADER_LEN && frame.starts_with(b"RTCP"))
             .then(|| FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap()).ok())
             .flatten();
         let Some(header) = kind else { continue };

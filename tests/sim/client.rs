@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
-use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, Plan, Redial};
+use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, OpeningKey, Plan, Redial};
 use robust_tcp::protocol::handshake::{FrameKind, Hello};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
 use robust_tcp::{Config, Error};
@@ -67,15 +67,21 @@ impl World {
         let secret = self.rng.bytes();
         let opening_nonce = self.rng.bytes();
         let nonce = self.rng.bytes();
+        // With the key agreement, keys only this client holds until the ANSWER.
         let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-        let control = SessionKeys::derive(&secret, &opening_nonce, Role::Client).control;
-        let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+        let control = keys.control.clone();
+        let key = if config.key_agreement_value() {
+            OpeningKey::agreement(self.rng.bytes(), &opening_nonce).expect("an agreement")
+        } else {
+            OpeningKey::Secret(secret)
+        };
+        let hello = key.hello(nonce, 0, opening_nonce, &keys.handshake.client);
         // The caller's thread made the TCP connect before the session existed.
         let conn = self.connect(self.clients.len(), addr, Duration::ZERO);
         self.conns[conn].send_up(self.now, &hello.encode());
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
-        let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, secret, now);
+        let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, key, now);
         redial.started(conn, now);
         self.clients.push(Client {
             session,
@@ -301,14 +307,21 @@ impl World {
             return;
         };
         let c = &mut self.clients[i];
-        let session = &c.session;
-        let answered = on_answer(&hello, Ok(body), &c.keys.handshake, on_session, |n| {
-            session.check_resume(n)
-        });
+        let (session, redial) = (&c.session, &c.redial);
+        let check = |n| session.check_resume(n);
+        let agree = |answer: &_| redial.agreed_keys(answer);
+        let answered = on_answer(
+            &hello,
+            Ok(body),
+            &c.keys.handshake,
+            on_session,
+            check,
+            agree,
+        );
         if answered.heard() {
             c.redial.heard_answer();
         }
-        let (answer, peer_received) = match answered {
+        let (answer, peer_received, agreed) = match answered {
             Answered::Failed {
                 failure: Failure::Cut(_),
                 heard: false,
@@ -322,19 +335,31 @@ impl World {
                 answer,
                 confirm,
                 peer_received,
+                agreed,
             } => {
                 if let Some(confirm) = confirm {
                     self.conns[conn].send_up(self.now, &confirm.encode());
                 }
-                (answer, peer_received)
+                (answer, Some(peer_received), agreed)
             }
+            // The session learns its CID and keys below, and resumes by its CID on a new
+            // connection.
+            Answered::Learn { answer, keys } => (answer, None, Some(keys)),
         };
         let c = &mut self.clients[i];
         if hello.is_opening() {
+            if let Some(keys) = agreed {
+                c.session.agreed(keys.control.clone());
+                c.keys = *keys;
+            }
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);
             c.cid = answer.cid;
         }
+        let Some(peer_received) = peer_received else {
+            c.redial.learned();
+            return self.drop_dial(i);
+        };
         c.redial.connected(now);
         c.dial = None;
         if !on_session {

@@ -68,7 +68,8 @@ fn random_config(rng: &mut Rng) -> Config {
         // Not 1 yet: with a cap of one, clients that reconnect together evict each
         // other's handshakes; they now back off (`Redial::plan`), but with 1 drawn, seed
         // 1781 still ends with a client that reconnected 19,074 times in 600 s (open).
-        .max_handshakes(rng.pick(&[2, 4, 16]));
+        .max_handshakes(rng.pick(&[2, 4, 16]))
+        .key_agreement(rng.pick(&[true, false]));
     config.validate().expect("a valid random config");
     config
 }

@@ -67,9 +67,9 @@ struct SimHost<'a> {
 }
 
 impl Host<usize> for SimHost<'_> {
-    fn handshake_keys(&self, s: usize) -> Option<&HandshakeKeys> {
+    fn handshake_keys(&self, s: usize) -> Option<HandshakeKeys> {
         let ss = self.sessions.get(s).filter(|ss| !ss.finished)?;
-        Some(&ss.keys)
+        Some(ss.keys.clone())
     }
 
     fn presence(&self, s: usize, now: Instant) -> Presence {
@@ -184,6 +184,10 @@ impl World {
                 self.conns[conn].send_down(now, &Answer::Refused(code).encode());
                 self.conns[conn].server_done = true;
             }
+            Action::Known(answer) => {
+                self.conns[conn].send_down(now, &Answer::Accepted(*answer).encode());
+                self.conns[conn].server_done = true;
+            }
             Action::TurnAway => {
                 let refusal = Answer::Refused(RefusalCode::BadRequest).encode();
                 self.conns[conn].send_down(now, &refusal);
@@ -279,9 +283,13 @@ impl World {
             closed: false,
         });
         self.server.by_cid.insert(cid, s);
-        self.server
-            .endpoint
-            .opened(cid, s, self.conns[conn].from.ip(), &hello);
+        self.server.endpoint.opened(
+            cid,
+            s,
+            self.conns[conn].from.ip(),
+            &hello,
+            opening.agreement,
+        );
         self.opening_answered(conn, client);
     }
 

@@ -22,11 +22,14 @@
 //!   (so every action that ends a handshake ends it in the endpoint too); a handshake it
 //!   drops was in progress and is not the new one;
 //! - a HELLO opens a session only if it is an opening HELLO whose tag is right for the
-//!   keys it carries, with no session open for its opening nonce, and having received
-//!   nothing; it resumes only the session it names (by CID, or by the opening nonce of a
-//!   retried opening), only if its tag is right for that session, with a higher attempt
-//!   than any before; so a replayed HELLO never resumes, and no HELLO resumes a session
-//!   twice;
+//!   keys it carries (or, a key-agreement opening, that carries no tag), with no session
+//!   open for its opening nonce, and having received nothing; it resumes only the
+//!   session it names (by CID, or by the opening nonce of a lightweight retried
+//!   opening), only if its tag is right for that session, with a higher attempt than any
+//!   before; so a replayed HELLO never resumes, and no HELLO resumes a session twice;
+//! - a HELLO gets a KNOWN answer only if it is a key-agreement opening with an open
+//!   session's opening nonce, whose client has not shown that it knows the CID, and the
+//!   answer proves itself under that session's key;
 //! - a session is evicted only if it is open and its client has been gone for at least
 //!   the eviction age;
 //! - a connection is installed only by a CONFIRM of the newest attempt that proved
@@ -37,7 +40,8 @@
 //! `on_drained`, `handshake_failed`, `handshake_started`, `opened`, `ended`,
 //! `session_count`, `handshake_count`, `tombstone_count`), `Host`, `Action`, `Opening`,
 //! `ServerLimits`, `Presence::of`; `Hello` (`opening`, `resume`, `signed`, `encode`,
-//! `parse`, `verify`, `is_opening`), `Accepted`, `Confirm` (`new`, `encode`), `FrameKind`,
+//! `parse`, `verify`, `is_opening`), `Accepted` (`answers`), `Confirm` (`new`, `encode`),
+//! `FrameKind`, `ControlKeys`,
 //! `HEADER_LEN`; `SessionKeys::derive`, `HandshakeKeys`, `ChallengeKey::new`,
 //! `MacKey::tag`; `Session` (`new`, `handle_resume`, `handle_offer_failed`,
 //! `handle_connection_failed`, `handle_datagram`, `handle_timeout`, `poll_timeout`,
@@ -50,7 +54,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
+use robust_tcp::protocol::auth::{ChallengeKey, ControlKeys, HandshakeKeys, SessionKeys};
 use robust_tcp::protocol::control::MAX_LEN;
 use robust_tcp::protocol::endpoint::{
     Action, Host, Opening, Presence, ServerEndpoint, ServerLimits,
@@ -94,6 +98,18 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The client's keys of a session whose server has `server`: the same handshake keys,
+/// the control keys the other way round.
+fn client_side(server: &SessionKeys) -> SessionKeys {
+    SessionKeys {
+        handshake: server.handshake.clone(),
+        control: ControlKeys {
+            send: server.control.recv.clone(),
+            recv: server.control.send.clone(),
+        },
+    }
+}
+
 /// The secret and opening nonce of opening number `n`.
 fn opening_of(n: u8) -> ([u8; 32], [u8; 16]) {
     let n = n % OPENINGS;
@@ -135,9 +151,9 @@ struct FuzzHost<'a> {
 }
 
 impl Host<usize> for FuzzHost<'_> {
-    fn handshake_keys(&self, s: usize) -> Option<&HandshakeKeys> {
+    fn handshake_keys(&self, s: usize) -> Option<HandshakeKeys> {
         let open = self.sessions.get(s).filter(|o| !o.ended)?;
-        Some(&open.keys.handshake)
+        Some(open.keys.handshake.clone())
     }
 
     fn presence(&self, s: usize, now: Instant) -> Presence {
@@ -359,6 +375,7 @@ impl Server {
                 self.resumed(*s, hello);
                 self.resuming = Some((*s, hello));
             }
+            (Action::Known(answer), Some(hello)) => self.known(answer, hello),
             (Action::Open(_) | Action::Barrier(_), None) => {
                 panic!("a HELLO that does not parse got {action:?}")
             }
@@ -457,7 +474,7 @@ impl Server {
                 true
             }
             Action::Open(_) => panic!("handshake {h} opened outside a HELLO"),
-            Action::Control | Action::Refuse(_) | Action::Close => true,
+            Action::Control | Action::Refuse(_) | Action::Known(_) | Action::Close => true,
             Action::Plain | Action::Greet => {
                 panic!("handshake {h} sniffed outside its first bytes")
             }
@@ -468,13 +485,45 @@ impl Server {
         }
     }
 
+    /// A KNOWN answer to `hello`: only for a key-agreement retry of an open session's
+    /// opening whose client has not shown that it knows the CID; it changes nothing.
+    fn known(&self, answer: &Accepted, hello: Hello) {
+        let open = self
+            .sessions
+            .iter()
+            .find(|o| !o.ended && o.cid == answer.cid);
+        let Some(open) = open else {
+            panic!("a KNOWN answer for CID {}, which is not open", answer.cid);
+        };
+        assert!(
+            hello.is_opening() && hello.key_agreement && hello.opening_nonce == open.opening,
+            "a HELLO that is no retry of session {}'s opening knows it: {hello:?}",
+            answer.cid
+        );
+        assert!(
+            !Presence::of(&open.session, self.now).client_knows_cid,
+            "a retried opening knows session {}, whose client knows it",
+            answer.cid
+        );
+        assert!(answer.known && answer.answers(&hello, &open.keys.handshake.server));
+    }
+
     /// Opens a session, as `Engine::open_session` does (having evicted first).
     fn open(&mut self, client: IpAddr, o: Opening<usize>) {
         let now = self.now;
         let hello = o.hello;
-        let derived = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Client);
+        let (derived, proven) = if hello.key_agreement {
+            // Anyone may open; such a HELLO carries no tag, the ANSWER the agreement.
+            let proven = hello.tag == [0; 16] && o.agreement == Some(o.answer.agreement);
+            (client_side(&o.keys), proven)
+        } else {
+            let derived =
+                SessionKeys::derive(&hello.opening_key, &hello.opening_nonce, Role::Client);
+            let proven = hello.verify(&derived.handshake.client) && o.agreement.is_none();
+            (derived, proven)
+        };
         assert!(
-            hello.is_opening() && hello.verify(&derived.handshake.client),
+            hello.is_opening() && proven,
             "a HELLO that does not prove an opening opened a session: {hello:?}"
         );
         assert_eq!(hello.received, 0, "an opening that received bytes opened");
@@ -518,7 +567,7 @@ impl Server {
         };
         let end = End::Server(ChallengeKey::new(&o.challenge_key));
         let session = Session::new(end, o.cid, o.answer.epoch, limits, o.keys.control, now);
-        self.endpoint.opened(o.cid, s, client, &hello);
+        self.endpoint.opened(o.cid, s, client, &hello, o.agreement);
         self.sessions.push(Open {
             session,
             cid: o.cid,

@@ -7,7 +7,7 @@
 use std::io;
 
 use super::redial::Failure;
-use crate::core::auth::{HandshakeKeys, MacKey};
+use crate::core::auth::{HandshakeKeys, MacKey, SessionKeys};
 use crate::core::handshake::{Accepted, Answer, Confirm, Hello, RefusalCode};
 use crate::core::WireError;
 use crate::error::{Error, NotRobustReason, Refusal};
@@ -32,6 +32,10 @@ pub enum AnswerOutcome {
         /// What the server has received, as a stream position.
         peer_received: u64,
     },
+    /// The server has the session this retried key-agreement opening opened, and changed
+    /// nothing for it: the client learns the CID and (from the ANSWER's agreement) the
+    /// keys, ends the attempt, and resumes the session by its CID on a new connection.
+    Learn,
     /// The server claims to have received bytes that were never sent: the session fails
     /// with a protocol violation (and tells the server).
     ProtocolViolation(&'static str),
@@ -89,16 +93,26 @@ pub fn check_answer(
     if !answer.answers(hello, server_key) {
         return Err(Misanswer::Unproven);
     }
-    let fits = if hello.is_opening() {
-        // A retried opening may find its session opened afresh or resumed (the server
-        // found it by its opening nonce); the first opening's connection carries the
-        // session already, so only the session opened on it fits.
-        !on_session || (answer.opened && answer.epoch == 0)
+    let fits = if answer.known {
+        // Only a retried key-agreement opening finds its session known.
+        hello.is_opening() && hello.key_agreement && !on_session
+    } else if hello.is_opening() {
+        // A retried opening may find its session opened afresh or (a lightweight one)
+        // resumed (the server found it by its opening nonce); the first opening's
+        // connection carries the session already, so only the session opened on it fits.
+        if on_session {
+            answer.opened && answer.epoch == 0
+        } else {
+            answer.opened || !hello.key_agreement
+        }
     } else {
         !answer.opened && answer.cid == hello.cid
     };
     if !fits {
         return Err(Misanswer::Misfit);
+    }
+    if answer.known {
+        return Ok(AnswerOutcome::Learn);
     }
     // An opened session starts at byte 0 both ways: a server that opened it has received
     // nothing.
@@ -124,6 +138,19 @@ pub enum Answered {
         confirm: Option<Confirm>,
         /// What the server has received, as a stream position.
         peer_received: u64,
+        /// The session's keys, if the opening ran the key agreement: learn them with the
+        /// CID.
+        agreed: Option<Box<SessionKeys>>,
+    },
+    /// The server has the session of this retried key-agreement opening, and changed
+    /// nothing: learn the CID, control port and `keys` from the ANSWER, end the attempt
+    /// (nothing more on its connection; `Redial::connected`), and resume the session by
+    /// its CID on a new connection.
+    Learn {
+        /// The ANSWER: its CID and control port.
+        answer: Accepted,
+        /// The session's keys.
+        keys: Box<SessionKeys>,
     },
     /// The attempt failed as `failure` says; `heard`: a robust-tcp server holding the
     /// session's keys answered all the same (`Redial::heard_answer` first).
@@ -144,7 +171,7 @@ impl Answered {
     /// Whether the server was heard: call `Redial::heard_answer` before carrying it out.
     pub fn heard(&self) -> bool {
         match self {
-            Answered::Install { .. } | Answered::Violation(_) => true,
+            Answered::Install { .. } | Answered::Learn { .. } | Answered::Violation(_) => true,
             Answered::Failed { heard, .. } => *heard,
             Answered::Refused(_) => false,
         }
@@ -152,14 +179,16 @@ impl Answered {
 }
 
 /// What a client makes of the frame that answers `hello`: its body, or why the bytes
-/// were no ANSWER frame. `keys` are the session's handshake keys; `on_session` and
-/// `check_resume` as for `check_answer`.
+/// were no ANSWER frame. `keys` are the session's handshake keys, but for a key-agreement
+/// opening, whose keys `agree` completes from the ANSWER (`Redial::agreed_keys`);
+/// `on_session` and `check_resume` as for `check_answer`.
 pub fn on_answer(
     hello: &Hello,
     frame: Result<&[u8], WireError>,
     keys: &HandshakeKeys,
     on_session: bool,
     check_resume: impl FnOnce(u32) -> Option<u64>,
+    agree: impl FnOnce(&Accepted) -> Option<SessionKeys>,
 ) -> Answered {
     let failed = |failure| Answered::Failed {
         failure,
@@ -171,6 +200,17 @@ pub fn on_answer(
         Ok(Answer::Refused(code)) => return Answered::Refused(refusal(code, hello.is_opening())),
         Err(e) => return failed(not_robust(e)),
     };
+    let unproven = || failed(Failure::Cut(io::Error::other(Misanswer::Unproven.reason())));
+    let agreed = if hello.key_agreement {
+        match agree(&answer) {
+            Some(keys) => Some(Box::new(keys)),
+            // The ANSWER does not complete the agreement: nothing can prove it.
+            None => return unproven(),
+        }
+    } else {
+        None
+    };
+    let keys = agreed.as_ref().map_or(keys, |k| &k.handshake);
     match check_answer(hello, &answer, &keys.server, on_session, check_resume) {
         // Nothing more is sent on this connection.
         Err(why) => Answered::Failed {
@@ -181,13 +221,21 @@ pub fn on_answer(
             answer,
             confirm: None,
             peer_received,
+            agreed,
+        },
+        // Only a key-agreement opening fits a KNOWN answer: it has its keys.
+        Ok(AnswerOutcome::Learn) => match agreed {
+            Some(keys) => Answered::Learn { answer, keys },
+            None => unproven(),
         },
         // Prove that we hold the session's keys and got this answer, before the server
         // moves the session to this connection.
+        // Never after a key-agreement opening, which is never resumed.
         Ok(AnswerOutcome::ConfirmAndInstall { peer_received }) => Answered::Install {
             answer,
             confirm: Some(Confirm::new(hello, &answer, &keys.client)),
             peer_received,
+            agreed,
         },
         Ok(AnswerOutcome::ProtocolViolation(why)) => {
             Answered::Violation(Error::ProtocolViolation(why))
@@ -222,8 +270,10 @@ fn not_robust(e: WireError) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::agreement::ANSWER_PART_LEN;
+    use crate::core::agreement::{self, KEY_LEN};
     use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN, TAG_LEN};
-    use crate::core::endpoint::redial::NextHello;
+    use crate::core::endpoint::redial::{NextHello, OpeningKey};
     use crate::core::handshake::HEADER_LEN;
     use crate::core::session::Role;
 
@@ -240,6 +290,10 @@ mod tests {
         Hello::opening([1; NONCE_LEN], attempt, OPENING_NONCE, SECRET, key)
     }
 
+    fn agreeing(attempt: u64) -> Hello {
+        Hello::agreeing([1; NONCE_LEN], attempt, OPENING_NONCE, [5; SECRET_LEN])
+    }
+
     fn resumption() -> Hello {
         Hello::resume(CID, [2; NONCE_LEN], 5, 1000, &keys().handshake.client)
     }
@@ -254,8 +308,10 @@ mod tests {
             received,
             epoch,
             server_nonce: [6; NONCE_LEN],
+            agreement: [0; ANSWER_PART_LEN],
             control_addr: None,
             tag: [0; TAG_LEN],
+            known: false,
         }
         .sign(hello, &keys().handshake.server)
     }
@@ -263,6 +319,14 @@ mod tests {
     #[test]
     fn each_answer_that_proves_itself_gets_its_outcome() {
         let (first, retried, resuming) = (opening(0), opening(3), resumption());
+        let (agreed_first, agreed_retry) = (agreeing(0), agreeing(2));
+        let known = |hello: &Hello| {
+            Accepted {
+                known: true,
+                ..answer(hello, false, 2, 0)
+            }
+            .sign(hello, &keys().handshake.server)
+        };
         let other_cid = Accepted {
             cid: CID + 1,
             ..answer(&resuming, false, 5, 300)
@@ -288,6 +352,14 @@ mod tests {
             ("a count beyond what was sent", resuming, answer(&resuming, false, 5, 501), false, violation),
             // A session opened afresh has received nothing.
             ("an opened session with bytes", retried, answer(&retried, true, 3, 10), false, violation),
+            ("a first key-agreement opening, opened on its connection", agreed_first, answer(&agreed_first, true, 0, 0), true, install),
+            ("a first key-agreement opening, known", agreed_first, known(&agreed_first), true, misfit),
+            ("a retried key-agreement opening, opened afresh", agreed_retry, answer(&agreed_retry, true, 2, 0), false, install),
+            ("a retried key-agreement opening, known", agreed_retry, known(&agreed_retry), false, Ok(AnswerOutcome::Learn)),
+            // Only a CONFIRM could prove such a retry; none is asked for.
+            ("a retried key-agreement opening, resumed", agreed_retry, answer(&agreed_retry, false, 2, 0), false, misfit),
+            ("a retried lightweight opening, known", retried, known(&retried), false, misfit),
+            ("a resumption, known", resuming, known(&resuming), false, misfit),
         ];
         let key = &keys().handshake.server;
         for (what, hello, answer, on_session, outcome) in cases {
@@ -341,9 +413,8 @@ mod tests {
     /// What `on_answer` makes of `frame` for `hello`, the session having sent 500 bytes.
     fn on(hello: &Hello, frame: Result<&[u8], WireError>) -> Answered {
         let keys = keys().handshake;
-        on_answer(hello, frame, &keys, false, |n| {
-            Some(u64::from(n)).filter(|&n| n <= 500)
-        })
+        let check = |n| Some(u64::from(n)).filter(|&n| n <= 500);
+        on_answer(hello, frame, &keys, false, check, |_| None)
     }
 
     #[test]
@@ -390,6 +461,7 @@ mod tests {
             confirm: None,
             peer_received: 0,
             answer,
+            agreed: None,
         } = answered
         else {
             panic!("{answered:?}");
@@ -459,13 +531,83 @@ mod tests {
         let key = &keys().handshake.client;
         let retry = NextHello {
             attempt: 3,
-            opening: Some((OPENING_NONCE, SECRET)),
+            opening: Some((OPENING_NONCE, OpeningKey::Secret(SECRET))),
         };
         assert_eq!(retry.hello([1; NONCE_LEN], 0, 0, key), opening(3));
+        let agreement = OpeningKey::agreement([0x11; KEY_LEN], &OPENING_NONCE).unwrap();
+        let retry = NextHello {
+            attempt: 2,
+            opening: Some((OPENING_NONCE, agreement)),
+        };
+        let hello = retry.hello([1; NONCE_LEN], 0, 0, key);
+        let OpeningKey::Agreement { public, .. } = agreement else {
+            unreachable!()
+        };
+        assert_eq!(
+            hello,
+            Hello::agreeing([1; NONCE_LEN], 2, OPENING_NONCE, public)
+        );
         let resume = NextHello {
             attempt: 5,
             opening: None,
         };
         assert_eq!(resume.hello([2; NONCE_LEN], CID, 1000, key), resumption());
+    }
+
+    /// A retried key-agreement opening, its ANSWER from a server whose agreement ran with
+    /// the client's key (opened, or KNOWN), and what `on_answer` makes of each.
+    #[test]
+    fn a_key_agreement_answer_is_checked_under_the_keys_it_agrees_on() {
+        let private = [0x11; KEY_LEN];
+        let Some(OpeningKey::Agreement { public, .. }) =
+            OpeningKey::agreement(private, &OPENING_NONCE)
+        else {
+            panic!("no agreement");
+        };
+        let hello = Hello::agreeing([1; NONCE_LEN], 2, OPENING_NONCE, public);
+        let (part, server) = agreement::answer(&[0x22; KEY_LEN], &OPENING_NONCE, &public).unwrap();
+        let key = &server.handshake.server;
+        let opened = Accepted::accepting(&hello, CID, true, 9, 0, [6; NONCE_LEN], key)
+            .agreed(part, &hello, key);
+        let known = Accepted::known(&hello, CID, 9, [6; NONCE_LEN], part, key);
+        let mut damaged = opened;
+        damaged.agreement[0] ^= 1;
+        let session = keys().handshake;
+        let answer = |accepted: Accepted| {
+            let frame = Answer::Accepted(accepted).encode();
+            let agree = |a: &Accepted| agreement::finish(&private, &OPENING_NONCE, &a.agreement);
+            on_answer(
+                &hello,
+                Ok(&frame[HEADER_LEN..]),
+                &session,
+                false,
+                |_| Some(0),
+                agree,
+            )
+        };
+        let Answered::Install {
+            agreed: Some(agreed),
+            confirm: None,
+            ..
+        } = answer(opened)
+        else {
+            panic!("an agreed opening not installed");
+        };
+        let tag = server.control.send.tag(&[b"conf"]);
+        assert!(agreed.control.recv.verify(&[b"conf"], &tag));
+        let Answered::Learn {
+            answer: learned,
+            keys,
+        } = answer(known)
+        else {
+            panic!("a known opening not learned");
+        };
+        assert_eq!(learned.cid, CID);
+        assert!(keys.control.recv.verify(&[b"conf"], &tag));
+        let failed = answer(damaged);
+        assert!(
+            matches!(failed, Answered::Failed { heard: false, .. }),
+            "{failed:?}"
+        );
     }
 }

@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::OPENING_WINDOW;
-use crate::core::auth::{MacKey, Nonce, Secret};
+use crate::core::agreement::{self, PrivateKey, PublicKey};
+use crate::core::auth::{MacKey, Nonce, Secret, SessionKeys};
 use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
-use crate::core::handshake::Hello;
+use crate::core::handshake::{Accepted, Hello};
 use crate::error::{Error, NotRobustReason, Refusal};
 use crate::Config;
 
@@ -64,20 +65,57 @@ pub struct NextHello {
     /// Its attempt number: each HELLO of a session names a higher one, so that the server
     /// can refuse a replayed one.
     pub attempt: u64,
-    /// A retried opening's opening nonce and secret (the first HELLO's); `None` to resume
+    /// A retried opening's opening nonce and key (the first HELLO's); `None` to resume
     /// by CID.
-    pub opening: Option<(Nonce, Secret)>,
+    pub opening: Option<(Nonce, OpeningKey)>,
+}
+
+/// What an opening HELLO carries besides its opening nonce, the same in every retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpeningKey {
+    /// The key agreement: the client's ephemeral key pair (the public key travels).
+    Agreement {
+        /// Drawn by the engine for the session; never sent.
+        private: PrivateKey,
+        /// Its public key.
+        public: PublicKey,
+    },
+    /// The lightweight opening: the session secret, sent in clear.
+    Secret(Secret),
+}
+
+impl OpeningKey {
+    /// The key agreement with the ephemeral private key `private` (random, drawn by the
+    /// engine), for the session whose opening nonce is `nonce`; `None` if `snow` fails.
+    pub fn agreement(private: PrivateKey, nonce: &Nonce) -> Option<Self> {
+        let public = agreement::client_public(&private, nonce)?;
+        Some(OpeningKey::Agreement { private, public })
+    }
+
+    /// The HELLO of opening attempt `attempt`, client nonce `nonce`, of the session whose
+    /// opening nonce is `opening_nonce`: a lightweight one is tagged with the client's
+    /// handshake key `key` (derived from its secret), a key-agreement one carries no tag.
+    pub fn hello(&self, nonce: Nonce, attempt: u64, opening_nonce: Nonce, key: &MacKey) -> Hello {
+        match *self {
+            OpeningKey::Agreement { public, .. } => {
+                Hello::agreeing(nonce, attempt, opening_nonce, public)
+            }
+            OpeningKey::Secret(secret) => {
+                Hello::opening(nonce, attempt, opening_nonce, secret, key)
+            }
+        }
+    }
 }
 
 impl NextHello {
-    /// The HELLO itself, with a fresh client `nonce`: a retried opening's, or a
-    /// resumption of session `cid` whose application has read `received` bytes (exact
+    /// The HELLO itself, with a fresh client `nonce`: a retried opening's (untagged if it
+    /// runs the key agreement), or a resumption of session `cid` whose application has read `received` bytes (exact
     /// once no thread is inside a read on the old connection). `key`: the session's
     /// client handshake key.
     pub fn hello(&self, nonce: Nonce, cid: u32, received: u64, key: &MacKey) -> Hello {
-        match self.opening {
-            Some((opening_nonce, secret)) => {
-                Hello::opening(nonce, self.attempt, opening_nonce, secret, key)
+        match &self.opening {
+            Some((opening_nonce, opening)) => {
+                opening.hello(nonce, self.attempt, *opening_nonce, key)
             }
             None => Hello::resume(cid, nonce, self.attempt, to_wire(received), key),
         }
@@ -115,11 +153,11 @@ pub struct Redial<D> {
 }
 
 /// A session whose opening the server has not answered yet: its retried openings send
-/// the same opening nonce and secret, so that a server that did receive an earlier HELLO
-/// resumes that session instead of opening a second one.
+/// the same opening nonce and key, so that a server that did receive an earlier HELLO
+/// finds that session instead of opening a second one.
 struct Opening {
     nonce: Nonce,
-    secret: Secret,
+    key: OpeningKey,
     /// When the first HELLO went out.
     started: Instant,
     /// Attempts cut after their TCP connect since the last answer (a refusal).
@@ -141,14 +179,14 @@ enum Heard {
 
 impl<D: Copy> Redial<D> {
     /// The schedule of a new session with the server at `addr`, whose opening HELLO, with
-    /// opening nonce `nonce` and secret `secret`, went out at `now`; each attempt of its
-    /// opening is bounded by `opening_timeout`.
+    /// opening nonce `nonce` and `key`, went out at `now`; each attempt of its opening is
+    /// bounded by `opening_timeout`.
     pub fn new(
         addr: SocketAddr,
         config: &Config,
         opening_timeout: Duration,
         nonce: Nonce,
-        secret: Secret,
+        key: OpeningKey,
         now: Instant,
     ) -> Self {
         let (initial, max) = config.reconnect_backoff_value();
@@ -167,7 +205,7 @@ impl<D: Copy> Redial<D> {
             unproven: None,
             opening: Some(Box::new(Opening {
                 nonce,
-                secret,
+                key,
                 started: now,
                 cuts: 0,
                 heard: Heard::Nothing,
@@ -270,8 +308,19 @@ impl<D: Copy> Redial<D> {
         self.last_hello += 1;
         Ok(NextHello {
             attempt: self.last_hello,
-            opening: self.opening.as_ref().map(|o| (o.nonce, o.secret)),
+            opening: self.opening.as_ref().map(|o| (o.nonce, o.key)),
         })
+    }
+
+    /// The keys that `answer`, to a key-agreement opening of this session, agrees on; `None`
+    /// if its agreement part does not complete the client's, or the session runs no key
+    /// agreement or its opening was answered already (its keys are settled).
+    pub fn agreed_keys(&self, answer: &Accepted) -> Option<SessionKeys> {
+        let opening = self.opening.as_ref()?;
+        let OpeningKey::Agreement { private, .. } = &opening.key else {
+            return None;
+        };
+        agreement::finish(private, &opening.nonce, &answer.agreement)
     }
 
     /// The server answered an attempt with proof that it holds the session's keys.
@@ -286,9 +335,22 @@ impl<D: Copy> Redial<D> {
     /// open. Once the server is heard on the connection, its loss is retried at once;
     /// before, it counts as a failed attempt (see [`plan`](Self::plan)).
     pub fn connected(&mut self, now: Instant) {
+        self.answered();
+        self.unproven = Some(now);
+    }
+
+    /// The server knew the session of a retried key-agreement opening and told its CID
+    /// and keys (a KNOWN answer, which proves that it holds them): the session is open,
+    /// and its resumption by CID starts at once. (At most once a session: no livelock.)
+    pub fn learned(&mut self) {
+        self.answered();
+        self.attempt = 0;
+    }
+
+    /// The server answered the session's opening, or the attempt in progress.
+    fn answered(&mut self) {
         self.dialing = None;
         self.opening = None;
-        self.unproven = Some(now);
     }
 
     /// The attempt in progress ended with a refusal that fails the session.
@@ -371,7 +433,14 @@ mod tests {
     /// A new session's schedule under `config`, its first HELLO sent at `t0` on attempt 0.
     fn opening(config: &Config, t0: Instant) -> Redial<u32> {
         let timeout = config.handshake_timeout_value();
-        let mut redial = Redial::new(addr(), config, timeout, [1; 16], [2; 32], t0);
+        let mut redial = Redial::new(
+            addr(),
+            config,
+            timeout,
+            [1; 16],
+            OpeningKey::Secret([2; 32]),
+            t0,
+        );
         redial.started(0, t0);
         redial
     }
@@ -461,6 +530,32 @@ mod tests {
         assert_eq!(waits, [50 * MS, 100 * MS, 200 * MS, 200 * MS]);
         // A connection the server was heard on: its loss is retried at once.
         assert_eq!(r.plan(None, now + MS, now + SECOND, |_| false), Plan::Dial);
+    }
+
+    #[test]
+    fn a_known_answer_resumes_by_cid_at_once_whatever_the_backoff() {
+        // A retried key-agreement opening answered KNOWN: the answer proves the server
+        // holds the session, which then resumes by its CID at once, though its earlier
+        // attempts failed and nothing is heard on the connection the server closed.
+        let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
+        let t0 = Instant::now();
+        let mut r = opening(&config, t0);
+        let mut now = t0;
+        for dial in 1..4 {
+            r.started(dial, now);
+            assert!(r.failed(cut(), now).is_none());
+            let Plan::Wait(Some(at)) = r.plan(None, t0, now, |_| false) else {
+                panic!("no backoff after failed attempt {dial}");
+            };
+            now = at;
+            assert_eq!(r.plan(None, t0, now, |_| false), Plan::Dial);
+        }
+        r.started(4, now);
+        r.learned();
+        assert_eq!(r.plan(None, t0, now, |_| false), Plan::Dial);
+        r.started(5, now);
+        let next = r.next_hello(now).expect("a resumption");
+        assert!(next.opening.is_none(), "the learned session resumes by CID");
     }
 
     #[test]
@@ -605,12 +700,19 @@ mod tests {
     fn retried_openings_carry_the_opening_then_reconnections_resume() {
         let config = Config::default().handshake_timeout(5 * SECOND);
         let t0 = Instant::now();
-        let mut r = Redial::new(addr(), &config, SECOND, [1; 16], [2; 32], t0);
+        let mut r = Redial::new(
+            addr(),
+            &config,
+            SECOND,
+            [1; 16],
+            OpeningKey::Secret([2; 32]),
+            t0,
+        );
         r.started(0, t0);
         assert_eq!(r.attempt_timeout(), SECOND);
         r.failed(cut(), t0);
         let hello = r.next_hello(t0 + SECOND).unwrap();
-        let opening = Some(([1; 16], [2; 32]));
+        let opening = Some(([1; 16], OpeningKey::Secret([2; 32])));
         assert_eq!(
             hello,
             NextHello {

@@ -3,13 +3,17 @@
 //! full listener evicts, which handshake a crowded one drops, and the tombstones of
 //! sessions that ended before their client knew them.
 //!
-//! A new session is accepted at its HELLO, in one round trip: the HELLO carries the secret
-//! the client drew, so the client holds the keys and can always come back to the session.
-//! Each listener remembers the opening nonces of its sessions, so that a retried opening
-//! (the client never got the ANSWER) resumes the session it already opened rather than
-//! open a second one; and, for [`OPENING_WINDOW`] past the end of such a session, the
-//! nonces of sessions that ended before their client could know them (*tombstones*),
-//! which refuse such an opening instead.
+//! A new session is accepted at its HELLO, in one round trip: with the key agreement, the
+//! listener answers with its part of it and the client derives the keys from the ANSWER;
+//! with the lightweight opening, the HELLO carries the secret the client drew, so the
+//! client holds the keys and can always come back to the session. Each listener remembers
+//! the opening nonces of its sessions, so that a retried opening (the client never got the
+//! ANSWER) finds the session it already opened rather than open a second one: a
+//! lightweight one proves itself and resumes it; a key-agreement one, which cannot prove
+//! anything, only learns the CID and the agreement again (until the client proved that it
+//! holds the keys) and changes nothing. For [`OPENING_WINDOW`] past the end of such a
+//! session, the nonces of sessions that ended before their client could know them
+//! (*tombstones*) refuse such an opening instead.
 //!
 //! Sessions and handshakes are named by ids of the engine's choosing (`S`, `H`); the
 //! engine feeds each handshake's frames to its state machine ([`handshake`]), carries out
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use self::handshake::Phase;
 pub use self::handshake::{Action, Host, Opening};
 use super::OPENING_WINDOW;
+use crate::core::agreement::{self, AnswerPart, PrivateKey, PublicKey};
 use crate::core::auth::{Nonce, SessionKeys};
 use crate::core::handshake::{Hello, RefusalCode};
 use crate::core::session::{Role, Session};
@@ -112,8 +117,11 @@ impl Presence {
 pub enum Verdict<S> {
     /// A new session: open it, answer, and report it with [`ServerEndpoint::opened`].
     Open {
-        /// The session's keys, derived from the HELLO's secret.
+        /// The session's keys: agreed, or derived from the HELLO's secret.
         keys: Box<SessionKeys>,
+        /// The listener's part of the key agreement, for the ANSWER (and to report with
+        /// [`ServerEndpoint::opened`]); `None` for a lightweight opening.
+        agreement: Option<AnswerPart>,
         /// A session to reset and end first, to make room (the endpoint has forgotten it
         /// already).
         evict: Option<Eviction<S>>,
@@ -122,6 +130,18 @@ pub enum Verdict<S> {
     /// once its count checks out, and install the connection once the client confirms
     /// ([`ServerEndpoint::confirmed`]).
     Resume(S),
+    /// A retried key-agreement opening of this session, whose client has not proved yet
+    /// that it holds the keys: answer that the session is known, with the session's CID
+    /// and this part of the agreement (its first ANSWER's), tagged with its server
+    /// handshake key, and close; change nothing else (the HELLO proves nothing).
+    Known {
+        /// The session.
+        session: S,
+        /// The session's CID.
+        cid: u32,
+        /// The listener's part of the session's key agreement.
+        agreement: AnswerPart,
+    },
     /// Answer with this refusal and close.
     Refuse(RefusalCode),
 }
@@ -148,6 +168,9 @@ struct Record<S> {
     /// The highest attempt whose HELLO proved itself (the opening's, at first): a HELLO
     /// must name a higher one, so none is accepted twice.
     last_attempt: u64,
+    /// A key-agreement opening's: the client's ephemeral public key and the listener's
+    /// part of the agreement, to answer a retry of the opening with.
+    agreement: Option<(PublicKey, AnswerPart)>,
 }
 
 /// A handshake in progress, and where it stands.
@@ -203,14 +226,19 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// What `hello`, from `client`, gets. `welcome` says whether new sessions are (the
-    /// `RServerSocket` still exists). `verify` checks a resumption's tag with the
-    /// session's client handshake key; `presence` reports on a session, for eviction.
+    /// `RServerSocket` still exists). `ephemeral` is a fresh random key for a new session's
+    /// key agreement (drawn for every opening; without one, a key-agreement opening is
+    /// refused as if the listener were full). `verify` checks a resumption's tag with the
+    /// session's client handshake key; `presence` reports on a session, for eviction and
+    /// for whether its client proved that it holds the keys.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_hello(
         &mut self,
         hello: &Hello,
         client: IpAddr,
         welcome: bool,
         now: Instant,
+        ephemeral: Option<&PrivateKey>,
         verify: impl FnOnce(S, &Hello) -> bool,
         presence: impl Fn(S) -> Presence,
     ) -> Verdict<S> {
@@ -220,14 +248,28 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         if !hello.is_opening() {
             return self.resumption(hello.cid, hello, verify);
         }
-        let keys = SessionKeys::derive(&hello.secret, &hello.opening_nonce, Role::Server);
-        if !hello.verify(&keys.handshake.client) {
-            return Verdict::Refuse(RefusalCode::BadRequest);
-        }
-        if let Some(&cid) = self.by_opening.get(&hello.opening_nonce) {
-            // The client is retrying an opening whose ANSWER it did not get.
-            return self.resumption(cid, hello, verify);
-        }
+        let (keys, agreement) = if hello.key_agreement {
+            if let Some(&cid) = self.by_opening.get(&hello.opening_nonce) {
+                return self.known_opening(cid, hello, &presence);
+            }
+            let Some(ephemeral) = ephemeral else {
+                return Verdict::Refuse(RefusalCode::TooManySessions);
+            };
+            match agreement::answer(ephemeral, &hello.opening_nonce, &hello.opening_key) {
+                Some((part, keys)) => (keys, Some(part)),
+                None => return Verdict::Refuse(RefusalCode::BadRequest),
+            }
+        } else {
+            let keys = SessionKeys::derive(&hello.opening_key, &hello.opening_nonce, Role::Server);
+            if !hello.verify(&keys.handshake.client) {
+                return Verdict::Refuse(RefusalCode::BadRequest);
+            }
+            if let Some(&cid) = self.by_opening.get(&hello.opening_nonce) {
+                // The client is retrying an opening whose ANSWER it did not get.
+                return self.resumption(cid, hello, verify);
+            }
+            (keys, None)
+        };
         if self.tombstones.holds(&hello.opening_nonce, now) {
             return Verdict::Refuse(RefusalCode::UnknownSession);
         }
@@ -258,7 +300,37 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         }
         Verdict::Open {
             keys: Box::new(keys),
+            agreement,
             evict,
+        }
+    }
+
+    /// A retried key-agreement opening of session `cid`. It proves nothing (anyone who saw
+    /// the opening can send it, with any attempt number), so it changes nothing: it only
+    /// gets the CID and the agreement's part again, and only while the session's client
+    /// has not proved that it holds the keys (no authentic datagram, no confirmed
+    /// reconnection: until then a real client may still be retrying; afterwards, never).
+    /// A HELLO with another client key is not this client's.
+    fn known_opening(
+        &self,
+        cid: u32,
+        hello: &Hello,
+        presence: &impl Fn(S) -> Presence,
+    ) -> Verdict<S> {
+        let Some(record) = self.sessions.get(&cid) else {
+            return Verdict::Refuse(RefusalCode::UnknownSession);
+        };
+        match record.agreement {
+            Some((public, agreement))
+                if public == hello.opening_key && !presence(record.session).client_knows_cid =>
+            {
+                Verdict::Known {
+                    session: record.session,
+                    cid,
+                    agreement,
+                }
+            }
+            _ => Verdict::Refuse(RefusalCode::UnknownSession),
         }
     }
 
@@ -330,8 +402,16 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             .max_by_key(|e| (e.waited, e.cid))
     }
 
-    /// The engine opened `session` with CID `cid` for `hello`, from `client`.
-    pub fn opened(&mut self, cid: u32, session: S, client: IpAddr, hello: &Hello) {
+    /// The engine opened `session` with CID `cid` for `hello`, from `client`, with the
+    /// verdict's `agreement`.
+    pub fn opened(
+        &mut self,
+        cid: u32,
+        session: S,
+        client: IpAddr,
+        hello: &Hello,
+        agreement: Option<AnswerPart>,
+    ) {
         self.sessions.insert(
             cid,
             Record {
@@ -339,6 +419,7 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                 client,
                 opening: hello.opening_nonce,
                 last_attempt: hello.attempt,
+                agreement: agreement.map(|part| (hello.opening_key, part)),
             },
         );
         self.by_opening.insert(hello.opening_nonce, cid);

@@ -4,6 +4,7 @@
 use std::net::{Ipv6Addr, SocketAddr};
 
 use super::*;
+use crate::core::agreement::{self, KEY_LEN};
 use crate::core::auth::SessionKeys;
 use crate::core::session::Role;
 
@@ -27,8 +28,74 @@ fn accepted() -> Accepted {
         received: 5,
         epoch: 3,
         server_nonce: [8; NONCE_LEN],
+        agreement: [0; ANSWER_PART_LEN],
         control_addr: None,
         tag: [0; TAG_LEN],
+        known: false,
+    }
+}
+
+/// A key-agreement opening HELLO, attempt `attempt`.
+fn agreeing(attempt: u64) -> Hello {
+    let public = agreement::client_public(&[0x11; KEY_LEN], &[4; NONCE_LEN]).unwrap();
+    Hello::agreeing([1; NONCE_LEN], attempt, [4; NONCE_LEN], public)
+}
+
+/// One of each kind of frame this version writes, whole.
+fn every_frame() -> Vec<(FrameKind, Vec<u8>)> {
+    let key = &keys().handshake.client;
+    let resume = Hello::resume(7, [1; NONCE_LEN], 2, 3, key);
+    let known = Accepted::known(
+        &agreeing(2),
+        7,
+        9,
+        [2; NONCE_LEN],
+        [3; ANSWER_PART_LEN],
+        key,
+    );
+    vec![
+        (FrameKind::Hello, resume.encode().to_vec()),
+        (FrameKind::Hello, agreeing(0).encode().to_vec()),
+        (
+            FrameKind::Hello,
+            Hello::opening([1; NONCE_LEN], 0, [4; NONCE_LEN], [3; SECRET_LEN], key)
+                .encode()
+                .to_vec(),
+        ),
+        (
+            FrameKind::Answer,
+            Answer::Accepted(accepted()).encode().to_vec(),
+        ),
+        (FrameKind::Answer, Answer::Accepted(known).encode().to_vec()),
+        (
+            FrameKind::Answer,
+            Answer::Refused(RefusalCode::Closed).encode().to_vec(),
+        ),
+        (
+            FrameKind::Confirm,
+            Confirm::new(&resume, &accepted(), key).encode().to_vec(),
+        ),
+    ]
+}
+
+/// Whether a body of `kind` decodes.
+fn parses(kind: FrameKind, body: &[u8]) -> bool {
+    match kind {
+        FrameKind::Hello => Hello::parse(body).is_ok(),
+        FrameKind::Answer => Answer::parse(body).is_ok(),
+        FrameKind::Confirm => Confirm::parse(body).is_ok(),
+        FrameKind::Control => unreachable!("no body"),
+    }
+}
+
+#[test]
+fn every_truncation_of_every_frame_is_rejected() {
+    for (kind, frame) in every_frame() {
+        let whole = body(&frame, kind);
+        assert!(parses(kind, whole), "{kind:?}");
+        for len in 0..whole.len() {
+            assert!(!parses(kind, &whole[..len]), "{kind:?} cut to {len}");
+        }
     }
 }
 
@@ -37,13 +104,17 @@ fn frames_round_trip() {
     let key = &keys().handshake.client;
     let h = Hello::resume(0xdead_beef, [1; NONCE_LEN], 9, u32::MAX, key);
     let f = h.encode();
-    assert_eq!(&f[..6], b"RTCP\x04\x01");
+    assert_eq!(&f[..6], b"RTCP\x06\x01");
     assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
     let o = Hello::opening([1; NONCE_LEN], 2, [4; NONCE_LEN], [3; SECRET_LEN], key);
     assert_eq!(Hello::parse(body(&o.encode(), FrameKind::Hello)), Ok(o));
-    for opened in [false, true] {
+    let k = agreeing(3);
+    assert_eq!(Hello::parse(body(&k.encode(), FrameKind::Hello)), Ok(k));
+    for (opened, known) in [(false, false), (true, false), (false, true)] {
         let a = Answer::Accepted(Accepted {
             opened,
+            known,
+            agreement: [known as u8 + 1; ANSWER_PART_LEN],
             ..accepted()
         });
         assert_eq!(Answer::parse(body(&a.encode(), FrameKind::Answer)), Ok(a));
@@ -68,17 +139,32 @@ fn the_opening_part_is_present_exactly_when_opening() {
     assert!(opening.is_opening() && opening.opening_part_is_consistent());
     let resume = Hello::resume(7, [1; NONCE_LEN], 1, 0, key);
     assert!(!resume.is_opening() && resume.opening_part_is_consistent());
+    let agreeing = agreeing(0);
+    assert!(agreeing.is_opening() && agreeing.opening_part_is_consistent());
     for broken in [
         Hello {
-            secret: [0; SECRET_LEN],
+            opening_key: [0; SECRET_LEN],
             ..opening
+        },
+        Hello {
+            opening_key: [0; SECRET_LEN],
+            ..agreeing
+        },
+        // A key-agreement opening has no key to tag with.
+        Hello {
+            tag: [1; TAG_LEN],
+            ..agreeing
+        },
+        Hello {
+            key_agreement: true,
+            ..resume
         },
         Hello {
             opening_nonce: [0; NONCE_LEN],
             ..opening
         },
         Hello {
-            secret: [1; SECRET_LEN],
+            opening_key: [1; SECRET_LEN],
             ..resume
         },
         Hello {
@@ -118,7 +204,11 @@ fn hellos_and_answers_prove_themselves_both_ways() {
                 ..hello
             },
             Hello {
-                secret: [9; SECRET_LEN],
+                opening_key: [9; SECRET_LEN],
+                ..hello
+            },
+            Hello {
+                key_agreement: !hello.key_agreement,
                 ..hello
             },
         ] {
@@ -142,6 +232,18 @@ fn hellos_and_answers_prove_themselves_both_ways() {
         .answers(&resume, server),
         "the flag is covered"
     );
+    for changed in [
+        Accepted {
+            known: true,
+            ..answer
+        },
+        Accepted {
+            agreement: [1; ANSWER_PART_LEN],
+            ..answer
+        },
+    ] {
+        assert!(!changed.answers(&resume, server), "{changed:?} is covered");
+    }
     let confirm = Confirm::new(&resume, &answer, client);
     assert!(confirm.verify(&resume, &answer, client));
     assert!(!confirm.verify(&resume, &answer, server), "wrong key");
@@ -183,12 +285,15 @@ fn layouts_match_the_protocol_document() {
         nonce: std::array::from_fn(|i| 5 + i as u8),
         attempt: 0x1516_1718_191a_1b1c,
         received: 0x1d1e_1f20,
-        opening_nonce: std::array::from_fn(|i| 0x21 + i as u8),
-        secret: std::array::from_fn(|i| 0x31 + i as u8),
-        tag: std::array::from_fn(|i| 0x51 + i as u8),
+        key_agreement: true,
+        opening_nonce: std::array::from_fn(|i| 0x22 + i as u8),
+        opening_key: std::array::from_fn(|i| 0x32 + i as u8),
+        tag: std::array::from_fn(|i| 0x52 + i as u8),
     };
-    let mut expect = b"RTCP\x04\x01\x00\x60".to_vec();
-    expect.extend(1..=0x60u8);
+    let mut expect = b"RTCP\x06\x01\x00\x61".to_vec();
+    expect.extend(1..=0x20u8);
+    expect.push(0x01);
+    expect.extend(0x22..=0x61u8);
     assert_eq!(hello.encode()[..], expect[..]);
 
     let answer = Answer::Accepted(Accepted {
@@ -199,15 +304,23 @@ fn layouts_match_the_protocol_document() {
         received: 0x191a_1b1c,
         epoch: 0x1d1e_1f20,
         server_nonce: std::array::from_fn(|i| 0x21 + i as u8),
+        agreement: std::array::from_fn(|i| 0x31 + i as u8),
         control_addr: Some(SocketAddr::new(
-            Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| 0x31 + i as u8)).into(),
-            0x4142,
+            Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| 0x61 + i as u8)).into(),
+            0x7172,
         )),
-        tag: std::array::from_fn(|i| 0x43 + i as u8),
+        tag: std::array::from_fn(|i| 0x73 + i as u8),
+        known: false,
     });
-    let mut expect = b"RTCP\x04\x02\x00\x52\x01\x02\x03\x04\x00\x01".to_vec();
-    expect.extend(7..=0x52u8);
+    let mut expect = b"RTCP\x06\x02\x00\x82\x01\x02\x03\x04\x00\x01".to_vec();
+    expect.extend(7..=0x82u8);
     assert_eq!(answer.encode()[..], expect[..]);
+    let known = Answer::Accepted(Accepted {
+        known: true,
+        ..accepted()
+    })
+    .encode();
+    assert_eq!(known[HEADER_LEN + 5], 0x02);
 
     let refused = Answer::Refused(RefusalCode::TooManySessions).encode();
     assert_eq!(refused[HEADER_LEN..HEADER_LEN + 5], [0, 0, 0, 0, 2]);
@@ -218,14 +331,14 @@ fn layouts_match_the_protocol_document() {
         tag: [0xee; TAG_LEN],
     }
     .encode();
-    assert_eq!(confirm[..12], *b"RTCP\x04\x03\x00\x14\x0a\x0b\x0c\x0d");
+    assert_eq!(confirm[..12], *b"RTCP\x06\x03\x00\x14\x0a\x0b\x0c\x0d");
     assert_eq!(confirm[12..], [0xee; TAG_LEN]);
 }
 
 #[test]
 fn a_control_frame_carries_a_cid_at_the_offset_of_a_hellos() {
     let frame = Control { cid: 0x0a0b_0c0d }.encode();
-    assert_eq!(frame[..], *b"RTCP\x04\x04\x00\x04\x0a\x0b\x0c\x0d");
+    assert_eq!(frame[..], *b"RTCP\x06\x04\x00\x04\x0a\x0b\x0c\x0d");
     let hello = Hello::resume(0x0a0b_0c0d, [1; NONCE_LEN], 1, 0, &keys().handshake.client);
     assert_eq!(
         frame[HEADER_LEN..],
@@ -260,7 +373,7 @@ fn an_announced_control_address_round_trips_and_the_tag_covers_it() {
         let mut frame = Answer::Accepted(a).encode();
         assert_eq!(Answer::parse(&frame[HEADER_LEN..]), Ok(Answer::Accepted(a)));
         // Whoever changes the address on the way breaks the tag.
-        frame[HEADER_LEN + 63] ^= 1;
+        frame[HEADER_LEN + 111] ^= 1;
         let Ok(Answer::Accepted(changed)) = Answer::parse(&frame[HEADER_LEN..]) else {
             panic!("a changed address still parses");
         };
@@ -274,7 +387,7 @@ fn an_announced_control_address_round_trips_and_the_tag_covers_it() {
         Answer::parse(&frame[HEADER_LEN..]),
         Ok(Answer::Accepted(plain))
     );
-    for (at, byte) in [(65, 1), (63, 1), (47 + 11, 0xff)] {
+    for (at, byte) in [(113, 1), (111, 1), (96 + 11, 0xff)] {
         let mut half = frame;
         half[HEADER_LEN + at] = byte;
         assert!(Answer::parse(&half[HEADER_LEN..]).is_err(), "byte {at}");
@@ -282,10 +395,18 @@ fn an_announced_control_address_round_trips_and_the_tag_covers_it() {
 }
 
 #[test]
-fn unknown_answer_flags_are_malformed() {
-    let mut frame = Answer::Accepted(accepted()).encode();
-    frame[HEADER_LEN + 5] = 0x02;
-    assert!(Answer::parse(&frame[HEADER_LEN..]).is_err());
+fn unknown_flags_are_malformed() {
+    for flags in [0x03, 0x04, 0x80] {
+        let mut frame = Answer::Accepted(accepted()).encode();
+        frame[HEADER_LEN + 5] = flags;
+        assert!(
+            Answer::parse(&frame[HEADER_LEN..]).is_err(),
+            "answer {flags}"
+        );
+        let mut frame = agreeing(0).encode();
+        frame[HEADER_LEN + 32] = flags;
+        assert!(Hello::parse(&frame[HEADER_LEN..]).is_err(), "hello {flags}");
+    }
 }
 
 #[test]
@@ -295,6 +416,17 @@ fn foreign_bytes_are_recognised() {
         FrameHeader::parse(b"RTCP\x02\x01\0\0"),
         Err(WireError::Version(2))
     );
-    assert!(FrameHeader::parse(b"RTCP\x04\x09\0\0").is_err());
-    assert!(FrameHeader::parse(b"RTCP\x04\x01\xff\xff").is_err());
+    // Version 4's lightweight-only opening is another version.
+    assert_eq!(
+        FrameHeader::parse(b"RTCP\x04\x01\0\0"),
+        Err(WireError::Version(4))
+    );
+    // Version 5's CONTROL (no CID) and ANSWER (no announced address) are another
+    // version's: a control connection of a version 5 client is refused, not misread.
+    assert_eq!(
+        FrameHeader::parse(b"RTCP\x05\x04\0\0"),
+        Err(WireError::Version(5))
+    );
+    assert!(FrameHeader::parse(b"RTCP\x06\x09\0\0").is_err());
+    assert!(FrameHeader::parse(b"RTCP\x06\x01\xff\xff").is_err());
 }

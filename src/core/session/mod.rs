@@ -193,6 +193,14 @@ impl Session {
         session
     }
 
+    /// A client's opening agreed on the session's keys (`docs/PROTOCOL.md` section 2.1):
+    /// its datagrams are tagged and checked with `keys` from now on. Called before
+    /// [`opened`](Self::opened), which sends the first; none was sent before (it had
+    /// nowhere to go).
+    pub fn agreed(&mut self, keys: ControlKeys) {
+        self.keys = keys;
+    }
+
     /// The peer named the CID in a HELLO that proved itself: it received the CID.
     pub fn handle_cid_named(&mut self) {
         self.peer_named_cid = true;

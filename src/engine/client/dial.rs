@@ -15,6 +15,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::{was_established, Opened};
+use crate::core::auth::SessionKeys;
 use crate::core::endpoint::client::{on_answer, Answered};
 use crate::core::endpoint::redial::{Failure, Redial};
 use crate::core::handshake::{Accepted, FrameKind, Hello};
@@ -178,7 +179,7 @@ impl Engine {
             config,
             opening_timeout,
             opening_nonce,
-            secret,
+            key,
         } = opened;
         let Some(shared) = session.arrived() else {
             return;
@@ -189,7 +190,7 @@ impl Engine {
             &config,
             opening_timeout,
             opening_nonce,
-            secret,
+            key,
             hello_sent,
         );
         let reading = reader.and_then(|reader| {
@@ -228,7 +229,7 @@ impl Engine {
 
     /// The HELLO for an attempt of session `id`, or why there is none; `None` if the
     /// session is gone. A session whose opening the server has not answered sends its
-    /// opening again (same opening nonce and secret, a higher attempt number).
+    /// opening again (same opening nonce and opening key, a higher attempt number).
     fn hello(&mut self, id: Token) -> Option<Result<Hello, Failure>> {
         let nonce = match random() {
             Ok(nonce) => nonce,
@@ -253,9 +254,11 @@ impl Engine {
     /// The server answered a dial's `hello`, sent at `hello_sent`, with the frame `body`
     /// (or bytes that are no ANSWER frame): carries out what the core makes of it. An
     /// ANSWER that is this hello's and proves that the server holds the session's keys:
-    /// learns the path's round trip, learns the CID if the session was opening, confirms
-    /// where the server resumed a session, and moves the session to the connection (the
-    /// first opening's is the session's already).
+    /// learns the path's round trip, learns the CID (and the keys of a key-agreement
+    /// opening) if the session was opening, confirms where the server resumed a session,
+    /// and moves the session to the connection (the first opening's is the session's
+    /// already); or, where the server knew a retried key-agreement opening's session,
+    /// learns it and ends the attempt, to resume it by its CID at once.
     fn answered(
         &mut self,
         dial: Dial,
@@ -264,25 +267,41 @@ impl Engine {
         body: Result<Vec<u8>, WireError>,
     ) {
         let id = dial.session;
-        let Some(shared) = self.sessions.get(&id).map(|e| Arc::clone(&e.shared)) else {
+        let Some(entry) = self.sessions.get(&id) else {
             return self.drop_dial(dial);
         };
+        let shared = Arc::clone(&entry.shared);
         let keys = shared.handshake_keys();
         let frame = body.as_deref().map_err(|e| *e);
-        let answered = on_answer(&hello, frame, keys, dial.on_session, |n| {
-            shared.check_resume(n)
-        });
+        let check = |n| shared.check_resume(n);
+        let agree = |answer: &Accepted| match &entry.side {
+            Side::Client(redial) => redial.agreed_keys(answer),
+            Side::Server { .. } => None,
+        };
+        let answered = on_answer(&hello, frame, &keys, dial.on_session, check, agree);
         if answered.heard() {
             if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
                 redial.heard_answer();
             }
         }
-        let (answer, confirm, peer_received) = match answered {
+        let (answer, confirm, peer_received, agreed) = match answered {
             Answered::Install {
                 answer,
                 confirm,
                 peer_received,
-            } => (answer, confirm, peer_received),
+                agreed,
+            } => (answer, confirm, peer_received, agreed),
+            Answered::Learn { answer, keys } => {
+                // Nothing more on this connection: the session resumes by its CID on the
+                // next, at once.
+                self.unwatch_dial(&dial);
+                self.learn_cid(id, &shared, &answer, Some(*keys));
+                if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
+                {
+                    redial.learned();
+                }
+                return self.service(id);
+            }
             Answered::Failed { failure, .. } => return self.dial_failed(dial, failure),
             Answered::Refused(error) => return self.refused(dial, error),
             Answered::Violation(error) => {
@@ -301,7 +320,7 @@ impl Engine {
         }
         self.unwatch_dial(&dial);
         if hello.is_opening() {
-            self.learn_cid(id, &shared, &answer);
+            self.learn_cid(id, &shared, &answer, agreed.map(|keys| *keys));
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
             redial.connected(Instant::now());
@@ -317,16 +336,24 @@ impl Engine {
         self.flush(id);
     }
 
-    /// The server answered session `id`'s opening: the session learns its CID and the
-    /// server's control address, and its control datagrams are routed to it.
-    fn learn_cid(&mut self, id: Token, shared: &SharedSession, answer: &Accepted) {
+    /// The server answered session `id`'s opening: the session learns its CID, the
+    /// server's control address and the keys it `agreed` on (if it ran the key
+    /// agreement), and its control datagrams are routed to it.
+    fn learn_cid(
+        &mut self,
+        id: Token,
+        shared: &SharedSession,
+        answer: &Accepted,
+        agreed: Option<SessionKeys>,
+    ) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
         let Side::Client(redial) = &entry.side else {
             return;
         };
-        shared.opened(answer.cid, answer.control_peer(canonical(redial.addr())));
+        let control = answer.control_peer(canonical(redial.addr()));
+        shared.opened(answer.cid, control, agreed);
         let route = RouteKey {
             role: Role::Client,
             cid: answer.cid,

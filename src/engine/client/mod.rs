@@ -28,8 +28,8 @@ use mio::Token;
 use super::frames::write_frame;
 use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, EngineHandle};
-use crate::core::auth::{Nonce, Secret, SessionKeys};
-use crate::core::endpoint::redial::Failure;
+use crate::core::auth::{Nonce, SessionKeys};
+use crate::core::endpoint::redial::{Failure, OpeningKey};
 use crate::core::endpoint::stranger::Probed;
 use crate::core::handshake::Hello;
 use crate::core::session::{End, Role};
@@ -53,7 +53,7 @@ pub(crate) struct Opened {
     /// The bound on each attempt of the opening.
     opening_timeout: Duration,
     opening_nonce: Nonce,
-    secret: Secret,
+    key: OpeningKey,
 }
 
 /// A session on its way to the engine. If the command carrying it is dropped instead (the
@@ -148,12 +148,23 @@ fn open_once(
         Err(e) if was_established(&e) => Err(e),
         Err(e) => return Err(Failure::Connect(e)),
     };
-    let (Ok(nonce), Ok(opening_nonce), Ok(secret)) = (random(), random(), random()) else {
+    let (Ok(nonce), Ok(opening_nonce), Ok(secret), Ok(private)) =
+        (random(), random(), random(), random())
+    else {
         let e = io::Error::other("the system has no random bytes to give");
         return Err(Failure::Connect(e));
     };
+    // With the key agreement, the keys come with the ANSWER; until then the session holds
+    // these, which nobody else does (the secret is then never sent), and tags nothing.
     let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-    let hello = Hello::opening(nonce, 0, opening_nonce, secret, &keys.handshake.client);
+    let key = if config.key_agreement_value() {
+        OpeningKey::agreement(private, &opening_nonce).ok_or(Failure::Fatal(
+            Error::ProtocolViolation("the key agreement failed to start"),
+        ))?
+    } else {
+        OpeningKey::Secret(secret)
+    };
+    let hello = key.hello(nonce, 0, opening_nonce, &keys.handshake.client);
     let (stream, reader) = match connected {
         Ok(stream) => {
             // The HELLO goes out at once rather than wait on Nagle (and the session keeps
@@ -191,7 +202,7 @@ fn open_once(
         config: config.clone(),
         opening_timeout,
         opening_nonce,
-        secret,
+        key,
     })));
     Ok(shared)
 }

@@ -50,7 +50,7 @@ pub(super) struct EngineHost<'a> {
 }
 
 impl Host<Token> for EngineHost<'_> {
-    fn handshake_keys(&self, s: Token) -> Option<&HandshakeKeys> {
+    fn handshake_keys(&self, s: Token) -> Option<HandshakeKeys> {
         self.sessions.get(&s).map(|e| e.shared.handshake_keys())
     }
 
@@ -243,9 +243,9 @@ impl Engine {
                         listener.count_refused_full();
                     }
                 }
-                let _ = write_frame(&hs.stream, &Answer::Refused(reason).encode());
-                self.close_handshake(hs);
+                self.answer_and_close(hs, Answer::Refused(reason));
             }
+            Action::Known(answer) => self.answer_and_close(hs, Answer::Accepted(*answer)),
             Action::TurnAway => return self.turn_away(hs),
             Action::Open(opening) => self.open_session(hs, *opening),
             Action::Barrier(session) => return self.barrier(hs, session),
@@ -274,6 +274,12 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// Ends a handshake with `answer` (which, like the connection, may be lost).
+    fn answer_and_close(&mut self, hs: ServerHandshake, answer: Answer) {
+        let _ = write_frame(&hs.stream, &answer.encode());
+        self.close_handshake(hs);
     }
 
     /// Hands an ordinary TCP client's connection to `accept` as it is, with every byte
@@ -359,9 +365,11 @@ impl Engine {
         }
     }
 
-    /// Opens a new session for the client, answers it, and hands it to `accept` at once:
-    /// the client holds the keys (it drew the secret) and the opening nonce, so it can
-    /// always come back to the session, and its first bytes follow the HELLO.
+    /// Opens a new session for the client, answers it (with the listener's part of the
+    /// key agreement, if the HELLO ran one), and hands it to `accept` at once: the client
+    /// holds the opening nonce and the keys (it drew the secret, or completes the
+    /// agreement from this ANSWER, or from the answer to a retry if this one is lost), so
+    /// it can always come back to the session, and its first bytes follow the HELLO.
     fn open_session(&mut self, hs: ServerHandshake, opening: Opening<Token>) {
         if let Some(evicted) = opening.evict {
             if let Some(entry) = self.sessions.get(&evicted.session) {
@@ -384,6 +392,7 @@ impl Engine {
         let Opening {
             cid,
             keys,
+            agreement,
             answer,
             challenge_key,
             hello,
@@ -413,7 +422,9 @@ impl Engine {
         };
         let shared = SharedSession::new(spec, Arc::clone(&self.handle));
         if let Some(listener) = self.listeners.get_mut(&hs.listener) {
-            listener.endpoint.opened(cid, id, hs.client.ip(), &hello);
+            listener
+                .endpoint
+                .opened(cid, id, hs.client.ip(), &hello, agreement);
         }
         // The client's first bytes follow the HELLO in the stream, which the frame reader
         // read exactly: they are the application's to read.

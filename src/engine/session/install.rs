@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SharedSession, State};
+use crate::core::auth::SessionKeys;
 use crate::error::Error;
 
 impl SharedSession {
@@ -84,10 +85,15 @@ impl SharedSession {
         self.state.lock().session.handle_round_trip(rtt);
     }
 
-    /// The server answered a client's opening: the session is `cid`, and its control
-    /// datagrams go to `server_control`.
-    pub(crate) fn opened(&self, cid: u32, server_control: SocketAddr) {
+    /// The server answered a client's opening: the session is `cid`, its control
+    /// datagrams go to `server_control`, and its keys are `agreed` if the opening ran the
+    /// key agreement (else those it was made with).
+    pub(crate) fn opened(&self, cid: u32, server_control: SocketAddr, agreed: Option<SessionKeys>) {
         self.update(|st, now| {
+            if let Some(keys) = agreed {
+                st.session.agreed(keys.control);
+                *self.handshake_keys.lock() = keys.handshake;
+            }
             st.session.opened(cid, server_control, now);
             self.cid.store(cid, Ordering::Release);
         });

@@ -68,8 +68,9 @@ pub(crate) struct SharedSession {
     /// first write went out, whatever the session's setting (see
     /// [`attach_first`](Self::attach_first)).
     nodelay_held: AtomicBool,
-    /// Prove and check the handshakes.
-    handshake_keys: HandshakeKeys,
+    /// Prove and check the handshakes. Set once more, on a client whose opening ran the key
+    /// agreement, when the ANSWER comes ([`opened`](Self::opened)).
+    handshake_keys: Mutex<HandshakeKeys>,
     state: Mutex<State>,
     /// Signalled on every change a blocked reader or writer may be waiting for.
     changed: Condvar,
@@ -124,6 +125,8 @@ pub(crate) struct SessionSpec {
     /// values of its path challenges, which it draws for the session.
     pub(crate) end: End,
     pub(crate) cid: u32,
+    /// A key-agreement client's, until its ANSWER: keys derived from a random secret that
+    /// nobody else holds (nothing is tagged with them: no datagram goes out before).
     pub(crate) keys: SessionKeys,
     pub(crate) epoch: u32,
     /// The socket to send control datagrams on.
@@ -176,7 +179,7 @@ impl SharedSession {
             id: spec.id,
             cid: AtomicU32::new(spec.cid),
             nodelay_held: AtomicBool::new(false),
-            handshake_keys: spec.keys.handshake,
+            handshake_keys: Mutex::new(spec.keys.handshake),
             state: Mutex::new(State {
                 reported: duties(&session),
                 session,
@@ -222,8 +225,8 @@ impl SharedSession {
     }
 
     /// The keys that prove and check this session's reconnections.
-    pub(crate) fn handshake_keys(&self) -> &HandshakeKeys {
-        &self.handshake_keys
+    pub(crate) fn handshake_keys(&self) -> HandshakeKeys {
+        self.handshake_keys.lock().clone()
     }
 
     /// Runs `f` on the state, then carries out what the core asked for: sends the control

@@ -86,8 +86,13 @@ impl Net for Tcp {
 /// robust-tcp with `Config::default()` (plus `nodelay(true)` where TCP gets it).
 pub struct Robust;
 
+/// Set to `0` to measure the lightweight opening (`Config::key_agreement(false)`) instead
+/// of the default key agreement.
+pub const KEY_AGREEMENT_ENV: &str = "LOOPBACK_KEY_AGREEMENT";
+
 fn robust_config(nodelay: bool) -> Config {
-    Config::default().nodelay(nodelay)
+    let agreement = std::env::var(KEY_AGREEMENT_ENV).map_or(true, |v| v != "0");
+    Config::default().nodelay(nodelay).key_agreement(agreement)
 }
 
 impl Net for Robust {

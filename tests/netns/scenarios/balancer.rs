@@ -83,7 +83,7 @@ pub(super) fn haproxy(ctx: &Ctx, drop_udp: bool) -> Result<(), Failure> {
                 format!("{name}'s session {cid:#010x} names instance {instance}, which holds no session of the test (each instance gets one opening)")
             })?;
         let (_, mut server) = servers.swap_remove(at);
-        let s = Pair::accepted(&mut server, u64::from(cid))?;
+        let s = Pair::accepted(&mut server, cid)?;
         ctx.figure(
             &format!("{name}'s session"),
             format!("{cid:#010x} on instance {instance}"),

@@ -12,6 +12,7 @@
 //! Hello --CONTROL, a CID of the listener's--> (control connection)
 //!   |  --HELLO: refused---> (refusal written, closed)
 //!   |  --HELLO: opening---> (session opened, answered)
+//!   |  --HELLO: a retried key-agreement opening it has--> (KNOWN written, closed)
 //!   |  --garbage----------> TurningAway --hangs up, or past TURN_AWAY_DRAIN--> (closed)
 //!   |  --HELLO: resumes---> Barrier --count checks out--> Confirm --CONFIRM verifies-->
 //!   |                                                        |     (installed, if latest)
@@ -22,6 +23,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{Eviction, Presence, ServerEndpoint, Verdict};
+use crate::core::agreement::{AnswerPart, PrivateKey, KEY_LEN};
 use crate::core::auth::{HandshakeKeys, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN};
 use crate::core::counter::to_wire;
 use crate::core::handshake::{Accepted, Confirm, Control, FrameKind, Hello, RefusalCode};
@@ -102,6 +104,9 @@ pub enum Action<S> {
     Barrier(S),
     /// Write this ANSWER, then read the CONFIRM.
     Answer(Box<Accepted>),
+    /// Write this KNOWN answer to a retried key-agreement opening, and close (the
+    /// handshake is over; nothing else changes).
+    Known(Box<Accepted>),
     /// Move session `session` to this connection (the handshake is over).
     Install {
         /// The session.
@@ -135,9 +140,12 @@ pub enum Action<S> {
 pub struct Opening<S> {
     /// Its CID: random, never 0, taken by no server session of the process.
     pub cid: u32,
-    /// Its keys, derived from the HELLO.
+    /// Its keys: agreed, or derived from the HELLO.
     pub keys: SessionKeys,
-    /// The ANSWER to write (OPENED).
+    /// The listener's part of the key agreement, for [`ServerEndpoint::opened`]; `None`
+    /// for a lightweight opening.
+    pub agreement: Option<AnswerPart>,
+    /// The ANSWER to write (OPENED; with the agreement's part).
     pub answer: Accepted,
     /// The key of its path challenges (`ChallengeKey::new`).
     pub challenge_key: [u8; CHALLENGE_KEY_LEN],
@@ -152,7 +160,7 @@ pub struct Opening<S> {
 /// Nothing here performs I/O.
 pub trait Host<S> {
     /// Session `s`'s handshake keys, if it still exists.
-    fn handshake_keys(&self, s: S) -> Option<&HandshakeKeys>;
+    fn handshake_keys(&self, s: S) -> Option<HandshakeKeys>;
     /// What session `s` shows at `now` ([`Presence::of`]), for eviction.
     fn presence(&self, s: S, now: Instant) -> Presence;
     /// Runs `f` on session `s`'s core (under its lock), if it still exists.
@@ -190,21 +198,26 @@ struct Draws {
     cid: u32,
     server_nonce: [u8; NONCE_LEN],
     challenge_key: [u8; CHALLENGE_KEY_LEN],
+    /// For a key agreement.
+    ephemeral: PrivateKey,
 }
 
 impl Draws {
     fn from<S>(host: &mut impl Host<S>, instance: Option<u8>) -> Option<Self> {
         let mut server_nonce = [0; NONCE_LEN];
         let mut challenge_key = [0; CHALLENGE_KEY_LEN];
+        let mut ephemeral = [0; KEY_LEN];
         let mut cids = [0; 4 * CID_DRAWS];
         let drawn = host.random(&mut server_nonce)
             && host.random(&mut challenge_key)
-            && host.random(&mut cids);
+            && host.random(&mut cids)
+            && host.random(&mut ephemeral);
         let cid = new_cid(&cids, instance, |cid| host.cid_taken(cid));
         cid.filter(|_| drawn).map(|cid| Draws {
             cid,
             server_nonce,
             challenge_key,
+            ephemeral,
         })
     }
 }
@@ -362,6 +375,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             client,
             welcome,
             now,
+            draws.as_ref().map(|d| &d.ephemeral),
             |s, hello| {
                 host.handshake_keys(s)
                     .is_some_and(|k| hello.verify(&k.client))
@@ -370,20 +384,26 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         );
         match (verdict, draws) {
             (Verdict::Refuse(code), _) => self.end(h, Action::Refuse(code)),
-            (Verdict::Open { keys, evict }, Some(d)) => {
-                let answer = Accepted::accepting(
-                    &hello,
-                    d.cid,
-                    true,
-                    host.control_port(),
-                    0,
-                    d.server_nonce,
-                    &keys.handshake.server,
-                )
-                .announcing(self.limits.announce, &hello, &keys.handshake.server);
+            (
+                Verdict::Open {
+                    keys,
+                    agreement,
+                    evict,
+                },
+                Some(d),
+            ) => {
+                let key = &keys.handshake.server;
+                let port = host.control_port();
+                let mut answer =
+                    Accepted::accepting(&hello, d.cid, true, port, 0, d.server_nonce, key);
+                if let Some(part) = agreement {
+                    answer = answer.agreed(part, &hello, key);
+                }
+                answer = answer.announcing(self.limits.announce, &hello, key);
                 let opening = Opening {
                     cid: d.cid,
                     keys: *keys,
+                    agreement,
                     answer,
                     challenge_key: d.challenge_key,
                     hello,
@@ -392,8 +412,25 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                 self.end(h, Action::Open(Box::new(opening)))
             }
             (Verdict::Resume(session), _) => self.resume(h, session, hello, host),
-            // The endpoint opens only for an opening HELLO, which got its draws.
-            (Verdict::Open { .. }, None) => self.end(h, Action::Close),
+            (
+                Verdict::Known {
+                    session,
+                    cid,
+                    agreement,
+                },
+                Some(d),
+            ) => {
+                let Some(keys) = host.handshake_keys(session) else {
+                    return self.end(h, Action::Refuse(RefusalCode::UnknownSession));
+                };
+                let port = host.control_port();
+                let key = &keys.server;
+                let answer = Accepted::known(&hello, cid, port, d.server_nonce, agreement, key)
+                    .announcing(self.limits.announce, &hello, key);
+                self.end(h, Action::Known(Box::new(answer)))
+            }
+            // The endpoint opens or knows only for an opening HELLO, which got its draws.
+            (Verdict::Open { .. } | Verdict::Known { .. }, None) => self.end(h, Action::Close),
         }
     }
 

@@ -24,16 +24,25 @@ fn limits(handshake_timeout: Duration) -> ServerLimits {
 
 /// Attempt `attempt` of the opening of the session with opening nonce `[n; _]`.
 fn opening(n: u8, attempt: u64) -> Hello {
-    let (secret, nonce) = ([n; SECRET_LEN], [n; NONCE_LEN]);
-    let keys = SessionKeys::derive(&secret, &nonce, Role::Client);
+    let key = &keys_of(n).handshake.client;
     Hello::opening(
         [attempt as u8; NONCE_LEN],
         attempt,
-        nonce,
-        secret,
-        &keys.handshake.client,
+        [n; NONCE_LEN],
+        [n; SECRET_LEN],
+        key,
     )
 }
+
+/// Attempt `attempt` of the key-agreement opening of the session with opening nonce
+/// `[n; _]`, its client's ephemeral key `[n; _]`.
+fn agreeing(n: u8, attempt: u64) -> Hello {
+    let public = agreement::client_public(&[n; agreement::KEY_LEN], &[n; NONCE_LEN]).unwrap();
+    Hello::agreeing([attempt as u8; NONCE_LEN], attempt, [n; NONCE_LEN], public)
+}
+
+/// The listener's ephemeral key in these tests.
+const EPHEMERAL: PrivateKey = [0x5e; agreement::KEY_LEN];
 
 type Endpoint = ServerEndpoint<u32, u32>;
 
@@ -52,21 +61,54 @@ fn ask_as(
     welcome: bool,
     verify: bool,
 ) -> Verdict<u32> {
+    let presence = |_| Presence::default();
     ep.on_hello(
         hello,
         from,
         welcome,
         now,
+        Some(&EPHEMERAL),
         |_, _| verify,
-        |_| Presence::default(),
+        presence,
+    )
+}
+
+/// Asks about `hello` from `from`, new sessions welcome, resumptions that verify, the
+/// sessions as `presence` says.
+fn ask_with(
+    ep: &mut Endpoint,
+    hello: &Hello,
+    from: IpAddr,
+    now: Instant,
+    presence: impl Fn(u32) -> Presence,
+) -> Verdict<u32> {
+    ep.on_hello(
+        hello,
+        from,
+        true,
+        now,
+        Some(&EPHEMERAL),
+        |_, _| true,
+        presence,
     )
 }
 
 /// Opens session `n` (CID and id `n`) from `from`.
 fn open(ep: &mut Endpoint, n: u8, from: IpAddr, now: Instant) {
-    let hello = opening(n, 0);
-    match ask(ep, &hello, from, now) {
-        Verdict::Open { evict: None, .. } => ep.opened(n.into(), n.into(), from, &hello),
+    open_with(ep, &opening(n, 0), n, from, now);
+}
+
+/// Opens session `n` (CID and id `n`) from `from` with `hello`; returns its keys.
+fn open_with(ep: &mut Endpoint, hello: &Hello, n: u8, from: IpAddr, now: Instant) -> SessionKeys {
+    match ask(ep, hello, from, now) {
+        Verdict::Open {
+            evict: None,
+            keys,
+            agreement,
+        } => {
+            ep.opened(n.into(), n.into(), from, hello, agreement);
+            *keys
+        }
         other => panic!("session {n} not opened: {other:?}"),
     }
 }
@@ -96,6 +138,97 @@ fn a_retried_opening_resumes_its_session_and_a_replayed_one_is_refused() {
     assert_eq!(ep.session_count(), 1);
 }
 
+/// Opens session 1 (CID and id 1) with a key-agreement opening: its keys, and the
+/// listener's part of the agreement.
+fn open_agreeing(ep: &mut Endpoint, now: Instant) -> (SessionKeys, AnswerPart) {
+    let hello = agreeing(1, 0);
+    match ask(ep, &hello, CLIENT, now) {
+        Verdict::Open {
+            evict: None,
+            keys,
+            agreement: Some(part),
+        } => {
+            ep.opened(1, 1, CLIENT, &hello, Some(part));
+            (*keys, part)
+        }
+        other => panic!("not opened with an agreement: {other:?}"),
+    }
+}
+
+#[test]
+fn a_key_agreement_opening_agrees_with_its_client() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    let (keys, part) = open_agreeing(&mut ep, now);
+    let client = agreement::finish(&[1; agreement::KEY_LEN], &[1; NONCE_LEN], &part).unwrap();
+    let tag = client.control.send.tag(&[b"ack"]);
+    assert!(keys.control.recv.verify(&[b"ack"], &tag));
+    // A damaged ephemeral key is no key, a tag is not what this HELLO carries: refused,
+    // and nothing is opened.
+    let hello = agreeing(2, 0);
+    let mut broken = hello;
+    broken.opening_key = [0; SECRET_LEN];
+    assert_eq!(
+        refusal(ask(&mut ep, &broken, CLIENT, now)),
+        Some(RefusalCode::BadRequest)
+    );
+    let mut tagged = hello;
+    tagged.tag[0] = 1;
+    assert_eq!(
+        refusal(ask(&mut ep, &tagged, CLIENT, now)),
+        Some(RefusalCode::BadRequest)
+    );
+    assert_eq!(ep.session_count(), 1);
+}
+
+/// The retry rule: a retried key-agreement opening, which anyone who saw the opening can
+/// send with any attempt number, gets the CID and the same agreement until the client
+/// proved that it holds the keys, then a refusal; it changes nothing either way.
+#[test]
+fn a_retried_key_agreement_opening_learns_its_session_and_changes_nothing() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(limits(Duration::from_secs(5)));
+    let (_, part) = open_agreeing(&mut ep, now);
+    let unproven = |_| Presence::default();
+    let proven = |_| Presence {
+        client_knows_cid: true,
+        ..Presence::default()
+    };
+    for attempt in [0, 1, 7, u64::MAX] {
+        let retry = agreeing(1, attempt);
+        let verdict = ask_with(&mut ep, &retry, OTHER, now, unproven);
+        match verdict {
+            Verdict::Known {
+                session: 1,
+                cid: 1,
+                agreement,
+            } => assert_eq!(agreement, part, "attempt {attempt}"),
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+    // No attempt number was used up: the client's own reconnection, by CID, resumes.
+    assert!(ep.confirmed(1, 0));
+    let by_cid = Hello::resume(1, [3; NONCE_LEN], 1, 0, &keys_of(2).handshake.client);
+    assert!(matches!(
+        ask(&mut ep, &by_cid, CLIENT, now),
+        Verdict::Resume(1)
+    ));
+    // Another client key with the same opening nonce is not this client.
+    let mut other_key = agreeing(1, 2);
+    other_key.opening_key = agreeing(2, 2).opening_key;
+    let verdict = ask_with(&mut ep, &other_key, CLIENT, now, unproven);
+    assert_eq!(refusal(verdict), Some(RefusalCode::UnknownSession));
+    // Once the client proved that it holds the keys, a retry is refused.
+    let verdict = ask_with(&mut ep, &agreeing(1, 3), CLIENT, now, proven);
+    assert_eq!(refusal(verdict), Some(RefusalCode::UnknownSession));
+    assert_eq!(ep.session_count(), 1);
+}
+
+/// The keys of the lightweight session with secret and opening nonce `[n; _]`.
+fn keys_of(n: u8) -> SessionKeys {
+    SessionKeys::derive(&[n; SECRET_LEN], &[n; NONCE_LEN], Role::Client)
+}
+
 #[test]
 fn a_hello_that_does_not_verify_changes_nothing() {
     let now = Instant::now();
@@ -107,15 +240,7 @@ fn a_hello_that_does_not_verify_changes_nothing() {
         refusal(ask(&mut ep, &forged, CLIENT, now)),
         Some(RefusalCode::BadRequest)
     );
-    let resume = Hello::resume(
-        1,
-        [3; NONCE_LEN],
-        2,
-        0,
-        &SessionKeys::derive(&[0; SECRET_LEN], &[0; NONCE_LEN], Role::Client)
-            .handshake
-            .client,
-    );
+    let resume = Hello::resume(1, [3; NONCE_LEN], 2, 0, &keys_of(0).handshake.client);
     let verdict = ask_as(&mut ep, &resume, CLIENT, now, true, false);
     assert_eq!(refusal(verdict), Some(RefusalCode::UnknownSession));
     // The attempt number was not used up by the HELLOs that failed.
@@ -180,7 +305,11 @@ fn a_tombstone_is_never_forgotten_early_however_many_sessions_end() {
         let from = IpAddr::V4(Ipv4Addr::new(10, 1, 0, n));
         let hello = opening(n, 0);
         match ask(&mut ep, &hello, from, now) {
-            Verdict::Open { evict: None, .. } => ep.opened(n.into(), n.into(), from, &hello),
+            Verdict::Open {
+                evict: None,
+                agreement,
+                ..
+            } => ep.opened(n.into(), n.into(), from, &hello, agreement),
             Verdict::Refuse(RefusalCode::TooManySessions) => break,
             other => panic!("opening {n}: {other:?}"),
         }
@@ -264,7 +393,7 @@ fn a_full_listener_evicts_the_client_gone_longest_if_gone_long_enough() {
                 .map(|&s| Duration::from_secs(s)),
             client_knows_cid: true,
         };
-        ep.on_hello(&opening(3, 0), CLIENT, true, now, |_, _| true, presence)
+        ask_with(&mut ep, &opening(3, 0), CLIENT, now, presence)
     };
     // Gone, but not for long enough: refused.
     assert_eq!(
@@ -298,7 +427,7 @@ fn a_client_at_its_share_evicts_only_its_own_sessions_even_from_a_full_listener(
             gone_for: gone.contains(&id).then_some(Duration::from_secs(9)),
             client_knows_cid: true,
         };
-        ep.on_hello(&opening(5, 0), CLIENT, true, now, |_, _| true, presence)
+        ask_with(ep, &opening(5, 0), CLIENT, now, presence)
     };
     // OTHER's vanished sessions would free a slot in all, not in CLIENT's share.
     assert_eq!(

@@ -26,8 +26,8 @@ struct TestHost {
 }
 
 impl Host<usize> for TestHost {
-    fn handshake_keys(&self, s: usize) -> Option<&HandshakeKeys> {
-        self.sessions.get(s).map(|(_, k)| k)
+    fn handshake_keys(&self, s: usize) -> Option<HandshakeKeys> {
+        self.sessions.get(s).map(|(_, k)| k.clone())
     }
     fn presence(&self, s: usize, now: Instant) -> Presence {
         self.sessions
@@ -128,7 +128,7 @@ fn open(ep: &mut Endpoint, h: u32, n: u8, host: &mut TestHost, now: Instant) -> 
     let end = End::Server(ChallengeKey::new(&o.challenge_key));
     let session = Session::new(end, o.cid, o.answer.epoch, limits(), o.keys.control, now);
     host.sessions.push((session, o.keys.handshake));
-    ep.opened(o.cid, s, CLIENT, &o.hello);
+    ep.opened(o.cid, s, CLIENT, &o.hello, o.agreement);
     (o.cid, keys)
 }
 
@@ -470,4 +470,44 @@ fn a_refused_hello_ends_the_handshake_and_frames_after_the_end_close() {
         Action::Close
     ));
     assert!(matches!(ep.after_barrier(1, &mut host), Action::Close));
+}
+
+/// A retried key-agreement opening of a session the listener opened gets the KNOWN answer
+/// (the same agreement, under the session's key) and changes nothing, until the client
+/// shows that it knows the CID; then it is refused.
+#[test]
+fn a_retried_key_agreement_opening_is_answered_known_until_the_client_proves_itself() {
+    let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
+    let private = [0x31; KEY_LEN];
+    let public = crate::core::agreement::client_public(&private, &[7; NONCE_LEN]).unwrap();
+    let hello =
+        |attempt| Hello::agreeing([attempt as u8; NONCE_LEN], attempt, [7; NONCE_LEN], public);
+    assert!(ep.handshake_started(1).is_none());
+    let Action::Open(o) = feed(&mut ep, 1, &hello(0).encode(), &mut host, now) else {
+        panic!("the key-agreement opening did not open");
+    };
+    let part = o.agreement.expect("the listener's part");
+    assert_eq!(o.answer.agreement, part);
+    let end = End::Server(ChallengeKey::new(&o.challenge_key));
+    let session = Session::new(end, o.cid, o.answer.epoch, limits(), o.keys.control, now);
+    host.sessions.push((session, o.keys.handshake.clone()));
+    ep.opened(o.cid, 0, CLIENT, &o.hello, o.agreement);
+    let retry = hello(9);
+    assert!(ep.handshake_started(2).is_none());
+    let Action::Known(answer) = feed(&mut ep, 2, &retry.encode(), &mut host, now) else {
+        panic!("the retry is not answered KNOWN");
+    };
+    assert!(answer.known && !answer.opened && answer.cid == o.cid);
+    assert_eq!(answer.agreement, part);
+    assert!(answer.answers(&retry, &o.keys.handshake.server));
+    // Nothing changed: the first attempt is still the session's latest.
+    assert!(ep.confirmed(o.cid, 0));
+    assert_eq!(ep.handshake_count(), 0);
+    host.sessions[0].0.handle_cid_named();
+    assert!(ep.handshake_started(3).is_none());
+    let refused = feed(&mut ep, 3, &hello(10).encode(), &mut host, now);
+    assert!(
+        matches!(refused, Action::Refuse(RefusalCode::UnknownSession)),
+        "{refused:?}"
+    );
 }
