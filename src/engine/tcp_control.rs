@@ -28,6 +28,12 @@ const IDLE: Duration = Duration::from_secs(60);
 /// How soon a server's control connection must carry its first authentic datagram: a
 /// client opens one only to send on it at once.
 const FIRST_DATAGRAM_WITHIN: Duration = Duration::from_secs(5);
+/// A client's control connection that has carried nothing authentic for this long while
+/// its sessions miss their datagrams is dead (its local address went away with a change
+/// of network, a middlebox dropped its state: Linux reports nothing on it until TCP gives
+/// up, minutes later), and is replaced. A working one carries the answers to the
+/// sessions' heartbeats, about one a second.
+const DEAD_AFTER: Duration = Duration::from_secs(2);
 
 /// The most a connection queues for sending; past it, datagrams are dropped, as UDP
 /// drops them when the path is congested (the protocol copes with loss).
@@ -168,6 +174,11 @@ impl TcpControl {
 }
 
 impl TcpControl {
+    /// Whether it carried an authentic datagram, or opened, within `span` of `now`.
+    fn heard_within(&self, span: Duration, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_authentic.unwrap_or(self.opened)) < span
+    }
+
     /// When it is closed for carrying nothing authentic.
     fn expires(&self) -> Instant {
         match self.last_authentic {
@@ -188,8 +199,12 @@ impl Engine {
             role: Role::Client,
             peer: udp,
         };
-        if self.tcp_controls.values().any(|c| c.route == route) {
-            return;
+        let now = Instant::now();
+        let current = self.tcp_controls.iter().find(|(_, c)| c.route == route);
+        match current.map(|(&token, c)| (token, c.heard_within(DEAD_AFTER, now))) {
+            Some((_, true)) => return,
+            Some((token, false)) => self.close_tcp_control(token, "it carries nothing any more"),
+            None => {}
         }
         let token = self.new_token();
         let stream = TcpStream::connect(tcp).and_then(|mut stream| {
@@ -203,7 +218,6 @@ impl Engine {
         match stream {
             Ok(stream) => {
                 log::debug!("control datagrams for {udp} go over TCP to {tcp} from now on");
-                let now = Instant::now();
                 let first = Control { cid }.encode();
                 let control = TcpControl::new(stream, tcp, route, None, &first, now);
                 self.adopt_tcp_control(token, control);

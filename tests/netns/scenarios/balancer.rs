@@ -30,6 +30,14 @@ const BALANCED_RESUME_LIMIT: Duration = Duration::from_secs(5);
 const GONE_LIMIT: Duration = Duration::from_secs(10);
 /// Each writer's pace here: six streams at once, on a machine that runs other scenarios.
 const BALANCED_RATE: u64 = 1 << 20;
+/// How long after a change of address the control path may take to work again: the
+/// sessions miss their datagrams for two heartbeat intervals (2 s), and a dead control
+/// connection is replaced once it carried nothing authentic for 2 s; a connection that
+/// failed meanwhile (the silence limit, 3 s) is resumed at once.
+const SETTLE: Duration = Duration::from_secs(5);
+/// The window in which nothing faults and no session may reconnect: more than twice the
+/// silence limit (3 s), which fails a connection whose peer is never heard.
+const QUIET_WINDOW: Duration = Duration::from_secs(7);
 /// HAProxy listening after its start.
 const BALANCER_START_LIMIT: Duration = Duration::from_secs(10);
 
@@ -151,6 +159,7 @@ pub(super) fn haproxy(ctx: &Ctx, drop_udp: bool) -> Result<(), Failure> {
     topo.client_leave(ClientNet::Home)
         .map_err(|e| e.to_string())?;
     resumed(ctx, &mut pairs, "after the clients changed address")?;
+    quiet(ctx, &mut pairs, "after the clients changed address")?;
 
     balancer.kill();
     balancer = start_haproxy(ctx, &topo)?;
@@ -248,6 +257,35 @@ fn resumed(ctx: &Ctx, pairs: &mut [Pair], when: &str) -> Result<(), Failure> {
         pair.more(MIB, MOVE_LIMIT)?;
     }
     Ok(())
+}
+
+/// Requires that no session reconnects over `QUIET_WINDOW`, once `SETTLE` has passed:
+/// nothing faults meanwhile, so a reconnection would be one the control path failed to
+/// prevent (its datagrams no longer arriving, the silence limit fails the connection).
+fn quiet(ctx: &Ctx, pairs: &mut [Pair], when: &str) -> Result<(), Failure> {
+    ctx.hold(SETTLE, "the control path settles");
+    let before = reconnections(pairs)?;
+    ctx.hold(QUIET_WINDOW, "nothing faults: nobody reconnects");
+    let after = reconnections(pairs)?;
+    ctx.figure(
+        &format!("reconnections in a quiet {QUIET_WINDOW:?} {when}"),
+        format!("{before:?} then {after:?}"),
+    );
+    ctx.require(before == after, || {
+        format!("sessions reconnected with nothing faulting, {when}: {before:?} then {after:?} (the control path is dead)")
+    });
+    Ok(())
+}
+
+/// Each session's reconnections as its client counts them.
+fn reconnections(pairs: &mut [Pair]) -> Result<Vec<String>, Failure> {
+    pairs
+        .iter_mut()
+        .map(|p| {
+            let status = p.status_of_client()?;
+            Ok(status.get("reconnections").unwrap_or("?").to_string())
+        })
+        .collect()
 }
 
 /// Requires that the session of a dead instance fails with `UnknownSession`
