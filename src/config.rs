@@ -1,6 +1,7 @@
 //! Tuning knobs for sessions, with defaults that follow the paper.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::core::endpoint::OPENING_WINDOW;
@@ -65,6 +66,8 @@ pub struct Config {
     busy_limit: Duration,
     dead_after: Option<Duration>,
     control_port: Option<u16>,
+    instance_id: Option<u8>,
+    announce_control_addr: Option<SocketAddr>,
     linger_limit: Duration,
     max_sessions: usize,
     max_sessions_per_address: usize,
@@ -89,6 +92,8 @@ impl Default for Config {
             busy_limit: Duration::from_secs(30),
             dead_after: Some(Duration::from_secs(3)),
             control_port: None,
+            instance_id: None,
+            announce_control_addr: None,
             linger_limit: Duration::from_secs(60),
             max_sessions: 1024,
             max_sessions_per_address: 256,
@@ -300,6 +305,51 @@ impl Config {
     /// ```
     pub fn control_port(mut self, port: Option<u16>) -> Self {
         self.control_port = port;
+        self
+    }
+
+    /// This server instance's id among the instances behind one load balancer (default
+    /// `None`: CIDs are random in all 32 bits). With `Some(id)`, the first byte of every
+    /// CID the server gives a session (byte 8 of every reconnection's TCP stream, the
+    /// first byte of its HELLO's body) is `id`, the other three random, so that a
+    /// balancer routes each reconnection, and each control connection, to the instance
+    /// that holds its session by that one byte, keeping no state (`docs/DEPLOYMENT.md`).
+    /// Openings (CID 0) are the balancer's to spread. Every instance behind one balancer
+    /// needs its own id, from 1 (0 would look like an opening's CID); 24 random bits leave room for 2^24 sessions per instance, far
+    /// above `max_sessions`. Clients ignore this setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = robust_tcp::Config::default().instance_id(Some(2));
+    /// assert_eq!(config.instance_id_value(), Some(2));
+    /// ```
+    pub fn instance_id(mut self, id: Option<u8>) -> Self {
+        self.instance_id = id;
+        self
+    }
+
+    /// The UDP control address a server announces in its ANSWERs (default `None`: only
+    /// its control port, which clients reach at the IP address they connected to). Behind
+    /// a load balancer, that IP is the balancer's, which does not forward the control
+    /// datagrams to the instance that holds the session: announce an address where this
+    /// instance itself takes them (its own address and its control port, fixed with
+    /// [`control_port`](Self::control_port)), and clients send their datagrams there.
+    /// The address is covered by the ANSWER's tag. It also tells a client's sessions of
+    /// different instances apart when UDP does not get through: each announced address
+    /// gets its own control connection through the balancer ("Control over TCP" in
+    /// `docs/PROTOCOL.md`), so every instance behind one balancer must announce a
+    /// different one. Clients ignore this setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let addr = "192.0.2.7:7000".parse().unwrap();
+    /// let config = robust_tcp::Config::default().announce_control_addr(Some(addr));
+    /// assert_eq!(config.announce_control_addr_value(), Some(addr));
+    /// ```
+    pub fn announce_control_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.announce_control_addr = addr;
         self
     }
 
@@ -554,6 +604,28 @@ impl Config {
         self.control_port
     }
 
+    /// The configured instance id, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().instance_id_value(), None);
+    /// ```
+    pub fn instance_id_value(&self) -> Option<u8> {
+        self.instance_id
+    }
+
+    /// The configured announced control address, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(robust_tcp::Config::default().announce_control_addr_value(), None);
+    /// ```
+    pub fn announce_control_addr_value(&self) -> Option<SocketAddr> {
+        self.announce_control_addr
+    }
+
     /// The configured limit on lingering.
     ///
     /// # Examples
@@ -700,6 +772,15 @@ impl Config {
         }
         if self.control_port == Some(0) {
             return invalid("control_port must not be zero (use None for the shared socket)");
+        }
+        if self.instance_id == Some(0) {
+            return invalid("instance_id must not be zero (a CID starting with 0 looks like an opening's to a balancer)");
+        }
+        if self
+            .announce_control_addr
+            .is_some_and(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            return invalid("announce_control_addr needs an address and a port");
         }
         if self.max_sessions == 0 {
             return invalid("max_sessions must not be zero");
@@ -947,6 +1028,9 @@ mod tests {
             Config::default().busy_limit(OPENING_WINDOW + Duration::from_nanos(1)),
             Config::default().dead_after(Some(Duration::ZERO)),
             Config::default().control_port(Some(0)),
+            Config::default().instance_id(Some(0)),
+            Config::default().announce_control_addr(Some("192.0.2.7:0".parse().unwrap())),
+            Config::default().announce_control_addr(Some("0.0.0.0:7000".parse().unwrap())),
             Config::default().linger_limit(Duration::ZERO),
             Config::default().dead_after(Some(Duration::from_secs(7200))),
             Config::default().max_sessions(0),

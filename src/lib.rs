@@ -110,7 +110,7 @@ pub mod protocol {
     /// The handshake frames on a new TCP connection.
     pub mod handshake {
         pub use crate::core::handshake::{
-            control_frame, Accepted, Answer, Confirm, FrameHeader, FrameKind, Hello, RefusalCode,
+            Accepted, Answer, Confirm, Control, FrameHeader, FrameKind, Hello, RefusalCode,
             HEADER_LEN,
         };
     }

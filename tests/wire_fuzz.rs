@@ -105,6 +105,7 @@ proptest! {
                 // Either flag, never both; any agreement bytes.
                 known: !opened && attempt % 2 == 1,
                 agreement: [attempt as u8; ANSWER_PART_LEN],
+                control_addr: None,
                 tag: [0; 16],
             }
             .sign(&hello, &keys.handshake.server);

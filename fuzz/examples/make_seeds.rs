@@ -18,7 +18,7 @@ use robust_tcp::protocol::agreement::{self, KEY_LEN};
 use robust_tcp::protocol::auth::{SessionKeys, TAG_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::endpoint::OpeningKey;
-use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Hello, RefusalCode};
+use robust_tcp::protocol::handshake::{Accepted, Answer, Confirm, Control, Hello, RefusalCode};
 use robust_tcp::protocol::session::Role;
 
 /// As in fuzz_targets/server_endpoint.rs: the secret and opening nonce of its opening
@@ -69,6 +69,14 @@ fn main() -> io::Result<()> {
     let known_answer = Accepted::known(&retry_hello, 8, 40002, [0x48; 16], part, agreed_key);
     // The previous version's opening HELLO: a near miss.
     let version4 = [&b"RTCP\x04\x01\x00\x60"[..], open.get(9..).expect("a body")].concat();
+    // An instance behind a load balancer announces its own control address.
+    let announced = answer(&open_hello, true).announcing(
+        Some("198.51.100.7:7101".parse().expect("an address")),
+        &open_hello,
+        &keys.handshake.server,
+    );
+    let announced = Answer::Accepted(announced).encode();
+    let control = Control { cid: 0x0100_0007 }.encode();
     let confirm = Confirm::new(&resume_hello, &resumed_answer, &keys.handshake.client).encode();
     let version1 = b"RTCP\x01\x01\x00\x12".to_vec();
     // The previous version's opening HELLO: a near miss.
@@ -90,8 +98,12 @@ fn main() -> io::Result<()> {
         &Answer::Accepted(known_answer).encode(),
     )?;
     write(&dir, "version4", &version4)?;
+    // Version 5's CONTROL frame, without a CID: a near miss of this version's.
+    write(&dir, "version5_control", b"RTCP\x05\x04\x00\x00")?;
     write(&dir, "answer_opened", &opened)?;
     write(&dir, "answer_resumed", &resumed)?;
+    write(&dir, "answer_announced", &announced)?;
+    write(&dir, "control", &control)?;
     for reason in [
         RefusalCode::Closed,
         RefusalCode::TooManySessions,

@@ -3,13 +3,13 @@
 //! encoders on everything they accept.
 //!
 //! Protocol API used: `FrameHeader::parse(&[u8; HEADER_LEN])` and its `kind` and
-//! `body_len`; `Hello::parse`, `Answer::parse`, `Confirm::parse` on a body; their
-//! `encode()` (the whole frame) and `BODY_LEN`.
+//! `body_len`; `Hello::parse`, `Answer::parse`, `Confirm::parse`, `Control::parse` on a
+//! body; their `encode()` (the whole frame) and `BODY_LEN`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use robust_tcp::protocol::handshake::{
-    control_frame, Answer, Confirm, FrameHeader, FrameKind, Hello, HEADER_LEN,
+    Answer, Confirm, Control, FrameHeader, FrameKind, Hello, HEADER_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     hello(rest);
     answer(rest);
     confirm(rest);
+    control(rest);
 
     // The header, and the body it announces, as the engine's frame reader passes it on.
     let Some(bytes) = header else { return };
@@ -40,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
             confirm(body).map(|c| c.encode().to_vec()),
             Confirm::BODY_LEN,
         ),
-        FrameKind::Control => (Some(control_frame().to_vec()), 0),
+        FrameKind::Control => (
+            control(body).map(|c| c.encode().to_vec()),
+            Control::BODY_LEN,
+        ),
     };
     if let Some(frame) = encoded {
         let reparsed = FrameHeader::parse(frame[..HEADER_LEN].try_into().unwrap());
@@ -84,6 +88,19 @@ fn answer(body: &[u8]) -> Option<Answer> {
         "answer does not re-encode"
     );
     Some(answer)
+}
+
+/// Decodes a CONTROL body; what decodes round-trips, byte for byte on the known part.
+fn control(body: &[u8]) -> Option<Control> {
+    let control = Control::parse(body).ok()?;
+    let frame = control.encode();
+    assert_eq!(Control::parse(&frame[HEADER_LEN..]), Ok(control));
+    assert_eq!(
+        frame[HEADER_LEN..],
+        body[..Control::BODY_LEN],
+        "control does not re-encode"
+    );
+    Some(control)
 }
 
 /// Decodes a CONFIRM body; what decodes round-trips, byte for byte on the known part.

@@ -270,10 +270,10 @@ fn a_plain_tcp_client_is_refused_and_the_server_keeps_serving() {
             .unwrap();
         let reply = read_all(&plain).expect("the refusal, then end of stream");
         // Either a bare close or robust-tcp's ANSWER refusal (docs/PROTOCOL.md section 2):
-        // magic "RTCP", version 5, kind 2 ANSWER, CID 0 (refused), reason 4 (bad request).
+        // magic "RTCP", version 6, kind 2 ANSWER, CID 0 (refused), reason 4 (bad request).
         if !reply.is_empty() {
             assert!(reply.len() >= 13, "short reply {reply:?}");
-            assert_eq!(&reply[..6], b"RTCP\x05\x02", "not an ANSWER: {reply:?}");
+            assert_eq!(&reply[..6], b"RTCP\x06\x02", "not an ANSWER: {reply:?}");
             assert_eq!(&reply[8..12], &[0, 0, 0, 0], "CID is not 0: {reply:?}");
             assert_eq!(reply[12], 4, "refusal reason is not 4: {reply:?}");
         }

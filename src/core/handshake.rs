@@ -11,6 +11,8 @@
 //! the session secret the client drew, so the server derives the keys from the HELLO
 //! alone and can check its tag. See `docs/PROTOCOL.md`.
 
+use std::net::{Ipv6Addr, SocketAddr};
+
 use byteorder::{BigEndian, ByteOrder};
 
 use super::agreement::{AnswerPart, PublicKey, ANSWER_PART_LEN};
@@ -20,7 +22,7 @@ use super::WireError;
 /// The first four bytes of every handshake frame: "RTCP".
 pub const MAGIC: [u8; 4] = *b"RTCP";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Byte offsets of the handshake fields, shared by the encoders and the parsers. Body
 /// offsets count from the start of the body, after the header.
 mod field {
@@ -60,7 +62,15 @@ mod field {
         pub(crate) const EPOCH: Field = 28..32;
         pub(crate) const SERVER_NONCE: Field = 32..48;
         pub(crate) const AGREEMENT: Field = 48..96;
-        pub(crate) const TAG: Field = 96..112;
+        pub(crate) const CONTROL_ADDR: Field = 96..112;
+        pub(crate) const CONTROL_ADDR_PORT: Field = 112..114;
+        pub(crate) const TAG: Field = 114..130;
+    }
+
+    /// The body of a CONTROL.
+    pub(super) mod control {
+        use super::Field;
+        pub(crate) const CID: Field = 0..4;
     }
 
     /// The body of a CONFIRM.
@@ -88,14 +98,45 @@ pub enum FrameKind {
     /// connection.
     Confirm = 3,
     /// Client to server, first on a connection that carries control datagrams instead of
-    /// a session (where UDP does not get through); no body. Datagrams follow both ways,
-    /// each after its 2-byte length.
+    /// a session (where UDP does not get through): the CID of a session whose server it
+    /// is for. Datagrams follow both ways, each after its 2-byte length.
     Control = 4,
 }
 
-/// The frame that opens a control connection: a header of kind `Control`, no body.
-pub fn control_frame() -> [u8; HEADER_LEN] {
-    frame(FrameKind::Control)
+/// Client to server, first on a control connection: the CID of one of the sessions whose
+/// datagrams it carries, at the offset of a HELLO's CID, so that a load balancer routes
+/// it to the instance that holds them as it routes their reconnections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// A session's CID.
+    pub cid: u32,
+}
+
+impl Control {
+    /// Length of the body this version writes.
+    pub const BODY_LEN: usize = field::control::CID.end;
+    /// Length of the whole frame.
+    pub const FRAME_LEN: usize = HEADER_LEN + Self::BODY_LEN;
+
+    /// The whole frame, header included.
+    pub fn encode(&self) -> [u8; Self::FRAME_LEN] {
+        let mut out = frame(FrameKind::Control);
+        BigEndian::write_u32(&mut out[HEADER_LEN..][field::control::CID], self.cid);
+        out
+    }
+
+    /// Decodes a control body.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Malformed`] if the body is too short or names CID 0 (no session).
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        let b = known_part(body, Self::BODY_LEN, "short control")?;
+        match BigEndian::read_u32(&b[field::control::CID]) {
+            0 => Err(WireError::Malformed("control names no session")),
+            cid => Ok(Control { cid }),
+        }
+    }
 }
 
 /// A decoded frame header: what follows and how long it is.
@@ -391,6 +432,10 @@ pub struct Accepted {
     /// The server's part of the key agreement (its ephemeral public key and Noise's tag)
     /// when it answers a key-agreement opening; zero otherwise.
     pub agreement: AnswerPart,
+    /// The address where the server takes control datagrams, if it announces one
+    /// (`Config::announce_control_addr`); else they go to `control_port` at the address
+    /// the client connected to.
+    pub control_addr: Option<SocketAddr>,
     /// The tag of the HELLO and of this frame up to the tag under the server's handshake
     /// key.
     pub tag: Tag,
@@ -424,9 +469,30 @@ impl Accepted {
             epoch: hello.attempt as u32,
             server_nonce,
             agreement: [0; ANSWER_PART_LEN],
+            control_addr: None,
             tag: [0; TAG_LEN],
         }
         .sign(hello, key)
+    }
+
+    /// This answer to `hello`, announcing `control_addr` (if any: otherwise unchanged),
+    /// tagged again with the server's handshake key `key`.
+    pub fn announcing(self, control_addr: Option<SocketAddr>, hello: &Hello, key: &MacKey) -> Self {
+        match control_addr {
+            Some(_) => Accepted {
+                control_addr,
+                ..self
+            }
+            .sign(hello, key),
+            None => self,
+        }
+    }
+
+    /// Where the client sends its control datagrams, having connected to `server`: the
+    /// announced address, or the control port at `server`'s IP address.
+    pub fn control_peer(&self, server: SocketAddr) -> SocketAddr {
+        self.control_addr
+            .unwrap_or(SocketAddr::new(server.ip(), self.control_port))
     }
 
     /// This answer to the key-agreement opening `hello`, carrying the server's part of the
@@ -512,6 +578,14 @@ impl Answer {
                 BigEndian::write_u32(&mut body[field::answer::EPOCH], a.epoch);
                 body[field::answer::SERVER_NONCE].copy_from_slice(&a.server_nonce);
                 body[field::answer::AGREEMENT].copy_from_slice(&a.agreement);
+                if let Some(addr) = a.control_addr {
+                    let ip = match addr {
+                        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped(),
+                        SocketAddr::V6(v6) => *v6.ip(),
+                    };
+                    body[field::answer::CONTROL_ADDR].copy_from_slice(&ip.octets());
+                    BigEndian::write_u16(&mut body[field::answer::CONTROL_ADDR_PORT], addr.port());
+                }
                 body[field::answer::TAG].copy_from_slice(&a.tag);
             }
             // CID 0 says refused; the other fields stay zero.
@@ -525,7 +599,8 @@ impl Answer {
     /// # Errors
     ///
     /// [`WireError::Malformed`] if the body is too short, accepts with CID 0, refuses
-    /// with an unknown reason, or has flags this version does not know.
+    /// with an unknown reason, has flags this version does not know, or announces half
+    /// a control address.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         let b = known_part(body, Self::BODY_LEN, "short answer")?;
         let cid = BigEndian::read_u32(&b[field::answer::CID]);
@@ -552,8 +627,29 @@ impl Answer {
             epoch: BigEndian::read_u32(&b[field::answer::EPOCH]),
             server_nonce: array(b, field::answer::SERVER_NONCE),
             agreement: array(b, field::answer::AGREEMENT),
+            control_addr: announced(b)?,
             tag: array(b, field::answer::TAG),
         }))
+    }
+}
+
+/// The control address an ANSWER body announces: none when its bytes are all zero (the
+/// server announces nothing); an IPv4-mapped address as IPv4.
+///
+/// # Errors
+///
+/// [`WireError::Malformed`] for an address without a port, or a port without an address.
+fn announced(b: &[u8]) -> Result<Option<SocketAddr>, WireError> {
+    let raw = array::<16>(b, field::answer::CONTROL_ADDR);
+    let port = BigEndian::read_u16(&b[field::answer::CONTROL_ADDR_PORT]);
+    let ip = Ipv6Addr::from(raw).to_canonical();
+    match (
+        raw == [0; 16] && port == 0,
+        ip.is_unspecified() || port == 0,
+    ) {
+        (true, _) => Ok(None),
+        (false, true) => Err(WireError::Malformed("half an announced control address")),
+        (false, false) => Ok(Some(SocketAddr::new(ip, port))),
     }
 }
 

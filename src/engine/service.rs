@@ -55,12 +55,16 @@ impl Engine {
             }
             Side::Client(redial) => {
                 if duties.datagrams_missing {
-                    tcp_control = entry.shared.control_peer().map(|udp| (udp, redial.addr()));
+                    let cid = entry.route.cid;
+                    tcp_control = entry
+                        .shared
+                        .control_peer()
+                        .map(|udp| (udp, redial.addr(), cid));
                 }
             }
         }
-        if let Some((udp, tcp)) = tcp_control {
-            self.use_tcp_control(udp, tcp);
+        if let Some((udp, tcp, cid)) = tcp_control {
+            self.use_tcp_control(udp, tcp, cid);
         }
         match plan {
             Plan::Wait(at) => self.timers.set(id, earliest(next, at)),

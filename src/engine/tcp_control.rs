@@ -18,7 +18,7 @@ use mio::{Interest, Token};
 
 use super::{Engine, ROUND_BUDGET};
 use crate::core::control::{MAX_LEN, MIN_LEN};
-use crate::core::handshake::control_frame;
+use crate::core::handshake::Control;
 use crate::core::session::Role;
 
 /// How long a control connection may go without an authentic datagram before it is
@@ -28,6 +28,12 @@ const IDLE: Duration = Duration::from_secs(60);
 /// How soon a server's control connection must carry its first authentic datagram: a
 /// client opens one only to send on it at once.
 const FIRST_DATAGRAM_WITHIN: Duration = Duration::from_secs(5);
+/// A client's control connection that has carried nothing authentic for this long while
+/// its sessions miss their datagrams is dead (its local address went away with a change
+/// of network, a middlebox dropped its state: Linux reports nothing on it until TCP gives
+/// up, minutes later), and is replaced. A working one carries the answers to the
+/// sessions' heartbeats, about one a second.
+const DEAD_AFTER: Duration = Duration::from_secs(2);
 
 /// The most a connection queues for sending; past it, datagrams are dropped, as UDP
 /// drops them when the path is congested (the protocol copes with loss).
@@ -168,6 +174,11 @@ impl TcpControl {
 }
 
 impl TcpControl {
+    /// Whether it carried an authentic datagram, or opened, within `span` of `now`.
+    fn heard_within(&self, span: Duration, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_authentic.unwrap_or(self.opened)) < span
+    }
+
     /// When it is closed for carrying nothing authentic.
     fn expires(&self) -> Instant {
         match self.last_authentic {
@@ -180,14 +191,20 @@ impl TcpControl {
 impl Engine {
     /// A client's sessions with the server whose control address is `udp` hear none of
     /// its datagrams: carries that server's control datagrams over a TCP connection to
-    /// `tcp`, its session address, unless one does already.
-    pub(super) fn use_tcp_control(&mut self, udp: SocketAddr, tcp: SocketAddr) {
+    /// `tcp`, its session address, unless one does already. The connection names session
+    /// `cid`, one of that server's, so that a balancer routes it to the instance that
+    /// holds it (each instance behind one announces its own `udp`).
+    pub(super) fn use_tcp_control(&mut self, udp: SocketAddr, tcp: SocketAddr, cid: u32) {
         let route = TcpRoute {
             role: Role::Client,
             peer: udp,
         };
-        if self.tcp_controls.values().any(|c| c.route == route) {
-            return;
+        let now = Instant::now();
+        let current = self.tcp_controls.iter().find(|(_, c)| c.route == route);
+        match current.map(|(&token, c)| (token, c.heard_within(DEAD_AFTER, now))) {
+            Some((_, true)) => return,
+            Some((token, false)) => self.close_tcp_control(token, "it carries nothing any more"),
+            None => {}
         }
         let token = self.new_token();
         let stream = TcpStream::connect(tcp).and_then(|mut stream| {
@@ -201,8 +218,8 @@ impl Engine {
         match stream {
             Ok(stream) => {
                 log::debug!("control datagrams for {udp} go over TCP to {tcp} from now on");
-                let now = Instant::now();
-                let control = TcpControl::new(stream, tcp, route, None, &control_frame(), now);
+                let first = Control { cid }.encode();
+                let control = TcpControl::new(stream, tcp, route, None, &first, now);
                 self.adopt_tcp_control(token, control);
             }
             Err(e) => log::debug!("cannot open a control connection to {tcp}: {e}"),

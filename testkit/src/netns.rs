@@ -132,7 +132,7 @@ fn checked(line: &str, output: Output) -> Result<String> {
 /// # Errors
 ///
 /// As [`run`].
-fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+pub fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut full = vec!["netns", "exec", ns, program];
     full.extend_from_slice(args);
     run("ip", &full)
@@ -553,8 +553,9 @@ impl Topology {
         Ipv4Addr::new(10, self.net.0, self.net.1, host)
     }
 
-    /// The router's address on `net`: the client's gateway there.
-    fn gateway(&self, net: ClientNet) -> Ipv4Addr {
+    /// The router's address on `net`: the client's gateway there (and where a program in
+    /// the router, a load balancer, listens for the client).
+    pub fn gateway(&self, net: ClientNet) -> Ipv4Addr {
         self.host(net.base() + 1)
     }
 

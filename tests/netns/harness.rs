@@ -229,6 +229,66 @@ impl Ctx {
         })
     }
 
+    /// Starts `program args` in namespace `ns` with `envs` set, as a daemon of the
+    /// scenario (a load balancer): its output goes to the log, and it is killed with the
+    /// peers (watchdog, signals) and when dropped.
+    ///
+    /// # Errors
+    ///
+    /// If it cannot start.
+    pub fn spawn_daemon(
+        &self,
+        name: &str,
+        ns: &str,
+        program: &str,
+        args: &[String],
+        envs: &[(&str, String)],
+    ) -> Result<Daemon, Failure> {
+        self.step(&format!(
+            "start {name} in {ns}: {program} {}",
+            args.join(" ")
+        ));
+        let mut child = Topology::command(ns, program.as_ref())
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start {name}: {e}"))?;
+        let pid = child.id();
+        lock(&CHILDREN).push(pid);
+        lock(&self.shared.pids).push(pid);
+        for (out, label) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn Read + Send>),
+                name.to_string(),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|e| Box::new(e) as Box<dyn Read + Send>),
+                format!("{name} (stderr)"),
+            ),
+        ] {
+            let shared = Arc::clone(&self.shared);
+            if let Some(out) = out {
+                thread::spawn(move || forward_lines(out, &label, &shared));
+            }
+        }
+        Ok(Daemon {
+            name: name.to_string(),
+            child,
+            pid,
+            shared: Arc::clone(&self.shared),
+            gone: false,
+        })
+    }
+
     /// Sleeps for `d`, as a fault schedule says ("a blackhole for 30 s"), never past the
     /// scenario's deadline.
     pub fn hold(&self, d: Duration, why: &str) {
@@ -240,9 +300,56 @@ impl Ctx {
 
 /// Logs a peer's stderr line by line (panics and library logs land there).
 fn forward_stderr(stderr: impl Read, label: &str, shared: &Shared) {
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        shared.log(&format!("{label} (stderr): {line}"));
+    forward_lines(stderr, &format!("{label} (stderr)"), shared);
+}
+
+/// Logs what a process writes, line by line, labelled.
+fn forward_lines(out: impl Read, label: &str, shared: &Shared) {
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        shared.log(&format!("{label}: {line}"));
     }
+}
+
+/// A program that is not a peer (a load balancer), run in a namespace; killed and reaped
+/// when dropped, whatever happened.
+pub struct Daemon {
+    /// Its name in the log.
+    pub name: String,
+    child: Child,
+    pid: u32,
+    shared: Arc<Shared>,
+    /// Killed and reaped already.
+    gone: bool,
+}
+
+impl Daemon {
+    /// Kills it with SIGKILL (a crash) and reaps it; the pid is forgotten first, so that
+    /// no kill by pid reaches a process that reuses the number.
+    pub fn kill(&mut self) {
+        if self.gone {
+            return;
+        }
+        self.shared.log(&format!("harness: SIGKILL {}", self.name));
+        forget(self.pid, &self.shared);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.gone = true;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes `pid` from the lists of live processes, so that no kill by pid can reach a
+/// process that reuses the number once it is reaped.
+fn forget(pid: u32, shared: &Shared) {
+    let mut children = lock(&CHILDREN);
+    let mut pids = lock(&shared.pids);
+    children.retain(|p| *p != pid);
+    pids.retain(|p| *p != pid);
 }
 
 /// A peer process in a namespace; killed and reaped when dropped, whatever happened.
@@ -477,10 +584,7 @@ impl Peer {
     }
 
     fn forget_pid(&mut self) {
-        let mut children = lock(&CHILDREN);
-        let mut pids = lock(&self.shared.pids);
-        children.retain(|p| *p != self.pid);
-        pids.retain(|p| *p != self.pid);
+        forget(self.pid, &self.shared);
     }
 }
 

@@ -150,6 +150,8 @@ impl Options {
                 "give_up_ms" => o.config = c.give_up_after(Some(millis(k, v)?)),
                 "linger_ms" => o.config = c.linger_limit(millis(k, v)?),
                 "control_port" => o.config = c.control_port(Some(parse(k, v)?)),
+                "instance_id" => o.config = c.instance_id(Some(parse(k, v)?)),
+                "announce" => o.config = c.announce_control_addr(Some(parse(k, v)?)),
                 "handshake_ms" => o.config = c.handshake_timeout(millis(k, v)?),
                 "backoff_ms" => {
                     let (a, b) = v

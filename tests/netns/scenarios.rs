@@ -8,6 +8,7 @@
 //! The list and the limits are here; the scenarios in `network.rs` and `sessions.rs`; the
 //! peers' driver in `pair.rs`.
 
+mod balancer;
 mod network;
 mod pair;
 mod sessions;
@@ -102,6 +103,19 @@ pub fn all() -> Vec<Scenario> {
             limit: secs(120),
             ignored: None,
             run: vanished_clients,
+        },
+        // Issue 22, item 1.
+        Scenario {
+            name: "balancer_haproxy",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| balancer::haproxy(ctx, false),
+        },
+        Scenario {
+            name: "balancer_haproxy_udp_blocked",
+            limit: secs(150),
+            ignored: None,
+            run: |ctx| balancer::haproxy(ctx, true),
         },
         Scenario {
             name: "nat_random_ports",

@@ -87,6 +87,8 @@ fuzz_target!(|data: &[u8]| {
         // This target feeds frames at once, past the first bytes' sniffing.
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
+        instance_id: None,
+        announce: None,
     };
     let mut server = Server::new(limits);
     while let Some(op) = Op::decode(&mut input) {

@@ -309,6 +309,7 @@ mod tests {
             epoch,
             server_nonce: [6; NONCE_LEN],
             agreement: [0; ANSWER_PART_LEN],
+            control_addr: None,
             tag: [0; TAG_LEN],
             known: false,
         }

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use self::handshake::Phase;
@@ -56,6 +56,10 @@ pub struct ServerLimits {
     /// How long a silent client is waited for before it counts as an ordinary one
     /// (`Config::plain_wait`, at most the handshake timeout).
     pub plain_wait: Duration,
+    /// The first byte of every CID the listener gives a session (`Config::instance_id`).
+    pub instance_id: Option<u8>,
+    /// The control address its ANSWERs announce (`Config::announce_control_addr`).
+    pub announce: Option<SocketAddr>,
 }
 
 impl ServerLimits {
@@ -71,6 +75,8 @@ impl ServerLimits {
             plain_wait: config
                 .plain_wait_value()
                 .min(config.handshake_timeout_value()),
+            instance_id: config.instance_id_value(),
+            announce: config.announce_control_addr_value(),
         }
     }
 

@@ -93,7 +93,7 @@ pub fn probed(got: &[u8], ended: bool) -> Probed {
 mod tests {
     use super::*;
     use crate::core::auth::{SessionKeys, NONCE_LEN, SECRET_LEN};
-    use crate::core::handshake::{control_frame, FrameHeader, Hello};
+    use crate::core::handshake::{Control, FrameHeader, Hello};
     use crate::core::session::Role;
 
     #[test]
@@ -101,7 +101,10 @@ mod tests {
         let (secret, nonce) = ([1; SECRET_LEN], [2; NONCE_LEN]);
         let keys = SessionKeys::derive(&secret, &nonce, Role::Client);
         let hello = Hello::opening(nonce, 0, nonce, secret, &keys.handshake.client);
-        let frames = [hello.encode().to_vec(), control_frame().to_vec()];
+        let frames = [
+            hello.encode().to_vec(),
+            Control { cid: 1 }.encode().to_vec(),
+        ];
         for frame in frames {
             for accept_plain in [false, true] {
                 for n in 1..MAGIC.len() {

@@ -1,6 +1,8 @@
 //! Unit tests of the handshake frames: round trips, the tags, and every way a frame
 //! may be malformed.
 
+use std::net::{Ipv6Addr, SocketAddr};
+
 use super::*;
 use crate::core::agreement::{self, KEY_LEN};
 use crate::core::auth::SessionKeys;
@@ -27,6 +29,7 @@ fn accepted() -> Accepted {
         epoch: 3,
         server_nonce: [8; NONCE_LEN],
         agreement: [0; ANSWER_PART_LEN],
+        control_addr: None,
         tag: [0; TAG_LEN],
         known: false,
     }
@@ -101,7 +104,7 @@ fn frames_round_trip() {
     let key = &keys().handshake.client;
     let h = Hello::resume(0xdead_beef, [1; NONCE_LEN], 9, u32::MAX, key);
     let f = h.encode();
-    assert_eq!(&f[..6], b"RTCP\x05\x01");
+    assert_eq!(&f[..6], b"RTCP\x06\x01");
     assert_eq!(Hello::parse(body(&f, FrameKind::Hello)), Ok(h));
     let o = Hello::opening([1; NONCE_LEN], 2, [4; NONCE_LEN], [3; SECRET_LEN], key);
     assert_eq!(Hello::parse(body(&o.encode(), FrameKind::Hello)), Ok(o));
@@ -287,7 +290,7 @@ fn layouts_match_the_protocol_document() {
         opening_key: std::array::from_fn(|i| 0x32 + i as u8),
         tag: std::array::from_fn(|i| 0x52 + i as u8),
     };
-    let mut expect = b"RTCP\x05\x01\x00\x61".to_vec();
+    let mut expect = b"RTCP\x06\x01\x00\x61".to_vec();
     expect.extend(1..=0x20u8);
     expect.push(0x01);
     expect.extend(0x22..=0x61u8);
@@ -302,11 +305,15 @@ fn layouts_match_the_protocol_document() {
         epoch: 0x1d1e_1f20,
         server_nonce: std::array::from_fn(|i| 0x21 + i as u8),
         agreement: std::array::from_fn(|i| 0x31 + i as u8),
-        tag: std::array::from_fn(|i| 0x61 + i as u8),
+        control_addr: Some(SocketAddr::new(
+            Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| 0x61 + i as u8)).into(),
+            0x7172,
+        )),
+        tag: std::array::from_fn(|i| 0x73 + i as u8),
         known: false,
     });
-    let mut expect = b"RTCP\x05\x02\x00\x70\x01\x02\x03\x04\x00\x01".to_vec();
-    expect.extend(7..=0x70u8);
+    let mut expect = b"RTCP\x06\x02\x00\x82\x01\x02\x03\x04\x00\x01".to_vec();
+    expect.extend(7..=0x82u8);
     assert_eq!(answer.encode()[..], expect[..]);
     let known = Answer::Accepted(Accepted {
         known: true,
@@ -324,8 +331,67 @@ fn layouts_match_the_protocol_document() {
         tag: [0xee; TAG_LEN],
     }
     .encode();
-    assert_eq!(confirm[..12], *b"RTCP\x05\x03\x00\x14\x0a\x0b\x0c\x0d");
+    assert_eq!(confirm[..12], *b"RTCP\x06\x03\x00\x14\x0a\x0b\x0c\x0d");
     assert_eq!(confirm[12..], [0xee; TAG_LEN]);
+}
+
+#[test]
+fn a_control_frame_carries_a_cid_at_the_offset_of_a_hellos() {
+    let frame = Control { cid: 0x0a0b_0c0d }.encode();
+    assert_eq!(frame[..], *b"RTCP\x06\x04\x00\x04\x0a\x0b\x0c\x0d");
+    let hello = Hello::resume(0x0a0b_0c0d, [1; NONCE_LEN], 1, 0, &keys().handshake.client);
+    assert_eq!(
+        frame[HEADER_LEN..],
+        hello.encode()[HEADER_LEN..HEADER_LEN + 4]
+    );
+    let body = body(&frame, FrameKind::Control);
+    assert_eq!(Control::parse(body), Ok(Control { cid: 0x0a0b_0c0d }));
+    // A longer body (a later version's) is accepted; a shorter one, or CID 0, is not.
+    assert_eq!(Control::parse(&[0, 0, 0, 1, 9]), Ok(Control { cid: 1 }));
+    assert!(Control::parse(&[]).is_err());
+    assert!(Control::parse(&body[..3]).is_err());
+    assert!(Control::parse(&[0; 4]).is_err());
+}
+
+#[test]
+fn an_announced_control_address_round_trips_and_the_tag_covers_it() {
+    let keys = keys();
+    let key = &keys.handshake.server;
+    let hello = Hello::resume(7, [1; NONCE_LEN], 1, 0, &keys.handshake.client);
+    let plain = Accepted::accepting(&hello, 7, false, 1234, 0, [8; NONCE_LEN], key);
+    assert_eq!(plain.announcing(None, &hello, key), plain);
+    let server: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+    assert_eq!(
+        plain.control_peer(server),
+        "192.0.2.1:1234".parse().unwrap()
+    );
+    for announced in ["198.51.100.7:7101", "[2001:db8::7]:7101"] {
+        let addr: SocketAddr = announced.parse().unwrap();
+        let a = plain.announcing(Some(addr), &hello, key);
+        assert!(a.answers(&hello, key));
+        assert_eq!(a.control_peer(server), addr);
+        let mut frame = Answer::Accepted(a).encode();
+        assert_eq!(Answer::parse(&frame[HEADER_LEN..]), Ok(Answer::Accepted(a)));
+        // Whoever changes the address on the way breaks the tag.
+        frame[HEADER_LEN + 111] ^= 1;
+        let Ok(Answer::Accepted(changed)) = Answer::parse(&frame[HEADER_LEN..]) else {
+            panic!("a changed address still parses");
+        };
+        assert_ne!(changed.control_addr, Some(addr));
+        assert!(!changed.answers(&hello, key));
+    }
+    // All zero is no announcement; a port without an address, or an address without a
+    // port, is malformed (so that what parses re-encodes to the same bytes).
+    let frame = Answer::Accepted(plain).encode();
+    assert_eq!(
+        Answer::parse(&frame[HEADER_LEN..]),
+        Ok(Answer::Accepted(plain))
+    );
+    for (at, byte) in [(113, 1), (111, 1), (96 + 11, 0xff)] {
+        let mut half = frame;
+        half[HEADER_LEN + at] = byte;
+        assert!(Answer::parse(&half[HEADER_LEN..]).is_err(), "byte {at}");
+    }
 }
 
 #[test]
@@ -355,6 +421,12 @@ fn foreign_bytes_are_recognised() {
         FrameHeader::parse(b"RTCP\x04\x01\0\0"),
         Err(WireError::Version(4))
     );
-    assert!(FrameHeader::parse(b"RTCP\x05\x09\0\0").is_err());
-    assert!(FrameHeader::parse(b"RTCP\x05\x01\xff\xff").is_err());
+    // Version 5's CONTROL (no CID) and ANSWER (no announced address) are another
+    // version's: a control connection of a version 5 client is refused, not misread.
+    assert_eq!(
+        FrameHeader::parse(b"RTCP\x05\x04\0\0"),
+        Err(WireError::Version(5))
+    );
+    assert!(FrameHeader::parse(b"RTCP\x06\x09\0\0").is_err());
+    assert!(FrameHeader::parse(b"RTCP\x06\x01\xff\xff").is_err());
 }

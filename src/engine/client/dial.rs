@@ -352,12 +352,8 @@ impl Engine {
         let Side::Client(redial) = &entry.side else {
             return;
         };
-        let server_ip = canonical(redial.addr()).ip();
-        shared.opened(
-            answer.cid,
-            SocketAddr::new(server_ip, answer.control_port),
-            agreed,
-        );
+        let control = answer.control_peer(canonical(redial.addr()));
+        shared.opened(answer.cid, control, agreed);
         let route = RouteKey {
             role: Role::Client,
             cid: answer.cid,

@@ -9,7 +9,7 @@
 //!   |     accepted)--> (handed to accept as plain TCP)
 //!   |  --ended before a byte (a probe)--> (greeted, closed)
 //!   |  --the magic (or any byte, ordinary clients not accepted)--> Hello
-//! Hello --CONTROL, empty--> (control connection)
+//! Hello --CONTROL, a CID of the listener's--> (control connection)
 //!   |  --HELLO: refused---> (refusal written, closed)
 //!   |  --HELLO: opening---> (session opened, answered)
 //!   |  --HELLO: a retried key-agreement opening it has--> (KNOWN written, closed)
@@ -26,16 +26,22 @@ use super::{Eviction, Presence, ServerEndpoint, Verdict};
 use crate::core::agreement::{AnswerPart, PrivateKey, KEY_LEN};
 use crate::core::auth::{HandshakeKeys, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN};
 use crate::core::counter::to_wire;
-use crate::core::handshake::{Accepted, Confirm, FrameKind, Hello, RefusalCode};
+use crate::core::handshake::{Accepted, Confirm, Control, FrameKind, Hello, RefusalCode};
 use crate::core::session::Session;
 
 /// The most a peer that does not speak robust-tcp may send while it is turned away.
 pub const TURN_AWAY_DRAIN: usize = 64 * 1024;
 
 /// How many random CIDs are drawn for a new session, which is refused as if the server
-/// were full if every one is taken: with fewer than 2^24 sessions in the process, that is
-/// below one chance in 2^128.
+/// were full if every one is taken: with fewer than 2^16 sessions in the process (and an
+/// instance id, which leaves 24 random bits; 2^24 without), that is below one chance in
+/// 2^128.
 const CID_DRAWS: usize = 16;
+
+/// The bits of a CID that carry the server's instance id, when it has one: its first byte
+/// on the wire, so that a load balancer finds it at one fixed offset of every
+/// reconnection's stream (`docs/PROTOCOL.md`, section 4).
+const INSTANCE_SHIFT: u32 = 24;
 
 /// Where a handshake stands.
 #[derive(Debug)]
@@ -168,14 +174,21 @@ pub trait Host<S> {
 }
 
 /// A CID for a new server session: the first of the random `draws` that is not 0 (which
-/// opens a session) and not `taken`. Random, so that one session's CID tells nothing of
-/// its neighbours'; unique, so that a datagram for a server session is looked up in one
+/// opens a session) and not `taken`, with its first byte replaced by `instance`
+/// (`Config::instance_id`) when there is one. Random, so that one session's CID tells
+/// nothing of its neighbours' (but, with an instance id, which instance holds it: that is
+/// its purpose); unique, so that a datagram for a server session is looked up in one
 /// step. `None` if every draw was taken.
-pub fn new_cid(draws: &[u8], taken: impl Fn(u32) -> bool) -> Option<u32> {
+pub fn new_cid(draws: &[u8], instance: Option<u8>, taken: impl Fn(u32) -> bool) -> Option<u32> {
+    let mask = u32::MAX >> (32 - INSTANCE_SHIFT);
     draws
         .chunks_exact(4)
         .filter_map(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
+        .map(|cid| match instance {
+            Some(id) => u32::from(id) << INSTANCE_SHIFT | cid & mask,
+            None => cid,
+        })
         .find(|&cid| cid != 0 && !taken(cid))
 }
 
@@ -190,7 +203,7 @@ struct Draws {
 }
 
 impl Draws {
-    fn from<S>(host: &mut impl Host<S>) -> Option<Self> {
+    fn from<S>(host: &mut impl Host<S>, instance: Option<u8>) -> Option<Self> {
         let mut server_nonce = [0; NONCE_LEN];
         let mut challenge_key = [0; CHALLENGE_KEY_LEN];
         let mut ephemeral = [0; KEY_LEN];
@@ -199,7 +212,7 @@ impl Draws {
             && host.random(&mut challenge_key)
             && host.random(&mut cids)
             && host.random(&mut ephemeral);
-        let cid = new_cid(&cids, |cid| host.cid_taken(cid));
+        let cid = new_cid(&cids, instance, |cid| host.cid_taken(cid));
         cid.filter(|_| drawn).map(|cid| Draws {
             cid,
             server_nonce,
@@ -234,8 +247,14 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     ) -> Action<S> {
         match self.phase(h) {
             Some(Phase::Hello | Phase::Sniff { .. }) => match kind {
-                // This version's CONTROL has no body.
-                FrameKind::Control if body.is_empty() => self.end(h, Action::Control),
+                // A control connection for a session of another listener (a balancer
+                // that routed it wrong) would carry nothing it could authenticate: the
+                // client is told at once.
+                FrameKind::Control => match Control::parse(body) {
+                    Ok(c) if self.sessions.contains_key(&c.cid) => self.end(h, Action::Control),
+                    Ok(_) => self.end(h, Action::Refuse(RefusalCode::UnknownSession)),
+                    Err(_) => self.turn_away(h),
+                },
                 FrameKind::Hello => match Hello::parse(body) {
                     Ok(hello) => self.hello(h, hello, client, welcome, host, now),
                     Err(_) => self.turn_away(h),
@@ -316,7 +335,8 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             received,
             server_nonce,
             &keys.server,
-        );
+        )
+        .announcing(self.limits.announce, &hello, &keys.server);
         // Nothing is resent before the client proves, with its CONFIRM, that it is the
         // one that sent this HELLO now, not someone replaying it.
         self.set_phase(
@@ -343,7 +363,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         now: Instant,
     ) -> Action<S> {
         let draws = if hello.is_opening() {
-            match Draws::from(host) {
+            match Draws::from(host, self.limits.instance_id) {
                 Some(draws) => Some(draws),
                 None => return self.end(h, Action::Refuse(RefusalCode::TooManySessions)),
             }
@@ -379,6 +399,7 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                 if let Some(part) = agreement {
                     answer = answer.agreed(part, &hello, key);
                 }
+                answer = answer.announcing(self.limits.announce, &hello, key);
                 let opening = Opening {
                     cid: d.cid,
                     keys: *keys,
@@ -403,8 +424,9 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                     return self.end(h, Action::Refuse(RefusalCode::UnknownSession));
                 };
                 let port = host.control_port();
-                let answer =
-                    Accepted::known(&hello, cid, port, d.server_nonce, agreement, &keys.server);
+                let key = &keys.server;
+                let answer = Accepted::known(&hello, cid, port, d.server_nonce, agreement, key)
+                    .announcing(self.limits.announce, &hello, key);
                 self.end(h, Action::Known(Box::new(answer)))
             }
             // The endpoint opens or knows only for an opening HELLO, which got its draws.

@@ -93,6 +93,8 @@ mod tests {
             evictable_after: Duration::from_secs(3),
             accept_plain,
             plain_wait: WAIT,
+            instance_id: None,
+            announce: None,
         })
     }
 

@@ -17,6 +17,8 @@ fn limits(handshake_timeout: Duration) -> ServerLimits {
         evictable_after: Duration::from_secs(3),
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
+        instance_id: None,
+        announce: None,
     }
 }
 

@@ -67,6 +67,10 @@ fn host() -> TestHost {
 }
 
 fn endpoint(max_handshakes: usize) -> Endpoint {
+    instance_endpoint(max_handshakes, None)
+}
+
+fn instance_endpoint(max_handshakes: usize, instance_id: Option<u8>) -> Endpoint {
     ServerEndpoint::new(ServerLimits {
         max_sessions: 4,
         max_sessions_per_address: 4,
@@ -75,6 +79,8 @@ fn endpoint(max_handshakes: usize) -> Endpoint {
         evictable_after: Duration::from_secs(3),
         accept_plain: false,
         plain_wait: Duration::from_millis(300),
+        instance_id,
+        announce: None,
     })
 }
 
@@ -174,14 +180,30 @@ fn answered(
 }
 
 #[test]
-fn a_new_handshake_expects_a_hello_or_a_control_and_a_bare_control_hands_it_over() {
+fn a_new_handshake_expects_a_hello_or_a_control_and_a_control_naming_a_session_hands_it_over() {
     let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
+    let (cid, _) = open(&mut ep, 9, 1, &mut host, now);
     assert!(ep.handshake_started(1).is_none());
     assert_eq!(ep.expected(1), &[FrameKind::Hello, FrameKind::Control]);
-    let control = crate::core::handshake::control_frame();
+    let control = Control { cid }.encode();
     assert!(matches!(
         feed(&mut ep, 1, &control, &mut host, now),
         Action::Control
+    ));
+    assert_eq!(ep.handshake_count(), 0);
+}
+
+#[test]
+fn a_control_naming_a_session_the_listener_does_not_hold_is_refused_as_unknown() {
+    // A balancer that routed it to the wrong instance: the client is told at once, and
+    // no connection is kept that could carry nothing authentic.
+    let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
+    let (cid, _) = open(&mut ep, 9, 1, &mut host, now);
+    ep.handshake_started(1);
+    let control = Control { cid: cid ^ 1 }.encode();
+    assert!(matches!(
+        feed(&mut ep, 1, &control, &mut host, now),
+        Action::Refuse(RefusalCode::UnknownSession)
     ));
     assert_eq!(ep.handshake_count(), 0);
 }
@@ -244,7 +266,35 @@ fn an_opening_gets_a_random_cid_never_zero_nor_taken_and_an_opened_answer() {
     assert_eq!(cid, 0x0606_0606);
     assert_eq!(ep.handshake_count(), 0);
     assert_eq!(ep.session_count(), 1);
-    assert_eq!(new_cid(&[0; 64], |_| false), None);
+    assert_eq!(new_cid(&[0; 64], None, |_| false), None);
+}
+
+#[test]
+fn an_instance_id_is_the_first_byte_of_every_cid_the_rest_random() {
+    let draws = [0xAB, 0x01, 0x02, 0x03, 0xCD, 0x04, 0x05, 0x06];
+    assert_eq!(new_cid(&draws, Some(7), |_| false), Some(0x0701_0203));
+    assert_eq!(new_cid(&draws, Some(0), |_| false), Some(0x0001_0203));
+    assert_eq!(new_cid(&draws, None, |_| false), Some(0xAB01_0203));
+    // A taken CID counts after the id is put in: the next draw, with the id.
+    let taken = |cid| cid == 0x0701_0203;
+    assert_eq!(new_cid(&draws, Some(7), taken), Some(0x0704_0506));
+    // Instance 0 with three zero bytes would be CID 0, which opens a session: skipped.
+    let zeros = [0xAB, 0, 0, 0, 0xCD, 0, 0, 9];
+    assert_eq!(new_cid(&zeros, Some(0), |_| false), Some(9));
+    assert_eq!(new_cid(&zeros[..4], Some(0), |_| false), None);
+    // A trailing partial draw is no CID.
+    assert_eq!(new_cid(&draws[..3], Some(7), |_| false), None);
+}
+
+#[test]
+fn a_listener_with_an_instance_id_opens_every_session_under_it() {
+    let (mut ep, mut host, now) = (instance_endpoint(4, Some(0x42)), host(), Instant::now());
+    for (h, n) in [(1, 1), (2, 2), (3, 3)] {
+        let (cid, _) = open(&mut ep, h, n, &mut host, now);
+        assert_eq!(cid >> 24, 0x42, "{cid:#010x}");
+        assert_eq!(cid.to_be_bytes()[0], 0x42);
+    }
+    assert_eq!(ep.session_count(), 3);
 }
 
 #[test]
