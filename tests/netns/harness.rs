@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -170,6 +170,19 @@ impl Ctx {
         Ok(topo)
     }
 
+    /// Starts `command` (its output piped) as the process `name`, and records its pid, to
+    /// be killed if the test ends early.
+    fn start(&self, name: &str, command: &mut Command) -> Result<Child, Failure> {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start {name}: {e}"))?;
+        lock(&CHILDREN).push(child.id());
+        lock(&self.shared.pids).push(child.id());
+        Ok(child)
+    }
+
     /// Starts peer `name` in namespace `ns`: `<exe> peer <args>`.
     ///
     /// # Errors
@@ -177,17 +190,10 @@ impl Ctx {
     /// If it cannot start.
     pub fn spawn(&self, name: &str, ns: &str, args: &[String]) -> Result<Peer, Failure> {
         self.step(&format!("start {name} in {ns}: peer {}", args.join(" ")));
-        let mut child = Topology::command(ns, &self.exe)
-            .arg("peer")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("start {name}: {e}"))?;
+        let mut command = Topology::command(ns, &self.exe);
+        command.arg("peer").args(args).stdin(Stdio::piped());
+        let mut child = self.start(name, &mut command)?;
         let pid = child.id();
-        lock(&CHILDREN).push(pid);
-        lock(&self.shared.pids).push(pid);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -248,17 +254,13 @@ impl Ctx {
             "start {name} in {ns}: {program} {}",
             args.join(" ")
         ));
-        let mut child = Topology::command(ns, program.as_ref())
+        let mut command = Topology::command(ns, program.as_ref());
+        command
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("start {name}: {e}"))?;
+            .stdin(Stdio::null());
+        let mut child = self.start(name, &mut command)?;
         let pid = child.id();
-        lock(&CHILDREN).push(pid);
-        lock(&self.shared.pids).push(pid);
         for (out, label) in [
             (
                 child

@@ -320,17 +320,7 @@ fn gone(ctx: &Ctx, client: &mut Peer, from: usize, killed: Instant) -> Result<()
 /// so.
 fn require_over_tcp(ctx: &Ctx, pairs: &mut [Pair]) -> Result<(), Failure> {
     for pair in pairs.iter_mut() {
-        for (who, status) in [
-            ("client", pair.status_of_client()?),
-            ("server", pair.status_of_server()?),
-        ] {
-            ctx.require(status.get("control_over_tcp") == Some("true"), || {
-                format!(
-                    "the {who}'s status does not show control over TCP: {}",
-                    describe(&status)
-                )
-            });
-        }
+        pair.require_control_over_tcp(ctx)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::{
     MOVE_LIMIT, PORT, RESUME_LIMIT, ROAM_GAP, ROAM_LIMIT,
 };
 use crate::events::Event;
-use crate::harness::{describe, Ctx, Failure};
+use crate::harness::{Ctx, Failure};
 
 /// Test 1: through a NAT that rewrites ports (`MASQUERADE --random-fully`): byte-exact, no
 /// hang.
@@ -95,17 +95,7 @@ pub(super) fn tcp_only(ctx: &Ctx, dnat: bool) -> Result<(), Failure> {
         format!("the fallback took {took:.2?} to carry 1 MiB each way; required within {FALLBACK_LIMIT:?} (\"within seconds\")")
     });
     // And the sessions say so.
-    for (who, status) in [
-        ("client", pair.status_of_client()?),
-        ("server", pair.status_of_server()?),
-    ] {
-        ctx.require(status.get("control_over_tcp") == Some("true"), || {
-            format!(
-                "the {who}'s status does not show control over TCP: {}",
-                describe(&status)
-            )
-        });
-    }
+    pair.require_control_over_tcp(ctx)?;
     pair.more(4 * MIB, MOVE_LIMIT)?;
     pair.finish(ctx)
 }

@@ -314,6 +314,22 @@ impl Pair {
             .wait("status", MOVE_LIMIT, from, |e| e.is("status", 0))
     }
 
+    /// Requires both ends' status to show that their control messages go over TCP.
+    pub(super) fn require_control_over_tcp(&mut self, ctx: &Ctx) -> Result<(), Failure> {
+        for (who, status) in [
+            ("client", self.status_of_client()?),
+            ("server", self.status_of_server()?),
+        ] {
+            ctx.require(status.get("control_over_tcp") == Some("true"), || {
+                format!(
+                    "the {who}'s status does not show control over TCP: {}",
+                    describe(&status)
+                )
+            });
+        }
+        Ok(())
+    }
+
     /// Stops both writers, waits for each side to read the other's whole stream and its
     /// end, requires the counts to match (every byte was checked as it was read), records
     /// the session's figures and ends both processes.
