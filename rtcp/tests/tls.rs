@@ -11,14 +11,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{fingerprint, start_client, Keys, Options, Proc, Target, Tunnel};
 use robust_tcp_testkit::bounded::{run_bounded, wait_until};
-use robust_tcp_testkit::capture::{Capture, Proto};
 use robust_tcp_testkit::proxy::CutPlan;
 
 /// Every test's bound.
@@ -28,7 +26,6 @@ const ANSWER: Duration = Duration::from_secs(15);
 
 /// What the local program sends: a secret an eavesdropper must not read.
 const SECRET_COMMAND: &[u8] = b"SET creditcard 4111111111111111\r\n";
-const SECRET: &[u8] = b"4111111111111111";
 
 /// A target that echoes each connection and returns what it echoed.
 fn echo_target() -> Target<Vec<u8>> {
@@ -55,79 +52,92 @@ fn echo(stream: &mut TcpStream, bytes: &[u8], tunnel: &Tunnel) {
     assert_eq!(back, bytes);
 }
 
-/// The tunnel's own traffic in `capture`, each flow's payloads joined in order: TCP to or
-/// from the proxy's port (client side) or the server's (proxy side), and every UDP
-/// datagram (the sessions' control messages; other tests' too, which carry no payload
-/// bytes). The legs of the local program and the target are plaintext by design, and
-/// left out.
-fn tunnel_flows(capture: &Capture, tunnel: &Tunnel) -> Vec<Vec<u8>> {
-    let ports = [tunnel.proxy.local_addr().port(), tunnel.server_addr.port()];
-    let mut flows: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for packet in capture.packets() {
-        let ours = packet.proto == Proto::Udp
-            || ports.contains(&packet.src.port())
-            || ports.contains(&packet.dst.port());
-        if ours {
-            let key = format!("{:?} {} {}", packet.proto, packet.src, packet.dst);
-            flows.entry(key).or_default().extend(&packet.payload);
+/// The packet capture (an `AF_PACKET` socket) exists on Linux only.
+#[cfg(target_os = "linux")]
+mod eavesdropping {
+    use std::collections::BTreeMap;
+
+    use robust_tcp_testkit::capture::{Capture, Proto};
+
+    use super::*;
+
+    /// The secret in [`SECRET_COMMAND`].
+    const SECRET: &[u8] = b"4111111111111111";
+
+    /// The tunnel's own traffic in `capture`, each flow's payloads joined in order: TCP to or
+    /// from the proxy's port (client side) or the server's (proxy side), and every UDP
+    /// datagram (the sessions' control messages; other tests' too, which carry no payload
+    /// bytes). The legs of the local program and the target are plaintext by design, and
+    /// left out.
+    fn tunnel_flows(capture: &Capture, tunnel: &Tunnel) -> Vec<Vec<u8>> {
+        let ports = [tunnel.proxy.local_addr().port(), tunnel.server_addr.port()];
+        let mut flows: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for packet in capture.packets() {
+            let ours = packet.proto == Proto::Udp
+                || ports.contains(&packet.src.port())
+                || ports.contains(&packet.dst.port());
+            if ours {
+                let key = format!("{:?} {} {}", packet.proto, packet.src, packet.dst);
+                flows.entry(key).or_default().extend(&packet.payload);
+            }
         }
+        flows.into_values().collect()
     }
-    flows.into_values().collect()
-}
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
 
-/// Runs the secret through a tunnel (with `options`) twice, with a cut of every
-/// connection between (so the capture holds openings, a reconnection and datagrams),
-/// and returns the tunnel's captured flows.
-fn capture_the_secret(options: &Options) -> Vec<Vec<u8>> {
-    let capture = Capture::start().expect("a packet capture on lo (run the tests as root)");
-    let target = echo_target();
-    let tunnel = Tunnel::start(target.addr(), CutPlan::never(), options);
-    let mut stream = TcpStream::connect(tunnel.entry).expect("connect to the client");
-    stream.set_read_timeout(Some(ANSWER)).unwrap();
-    echo(&mut stream, SECRET_COMMAND, &tunnel);
-    assert!(tunnel.proxy.cut_all() >= 1, "{}", tunnel.logs());
-    echo(&mut stream, SECRET_COMMAND, &tunnel);
-    drop(stream);
-    let echoed = target.next_matching(ANSWER, |bytes| !bytes.is_empty());
-    assert_eq!(echoed, [SECRET_COMMAND, SECRET_COMMAND].concat());
-    // Our session's last line (the status watcher may miss so short a reconnection).
-    tunnel
-        .client
-        .wait_stderr("B received, 1 reconnection)", ANSWER);
-    tunnel_flows(&capture, &tunnel)
-}
+    /// Runs the secret through a tunnel (with `options`) twice, with a cut of every
+    /// connection between (so the capture holds openings, a reconnection and datagrams),
+    /// and returns the tunnel's captured flows.
+    fn capture_the_secret(options: &Options) -> Vec<Vec<u8>> {
+        let capture = Capture::start().expect("a packet capture on lo (run the tests as root)");
+        let target = echo_target();
+        let tunnel = Tunnel::start(target.addr(), CutPlan::never(), options);
+        let mut stream = TcpStream::connect(tunnel.entry).expect("connect to the client");
+        stream.set_read_timeout(Some(ANSWER)).unwrap();
+        echo(&mut stream, SECRET_COMMAND, &tunnel);
+        assert!(tunnel.proxy.cut_all() >= 1, "{}", tunnel.logs());
+        echo(&mut stream, SECRET_COMMAND, &tunnel);
+        drop(stream);
+        let echoed = target.next_matching(ANSWER, |bytes| !bytes.is_empty());
+        assert_eq!(echoed, [SECRET_COMMAND, SECRET_COMMAND].concat());
+        // Our session's last line (the status watcher may miss so short a reconnection).
+        tunnel
+            .client
+            .wait_stderr("B received, 1 reconnection)", ANSWER);
+        tunnel_flows(&capture, &tunnel)
+    }
 
-// Proves: with the defaults an eavesdropper on the tunnel (every TCP segment and datagram
-// between client and server, a reconnection included) reads nothing of what it carries;
-// the same capture of --insecure-plaintext holds the secret, so the test has teeth.
-#[test]
-fn a_capture_of_the_tunnel_holds_no_plaintext_unless_asked_for() {
-    run_bounded(LIMIT, || {
-        let flows = capture_the_secret(&Options::default());
-        let carried: usize = flows.iter().map(Vec::len).sum();
-        assert!(carried > 4 * SECRET_COMMAND.len(), "captured {carried} B");
-        for flow in &flows {
-            assert!(!contains(flow, SECRET), "the secret is in the capture");
-            assert!(!contains(flow, b"creditcard"), "the key is in the capture");
-            // rtcp's request header (a FORWARD); the library's own frames start with "RTCP"
-            // too, with its version.
-            assert!(!contains(flow, b"RTCP\x02\x00"), "the request is in clear");
-        }
+    // Proves: with the defaults an eavesdropper on the tunnel (every TCP segment and datagram
+    // between client and server, a reconnection included) reads nothing of what it carries;
+    // the same capture of --insecure-plaintext holds the secret, so the test has teeth.
+    #[test]
+    fn a_capture_of_the_tunnel_holds_no_plaintext_unless_asked_for() {
+        run_bounded(LIMIT, || {
+            let flows = capture_the_secret(&Options::default());
+            let carried: usize = flows.iter().map(Vec::len).sum();
+            assert!(carried > 4 * SECRET_COMMAND.len(), "captured {carried} B");
+            for flow in &flows {
+                assert!(!contains(flow, SECRET), "the secret is in the capture");
+                assert!(!contains(flow, b"creditcard"), "the key is in the capture");
+                // rtcp's request header (a FORWARD); the library's own frames start with "RTCP"
+                // too, with its version.
+                assert!(!contains(flow, b"RTCP\x02\x00"), "the request is in clear");
+            }
 
-        let plaintext = Options {
-            insecure_plaintext: true,
-            ..Options::default()
-        };
-        let flows = capture_the_secret(&plaintext);
-        assert!(
-            flows.iter().any(|flow| contains(flow, SECRET)),
-            "the plaintext tunnel's capture should show the secret"
-        );
-    });
+            let plaintext = Options {
+                insecure_plaintext: true,
+                ..Options::default()
+            };
+            let flows = capture_the_secret(&plaintext);
+            assert!(
+                flows.iter().any(|flow| contains(flow, SECRET)),
+                "the plaintext tunnel's capture should show the secret"
+            );
+        });
+    }
 }
 
 /// Connects to `entry`, sends a few bytes and expects the connection reset (how rtcp
