@@ -1,12 +1,13 @@
 //! ssh against a throwaway sshd (root only: sshd runs as root; skipped otherwise, unless
-//! `CI` is set): a protocol where the server speaks first, so an ordinary ssh client is
-//! handed to `accept` only after `Config::plain_wait`, and a falling-back client's probe
-//! hears sshd's banner.
+//! `CI` is set). Both ends of ssh send their identification line at once, without waiting
+//! for the other's: an ordinary ssh client is handed to `accept` at its first byte, and a
+//! falling-back client's probe hears sshd's banner. (A client that waits for the server
+//! to speak first is `smtp.rs`'s.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use robust_tcp::{Config, Error, RServerSocket, RSocket};
 use robust_tcp_testkit::bounded::run_bounded;
@@ -139,23 +140,21 @@ impl Sshd {
 }
 
 #[test]
-fn ssh_reaches_sshd_through_a_server_that_accepts_plain_tcp_after_plain_wait() {
+fn ssh_reaches_sshd_through_a_server_that_accepts_plain_tcp() {
     if !can_run_sshd() {
         return;
     }
     run_bounded(LIMIT, || {
         let sshd = Sshd::start();
-        let wait = Duration::from_millis(400);
-        let relay = robust_relay(accept_plain().plain_wait(wait), sshd.addr, 1);
-        let start = Instant::now();
+        // Longer than `ssh_echo` lets ssh run: ssh gets its answer only if the server hands
+        // it over at its first byte (its identification line), not after a silence.
+        let relay = robust_relay(accept_plain().plain_wait(LIMIT), sshd.addr, 1);
         let out = sshd.ssh_echo(relay.addr, "plain-ssh");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "plain-ssh\n",
             "{out:?}"
         );
-        // ssh waits for the server's banner: the connection was handed over after the wait.
-        assert!(start.elapsed() >= wait);
         assert!(relay.finish()[0].plain);
     });
 }
