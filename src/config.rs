@@ -816,8 +816,9 @@ impl Config {
     ///
     /// The server tells them apart by the first bytes: a client whose first byte differs
     /// from robust-tcp's magic (`RTCP`) is handed over at that byte, which it reads first,
-    /// with everything after it (protocols where the client speaks first pay no delay). A
-    /// client that sends nothing (ssh, SMTP: the server speaks first) is handed over after
+    /// with everything after it (protocols where the client speaks first pay no delay;
+    /// ssh's clients send their identification at once). A client that sends nothing
+    /// (SMTP, POP3, FTP: the server speaks first) is handed over after
     /// [`plain_wait`](Self::plain_wait) (default 300 ms), the delay such protocols pay.
     /// A client whose first bytes are a prefix of the magic and then pause is waited for
     /// as a robust-tcp client, up to the handshake timeout.

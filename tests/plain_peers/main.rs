@@ -1,6 +1,7 @@
 //! Ordinary TCP peers, both ways of mixing, with real programs on loopback: `redis-cli`
-//! and `redis-server`, `curl` and an HTTP server, `curl` sending mail to an SMTP
-//! server (which speaks first), `ssh` and a throwaway `sshd` (root only). A plain client reaches an `RServerSocket` that accepts plain TCP
+//! and `redis-server`, `curl` and an HTTP server, `curl` sending mail to an SMTP server
+//! (which speaks first), `ssh` and a throwaway `sshd` (root only). A plain client
+//! reaches an `RServerSocket` that accepts plain TCP
 //! (`Config::accept_plain_tcp`), which relays to the real server; and an `RSocket` that
 //! falls back (`Config::fallback_to_plain_tcp`) reaches a plain server, relayed to from a
 //! local TCP port where the real client connects. Each pair also fails clearly with its

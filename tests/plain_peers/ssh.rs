@@ -146,9 +146,11 @@ fn ssh_reaches_sshd_through_a_server_that_accepts_plain_tcp() {
     }
     run_bounded(LIMIT, || {
         let sshd = Sshd::start();
-        // Longer than `ssh_echo` lets ssh run: ssh gets its answer only if the server hands
-        // it over at its first byte (its identification line), not after a silence.
-        let relay = robust_relay(accept_plain().plain_wait(LIMIT), sshd.addr, 1);
+        // Longer than `ssh_echo` lets ssh run (`plain_wait` is capped at the handshake
+        // timeout, so both): ssh gets its answer only if the server hands it over at its
+        // first byte (its identification line), not after a silence.
+        let config = accept_plain().handshake_timeout(LIMIT).plain_wait(LIMIT);
+        let relay = robust_relay(config, sshd.addr, 1);
         let out = sshd.ssh_echo(relay.addr, "plain-ssh");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
