@@ -109,7 +109,7 @@ mod tests {
             for pn in pns {
                 let fresh = w.record(pn);
                 let model_ok = !accepted.contains(&pn)
-                    && highest.map_or(true, |h| pn > h || h - pn < WINDOW);
+                    && highest.is_none_or(|h| pn > h || h - pn < WINDOW);
                 prop_assert_eq!(fresh != Fresh::Replayed, model_ok, "pn {}", pn);
                 if model_ok {
                     accepted.insert(pn);

@@ -280,9 +280,8 @@ fn a_replayed_reconnection_gets_no_data() {
         // byte of it, until the attacker has replayed one (`stop_cutting`): however slow
         // the machine, no HELLO reaches the server first.
         const HELD_ATTEMPTS: usize = 64;
-        let plan = CutPlan::random(HELD_ATTEMPTS, MAX_CUT_BYTES).script(
-            iter::once(CutAt::Never).chain(iter::repeat(CutAt::Bytes(0)).take(HELD_ATTEMPTS)),
-        );
+        let plan = CutPlan::random(HELD_ATTEMPTS, MAX_CUT_BYTES)
+            .script(iter::once(CutAt::Never).chain(iter::repeat_n(CutAt::Bytes(0), HELD_ATTEMPTS)));
         let proxy = FaultProxy::start(server_addr(&server), plan).expect("start the proxy");
         let backoff = Duration::from_secs(1);
         let config = fast_config().reconnect_backoff(backoff, backoff);

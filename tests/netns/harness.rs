@@ -205,7 +205,7 @@ impl Ctx {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let at = Instant::now();
                 let progress = line.starts_with("@progress ");
-                if !progress || progress_logged.map_or(true, |t| at - t >= Duration::from_secs(1)) {
+                if !progress || progress_logged.is_none_or(|t| at - t >= Duration::from_secs(1)) {
                     shared.log(&format!("{label}: {line}"));
                     if progress {
                         progress_logged = Some(at);
@@ -541,9 +541,8 @@ impl Peer {
                 self.name
             )),
         }
-        .map_err(|e| {
+        .inspect_err(|_| {
             self.gone = true;
-            e
         })
     }
 

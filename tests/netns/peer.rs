@@ -318,7 +318,7 @@ fn command(line: &str, sessions: &Sessions) {
     let key = |name: &str| keys.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let list: Vec<Arc<Session>> = lock(sessions)
         .iter()
-        .filter(|s| target.map_or(true, |t| t == s.index))
+        .filter(|s| target.is_none_or(|t| t == s.index))
         .cloned()
         .collect();
     if list.is_empty() {

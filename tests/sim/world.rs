@@ -226,7 +226,7 @@ impl World {
     pub fn was_rough(&self, from: Instant, to: Instant) -> bool {
         self.rough
             .iter()
-            .any(|&(start, until)| start < to && until.map_or(true, |u| u > from))
+            .any(|&(start, until)| start < to && until.is_none_or(|u| u > from))
     }
 
     /// The network carries nothing for `span`: every connection's bytes wait, new

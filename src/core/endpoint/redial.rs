@@ -268,7 +268,7 @@ impl<D: Copy> Redial<D> {
                 self.attempt.saturating_add(1)
             };
         }
-        let news = heard.filter(|&h| self.heard_acted_on.map_or(true, |seen| h > seen));
+        let news = heard.filter(|&h| self.heard_acted_on.is_none_or(|seen| h > seen));
         if let Some(h) = news {
             self.heard_acted_on = Some(h);
         }

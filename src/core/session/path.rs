@@ -207,9 +207,9 @@ impl ControlPath {
     /// The challenge to send now, and where, if one is due (and within the allowance).
     pub(super) fn poll_challenge(&mut self, now: Instant) -> Option<(SocketAddr, u64)> {
         let c = self.candidate.as_mut()?;
-        let rested = c.sent.map_or(true, |t| {
-            now.saturating_duration_since(t) >= CHALLENGE_INTERVAL
-        });
+        let rested = c
+            .sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= CHALLENGE_INTERVAL);
         let len = ControlKind::Challenge(c.challenge).datagram_len();
         if !c.due || !rested || !c.spend(len) {
             return None;

@@ -115,7 +115,7 @@ impl SendSide {
             && (read_since >= self.ack_step(max)
                 || (self.long_path() && capacity < LONG_PATH_START))
             && (capacity < GROWS_FREELY_UPTO
-                || self.round_trip.map_or(true, |rtt| rtt >= LONG_ROUND_TRIP))
+                || self.round_trip.is_none_or(|rtt| rtt >= LONG_ROUND_TRIP))
     }
 
     /// Whether the path's round trip was measured, and is long.

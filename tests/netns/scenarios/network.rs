@@ -85,9 +85,8 @@ pub(super) fn tcp_only(ctx: &Ctx, dnat: bool) -> Result<(), Failure> {
     if let Some((packets, _)) = udp {
         ctx.figure("UDP datagrams dropped by the router", packets.to_string());
     }
-    let (c, s) = engaged.map_err(|e| {
+    let (c, s) = engaged.inspect_err(|_| {
         pair.record_status(ctx);
-        e
     })?;
     let took = c.max(s) - started;
     ctx.seconds("the fallback engaged (1 MiB each way) after", took);
