@@ -5,7 +5,7 @@
 //! as rtcp's client and server are a pair. Re-run with release binaries:
 //!
 //! ```sh
-//! cargo test --release -p rtcp --test measure -- --ignored --nocapture --test-threads 1
+//! cargo test --release -p robust-tcp-cli --test measure -- --ignored --nocapture --test-threads 1
 //! ```
 //!
 //! Needs redis-server, redis-benchmark, socat and openssl.
