@@ -27,7 +27,7 @@ const PREFIX: &str = "SHA256:";
 const CERT_NAME: &str = "rtcp";
 
 /// A key's fingerprint: the SHA-256 of its SubjectPublicKeyInfo.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {

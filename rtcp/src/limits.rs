@@ -2,10 +2,13 @@
 //! that names a limit, and the option that raises it, when a session runs into it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use robust_tcp::{Config, Error, Refusal};
+
+use crate::clients::Clients;
 
 /// `rtcp server`'s limits.
 #[derive(Args, Debug)]
@@ -16,13 +19,20 @@ pub struct ServerLimits {
     #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS")]
     pub max_sessions: u64,
-    /// Most sessions held at once from one client IP address. Every connection of one
-    /// `rtcp client` comes from its address, so this is the largest connection pool one
-    /// tunnel carries (the library's 256 is too few for a pool: 1024 lets
-    /// `redis-benchmark -c 1000` through); clients behind one NAT share it too
+    /// Most sessions held at once from one client IP address, counted from the opening,
+    /// before the client's key is known: this bounds what any one address can take
+    /// (every connection of one `rtcp client` comes from its address; clients behind one
+    /// NAT share it, so raise it for them)
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS_PER_ADDRESS")]
     pub max_sessions_per_address: u64,
+    /// Most sessions held at once by one client key (--authorized-keys), whatever its
+    /// addresses: the largest connection pool one `rtcp client` carries (1024 lets
+    /// `redis-benchmark -c 1000` through). A session past it is refused after the TLS
+    /// handshake, before its target is reached
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..), env = "RTCP_MAX_SESSIONS_PER_CLIENT")]
+    pub max_sessions_per_client: u64,
     /// End a session whose client has been gone this many seconds, closing its target
     /// connection: a client killed or gone for good would otherwise hold a connection of
     /// the target forever. 600 rides out a suspended laptop or a long network outage and
@@ -33,6 +43,11 @@ pub struct ServerLimits {
 }
 
 impl ServerLimits {
+    /// The count of each client key's sessions, with this limit.
+    pub fn clients(&self) -> Arc<Clients> {
+        Clients::new(usize::try_from(self.max_sessions_per_client).unwrap_or(usize::MAX))
+    }
+
     /// `config` with these limits.
     pub fn apply(&self, config: Config) -> Config {
         let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
@@ -89,6 +104,15 @@ pub fn server_full(config: &Config) -> String {
          session has been gone long enough to end (raise them)",
         config.max_sessions_value(),
         config.max_sessions_per_address_value()
+    )
+}
+
+/// The server's reason for refusing a session of client `key`, which holds `max`: in the
+/// server's log, and in the reply the client logs.
+pub fn client_full(key: impl std::fmt::Display, max: usize) -> String {
+    format!(
+        "client key {key} holds the server's --max-sessions-per-client ({max}) sessions \
+         already (raise it on the server)"
     )
 }
 

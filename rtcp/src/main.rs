@@ -41,6 +41,7 @@
 mod addr;
 mod allow;
 mod client;
+mod clients;
 mod connect;
 mod keys;
 mod limits;
@@ -402,6 +403,7 @@ fn run(cli: Cli) -> Result<(), Fatal> {
                 forward.as_deref(),
                 allow,
                 security,
+                limits.clients(),
                 config,
                 registry,
             )

@@ -44,6 +44,9 @@ pub enum Failure {
     /// The server refused the session as full (`--max-sessions`,
     /// `--max-sessions-per-address`).
     ServerFull,
+    /// The server refused the session because its client's key held
+    /// `--max-sessions-per-client` (counted by the server).
+    ClientFull,
     /// The server could not be reached for `--retry-opening`.
     ServerUnreachable,
     /// The server could not reach the target (the client's side: as the server's reply
@@ -74,6 +77,7 @@ impl Failure {
     fn label(self) -> &'static str {
         match self {
             Failure::ServerFull => "server_full",
+            Failure::ClientFull => "client_full",
             Failure::ServerUnreachable => "server_unreachable",
             Failure::TargetUnreachable => "target_unreachable",
             Failure::NotAllowed => "not_allowed",

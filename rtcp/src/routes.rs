@@ -31,12 +31,7 @@ impl Routes {
         let request = Request::read_from(&mut { channel });
         let _ = session.set_read_timeout(None);
         let refuse = |status: Reply, reason: String, failure: Failure| {
-            log::warn!(
-                "{what}: {reason} (SOCKS reply {:#04x}); the client is told",
-                status.code()
-            );
-            let mut to_client = channel;
-            let _ = request::write_failure(&mut to_client, status, &reason);
+            refuse(channel, what, status, &reason);
             Err(failure)
         };
         let (target, addrs) = match request {
@@ -83,6 +78,17 @@ impl Routes {
             ),
         }
     }
+}
+
+/// Logs why session `what` is not relayed, and sends the client the reply that says so
+/// (`status`, and `reason` in words); the caller then drops the channel, which closes the
+/// session after the reply.
+pub fn refuse(channel: &Channel, what: &str, status: Reply, reason: &str) {
+    log::warn!(
+        "{what}: {reason} (SOCKS reply {:#04x}); the client is told",
+        status.code()
+    );
+    let _ = request::write_failure(&mut { channel }, status, reason);
 }
 
 /// What the server says when `target` (as the operator or the request wrote it) cannot

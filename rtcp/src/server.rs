@@ -10,21 +10,25 @@ use std::time::Duration;
 use robust_tcp::{Config, RServerSocket, RSocket};
 
 use crate::allow::Allow;
+use crate::clients::Clients;
 use crate::metrics::Failure;
 use crate::relay::STOPPING;
 use crate::routes::{self, Routes};
 use crate::secure::Security;
+use crate::socks::Reply;
 use crate::status::Registry;
 use crate::Fatal;
 use crate::{addr, limits, listen, tunnel};
 
 /// Serves until the process is stopped; returns only on a fatal error. Each session runs
-/// TLS as `security` says before its request is read.
+/// TLS as `security` says before its request is read, and is counted in `clients` by the
+/// key its client proved.
 pub fn run(
     listen: &str,
     forward: Option<&str>,
     allow: Allow,
     security: Security,
+    clients: Arc<Clients>,
     config: Config,
     registry: Arc<Registry>,
 ) -> Result<(), Fatal> {
@@ -71,10 +75,11 @@ pub fn run(
         }
         let routes = Arc::clone(&routes);
         let security = Arc::clone(&security);
+        let clients = Arc::clone(&clients);
         let registry = Arc::clone(&registry);
         let name = format!("rtcp-session-{}", session.session_id());
         tunnel::spawn(name, format_args!("session from {peer}"), move || {
-            serve(session, peer, &routes, &security, &registry)
+            serve(session, peer, &routes, &security, &clients, &registry)
         });
     }
 }
@@ -110,12 +115,14 @@ fn watch_refusals(server: Arc<RServerSocket>, line: String, registry: Arc<Regist
 /// Relays one session to the target its request names after the reply that says so, or,
 /// if that target is not allowed or cannot be reached, sends the reply that says why
 /// and closes the session. A client whose TLS handshake fails (a key not authorized)
-/// gets no further: its request is not read and no target connection is made.
+/// gets no further: its request is not read and no target connection is made; nor does
+/// one that holds its `--max-sessions-per-client`, which is told so.
 fn serve(
     session: RSocket,
     peer: SocketAddr,
     routes: &Routes,
     security: &Security,
+    clients: &Arc<Clients>,
     registry: &Arc<Registry>,
 ) {
     let what = format!("session {} from {peer}", session.session_id());
@@ -127,6 +134,17 @@ fn serve(
             registry.metrics.failed(tunnel::classify(false, &e));
             return;
         }
+    };
+    // Held until the relay ends.
+    let _counted = match channel.client_key().map(|key| (key, clients.admit(key))) {
+        Some((key, None)) => {
+            let reason = limits::client_full(key, clients.max());
+            routes::refuse(&channel, &what, Reply::GeneralFailure, &reason);
+            registry.metrics.failed(Failure::ClientFull);
+            return;
+        }
+        Some((_, slot)) => slot,
+        None => None,
     };
     let (local, target) = match routes.open(&channel, &what) {
         Ok(opened) => opened,

@@ -108,6 +108,55 @@ fn past_the_per_address_limit_a_connection_is_reset_at_once_and_both_logs_say_wh
 }
 
 #[test]
+fn past_the_per_client_limit_a_connection_is_reset_at_once_and_both_logs_say_why() {
+    run_bounded(Duration::from_secs(60), || {
+        let target = echo_target();
+        let options = Options {
+            server_args: vec!["--max-sessions-per-client".into(), "2".into()],
+            ..Options::default()
+        };
+        let tunnel = Tunnel::start(target.addr(), CutPlan::never(), &options);
+        // The two sessions the limit allows (the start's probe session may still hold a
+        // place for a moment, as above).
+        let mut held = Vec::new();
+        for word in [&b"first"[..], b"second"] {
+            wait_until(IO_LIMIT, "a session within the limit", || {
+                let mut stream = connect(&tunnel);
+                let ok = echo(&mut stream, word).is_ok();
+                if ok {
+                    held.push(stream);
+                }
+                ok
+            });
+        }
+        let mut third = connect(&tunnel);
+        let started = Instant::now();
+        let result = echo(&mut third, b"third");
+        let took = started.elapsed();
+        let e = result.expect_err("a third session past the limit");
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ),
+            "{e}"
+        );
+        assert!(took < Duration::from_secs(5), "refused after {took:?}");
+        let line = "holds the server's --max-sessions-per-client (2) sessions already";
+        tunnel.client.wait_stderr(line, IO_LIMIT);
+        tunnel.server.wait_stderr(line, IO_LIMIT);
+        for stream in &mut held {
+            echo(stream, b"still there").expect("the sessions within the limit work");
+        }
+        // A session that ends gives its place back.
+        drop(held.pop());
+        wait_until(IO_LIMIT, "a session in the place given back", || {
+            echo(&mut connect(&tunnel), b"again").is_ok()
+        });
+    });
+}
+
+#[test]
 fn a_killed_client_frees_its_target_connection_within_give_up_after() {
     run_bounded(Duration::from_secs(60), || {
         let received = Arc::new(AtomicU64::new(0));
