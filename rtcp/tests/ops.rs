@@ -65,6 +65,27 @@ fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
         .collect()
 }
 
+/// A new local connection through `tunnel` (`what`) is reset at once (within 5 s, where a
+/// hang would last until the test's limit), not answered.
+fn refused_at_once(tunnel: &Tunnel, what: &str) {
+    let mut stream = connect(tunnel);
+    let started = Instant::now();
+    let result = echo(&mut stream, what.as_bytes());
+    let took = started.elapsed();
+    let e = result.expect_err(what);
+    assert!(
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+        ),
+        "{what}: {e}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{what}: refused after {took:?}"
+    );
+}
+
 #[test]
 fn past_the_per_address_limit_a_connection_is_reset_at_once_and_both_logs_say_why() {
     run_bounded(Duration::from_secs(60), || {
@@ -83,19 +104,7 @@ fn past_the_per_address_limit_a_connection_is_reset_at_once_and_both_logs_say_wh
             first = ok.then_some(stream);
             ok
         });
-        let mut second = connect(&tunnel);
-        let started = Instant::now();
-        let result = echo(&mut second, b"second");
-        let took = started.elapsed();
-        let e = result.expect_err("a second session past the limit");
-        assert!(
-            matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
-            ),
-            "{e}"
-        );
-        assert!(took < Duration::from_secs(5), "refused after {took:?}");
+        refused_at_once(&tunnel, "a second session past the limit");
         tunnel
             .client
             .wait_stderr("raise them on the server", IO_LIMIT);
@@ -129,19 +138,7 @@ fn past_the_per_client_limit_a_connection_is_reset_at_once_and_both_logs_say_why
                 ok
             });
         }
-        let mut third = connect(&tunnel);
-        let started = Instant::now();
-        let result = echo(&mut third, b"third");
-        let took = started.elapsed();
-        let e = result.expect_err("a third session past the limit");
-        assert!(
-            matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
-            ),
-            "{e}"
-        );
-        assert!(took < Duration::from_secs(5), "refused after {took:?}");
+        refused_at_once(&tunnel, "a third session past the limit");
         let line = "holds the server's --max-sessions-per-client (2) sessions already";
         tunnel.client.wait_stderr(line, IO_LIMIT);
         tunnel.server.wait_stderr(line, IO_LIMIT);
