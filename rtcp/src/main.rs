@@ -318,7 +318,10 @@ struct ClientSocks {
 
 impl SessionOptions {
     fn config(&self) -> Config {
-        let mut config = Config::default();
+        // A relay passes each chunk on as it comes: the programs at both ends chose Nagle
+        // for themselves already, and holding the relay's small writes (a request's reply,
+        // TLS's handshake and records) behind an unacknowledged segment costs a round trip.
+        let mut config = Config::default().nodelay(true);
         if let Some(bytes) = self.buffer_size {
             // The buffer's maximum follows (4 MiB, or this size if larger), and so does
             // the acknowledgement threshold (half the maximum): writers ask for
