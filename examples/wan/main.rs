@@ -38,6 +38,10 @@
 //! - `loss_1pct`: an upload with 1% random loss each way, 40 ms / 50 Mbit/s.
 //! - `blackhole`: a download at 40 ms / 100 Mbit/s, the path dropping everything for 10 s
 //!   from a quarter of the way; the seconds from the path's return until the next byte.
+//! - `tunnel_crr`: `crr` at 40 ms through a relay at each end with TLS between them:
+//!   two socats with OpenSSL over TCP (the tables' "TCP") against `rtcp client` and
+//!   `rtcp server` (their "robust"); see `tunnels.rs`. Needs `rtcp` built first
+//!   (`cargo build --release -p robust-tcp-cli`), socat and openssl.
 //!
 //! Rounds, ratios, tables and the watchdog are the loopback bench's (the test kit's
 //! `paired` module). The CPU ratio is this process's (the client's side, the delay line's
@@ -49,6 +53,7 @@
 
 mod path;
 mod server;
+mod tunnels;
 mod workloads;
 
 use std::io;
@@ -217,12 +222,23 @@ struct Bench {
     name: &'static str,
     shape: Shape,
     kind: Kind,
+    /// Through the relays of `tunnels.rs` rather than to the server child directly.
+    tunneled: bool,
 }
 
 fn benches() -> Vec<Bench> {
-    let bench = |name, shape, kind| Bench { name, shape, kind };
+    let bench = |name, shape, kind| Bench {
+        name,
+        shape,
+        kind,
+        tunneled: false,
+    };
     vec![
         bench("crr", PATH_40MS, Kind::Crr { transactions: 20 }),
+        Bench {
+            tunneled: true,
+            ..bench("tunnel_crr", PATH_40MS, Kind::Crr { transactions: 20 })
+        },
         bench(
             "rr_1k",
             PATH_40MS,
@@ -290,9 +306,9 @@ fn parent(options: &Options) -> io::Result<bool> {
             eprintln!("wan: removed namespaces of killed runs: {stale:?}");
         }
     }
-    netns::on_signal(kill_server);
+    netns::on_signal(kill_children);
     start_watchdog(RUN_LIMIT, || {
-        kill_server();
+        kill_children();
         netns::remove_live();
     });
     let seed = fresh_seed();
@@ -342,6 +358,8 @@ fn parent(options: &Options) -> io::Result<bool> {
          cpu = this process's CPU time robust / TCP (the client's side only)\n"
     );
     let mut ok = true;
+    // Started for the first benchmark through them.
+    let mut tunnels: Option<tunnels::Tunnels> = None;
     for b in &selected {
         let kind = if options.quick {
             b.kind.scaled_down(QUICK_DIVISOR)
@@ -359,12 +377,38 @@ fn parent(options: &Options) -> io::Result<bool> {
         );
         path.set_shape(s);
         let rows = kind.rows(b.name);
+        if b.tunneled && tunnels.is_none() {
+            println!(
+                "  TCP: two socats, TLS (OpenSSL) between them; robust: rtcp client and server"
+            );
+            let target = addr(Side::Tcp, Workload::Crr);
+            let started = tunnels::Tunnels::start(
+                path.namespace(SERVER.0),
+                path.namespace(CLIENT.0),
+                path.addr(SERVER.1),
+                target,
+            );
+            match started {
+                Ok(started) => tunnels = Some(started),
+                Err(e) => {
+                    println!("  FAILED: cannot start the relays: {e}");
+                    ok = false;
+                    record(&rows, &Err(e.to_string()));
+                    continue;
+                }
+            }
+        }
         let result = paired_rounds(b.name, &rows, kind.work(), options.rounds, SETTLE, |side| {
             let before = path.counts();
-            let at = addr(side, kind.workload());
-            let sample = match side {
-                Side::Tcp => workloads::run::<Tcp>(kind, at, &path),
-                Side::Robust => workloads::run::<Robust>(kind, at, &path),
+            let sample = match (side, tunnels.as_ref().filter(|_| b.tunneled)) {
+                // Plain TCP to the relay of either side: the relays make the difference.
+                (_, Some(relays)) => workloads::run::<Tcp>(kind, relays.entry(side), &path),
+                (Side::Tcp, None) => {
+                    workloads::run::<Tcp>(kind, addr(side, kind.workload()), &path)
+                }
+                (Side::Robust, None) => {
+                    workloads::run::<Robust>(kind, addr(side, kind.workload()), &path)
+                }
             };
             if options.verbose {
                 let c = path.counts();
@@ -397,13 +441,16 @@ fn parent(options: &Options) -> io::Result<bool> {
         record(&rows, &result);
     }
     print_tables();
+    drop(tunnels);
     drop(server);
     SERVER_PID.store(0, Ordering::SeqCst);
     Ok(ok)
 }
 
-/// Kills the server child: for the watchdog and signals, when drops will not run.
-fn kill_server() {
+/// Kills the server child and the relays: for the watchdog and signals, when drops will
+/// not run.
+fn kill_children() {
+    tunnels::kill_all();
     let pid = SERVER_PID.swap(0, Ordering::SeqCst);
     if pid != 0 {
         // SAFETY: kill has no memory effects; the pid is our own child's, not yet reaped
