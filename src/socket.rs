@@ -576,6 +576,39 @@ impl RSocket {
         self.shared().take_error()
     }
 
+    /// Sends this client session's later reconnections to `addr` instead of the address its
+    /// opening reached: for a server whose name resolves elsewhere now (a new IP, another
+    /// node of a load balancer that routes by the session's CID, `docs/DEPLOYMENT.md`),
+    /// resolve the name again and pass one of its addresses. An attempt in progress keeps
+    /// its own address; the next goes to `addr`, on the session's usual schedule, and
+    /// [`peer_addr`](Self::peer_addr) changes once it connects. A server there that does
+    /// not hold the session refuses it, and the session fails with
+    /// [`Error::UnknownSession`](crate::Error::UnknownSession). Control datagrams keep
+    /// going where they went (the address the opening's ANSWER named, or its server's IP);
+    /// if nothing answers them there, control moves to TCP within two heartbeat
+    /// intervals, as where UDP is blocked.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` on a server's session, or a plain TCP connection
+    /// ([`Status::plain`](crate::Status::plain)): neither reconnects.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::net::ToSocketAddrs;
+    ///
+    /// let sock = robust_tcp::RSocket::connect("server.example:7000")?;
+    /// // ... later, once the name has moved:
+    /// if let Some(addr) = "server.example:7000".to_socket_addrs()?.next() {
+    ///     sock.reconnect_to(addr)?;
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reconnect_to(&self, addr: SocketAddr) -> io::Result<()> {
+        self.shared().reconnect_to(addr)
+    }
+
     /// The peer's address on the current (or last) TCP connection.
     ///
     /// # Errors

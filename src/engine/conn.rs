@@ -29,6 +29,7 @@ pub(crate) trait Conn: Send + Sync {
     fn nodelay(&self) -> io::Result<bool>;
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    fn reconnect_to(&self, addr: SocketAddr) -> io::Result<()>;
     /// The session's CID, once known (waits for the server's answer).
     fn wait_cid(&self) -> u32;
     /// The session's CID as known now (0 before the answer).
@@ -96,6 +97,9 @@ impl Conn for SharedSession {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         SharedSession::local_addr(self)
+    }
+    fn reconnect_to(&self, addr: SocketAddr) -> io::Result<()> {
+        SharedSession::reconnect_to(self, addr)
     }
     fn wait_cid(&self) -> u32 {
         SharedSession::wait_cid(self)

@@ -106,6 +106,8 @@ pub(crate) enum Command {
     ServeControl(Arc<ControlSocket>),
     /// Send a control datagram on a TCP control connection.
     ControlOverTcp(Token, Vec<u8>),
+    /// A client session's later attempts go to this address.
+    Redirect(Token, SocketAddr),
 }
 
 /// The application threads' side of the engine.
@@ -258,6 +260,11 @@ impl EngineHandle {
     /// Asks the engine to send what session `id`'s connection lacks.
     pub(crate) fn flush(&self, id: Token) {
         self.send(Command::Flush(id));
+    }
+
+    /// Tells the engine that client session `id`'s later attempts go to `addr`.
+    pub(crate) fn redirect(&self, id: Token, addr: SocketAddr) {
+        self.send(Command::Redirect(id, addr));
     }
 }
 
@@ -429,6 +436,7 @@ impl Engine {
                 Command::Adopt(opened) => self.adopt_opening(*opened),
                 Command::ServeControl(socket) => self.serve_control(socket),
                 Command::ControlOverTcp(token, datagram) => self.send_over_tcp(token, &datagram),
+                Command::Redirect(id, addr) => self.redirect(id, addr),
             }
         }
     }

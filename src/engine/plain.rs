@@ -131,6 +131,12 @@ impl Conn for PlainStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
     }
+    fn reconnect_to(&self, _addr: SocketAddr) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a plain TCP connection does not reconnect",
+        ))
+    }
     fn wait_cid(&self) -> u32 {
         0
     }

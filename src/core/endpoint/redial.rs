@@ -213,9 +213,16 @@ impl<D: Copy> Redial<D> {
         }
     }
 
-    /// The server's address.
+    /// The server's address: the opening's, until the application redirects the session.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Later attempts go to `addr` (`RSocket::reconnect_to`: the server's name resolves
+    /// elsewhere now); an attempt in progress keeps the address it dialled. Nothing else
+    /// changes: the schedule, the backoff and what the next HELLO says are the session's.
+    pub fn redirect(&mut self, addr: SocketAddr) {
+        self.addr = addr;
     }
 
     /// The bound on the next attempt: the opening's own until the server answered it.

@@ -85,6 +85,15 @@ impl Engine {
         self.dial(token, addr, timeout, id);
     }
 
+    /// Client session `id`'s later attempts go to `addr` (the application's
+    /// `RSocket::reconnect_to`); a server's session, or one that ended, has none.
+    pub(in crate::engine) fn redirect(&mut self, id: Token, addr: SocketAddr) {
+        if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
+            log::debug!("session {id:?}: later attempts go to {addr}");
+            redial.redirect(addr);
+        }
+    }
+
     fn dial(&mut self, token: Token, addr: SocketAddr, timeout: Duration, session: Token) {
         let deadline = Instant::now() + timeout;
         let stream = mio::net::TcpStream::connect(addr)

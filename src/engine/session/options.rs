@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::SharedSession;
 use crate::core::endpoint::server::Presence;
-use crate::core::session::Session;
+use crate::core::session::{Role, Session};
 use crate::Status;
 
 impl SharedSession {
@@ -47,6 +47,18 @@ impl SharedSession {
 
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.state.lock().peer_addr.ok_or_else(not_connected)
+    }
+
+    /// A client session's later attempts go to `addr`; a server's session never dials.
+    pub(crate) fn reconnect_to(&self, addr: SocketAddr) -> io::Result<()> {
+        if self.state.lock().session.role() != Role::Client {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only a client session reconnects",
+            ));
+        }
+        self.engine.redirect(self.id, addr);
+        Ok(())
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {

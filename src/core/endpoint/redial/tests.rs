@@ -57,6 +57,25 @@ fn fail_until_given_up(
 }
 
 #[test]
+fn a_redirect_moves_later_attempts_and_keeps_the_schedule() {
+    let t0 = Instant::now();
+    let mut moved = opening(&Config::default(), t0);
+    let mut stayed = opening(&Config::default(), t0);
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], 7001));
+    moved.redirect(elsewhere);
+    assert_eq!(moved.addr(), elsewhere);
+    assert_eq!(stayed.addr(), addr());
+    // The same failures get the same plans and HELLOs: only the address differs.
+    let at = t0 + 10 * MS;
+    for redial in [&mut moved, &mut stayed] {
+        assert!(redial.failed(cut(), at).is_none());
+    }
+    let plans = [&mut moved, &mut stayed].map(|r| format!("{:?}", r.plan(None, at, at, |_| false)));
+    assert_eq!(plans[0], plans[1]);
+    assert_eq!(moved.addr(), elsewhere);
+}
+
+#[test]
 fn a_lost_connection_is_retried_at_once_then_with_doubling_backoff() {
     let config = Config::default().reconnect_backoff(50 * MS, 200 * MS);
     let t0 = Instant::now();
