@@ -92,8 +92,8 @@ pub struct Upstream {
 impl Upstream {
     /// The server's addresses for a new session: the name resolved again, so that a
     /// server that moved (a DNS change) gets new sessions at its new address; the
-    /// addresses found at start if the name does not resolve now. A session's
-    /// reconnections keep the address its opening reached (the library's choice).
+    /// addresses found at start if the name does not resolve now. Live sessions follow a
+    /// move through `follow`.
     pub fn resolve(&self) -> Vec<SocketAddr> {
         addr::resolve(&self.name).unwrap_or_else(|e| {
             log::debug!("{}: {e}; using the addresses found at start", self.name);

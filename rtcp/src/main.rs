@@ -43,6 +43,7 @@ mod allow;
 mod client;
 mod clients;
 mod connect;
+mod follow;
 mod keys;
 mod limits;
 mod listen;
@@ -424,6 +425,7 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             check(&config)?;
             let security = keys.security(&server)?;
             start(&registry, cli.quiet, Some(&server), &ops)?;
+            follow::spawn(server.clone(), Arc::clone(&registry));
             let socks = socks.socks.as_deref();
             let retry = limits.retry_opening();
             client::run(
@@ -449,6 +451,7 @@ fn run(cli: Cli) -> Result<(), Fatal> {
             let security = keys.security(&server)?;
             let watched = Some(server.clone());
             status::spawn_watch(Arc::clone(&registry), watched, StatusLine::Off);
+            follow::spawn(server.clone(), Arc::clone(&registry));
             let retry = limits.retry_opening();
             connect::run(&server, &security, config, retry, registry)
         }

@@ -108,6 +108,15 @@ impl Registry {
         self.live().len()
     }
 
+    /// The live sessions without a connection now.
+    pub fn reconnecting(&self) -> Vec<Arc<RSocket>> {
+        self.live()
+            .values()
+            .filter(|live| live.session.status().state == SessionState::Reconnecting)
+            .map(|live| Arc::clone(&live.session))
+            .collect()
+    }
+
     /// Starts a graceful close of every live session: reading is shut down on the plain
     /// TCP side, so its relay direction sees end of stream and shuts down writing on the
     /// session; the other direction runs until the peer closes too.
