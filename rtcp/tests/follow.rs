@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, local, Keys, Proc, Target, RTCP};
+use common::{free_port, local, skip, Keys, Proc, Target, RTCP};
 use robust_tcp_testkit::bounded::run_bounded;
 use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
 
@@ -29,12 +29,8 @@ fn can_mount() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout == b"0\n");
-    assert!(
-        root || std::env::var_os("CI").is_none(),
-        "the hosts file's bind mount needs root (CI is set)"
-    );
     if !root {
-        eprintln!("skipped: the hosts file's bind mount needs root");
+        skip("follow: the hosts file's bind mount needs root");
     }
     root
 }
