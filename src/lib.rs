@@ -107,6 +107,11 @@ pub mod protocol {
         pub use crate::core::control::{ControlKind, ControlMessage, Route, MAX_LEN, MIN_LEN};
     }
 
+    /// The client's EARLY datagram.
+    pub mod early {
+        pub use crate::core::early::{encode, parse, LEN};
+    }
+
     /// The handshake frames on a new TCP connection.
     pub mod handshake {
         pub use crate::core::handshake::{
@@ -123,6 +128,7 @@ pub mod protocol {
     /// An endpoint's decisions before and between connections.
     pub mod endpoint {
         pub use crate::core::endpoint::client::{on_answer, Answered};
+        pub use crate::core::endpoint::early::{ControlMemo, Unclaimed};
         pub use crate::core::endpoint::redial::{Failure, NextHello, OpeningKey, Plan, Redial};
         pub use crate::core::endpoint::server::{
             Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,

@@ -6,6 +6,7 @@ pub(crate) mod auth;
 pub(crate) mod backoff;
 pub(crate) mod control;
 pub(crate) mod counter;
+pub(crate) mod early;
 pub(crate) mod endpoint;
 pub(crate) mod handshake;
 pub(crate) mod replay;

@@ -22,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Engine, ROUND_BUDGET};
 use crate::core::control::{ControlMessage, MAX_LEN};
+use crate::core::early;
 use crate::core::session::Role;
 
 /// A UDP control socket: the process's shared one, or one on a port a server fixed.
@@ -206,6 +207,10 @@ impl Engine {
     /// Hands a datagram to the session it names, which authenticates it; drops it,
     /// unanswered, if no session does. Returns whether a session took it.
     pub(super) fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) -> bool {
+        if let Some(opening_nonce) = early::parse(datagram) {
+            self.early(opening_nonce, datagram.len(), from);
+            return true;
+        }
         let Some(route) = ControlMessage::route(datagram) else {
             log::trace!("dropped a short datagram from {from}");
             return false;

@@ -61,6 +61,7 @@ use self::session::SharedSession;
 use self::tcp_control::{TcpControl, TcpRoute};
 use self::timers::TimerQueue;
 use self::token_map::TokenMap;
+use crate::core::endpoint::early::{ControlMemo, Unclaimed};
 use crate::core::endpoint::redial::Redial;
 use crate::core::session::Role;
 
@@ -128,6 +129,9 @@ pub(crate) struct EngineHandle {
     tcp_routes: Mutex<HashMap<TcpRoute, Token>>,
     /// Whether `tcp_routes` may hold anything: spares senders its lock while it does not.
     tcp_routed: AtomicBool,
+    /// The control address each server named last (its clients' EARLY datagrams go
+    /// there): read by callers opening sessions, written by the engine.
+    control_memo: Mutex<ControlMemo>,
     next_token: AtomicUsize,
 }
 
@@ -308,6 +312,8 @@ struct Engine {
     /// socket, listeners, a session's resend): served again next round, before the engine
     /// sleeps. With edge-triggered readiness nothing would report them again.
     backlog: Vec<Token>,
+    /// EARLY datagrams whose HELLO was not read yet.
+    unclaimed: Unclaimed,
 }
 
 /// How many datagrams, or connections of one listener, the engine takes per round, so
@@ -330,6 +336,7 @@ impl Engine {
             fixed: Mutex::new(HashMap::new()),
             tcp_routes: Mutex::new(HashMap::new()),
             tcp_routed: AtomicBool::new(false),
+            control_memo: Mutex::new(ControlMemo::default()),
             next_token: AtomicUsize::new(FIRST_TOKEN),
         });
         let mut engine = Engine {
@@ -345,6 +352,7 @@ impl Engine {
             tcp_controls: TokenMap::default(),
             local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
+            unclaimed: Unclaimed::default(),
         };
         thread::Builder::new()
             .name("robust-tcp-engine".into())

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::{ChallengeKey, SessionKeys, CHALLENGE_KEY_LEN, NONCE_LEN};
 use robust_tcp::protocol::control::MAX_LEN;
-use robust_tcp::protocol::session::{End, Limits, ReadGate, Role, Session};
+use robust_tcp::protocol::early;
+use robust_tcp::protocol::session::{Dropped, End, Limits, ReadGate, Role, Session};
 
 use crate::pair::{CID, CLIENT_ADDR, DEAD_AFTER, SECRET, SERVER_ADDR};
 
@@ -43,6 +44,18 @@ struct Path {
     delay: Duration,
     ends: [Session; 2],
     in_flight: Vec<InFlight>,
+    /// The client has no CID yet: the engine has no route for the server's datagrams, and
+    /// drops them.
+    unrouted: bool,
+}
+
+/// Whether the client sent its EARLY datagram with the HELLO, and if so, whether the
+/// server's first datagrams reach the client's engine after it read the ANSWER or before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Early {
+    NotSent,
+    ReadAfterAnswer,
+    ReadBeforeAnswer,
 }
 
 impl Path {
@@ -61,11 +74,16 @@ impl Path {
         }
     }
 
-    /// Moves the clock to the next arrival or timer, and handles what is due then.
-    fn step(&mut self) {
+    /// When the next datagram arrives or the next timer runs out.
+    fn next_event(&self) -> Option<Instant> {
         let arrival = self.in_flight.iter().map(|d| d.at).min();
         let timers = self.ends.iter().filter_map(Session::poll_timeout);
-        let next = timers.chain(arrival).min().expect("something is due");
+        timers.chain(arrival).min()
+    }
+
+    /// Moves the clock to the next arrival or timer, and handles what is due then.
+    fn step(&mut self) {
+        let next = self.next_event().expect("something is due");
         self.now = self.now.max(next);
         let now = self.now;
         let (due, later) = std::mem::take(&mut self.in_flight)
@@ -74,9 +92,11 @@ impl Path {
         self.in_flight = later;
         for d in due {
             let from = [CLIENT_ADDR, SERVER_ADDR][1 - d.to];
-            // Genuine, and delivered once: it authenticates.
+            // Genuine, and delivered once: it authenticates, unless the client has no
+            // route for it yet.
             let r = self.ends[d.to].handle_datagram(&d.bytes, from, now);
-            assert!(r.is_ok(), "{r:?}");
+            let unrouted = d.to == 0 && self.unrouted;
+            assert!(r.is_ok() || unrouted && r == Err(Dropped::NotOurs), "{r:?}");
         }
         for i in 0..2 {
             if self.ends[i].poll_timeout().is_some_and(|t| t <= now) {
@@ -90,7 +110,7 @@ impl Path {
 /// Runs connect, request, reply and the server's close over a path whose one-way delay is
 /// `delay` (TCP's bytes and the datagrams alike), and returns when the reply's last byte
 /// and the client's end of stream arrived, counted from the client's HELLO.
-fn exchange(delay: Duration) -> (Duration, Duration) {
+fn exchange(delay: Duration, early: Early) -> (Duration, Duration) {
     let start = Instant::now();
     // The client's HELLO and request leave at `start`.
     let mut client = session(End::Client(None), 0, Role::Client, start);
@@ -101,6 +121,10 @@ fn exchange(delay: Duration) -> (Duration, Duration) {
     let t = start + delay;
     let key = ChallengeKey::new(&[5; CHALLENGE_KEY_LEN]);
     let mut server = session(End::Server(key), CID, Role::Server, t);
+    if early != Early::NotSent {
+        // The EARLY datagram came with the HELLO.
+        assert!(server.handle_early(CLIENT_ADDR, early::LEN, t));
+    }
     server.handle_read(REQUEST, t);
     let reply: Vec<u8> = (0..REPLY).map(|i| (i * 7 + 1) as u8).collect();
     assert_eq!(server.write(&reply, t), REPLY);
@@ -113,16 +137,30 @@ fn exchange(delay: Duration) -> (Duration, Duration) {
         delay,
         ends: [client, server],
         in_flight: Vec::new(),
+        unrouted: true,
     };
     path.transmit(1);
     // The ANSWER and the reply behind it arrive: the client learns where the server's
-    // control address is, and reads the reply.
-    while path.now < start + 2 * delay {
+    // control address is, and reads the reply. The server's first datagrams arrive at the
+    // same time, and are read before or after the ANSWER.
+    let answered = start + 2 * delay;
+    while path.next_event().is_some_and(|t| t < answered) {
         path.step();
     }
-    path.now = start + 2 * delay;
+    path.now = answered;
+    if early == Early::ReadBeforeAnswer {
+        assert!(
+            path.in_flight.iter().any(|d| d.to == 0 && d.at == answered),
+            "the server's first datagrams arrive with the ANSWER"
+        );
+        path.step();
+    }
+    // What the client queued before it had a CID went nowhere (the engine polls a session
+    // after every change).
+    path.transmit(0);
     let now = path.now;
     path.ends[0].opened(CID, SERVER_ADDR, now);
+    path.unrouted = false;
     assert_eq!(on_tcp, reply, "every byte of the reply, in order");
     path.ends[0].handle_read(REPLY, now);
     let last_byte = now - start;
@@ -145,12 +183,27 @@ fn end_of_stream_follows_the_reply_by_one_round_trip_at_most_not_a_validation() 
     // must not wait for the challenge of the client's address to be answered as well.
     for ms in [1, 20, 50, 150] {
         let delay = Duration::from_millis(ms);
-        let (last_byte, eos) = exchange(delay);
+        for early in [Early::NotSent, Early::ReadBeforeAnswer] {
+            let (last_byte, eos) = exchange(delay, early);
+            assert_eq!(last_byte, 2 * delay, "the reply with TCP's timing");
+            assert!(
+                eos - last_byte <= 2 * delay,
+                "{early:?}, one-way delay {delay:?}: end of stream {:?} after the reply's last \
+                 byte",
+                eos - last_byte
+            );
+        }
+    }
+}
+
+#[test]
+fn with_an_early_datagram_end_of_stream_comes_with_the_reply() {
+    // The client's EARLY datagram came with its HELLO: the server's CLOSE leaves with the
+    // reply, to where the EARLY came from, and arrives with it.
+    for ms in [1, 20, 50, 150] {
+        let delay = Duration::from_millis(ms);
+        let (last_byte, eos) = exchange(delay, Early::ReadAfterAnswer);
         assert_eq!(last_byte, 2 * delay, "the reply with TCP's timing");
-        assert!(
-            eos - last_byte <= 2 * delay,
-            "one-way delay {delay:?}: end of stream {:?} after the reply's last byte",
-            eos - last_byte
-        );
+        assert_eq!(eos, last_byte, "one-way delay {delay:?}");
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
+use robust_tcp::protocol::early;
 use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, OpeningKey, Plan, Redial};
 use robust_tcp::protocol::handshake::{FrameKind, Hello};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
@@ -79,6 +80,11 @@ impl World {
         // The caller's thread made the TCP connect before the session existed.
         let conn = self.connect(self.clients.len(), addr, Duration::ZERO);
         self.conns[conn].send_up(self.now, &hello.encode());
+        // Right behind it, the EARLY datagram (the engine sends one where it knows the
+        // server's control address from an earlier session: here, always).
+        let early = early::encode(&opening_nonce);
+        self.datagrams
+            .send(&mut self.rng, now, addr, SERVER_CONTROL, &early);
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
         let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, key, now);

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use robust_tcp::protocol::auth::{ChallengeKey, HandshakeKeys, SessionKeys};
+use robust_tcp::protocol::early;
 use robust_tcp::protocol::endpoint::{
-    Action, Host, Opening, Presence, ServerEndpoint, ServerLimits,
+    Action, Host, Opening, Presence, ServerEndpoint, ServerLimits, Unclaimed,
 };
 use robust_tcp::protocol::handshake::{Answer, RefusalCode};
 use robust_tcp::protocol::session::{End, ReadGate, Session};
@@ -27,6 +28,8 @@ pub struct Server {
     pub by_cid: HashMap<u32, usize>,
     /// Handshakes in progress, by connection, with their deadlines.
     pub handshakes: HashMap<usize, Instant>,
+    /// EARLY datagrams that came before their HELLO was read.
+    pub unclaimed: Unclaimed,
 }
 
 /// A server session and its application.
@@ -55,6 +58,7 @@ impl Server {
             sessions: Vec::new(),
             by_cid: HashMap::new(),
             handshakes: HashMap::new(),
+            unclaimed: Unclaimed::default(),
         }
     }
 }
@@ -290,6 +294,9 @@ impl World {
             &hello,
             opening.agreement,
         );
+        if let Some((from, len)) = self.server.unclaimed.claim(&hello.opening_nonce, now) {
+            self.server_early(s, from, len);
+        }
         self.opening_answered(conn, client);
     }
 
@@ -446,6 +453,16 @@ impl World {
     /// Hands a datagram that arrived at the server's control address to its session.
     pub fn server_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;
+        if let Some(opening_nonce) = early::parse(bytes) {
+            match self.server.endpoint.opened_by(&opening_nonce) {
+                Some(s) => self.server_early(s, from, bytes.len()),
+                None => self
+                    .server
+                    .unclaimed
+                    .keep(opening_nonce, from, bytes.len(), now),
+            }
+            return;
+        }
         let Some(route) = robust_tcp::protocol::control::ControlMessage::route(bytes) else {
             return;
         };
@@ -457,6 +474,15 @@ impl World {
             if session.handle_datagram(bytes, from, now).is_ok() {
                 *self.oracle.accepted_from.entry(from).or_default() += bytes.len() as u64;
             }
+        }
+    }
+
+    /// Server session `s` gets its client's EARLY datagram of `len` bytes from `from`
+    /// (`Engine::early`); the bytes count for the allowance only if the session took it.
+    fn server_early(&mut self, s: usize, from: SocketAddr, len: usize) {
+        let ss = &mut self.server.sessions[s];
+        if !ss.finished && ss.session.handle_early(from, len, self.now) {
+            *self.oracle.accepted_from.entry(from).or_default() += len as u64;
         }
     }
 }

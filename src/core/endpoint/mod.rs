@@ -10,6 +10,7 @@
 //! `now`.
 
 pub(crate) mod client;
+pub(crate) mod early;
 pub(crate) mod redial;
 pub(crate) mod server;
 pub(crate) mod stranger;

@@ -402,6 +402,13 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             .max_by_key(|e| (e.waited, e.cid))
     }
 
+    /// The session opened by the HELLO whose opening nonce is `opening_nonce`, which an
+    /// EARLY datagram names (the session decides what it is worth).
+    pub fn opened_by(&self, opening_nonce: &Nonce) -> Option<S> {
+        let cid = self.by_opening.get(opening_nonce)?;
+        self.sessions.get(cid).map(|record| record.session)
+    }
+
     /// The engine opened `session` with CID `cid` for `hello`, from `client`, with the
     /// verdict's `agreement`.
     pub fn opened(

@@ -466,6 +466,19 @@ impl Session {
         Ok(())
     }
 
+    /// The client's EARLY datagram for this session's opening, `len` bytes, came from
+    /// `from` (the endpoint matched its opening nonce). It authenticates nothing, so it
+    /// changes nothing but where a new server session may send before it hears from its
+    /// client, within the allowance of those bytes (`path::ControlPath::early`). Returns
+    /// whether it counted.
+    pub fn handle_early(&mut self, from: SocketAddr, len: usize, now: Instant) -> bool {
+        let counted = self.role == Role::Server && self.path.early(from, len);
+        if self.path.take_reopened() {
+            self.reachable(now);
+        }
+        counted
+    }
+
     fn handle_control(&mut self, msg: &ControlMessage, from: SocketAddr, now: Instant) {
         // A PASSIVATE of the connection in use is confirmed only once every byte we sent
         // on it is acknowledged (see `advance_passivation`).

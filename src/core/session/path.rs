@@ -73,6 +73,10 @@ struct Candidate {
     /// The bytes `addr` may still be sent: [`AMPLIFICATION`] times those of the authentic
     /// datagrams that came from it while it was the candidate, less those that went there.
     allowance: u64,
+    /// Only an EARLY datagram came from it so far: what goes there may reach a client that
+    /// cannot read it yet (its ANSWER may come after), so it goes again once an authentic
+    /// datagram comes from there.
+    early_only: bool,
 }
 
 impl Candidate {
@@ -124,11 +128,44 @@ impl ControlPath {
             self.newest_from(from);
         }
         if let Some(c) = self.candidate.as_mut().filter(|c| c.addr == from) {
+            if c.early_only {
+                // What went on the EARLY's word goes again, now that the client can read it.
+                c.early_only = false;
+                self.gained = true;
+            }
+        }
+        self.heard_bytes(from, len);
+    }
+
+    /// `len` bytes came from `from`: if it is the candidate, its allowance grows.
+    fn heard_bytes(&mut self, from: SocketAddr, len: usize) {
+        if let Some(c) = self.candidate.as_mut().filter(|c| c.addr == from) {
             let len = u64::try_from(len).unwrap_or(u64::MAX);
             c.allowance = c
                 .allowance
                 .saturating_add(len.saturating_mul(AMPLIFICATION));
         }
+    }
+
+    /// The client's EARLY datagram of `len` bytes, naming this session's opening, came from
+    /// `from`. It proves nothing (the opening nonce it carries travelled in clear), so it
+    /// counts only while the server has heard nothing else (no address, no candidate):
+    /// then `from` is the candidate, with the allowance of its bytes. The client's first
+    /// authentic datagram brings the first challenge; from elsewhere, it replaces it.
+    /// Returns whether it counted.
+    pub(super) fn early(&mut self, from: SocketAddr, len: usize) -> bool {
+        if self.challenges.is_none() || self.current.is_some() || self.candidate.is_some() {
+            return false;
+        }
+        self.newest_from(from);
+        if let Some(c) = self.candidate.as_mut() {
+            // The first challenge waits for an authentic datagram: one sent now would
+            // reach a client that cannot read it yet, and spend the allowance.
+            c.due = false;
+            c.early_only = true;
+        }
+        self.heard_bytes(from, len);
+        true
     }
 
     /// The peer's newest authentic datagram came from `from`.
@@ -154,6 +191,7 @@ impl ControlPath {
                     sent: None,
                     due: true,
                     allowance: 0,
+                    early_only: false,
                 });
                 // Without a validated address, datagrams go to the candidate now.
                 self.gained |= self.current.is_none();
@@ -194,13 +232,16 @@ impl ControlPath {
     }
 
     /// Where a datagram of `len` bytes goes now, if anywhere: the current address; before
-    /// a server has one, the candidate, within its allowance (which it spends).
+    /// a server has one, the candidate, within its allowance (which it spends). What goes
+    /// to a candidate only an EARLY datagram came from goes again later (see `heard`).
     pub(super) fn route(&mut self, len: usize) -> Option<SocketAddr> {
+        let mut unread = false;
         let to = self.current.or_else(|| {
             let c = self.candidate.as_mut()?;
+            unread = c.early_only;
             c.spend(len).then_some(c.addr)
         });
-        self.starved |= to.is_none();
+        self.starved |= to.is_none() || unread;
         to
     }
 
@@ -341,6 +382,45 @@ mod tests {
         assert_eq!(send_while_allowed(&mut path, 40), [addr(1); 3]);
         path.heard(addr(2), 40, false);
         assert_eq!(path.route(1), None, "addr(2) is no candidate");
+    }
+
+    #[test]
+    fn an_early_datagram_earns_its_allowance_until_the_client_speaks() {
+        let t0 = Instant::now();
+        let mut path = learned();
+        assert!(path.early(addr(1), 40));
+        assert!(!path.take_reopened(), "nothing had nowhere to go");
+        assert_eq!(
+            path.poll_challenge(t0),
+            None,
+            "no challenge before the client speaks"
+        );
+        assert_eq!(send_while_allowed(&mut path, 40), [addr(1); 3]);
+        // A second one proves no more: nothing more goes.
+        assert!(!path.early(addr(1), 40));
+        assert!(!path.early(addr(2), 40));
+        assert_eq!(path.route(1), None);
+        // The client's first authentic datagram, from there: its allowance and the
+        // challenge, as if the EARLY had not come; and what went on the EARLY's word goes
+        // again (the client may have had no CID to read it by).
+        assert!(!path.take_reopened());
+        heard(&mut path, addr(1));
+        assert!(path.take_reopened());
+        assert_eq!(path.poll_challenge(t0).map(|(to, _)| to), Some(addr(1)));
+        assert!(!path.take_reopened(), "once");
+        // From elsewhere instead (the EARLY was a copy sent ahead): that address wins.
+        let mut path = learned();
+        path.early(addr(1), 40);
+        heard(&mut path, addr(2));
+        assert_eq!(path.poll_challenge(t0).map(|(to, _)| to), Some(addr(2)));
+        assert_eq!(send_while_allowed(&mut path, 32), [addr(2); 2]);
+        // Once the server heard from its client, an EARLY changes nothing.
+        assert!(!path.early(addr(3), 40));
+        assert_eq!(path.route(1), Some(addr(2)));
+        // A client's path ignores it.
+        let mut path = ControlPath::to_server(None);
+        assert!(!path.early(addr(1), 40));
+        assert_eq!(path.route(1), None);
     }
 
     #[test]

@@ -361,7 +361,9 @@ impl Engine {
         let Side::Client(redial) = &entry.side else {
             return;
         };
-        let control = answer.control_peer(canonical(redial.addr()));
+        let server = canonical(redial.addr());
+        let control = answer.control_peer(server);
+        self.handle.control_memo.lock().learned(server, control);
         shared.opened(answer.cid, control, agreed);
         let route = RouteKey {
             role: Role::Client,

@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::control::canonical;
 use super::frames::write_frame;
 use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, EngineHandle};
 use crate::core::auth::{Nonce, SessionKeys};
+use crate::core::early;
 use crate::core::endpoint::redial::{Failure, OpeningKey};
 use crate::core::endpoint::stranger::Probed;
 use crate::core::handshake::Hello;
@@ -171,6 +173,9 @@ fn open_once(
             // TCP_NODELAY on until the ANSWER, see `SharedSession::attach_opening`).
             let _ = stream.set_nodelay(true);
             let reader = write_frame(&stream, &hello.encode()).and_then(|()| stream.try_clone());
+            if reader.is_ok() {
+                send_early(engine, addr, &opening_nonce);
+            }
             (Some(stream), reader)
         }
         Err(e) => (None, Err(e)),
@@ -205,6 +210,17 @@ fn open_once(
         key,
     })));
     Ok(shared)
+}
+
+/// Sends the EARLY datagram of the opening whose HELLO carries `opening_nonce` to the
+/// control address the server at `addr` named last, if this process has opened a session
+/// with it before (see `core::early`).
+fn send_early(engine: &EngineHandle, addr: SocketAddr, opening_nonce: &Nonce) {
+    let known = engine.control_memo.lock().get(canonical(addr));
+    if let Some(to) = known {
+        let datagram = early::encode(opening_nonce);
+        engine.send_control(Role::Client, engine.control(), &datagram, to);
+    }
 }
 
 /// A plain TCP connection to `addr`, a server that does not speak robust-tcp.

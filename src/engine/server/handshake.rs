@@ -426,6 +426,9 @@ impl Engine {
                 .endpoint
                 .opened(cid, id, hs.client.ip(), &hello, agreement);
         }
+        if let Some((from, len)) = self.unclaimed.claim(&hello.opening_nonce, Instant::now()) {
+            shared.handle_early(from, len);
+        }
         // The client's first bytes follow the HELLO in the stream, which the frame reader
         // read exactly: they are the application's to read.
         shared.attach_first(into_std(&self.poll, hs.stream));

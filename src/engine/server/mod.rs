@@ -24,6 +24,7 @@ use mio::{Interest, Token};
 
 use super::control::{canonical, ControlSocket};
 use super::Engine;
+use crate::core::auth::Nonce;
 use crate::core::endpoint::server::{ServerEndpoint, ServerLimits};
 use crate::{Config, RSocket};
 
@@ -210,5 +211,21 @@ impl Engine {
         // If the server socket is gone, the returned session is dropped here and closes.
         drop(l.accepted.send(Arrival { socket, client }));
         self.service(session);
+    }
+
+    /// A client's EARLY datagram of `len` bytes from `from` names the opening whose HELLO
+    /// carries `opening_nonce`: it goes to the session opened from that HELLO, or waits
+    /// for it (the HELLO, on another path, may not have been read yet).
+    pub(super) fn early(&mut self, opening_nonce: Nonce, len: usize, from: SocketAddr) {
+        let opened = self
+            .listeners
+            .values()
+            .find_map(|listener| listener.endpoint.opened_by(&opening_nonce));
+        match opened.and_then(|id| self.sessions.get(&id)) {
+            Some(entry) => entry.shared.handle_early(from, len),
+            None => self
+                .unclaimed
+                .keep(opening_nonce, from, len, Instant::now()),
+        }
     }
 }

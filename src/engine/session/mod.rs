@@ -343,6 +343,16 @@ impl SharedSession {
         )
     }
 
+    /// The client's EARLY datagram for this session's opening came from `from`: see
+    /// `Session::handle_early`.
+    pub(crate) fn handle_early(&self, from: SocketAddr, len: usize) {
+        let counted = self.update(|st, now| st.session.handle_early(from, len, now));
+        log::trace!(
+            "session {}: EARLY from {from}, counted: {counted}",
+            self.cid()
+        );
+    }
+
     /// Waits on the condition variable until something changes or `deadline` passes.
     fn wait(&self, st: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> io::Result<()> {
         match deadline {
