@@ -7,7 +7,10 @@
 //! tagged with the receiver's key, so that the decoding after the tag check is fuzzed too,
 //! at every length.
 //!
-//! Protocol API used: `ControlMessage::route`, `ControlMessage::open(&[u8], &MacKey)`,
+//! The same bytes go to the EARLY datagram's parser, which authenticates nothing: whatever
+//! it accepts must re-encode to the very same bytes.
+//!
+//! Protocol API used: `early::parse`, `early::encode`, `ControlMessage::route`, `ControlMessage::open(&[u8], &MacKey)`,
 //! `ControlMessage::seal(pn, &MacKey, &mut [u8; MAX_LEN])`, `SessionKeys::derive`,
 //! `MacKey::tag`, `MAX_LEN`, `TAG_LEN`.
 #![no_main]
@@ -17,6 +20,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use robust_tcp::protocol::auth::{SessionKeys, TAG_LEN};
 use robust_tcp::protocol::control::{ControlMessage, MAX_LEN};
+use robust_tcp::protocol::early;
 use robust_tcp::protocol::session::Role;
 
 /// The two ends' keys of one session.
@@ -31,6 +35,9 @@ fn keys() -> &'static (SessionKeys, SessionKeys) {
 fuzz_target!(|data: &[u8]| {
     let (client, server) = keys();
     let _ = ControlMessage::route(data);
+    if let Some(opening_nonce) = early::parse(data) {
+        assert_eq!(&early::encode(&opening_nonce)[..], data, "not the EARLY it names");
+    }
     if let Ok(opened) = ControlMessage::open(data, &server.control.recv) {
         // Reaching here means a guessed 128-bit tag: report it.
         panic!("a datagram the fuzzer made up authenticated: {opened:?}");

@@ -1,0 +1,161 @@
+//! The EARLY datagram (issue 19 item 1): a client that opened a session with a server
+//! before tells the next opening's server where its datagrams come from, right behind the
+//! HELLO, so that the server's CLOSE needs nothing else from the client.
+//!
+//! The server announces a UDP relay of the test's as its control address. In the second
+//! session the relay passes nothing from the client to the server but EARLY datagrams: the
+//! server hears no authenticated datagram of that session at all, so the client's end of
+//! stream can only come from a CLOSE sent on the EARLY's word (or over a TCP control
+//! connection, which the test rules out).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use robust_tcp::{RServerSocket, RSocket};
+use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::payload::{expect_eof, Payload};
+use robust_tcp_testkit::session::{control_port, fast_config, server_addr};
+
+const LIMIT: Duration = Duration::from_secs(60);
+/// The EARLY datagram's type byte (PROTOCOL.md section 5).
+const EARLY: u8 = 11;
+
+/// A UDP relay between clients and a server's control socket.
+struct Relay {
+    addr: SocketAddr,
+    /// Whether a client's datagrams other than EARLY ones pass.
+    pass_all: Arc<AtomicBool>,
+    /// EARLY datagrams passed to the server.
+    earlies: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(server: SocketAddr) -> Relay {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("a read timeout");
+        let addr = socket.local_addr().expect("the relay's address");
+        let pass_all = Arc::new(AtomicBool::new(true));
+        let earlies = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (all, early, stopped) = (pass_all.clone(), earlies.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut client = None;
+            let mut buf = [0u8; 2048];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let datagram = &buf[..n];
+                if from == server {
+                    if let Some(to) = client {
+                        let _ = socket.send_to(datagram, to);
+                    }
+                    continue;
+                }
+                client = Some(from);
+                let is_early = datagram.get(4) == Some(&EARLY);
+                if is_early {
+                    early.fetch_add(1, Ordering::Relaxed);
+                }
+                if is_early || all.load(Ordering::Relaxed) {
+                    let _ = socket.send_to(datagram, server);
+                }
+            }
+        });
+        Relay {
+            addr,
+            pass_all,
+            earlies,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            join(thread);
+        }
+    }
+}
+
+/// One short exchange: the client writes `request`, the server reads it, writes `reply`
+/// and closes; the client reads the reply and its end of stream.
+fn short_exchange(server: &RServerSocket, request: &Payload, reply: &Payload) -> RSocket {
+    let addr = server_addr(server);
+    let len = usize::try_from(request.len()).expect("small");
+    let client = thread::scope(|s| {
+        let serving = s.spawn(|| {
+            let (accepted, _) = server.accept().expect("accept");
+            let mut got = vec![0u8; len];
+            (&accepted).read_exact(&mut got).expect("read the request");
+            assert_eq!(got, request.bytes(0..request.len()), "the request");
+            reply.write_to(&accepted).expect("write the reply");
+            drop(accepted);
+        });
+        let client = RSocket::connect_with(addr, fast_config()).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("a read timeout");
+        (&client)
+            .write_all(&request.bytes(0..request.len()))
+            .expect("write the request");
+        reply
+            .verify_range(&client, 0..reply.len())
+            .expect("every byte of the reply");
+        expect_eof(&client, reply.len()).expect("end of stream");
+        serving.join().expect("the server's side");
+        client
+    });
+    client
+}
+
+// Proves: the second opening of a server sends an EARLY datagram to the control address the
+// first one learned, and the server sends its CLOSE to where it came from: end of stream
+// reaches the client though the server never hears an authenticated datagram of that
+// session, and not over TCP.
+#[test]
+fn the_early_datagram_carries_end_of_stream_before_the_client_speaks() {
+    run_bounded(LIMIT, || {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+        let port = probe.local_addr().expect("its port").port();
+        drop(probe);
+        let real_control = SocketAddr::from(([127, 0, 0, 1], port));
+        let relay = Relay::start(real_control);
+        let config = fast_config()
+            .control_port(Some(port))
+            .announce_control_addr(Some(relay.addr));
+        let server = RServerSocket::bind_with("127.0.0.1:0", config).expect("bind");
+        assert_eq!(control_port(&server), port);
+        let (request, reply) = (Payload::new(1, 64), Payload::new(2, 8 << 10));
+
+        // The first session: the client learns the control address; no EARLY yet.
+        let first = short_exchange(&server, &request, &reply);
+        assert_eq!(first.status().control_peer, Some(relay.addr));
+        assert_eq!(
+            relay.earlies.load(Ordering::Relaxed),
+            0,
+            "nothing known yet"
+        );
+        drop(first);
+
+        // The second: only its EARLY reaches the server.
+        relay.pass_all.store(false, Ordering::Relaxed);
+        let second = short_exchange(&server, &request, &reply);
+        assert!(
+            !second.status().control_over_tcp,
+            "end of stream came over UDP"
+        );
+        assert_eq!(relay.earlies.load(Ordering::Relaxed), 1, "one EARLY");
+    });
+}
