@@ -205,11 +205,14 @@ impl Engine {
     }
 
     /// Hands a datagram to the session it names, which authenticates it; drops it,
-    /// unanswered, if no session does. Returns whether a session took it.
+    /// unanswered, if no session does. Returns whether a session took it as authentic. An
+    /// EARLY datagram goes to the endpoint instead (`Engine::early`).
     pub(super) fn dispatch(&mut self, datagram: &[u8], from: std::net::SocketAddr) -> bool {
         if let Some(opening_nonce) = early::parse(datagram) {
+            // It authenticates nothing: not taken (a control connection that carries only
+            // these is not kept alive by them).
             self.early(opening_nonce, datagram.len(), from);
-            return true;
+            return false;
         }
         let Some(route) = ControlMessage::route(datagram) else {
             log::trace!("dropped a short datagram from {from}");
