@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let (client, server) = keys();
     let _ = ControlMessage::route(data);
     if let Some(opening_nonce) = early::parse(data) {
-        assert_eq!(&early::encode(&opening_nonce)[..], data, "not the EARLY it names");
+        assert_eq!(
+            &early::encode(&opening_nonce)[..],
+            data,
+            "not the EARLY it names"
+        );
     }
     if let Ok(opened) = ControlMessage::open(data, &server.control.recv) {
         // Reaching here means a guessed 128-bit tag: report it.
