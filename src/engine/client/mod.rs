@@ -29,7 +29,8 @@ use super::control::canonical;
 use super::frames::write_frame;
 use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, EngineHandle};
-use crate::core::auth::{Nonce, SessionKeys};
+use crate::core::agreement::KEY_LEN;
+use crate::core::auth::{Nonce, Secret, SessionKeys, NONCE_LEN, SECRET_LEN};
 use crate::core::early;
 use crate::core::endpoint::redial::{Failure, OpeningKey};
 use crate::core::endpoint::stranger::Probed;
@@ -150,9 +151,8 @@ fn open_once(
         Err(e) if was_established(&e) => Err(e),
         Err(e) => return Err(Failure::Connect(e)),
     };
-    let (Ok(nonce), Ok(opening_nonce), Ok(secret), Ok(private)) =
-        (random(), random(), random(), random())
-    else {
+    // One draw for the four: one system call per opening.
+    let Some((nonce, opening_nonce, secret, private)) = opening_draws() else {
         let e = io::Error::other("the system has no random bytes to give");
         return Err(Failure::Connect(e));
     };
@@ -210,6 +210,22 @@ fn open_once(
         key,
     })));
     Ok(shared)
+}
+
+/// The random values of an opening: the HELLO's nonce, the opening nonce, the secret (the
+/// lightweight opening's) and the ephemeral private key (the key agreement's), from one
+/// draw.
+fn opening_draws() -> Option<(Nonce, Nonce, Secret, [u8; KEY_LEN])> {
+    let bytes: [u8; 2 * NONCE_LEN + SECRET_LEN + KEY_LEN] = random().ok()?;
+    let (nonce, rest) = bytes.split_at(NONCE_LEN);
+    let (opening_nonce, rest) = rest.split_at(NONCE_LEN);
+    let (secret, private) = rest.split_at(SECRET_LEN);
+    Some((
+        nonce.try_into().ok()?,
+        opening_nonce.try_into().ok()?,
+        secret.try_into().ok()?,
+        private.try_into().ok()?,
+    ))
 }
 
 /// Sends the EARLY datagram of the opening whose HELLO carries `opening_nonce` to the

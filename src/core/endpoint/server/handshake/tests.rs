@@ -255,9 +255,10 @@ fn a_control_with_a_body_or_garbage_is_turned_away_and_drained_up_to_its_bound()
 fn an_opening_gets_a_random_cid_never_zero_nor_taken_and_an_opened_answer() {
     let (mut ep, mut host, now) = (endpoint(4), host(), Instant::now());
     host.taken.push(0x0505_0505);
-    // Nonce and challenge key first, then the CID draws: 0, a taken one, then a free one.
+    // Nonce, challenge key and ephemeral key first, then the CID draws: 0, a taken one,
+    // then a free one.
     host.script = [
-        vec![0; NONCE_LEN + CHALLENGE_KEY_LEN + 4],
+        vec![0; NONCE_LEN + CHALLENGE_KEY_LEN + KEY_LEN + 4],
         vec![5; 4],
         vec![6; 4],
     ]
