@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -27,8 +27,10 @@ const EARLY: u8 = 11;
 /// A UDP relay between clients and a server's control socket.
 struct Relay {
     addr: SocketAddr,
-    /// Whether a client's datagrams other than EARLY ones pass.
+    /// Whether a client's datagrams other than EARLY ones pass: all of them, or (once a
+    /// session's CID is set here) only those of that session.
     pass_all: Arc<AtomicBool>,
+    pass_cid: Arc<AtomicU32>,
     /// EARLY datagrams passed to the server.
     earlies: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -43,9 +45,15 @@ impl Relay {
             .expect("a read timeout");
         let addr = socket.local_addr().expect("the relay's address");
         let pass_all = Arc::new(AtomicBool::new(true));
+        let pass_cid = Arc::new(AtomicU32::new(0));
         let earlies = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (all, early, stopped) = (pass_all.clone(), earlies.clone(), stop.clone());
+        let (all, cid, early, stopped) = (
+            pass_all.clone(),
+            pass_cid.clone(),
+            earlies.clone(),
+            stop.clone(),
+        );
         let thread = thread::spawn(move || {
             let mut client = None;
             let mut buf = [0u8; 2048];
@@ -65,7 +73,9 @@ impl Relay {
                 if is_early {
                     early.fetch_add(1, Ordering::Relaxed);
                 }
-                if is_early || all.load(Ordering::Relaxed) {
+                let of_cid =
+                    datagram.get(..4) == Some(&cid.load(Ordering::Relaxed).to_be_bytes()[..]);
+                if is_early || of_cid || all.load(Ordering::Relaxed) {
                     let _ = socket.send_to(datagram, server);
                 }
             }
@@ -73,6 +83,7 @@ impl Relay {
         Relay {
             addr,
             pass_all,
+            pass_cid,
             earlies,
             stop,
             thread: Some(thread),
@@ -147,6 +158,8 @@ fn the_early_datagram_carries_end_of_stream_before_the_client_speaks() {
             0,
             "nothing known yet"
         );
+        // The first session's datagrams still pass while it closes.
+        relay.pass_cid.store(first.session_id(), Ordering::Relaxed);
         drop(first);
 
         // The second: only its EARLY reaches the server.

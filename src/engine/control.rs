@@ -6,7 +6,9 @@
 //! and handed to the session (or sessions: a client may hold the same CID from two
 //! servers), which authenticates it. One that names no session, or that no session finds
 //! authentic, is dropped without an answer: nothing a peer sends can make the engine
-//! panic, or make it send anything to an address it has not authenticated.
+//! panic, or make it send anything to an address it has not authenticated, but for a new
+//! server session's allowance for the source of its opening's EARLY datagram (untagged,
+//! handed to the listeners' endpoints: `Engine::early`).
 
 use std::collections::HashMap;
 use std::io;

@@ -17,8 +17,10 @@
 //! times the bytes of authentic datagrams received from it, less what went there, challenges
 //! included (QUIC's, RFC 9000 section 8.1). So the first round trips' CLOSE, ACKs and
 //! REQ_ACKs go out at once instead of a validation later, and an address that never sent an
-//! authentic datagram gets nothing. Every address that has not answered is held to its
-//! allowance, a challenged one too; the answer lifts it.
+//! authentic datagram gets nothing, but for the source of the client's EARLY datagram
+//! (`early`), while the server has heard nothing else: three times its bytes. Every address
+//! that has not answered is held to its allowance, a challenged one too; the answer lifts
+//! it.
 //!
 //! A challenge's value is 64 bits derived from a key of the server's own
 //! ([`ChallengeKey`]), not from the session's keys: anyone may open a session and so hold
@@ -71,7 +73,8 @@ struct Candidate {
     /// A datagram came from it since: another challenge may go.
     due: bool,
     /// The bytes `addr` may still be sent: [`AMPLIFICATION`] times those of the authentic
-    /// datagrams that came from it while it was the candidate, less those that went there.
+    /// datagrams (and of the EARLY one) that came from it while it was the candidate, less
+    /// those that went there.
     allowance: u64,
     /// Only an EARLY datagram came from it so far: what goes there may reach a client that
     /// cannot read it yet (its ANSWER may come after), so it goes again once an authentic
@@ -408,10 +411,14 @@ mod tests {
         assert!(path.take_reopened());
         assert_eq!(path.poll_challenge(t0).map(|(to, _)| to), Some(addr(1)));
         assert!(!path.take_reopened(), "once");
-        // From elsewhere instead (the EARLY was a copy sent ahead): that address wins.
+        // From elsewhere instead (the EARLY was a copy sent ahead): that address wins, and
+        // what went on the EARLY's word goes again, there.
         let mut path = learned();
         path.early(addr(1), 40);
+        assert!(!path.take_reopened());
+        assert_eq!(send_while_allowed(&mut path, 40), [addr(1); 3]);
         heard(&mut path, addr(2));
+        assert!(path.take_reopened());
         assert_eq!(path.poll_challenge(t0).map(|(to, _)| to), Some(addr(2)));
         assert_eq!(send_while_allowed(&mut path, 32), [addr(2); 2]);
         // Once the server heard from its client, an EARLY changes nothing.

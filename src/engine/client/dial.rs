@@ -304,7 +304,7 @@ impl Engine {
                 // Nothing more on this connection: the session resumes by its CID on the
                 // next, at once.
                 self.unwatch_dial(&dial);
-                self.learn_cid(id, &shared, &answer, Some(*keys));
+                self.learn_cid(id, &dial, &shared, &answer, Some(*keys));
                 if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
                 {
                     redial.learned();
@@ -329,7 +329,7 @@ impl Engine {
         }
         self.unwatch_dial(&dial);
         if hello.is_opening() {
-            self.learn_cid(id, &shared, &answer, agreed.map(|keys| *keys));
+            self.learn_cid(id, &dial, &shared, &answer, agreed.map(|keys| *keys));
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
             redial.connected(Instant::now());
@@ -345,12 +345,16 @@ impl Engine {
         self.flush(id);
     }
 
-    /// The server answered session `id`'s opening: the session learns its CID, the
-    /// server's control address and the keys it `agreed` on (if it ran the key
-    /// agreement), and its control datagrams are routed to it.
+    /// The server answered session `id`'s opening on `dial`: the session learns its CID,
+    /// the server's control address and the keys it `agreed` on (if it ran the key
+    /// agreement), and its control datagrams are routed to it. The server is the one that
+    /// answered, at the dial's peer address (`reconnect_to` may have named another since
+    /// the HELLO went out); the process remembers its control address for the next
+    /// opening's EARLY datagram.
     fn learn_cid(
         &mut self,
         id: Token,
+        dial: &Dial,
         shared: &SharedSession,
         answer: &Accepted,
         agreed: Option<SessionKeys>,
@@ -361,7 +365,7 @@ impl Engine {
         let Side::Client(redial) = &entry.side else {
             return;
         };
-        let server = canonical(redial.addr());
+        let server = canonical(dial.stream.peer_addr().unwrap_or_else(|_| redial.addr()));
         let control = answer.control_peer(server);
         self.handle.control_memo.lock().learned(server, control);
         shared.opened(answer.cid, control, agreed);

@@ -215,17 +215,24 @@ impl Engine {
 
     /// A client's EARLY datagram of `len` bytes from `from` names the opening whose HELLO
     /// carries `opening_nonce`: it goes to the session opened from that HELLO, or waits
-    /// for it (the HELLO, on another path, may not have been read yet).
+    /// for it (the HELLO, on another path, may not have been read yet). Sessions of two
+    /// listeners opened with one nonce (a key-agreement HELLO proves nothing, so one may be
+    /// a copy) are an ambiguity it does not resolve: neither gets it.
     pub(super) fn early(&mut self, opening_nonce: Nonce, len: usize, from: SocketAddr) {
-        let opened = self
+        let mut opened = self
             .listeners
             .values()
-            .find_map(|listener| listener.endpoint.opened_by(&opening_nonce));
-        match opened.and_then(|id| self.sessions.get(&id)) {
-            Some(entry) => entry.shared.handle_early(from, len),
-            None => self
+            .filter_map(|listener| listener.endpoint.opened_by(&opening_nonce));
+        match (opened.next(), opened.next()) {
+            (Some(id), None) => {
+                if let Some(entry) = self.sessions.get(&id) {
+                    entry.shared.handle_early(from, len);
+                }
+            }
+            (None, _) => self
                 .unclaimed
                 .keep(opening_nonce, from, len, Instant::now()),
+            (Some(_), Some(_)) => log::debug!("an EARLY datagram from {from} names two sessions"),
         }
     }
 }
