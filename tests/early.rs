@@ -8,17 +8,19 @@
 //! stream can only come from a CLOSE sent on the EARLY's word (or over a TCP control
 //! connection, which the test rules out).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use robust_tcp::protocol::early;
+use robust_tcp::protocol::handshake::Control;
 use robust_tcp::{RServerSocket, RSocket};
 use robust_tcp_testkit::bounded::{join, run_bounded};
 use robust_tcp_testkit::payload::{expect_eof, Payload};
-use robust_tcp_testkit::session::{control_port, fast_config, server_addr};
+use robust_tcp_testkit::session::{connect_pair, control_port, fast_config, server_addr};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// The EARLY datagram's type byte (PROTOCOL.md section 5).
@@ -170,5 +172,57 @@ fn the_early_datagram_carries_end_of_stream_before_the_client_speaks() {
             "end of stream came over UDP"
         );
         assert_eq!(relay.earlies.load(Ordering::Relaxed), 1, "one EARLY");
+    });
+}
+
+// Proves: an EARLY datagram authenticates nothing, so a TCP control connection that carries
+// only EARLY datagrams is closed as one that carries nothing authentic (within 5 s of its
+// CONTROL frame), however many come.
+#[test]
+fn early_datagrams_do_not_keep_a_tcp_control_connection_alive() {
+    run_bounded(LIMIT, || {
+        let server = RServerSocket::bind_with("127.0.0.1:0", fast_config()).expect("bind");
+        let addr = server_addr(&server);
+        let (client, _accepted) = connect_pair(&server, addr, fast_config());
+        let mut control = TcpStream::connect(addr).expect("connect a control connection");
+        control
+            .write_all(
+                &Control {
+                    cid: client.session_id(),
+                }
+                .encode(),
+            )
+            .expect("the CONTROL frame");
+        control
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .expect("a read timeout");
+        let started = Instant::now();
+        let mut nonce = [0u8; 16];
+        let closed = loop {
+            if started.elapsed() > Duration::from_secs(9) {
+                break false;
+            }
+            nonce[0] = nonce[0].wrapping_add(1);
+            let datagram = early::encode(&nonce);
+            let mut framed = u16::try_from(datagram.len())
+                .expect("short")
+                .to_be_bytes()
+                .to_vec();
+            framed.extend_from_slice(&datagram);
+            if control.write_all(&framed).is_err() {
+                break true;
+            }
+            match (&control).read(&mut [0u8; 64]) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break true,
+            }
+        };
+        assert!(
+            closed,
+            "still open after {:?} of EARLY datagrams",
+            started.elapsed()
+        );
     });
 }
