@@ -89,9 +89,15 @@ fn recorded_session(config: Config) -> Recorded {
             && !rec.confirms.is_empty()
             && rec.datagrams.len() >= 4
     });
+    let rec = r.recording();
     assert!(
         recorded,
-        "seed {seed}: the capture holds no opening, reconnection or datagrams"
+        "seed {seed}: the capture lacks an opening, a reconnection or datagrams: {} opening \
+         HELLOs, {} settled HELLOs, {} CONFIRMs, {} datagrams",
+        rec.opening_hellos.len(),
+        rec.settled_hellos().len(),
+        rec.confirms.len(),
+        rec.datagrams.len()
     );
     r.client_control(); // Both sides sent datagrams.
     r

@@ -11,6 +11,9 @@ use std::thread::{self, JoinHandle};
 
 /// How long the capture thread waits for a packet before it looks at its stop flag.
 const POLL_MICROS: libc::suseconds_t = 20_000;
+/// The packet socket's receive buffer: room for a burst of a few hundred 64 KiB loopback
+/// segments while the capture thread is descheduled.
+const CAPTURE_BUFFER: libc::c_int = 64 << 20;
 
 /// The transport a captured payload travelled on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +130,21 @@ impl PacketSocket {
                 libc::SO_RCVTIMEO,
                 (&timeout as *const libc::timeval).cast(),
                 mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            if set < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The default receive buffer (about 200 KiB) overflows while a test streams
+            // through a proxy on `lo` (every segment is seen twice, out and in), and a
+            // dropped packet could be the one frame a test looks for (an ANSWER): a
+            // buffer past the system's limit, which root may set.
+            let size: libc::c_int = CAPTURE_BUFFER;
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
             if set < 0 {
                 return Err(io::Error::last_os_error());
