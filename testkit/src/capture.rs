@@ -124,31 +124,12 @@ impl PacketSocket {
                 tv_sec: 0,
                 tv_usec: POLL_MICROS,
             };
-            let set = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-            if set < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_socket_option(fd, libc::SO_RCVTIMEO, &timeout)?;
             // The default receive buffer (about 200 KiB) overflows while a test streams
             // through a proxy on `lo` (every segment is seen twice, out and in), and a
             // dropped packet could be the one frame a test looks for (an ANSWER): a
             // buffer past the system's limit, which root may set.
-            let size: libc::c_int = CAPTURE_BUFFER;
-            let set = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            if set < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_socket_option(fd, libc::SO_RCVBUFFORCE, &CAPTURE_BUFFER)?;
             Ok(socket)
         }
     }
@@ -176,6 +157,29 @@ impl PacketSocket {
         }
         parse_ipv4(buf.get(..n as usize)?)
     }
+}
+
+/// Sets the `SOL_SOCKET` option `name` of `fd` to `value`.
+///
+/// # Safety
+///
+/// `fd` is an open socket and `T` the type the option takes.
+unsafe fn set_socket_option<T>(fd: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a `T` of the size passed, as the caller promises the
+    // option takes.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if set < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The transport payload of an IPv4 packet, if it is UDP, or TCP with data.
