@@ -473,7 +473,7 @@ impl Session {
     /// whether it counted.
     pub fn handle_early(&mut self, from: SocketAddr, len: usize, now: Instant) -> bool {
         let counted = self.role == Role::Server && self.path.early(from, len);
-        if self.path.take_reopened() {
+        if counted && self.path.take_reopened() {
             self.reachable(now);
         }
         counted
