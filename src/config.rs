@@ -417,10 +417,12 @@ impl Config {
     }
 
     /// How many incoming connections a server lets be in their handshake at once (default
-    /// 256). Past it, the oldest handshake that has not sent its HELLO yet is dropped to
+    /// 256). Past it, the oldest handshake that has not been answered yet is dropped to
     /// make room: an honest client completes its handshake within a round trip, so a flood
     /// of slow or silent connections costs a bounded amount of memory and evicts itself,
-    /// not the client. It also bounds the new sessions whose client has not confirmed them
+    /// not the client. Answered resumptions, which only wait for their client's CONFIRM,
+    /// keep their slots while they hold at most half of them (rounded up): if nothing else
+    /// is left to drop, the new connection is closed instead. It also bounds the new sessions whose client has not confirmed them
     /// (past it, or when the server is full, the oldest such session is dropped), so that
     /// peers that open sessions and vanish cannot fill the server.
     ///

@@ -121,6 +121,10 @@ impl World {
         let deadline = self.now + self.server.config.handshake_timeout_value();
         if let Some((victim, action)) = self.server.endpoint.handshake_started(conn) {
             self.carry_out(victim, action);
+            if victim == conn {
+                // Every slot holds an answered resumption: the new connection is dropped.
+                return;
+            }
         }
         self.server.handshakes.insert(conn, deadline);
     }

@@ -468,28 +468,44 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// A handshake started, waiting for its HELLO: returns the one dropped to make room,
-    /// with what to do about it, if the listener had `max_handshakes` already (the oldest
-    /// that has not been answered: a client that got its ANSWER is further along and goes
-    /// last). A real client completes within a round trip, so a flood of slow or silent
-    /// connections evicts itself.
+    /// with what to do about it, if the listener had `max_handshakes` already. The victim
+    /// is the oldest that has not been answered; a real client completes within a round
+    /// trip, so a flood of slow or silent connections evicts itself.
+    ///
+    /// An answered resumption (waiting for its CONFIRM) is the furthest along, and its
+    /// eviction sends its client a RECONNECT that brings it back at once: two clients
+    /// resuming together at a listener of one slot evicted each other forever that way
+    /// (simulation seed 4531). So answered ones keep their slots while they hold at most
+    /// half of them (rounded up), and if no other is left to drop, the new connection is
+    /// the one dropped: `handshake` itself is returned, not started, and its client, which
+    /// heard nothing on it, backs off. Beyond half, the oldest answered one goes, so that
+    /// clients holding sessions cannot keep every slot from newcomers.
     pub fn handshake_started(&mut self, handshake: H) -> Option<(H, Action<S>)> {
-        let dropped = if self.handshakes.len() >= self.limits.max_handshakes {
-            let oldest = self.handshakes.front().map(|h| h.handshake);
-            let victim = self
-                .handshakes
-                .iter()
-                .find(|h| !matches!(h.phase, Phase::Confirm(_)))
-                .map(|h| h.handshake)
-                .or(oldest);
-            victim.map(|victim| (victim, self.handshake_failed(victim)))
-        } else {
-            None
+        let max = self.limits.max_handshakes;
+        if self.handshakes.len() < max {
+            self.push_started(handshake);
+            return None;
+        }
+        let answered = |h: &&InProgress<S, H>| matches!(h.phase, Phase::Confirm(_));
+        let oldest_unanswered = self.handshakes.iter().find(|h| !answered(h));
+        let crowded_by_answered = self.handshakes.iter().filter(answered).count() > max.div_ceil(2);
+        let victim = oldest_unanswered
+            .or_else(|| self.handshakes.front().filter(|_| crowded_by_answered))
+            .map(|h| h.handshake);
+        let Some(victim) = victim else {
+            return Some((handshake, Action::Close));
         };
+        let dropped = (victim, self.handshake_failed(victim));
+        self.push_started(handshake);
+        Some(dropped)
+    }
+
+    /// Starts handshake `handshake`: it waits for its first bytes.
+    fn push_started(&mut self, handshake: H) {
         self.handshakes.push_back(InProgress {
             handshake,
             phase: Phase::Sniff { heard: false },
         });
-        dropped
     }
 
     /// Where handshake `h` stands, if it is in progress.

@@ -98,6 +98,12 @@ impl Engine {
             return;
         };
         let crowded = listener.endpoint.handshake_started(token);
+        if crowded.as_ref().is_some_and(|(victim, _)| *victim == token) {
+            // Every slot holds an answered resumption: this connection is the one dropped
+            // (closing the stream takes it out of the poll).
+            log::debug!("handshake with {client}: too many in progress");
+            return;
+        }
         let reader = FrameReader::new(listener.endpoint.expected(token));
         let accepted = Instant::now();
         let deadline = listener.endpoint.deadline(token, accepted);
