@@ -129,6 +129,7 @@ pub mod protocol {
     pub mod endpoint {
         pub use crate::core::endpoint::client::{on_answer, Answered};
         pub use crate::core::endpoint::early::{ControlMemo, Unclaimed};
+        pub use crate::core::endpoint::held::{HeldDatagram, Unrouted, HELD_KEPT, HELD_LIFE};
         pub use crate::core::endpoint::redial::{Failure, NextHello, OpeningKey, Plan, Redial};
         pub use crate::core::endpoint::server::{
             Action, Eviction, Host, Opening, Presence, ServerEndpoint, ServerLimits, Verdict,

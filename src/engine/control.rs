@@ -5,7 +5,8 @@
 //! the engine receives. A datagram is looked up by the CID and side it names, in O(1),
 //! and handed to the session (or sessions: a client may hold the same CID from two
 //! servers), which authenticates it. One that names no session, or that no session finds
-//! authentic, is dropped without an answer: nothing a peer sends can make the engine
+//! authentic, is dropped without an answer (on a client, after a short wait for a session
+//! that learns its CID from an ANSWER read after it: `core::endpoint::held::Unrouted`): nothing a peer sends can make the engine
 //! panic, or make it send anything to an address it has not authenticated, but for a new
 //! server session's allowance for the source of its opening's EARLY datagram (untagged,
 //! handed to the listeners' endpoints: `Engine::early`).
@@ -16,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
@@ -240,8 +242,23 @@ impl Engine {
                 return true;
             }
         }
-        log::trace!("dropped a datagram from {from} for session {}", route.cid);
+        if key.role == Role::Client {
+            // Perhaps read before the ANSWER that gives its session this CID: kept for it
+            // (`Engine::learned_cid`), so that the server need not send it again.
+            self.unrouted
+                .keep(route.cid, datagram, from, Instant::now());
+        } else {
+            log::trace!("dropped a datagram from {from} for session {}", route.cid);
+        }
         false
+    }
+
+    /// A client session learned its CID `cid` from an ANSWER: the datagrams for it that
+    /// came before are handed to it now, as if they had just arrived.
+    pub(super) fn learned_cid(&mut self, cid: u32) {
+        for held in self.unrouted.take(cid, Instant::now()) {
+            self.dispatch(held.bytes(), held.from);
+        }
     }
 }
 

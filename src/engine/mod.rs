@@ -62,6 +62,7 @@ use self::tcp_control::{TcpControl, TcpRoute};
 use self::timers::TimerQueue;
 use self::token_map::TokenMap;
 use crate::core::endpoint::early::{ControlMemo, Unclaimed};
+use crate::core::endpoint::held::Unrouted;
 use crate::core::endpoint::redial::Redial;
 use crate::core::session::Role;
 
@@ -314,6 +315,8 @@ struct Engine {
     backlog: Vec<Token>,
     /// EARLY datagrams whose HELLO was not read yet.
     unclaimed: Unclaimed,
+    /// Datagrams from servers that came before the ANSWER giving their session its CID.
+    unrouted: Unrouted,
 }
 
 /// How many datagrams, or connections of one listener, the engine takes per round, so
@@ -353,6 +356,7 @@ impl Engine {
             local_addrs: LocalAddrs::default(),
             backlog: Vec::new(),
             unclaimed: Unclaimed::default(),
+            unrouted: Unrouted::default(),
         };
         thread::Builder::new()
             .name("robust-tcp-engine".into())

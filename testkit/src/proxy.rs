@@ -290,6 +290,13 @@ impl FaultProxy {
         self.shared.downstream_held.store(false, Ordering::SeqCst);
     }
 
+    /// Holds the bytes from the target to the client on the connections accepted from now
+    /// on, as [`CutPlan::hold_downstream`] does from the start, until
+    /// [`release_downstream`](Self::release_downstream).
+    pub fn hold_downstream(&self) {
+        self.shared.downstream_held.store(true, Ordering::SeqCst);
+    }
+
     /// Cuts every live connection now, each in its planned [`CutStyle`]; returns how many.
     /// These cuts count in [`cuts`](Self::cuts) but not against the plan's `max_cuts`.
     pub fn cut_all(&self) -> usize {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use robust_tcp::protocol::auth::SessionKeys;
 use robust_tcp::protocol::early;
-use robust_tcp::protocol::endpoint::{on_answer, Answered, Failure, OpeningKey, Plan, Redial};
+use robust_tcp::protocol::endpoint::{
+    on_answer, Answered, Failure, OpeningKey, Plan, Redial, Unrouted,
+};
 use robust_tcp::protocol::handshake::{FrameKind, Hello};
 use robust_tcp::protocol::session::{End, ReadGate, Role, Session};
 use robust_tcp::{Config, Error};
@@ -36,6 +38,8 @@ pub struct Client {
     pub failed: Option<Error>,
     /// The session's CID, once the server answered.
     pub cid: u32,
+    /// Datagrams from the server that came before the CID did (`Engine::dispatch`).
+    pub unrouted: Unrouted,
     /// The application shut down writing; then closed.
     pub shut: bool,
     pub closed: bool,
@@ -107,6 +111,7 @@ impl World {
             back,
             failed: None,
             cid: 0,
+            unrouted: Unrouted::default(),
             shut: false,
             closed: false,
             finished: false,
@@ -361,6 +366,10 @@ impl World {
             let control = SocketAddr::new(SERVER_CONTROL.ip(), answer.control_port);
             c.session.opened(answer.cid, control, now);
             c.cid = answer.cid;
+            // What came before the CID, as `Engine::learned_cid` hands it over.
+            for held in c.unrouted.take(answer.cid, now) {
+                let _ = c.session.handle_datagram(held.bytes(), held.from, now);
+            }
         }
         let Some(peer_received) = peer_received else {
             c.redial.learned();

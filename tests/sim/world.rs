@@ -317,6 +317,8 @@ impl World {
                 let c = &mut self.clients[i];
                 if route.from_server && route.cid == c.cid && c.cid != 0 {
                     let _ = c.session.handle_datagram(&d.bytes, d.from, self.now);
+                } else if route.from_server {
+                    c.unrouted.keep(route.cid, &d.bytes, d.from, self.now);
                 }
             }
         }

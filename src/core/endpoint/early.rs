@@ -7,20 +7,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::held::Held;
 use crate::core::auth::Nonce;
 
 /// How many servers a client remembers the control address of.
 pub const MEMO_SERVERS: usize = 256;
-
-/// How many unclaimed EARLY datagrams a server keeps.
-pub const UNCLAIMED_KEPT: usize = 64;
-
-/// How long a server keeps an unclaimed EARLY datagram: its HELLO was sent just before it,
-/// on a TCP connection already up, so it is read within a round trip unless lost (and a
-/// retried opening is answered with the same session, which the datagram no longer needs).
-pub const UNCLAIMED_LIFE: Duration = Duration::from_secs(2);
 
 /// A client's memo: the control address each server (by the address its TCP connections
 /// go to) named in its last accepting ANSWER.
@@ -47,20 +40,11 @@ impl ControlMemo {
     }
 }
 
-/// An EARLY datagram no session claimed yet.
-#[derive(Clone, Copy, Debug)]
-struct Early {
-    opening_nonce: Nonce,
-    from: SocketAddr,
-    len: usize,
-    arrived: Instant,
-}
-
-/// A server's EARLY datagrams that came before the HELLO they name was read.
+/// A server's EARLY datagrams that came before the HELLO they name was read: the source
+/// and length of each, by opening nonce (a short queue: `core::endpoint::held`).
 #[derive(Debug, Default)]
 pub struct Unclaimed {
-    /// Oldest first; at most [`UNCLAIMED_KEPT`].
-    queue: VecDeque<Early>,
+    held: Held<Nonce, (SocketAddr, usize)>,
 }
 
 impl Unclaimed {
@@ -68,38 +52,15 @@ impl Unclaimed {
     /// arrived at `now` and found no session. A later one for the same opening replaces
     /// it (on its own, it proves no more than the first).
     pub fn keep(&mut self, opening_nonce: Nonce, from: SocketAddr, len: usize, now: Instant) {
-        self.expire(now);
-        self.queue.retain(|e| e.opening_nonce != opening_nonce);
-        if self.queue.len() >= UNCLAIMED_KEPT {
-            self.queue.pop_front();
-        }
-        self.queue.push_back(Early {
-            opening_nonce,
-            from,
-            len,
-            arrived: now,
-        });
+        self.held.forget(&opening_nonce);
+        self.held.keep(opening_nonce, (from, len), now);
     }
 
     /// The source and length of the EARLY datagram naming `opening_nonce`, for the session
-    /// just opened from it, if one came within [`UNCLAIMED_LIFE`] of `now`.
+    /// just opened from it, if one came within [`HELD_LIFE`](crate::protocol::endpoint::HELD_LIFE) of
+    /// `now`.
     pub fn claim(&mut self, opening_nonce: &Nonce, now: Instant) -> Option<(SocketAddr, usize)> {
-        self.expire(now);
-        let at = self
-            .queue
-            .iter()
-            .position(|e| e.opening_nonce == *opening_nonce)?;
-        self.queue.remove(at).map(|e| (e.from, e.len))
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while self
-            .queue
-            .front()
-            .is_some_and(|e| now.saturating_duration_since(e.arrived) >= UNCLAIMED_LIFE)
-        {
-            self.queue.pop_front();
-        }
+        self.held.take(opening_nonce, now).pop()
     }
 }
 
@@ -138,35 +99,15 @@ mod tests {
         assert_eq!(unclaimed.claim(&[1; 16], t0), Some((addr(1), 40)));
         assert_eq!(unclaimed.claim(&[1; 16], t0), None, "once");
         assert_eq!(
-            unclaimed.claim(&[2; 16], t0 + UNCLAIMED_LIFE),
+            unclaimed.claim(&[2; 16], t0 + crate::core::endpoint::held::HELD_LIFE),
             None,
             "too late"
         );
-        assert!(unclaimed.queue.is_empty());
+        assert_eq!(unclaimed.held.len(), 0);
         // A second datagram for one opening replaces the first.
         unclaimed.keep([1; 16], addr(1), 40, t0);
         unclaimed.keep([1; 16], addr(5), 40, t0);
-        assert_eq!(unclaimed.queue.len(), 1);
+        assert_eq!(unclaimed.held.len(), 1);
         assert_eq!(unclaimed.claim(&[1; 16], t0), Some((addr(5), 40)));
-    }
-
-    #[test]
-    fn a_flood_of_unclaimed_datagrams_keeps_only_the_newest() {
-        let t0 = Instant::now();
-        let mut unclaimed = Unclaimed::default();
-        for i in 0..1000u16 {
-            let mut nonce = [0; 16];
-            nonce[..2].copy_from_slice(&i.to_be_bytes());
-            unclaimed.keep(nonce, addr(i), 40, t0);
-            assert!(unclaimed.queue.len() <= UNCLAIMED_KEPT);
-        }
-        let mut newest = [0; 16];
-        newest[..2].copy_from_slice(&999u16.to_be_bytes());
-        assert_eq!(unclaimed.claim(&newest, t0), Some((addr(999), 40)));
-        assert_eq!(
-            unclaimed.claim(&[0; 16], t0),
-            None,
-            "the first went long ago"
-        );
     }
 }

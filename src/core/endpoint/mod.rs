@@ -11,6 +11,7 @@
 
 pub(crate) mod client;
 pub(crate) mod early;
+pub(crate) mod held;
 pub(crate) mod redial;
 pub(crate) mod server;
 pub(crate) mod stranger;

@@ -76,9 +76,11 @@ struct Candidate {
     /// datagrams (and of the EARLY one) that came from it while it was the candidate, less
     /// those that went there.
     allowance: u64,
-    /// Only an EARLY datagram came from it so far: what goes there may reach a client that
-    /// cannot read it yet (its ANSWER may come after), so it goes again once an authentic
-    /// datagram comes from there.
+    /// Only an EARLY datagram came from it so far: it may not be the client's at all (an
+    /// EARLY proves nothing), so what went there goes again if the client's first
+    /// authentic datagram comes from elsewhere. (A client keeps the datagrams it reads
+    /// before its ANSWER, `endpoint::held::Unrouted`: from the EARLY's address, nothing
+    /// need go again.)
     early_only: bool,
 }
 
@@ -132,7 +134,8 @@ impl ControlPath {
         }
         if let Some(c) = self.candidate.as_mut().filter(|c| c.addr == from) {
             if c.early_only {
-                // What went on the EARLY's word goes again, now that the client can read it.
+                // The client's address after all, and its allowance grows: what had no
+                // allowance left goes again now.
                 c.early_only = false;
                 self.gained = true;
             }
@@ -184,7 +187,10 @@ impl ControlPath {
         };
         match &mut self.candidate {
             Some(c) if c.addr == from => c.due = true,
-            _ => {
+            previous => {
+                // What went on an EARLY's word went to an address that was not the
+                // client's: it goes again to this one.
+                self.starved |= previous.as_ref().is_some_and(|c| c.early_only);
                 let challenge = key.challenge(self.next_challenge);
                 self.next_challenge = self.next_challenge.wrapping_add(1);
                 self.candidate = Some(Candidate {
@@ -235,16 +241,13 @@ impl ControlPath {
     }
 
     /// Where a datagram of `len` bytes goes now, if anywhere: the current address; before
-    /// a server has one, the candidate, within its allowance (which it spends). What goes
-    /// to a candidate only an EARLY datagram came from goes again later (see `heard`).
+    /// a server has one, the candidate, within its allowance (which it spends).
     pub(super) fn route(&mut self, len: usize) -> Option<SocketAddr> {
-        let mut unread = false;
         let to = self.current.or_else(|| {
             let c = self.candidate.as_mut()?;
-            unread = c.early_only;
             c.spend(len).then_some(c.addr)
         });
-        self.starved |= to.is_none() || unread;
+        self.starved |= to.is_none();
         to
     }
 
@@ -404,13 +407,20 @@ mod tests {
         assert!(!path.early(addr(2), 40));
         assert_eq!(path.route(1), None);
         // The client's first authentic datagram, from there: its allowance and the
-        // challenge, as if the EARLY had not come; and what went on the EARLY's word goes
-        // again (the client may have had no CID to read it by).
+        // challenge, as if the EARLY had not come; and what had no allowance left goes
+        // again (what went is not: the client keeps what it reads before its ANSWER).
         assert!(!path.take_reopened());
         heard(&mut path, addr(1));
         assert!(path.take_reopened());
         assert_eq!(path.poll_challenge(t0).map(|(to, _)| to), Some(addr(1)));
         assert!(!path.take_reopened(), "once");
+        // Within the allowance, nothing had nowhere to go: nothing goes again.
+        let mut path = learned();
+        path.early(addr(1), 40);
+        assert_eq!(path.route(40), Some(addr(1)));
+        assert_eq!(path.route(36), Some(addr(1)));
+        heard(&mut path, addr(1));
+        assert!(!path.take_reopened());
         // From elsewhere instead (the EARLY was a copy sent ahead): that address wins, and
         // what went on the EARLY's word goes again, there.
         let mut path = learned();

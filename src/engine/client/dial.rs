@@ -309,6 +309,7 @@ impl Engine {
                 {
                     redial.learned();
                 }
+                self.learned_cid(answer.cid);
                 return self.service(id);
             }
             Answered::Failed { failure, .. } => return self.dial_failed(dial, failure),
@@ -340,6 +341,10 @@ impl Engine {
         } else {
             // An opened session starts at byte 0 both ways: everything is resent.
             shared.resume(dial.stream, answer.epoch, peer_received);
+        }
+        if hello.is_opening() {
+            // After the application's reads are let go: they need none of it.
+            self.learned_cid(answer.cid);
         }
         self.service(id);
         self.flush(id);
