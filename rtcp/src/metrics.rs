@@ -54,6 +54,10 @@ pub enum Failure {
     TargetUnreachable,
     /// The server's `--allow` does not let the SOCKS target through.
     NotAllowed,
+    /// The server refused the request for a reason of its own, which its reply names and
+    /// the client logs (its client's key held `--max-sessions-per-client`, a request it
+    /// could not route; the client's side: as the server's reply said).
+    Refused,
     /// The server could not read the request, or has no `--forward` target for it.
     BadRequest,
     /// A session failed during the relay (reset, given up, ...).
@@ -66,11 +70,18 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The failure a server's failed reply with `status` stands for.
+    /// The failure a server's failed reply with `status` stands for: only the replies
+    /// about the target's network, host and port are the target's.
     pub fn of_reply(status: Reply) -> Failure {
         match status {
             Reply::NotAllowed => Failure::NotAllowed,
-            _ => Failure::TargetUnreachable,
+            Reply::NetworkUnreachable | Reply::HostUnreachable | Reply::ConnectionRefused => {
+                Failure::TargetUnreachable
+            }
+            Reply::Succeeded
+            | Reply::GeneralFailure
+            | Reply::CommandNotSupported
+            | Reply::AddressTypeNotSupported => Failure::Refused,
         }
     }
 
@@ -81,6 +92,7 @@ impl Failure {
             Failure::ServerUnreachable => "server_unreachable",
             Failure::TargetUnreachable => "target_unreachable",
             Failure::NotAllowed => "not_allowed",
+            Failure::Refused => "refused",
             Failure::BadRequest => "bad_request",
             Failure::SessionFailed => "session_failed",
             Failure::LocalFailed => "local_failed",
@@ -293,6 +305,13 @@ mod tests {
         metrics.failed(Failure::TargetUnreachable);
         metrics.failed(Failure::ServerFull);
         metrics.failed(Failure::of_reply(Reply::NotAllowed));
+        // A server's refusal of its own (a client over its per-client cap) is not the
+        // target's failure.
+        metrics.failed(Failure::of_reply(Reply::GeneralFailure));
+        assert_eq!(
+            Failure::of_reply(Reply::ConnectionRefused),
+            Failure::TargetUnreachable
+        );
         let totals = Totals {
             open: 2,
             sessions: 5,
@@ -312,6 +331,7 @@ mod tests {
             "rtcp_failures_total{reason=\"server_full\"} 1",
             "rtcp_failures_total{reason=\"target_unreachable\"} 2",
             "rtcp_failures_total{reason=\"not_allowed\"} 1",
+            "rtcp_failures_total{reason=\"refused\"} 1",
             "rtcp_resume_seconds_bucket{le=\"0.005\"} 1",
             "rtcp_resume_seconds_bucket{le=\"0.5\"} 1",
             "rtcp_resume_seconds_bucket{le=\"1\"} 2",
