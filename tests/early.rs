@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use robust_tcp::protocol::early;
 use robust_tcp::protocol::handshake::Control;
 use robust_tcp::{RServerSocket, RSocket};
-use robust_tcp_testkit::bounded::{join, run_bounded};
+use robust_tcp_testkit::bounded::{join, run_bounded, wait_until};
 use robust_tcp_testkit::payload::{expect_eof, Payload};
 use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
 use robust_tcp_testkit::session::{connect_pair, control_port, fast_config, server_addr};
@@ -241,16 +241,15 @@ fn datagrams_read_before_the_answer_reach_their_session() {
             let client = client_with_request(proxy.local_addr(), &request);
             // The server replied and closed: its CLOSE goes to the EARLY's source.
             serving.join().expect("the server's side");
-            let deadline = Instant::now() + Duration::from_secs(10);
             let first_cid = relay.pass_cid.load(Ordering::Relaxed);
-            let closed = || {
-                let closes = relay.closes_down.lock().expect("not poisoned");
-                closes.iter().any(|&cid| cid != first_cid)
-            };
-            while !closed() {
-                assert!(Instant::now() < deadline, "no CLOSE reached the client");
-                thread::park_timeout(Duration::from_millis(1));
-            }
+            wait_until(
+                Duration::from_secs(10),
+                "the server's CLOSE at the client",
+                || {
+                    let closes = relay.closes_down.lock().expect("not poisoned");
+                    closes.iter().any(|&cid| cid != first_cid)
+                },
+            );
             relay.block_down.store(true, Ordering::Relaxed);
             proxy.release_downstream();
             reply
