@@ -304,7 +304,7 @@ impl Engine {
                 // Nothing more on this connection: the session resumes by its CID on the
                 // next, at once.
                 self.unwatch_dial(&dial);
-                self.learn_cid(id, &dial, &shared, &answer, Some(*keys));
+                self.learn_cid(id, &dial, &shared, &answer, Some(*keys), false);
                 if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side)
                 {
                     redial.learned();
@@ -330,15 +330,15 @@ impl Engine {
         }
         self.unwatch_dial(&dial);
         if hello.is_opening() {
-            self.learn_cid(id, &dial, &shared, &answer, agreed.map(|keys| *keys));
+            // On the session's first connection (our descriptor of it closes here; the
+            // session's stays), the application reads from it once this returns.
+            let agreed = agreed.map(|keys| *keys);
+            self.learn_cid(id, &dial, &shared, &answer, agreed, dial.on_session);
         }
         if let Some(Side::Client(redial)) = self.sessions.get_mut(&id).map(|e| &mut e.side) {
             redial.connected(Instant::now());
         }
-        if dial.on_session {
-            // Our descriptor of the connection closes here; the session's stays.
-            shared.answer_consumed();
-        } else {
+        if !dial.on_session {
             // An opened session starts at byte 0 both ways: everything is resent.
             shared.resume(dial.stream, answer.epoch, peer_received);
         }
@@ -355,7 +355,8 @@ impl Engine {
     /// agreement), and its control datagrams are routed to it. The server is the one that
     /// answered, at the dial's peer address (`reconnect_to` may have named another since
     /// the HELLO went out); the process remembers its control address for the next
-    /// opening's EARLY datagram.
+    /// opening's EARLY datagram. `on_first`: the ANSWER came on the session's first
+    /// connection, which the application reads from from now on.
     fn learn_cid(
         &mut self,
         id: Token,
@@ -363,6 +364,7 @@ impl Engine {
         shared: &SharedSession,
         answer: &Accepted,
         agreed: Option<SessionKeys>,
+        on_first: bool,
     ) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
@@ -373,7 +375,7 @@ impl Engine {
         let server = canonical(dial.stream.peer_addr().unwrap_or_else(|_| redial.addr()));
         let control = answer.control_peer(server);
         self.handle.control_memo.lock().learned(server, control);
-        shared.opened(answer.cid, control, agreed);
+        shared.opened(answer.cid, control, agreed, on_first);
         let route = RouteKey {
             role: Role::Client,
             cid: answer.cid,

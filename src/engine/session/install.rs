@@ -57,7 +57,7 @@ impl SharedSession {
 
     /// Attaches a client's first connection right behind its opening HELLO, before the
     /// server answered: writes go out on it at once; reads wait until the engine has
-    /// consumed the ANSWER ([`answer_consumed`](Self::answer_consumed)). `TCP_NODELAY`
+    /// consumed the ANSWER ([`opened`](Self::opened)). `TCP_NODELAY`
     /// stays on meanwhile, so that Nagle does not hold the first small write until the
     /// HELLO is acknowledged.
     pub(crate) fn attach_opening(&self, stream: TcpStream) {
@@ -69,14 +69,12 @@ impl SharedSession {
 
     /// The engine consumed the server's ANSWER from the first connection: the application
     /// reads from it now, and the session's own `TCP_NODELAY` setting applies.
-    pub(crate) fn answer_consumed(&self) {
-        self.update(|st, _| {
-            if std::mem::take(&mut st.answer_pending) {
-                if let Some(conn) = &st.conn {
-                    let _ = conn.set_nodelay(st.nodelay);
-                }
+    fn answer_consumed(st: &mut State) {
+        if std::mem::take(&mut st.answer_pending) {
+            if let Some(conn) = &st.conn {
+                let _ = conn.set_nodelay(st.nodelay);
             }
-        });
+        }
     }
 
     /// The path to the peer takes `rtt` per round trip, as a client's HELLO and the
@@ -87,8 +85,17 @@ impl SharedSession {
 
     /// The server answered a client's opening: the session is `cid`, its control
     /// datagrams go to `server_control`, and its keys are `agreed` if the opening ran the
-    /// key agreement (else those it was made with).
-    pub(crate) fn opened(&self, cid: u32, server_control: SocketAddr, agreed: Option<SessionKeys>) {
+    /// key agreement (else those it was made with). `on_first` if the ANSWER came on the
+    /// session's first connection, which the application reads from as soon as it is
+    /// consumed: in the same update, so that a reader waiting for it wakes once, not
+    /// once for the CID and again for the connection.
+    pub(crate) fn opened(
+        &self,
+        cid: u32,
+        server_control: SocketAddr,
+        agreed: Option<SessionKeys>,
+        on_first: bool,
+    ) {
         self.update(|st, now| {
             if let Some(keys) = agreed {
                 st.session.agreed(keys.control);
@@ -96,6 +103,9 @@ impl SharedSession {
             }
             st.session.opened(cid, server_control, now);
             self.cid.store(cid, Ordering::Release);
+            if on_first {
+                Self::answer_consumed(st);
+            }
         });
     }
 
