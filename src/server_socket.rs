@@ -7,10 +7,9 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, TryRecvError};
 use mio::Token;
 
-use crate::engine::server::{Arrival, Listener};
+use crate::engine::server::{arrivals, ArrivalQueue, Empty, Listener};
 use crate::engine::{engine, Command, EngineHandle};
 use crate::{Config, RSocket};
 
@@ -53,7 +52,7 @@ pub struct RServerSocket {
 struct Listening {
     id: Token,
     local_addr: SocketAddr,
-    accepted: Receiver<Arrival>,
+    accepted: ArrivalQueue,
     engine: Arc<EngineHandle>,
     /// The listener's: cleared on drop (see `Listener::open_flag`).
     open: Arc<AtomicBool>,
@@ -108,7 +107,7 @@ impl RServerSocket {
         let options = listener.try_clone()?;
         let socket = mio::net::TcpListener::from_std(listener);
         let id = engine.new_token();
-        let (queue, accepted) = crossbeam_channel::unbounded();
+        let (queue, accepted) = arrivals();
         let control = engine.control_on(socket.local_addr()?.ip(), config.control_port_value())?;
         let listener = Listener::new(id, socket, config, queue, control)?;
         let local_addr = listener.local_addr;
@@ -153,11 +152,11 @@ impl RServerSocket {
         let inner = &self.inner;
         let arrival = if inner.nonblocking.load(Ordering::Relaxed) {
             inner.accepted.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => io::Error::from(io::ErrorKind::WouldBlock),
-                TryRecvError::Disconnected => engine_stopped(),
+                Empty::Now => io::Error::from(io::ErrorKind::WouldBlock),
+                Empty::ForGood => engine_stopped(),
             })
         } else {
-            inner.accepted.recv().map_err(|_| engine_stopped())
+            inner.accepted.recv().ok_or_else(engine_stopped)
         };
         arrival.map(|arrival| (arrival.socket, arrival.client))
     }

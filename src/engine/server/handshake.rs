@@ -306,10 +306,10 @@ impl Engine {
         }
         let socket = RSocket::from_plain(stream);
         // If the server socket is gone, the connection is dropped here and closes.
-        drop(listener.accepted.send(Arrival {
+        listener.accepted.send(Arrival {
             socket,
             client: hs.client,
-        }));
+        });
     }
 
     /// A client opened a control connection: its datagrams come and go on it from now on.

@@ -9,6 +9,7 @@
 //! reconnections must still find the port open. New sessions are refused once the
 //! `RServerSocket` is gone; the listener closes with the last session.
 
+mod arrivals;
 mod handshake;
 mod resume;
 
@@ -18,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use mio::net::TcpListener;
 use mio::{Interest, Token};
 
@@ -28,6 +28,7 @@ use crate::core::auth::Nonce;
 use crate::core::endpoint::server::{ServerEndpoint, ServerLimits};
 use crate::{Config, RSocket};
 
+pub(crate) use self::arrivals::{arrivals, ArrivalQueue, ArrivalSender, Empty};
 pub(crate) use self::handshake::ServerHandshake;
 
 /// How long a listener pauses after an accept error that retrying at once cannot fix (no
@@ -49,7 +50,7 @@ pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
     pub(crate) local_addr: SocketAddr,
     pub(crate) config: Config,
-    pub(crate) accepted: Sender<Arrival>,
+    pub(crate) accepted: ArrivalSender,
     /// The UDP socket its sessions' control datagrams use (its port is in every ANSWER).
     pub(crate) control: Arc<ControlSocket>,
     /// Whether the `RServerSocket` still exists (new sessions are welcome). Its drop
@@ -89,7 +90,7 @@ impl Listener {
         id: Token,
         socket: TcpListener,
         config: Config,
-        accepted: Sender<Arrival>,
+        accepted: ArrivalSender,
         control: Arc<ControlSocket>,
     ) -> io::Result<Self> {
         Ok(Listener {
@@ -209,7 +210,7 @@ impl Engine {
         };
         let socket = RSocket::from_shared(std::sync::Arc::clone(&entry.shared));
         // If the server socket is gone, the returned session is dropped here and closes.
-        drop(l.accepted.send(Arrival { socket, client }));
+        l.accepted.send(Arrival { socket, client });
         self.service(session);
     }
 
