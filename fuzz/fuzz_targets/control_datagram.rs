@@ -8,19 +8,23 @@
 //! at every length.
 //!
 //! The same bytes go to the EARLY datagram's parser, which authenticates nothing: whatever
-//! it accepts must re-encode to the very same bytes.
+//! it accepts must re-encode to the very same bytes; and to a client's queue of datagrams
+//! it cannot route yet, which must give back what it kept, byte for byte.
 //!
-//! Protocol API used: `early::parse`, `early::encode`, `ControlMessage::route`, `ControlMessage::open(&[u8], &MacKey)`,
+//! Protocol API used: `early::parse`, `early::encode`, `Unrouted`, `ControlMessage::route`, `ControlMessage::open(&[u8], &MacKey)`,
 //! `ControlMessage::seal(pn, &MacKey, &mut [u8; MAX_LEN])`, `SessionKeys::derive`,
 //! `MacKey::tag`, `MAX_LEN`, `TAG_LEN`.
 #![no_main]
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use robust_tcp::protocol::auth::{SessionKeys, TAG_LEN};
 use robust_tcp::protocol::control::{ControlMessage, MAX_LEN};
 use robust_tcp::protocol::early;
+use robust_tcp::protocol::endpoint::Unrouted;
 use robust_tcp::protocol::session::Role;
 
 /// The two ends' keys of one session.
@@ -34,7 +38,15 @@ fn keys() -> &'static (SessionKeys, SessionKeys) {
 
 fuzz_target!(|data: &[u8]| {
     let (client, server) = keys();
-    let _ = ControlMessage::route(data);
+    if let Some(route) = ControlMessage::route(data) {
+        let (mut unrouted, now) = (Unrouted::default(), Instant::now());
+        let from = SocketAddr::from(([10, 0, 0, 2], 7001));
+        unrouted.keep(route.cid, data, from, now);
+        let kept = unrouted.take(route.cid, now);
+        let expected: &[&[u8]] = if data.len() <= MAX_LEN { &[data] } else { &[] };
+        let got: Vec<&[u8]> = kept.iter().map(|d| d.bytes()).collect();
+        assert_eq!(got, expected, "kept and given back");
+    }
     if let Some(opening_nonce) = early::parse(data) {
         assert_eq!(
             &early::encode(&opening_nonce)[..],
