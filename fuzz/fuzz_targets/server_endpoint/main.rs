@@ -334,11 +334,16 @@ impl Server {
         self.hello_body(from, &frame[HEADER_LEN..], welcome);
     }
 
-    /// A connection is accepted: its handshake starts (`Engine::start_handshake`).
-    fn start(&mut self) -> u32 {
+    /// A connection is accepted: its handshake starts (`Engine::start_handshake`), unless
+    /// the listener is crowded with answered ones and drops this one instead.
+    fn start(&mut self) -> Option<u32> {
         let id = self.next_handshake;
         self.next_handshake += 1;
         if let Some((victim, action)) = self.endpoint.handshake_started(id) {
+            if victim == id {
+                assert!(matches!(action, Action::Close), "{action:?} for a newcomer");
+                return None;
+            }
             assert!(
                 self.handshakes.contains(&victim),
                 "dropped handshake {victim}, which was not in progress"
@@ -346,7 +351,7 @@ impl Server {
             self.carry_out(victim, action);
         }
         self.handshakes.push(id);
-        id
+        Some(id)
     }
 
     /// A new connection from address `from` sends a HELLO frame with `body`: the
@@ -359,7 +364,9 @@ impl Server {
                 self.history.remove(0);
             }
         }
-        let h = self.start();
+        let Some(h) = self.start() else {
+            return;
+        };
         let (client, now) = (address(from), self.now);
         let mut host = FuzzHost {
             sessions: &mut self.sessions,
