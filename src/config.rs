@@ -420,9 +420,9 @@ impl Config {
     /// 256). Past it, the oldest handshake that has not been answered yet is dropped to
     /// make room: an honest client completes its handshake within a round trip, so a flood
     /// of slow or silent connections costs a bounded amount of memory and evicts itself,
-    /// not the client. Answered resumptions, which only wait for their client's CONFIRM,
-    /// keep their slots while they hold at most half of them (rounded up): if nothing else
-    /// is left to drop, the new connection is closed instead. It also bounds the new sessions whose client has not confirmed them
+    /// not the client. Answered resumptions, which only wait for their client's CONFIRM, go
+    /// only when every slot holds one (the oldest), and with a single slot not at all: the
+    /// new connection is closed instead. It also bounds the new sessions whose client has not confirmed them
     /// (past it, or when the server is full, the oldest such session is dropped), so that
     /// peers that open sessions and vanish cannot fill the server.
     ///

@@ -473,13 +473,11 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// trip, so a flood of slow or silent connections evicts itself.
     ///
     /// An answered resumption (waiting for its CONFIRM) is the furthest along, and its
-    /// eviction sends its client a RECONNECT that brings it back at once: two clients
-    /// resuming together at a listener of one slot evicted each other forever that way
-    /// (simulation seed 4531). So answered ones keep their slots while they hold at most
-    /// half of them (rounded up), and if no other is left to drop, the new connection is
-    /// the one dropped: `handshake` itself is returned, not started, and its client, which
-    /// heard nothing on it, backs off. Beyond half, the oldest answered one goes, so that
-    /// clients holding sessions cannot keep every slot from newcomers.
+    /// eviction sends its client a RECONNECT that brings it back at once. So one goes only
+    /// when every slot holds one (the oldest), and never from a listener of one slot: there
+    /// two clients resuming together evicted each other forever (simulation seed 4531).
+    /// Then the new connection is the one dropped: `handshake` itself is returned, not
+    /// started, and its client, which heard nothing on it, backs off.
     pub fn handshake_started(&mut self, handshake: H) -> Option<(H, Action<S>)> {
         let max = self.limits.max_handshakes;
         if self.handshakes.len() < max {
@@ -487,10 +485,11 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
             return None;
         }
         let answered = |h: &&InProgress<S, H>| matches!(h.phase, Phase::Confirm(_));
-        let oldest_unanswered = self.handshakes.iter().find(|h| !answered(h));
-        let crowded_by_answered = self.handshakes.iter().filter(answered).count() > max.div_ceil(2);
-        let victim = oldest_unanswered
-            .or_else(|| self.handshakes.front().filter(|_| crowded_by_answered))
+        let victim = self
+            .handshakes
+            .iter()
+            .find(|h| !answered(h))
+            .or_else(|| self.handshakes.front().filter(|_| max > 1))
             .map(|h| h.handshake);
         let Some(victim) = victim else {
             return Some((handshake, Action::Close));
