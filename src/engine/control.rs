@@ -231,33 +231,43 @@ impl Engine {
             },
             cid: route.cid,
         };
-        for id in self.routes.get(&key) {
-            // If the message changed the session's duties, it is marked dirty and looked
-            // at before the engine sleeps.
-            let taken = self
-                .sessions
-                .get(id)
-                .is_some_and(|entry| entry.shared.handle_datagram(datagram, from));
-            if taken {
+        if self.routes.contains(&key) {
+            if self.deliver_datagram(datagram, from, &key) {
                 return true;
             }
-        }
-        if key.role == Role::Client {
+        } else if key.role == Role::Client {
             // Perhaps read before the ANSWER that gives its session this CID: kept for it
             // (`Engine::learned_cid`), so that the server need not send it again.
             self.unrouted
                 .keep(route.cid, datagram, from, Instant::now());
-        } else {
-            log::trace!("dropped a datagram from {from} for session {}", route.cid);
+            return false;
         }
+        log::trace!("dropped a datagram from {from} for session {}", route.cid);
         false
     }
 
+    /// Hands a datagram to the sessions `key` routes to, until one takes it as authentic;
+    /// returns whether one did.
+    fn deliver_datagram(&self, datagram: &[u8], from: SocketAddr, key: &RouteKey) -> bool {
+        self.routes.get(key).iter().any(|id| {
+            // If the message changed the session's duties, it is marked dirty and looked
+            // at before the engine sleeps.
+            self.sessions
+                .get(id)
+                .is_some_and(|entry| entry.shared.handle_datagram(datagram, from))
+        })
+    }
+
     /// A client session learned its CID `cid` from an ANSWER: the datagrams for it that
-    /// came before are handed to it now, as if they had just arrived.
+    /// came before are handed to it now, as if they had just arrived (one it does not
+    /// take is dropped, not kept again).
     pub(super) fn learned_cid(&mut self, cid: u32) {
+        let key = RouteKey {
+            role: Role::Client,
+            cid,
+        };
         for held in self.unrouted.take(cid, Instant::now()) {
-            self.dispatch(held.bytes(), held.from);
+            self.deliver_datagram(held.bytes(), held.from, &key);
         }
     }
 }
