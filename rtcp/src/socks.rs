@@ -76,13 +76,16 @@ impl Reply {
         .find(|reply| reply.code() == code)
     }
 
-    /// The reply for a failed connect to a target.
+    /// The reply for a failed connect to a target: always one of the target's codes (any
+    /// other failure, a local address not available say, as the host unreachable), so that
+    /// a general failure is only ever the server's own refusal (`metrics::Failure::of_reply`).
     pub fn of_error(e: &io::Error) -> Reply {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
-            io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
-            io::ErrorKind::HostUnreachable | io::ErrorKind::TimedOut => Reply::HostUnreachable,
-            _ => Reply::GeneralFailure,
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::NetworkDown => {
+                Reply::NetworkUnreachable
+            }
+            _ => Reply::HostUnreachable,
         }
     }
 }
