@@ -501,5 +501,8 @@ fn random<const N: usize>() -> io::Result<[u8; N]> {
 /// uses, and stops the engine watching it.
 fn into_std(poll: &Poll, mut stream: mio::net::TcpStream) -> TcpStream {
     let _ = poll.registry().deregister(&mut stream);
-    TcpStream::from(stream)
+    let stream = TcpStream::from(stream);
+    // A failure here fails again on use, where it is reported.
+    let _ = stream.set_nonblocking(false);
+    stream
 }

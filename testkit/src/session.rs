@@ -168,3 +168,45 @@ pub fn with_peak_capacity<T>(sock: &RSocket, work: impl FnOnce() -> T) -> (T, us
         (result, peak)
     })
 }
+
+/// The kernel's `TCP_NODELAY` on this process's TCP socket from `local` to `peer`: the
+/// connection a session uses, found among the process's descriptors by its addresses
+/// (`RSocket::local_addr` and `peer_addr`), since a session does not lend its socket out.
+/// `None` if no descriptor of this process is that connection.
+///
+/// # Panics
+///
+/// If `/proc/self/fd` cannot be listed, or descriptors of that connection disagree.
+#[cfg(target_os = "linux")]
+pub fn kernel_nodelay(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    use std::os::fd::BorrowedFd;
+
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd") {
+        let Some(fd) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is only queried, never closed or kept. If another thread
+        // closes it meanwhile, the calls fail (EBADF) or query whatever reuses the
+        // number, which the address check below filters out.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let addr = |got: rustix::io::Result<Option<rustix::net::SocketAddrAny>>| {
+            got.ok()
+                .flatten()
+                .and_then(|a| SocketAddr::try_from(a).ok())
+        };
+        if addr(rustix::net::getsockname(fd).map(Some)) != Some(local)
+            || addr(rustix::net::getpeername(fd)) != Some(peer)
+        {
+            continue;
+        }
+        if let Ok(on) = rustix::net::sockopt::tcp_nodelay(fd) {
+            assert!(found.is_none_or(|was| was == on), "descriptors disagree");
+            found = Some(on);
+        }
+    }
+    found
+}

@@ -339,6 +339,9 @@ impl Engine {
             redial.connected(Instant::now());
         }
         if !dial.on_session {
+            // The application's calls block on it. (A failure here fails again on use,
+            // where it is reported.)
+            let _ = dial.stream.set_nonblocking(false);
             // An opened session starts at byte 0 both ways: everything is resent.
             shared.resume(dial.stream, answer.epoch, peer_received);
         }

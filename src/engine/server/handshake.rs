@@ -297,10 +297,7 @@ impl Engine {
         log::debug!("{}: an ordinary TCP client", hs.client);
         let nodelay = listener.config.nodelay_value();
         let stream = into_std(&self.poll, hs.stream);
-        if let Err(e) = stream
-            .set_nonblocking(false)
-            .and_then(|()| stream.set_nodelay(nodelay))
-        {
+        if let Err(e) = stream.set_nodelay(nodelay) {
             log::debug!("{}: {e}", hs.client);
             return;
         }

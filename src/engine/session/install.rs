@@ -12,17 +12,16 @@ use crate::core::auth::SessionKeys;
 use crate::error::Error;
 
 impl SharedSession {
-    /// Makes `stream`, a new connection, the session's, in blocking mode with the
-    /// session's options, and `TCP_NODELAY` as `nodelay` says. (A new socket has no
-    /// timeouts and the system's TTL: only a read timeout and a TTL are set, if the session
-    /// has them. The system calls here are on the way to the first byte of a session.)
-    fn attach(st: &mut State, stream: TcpStream, nodelay: bool) {
+    /// Makes `stream`, a new connection in blocking mode, the session's, with the session's
+    /// options. Its `TCP_NODELAY` is on (each side sends its handshake's frames so); the
+    /// caller says when the session's own setting applies. (A new socket has no timeouts
+    /// and the system's TTL: only a read timeout and a TTL are set, if the session has
+    /// them. The system calls here are on the way to the first byte of a session.)
+    fn attach(st: &mut State, stream: TcpStream) {
         // A socket option that fails here fails again on use, where it is reported.
-        let _ = stream.set_nonblocking(false);
         if st.read_timeout.is_some() {
             let _ = stream.set_read_timeout(st.read_timeout);
         }
-        let _ = stream.set_nodelay(nodelay);
         if let Some(ttl) = st.ttl {
             let _ = stream.set_ttl(ttl);
         }
@@ -42,15 +41,18 @@ impl SharedSession {
         st.conn = Some(Arc::new(stream));
     }
 
-    /// Attaches a server's first connection, right after its ANSWER, unless the session
-    /// already failed (then a reconnection brings another). `TCP_NODELAY` stays on until
-    /// the application's first write has gone out: the first reply then leaves at once,
-    /// instead of waiting (Nagle) for the acknowledgement of the ANSWER, a round trip.
+    /// Attaches a server's first connection (in blocking mode, `TCP_NODELAY` on), right
+    /// after its ANSWER, unless the session already failed (then a reconnection brings
+    /// another). `TCP_NODELAY` stays on for the application's first write: the first
+    /// reply then leaves at once, instead of waiting (Nagle) for the acknowledgement of
+    /// the ANSWER, a round trip. The session's own setting applies from the second.
     pub(crate) fn attach_first(&self, stream: TcpStream) {
         self.update(|st, _| {
             if st.session.is_connected() && st.conn.is_none() {
-                Self::attach(st, stream, true);
-                self.nodelay_held.store(true, Ordering::Relaxed);
+                Self::attach(st, stream);
+                if !st.nodelay {
+                    self.nodelay.hold();
+                }
             }
         });
     }
@@ -62,18 +64,18 @@ impl SharedSession {
     /// HELLO is acknowledged.
     pub(crate) fn attach_opening(&self, stream: TcpStream) {
         self.update(|st, _| {
-            Self::attach(st, stream, true);
+            Self::attach(st, stream);
             st.answer_pending = true;
         });
     }
 
     /// The engine consumed the server's ANSWER from the first connection: the application
-    /// reads from it now, and the session's own `TCP_NODELAY` setting applies.
-    fn answer_consumed(st: &mut State) {
-        if std::mem::take(&mut st.answer_pending) {
-            if let Some(conn) = &st.conn {
-                let _ = conn.set_nodelay(st.nodelay);
-            }
+    /// reads from it now, and the session's own `TCP_NODELAY` setting applies from the
+    /// next write (it only changes how writes go out; a request-then-reply exchange
+    /// writes nothing more, and so makes no system call for it).
+    fn answer_consumed(&self, st: &mut State) {
+        if std::mem::take(&mut st.answer_pending) && !st.nodelay {
+            self.nodelay.lend();
         }
     }
 
@@ -104,7 +106,7 @@ impl SharedSession {
             st.session.opened(cid, server_control, now);
             self.cid.store(cid, Ordering::Release);
             if on_first {
-                Self::answer_consumed(st);
+                self.answer_consumed(st);
             }
         });
     }
@@ -172,14 +174,20 @@ impl SharedSession {
         self.state.lock().session.check_resume(peer_received)
     }
 
-    /// Moves the session to `stream`, connection number `epoch`, whose peer has received
+    /// Moves the session to `stream` (in blocking mode, `TCP_NODELAY` on, as every
+    /// handshake leaves it), connection number `epoch`, whose peer has received
     /// `peer_received` bytes (checked by [`check_resume`](Self::check_resume)). What the
     /// peer lacks is resent by the next writer or by the engine's [`flush`](Self::flush).
     pub(crate) fn resume(&self, stream: TcpStream, epoch: u32, peer_received: u64) {
         self.update(|st, now| {
             st.session.handle_resume(peer_received, epoch, now);
-            let nodelay = st.nodelay;
-            Self::attach(st, stream, nodelay);
+            Self::attach(st, stream);
+            self.nodelay.own();
+            if !st.nodelay {
+                if let Some(conn) = &st.conn {
+                    let _ = conn.set_nodelay(false);
+                }
+            }
         });
     }
 

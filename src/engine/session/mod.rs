@@ -44,7 +44,7 @@ mod write;
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +55,8 @@ use super::control::ControlSocket;
 use super::{mark_dirty, on_engine_thread, EngineHandle};
 use crate::core::auth::{HandshakeKeys, SessionKeys};
 use crate::core::control::MAX_LEN;
-use crate::core::session::{End, Limits, Session};
-use crate::{Config, SessionState};
+use crate::core::session::{End, Limits, ReadGate, Session};
+use crate::Config;
 
 /// A session's state, shared by the application's handles and the engine.
 pub(crate) struct SharedSession {
@@ -64,15 +64,14 @@ pub(crate) struct SharedSession {
     id: Token,
     /// The session's CID; 0 on a client until the server answers its opening.
     cid: AtomicU32,
-    /// `TCP_NODELAY` is held on for a server's first connection until the application's
-    /// first write went out, whatever the session's setting (see
-    /// [`attach_first`](Self::attach_first)).
-    nodelay_held: AtomicBool,
+    /// Whether the connection's `TCP_NODELAY` is on against the session's setting, and
+    /// until when (see [`attach_first`](Self::attach_first)).
+    nodelay: nodelay::NodelayLoan,
     /// Prove and check the handshakes. Set once more, on a client whose opening ran the key
     /// agreement, when the ANSWER comes ([`opened`](Self::opened)).
     handshake_keys: Mutex<HandshakeKeys>,
     state: Mutex<State>,
-    /// Signalled on every change a blocked reader or writer may be waiting for.
+    /// Signalled when what a blocked thread waits for changed (see [`Awaited`]).
     changed: Condvar,
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
@@ -116,6 +115,48 @@ struct State {
     /// The session's duties as the engine last learnt them, with the earliest deadline
     /// its timer may still be armed for: the engine wakes no later than `timeout`.
     reported: Duties,
+}
+
+/// What the threads blocked on [`SharedSession::changed`] wait for: each field is the
+/// condition of one wait loop, which tests it through the same method. An update that
+/// changes none of them notifies nobody: every waiter would find its condition as it was
+/// and wait again, for two context switches and nothing (a reader waiting for its
+/// opening's ANSWER was woken so by the engine's first look at the session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Awaited {
+    connection: bool,
+    room: bool,
+    unfinished: bool,
+    cid: bool,
+}
+
+impl State {
+    /// A read must wait: the session has no connection to read from (or the engine still
+    /// reads its opening ANSWER from it), and a read could not end without one.
+    fn awaits_connection(&self) -> bool {
+        matches!(self.session.read_gate(), ReadGate::Proceed)
+            && (self.conn.is_none() || self.answer_pending)
+    }
+
+    /// A write must wait for room in the send buffer.
+    fn awaits_room(&self) -> bool {
+        matches!(self.session.write_space(), Ok(0))
+    }
+
+    /// The server has not answered the opening yet, and the session has not ended.
+    fn awaits_cid(&self) -> bool {
+        let session = &self.session;
+        session.is_opening() && session.failure().is_none() && !session.is_finished()
+    }
+
+    fn awaited(&self) -> Awaited {
+        Awaited {
+            connection: self.awaits_connection(),
+            room: self.awaits_room(),
+            unfinished: !self.session.is_finished(),
+            cid: self.awaits_cid(),
+        }
+    }
 }
 
 /// What a new session is made of.
@@ -178,7 +219,7 @@ impl SharedSession {
         Arc::new(SharedSession {
             id: spec.id,
             cid: AtomicU32::new(spec.cid),
-            nodelay_held: AtomicBool::new(false),
+            nodelay: nodelay::NodelayLoan::default(),
             handshake_keys: Mutex::new(spec.keys.handshake),
             state: Mutex::new(State {
                 reported: duties(&session),
@@ -215,9 +256,7 @@ impl SharedSession {
     /// if it has not come yet (as a read does). 0 if the opening failed.
     pub(crate) fn wait_cid(&self) -> u32 {
         let mut st = self.state.lock();
-        while st.session.is_opening()
-            && st.session.status(Instant::now()).state != SessionState::Closed
-        {
+        while st.awaits_cid() {
             self.changed.wait(&mut st);
         }
         drop(st);
@@ -248,6 +287,7 @@ impl SharedSession {
     ) -> (R, Duties) {
         let now = Instant::now();
         let mut st = self.state.lock();
+        let awaited = st.awaited();
         let result = f(&mut st, now);
         if !st.session.is_connected() {
             // The core dropped the connection (it failed, the peer fell silent, the
@@ -268,16 +308,16 @@ impl SharedSession {
         } else {
             None
         };
-        if st.session.poll_end_of_stream() {
-            if let Some(conn) = &st.conn {
-                // Wakes a reader blocked on the connection; it then sees end of stream.
-                let _ = conn.shutdown(Shutdown::Read);
-            }
-        }
+        let end_of_stream = if st.session.poll_end_of_stream() {
+            st.conn.clone()
+        } else {
+            None
+        };
         // Computed once per call, against what the last call reported: reads and writes
         // come here several times each, and this is their costliest part.
         let after = duties(&st.session);
         let before = st.reported;
+        let wake = st.awaited() != awaited;
         let tell_engine = if looker == Looker::Engine {
             // The engine acts on `after` as it returns.
             false
@@ -299,12 +339,18 @@ impl SharedSession {
             }
         };
         drop(st);
+        if let Some(conn) = end_of_stream {
+            // Wakes a reader blocked on the connection; it then sees end of stream.
+            let _ = conn.shutdown(Shutdown::Read);
+        }
         if let Some(conn) = fin {
             // Every byte is acknowledged and the peer knows our total: the FIN only wakes
             // its reader. A failure here changes nothing.
             let _ = conn.shutdown(Shutdown::Write);
         }
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
         if tell_engine {
             if on_engine_thread() {
                 mark_dirty(self.id);

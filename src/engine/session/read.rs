@@ -152,9 +152,7 @@ impl SharedSession {
     /// ANSWER is consumed), or a read can end without one.
     fn wait_for_connection(&self, deadline: Option<Instant>) -> io::Result<()> {
         let mut st = self.state.lock();
-        while matches!(st.session.read_gate(), ReadGate::Proceed)
-            && (st.conn.is_none() || st.answer_pending)
-        {
+        while st.awaits_connection() {
             self.wait(&mut st, deadline)?;
         }
         Ok(())

@@ -3,7 +3,6 @@
 //! connection lacks.
 
 use std::io::{self, Write};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::nodelay::push_held_segments;
@@ -36,6 +35,7 @@ impl SharedSession {
             (st.write_timeout, st.nonblocking, st.conn.is_some())
         };
         let deadline = call_deadline(timeout, nonblocking);
+        self.nodelay_before_write();
         loop {
             // Held from before the bytes are buffered until they are written, so that the
             // range found to be unsent is still unsent when it is written. Without a
@@ -48,7 +48,7 @@ impl SharedSession {
             } else {
                 None
             };
-            let nagle = !self.nodelay_held.load(Ordering::Relaxed);
+            let nagle = !self.nodelay.held();
             let pushed =
                 match self.update(|st, now| Self::push(st, data, nagle && !st.nodelay, now)) {
                     Ok(pushed) => pushed,
@@ -66,7 +66,7 @@ impl SharedSession {
                         let out_of_time =
                             self.send_locked(start, fresh, unsent, deadline, nonblocking);
                         self.unlock_write(write, out_of_time);
-                        self.release_nodelay();
+                        self.nodelay_written();
                     }
                     // A connection came meanwhile and lacks bytes: the engine sends them.
                     None if unsent.is_some() => self.engine.flush(self.id),
@@ -78,7 +78,7 @@ impl SharedSession {
                 self.unlock_write(write, false);
             }
             let mut st = self.state.lock();
-            while matches!(st.session.write_space(), Ok(0)) {
+            while st.awaits_room() {
                 if let Err(e) = self.wait(&mut st, deadline) {
                     st.session.writer_unblocked();
                     return Err(e);
