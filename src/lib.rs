@@ -89,8 +89,8 @@ pub mod protocol {
     /// The opening's ephemeral key agreement (Noise NN).
     pub mod agreement {
         pub use crate::core::agreement::{
-            answer, client_public, finish, AnswerPart, PrivateKey, PublicKey, ANSWER_PART_LEN,
-            KEY_LEN,
+            answer, client_public, client_start, finish, AnswerPart, ClientHalf, PrivateKey,
+            PublicKey, ANSWER_PART_LEN, KEY_LEN,
         };
     }
 

@@ -50,7 +50,7 @@ fn main() -> io::Result<()> {
     let opened = Answer::Accepted(answer(&open_hello, true)).encode();
     // The key agreement: its opening HELLO, the ANSWER that opens it with the server's
     // part, and the KNOWN answer to a retry of it.
-    let opening_key = OpeningKey::agreement([0x61; KEY_LEN], &opening_nonce).expect("snow");
+    let (opening_key, _) = OpeningKey::agreement([0x61; KEY_LEN], &opening_nonce).expect("snow");
     let agreeing_hello = opening_key.hello([0x45; 16], 0, opening_nonce, server_key);
     let (part, agreed) = agreement::answer(
         &[0x62; KEY_LEN],

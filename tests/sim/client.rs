@@ -75,10 +75,12 @@ impl World {
         // With the key agreement, keys only this client holds until the ANSWER.
         let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
         let control = keys.control.clone();
-        let key = if config.key_agreement_value() {
-            OpeningKey::agreement(self.rng.bytes(), &opening_nonce).expect("an agreement")
+        let (key, half) = if config.key_agreement_value() {
+            let (key, half) =
+                OpeningKey::agreement(self.rng.bytes(), &opening_nonce).expect("an agreement");
+            (key, Some(half))
         } else {
-            OpeningKey::Secret(secret)
+            (OpeningKey::Secret(secret), None)
         };
         let hello = key.hello(nonce, 0, opening_nonce, &keys.handshake.client);
         // The caller's thread made the TCP connect before the session existed.
@@ -92,6 +94,9 @@ impl World {
         let session = Session::new(End::Client(None), 0, 0, limits(&config), control, now);
         let timeout = config.handshake_timeout_value();
         let mut redial = Redial::new(SERVER_TCP, &config, timeout, opening_nonce, key, now);
+        if let Some(half) = half {
+            redial.agreement_started(half);
+        }
         redial.started(conn, now);
         self.clients.push(Client {
             session,
@@ -318,7 +323,7 @@ impl World {
             return;
         };
         let c = &mut self.clients[i];
-        let (session, redial) = (&c.session, &c.redial);
+        let (session, redial) = (&c.session, &mut c.redial);
         let check = |n| session.check_resume(n);
         let agree = |answer: &_| redial.agreed_keys(answer);
         let answered = on_answer(

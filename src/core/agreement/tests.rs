@@ -111,3 +111,20 @@ fn another_opening_nonce_or_a_changed_byte_fails_the_agreement() {
     let (foreign, _) = answer(&SERVER, &OPENING_NONCE, &other).unwrap();
     assert!(finish(&CLIENT, &OPENING_NONCE, &foreign).is_none());
 }
+
+#[test]
+fn the_half_kept_from_the_hello_finishes_as_the_private_key_does() {
+    let (public, half) = client_start(&CLIENT, &OPENING_NONCE).unwrap();
+    assert_eq!(public, client_public(&CLIENT, &OPENING_NONCE).unwrap());
+    let (part, server) = answer(&SERVER, &OPENING_NONCE, &public).unwrap();
+    let kept = half.finish(&part).unwrap();
+    let again = finish(&CLIENT, &OPENING_NONCE, &part).unwrap();
+    assert!(same(&kept.handshake.client, &server.handshake.client));
+    assert!(same(&kept.control.send, &server.control.recv));
+    assert!(same(&kept.control.recv, &again.control.recv));
+    // A damaged part fails it as it fails `finish`.
+    let (_, half) = client_start(&CLIENT, &OPENING_NONCE).unwrap();
+    let mut damaged = part;
+    damaged[KEY_LEN] ^= 1;
+    assert!(half.finish(&damaged).is_none());
+}

@@ -534,7 +534,7 @@ mod tests {
             opening: Some((OPENING_NONCE, OpeningKey::Secret(SECRET))),
         };
         assert_eq!(retry.hello([1; NONCE_LEN], 0, 0, key), opening(3));
-        let agreement = OpeningKey::agreement([0x11; KEY_LEN], &OPENING_NONCE).unwrap();
+        let (agreement, _) = OpeningKey::agreement([0x11; KEY_LEN], &OPENING_NONCE).unwrap();
         let retry = NextHello {
             attempt: 2,
             opening: Some((OPENING_NONCE, agreement)),
@@ -559,7 +559,7 @@ mod tests {
     #[test]
     fn a_key_agreement_answer_is_checked_under_the_keys_it_agrees_on() {
         let private = [0x11; KEY_LEN];
-        let Some(OpeningKey::Agreement { public, .. }) =
+        let Some((OpeningKey::Agreement { public, .. }, _)) =
             OpeningKey::agreement(private, &OPENING_NONCE)
         else {
             panic!("no agreement");

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::OPENING_WINDOW;
-use crate::core::agreement::{self, PrivateKey, PublicKey};
+use crate::core::agreement::{self, ClientHalf, PrivateKey, PublicKey};
 use crate::core::auth::{MacKey, Nonce, Secret, SessionKeys};
 use crate::core::backoff::Backoff;
 use crate::core::counter::to_wire;
@@ -86,10 +86,11 @@ pub enum OpeningKey {
 
 impl OpeningKey {
     /// The key agreement with the ephemeral private key `private` (random, drawn by the
-    /// engine), for the session whose opening nonce is `nonce`; `None` if `snow` fails.
-    pub fn agreement(private: PrivateKey, nonce: &Nonce) -> Option<Self> {
-        let public = agreement::client_public(&private, nonce)?;
-        Some(OpeningKey::Agreement { private, public })
+    /// engine), for the session whose opening nonce is `nonce`, and the state that
+    /// finishes it (for [`Redial::new`]); `None` if `snow` fails.
+    pub fn agreement(private: PrivateKey, nonce: &Nonce) -> Option<(Self, ClientHalf)> {
+        let (public, half) = agreement::client_start(&private, nonce)?;
+        Some((OpeningKey::Agreement { private, public }, half))
     }
 
     /// The HELLO of opening attempt `attempt`, client nonce `nonce`, of the session whose
@@ -158,6 +159,8 @@ pub struct Redial<D> {
 struct Opening {
     nonce: Nonce,
     key: OpeningKey,
+    /// The key agreement's state from the first HELLO, until an ANSWER uses it.
+    half: Option<ClientHalf>,
     /// When the first HELLO went out.
     started: Instant,
     /// Attempts cut after their TCP connect since the last answer (a refusal).
@@ -206,10 +209,19 @@ impl<D: Copy> Redial<D> {
             opening: Some(Box::new(Opening {
                 nonce,
                 key,
+                half: None,
                 started: now,
                 cuts: 0,
                 heard: Heard::Nothing,
             })),
+        }
+    }
+
+    /// The key agreement's state made with the first HELLO ([`OpeningKey::agreement`]),
+    /// which the first ANSWER finishes ([`agreed_keys`](Self::agreed_keys)).
+    pub fn agreement_started(&mut self, half: ClientHalf) {
+        if let Some(opening) = &mut self.opening {
+            opening.half = Some(half);
         }
     }
 
@@ -322,12 +334,17 @@ impl<D: Copy> Redial<D> {
     /// The keys that `answer`, to a key-agreement opening of this session, agrees on; `None`
     /// if its agreement part does not complete the client's, or the session runs no key
     /// agreement or its opening was answered already (its keys are settled).
-    pub fn agreed_keys(&self, answer: &Accepted) -> Option<SessionKeys> {
-        let opening = self.opening.as_ref()?;
+    pub fn agreed_keys(&mut self, answer: &Accepted) -> Option<SessionKeys> {
+        let opening = self.opening.as_mut()?;
         let OpeningKey::Agreement { private, .. } = &opening.key else {
             return None;
         };
-        agreement::finish(private, &opening.nonce, &answer.agreement)
+        // The state kept from the HELLO reads one part; a later ANSWER (to a retry, or
+        // after a forged one) starts the agreement again from the private key.
+        match opening.half.take() {
+            Some(half) => half.finish(&answer.agreement),
+            None => agreement::finish(private, &opening.nonce, &answer.agreement),
+        }
     }
 
     /// The server answered an attempt with proof that it holds the session's keys.

@@ -189,6 +189,7 @@ impl Engine {
             opening_timeout,
             opening_nonce,
             key,
+            half,
         } = opened;
         let Some(shared) = session.arrived() else {
             return;
@@ -202,6 +203,9 @@ impl Engine {
             key,
             hello_sent,
         );
+        if let Some(half) = half {
+            redial.agreement_started(half);
+        }
         let reading = reader.and_then(|reader| {
             self.watch(&reader, token, Interest::READABLE)?;
             Ok(reader)
@@ -276,14 +280,14 @@ impl Engine {
         body: Result<Vec<u8>, WireError>,
     ) {
         let id = dial.session;
-        let Some(entry) = self.sessions.get(&id) else {
+        let Some(entry) = self.sessions.get_mut(&id) else {
             return self.drop_dial(dial);
         };
         let shared = Arc::clone(&entry.shared);
         let keys = shared.handshake_keys();
         let frame = body.as_deref().map_err(|e| *e);
         let check = |n| shared.check_resume(n);
-        let agree = |answer: &Accepted| match &entry.side {
+        let agree = |answer: &Accepted| match &mut entry.side {
             Side::Client(redial) => redial.agreed_keys(answer),
             Side::Server { .. } => None,
         };

@@ -29,7 +29,7 @@ use super::control::canonical;
 use super::frames::write_frame;
 use super::session::{SessionSpec, SharedSession};
 use super::{engine, random, Command, EngineHandle};
-use crate::core::agreement::KEY_LEN;
+use crate::core::agreement::{ClientHalf, KEY_LEN};
 use crate::core::auth::{Nonce, Secret, SessionKeys, NONCE_LEN, SECRET_LEN};
 use crate::core::early;
 use crate::core::endpoint::redial::{Failure, OpeningKey};
@@ -57,6 +57,8 @@ pub(crate) struct Opened {
     opening_timeout: Duration,
     opening_nonce: Nonce,
     key: OpeningKey,
+    /// The key agreement's state, which the ANSWER finishes, if the opening runs one.
+    half: Option<ClientHalf>,
 }
 
 /// A session on its way to the engine. If the command carrying it is dropped instead (the
@@ -159,12 +161,13 @@ fn open_once(
     // With the key agreement, the keys come with the ANSWER; until then the session holds
     // these, which nobody else does (the secret is then never sent), and tags nothing.
     let keys = SessionKeys::derive(&secret, &opening_nonce, Role::Client);
-    let key = if config.key_agreement_value() {
-        OpeningKey::agreement(private, &opening_nonce).ok_or(Failure::Fatal(
+    let (key, half) = if config.key_agreement_value() {
+        let (key, half) = OpeningKey::agreement(private, &opening_nonce).ok_or(Failure::Fatal(
             Error::ProtocolViolation("the key agreement failed to start"),
-        ))?
+        ))?;
+        (key, Some(half))
     } else {
-        OpeningKey::Secret(secret)
+        (OpeningKey::Secret(secret), None)
     };
     let hello = key.hello(nonce, 0, opening_nonce, &keys.handshake.client);
     let (stream, reader) = match connected {
@@ -208,6 +211,7 @@ fn open_once(
         opening_timeout,
         opening_nonce,
         key,
+        half,
     })));
     Ok(shared)
 }

@@ -340,3 +340,45 @@ fn retried_openings_carry_the_opening_then_reconnections_resume() {
         }
     );
 }
+
+#[test]
+fn the_agreement_kept_from_the_hello_finishes_once_then_the_private_key_does() {
+    use crate::core::agreement::{self, KEY_LEN};
+    use crate::core::session::Role;
+
+    let config = Config::default();
+    let t0 = Instant::now();
+    let nonce = [1; 16];
+    let (key, half) = OpeningKey::agreement([3; KEY_LEN], &nonce).unwrap();
+    let mut r = Redial::<u32>::new(addr(), &config, SECOND, nonce, key, t0);
+    r.agreement_started(half);
+    // A key-agreement HELLO carries no tag.
+    let untagged = SessionKeys::derive(&[0; 32], &nonce, Role::Client)
+        .handshake
+        .client;
+    let hello = r.next_hello(t0).unwrap().hello([5; 16], 0, 0, &untagged);
+    let (part, server) = agreement::answer(&[4; KEY_LEN], &nonce, &hello.opening_key).unwrap();
+    let signing = &server.handshake.server;
+    let answer = |part| {
+        Accepted::accepting(&hello, 9, true, 7001, 0, [6; 16], signing)
+            .agreed(part, &hello, signing)
+    };
+    let mut forged = part;
+    forged[0] ^= 1;
+    // A forged ANSWER takes the state kept from the HELLO and agrees on nothing; the real
+    // one, after it, is finished from the private key, and agrees with the server.
+    assert!(r.agreed_keys(&answer(forged)).is_none());
+    let agreed = r.agreed_keys(&answer(part)).unwrap();
+    assert!(agreed
+        .control
+        .send
+        .verify(&[b"x"], &server.control.recv.tag(&[b"x"])));
+    let mut fresh = Redial::<u32>::new(addr(), &config, SECOND, nonce, key, t0);
+    let (_, half) = OpeningKey::agreement([3; KEY_LEN], &nonce).unwrap();
+    fresh.agreement_started(half);
+    let kept = fresh.agreed_keys(&answer(part)).unwrap();
+    assert!(kept
+        .control
+        .send
+        .verify(&[b"x"], &server.control.recv.tag(&[b"x"])));
+}
