@@ -476,6 +476,11 @@ impl Server {
             }
             Action::OfferFailed { session, epoch } => {
                 let open = &mut self.sessions[session];
+                assert_eq!(
+                    u64::from(epoch),
+                    open.last_attempt,
+                    "an offer a later attempt overtook failed its session"
+                );
                 if !open.ended {
                     open.session.handle_offer_failed(epoch, now);
                 }

@@ -469,15 +469,18 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 
     /// A handshake started, waiting for its HELLO: returns the one dropped to make room,
     /// with what to do about it, if the listener had `max_handshakes` already. The victim
-    /// is the oldest that has not been answered; a real client completes within a round
-    /// trip, so a flood of slow or silent connections evicts itself.
+    /// is, first, the oldest answered resumption that a later attempt of its session
+    /// overtook (it can install nothing); then the oldest that has not been answered: a
+    /// real client completes within a round trip, so a flood of slow or silent
+    /// connections evicts itself.
     ///
-    /// An answered resumption (waiting for its CONFIRM) is the furthest along, and its
-    /// eviction sends its client a RECONNECT that brings it back at once. So one goes only
-    /// when every slot holds one (the oldest), and never from a listener of one slot: there
-    /// two clients resuming together evicted each other forever (simulation seed 4531).
-    /// Then the new connection is the one dropped: `handshake` itself is returned, not
-    /// started, and its client, which heard nothing on it, backs off.
+    /// An answered resumption still its session's latest (waiting for its CONFIRM) is the
+    /// furthest along, and its eviction sends its client a RECONNECT that brings it back
+    /// at once. So one goes only when every slot holds one (the oldest), and never from a
+    /// listener of one slot: there two clients resuming together evicted each other
+    /// forever (simulation seed 4531). Then the new connection is the one dropped:
+    /// `handshake` itself is returned, not started, and its client, which heard nothing on
+    /// it, backs off.
     pub fn handshake_started(&mut self, handshake: H) -> Option<(H, Action<S>)> {
         let max = self.limits.max_handshakes;
         if self.handshakes.len() < max {
@@ -488,7 +491,8 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         let victim = self
             .handshakes
             .iter()
-            .find(|h| !answered(h))
+            .find(|h| self.holds_an_overtaken_offer(&h.phase))
+            .or_else(|| self.handshakes.iter().find(|h| !answered(h)))
             .or_else(|| self.handshakes.front().filter(|_| max > 1))
             .map(|h| h.handshake);
         let Some(victim) = victim else {

@@ -16,7 +16,8 @@
 //!   |  --garbage----------> TurningAway --hangs up, or past TURN_AWAY_DRAIN--> (closed)
 //!   |  --HELLO: resumes---> Barrier --count checks out--> Confirm --CONFIRM verifies-->
 //!   |                                                        |     (installed, if latest)
-//!   |                                                        +--anything else--> (offer failed)
+//!   |                                                        +--anything else--> (offer failed,
+//!   |                                                              or closed if overtaken)
 //! ```
 
 use std::net::IpAddr;
@@ -294,12 +295,26 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     /// or ended, or a crowded listener dropped it. An answered resumption's offer failed.
     pub fn handshake_failed(&mut self, h: H) -> Action<S> {
         match self.take(h) {
-            Some(Phase::Confirm(offer)) => Action::OfferFailed {
+            Some(Phase::Confirm(offer)) if !self.overtaken(&offer) => Action::OfferFailed {
                 session: offer.session,
                 epoch: offer.answer.epoch,
             },
             _ => Action::Close,
         }
+    }
+
+    /// Whether `offer` was overtaken by a later attempt of its session, which proved
+    /// itself since: its CONFIRM would install nothing ([`confirmed`](Self::confirmed)),
+    /// so it holds a handshake slot for nothing, and its end tells the session nothing
+    /// (a RECONNECT for it would only replace the one for the newest offer that failed,
+    /// which is the one its client may need: see `Session::ask_to_reconnect`).
+    fn overtaken(&self, offer: &Offer<S>) -> bool {
+        !self.confirmed(offer.cid, offer.hello.attempt)
+    }
+
+    /// Whether handshake `phase` is an answered offer that a later attempt overtook.
+    pub(super) fn holds_an_overtaken_offer(&self, phase: &Phase<S>) -> bool {
+        matches!(phase, Phase::Confirm(offer) if self.overtaken(offer))
     }
 
     /// The engine aborted the session's live connection and passed the barrier: the
@@ -473,7 +488,8 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// The CONFIRM of an answered resumption: the connection is installed if it verifies
-    /// and no later attempt has proved itself meanwhile.
+    /// and no later attempt has proved itself meanwhile (then it is closed, whatever it
+    /// is).
     fn confirm(
         &mut self,
         h: H,
@@ -484,6 +500,9 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
         let Some(Phase::Confirm(offer)) = self.take(h) else {
             return Action::Close;
         };
+        if self.overtaken(&offer) {
+            return Action::Close;
+        }
         let proven = kind == FrameKind::Confirm
             && host.handshake_keys(offer.session).is_some_and(|k| {
                 Confirm::parse(body).is_ok_and(|c| c.verify(&offer.hello, &offer.answer, &k.client))
@@ -493,9 +512,6 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
                 session: offer.session,
                 epoch: offer.answer.epoch,
             };
-        }
-        if !self.confirmed(offer.cid, offer.hello.attempt) {
-            return Action::Close;
         }
         Action::Install {
             session: offer.session,

@@ -423,21 +423,6 @@ fn a_count_outside_what_was_written_is_refused_before_the_barrier() {
     ));
 }
 
-/// Handshake 10, session 0's offer of connection 1, was dropped to make room.
-fn assert_offer_of_10_failed(dropped: Option<(u32, Action<usize>)>) {
-    let offer_failed = matches!(
-        dropped,
-        Some((
-            10,
-            Action::OfferFailed {
-                session: 0,
-                epoch: 1
-            }
-        ))
-    );
-    assert!(offer_failed, "{dropped:?}");
-}
-
 #[test]
 fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
     let (mut ep, mut host, now) = (endpoint(3), host(), Instant::now());
@@ -449,12 +434,56 @@ fn a_crowded_listener_drops_the_oldest_handshake_not_yet_answered() {
     assert!(matches!(dropped, Some((11, Action::Close))), "{dropped:?}");
     answered(&mut ep, 12, cid, &keys, 2, &mut host, now);
     answered(&mut ep, 13, cid, &keys, 3, &mut host, now);
-    // All answered: the oldest goes, and its offer fails.
-    assert_offer_of_10_failed(ep.handshake_started(14));
+    // All answered, 10 and 12 overtaken by 13: the oldest goes, closed, since its offer
+    // can install nothing.
+    let dropped = ep.handshake_started(14);
+    assert!(matches!(dropped, Some((10, Action::Close))), "{dropped:?}");
     ep.handshake_ended(12);
     assert!(ep.handshake_started(15).is_none());
     assert_eq!(ep.handshake_count(), 3);
     assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [13, 14, 15]);
+}
+
+#[test]
+fn an_offer_a_later_attempt_overtook_goes_first_and_fails_nothing() {
+    // Three slots, all answered resumptions: session 0's attempt 1 (its latest), then
+    // session 1's attempts 1 and 2. A newcomer evicts session 1's first offer, which its
+    // second overtook, not session 0's older but live one.
+    let (mut ep, mut host, now) = (endpoint(3), host(), Instant::now());
+    let (cid0, keys0) = open(&mut ep, 1, 1, &mut host, now);
+    let (cid1, keys1) = open(&mut ep, 2, 2, &mut host, now);
+    answered(&mut ep, 10, cid0, &keys0, 1, &mut host, now);
+    let resumed = |ep: &mut Endpoint, host: &mut TestHost, h, attempt| {
+        ep.handshake_started(h);
+        let hello = Hello::resume(cid1, [9; NONCE_LEN], attempt, 0, &keys1.handshake.client);
+        let action = feed(ep, h, &hello.encode(), host, now);
+        assert!(matches!(action, Action::Barrier(1)), "{action:?}");
+        assert!(matches!(ep.after_barrier(h, host), Action::Answer(_)));
+    };
+    resumed(&mut ep, &mut host, 11, 1);
+    resumed(&mut ep, &mut host, 12, 2);
+    let dropped = ep.handshake_started(13);
+    assert!(matches!(dropped, Some((11, Action::Close))), "{dropped:?}");
+    assert_eq!(ep.take_handshakes().collect::<Vec<_>>(), [10, 12, 13]);
+    // However it ends, an overtaken offer tells its session nothing; the latest's failure
+    // does.
+    let (mut ep, mut host) = (endpoint(4), self::host());
+    let (cid, keys) = open(&mut ep, 1, 1, &mut host, now);
+    let (old_hello, old_answer) = answered(&mut ep, 20, cid, &keys, 1, &mut host, now);
+    answered(&mut ep, 21, cid, &keys, 2, &mut host, now);
+    let mut bad = Confirm::new(&old_hello, &old_answer, &keys.handshake.client).encode();
+    bad[12] ^= 1;
+    assert!(matches!(
+        feed(&mut ep, 20, &bad, &mut host, now),
+        Action::Close
+    ));
+    answered(&mut ep, 22, cid, &keys, 3, &mut host, now);
+    assert!(matches!(ep.handshake_failed(21), Action::Close));
+    let failed = ep.handshake_failed(22);
+    assert!(
+        matches!(failed, Action::OfferFailed { epoch: 3, .. }),
+        "{failed:?}"
+    );
 }
 
 #[test]
