@@ -417,13 +417,14 @@ impl Config {
     }
 
     /// How many incoming connections a server lets be in their handshake at once (default
-    /// 256). Past it, an answered resumption that a later attempt of its session overtook
-    /// (it can install nothing) is dropped to make room, else the oldest handshake that has
-    /// not been answered yet: an honest client completes its handshake within a round trip, so a flood
-    /// of slow or silent connections costs a bounded amount of memory and evicts itself,
-    /// not the client. Answered resumptions, which only wait for their client's CONFIRM, go
-    /// only when every slot holds one (the oldest), and with a single slot not at all: the
-    /// new connection is closed instead. It also bounds the new sessions whose client has not confirmed them
+    /// 256). Past it, an answered resumption that can install nothing any more (a later
+    /// attempt of its session overtook it, or the session ended) is dropped to make room,
+    /// else the oldest handshake that has not been answered yet: an honest client completes
+    /// its handshake within a round trip, so a flood of slow or silent connections costs a
+    /// bounded amount of memory and evicts itself, not the client. Answered resumptions
+    /// that may still install, which only wait for their client's CONFIRM, go only when
+    /// every slot holds one (the oldest), and with a single slot not at all: the new
+    /// connection is closed instead. It also bounds the new sessions whose client has not confirmed them
     /// (past it, or when the server is full, the oldest such session is dropped), so that
     /// peers that open sessions and vanish cannot fill the server.
     ///

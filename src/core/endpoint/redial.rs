@@ -7,6 +7,7 @@
 //! The engine owns the sockets and the timers; it names each attempt by an id of its own
 //! (`D`), passes the time in, and reports what became of each attempt.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ pub struct NextHello {
 }
 
 /// What an opening HELLO carries besides its opening nonce, the same in every retry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum OpeningKey {
     /// The key agreement: the client's ephemeral key pair (the public key travels).
     Agreement {
@@ -82,6 +83,19 @@ pub enum OpeningKey {
     },
     /// The lightweight opening: the session secret, sent in clear.
     Secret(Secret),
+}
+
+impl fmt::Debug for OpeningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The private key and the secret are never shown; the public key travels anyway.
+        match self {
+            OpeningKey::Agreement { public, .. } => f
+                .debug_struct("Agreement")
+                .field("public", public)
+                .finish_non_exhaustive(),
+            OpeningKey::Secret(_) => f.write_str("Secret(..)"),
+        }
+    }
 }
 
 impl OpeningKey {

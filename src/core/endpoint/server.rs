@@ -469,12 +469,12 @@ impl<S: Copy + Eq + Hash, H: Copy + Eq> ServerEndpoint<S, H> {
 
     /// A handshake started, waiting for its HELLO: returns the one dropped to make room,
     /// with what to do about it, if the listener had `max_handshakes` already. The victim
-    /// is, first, the oldest answered resumption that a later attempt of its session
-    /// overtook (it can install nothing); then the oldest that has not been answered: a
+    /// is, first, the oldest answered resumption that can install nothing any more (a
+    /// later attempt of its session overtook it, or the session ended); then the oldest that has not been answered: a
     /// real client completes within a round trip, so a flood of slow or silent
     /// connections evicts itself.
     ///
-    /// An answered resumption still its session's latest (waiting for its CONFIRM) is the
+    /// An answered resumption that may still install (waiting for its CONFIRM) is the
     /// furthest along, and its eviction sends its client a RECONNECT that brings it back
     /// at once. So one goes only when every slot holds one (the oldest), and never from a
     /// listener of one slot: there two clients resuming together evicted each other

@@ -82,7 +82,9 @@ impl SharedSession {
     /// The path to the peer takes `rtt` per round trip, as a client's HELLO and the
     /// server's ANSWER just measured (see `Session::handle_round_trip`).
     pub(crate) fn round_trip(&self, rtt: Duration) {
-        self.state.lock().session.handle_round_trip(rtt);
+        // Through `update`: a longer path may let the send buffer grow, which a writer
+        // waiting for room must hear of.
+        self.update(|st, _| st.session.handle_round_trip(rtt));
     }
 
     /// The server answered a client's opening: the session is `cid`, its control

@@ -382,3 +382,19 @@ fn the_agreement_kept_from_the_hello_finishes_once_then_the_private_key_does() {
         .send
         .verify(&[b"x"], &server.control.recv.tag(&[b"x"])));
 }
+
+#[test]
+fn an_opening_key_shows_no_private_key_nor_secret() {
+    let (agreement, _) = OpeningKey::agreement([0xAB; 32], &[1; 16]).unwrap();
+    let OpeningKey::Agreement { public, .. } = agreement else {
+        panic!("not an agreement");
+    };
+    let shown = format!("{agreement:?}");
+    assert!(shown.contains(&format!("{public:?}")), "{shown}");
+    assert!(
+        !shown.contains("171, 171, 171"),
+        "the private key shows: {shown}"
+    );
+    let shown = format!("{:?}", OpeningKey::Secret([0xCD; 32]));
+    assert_eq!(shown, "Secret(..)");
+}

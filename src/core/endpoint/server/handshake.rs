@@ -304,7 +304,8 @@ impl<S: Copy + Eq + std::hash::Hash, H: Copy + Eq> ServerEndpoint<S, H> {
     }
 
     /// Whether `offer` was overtaken by a later attempt of its session, which proved
-    /// itself since: its CONFIRM would install nothing ([`confirmed`](Self::confirmed)),
+    /// itself since, or its session ended: its CONFIRM would install nothing
+    /// ([`confirmed`](Self::confirmed)),
     /// so it holds a handshake slot for nothing, and its end tells the session nothing
     /// (a RECONNECT for it would only replace the one for the newest offer that failed,
     /// which is the one its client may need: see `Session::ask_to_reconnect`).
