@@ -8,11 +8,6 @@
 //! (`Config::paper()`), the same recording holds the keys.
 #![cfg(target_os = "linux")]
 
-// The off-path attacker's recording and handshakes (its `READ_BOUND` is ours).
-#[allow(dead_code)]
-#[path = "attacker/off_path.rs"]
-mod off_path;
-
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, UdpSocket};
 use std::ops::Range;
@@ -32,11 +27,9 @@ use robust_tcp_testkit::proxy::{CutPlan, FaultProxy};
 use robust_tcp_testkit::rng::{fresh_seed, Rng};
 use robust_tcp_testkit::session::{connect_pair, control_port, fast_config, server_addr};
 
-use off_path::{recording, Attacker, Recording, Tally};
+use robust_tcp_testkit::attacker::{recording, Attacker, Recording, Tally};
 
 const LIMIT: Duration = Duration::from_secs(60);
-/// How long the attacker waits for an answer, or for bytes after one.
-const READ_BOUND: Duration = Duration::from_secs(5);
 /// Bytes each way, in two halves: the first before the attack, the second after.
 const HALF: u64 = 256 << 10;
 

@@ -1,39 +1,55 @@
-//! The attacker: what it records of the session's traffic from its capture, and what it
-//! forges and replays from that.
+//! An off-path attacker against a live session on loopback (`docs/SECURITY.md`'s threat
+//! model), shared by `tests/attacker` and `tests/eavesdropper.rs`: what it records of the
+//! session's traffic from a packet capture ([`crate::capture`]), and what it forges and
+//! replays from that.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 
-use capture::{Packet, Proto};
 use robust_tcp::protocol::auth::{SessionKeys, NONCE_LEN, TAG_LEN};
 use robust_tcp::protocol::control::{ControlKind, ControlMessage, MAX_LEN};
 use robust_tcp::protocol::handshake::{Answer, FrameHeader, FrameKind, Hello, HEADER_LEN};
-use robust_tcp_testkit::capture;
-use robust_tcp_testkit::rng::Rng;
+use std::time::Duration;
 
-use super::READ_BOUND;
+use crate::capture::{Packet, Proto};
+use crate::rng::Rng;
+
+/// How long the attacker waits for an answer, or for bytes after one.
+pub const READ_BOUND: Duration = Duration::from_secs(5);
 
 /// What the attacker did and saw.
 #[derive(Debug, Default)]
-pub(super) struct Tally {
-    pub(super) forged_datagrams: usize,
-    pub(super) replayed_datagrams: usize,
-    pub(super) hello_replays: usize,
-    pub(super) hello_replays_answered: usize,
-    pub(super) forged_hellos: usize,
-    pub(super) opening_replays: usize,
-    pub(super) cuts: usize,
+pub struct Tally {
+    /// Control datagrams forged.
+    pub forged_datagrams: usize,
+    /// Captured control datagrams replayed.
+    pub replayed_datagrams: usize,
+    /// Captured reconnection HELLOs replayed.
+    pub hello_replays: usize,
+    /// Of those, the ones the server answered (each then followed by a captured CONFIRM).
+    pub hello_replays_answered: usize,
+    /// Reconnection HELLOs forged for the real CID.
+    pub forged_hellos: usize,
+    /// Captured opening HELLOs replayed.
+    pub opening_replays: usize,
+    /// Cuts of the victim's connection during the attack.
+    pub cuts: usize,
 }
 
 /// The attacker's view of the traffic.
-pub(super) struct Recording {
-    pub(super) datagrams: Vec<Vec<u8>>,
-    pub(super) resume_hellos: Vec<Vec<u8>>,
-    pub(super) opening_hellos: Vec<Vec<u8>>,
-    pub(super) confirms: Vec<Vec<u8>>,
+pub struct Recording {
+    /// The control datagrams captured.
+    pub datagrams: Vec<Vec<u8>>,
+    /// The reconnection HELLO frames captured.
+    pub resume_hellos: Vec<Vec<u8>>,
+    /// The opening HELLO frames captured.
+    pub opening_hellos: Vec<Vec<u8>>,
+    /// The CONFIRM frames captured.
+    pub confirms: Vec<Vec<u8>>,
     /// The client nonces that accepting ANSWERs echoed: which HELLOs the server has seen.
-    pub(super) answered: Vec<[u8; NONCE_LEN]>,
-    pub(super) control_port: Option<u16>,
+    pub answered: Vec<[u8; NONCE_LEN]>,
+    /// The server's control port, once an ANSWER named it.
+    pub control_port: Option<u16>,
 }
 
 impl Recording {
@@ -41,7 +57,7 @@ impl Recording {
     /// session with the same or a higher attempt number, so it has seen them or never
     /// will. An off-path attacker replays only those; a HELLO still on its way is what an
     /// on-path attacker would race (`docs/SECURITY.md`, "Not protected").
-    pub(super) fn settled_hellos(&self) -> Vec<Vec<u8>> {
+    pub fn settled_hellos(&self) -> Vec<Vec<u8>> {
         let parsed: Vec<Hello> = self
             .resume_hellos
             .iter()
@@ -66,7 +82,7 @@ impl Recording {
 /// Sorts captured payloads: control datagrams (between the victim process's control
 /// port, which an ANSWER names, and itself: client and server share the process) and
 /// handshake frames.
-pub(super) fn recording(packets: &[Packet]) -> Recording {
+pub fn recording(packets: &[Packet]) -> Recording {
     let mut r = Recording {
         datagrams: Vec::new(),
         resume_hellos: Vec::new(),
@@ -122,19 +138,28 @@ pub(super) fn recording(packets: &[Packet]) -> Recording {
 }
 
 /// The attacker: its own sockets, its own randomness.
-pub(super) struct Attacker {
-    pub(super) server: SocketAddr,
-    pub(super) control: SocketAddr,
-    pub(super) cid: u32,
-    pub(super) udp: UdpSocket,
-    pub(super) rng: Rng,
+pub struct Attacker {
+    /// The server's TCP address.
+    pub server: SocketAddr,
+    /// The server's control address.
+    pub control: SocketAddr,
+    /// The victim session's CID.
+    pub cid: u32,
+    /// Its own UDP socket.
+    pub udp: UdpSocket,
+    /// Its own randomness.
+    pub rng: Rng,
     /// Keys of a session of its own: well-formed tags, wrong keys.
-    pub(super) stranger: SessionKeys,
-    pub(super) tally: Tally,
+    pub stranger: SessionKeys,
+    /// What it did so far.
+    pub tally: Tally,
 }
 
 impl Attacker {
-    pub(super) fn forged_datagram(&mut self, captured: &[Vec<u8>]) -> Vec<u8> {
+    /// The next forged control datagram, in turn of every kind and forgery (a random
+    /// CID, the real CID with a wrong tag, a captured one with an old packet number, a
+    /// wrong length, another session's key).
+    pub fn forged_datagram(&mut self, captured: &[Vec<u8>]) -> Vec<u8> {
         let n = self.tally.forged_datagrams;
         let kind = match n % 7 {
             0 => ControlKind::Ack(self.rng.next_u64() as u32),
@@ -189,13 +214,14 @@ impl Attacker {
         d
     }
 
-    pub(super) fn send_datagram(&self, d: &[u8]) {
+    /// Sends `d` to the server's control address.
+    pub fn send_datagram(&self, d: &[u8]) {
         self.udp.send_to(d, self.control).expect("send a datagram");
     }
 
     /// Sends `frame` on a connection of its own to the server and reads the answer; if it
     /// accepts, follows with `confirm` and checks that nothing more comes.
-    pub(super) fn handshake(&self, frame: &[u8], confirm: Option<&[u8]>) -> Answer {
+    pub fn handshake(&self, frame: &[u8], confirm: Option<&[u8]>) -> Answer {
         let mut conn = TcpStream::connect(self.server).expect("connect to the server");
         conn.set_read_timeout(Some(READ_BOUND))
             .expect("set_read_timeout");
@@ -226,7 +252,10 @@ impl Attacker {
         answer
     }
 
-    pub(super) fn forged_hello(&mut self) -> Vec<u8> {
+    /// The next forged reconnection HELLO for the real CID: a random nonce, attempt
+    /// numbers far above and below any real one, tagged under another session's key or
+    /// with a random tag.
+    pub fn forged_hello(&mut self) -> Vec<u8> {
         let nonce = std::array::from_fn(|_| self.rng.next_u64() as u8);
         // Attempt numbers from far above any real one down to 1, counts in and out of
         // the window.
@@ -246,7 +275,11 @@ impl Attacker {
 }
 
 /// Reads one ANSWER frame.
-pub(super) fn read_answer(conn: &mut TcpStream) -> Answer {
+///
+/// # Panics
+///
+/// If the connection fails or ends first, or the frame is no ANSWER.
+pub fn read_answer(conn: &mut TcpStream) -> Answer {
     let mut header = [0u8; HEADER_LEN];
     conn.read_exact(&mut header).expect("read an answer header");
     let header = FrameHeader::parse(&header).expect("an answer header");

@@ -15,9 +15,7 @@
 //! handshake answer, on UDP nothing at all (nothing answers what does not authenticate).
 #![cfg(target_os = "linux")]
 //!
-//! The attacker itself is in `off_path.rs`; the tests and their settings here.
-
-mod off_path;
+//! The attacker itself is the test kit's `attacker`; the tests and their settings here.
 
 use std::io::{self, Read, Write};
 use std::iter;
@@ -40,7 +38,7 @@ use robust_tcp_testkit::proxy::{CutAt, CutPlan, FaultProxy};
 use robust_tcp_testkit::rng::{fresh_seed, Rng};
 use robust_tcp_testkit::session::{bind, connect_pair, fast_config, server_addr, spawn_reader};
 
-use off_path::{recording, Attacker, Tally};
+use robust_tcp_testkit::attacker::{recording, Attacker, Tally};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Bytes each way.
@@ -63,8 +61,6 @@ const OPENING_REPLAYS: usize = 30;
 const CHALLENGE_KIND: u8 = 8;
 const KIND_AT: usize = 4;
 const CHALLENGE_LEN: usize = MIN_LEN + 4;
-/// How long the attacker waits for an answer, or for bytes after one.
-const READ_BOUND: Duration = Duration::from_secs(5);
 
 /// Writes `payload` in chunks on a clone of `sock`, holding back its last [`HELD_BACK`]
 /// bytes until `attack_over`, then shuts down writing.
